@@ -1,0 +1,47 @@
+/* Configuration from one table: each option has a name, a type, a default
+ * and a help line. Values come from the defaults, then an INI file (libinih;
+ * keys may sit in any section), then the environment (NIMBUS_<NAME> in upper
+ * case, dots and dashes as underscores), then --name=value or --name value
+ * flags, later sources overriding earlier ones. --help prints the table. */
+#ifndef NB_CONFIG_H
+#define NB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum nb_opt_type {
+  NB_OPT_STR,  /* char* (heap, owned by the config) */
+  NB_OPT_INT,  /* int64_t */
+  NB_OPT_BOOL, /* bool: 1/0, true/false, yes/no, on/off */
+} nb_opt_type;
+
+typedef struct nb_opt {
+  const char *name; /* e.g. "mqtt_host"; flag --mqtt-host, env NIMBUS_MQTT_HOST */
+  nb_opt_type type;
+  const char *def;  /* default as text; NULL for an empty string */
+  const char *help; /* one line */
+  size_t offset;    /* offsetof the field in the caller's struct */
+  int64_t min, max; /* bounds for NB_OPT_INT */
+} nb_opt;
+
+/* Loads `table` (terminated by an entry with name NULL) into `cfg`.
+ * Order: defaults, file named by --config FILE (or env NIMBUS_CONFIG, or
+ * `default_file` if it exists; may be NULL), environment, flags.
+ * Positional arguments (not flags) are left in `argv` after `*argc_rest`
+ * is set to their count, starting at argv[0] of the returned array
+ * `*rest` (which points into argv; borrowed). `--help` sets *help to true
+ * and returns 0 without reading further. On error writes a sentence for a
+ * person into errbuf (size errcap) and returns NIMBUS_ECONFIG. */
+int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
+                   const char *default_file, bool *help, int *argc_rest,
+                   char ***rest, char *errbuf, size_t errcap);
+
+/* Prints `usage` and then every option of `table` with its default and
+ * help to `fp` (a FILE*). */
+void nb_config_print_help(const nb_opt *table, const char *usage, void *fp);
+
+/* Frees the strings the config owns in `cfg`. */
+void nb_config_free(const nb_opt *table, void *cfg);
+
+#endif

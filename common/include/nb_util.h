@@ -1,0 +1,42 @@
+/* Small helpers shared by the agent, the worker and the tools: clocks,
+ * random identifiers, hex, SHA-256, identifier validation. */
+#ifndef NB_UTIL_H
+#define NB_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t nb_now_ms(void);
+/* Milliseconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
+int64_t nb_mono_ms(void);
+
+/* Fills `buf` with `n` cryptographically random bytes (OpenSSL RAND).
+ * Returns 0 or NIMBUS_ESYS. */
+int nb_random_bytes(void *buf, size_t n);
+
+/* Writes a random URL-safe identifier of `bits` random bits (a multiple of
+ * 6 is exact; others round up) into `out`, NUL-terminated. `cap` is the
+ * size of `out` in bytes. Returns 0, NIMBUS_EINVAL if `out` is too small,
+ * or NIMBUS_ESYS. The alphabet is [A-Za-z0-9_-]. */
+int nb_random_id(char *out, size_t cap, unsigned bits);
+
+/* Lowercase hex of `n` bytes into `out`, which must hold 2n+1 bytes. */
+void nb_hex(const uint8_t *in, size_t n, char *out);
+
+/* SHA-256 of `n` bytes at `in` into `out[32]`. */
+void nb_sha256(const void *in, size_t n, uint8_t out[32]);
+
+/* True when `s` (length `n`) is 1-64 bytes of [A-Za-z0-9._-]: a terminal
+ * id (PROTOCOL.md, Transport and identity). */
+bool nb_valid_terminal(const char *s, size_t n);
+/* True when `s` is `min`..`max` bytes of [A-Za-z0-9_-]: task ids (16-64),
+ * device ids (8-64), upload names (1-64). */
+bool nb_valid_token(const char *s, size_t n, size_t min, size_t max);
+
+/* Copies at most cap-1 bytes of `src` into `dst` and NUL-terminates it.
+ * Returns the length of `src`; a result >= cap means it was truncated. */
+size_t nb_strlcpy(char *dst, const char *src, size_t cap);
+
+#endif

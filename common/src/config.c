@@ -1,0 +1,253 @@
+/* One table of options, filled from defaults, an INI file, the environment
+ * and flags (see nb_config.h). The table drives everything: parsing, bounds
+ * checks and --help, so there is no per-option code anywhere. */
+#include "nb_config.h"
+#include "nimbus/errors.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+typedef struct load_ctx {
+  const nb_opt *table;
+  void *cfg;
+  char *err;
+  size_t errcap;
+  int rc;
+} load_ctx;
+
+/* Option names use '_'; flags use '-'; both spellings are accepted. */
+static bool name_eq(const char *opt, const char *s, size_t n) {
+  if (strlen(opt) != n)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char a = opt[i], b = s[i];
+    if (b == '-' || b == '.')
+      b = '_';
+    if (a != b)
+      return false;
+  }
+  return true;
+}
+
+static const nb_opt *find_opt(const nb_opt *table, const char *s, size_t n) {
+  for (const nb_opt *o = table; o->name != NULL; o++)
+    if (name_eq(o->name, s, n))
+      return o;
+  return NULL;
+}
+
+static int set_value(const nb_opt *o, void *cfg, const char *val,
+                     const char *origin, char *err, size_t errcap) {
+  char *field = (char *)cfg + o->offset;
+  switch (o->type) {
+  case NB_OPT_STR: {
+    char *copy = strdup(val != NULL ? val : "");
+    if (copy == NULL)
+      return NIMBUS_ENOMEM;
+    free(*(char **)field);
+    *(char **)field = copy;
+    return 0;
+  }
+  case NB_OPT_INT: {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(val != NULL ? val : "", &end, 10);
+    if (val == NULL || *val == '\0' || *end != '\0' || errno != 0) {
+      snprintf(err, errcap, "%s: %s must be a whole number, not \"%s\"",
+               origin, o->name, val != NULL ? val : "");
+      return NIMBUS_ECONFIG;
+    }
+    if (v < o->min || v > o->max) {
+      snprintf(err, errcap, "%s: %s must be between %lld and %lld, not %lld",
+               origin, o->name, (long long)o->min, (long long)o->max, v);
+      return NIMBUS_ECONFIG;
+    }
+    *(int64_t *)field = (int64_t)v;
+    return 0;
+  }
+  case NB_OPT_BOOL: {
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+      if (val != NULL && strcasecmp(val, yes[i]) == 0) {
+        *(bool *)field = true;
+        return 0;
+      }
+      if (val != NULL && strcasecmp(val, no[i]) == 0) {
+        *(bool *)field = false;
+        return 0;
+      }
+    }
+    snprintf(err, errcap, "%s: %s must be true or false, not \"%s\"", origin,
+             o->name, val != NULL ? val : "");
+    return NIMBUS_ECONFIG;
+  }
+  }
+  return NIMBUS_EINVAL;
+}
+
+static int on_ini_entry(void *user, const char *section, const char *name,
+                       const char *value) {
+  (void)section;
+  load_ctx *lc = user;
+  if (lc->rc != 0)
+    return 0;
+  const nb_opt *o = find_opt(lc->table, name, strlen(name));
+  if (o == NULL) {
+    snprintf(lc->err, lc->errcap, "config file: unknown option \"%s\"", name);
+    lc->rc = NIMBUS_ECONFIG;
+    return 0;
+  }
+  lc->rc = set_value(o, lc->cfg, value, "config file", lc->err, lc->errcap);
+  return lc->rc == 0;
+}
+
+static void env_name(const char *opt, char *out, size_t cap) {
+  size_t n = (size_t)snprintf(out, cap, "NIMBUS_");
+  for (const char *p = opt; *p != '\0' && n + 1 < cap; p++)
+    out[n++] = (char)toupper((unsigned char)(*p == '-' ? '_' : *p));
+  out[n] = '\0';
+}
+
+int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
+                   const char *default_file, bool *help, int *argc_rest,
+                   char ***rest, char *errbuf, size_t errcap) {
+  int rc = 0;
+  *help = false;
+  for (const nb_opt *o = table; o->name != NULL; o++) {
+    if (o->type == NB_OPT_STR)
+      *(char **)((char *)cfg + o->offset) = NULL;
+    rc = set_value(o, cfg, o->def != NULL ? o->def : "", "default", errbuf,
+                   errcap);
+    if (rc != 0)
+      return rc;
+  }
+
+  /* The config file: --config FILE wins over NIMBUS_CONFIG and the default. */
+  const char *file = getenv("NIMBUS_CONFIG");
+  bool file_required = file != NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+      file = argv[i + 1];
+      file_required = true;
+    } else if (strncmp(argv[i], "--config=", 9) == 0) {
+      file = argv[i] + 9;
+      file_required = true;
+    } else if (strcmp(argv[i], "--") == 0) {
+      break;
+    }
+  }
+  if (file == NULL && default_file != NULL && access(default_file, R_OK) == 0)
+    file = default_file;
+  if (file != NULL) {
+    load_ctx lc = {table, cfg, errbuf, errcap, 0};
+    int r = ini_parse(file, on_ini_entry, &lc);
+    if (lc.rc != 0)
+      return lc.rc;
+    if (r < 0 && file_required) {
+      snprintf(errbuf, errcap, "cannot read config file %s", file);
+      return NIMBUS_ECONFIG;
+    }
+    if (r > 0) {
+      snprintf(errbuf, errcap, "%s:%d: cannot parse this line", file, r);
+      return NIMBUS_ECONFIG;
+    }
+  }
+
+  for (const nb_opt *o = table; o->name != NULL; o++) {
+    char env[96];
+    env_name(o->name, env, sizeof env);
+    const char *v = getenv(env);
+    if (v != NULL && (rc = set_value(o, cfg, v, env, errbuf, errcap)) != 0)
+      return rc;
+  }
+
+  /* Flags; positionals are compacted to the front of argv[1..]. */
+  int npos = 0;
+  bool only_pos = false;
+  for (int i = 1; i < argc; i++) {
+    char *a = argv[i];
+    if (only_pos || a[0] != '-' || a[1] != '-' || a[2] == '\0') {
+      if (!only_pos && strcmp(a, "--") == 0) {
+        only_pos = true;
+        continue;
+      }
+      argv[1 + npos++] = a;
+      continue;
+    }
+    if (strcmp(a, "--help") == 0) {
+      *help = true;
+      return 0;
+    }
+    const char *name = a + 2;
+    const char *eq = strchr(name, '=');
+    size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+    if (name_eq("config", name, nlen)) {
+      if (eq == NULL)
+        i++;
+      continue;
+    }
+    const nb_opt *o = find_opt(table, name, nlen);
+    if (o == NULL) {
+      snprintf(errbuf, errcap, "unknown option --%.*s (see --help)",
+               (int)nlen, name);
+      return NIMBUS_ECONFIG;
+    }
+    const char *val = NULL;
+    if (eq != NULL)
+      val = eq + 1;
+    else if (o->type == NB_OPT_BOOL)
+      val = "true";
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else {
+      snprintf(errbuf, errcap, "--%s needs a value", o->name);
+      return NIMBUS_ECONFIG;
+    }
+    char origin[80];
+    snprintf(origin, sizeof origin, "--%.*s", (int)nlen, name);
+    if ((rc = set_value(o, cfg, val, origin, errbuf, errcap)) != 0)
+      return rc;
+  }
+  *argc_rest = npos;
+  *rest = argv + 1;
+  return 0;
+}
+
+void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
+  FILE *f = fp;
+  fputs(usage, f);
+  fputs("\nOptions (flag, environment variable, config file key):\n", f);
+  for (const nb_opt *o = table; o->name != NULL; o++) {
+    char flag[64], env[96];
+    size_t n = 0;
+    for (const char *p = o->name; *p != '\0' && n + 1 < sizeof flag; p++)
+      flag[n++] = *p == '_' ? '-' : *p;
+    flag[n] = '\0';
+    env_name(o->name, env, sizeof env);
+    fprintf(f, "  --%s%s\n      %s", flag,
+            o->type == NB_OPT_BOOL ? "" : (o->type == NB_OPT_INT ? " N" : " VALUE"),
+            o->help);
+    if (o->def != NULL && o->def[0] != '\0')
+      fprintf(f, " (default: %s)", o->def);
+    fprintf(f, "\n      env %s, key %s\n", env, o->name);
+  }
+  fputs("  --config FILE\n      read options from an INI file first "
+        "(env NIMBUS_CONFIG)\n  --help\n      print this help\n", f);
+}
+
+void nb_config_free(const nb_opt *table, void *cfg) {
+  for (const nb_opt *o = table; o->name != NULL; o++) {
+    if (o->type == NB_OPT_STR) {
+      char **p = (char **)((char *)cfg + o->offset);
+      free(*p);
+      *p = NULL;
+    }
+  }
+}

@@ -1,0 +1,88 @@
+/* Clocks, random identifiers, hex and identifier checks shared by every
+ * Nimbus executable and library. */
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <string.h>
+#include <time.h>
+
+int64_t nb_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t nb_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int nb_random_bytes(void *buf, size_t n) {
+  if (n > (size_t)0x7fffffff)
+    return NIMBUS_EINVAL;
+  return RAND_bytes(buf, (int)n) == 1 ? 0 : NIMBUS_ESYS;
+}
+
+int nb_random_id(char *out, size_t cap, unsigned bits) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  size_t chars = (bits + 5) / 6;
+  if (cap < chars + 1 || chars > 128)
+    return NIMBUS_EINVAL;
+  unsigned char raw[128];
+  if (nb_random_bytes(raw, chars) != 0)
+    return NIMBUS_ESYS;
+  for (size_t i = 0; i < chars; i++)
+    out[i] = alphabet[raw[i] & 63];
+  out[chars] = '\0';
+  return 0;
+}
+
+void nb_hex(const uint8_t *in, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 15];
+  }
+  out[2 * n] = '\0';
+}
+
+void nb_sha256(const void *in, size_t n, uint8_t out[32]) {
+  SHA256(in, n, out);
+}
+
+static bool token_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+bool nb_valid_terminal(const char *s, size_t n) {
+  if (s == NULL || n < 1 || n > 64)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!token_char(s[i]) && s[i] != '.')
+      return false;
+  return true;
+}
+
+bool nb_valid_token(const char *s, size_t n, size_t min, size_t max) {
+  if (s == NULL || n < min || n > max)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!token_char(s[i]))
+      return false;
+  return true;
+}
+
+size_t nb_strlcpy(char *dst, const char *src, size_t cap) {
+  size_t len = strlen(src);
+  if (cap > 0) {
+    size_t n = len < cap - 1 ? len : cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+  }
+  return len;
+}
