@@ -8,6 +8,7 @@
  * own connect()). Nagle's algorithm is turned off before the connection is
  * made; a failure to do so is harmless and ignored. */
 #include <netinet/in.h>
+#include <stddef.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
