@@ -44,7 +44,7 @@ typedef enum st_claim_state {
 } st_claim_state;
 
 /* Atomically looks at (terminal, id): a recorded reply with the same
- * digest -> DONE and *reply/*reply_len receive a malloc'd copy of it (the
+ * digest -> DONE and *reply, *reply_len receive a malloc'd copy of it (the
  * caller frees); with another digest -> CONFLICT; a live claim -> RUNNING
  * (or CONFLICT for another digest); nothing -> a new claim owned by `owner`
  * for lease_ms -> TAKEN. `digest` is the 32-byte SHA-256 of the task's
