@@ -31,6 +31,14 @@
 #define SC_MAX_STR (64 * 1024)
 #define SC_ID_MIN 16
 #define SC_ID_MAX 64
+/* Most values (every array element, map key and map value, plus the root)
+ * one message may hold. Each value costs msgpack-c's zone 24 bytes, so this
+ * keeps a decoded message under 3 MiB of zone whatever its shape. */
+#define SC_MAX_VALUES (128 * 1024)
+
+/* True when `s` (length `n`) is a task id: SC_ID_MIN-SC_ID_MAX bytes of
+ * [A-Za-z0-9_-]. `s` is borrowed; NULL gives false. */
+bool sc_id_valid(const char *s, size_t n);
 
 typedef enum sc_status {
   SC_STATUS_OK = 0,
@@ -114,6 +122,15 @@ void sc_notice_fini(sc_notice *n);
  * msgpack_zone_free. Errors as above. */
 int sc_value_decode(const uint8_t *buf, size_t len, msgpack_object *out,
                     msgpack_zone **out_zone, char *err, size_t errcap);
+
+/* sc_value_decode with other bounds on size and value count, for documents
+ * larger than a message (a backup manifest in a blob): at most `max_bytes`
+ * bytes (else NIMBUS_ETOOBIG) and `max_values` values (else NIMBUS_EPROTO).
+ * Depth and string limits stay SC_MAX_DEPTH and SC_MAX_STR. The zone then
+ * costs up to 24 bytes per value. */
+int sc_value_decode_limits(const uint8_t *buf, size_t len, size_t max_bytes,
+                           size_t max_values, msgpack_object *out,
+                           msgpack_zone **out_zone, char *err, size_t errcap);
 
 /* ---- Encoding ---------------------------------------------------------- */
 
