@@ -1,0 +1,165 @@
+# Helpers every integration test sources: a stack of its own (scripts/stack)
+# in a temporary directory, on free loopback ports, stopped and removed at
+# exit whatever happens, with the tails of its logs printed when the test
+# fails. ctest runs the tests as `bash tests/integration/test_X.sh` with
+# NIMBUS_BUILD_DIR and NIMBUS_SOURCE_DIR set; both have defaults so a test
+# also runs by hand from the checkout.
+#
+#   nb_stack_up [WORKERS]    start a stack; exports NIMBUS_MQTT_HOST, ..._PORT,
+#                            NIMBUS_REDIS_*, NIMBUS_ADMIN_*, NIMBUS_ACCOUNTS,
+#                            NIMBUS_DIR (extra worker flags: NIMBUS_WORKER_FLAGS)
+#   nb_terminal ID           add terminal account ID; exports NIMBUS_TERMINAL,
+#                            NIMBUS_PASSWORD, NIMBUS_STATE_DIR
+#   nb_stack ARGS...         scripts/stack with this build dir
+#   nb_agent ARGS...         $NIMBUS_BIN/nimbus-agent
+#   nb_redis ARGS...         redis-cli against the stack's redis
+#   nb_fail MSG              print FAIL and exit 1
+#   nb_assert_eq WANT GOT [WHAT]
+#   nb_wait_for CMD TIMEOUT  run CMD (a string, eval'd) until it succeeds;
+#                            1 after TIMEOUT seconds
+#   nb_log_tail [LINES]      the last lines of every log of the stack
+#   nb_pids                  "name pid" of every process the stack started
+#   nb_alive PID             true if PID runs (zombies do not count)
+#
+# At exit a test also fails if any log of its stack holds a sanitizer
+# report (the ASan build runs the same tests).
+
+set -euo pipefail
+
+NIMBUS_SOURCE_DIR=${NIMBUS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+NIMBUS_BUILD_DIR=${NIMBUS_BUILD_DIR:-$NIMBUS_SOURCE_DIR/build}
+NIMBUS_BIN=$NIMBUS_BUILD_DIR/bin
+export NIMBUS_SOURCE_DIR NIMBUS_BUILD_DIR NIMBUS_BIN
+
+NB_TEST=$(basename "${0%.sh}")
+NB_DIR=''
+NB_FAILED=0
+
+nb_log() { echo "[$NB_TEST] $*" >&2; }
+
+nb_fail() {
+  echo "[$NB_TEST] FAIL: $*" >&2
+  NB_FAILED=1
+  exit 1
+}
+
+nb_assert_eq() {
+  local want=$1 got=$2 what=${3:-value}
+  if [[ $want != "$got" ]]; then
+    nb_fail "$what: expected '$want', got '$got'"
+  fi
+}
+
+# nb_wait_for CMD TIMEOUT: polls CMD (eval'd, output discarded) every 0.1 s.
+nb_wait_for() {
+  local cmd=$1 timeout=${2:-10} t
+  t=$((SECONDS + timeout))
+  while :; do
+    if eval "$cmd" >/dev/null 2>&1; then return 0; fi
+    ((SECONDS < t)) || return 1
+    sleep 0.1
+  done
+}
+
+nb_stack() {
+  NIMBUS_BUILD_DIR=$NIMBUS_BUILD_DIR "$NIMBUS_SOURCE_DIR/scripts/stack" "$@"
+}
+
+nb_agent() { "$NIMBUS_BIN/nimbus-agent" "$@"; }
+
+nb_redis() {
+  REDISCLI_AUTH=$NIMBUS_REDIS_PASSWORD \
+    redis-cli -h "$NIMBUS_REDIS_HOST" -p "$NIMBUS_REDIS_PORT" "$@"
+}
+
+# True if PID is a running process (a zombie, which an init that does not
+# reap may keep around, is not running).
+nb_alive() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [[ ${st%% *} != Z && ${st%% *} != X ]]
+}
+
+nb_pids() {
+  [[ -n $NB_DIR && -f $NB_DIR/procs ]] || return 0
+  local name pid start
+  while read -r name pid start; do echo "$name $pid"; done <"$NB_DIR/procs"
+}
+
+nb_log_tail() {
+  local n=${1:-25} f
+  [[ -n $NB_DIR && -d $NB_DIR ]] || return 0
+  for f in "$NB_DIR"/broker/mosquitto.log "$NB_DIR"/redis/redis.log \
+           "$NB_DIR"/worker-*/log; do
+    [[ -f $f ]] || continue
+    echo "---- ${f#"$NB_DIR"/} (last $n lines) ----" >&2
+    tail -n "$n" "$f" >&2
+  done
+  echo "---- end of logs ($NB_DIR) ----" >&2
+}
+
+# Sanitizer reports in the stack's logs (ASan, UBSan, LSan).
+nb__sanitizer_reports() {
+  [[ -n $NB_DIR && -d $NB_DIR ]] || return 1
+  grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' \
+    "$NB_DIR"/broker/mosquitto.log "$NB_DIR"/worker-*/log 2>/dev/null
+}
+
+nb__cleanup() {
+  local rc=$? reports
+  trap - EXIT INT TERM HUP
+  set +e
+  if [[ -n $NB_DIR && -d $NB_DIR ]]; then
+    nb_stack stop "$NB_DIR" >/dev/null 2>"$NB_DIR/stop.err"
+    if (($? != 0)); then
+      nb_log "scripts/stack stop failed:"
+      cat "$NB_DIR/stop.err" >&2
+      rc=1
+    fi
+    if reports=$(nb__sanitizer_reports); then
+      nb_log "FAIL: sanitizer report in: $reports"
+      local f
+      for f in $reports; do
+        grep -n -A 30 -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$f" | head -n 60 >&2
+      done
+      rc=1
+    fi
+    if ((rc != 0)); then
+      nb_log_tail 40
+    fi
+    if ((rc != 0)) && [[ -n ${NIMBUS_KEEP_FAILED:-} ]]; then
+      nb_log "kept $NB_DIR"
+    else
+      rm -rf "$NB_DIR"
+    fi
+  fi
+  if ((rc == 0)); then nb_log "PASS"; else nb_log "FAILED (exit $rc)"; fi
+  exit "$rc"
+}
+
+# A signal (ctest's timeout, Ctrl-C) still stops the stack: the EXIT trap
+# runs when the shell exits through these.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap nb__cleanup EXIT
+
+nb_stack_up() {
+  local workers=${1:-2} out
+  [[ -z $NB_DIR ]] || nb_fail "nb_stack_up called twice"
+  NB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-$NB_TEST.XXXXXX")
+  if ! out=$(nb_stack start "$NB_DIR" --workers "$workers"); then
+    nb_fail "scripts/stack start failed"
+  fi
+  eval "$out"
+  [[ ${NIMBUS_DIR:-} == "$NB_DIR" ]] || nb_fail "stack start printed no exports"
+  nb_log "stack up in $NB_DIR (mqtt $NIMBUS_MQTT_PORT, redis $NIMBUS_REDIS_PORT, $workers workers)"
+}
+
+nb_terminal() {
+  local id=$1 out
+  [[ -n $NB_DIR ]] || nb_fail "nb_terminal before nb_stack_up"
+  out=$(nb_stack terminal "$NB_DIR" "$id") || nb_fail "scripts/stack terminal $id failed"
+  eval "$out"
+}
