@@ -153,8 +153,8 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
   if (o == NULL)
     return rc;
   if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > max_items) {
-    sc_err(err, errcap, "args.%s must be an array of at most %zu items", key,
-           max_items);
+    sc_err(err, errcap, "args.%s must be an array of at most %zu item%s",
+           key, max_items, max_items == 1 ? "" : "s");
     return NIMBUS_EINVAL;
   }
   *arr = o;
