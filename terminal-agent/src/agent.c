@@ -1,0 +1,736 @@
+/* libnimbus-agent's session: creating and freeing an agent, the MQTT 5
+ * connection through Paho's MQTTAsync, and the agent's own thread.
+ *
+ * Paho calls back on its own threads while holding its global mutex, so
+ * its callbacks here only record state, queue events and wake someone;
+ * the application is called from the agent's thread alone (ag_loop). That
+ * thread also re-sends tasks: after every connect (once the subscriptions
+ * are granted, so that no reply can be missed) and whenever a task's
+ * re-send clock runs out. The clock is scanned at one deadline, the
+ * earliest task's, coalesced by a little slack so that a thousand tasks
+ * due within a few milliseconds cost one wake-up; submitting a task wakes
+ * the thread only when it moves that deadline earlier, which the common
+ * case (every task on the same interval) never does. */
+#include "ag_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nb_util.h"
+
+/* ---- Small helpers ----------------------------------------------------- */
+
+static char *ag_strdup_printf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static char *ag_strdup_printf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (s == NULL)
+    return NULL;
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static void ag_seterr(char *err, size_t errcap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ag_seterr(char *err, size_t errcap, const char *fmt, ...) {
+  if (err == NULL || errcap == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errcap, fmt, ap);
+  va_end(ap);
+}
+
+/* A topic prefix is one or more levels without wildcards. */
+static bool ag_prefix_valid(const char *p) {
+  size_t n = strlen(p);
+  if (n == 0 || n > 200 || p[0] == '/' || p[n - 1] == '/')
+    return false;
+  return strpbrk(p, "+#") == NULL;
+}
+
+/* ---- Options and lifetime ---------------------------------------------- */
+
+void nimbus_agent_opts_init(nimbus_agent_opts *o) {
+  if (o != NULL)
+    memset(o, 0, sizeof *o);
+}
+
+/* Where the device id lives: the option, $NIMBUS_STATE_DIR, ~/.nimbus. */
+static char *ag_state_dir(const nimbus_agent_opts *o) {
+  if (o->state_dir != NULL && o->state_dir[0] != '\0')
+    return strdup(o->state_dir);
+  const char *env = getenv("NIMBUS_STATE_DIR");
+  if (env != NULL && env[0] != '\0')
+    return strdup(env);
+  const char *home = getenv("HOME");
+  if (home != NULL && home[0] != '\0')
+    return ag_strdup_printf("%s/.nimbus", home);
+  return NULL;
+}
+
+static int ag_opts_check(const nimbus_agent_opts *o, char *err,
+                         size_t errcap) {
+  if (o->uri == NULL || o->uri[0] == '\0') {
+    ag_seterr(err, errcap, "the broker's URI is missing");
+    return NIMBUS_EINVAL;
+  }
+  if (o->terminal == NULL || o->terminal[0] == '\0') {
+    ag_seterr(err, errcap, "the terminal id is missing");
+    return NIMBUS_EINVAL;
+  }
+  if (!nb_valid_terminal(o->terminal, strlen(o->terminal))) {
+    ag_seterr(err, errcap,
+              "terminal id \"%.64s\" is not 1-64 bytes of [A-Za-z0-9._-]",
+              o->terminal);
+    return NIMBUS_EINVAL;
+  }
+  if (o->password == NULL) {
+    ag_seterr(err, errcap, "the password is missing");
+    return NIMBUS_EINVAL;
+  }
+  if (o->device_id != NULL &&
+      !nb_valid_token(o->device_id, strlen(o->device_id), 8, 64)) {
+    ag_seterr(err, errcap, "device id is not 8-64 bytes of [A-Za-z0-9_-]");
+    return NIMBUS_EINVAL;
+  }
+  if (o->prefix != NULL && !ag_prefix_valid(o->prefix)) {
+    ag_seterr(err, errcap,
+              "topic prefix \"%.64s\" is empty, has a wildcard or a "
+              "leading or trailing /",
+              o->prefix);
+    return NIMBUS_EINVAL;
+  }
+  if (o->max_inflight < 0 || o->max_inflight > AG_MAX_INFLIGHT ||
+      o->resend_ms < 0 || o->resend_max_ms < 0 || o->session_expiry_s < 0 ||
+      o->keepalive_s < 0 || o->keepalive_s > 65535) {
+    ag_seterr(err, errcap, "a numeric option is out of range");
+    return NIMBUS_EINVAL;
+  }
+  int resend = o->resend_ms > 0 ? o->resend_ms : AG_DEFAULT_RESEND_MS;
+  int resend_max =
+      o->resend_max_ms > 0 ? o->resend_max_ms : AG_DEFAULT_RESEND_MAX_MS;
+  if (resend_max < resend) {
+    ag_seterr(err, errcap, "resend_max_ms (%d) is below resend_ms (%d)",
+              resend_max, resend);
+    return NIMBUS_EINVAL;
+  }
+  return 0;
+}
+
+static void *ag_loop(void *arg);
+
+int nimbus_agent_new(const nimbus_agent_opts *opts, nimbus_agent **out) {
+  return nimbus_agent_new_err(opts, out, NULL, 0);
+}
+
+int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
+                         char *err, size_t errcap) {
+  int rc;
+  nimbus_agent *a = NULL;
+  char *state_dir = NULL;
+  char device[SC_ID_MAX + 1];
+  char localerr[AG_ERRSTR];
+
+  if (err == NULL || errcap == 0) {
+    err = localerr;
+    errcap = sizeof localerr;
+  }
+  err[0] = '\0';
+  if (out != NULL)
+    *out = NULL;
+  if (opts == NULL || out == NULL) {
+    ag_seterr(err, errcap, "no options or no place for the agent");
+    return NIMBUS_EINVAL;
+  }
+  if ((rc = ag_opts_check(opts, err, errcap)) != 0)
+    return rc;
+  if (opts->device_id != NULL) {
+    nb_strlcpy(device, opts->device_id, sizeof device);
+  } else {
+    state_dir = ag_state_dir(opts);
+    if (state_dir == NULL) {
+      ag_seterr(err, errcap,
+                "no state directory: set NIMBUS_STATE_DIR or HOME");
+      return NIMBUS_EINVAL;
+    }
+    rc = ag_device_id_load(state_dir, device, sizeof device, err, errcap);
+    free(state_dir);
+    if (rc != 0)
+      return rc;
+  }
+
+  a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return NIMBUS_ENOMEM;
+  /* Synchronisation first, so that nimbus_agent_free can undo any part. */
+  if (pthread_mutex_init(&a->mu, NULL) != 0) {
+    free(a);
+    return NIMBUS_ESYS;
+  }
+  pthread_condattr_init(&a->cond_attr);
+  pthread_condattr_setclock(&a->cond_attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&a->slot_cond, &a->cond_attr);
+  pthread_cond_init(&a->loop_cond, &a->cond_attr);
+  pthread_cond_init(&a->state_cond, &a->cond_attr);
+  pthread_cond_init(&a->cb_cond, &a->cond_attr);
+  msgpack_sbuffer_init(&a->scratch);
+  atomic_init(&a->up, false);
+  a->loop_deadline = INT64_MAX;
+
+  a->max_inflight =
+      opts->max_inflight > 0 ? opts->max_inflight : AG_DEFAULT_INFLIGHT;
+  a->resend_ms = opts->resend_ms > 0 ? opts->resend_ms : AG_DEFAULT_RESEND_MS;
+  a->resend_max_ms =
+      opts->resend_max_ms > 0 ? opts->resend_max_ms : AG_DEFAULT_RESEND_MAX_MS;
+  a->coalesce_ms = a->resend_ms / 32 < 250 ? a->resend_ms / 32 : 250;
+  a->session_expiry_s =
+      opts->session_expiry_s > 0 ? opts->session_expiry_s : AG_DEFAULT_EXPIRY_S;
+  a->keepalive_s =
+      opts->keepalive_s > 0 ? opts->keepalive_s : AG_DEFAULT_KEEPALIVE_S;
+  a->clean_start = opts->clean_start;
+
+  const char *prefix = opts->prefix != NULL ? opts->prefix : AG_DEFAULT_PREFIX;
+  a->uri = strdup(opts->uri);
+  a->terminal = strdup(opts->terminal);
+  a->password = strdup(opts->password);
+  a->prefix = strdup(prefix);
+  a->client_id = ag_strdup_printf("%s.%s", opts->terminal, device);
+  a->reply_topic = ag_strdup_printf("%s/reply/%s", prefix, opts->terminal);
+  a->notify_topic = ag_strdup_printf("%s/notify/%s", prefix, opts->terminal);
+  size_t nb = 16;
+  while (nb < 2 * (size_t)a->max_inflight)
+    nb *= 2;
+  a->buckets = calloc(nb, sizeof *a->buckets);
+  a->bucket_mask = nb - 1;
+  if (a->uri == NULL || a->terminal == NULL || a->password == NULL ||
+      a->prefix == NULL || a->client_id == NULL || a->reply_topic == NULL ||
+      a->notify_topic == NULL || a->buckets == NULL) {
+    rc = NIMBUS_ENOMEM;
+    goto fail;
+  }
+  a->reply_topic_len = strlen(a->reply_topic);
+  a->notify_topic_len = strlen(a->notify_topic);
+
+  if (pthread_create(&a->thread, NULL, ag_loop, a) != 0) {
+    ag_seterr(err, errcap, "cannot start the agent's thread");
+    rc = NIMBUS_ESYS;
+    goto fail;
+  }
+  a->thread_started = true;
+  *out = a;
+  return 0;
+
+fail:
+  nimbus_agent_free(a);
+  return rc;
+}
+
+static void ag_on_disconnected(void *ctx, MQTTAsync_successData5 *d) {
+  (void)d;
+  nimbus_agent *a = ctx;
+  pthread_mutex_lock(&a->mu);
+  a->disconnected = true;
+  pthread_cond_broadcast(&a->state_cond);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static void ag_on_disconnect_failed(void *ctx, MQTTAsync_failureData5 *d) {
+  (void)d;
+  ag_on_disconnected(ctx, NULL);
+}
+
+/* Ends the session politely (DISCONNECT keeps the broker's session) and
+ * destroys the client. Paho calls back inside MQTTAsync_destroy for
+ * publishes it still holds, so mu must not be held. */
+static void ag_client_close(nimbus_agent *a, MQTTAsync client,
+                            bool disconnect) {
+  if (client == NULL)
+    return;
+  if (disconnect && MQTTAsync_isConnected(client)) {
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+    d.timeout = 200;
+    d.onSuccess5 = ag_on_disconnected;
+    d.onFailure5 = ag_on_disconnect_failed;
+    d.context = a;
+    pthread_mutex_lock(&a->mu);
+    a->disconnected = false;
+    pthread_mutex_unlock(&a->mu);
+    if (MQTTAsync_disconnect(client, &d) == MQTTASYNC_SUCCESS) {
+      struct timespec ts;
+      ag_timespec_at(&ts, nb_mono_ms() + 1000);
+      pthread_mutex_lock(&a->mu);
+      while (!a->disconnected &&
+             pthread_cond_timedwait(&a->state_cond, &a->mu, &ts) == 0)
+        ;
+      pthread_mutex_unlock(&a->mu);
+    }
+  }
+  MQTTAsync_destroy(&client);
+}
+
+void nimbus_agent_free(nimbus_agent *a) {
+  if (a == NULL)
+    return;
+  pthread_mutex_lock(&a->mu);
+  a->closing = true;
+  pthread_cond_broadcast(&a->slot_cond);
+  pthread_cond_signal(&a->loop_cond);
+  pthread_mutex_unlock(&a->mu);
+  if (a->thread_started)
+    pthread_join(a->thread, NULL);
+  ag_client_close(a, a->client, true);
+  a->client = NULL;
+
+  /* No thread but ours is left: free what remains. */
+  while (a->ev_head != NULL) {
+    ag_event *ev = a->ev_head;
+    a->ev_head = ev->next;
+    if (ev->kind == AG_EV_PROGRESS) {
+      free(ev->reply);
+      free(ev);
+    } else if (ev->kind == AG_EV_NOTICE) {
+      free(ev->notice);
+      free(ev);
+    }
+  }
+  while (a->all != NULL) {
+    nimbus_task *t = a->all;
+    a->all = t->next;
+    ag_task_destroy(t);
+  }
+  msgpack_sbuffer_destroy(&a->scratch);
+  free(a->sendv);
+  free(a->buckets);
+  free(a->uri);
+  free(a->terminal);
+  free(a->password);
+  free(a->prefix);
+  free(a->client_id);
+  free(a->reply_topic);
+  free(a->notify_topic);
+  pthread_cond_destroy(&a->slot_cond);
+  pthread_cond_destroy(&a->loop_cond);
+  pthread_cond_destroy(&a->state_cond);
+  pthread_cond_destroy(&a->cb_cond);
+  pthread_condattr_destroy(&a->cond_attr);
+  pthread_mutex_destroy(&a->mu);
+  free(a);
+}
+
+const char *nimbus_agent_client_id(const nimbus_agent *a) {
+  return a != NULL ? a->client_id : NULL;
+}
+
+const char *nimbus_agent_errstr(const nimbus_agent *a) {
+  return a != NULL ? a->errstr : "";
+}
+
+bool nimbus_agent_connected(const nimbus_agent *a) {
+  return a != NULL && atomic_load(&a->up);
+}
+
+void nimbus_agent_on_notice(nimbus_agent *a, nimbus_notice_cb cb, void *ctx) {
+  if (a == NULL)
+    return;
+  pthread_mutex_lock(&a->mu);
+  a->notice_cb = cb;
+  a->notice_ctx = ctx;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- Paho's callbacks -------------------------------------------------- */
+
+/* The first connect failed: tell nimbus_agent_connect. Later failures
+ * (while Paho reconnects by itself) change nothing. Needs mu. */
+static void ag_first_connect_failed_locked(nimbus_agent *a, int rc) {
+  if (a->conn_state != AG_CONN_CONNECTING)
+    return;
+  a->conn_state = AG_CONN_FAILED;
+  a->connect_rc = rc;
+  pthread_cond_broadcast(&a->state_cond);
+}
+
+static int ag_connack_err(int code) {
+  switch (code) {
+  case MQTTREASONCODE_CLIENT_IDENTIFIER_NOT_VALID:
+  case MQTTREASONCODE_BAD_USER_NAME_OR_PASSWORD:
+  case MQTTREASONCODE_NOT_AUTHORIZED:
+  case MQTTREASONCODE_BANNED:
+  case MQTTREASONCODE_BAD_AUTHENTICATION_METHOD:
+    return NIMBUS_EAUTH;
+  default:
+    return NIMBUS_EMQTT;
+  }
+}
+
+/* Set so that Paho forgets the failure callback after the first success
+ * (it clears both only when a success callback is set). */
+static void ag_on_connect_ok(void *ctx, MQTTAsync_successData5 *d) {
+  (void)ctx;
+  (void)d;
+}
+
+static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
+  nimbus_agent *a = ctx;
+  int code = d != NULL ? d->code : MQTTASYNC_FAILURE;
+  pthread_mutex_lock(&a->mu);
+  if (code >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+    /* Paho passes the CONNACK reason code in `code`. */
+    snprintf(a->errstr, sizeof a->errstr,
+             "the broker refused the connection as %s: %s (reason 0x%02x)",
+             a->client_id,
+             MQTTReasonCode_toString((enum MQTTReasonCodes)code), code);
+    ag_first_connect_failed_locked(a, ag_connack_err(code));
+  } else {
+    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s",
+             a->uri,
+             d != NULL && d->message != NULL ? d->message
+                                             : MQTTAsync_strerror(code));
+    ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
+  }
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* Any code of 0x80 or more in a SUBACK is a refusal. */
+static void ag_subscribed(nimbus_agent *a, const int *codes, int n) {
+  pthread_mutex_lock(&a->mu);
+  if (a->conn_state != AG_CONN_CONNECTING && a->conn_state != AG_CONN_UP) {
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    if (codes[i] >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+      snprintf(a->errstr, sizeof a->errstr,
+               "the broker refused the subscription to %s: %s "
+               "(reason 0x%02x)",
+               i == 0 ? a->reply_topic : a->notify_topic,
+               MQTTReasonCode_toString((enum MQTTReasonCodes)codes[i]),
+               codes[i]);
+      ag_first_connect_failed_locked(a, NIMBUS_EREFUSED);
+      pthread_mutex_unlock(&a->mu);
+      return;
+    }
+  }
+  a->conn_state = AG_CONN_UP;
+  atomic_store(&a->up, true);
+  a->resend_all = true;
+  pthread_cond_signal(&a->loop_cond);
+  pthread_cond_broadcast(&a->state_cond);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static void ag_on_suback(void *ctx, MQTTAsync_successData5 *d) {
+  int codes[2] = {0, 0};
+  int n = 1;
+  codes[0] = (int)d->reasonCode;
+  if (d->alt.sub.reasonCodeCount > 1 && d->alt.sub.reasonCodes != NULL) {
+    n = d->alt.sub.reasonCodeCount < 2 ? d->alt.sub.reasonCodeCount : 2;
+    for (int i = 0; i < n; i++)
+      codes[i] = (int)d->alt.sub.reasonCodes[i];
+  }
+  ag_subscribed(ctx, codes, n);
+}
+
+static void ag_on_subfail(void *ctx, MQTTAsync_failureData5 *d) {
+  /* Without a reason code the connection dropped before the SUBACK: the
+   * next connect subscribes again. */
+  if (d != NULL && (int)d->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+    int code = (int)d->reasonCode;
+    ag_subscribed(ctx, &code, 1);
+  }
+}
+
+/* Every connect, the first and each automatic reconnect: subscribe, even
+ * though a persistent session keeps the subscriptions (a new session, or
+ * one the broker lost, would not). */
+static void ag_on_connected(void *ctx, char *cause) {
+  (void)cause;
+  nimbus_agent *a = ctx;
+  pthread_mutex_lock(&a->mu);
+  MQTTAsync client = a->client;
+  bool live = a->conn_state == AG_CONN_CONNECTING ||
+              a->conn_state == AG_CONN_UP;
+  pthread_mutex_unlock(&a->mu);
+  if (!live || client == NULL)
+    return;
+  char *topics[2] = {a->reply_topic, a->notify_topic};
+  int qos[2] = {1, 1};
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  ro.onSuccess5 = ag_on_suback;
+  ro.onFailure5 = ag_on_subfail;
+  ro.context = a;
+  int rc = MQTTAsync_subscribeMany(client, 2, topics, qos, &ro);
+  if (rc != MQTTASYNC_SUCCESS) {
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->errstr, sizeof a->errstr, "cannot subscribe: %s",
+             MQTTAsync_strerror(rc));
+    ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
+    pthread_mutex_unlock(&a->mu);
+  }
+}
+
+static void ag_on_connection_lost(void *ctx, char *cause) {
+  (void)cause;
+  nimbus_agent *a = ctx;
+  atomic_store(&a->up, false);
+}
+
+static int ag_on_message_arrived(void *ctx, char *topic, int topic_len,
+                                 MQTTAsync_message *m) {
+  nimbus_agent *a = ctx;
+  size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+  ag_agent_on_message(a, topic, tl, m->payload,
+                      m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+/* ---- Connecting -------------------------------------------------------- */
+
+int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
+  int rc = 0;
+  MQTTAsync client = NULL;
+  MQTTProperties props = MQTTProperties_initializer;
+
+  if (a == NULL)
+    return NIMBUS_EINVAL;
+  pthread_mutex_lock(&a->mu);
+  if (a->closing)
+    rc = NIMBUS_ECLOSED;
+  else if (a->conn_state == AG_CONN_CONNECTING)
+    rc = NIMBUS_EBUSY;
+  else if (a->conn_state == AG_CONN_UP)
+    rc = -1; /* already done */
+  else {
+    a->conn_state = AG_CONN_CONNECTING;
+    a->errstr[0] = '\0';
+  }
+  pthread_mutex_unlock(&a->mu);
+  if (rc != 0)
+    return rc < 0 ? 0 : rc;
+
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+  /* Our table holds every task until its reply and sends it again on
+   * connect: Paho must not buffer offline. It counts publishes waiting
+   * for the broker's receive maximum as buffered too, hence the room. */
+  co.sendWhileDisconnected = 0;
+  co.maxBufferedMessages = 4 * AG_MAX_INFLIGHT;
+  int prc = MQTTAsync_createWithOptions(&client, a->uri, a->client_id,
+                                        MQTTCLIENT_PERSISTENCE_NONE, NULL,
+                                        &co);
+  if (prc != MQTTASYNC_SUCCESS) {
+    client = NULL;
+    rc = NIMBUS_EMQTT;
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->errstr, sizeof a->errstr, "cannot use broker URI %s: %s",
+             a->uri, MQTTAsync_strerror(prc));
+    pthread_mutex_unlock(&a->mu);
+    goto fail;
+  }
+  pthread_mutex_lock(&a->mu);
+  a->client = client;
+  pthread_mutex_unlock(&a->mu);
+  MQTTAsync_setCallbacks(client, a, ag_on_connection_lost,
+                         ag_on_message_arrived, NULL);
+  MQTTAsync_setConnected(client, a, ag_on_connected);
+
+  MQTTProperty expiry;
+  expiry.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+  expiry.value.integer4 = (unsigned int)a->session_expiry_s;
+  if (MQTTProperties_add(&props, &expiry) != 0) {
+    rc = NIMBUS_ENOMEM;
+    goto fail;
+  }
+  MQTTAsync_connectOptions c = MQTTAsync_connectOptions_initializer5;
+  c.keepAliveInterval = a->keepalive_s;
+  c.cleanstart = a->clean_start ? 1 : 0;
+  c.username = a->terminal;
+  c.password = a->password;
+  c.connectTimeout = timeout_ms > 0 && timeout_ms < 30000
+                         ? (timeout_ms + 999) / 1000
+                         : 30;
+  c.automaticReconnect = 1;
+  c.minRetryInterval = 1;
+  c.maxRetryInterval = 30;
+  c.connectProperties = &props;
+  c.onSuccess5 = ag_on_connect_ok;
+  c.onFailure5 = ag_on_connect_fail;
+  c.context = a;
+  prc = MQTTAsync_connect(client, &c);
+  MQTTProperties_free(&props);
+  if (prc != MQTTASYNC_SUCCESS) {
+    rc = NIMBUS_EMQTT;
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s",
+             a->uri, MQTTAsync_strerror(prc));
+    pthread_mutex_unlock(&a->mu);
+    goto fail;
+  }
+
+  pthread_mutex_lock(&a->mu);
+  if (timeout_ms < 0) {
+    while (a->conn_state == AG_CONN_CONNECTING)
+      pthread_cond_wait(&a->state_cond, &a->mu);
+  } else {
+    struct timespec ts;
+    ag_timespec_at(&ts, nb_mono_ms() + timeout_ms);
+    while (a->conn_state == AG_CONN_CONNECTING &&
+           pthread_cond_timedwait(&a->state_cond, &a->mu, &ts) == 0)
+      ;
+  }
+  if (a->conn_state == AG_CONN_UP) {
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+  }
+  if (a->conn_state == AG_CONN_FAILED) {
+    rc = a->connect_rc;
+  } else {
+    rc = NIMBUS_ETIMEDOUT;
+    snprintf(a->errstr, sizeof a->errstr,
+             "no session with %s within %d ms", a->uri, timeout_ms);
+    /* Callbacks still to come from this client must change nothing. */
+    a->conn_state = AG_CONN_FAILED;
+  }
+  pthread_mutex_unlock(&a->mu);
+
+fail:
+  MQTTProperties_free(&props);
+  /* up never became true, so no send uses `client`: destroy it. */
+  ag_client_close(a, client, false);
+  pthread_mutex_lock(&a->mu);
+  a->client = NULL;
+  a->conn_state = AG_CONN_NONE;
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+/* ---- The agent's thread ------------------------------------------------ */
+
+/* Picks the tasks to send now: all outstanding ones after a connect, else
+ * those whose clock ran out (their interval doubles, up to the cap). Sets
+ * the next scan's deadline. Each picked task gets a reference for the
+ * send. Returns how many are in a->sendv. Needs mu. */
+static size_t ag_collect_locked(nimbus_agent *a, int64_t now, bool all) {
+  bool up = atomic_load(&a->up);
+  size_t n = 0;
+  int64_t earliest = INT64_MAX;
+  if (up && a->sendcap < (size_t)a->outstanding) {
+    size_t cap = (size_t)a->outstanding;
+    nimbus_task **v = realloc(a->sendv, cap * sizeof *v);
+    if (v != NULL) {
+      a->sendv = v;
+      a->sendcap = cap;
+    }
+  }
+  for (nimbus_task *t = a->out_head; t != NULL; t = t->onext) {
+    if (all || t->next_send <= now) {
+      if (!all && t->next_send <= now) {
+        t->interval_ms = t->interval_ms > a->resend_max_ms / 2
+                             ? a->resend_max_ms
+                             : t->interval_ms * 2;
+      }
+      /* Re-sent now (or, offline, by the next connect): restart the clock
+       * with the interval now in force. */
+      t->next_send = now + t->interval_ms;
+      if (up && n < a->sendcap) {
+        t->refs++;
+        a->sendv[n++] = t;
+      }
+    }
+    if (t->next_send < earliest)
+      earliest = t->next_send;
+  }
+  a->loop_deadline =
+      earliest == INT64_MAX ? INT64_MAX : earliest + a->coalesce_ms;
+  return n;
+}
+
+/* Delivers one event with mu held on entry and exit (released around the
+ * application's callback). */
+static void ag_deliver_locked(nimbus_agent *a, ag_event *ev) {
+  if (ev->kind == AG_EV_NOTICE) {
+    nimbus_notice_cb cb = a->notice_cb;
+    void *ctx = a->notice_ctx;
+    pthread_mutex_unlock(&a->mu);
+    if (cb != NULL)
+      cb(ctx, ev->notice_kind, ev->notice, ev->notice_len);
+    free(ev->notice);
+    free(ev);
+    pthread_mutex_lock(&a->mu);
+    return;
+  }
+  nimbus_task *t = ev->task;
+  if (!t->released) {
+    nimbus_reply_cb cb =
+        ev->kind == AG_EV_FINAL ? t->on_final : t->on_progress;
+    a->cb_task = t;
+    pthread_mutex_unlock(&a->mu);
+    cb(t->ctx, t, ev->reply);
+    pthread_mutex_lock(&a->mu);
+    a->cb_task = NULL;
+    pthread_cond_broadcast(&a->cb_cond);
+  }
+  if (ev->kind == AG_EV_PROGRESS) {
+    free(ev->reply);
+    free(ev);
+  }
+  ag_task_unref_locked(a, t); /* the event's reference; may free t */
+}
+
+static void *ag_loop(void *arg) {
+  nimbus_agent *a = arg;
+  pthread_mutex_lock(&a->mu);
+  while (!a->closing) {
+    int64_t now = nb_mono_ms();
+    size_t n = 0;
+    /* Re-sends before callbacks, so that a stream of replies cannot
+     * starve the clock. */
+    if (a->resend_all) {
+      a->resend_all = false;
+      n = ag_collect_locked(a, now, true);
+    } else if (now >= a->loop_deadline) {
+      n = ag_collect_locked(a, now, false);
+    } else if (a->ev_head != NULL) {
+      ag_event *ev = a->ev_head;
+      a->ev_head = ev->next;
+      if (a->ev_head == NULL)
+        a->ev_tail = NULL;
+      ag_deliver_locked(a, ev);
+      continue;
+    }
+    if (n > 0) {
+      MQTTAsync client = a->client;
+      pthread_mutex_unlock(&a->mu);
+      for (size_t i = 0; i < n; i++)
+        ag_task_send(a, client, a->sendv[i]);
+      pthread_mutex_lock(&a->mu);
+      continue;
+    }
+    if (a->ev_head != NULL || now >= a->loop_deadline)
+      continue;
+    if (a->loop_deadline == INT64_MAX) {
+      pthread_cond_wait(&a->loop_cond, &a->mu);
+    } else {
+      struct timespec ts;
+      ag_timespec_at(&ts, a->loop_deadline);
+      pthread_cond_timedwait(&a->loop_cond, &a->mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+  return NULL;
+}
