@@ -1,0 +1,228 @@
+/* nb-raw-load: the load generator half of the raw MQTT request/reply
+ * baseline (see nb_raw_echo.c).
+ *
+ * Keeps --inflight QoS 1 requests of 64 bytes outstanding on the request
+ * topic; each carries its slot, a sequence number and its send time. When
+ * its echo comes back on the reply topic (this client's own subscription)
+ * the round trip is recorded and the slot is sent again at once, from the
+ * arrival callback, which is also how nb-ping-load refills through the
+ * agent. After --warmup round trips it measures for --seconds (or --count
+ * round trips) and prints one line:
+ *   inflight=N count=C seconds=S rate=R p50_ms=X p99_ms=Y errors=E
+ *
+ * TCP_NODELAY: linked with Paho's static archive and -Wl,--wrap=connect
+ * (CMake target nimbus_paho + nimbus_common's __wrap_connect), as the
+ * Nimbus binaries are. No Nimbus protocol code is linked. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <MQTTAsync.h>
+
+#include "bench_mqtt.h"
+#include "bench_util.h"
+
+enum { PAYLOAD = 64, MAGIC = 0x4e425257 /* "NBRW" */ };
+
+/* The request payload; the rest up to PAYLOAD bytes is filler. Sent in
+ * host byte order: only this process reads it back. */
+typedef struct req {
+  uint32_t magic;
+  uint32_t slot;
+  uint64_t seq;
+  int64_t sent_ns;
+} req;
+
+typedef struct slot {
+  uint64_t seq; /* sequence of the request outstanding in this slot */
+  int pending;  /* 1 while its echo has not come back */
+} slot;
+
+typedef struct load {
+  MQTTAsync client;
+  const bench_opts *o;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  slot *slots;
+  uint64_t next_seq;
+  long replies;      /* every accepted echo, warm-up included */
+  int measuring;     /* warm-up done */
+  int done;          /* measurement finished: stop refilling */
+  int failed;        /* connection lost or a send failed */
+  int64_t t0, t_end, t_last;
+  long errors;       /* sends refused by Paho, unexpected messages */
+  bench_lat lat;
+} load;
+
+/* Gives slot `i` a new request. Called with l->mu held, so arrivals see
+ * one consistent slot table. */
+static void prepare_slot(load *l, uint32_t i, req *r) {
+  r->magic = MAGIC;
+  r->slot = i;
+  r->seq = l->next_seq++;
+  l->slots[i].seq = r->seq;
+  l->slots[i].pending = 1;
+}
+
+/* Publishes a prepared request. Called WITHOUT l->mu: MQTTAsync_send
+ * takes Paho's client mutex, which Paho holds while it runs on_message,
+ * and on_message takes l->mu. */
+static int send_req(load *l, req *r) {
+  unsigned char buf[PAYLOAD];
+  memset(buf, 'x', sizeof buf);
+  r->sent_ns = bench_now_ns();
+  memcpy(buf, r, sizeof *r);
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  int rc = MQTTAsync_send(l->client, l->o->req_topic, (int)sizeof buf, buf,
+                          1, 0, &ro);
+  if (rc != MQTTASYNC_SUCCESS) {
+    pthread_mutex_lock(&l->mu);
+    l->errors++;
+    l->failed = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    fprintf(stderr, "nb-raw-load: send: %s\n", MQTTAsync_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message(void *ctx, char *topic, int topic_len,
+                      MQTTAsync_message *m) {
+  (void)topic_len;
+  int64_t now = bench_now_ns();
+  load *l = ctx;
+  req r;
+  int ok = m->payloadlen == PAYLOAD;
+  if (ok) {
+    memcpy(&r, m->payload, sizeof r);
+    ok = r.magic == MAGIC && r.slot < (uint32_t)l->o->inflight;
+  }
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+
+  int again = 0;
+  pthread_mutex_lock(&l->mu);
+  if (!ok) {
+    l->errors++;
+  } else if (l->slots[r.slot].pending && l->slots[r.slot].seq == r.seq) {
+    /* A duplicate (a QoS 1 re-delivery) fails the seq test and is
+     * ignored. */
+    l->slots[r.slot].pending = 0;
+    l->replies++;
+    if (l->measuring && !l->done) {
+      if (bench_lat_add(&l->lat, now - r.sent_ns) != 0)
+        l->errors++;
+      l->t_last = now;
+      if ((l->o->count > 0 && (long)l->lat.n >= l->o->count) ||
+          (l->o->count == 0 && now >= l->t_end)) {
+        l->done = 1;
+        pthread_cond_signal(&l->cv);
+      }
+    } else if (!l->measuring && l->replies >= l->o->warmup) {
+      l->measuring = 1;
+      l->t0 = now;
+      l->t_last = now;
+      l->t_end = now + (int64_t)(l->o->seconds * 1e9);
+    }
+    if (!l->done && !l->failed) {
+      prepare_slot(l, r.slot, &r);
+      again = 1;
+    }
+  }
+  pthread_mutex_unlock(&l->mu);
+  if (again)
+    (void)send_req(l, &r);
+  return 1;
+}
+
+static void on_lost(void *ctx, char *cause) {
+  load *l = ctx;
+  fprintf(stderr, "nb-raw-load: connection lost: %s\n",
+          cause != NULL ? cause : "(no cause)");
+  pthread_mutex_lock(&l->mu);
+  l->failed = 1;
+  pthread_cond_signal(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+int main(int argc, char **argv) {
+  bench_opts o;
+  bench_parse(&o, argc, argv, "nb-raw-load",
+              "inflight count seconds warmup req-topic reply-topic",
+              "Raw MQTT QoS 1 request/reply load against nb-raw-echo.");
+
+  static load l;
+  l.o = &o;
+  pthread_mutex_init(&l.mu, NULL);
+  pthread_cond_init(&l.cv, NULL);
+  l.slots = calloc((size_t)o.inflight, sizeof *l.slots);
+  if (l.slots == NULL) {
+    fprintf(stderr, "nb-raw-load: out of memory\n");
+    return 1;
+  }
+  l.measuring = o.warmup == 0;
+
+  char idbuf[64];
+  const char *cid = o.client_id;
+  if (cid == NULL) {
+    snprintf(idbuf, sizeof idbuf, "nb-raw-load-%ld", (long)getpid());
+    cid = idbuf;
+  }
+  if (bench_mqtt_connect(&l.client, &o, cid, &l, on_lost, on_message) != 0)
+    return 1;
+  if (bench_mqtt_subscribe(l.client, o.reply_topic) != 0) {
+    bench_mqtt_close(&l.client);
+    return 1;
+  }
+
+  pthread_mutex_lock(&l.mu);
+  if (l.measuring) {
+    l.t0 = l.t_last = bench_now_ns();
+    l.t_end = l.t0 + (int64_t)(o.seconds * 1e9);
+  }
+  pthread_mutex_unlock(&l.mu);
+  for (int i = 0; i < o.inflight; i++) {
+    req r;
+    pthread_mutex_lock(&l.mu);
+    prepare_slot(&l, (uint32_t)i, &r);
+    pthread_mutex_unlock(&l.mu);
+    if (send_req(&l, &r) != 0)
+      break;
+  }
+
+  pthread_mutex_lock(&l.mu);
+  /* Wait for the end; a run that makes no progress for 10 s is broken
+   * (lost messages, a dead responder), not slow. */
+  long seen = -1;
+  while (!l.done && !l.failed) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    seen = l.replies;
+    if (pthread_cond_timedwait(&l.cv, &l.mu, &dl) != 0 &&
+        l.replies == seen && !l.done) {
+      fprintf(stderr, "nb-raw-load: no reply for 10 s after %ld\n",
+              l.replies);
+      l.failed = 1;
+    }
+  }
+  int failed = l.failed;
+  double secs = (double)(l.t_last - l.t0) / 1e9;
+  pthread_mutex_unlock(&l.mu);
+
+  bench_mqtt_close(&l.client);
+  if (failed) {
+    fprintf(stderr, "nb-raw-load: run failed after %ld replies\n",
+            l.replies);
+    return 1;
+  }
+  bench_report(&l.lat, o.inflight, secs, l.errors);
+  bench_lat_free(&l.lat);
+  free(l.slots);
+  return 0;
+}
