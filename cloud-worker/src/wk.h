@@ -1,0 +1,130 @@
+/* nimbus-worker internals: the worker object, the per-task context that
+ * handlers see, and the handler table.
+ *
+ * The way of a task: Paho's callback thread copies the message into a job
+ * and queues it; one of `threads` pool threads (each with its own Redis
+ * context) decodes it once, finds its handler, and for a state-changing
+ * type claims (terminal, id) in Redis before running it. The handler fills
+ * a result map (and, if it changes state, a list of Redis commands); the
+ * dispatcher commits that effect together with the recorded reply while the
+ * claim holds and publishes the reply once. A renewal thread keeps live
+ * claims' leases and reports cancellations. */
+#ifndef WK_H
+#define WK_H
+
+#include "sc.h"
+#include "st.h"
+
+#include <msgpack.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct wk_config {
+  char *mqtt_host;
+  int64_t mqtt_port;
+  char *mqtt_username;
+  char *mqtt_password;
+  char *redis_host;
+  int64_t redis_port;
+  char *redis_password;
+  char *worker_id;
+  int64_t threads;
+  char *types;
+  char *prefix;
+  bool diag;
+  bool catch_all;
+  int64_t lease_ms;
+  int64_t renew_ms;
+  int64_t result_ttl_ms;
+  int64_t upload_ttl_ms;
+  int64_t max_inflight;
+  int64_t queue;
+  char *data_dir;
+  char *log_level;
+} wk_config;
+
+typedef struct wk_worker wk_worker;
+
+/* A claim this worker holds while its task runs; the renewal thread sets
+ * the flags, the handler reads them at its checkpoints. */
+typedef struct wk_live {
+  const char *terminal;
+  const char *id;
+  atomic_bool cancel;
+  atomic_bool lost;
+  struct wk_live *next, *prev;
+} wk_live;
+
+/* What a handler sees of one task. Everything is borrowed for the call. */
+typedef struct wk_ctx {
+  wk_worker *w;
+  const wk_config *cfg;
+  st_redis *redis;      /* this thread's connection */
+  const char *terminal; /* from the topic, never from the payload */
+  const char *type;
+  const sc_task *task;
+  const msgpack_object *args;
+  /* The handler packs its result map here (wk_result_*); leave it empty
+   * for an empty result. */
+  msgpack_sbuffer result;
+  msgpack_packer pk;
+  /* Optional inline output bytes: set with wk_reply_data (copied). */
+  uint8_t *data;
+  size_t data_len;
+  bool has_data;
+  /* State-changing handlers queue their Redis effect here. */
+  st_txn *effect;
+  wk_live *live; /* NULL for read-only types */
+  char error[512];
+  char help[256];
+} wk_ctx;
+
+/* A handler returns 0 with its result packed, or a reply code (400, 404,
+ * 409, 499, 500, 503, ...) after wk_fail filled the message. */
+typedef int (*wk_handler_fn)(wk_ctx *c);
+
+typedef struct wk_handler {
+  const char *type;
+  bool changes_state; /* claimed, committed with its reply, replayed */
+  bool diag;          /* served only when the config turns diag on */
+  wk_handler_fn fn;
+} wk_handler;
+
+/* The built-in handler tables, each terminated by {NULL}. */
+extern const wk_handler wk_core_handlers[];
+extern const wk_handler wk_diag_handlers[];
+
+/* Fills c->error (and c->help when non-NULL) and returns `code`, so a
+ * handler can `return wk_fail(c, 404, NULL, "no snapshot %s", id);`. */
+int wk_fail(wk_ctx *c, int code, const char *help, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Sets the reply's inline data (copied). Returns 0 or NIMBUS_ENOMEM. */
+int wk_reply_data(wk_ctx *c, const void *p, size_t n);
+
+/* A checkpoint for long handlers: returns 0 to go on, NIMBUS_ECANCELED when
+ * task.cancel asked to stop, NIMBUS_ELOST when the claim lapsed. */
+int wk_checkpoint(wk_ctx *c);
+
+/* Publishes a progress reply (QoS 0) for the task. */
+void wk_progress(wk_ctx *c, int64_t done, int64_t total);
+
+/* Packs a str. */
+void wk_pack_str(msgpack_packer *pk, const char *s);
+
+/* For ping: this worker's id, and the types the cloud serves (announced by
+ * any live worker), packed as an array into `pk`. */
+const char *wk_worker_id(const wk_worker *w);
+void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk);
+
+/* Lifecycle (worker.c). */
+int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
+                  size_t errcap);
+/* Connects, subscribes, starts threads; returns once ready (or fails). */
+int wk_worker_start(wk_worker *w, char *err, size_t errcap);
+/* Stops taking tasks, finishes those in flight and queued, disconnects. */
+void wk_worker_drain(wk_worker *w);
+void wk_worker_free(wk_worker *w);
+
+#endif

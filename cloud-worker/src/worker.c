@@ -1,0 +1,1125 @@
+/* The worker: its MQTT session, the job queue and pool threads, the
+ * dispatcher that gives every task exactly one effect, and the renewal
+ * thread that keeps live claims' leases (see wk.h for the whole way).
+ *
+ * Paho acknowledges a QoS 1 task before we see it (FINDINGS.md), so nothing
+ * here relies on the broker for delivery: the terminal re-sends until it
+ * holds a final reply, and the claim in Redis makes a re-sent task
+ * harmless. A task of a type no worker of the cloud serves reaches one
+ * worker through the catch-all shared group, which answers it with 400. */
+#include "wk.h"
+
+#include "nb_log.h"
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <MQTTAsync.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { SUB_TYPED = 1, SUB_CATCH_ALL = 2 };
+
+typedef struct job {
+  char *topic;
+  uint8_t *payload;
+  size_t len;
+  int sub_id;
+  struct job *next;
+} job;
+
+struct wk_worker {
+  const wk_config *cfg;
+  MQTTAsync client;
+  const wk_handler **handlers;
+  size_t nhandlers;
+  char **filters; /* subscriptions, typed ones first */
+  size_t nfilters;
+
+  pthread_mutex_t qmu;
+  pthread_cond_t qcv;    /* a job arrived or stopping */
+  pthread_cond_t qspace; /* room in the queue */
+  pthread_cond_t qidle;  /* queue empty and no job running */
+  job *head, *tail;
+  size_t qlen, busy;
+  bool stop_threads;
+  pthread_t *threads;
+  size_t nthreads;
+
+  pthread_mutex_t lmu; /* live claims */
+  wk_live live;        /* list head */
+
+  pthread_t renew_thread;
+  bool renew_started;
+  pthread_mutex_t rmu;
+  pthread_cond_t rcv;
+  bool renew_stop;
+
+  pthread_mutex_t tmu; /* types the cloud serves */
+  char **cloud_types;
+  size_t ncloud;
+
+  pthread_mutex_t cmu; /* connection and subscription state */
+  pthread_cond_t ccv;
+  int sub_state;    /* 0 pending, 1 subscribed, -1 refused */
+  int subs_pending; /* SUBSCRIBE packets not yet acknowledged */
+  bool unsubscribed, disconnected;
+  char sub_err[256];
+  atomic_bool draining;
+};
+
+/* ---- Small helpers ----------------------------------------------------- */
+
+const char *wk_worker_id(const wk_worker *w) { return w->cfg->worker_id; }
+
+void wk_pack_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+int wk_fail(wk_ctx *c, int code, const char *help, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->error, sizeof c->error, fmt, ap);
+  va_end(ap);
+  if (help != NULL)
+    nb_strlcpy(c->help, help, sizeof c->help);
+  return code;
+}
+
+int wk_reply_data(wk_ctx *c, const void *p, size_t n) {
+  uint8_t *copy = malloc(n > 0 ? n : 1);
+  if (copy == NULL)
+    return NIMBUS_ENOMEM;
+  if (n > 0)
+    memcpy(copy, p, n);
+  free(c->data);
+  c->data = copy;
+  c->data_len = n;
+  c->has_data = true;
+  return 0;
+}
+
+int wk_checkpoint(wk_ctx *c) {
+  if (c->live == NULL)
+    return 0;
+  if (atomic_load(&c->live->lost))
+    return NIMBUS_ELOST;
+  if (atomic_load(&c->live->cancel))
+    return NIMBUS_ECANCELED;
+  return 0;
+}
+
+static bool cloud_serves(wk_worker *w, const char *type) {
+  for (size_t i = 0; i < w->nhandlers; i++)
+    if (strcmp(w->handlers[i]->type, type) == 0)
+      return true;
+  bool found = false;
+  pthread_mutex_lock(&w->tmu);
+  for (size_t i = 0; i < w->ncloud && !found; i++)
+    found = strcmp(w->cloud_types[i], type) == 0;
+  pthread_mutex_unlock(&w->tmu);
+  return found;
+}
+
+void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk) {
+  /* Our own types plus any other live worker's, without duplicates. */
+  pthread_mutex_lock(&w->tmu);
+  size_t n = w->nhandlers;
+  for (size_t i = 0; i < w->ncloud; i++) {
+    bool own = false;
+    for (size_t j = 0; j < w->nhandlers && !own; j++)
+      own = strcmp(w->handlers[j]->type, w->cloud_types[i]) == 0;
+    n += !own;
+  }
+  msgpack_pack_array(pk, n);
+  for (size_t i = 0; i < w->nhandlers; i++)
+    wk_pack_str(pk, w->handlers[i]->type);
+  for (size_t i = 0; i < w->ncloud; i++) {
+    bool own = false;
+    for (size_t j = 0; j < w->nhandlers && !own; j++)
+      own = strcmp(w->handlers[j]->type, w->cloud_types[i]) == 0;
+    if (!own)
+      wk_pack_str(pk, w->cloud_types[i]);
+  }
+  pthread_mutex_unlock(&w->tmu);
+}
+
+static void publish(wk_worker *w, const char *terminal, const void *buf,
+                    size_t len, int qos) {
+  char topic[256];
+  snprintf(topic, sizeof topic, "%s/reply/%s", w->cfg->prefix, terminal);
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = (void *)buf;
+  m.payloadlen = (int)len;
+  m.qos = qos;
+  m.retained = 0;
+  int rc = MQTTAsync_sendMessage(w->client, topic, &m, NULL);
+  if (rc != MQTTASYNC_SUCCESS)
+    NB_WARN("WK-PUBLISH-FAILED", "reply to %s not sent: %s", terminal,
+            MQTTAsync_strerror(rc));
+}
+
+/* Encodes and publishes one reply; `c` may be NULL for replies made before a
+ * handler context exists. */
+static void send_reply(wk_worker *w, msgpack_sbuffer *out,
+                       const char *terminal, const sc_reply_enc *r, int qos) {
+  out->size = 0;
+  if (sc_reply_encode(out, r) != 0) {
+    NB_ERROR("WK-ENCODE", "cannot encode a reply for %s", terminal);
+    return;
+  }
+  publish(w, terminal, out->data, out->size, qos);
+}
+
+static void send_error(wk_worker *w, msgpack_sbuffer *out,
+                       const char *terminal, const char *id, int code,
+                       const char *error, const char *help,
+                       const uint8_t *result, size_t result_len) {
+  sc_reply_enc r = {0};
+  r.id = id;
+  r.status = SC_STATUS_ERROR;
+  r.code = code;
+  r.error = error;
+  r.help = help != NULL && help[0] != '\0' ? help : NULL;
+  r.result = result;
+  r.result_len = result_len;
+  send_reply(w, out, terminal, &r, 1);
+}
+
+void wk_progress(wk_ctx *c, int64_t done, int64_t total) {
+  sc_reply_enc r = {0};
+  r.id = c->task->id;
+  r.status = SC_STATUS_PROGRESS;
+  r.done = done;
+  r.total = total;
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  send_reply(c->w, &out, c->terminal, &r, 0);
+  msgpack_sbuffer_destroy(&out);
+}
+
+/* ---- Live claims ---------------------------------------------------------- */
+
+static void live_add(wk_worker *w, wk_live *l) {
+  pthread_mutex_lock(&w->lmu);
+  l->next = w->live.next;
+  l->prev = &w->live;
+  w->live.next->prev = l;
+  w->live.next = l;
+  pthread_mutex_unlock(&w->lmu);
+}
+
+static void live_del(wk_worker *w, wk_live *l) {
+  pthread_mutex_lock(&w->lmu);
+  l->prev->next = l->next;
+  l->next->prev = l->prev;
+  pthread_mutex_unlock(&w->lmu);
+}
+
+/* ---- The dispatcher ------------------------------------------------------- */
+
+typedef struct thread_state {
+  wk_worker *w;
+  st_redis *redis;
+  msgpack_sbuffer out;
+} thread_state;
+
+/* Splits "<prefix>/task/<type>/<terminal>" in place. */
+static bool parse_topic(const wk_worker *w, char *topic, const char **type,
+                        const char **terminal) {
+  size_t pl = strlen(w->cfg->prefix);
+  if (strncmp(topic, w->cfg->prefix, pl) != 0 ||
+      strncmp(topic + pl, "/task/", 6) != 0)
+    return false;
+  char *t = topic + pl + 6;
+  char *slash = strchr(t, '/');
+  if (slash == NULL || slash == t)
+    return false;
+  *slash = '\0';
+  char *term = slash + 1;
+  if (!nb_valid_terminal(term, strlen(term)))
+    return false;
+  *type = t;
+  *terminal = term;
+  return true;
+}
+
+static const wk_handler *find_handler(const wk_worker *w, const char *type) {
+  for (size_t i = 0; i < w->nhandlers; i++)
+    if (strcmp(w->handlers[i]->type, type) == 0)
+      return w->handlers[i];
+  return NULL;
+}
+
+static void ctx_fini(wk_ctx *c) {
+  msgpack_sbuffer_destroy(&c->result);
+  free(c->data);
+  st_txn_free(c->effect);
+}
+
+/* Encodes the handler's outcome into ts->out; returns its status. */
+static void encode_outcome(thread_state *ts, wk_ctx *c, int code,
+                           sc_reply_enc *r) {
+  memset(r, 0, sizeof *r);
+  r->id = c->task->id;
+  if (code == 0) {
+    r->status = SC_STATUS_OK;
+    if (c->result.size == 0)
+      msgpack_pack_map(&c->pk, 0);
+    r->result = (const uint8_t *)c->result.data;
+    r->result_len = c->result.size;
+    r->data = c->data;
+    r->data_len = c->data_len;
+    r->has_data = c->has_data;
+  } else {
+    r->status = SC_STATUS_ERROR;
+    r->code = code;
+    r->error = c->error[0] != '\0' ? c->error : "the task failed";
+    r->help = c->help[0] != '\0' ? c->help : NULL;
+    if (c->result.size > 0) {
+      r->result = (const uint8_t *)c->result.data;
+      r->result_len = c->result.size;
+    }
+  }
+  ts->out.size = 0;
+  if (sc_reply_encode(&ts->out, r) != 0)
+    NB_ERROR("WK-ENCODE", "cannot encode the reply to %s", c->task->id);
+}
+
+static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
+  wk_worker *w = ts->w;
+  const wk_config *cfg = w->cfg;
+  uint8_t digest[32];
+  char *stored = NULL;
+  size_t stored_len = 0;
+  st_claim_state state;
+  msgpack_sbuffer canon;
+  msgpack_sbuffer_init(&canon);
+  int rc = sc_task_canonical(&canon, c->type, c->task);
+  if (rc == 0)
+    nb_sha256(canon.data, canon.size, digest);
+  msgpack_sbuffer_destroy(&canon);
+  if (rc == 0)
+    rc = st_task_claim(ts->redis, c->terminal, c->task->id, digest,
+                       cfg->worker_id, cfg->lease_ms, &state, &stored,
+                       &stored_len);
+  if (rc != 0) {
+    NB_WARN("WK-REDIS", "claim of %s/%s failed: %s", c->terminal,
+            c->task->id, st_redis_errstr(ts->redis));
+    static const uint8_t retry[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
+                                    'a', 'f', 't', 'e', 'r', 0xcd, 0x03,
+                                    0xe8};
+    send_error(w, &ts->out, c->terminal, c->task->id, 503,
+               "the cloud's state store is unavailable right now",
+               "the agent sends the task again by itself; nothing was done",
+               retry, sizeof retry);
+    return;
+  }
+  switch (state) {
+  case ST_CLAIM_DONE:
+    publish(w, c->terminal, stored, stored_len, 1);
+    free(stored);
+    return;
+  case ST_CLAIM_CONFLICT: {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "task id %s was already used for a task with other content",
+             c->task->id);
+    send_error(w, &ts->out, c->terminal, c->task->id, 409, msg,
+               "give every new task a new id", NULL, 0);
+    return;
+  }
+  case ST_CLAIM_RUNNING: {
+    sc_reply_enc r = {0};
+    r.id = c->task->id;
+    r.status = SC_STATUS_PROGRESS;
+    send_reply(w, &ts->out, c->terminal, &r, 0);
+    return;
+  }
+  case ST_CLAIM_TAKEN:
+    break;
+  }
+
+  wk_live live = {0};
+  live.terminal = c->terminal;
+  live.id = c->task->id;
+  atomic_init(&live.cancel, false);
+  atomic_init(&live.lost, false);
+  live_add(w, &live);
+  c->live = &live;
+  c->effect = st_txn_new();
+  int code = c->effect != NULL
+                 ? h->fn(c)
+                 : wk_fail(c, 500, NULL, "the worker is out of memory");
+  live_del(w, &live);
+  c->live = NULL;
+  if (atomic_load(&live.lost)) {
+    /* Another worker took the task over after our lease lapsed; its reply
+     * is the one that counts. */
+    NB_WARN("WK-CLAIM-LOST", "%s/%s: claim lapsed while running; dropped",
+            c->terminal, c->task->id);
+    return;
+  }
+  sc_reply_enc r;
+  encode_outcome(ts, c, code, &r);
+  if (code != 0) {
+    if (st_task_release(ts->redis, c->terminal, c->task->id,
+                        cfg->worker_id) != 0)
+      NB_WARN("WK-REDIS", "release of %s/%s failed: %s", c->terminal,
+              c->task->id, st_redis_errstr(ts->redis));
+    publish(w, c->terminal, ts->out.data, ts->out.size, 1);
+    return;
+  }
+  rc = st_task_commit(ts->redis, c->terminal, c->task->id, cfg->worker_id,
+                      digest, c->effect, ts->out.data, ts->out.size,
+                      cfg->result_ttl_ms);
+  if (rc == NIMBUS_ELOST) {
+    NB_WARN("WK-CLAIM-LOST", "%s/%s: claim lapsed before commit; dropped",
+            c->terminal, c->task->id);
+    return;
+  }
+  if (rc != 0) {
+    NB_WARN("WK-REDIS", "commit of %s/%s failed: %s", c->terminal,
+            c->task->id, st_redis_errstr(ts->redis));
+    (void)st_task_release(ts->redis, c->terminal, c->task->id,
+                          cfg->worker_id);
+    send_error(w, &ts->out, c->terminal, c->task->id, 503,
+               "the cloud could not record the result; nothing was changed",
+               "the agent sends the task again by itself", NULL, 0);
+    return;
+  }
+  publish(w, c->terminal, ts->out.data, ts->out.size, 1);
+}
+
+static void process_job(thread_state *ts, job *j) {
+  wk_worker *w = ts->w;
+  const char *type = NULL, *terminal = NULL;
+  if (!parse_topic(w, j->topic, &type, &terminal)) {
+    NB_WARN("WK-BAD-TOPIC", "ignored a message on %s", j->topic);
+    return;
+  }
+  if (j->sub_id == SUB_CATCH_ALL && cloud_serves(w, type))
+    return; /* the type's own group has it */
+
+  char err[256] = "";
+  sc_task task;
+  int rc = sc_task_decode(j->payload, j->len, &task, err, sizeof err);
+  if (j->sub_id == SUB_CATCH_ALL) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "no worker of this cloud serves task type "
+             "\"%.64s\"", type);
+    NB_INFO("WK-UNKNOWN-TYPE", "%s: %s", terminal, msg);
+    send_error(w, &ts->out, terminal, task.id, 400, msg,
+               "ping lists the task types this cloud serves", NULL, 0);
+    goto done;
+  }
+  if (j->len > SC_MAX_TASK) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the task is %zu bytes; a task may be at "
+             "most %d bytes", j->len, SC_MAX_TASK);
+    NB_INFO("WK-TOO-BIG", "%s: %s", terminal, msg);
+    send_error(w, &ts->out, terminal, task.id, 413, msg,
+               "send larger data as a blob, in 256 KiB segments", NULL, 0);
+    goto done;
+  }
+  if (rc != 0) {
+    NB_INFO("WK-BAD-TASK", "%s: %s task: %s", terminal, type, err);
+    send_error(w, &ts->out, terminal, task.id, 400, err, NULL, NULL, 0);
+    goto done;
+  }
+  const wk_handler *h = find_handler(w, type);
+  if (h == NULL) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "this worker does not serve task type "
+             "\"%.64s\"", type);
+    send_error(w, &ts->out, terminal, task.id, 400, msg, NULL, NULL, 0);
+    goto done;
+  }
+
+  wk_ctx c;
+  memset(&c, 0, sizeof c);
+  c.w = w;
+  c.cfg = w->cfg;
+  c.redis = ts->redis;
+  c.terminal = terminal;
+  c.type = type;
+  c.task = &task;
+  c.args = task.args;
+  msgpack_sbuffer_init(&c.result);
+  msgpack_packer_init(&c.pk, &c.result, msgpack_sbuffer_write);
+  if (h->changes_state) {
+    run_stateful(ts, &c, h);
+  } else {
+    int code = h->fn(&c);
+    sc_reply_enc r;
+    encode_outcome(ts, &c, code, &r);
+    if (code >= 400 && code < 500)
+      NB_INFO("WK-TASK-ERROR", "%s %s/%s: %d %s", type, terminal, task.id,
+              code, c.error);
+    publish(w, terminal, ts->out.data, ts->out.size, 1);
+  }
+  ctx_fini(&c);
+done:
+  sc_task_fini(&task);
+}
+
+static void job_free(job *j) {
+  if (j == NULL)
+    return;
+  free(j->topic);
+  free(j->payload);
+  free(j);
+}
+
+static void *pool_main(void *arg) {
+  thread_state *ts = arg;
+  wk_worker *w = ts->w;
+  for (;;) {
+    pthread_mutex_lock(&w->qmu);
+    while (w->head == NULL && !w->stop_threads)
+      pthread_cond_wait(&w->qcv, &w->qmu);
+    if (w->head == NULL) {
+      pthread_mutex_unlock(&w->qmu);
+      break;
+    }
+    job *j = w->head;
+    w->head = j->next;
+    if (w->head == NULL)
+      w->tail = NULL;
+    w->qlen--;
+    w->busy++;
+    pthread_cond_signal(&w->qspace);
+    pthread_mutex_unlock(&w->qmu);
+
+    process_job(ts, j);
+    job_free(j);
+
+    pthread_mutex_lock(&w->qmu);
+    w->busy--;
+    if (w->busy == 0 && w->head == NULL)
+      pthread_cond_broadcast(&w->qidle);
+    pthread_mutex_unlock(&w->qmu);
+  }
+  st_redis_free(ts->redis);
+  msgpack_sbuffer_destroy(&ts->out);
+  free(ts);
+  return NULL;
+}
+
+/* ---- Renewal and type registry --------------------------------------------- */
+
+static void refresh_types(wk_worker *w, st_redis *r) {
+  const char **own = calloc(w->nhandlers + 1, sizeof *own);
+  if (own == NULL)
+    return;
+  for (size_t i = 0; i < w->nhandlers; i++)
+    own[i] = w->handlers[i]->type;
+  if (st_types_announce(r, own, w->nhandlers) != 0)
+    NB_WARN("WK-REDIS", "cannot announce types: %s", st_redis_errstr(r));
+  free(own);
+  char **types = NULL;
+  size_t n = 0;
+  /* A type counts as served while some worker announced it recently:
+   * three renewal rounds of silence plus a margin. */
+  int64_t max_age = w->cfg->renew_ms * 10 + 60000;
+  if (st_types_list(r, max_age, &types, &n) != 0)
+    return;
+  pthread_mutex_lock(&w->tmu);
+  char **old = w->cloud_types;
+  size_t nold = w->ncloud;
+  w->cloud_types = types;
+  w->ncloud = n;
+  pthread_mutex_unlock(&w->tmu);
+  for (size_t i = 0; i < nold; i++)
+    free(old[i]);
+  free(old);
+}
+
+static void renew_live(wk_worker *w, st_redis *r) {
+  pthread_mutex_lock(&w->lmu);
+  size_t n = 0;
+  for (wk_live *l = w->live.next; l != &w->live; l = l->next)
+    n++;
+  if (n > 0) {
+    st_claim_ref *refs = calloc(n, sizeof *refs);
+    if (refs != NULL) {
+      size_t i = 0;
+      for (wk_live *l = w->live.next; l != &w->live; l = l->next, i++) {
+        refs[i].terminal = l->terminal;
+        refs[i].id = l->id;
+      }
+      /* Held under the lock so no entry leaves the list meanwhile; one
+       * round trip every renew_ms. */
+      if (st_claims_renew(r, w->cfg->worker_id, w->cfg->lease_ms, refs, n) ==
+          0) {
+        i = 0;
+        for (wk_live *l = w->live.next; l != &w->live; l = l->next, i++) {
+          if (refs[i].lost)
+            atomic_store(&l->lost, true);
+          if (refs[i].cancel)
+            atomic_store(&l->cancel, true);
+        }
+      } else {
+        NB_WARN("WK-REDIS", "lease renewal failed: %s", st_redis_errstr(r));
+      }
+      free(refs);
+    }
+  }
+  pthread_mutex_unlock(&w->lmu);
+}
+
+static void *renew_main(void *arg) {
+  wk_worker *w = arg;
+  st_redis *r = NULL;
+  char err[256];
+  int64_t next_types = 0;
+  pthread_mutex_lock(&w->rmu);
+  while (!w->renew_stop) {
+    pthread_mutex_unlock(&w->rmu);
+    if (r == NULL &&
+        st_redis_connect(w->cfg->redis_host, (int)w->cfg->redis_port,
+                         w->cfg->redis_password, 2000, &r, err,
+                         sizeof err) != 0)
+      NB_WARN("WK-REDIS-DOWN", "%s", err);
+    if (r != NULL) {
+      renew_live(w, r);
+      if (nb_mono_ms() >= next_types) {
+        refresh_types(w, r);
+        next_types = nb_mono_ms() + 5000;
+      }
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (w->cfg->renew_ms % 1000) * 1000000;
+    until.tv_sec += w->cfg->renew_ms / 1000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&w->rmu);
+    if (!w->renew_stop)
+      pthread_cond_timedwait(&w->rcv, &w->rmu, &until);
+  }
+  pthread_mutex_unlock(&w->rmu);
+  st_redis_free(r);
+  return NULL;
+}
+
+/* ---- MQTT session ------------------------------------------------------------ */
+
+static int on_message(void *context, char *topic, int topic_len,
+                      MQTTAsync_message *m) {
+  wk_worker *w = context;
+  job *j = NULL;
+  if (m->retained) {
+    /* PROTOCOL.md: workers never act on a retained task. */
+    NB_WARN("WK-RETAINED", "ignored a retained message on %s", topic);
+    goto out;
+  }
+  j = calloc(1, sizeof *j);
+  size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+  if (j == NULL || (j->topic = malloc(tl + 1)) == NULL ||
+      (j->payload = malloc(m->payloadlen > 0 ? (size_t)m->payloadlen : 1)) ==
+          NULL) {
+    NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
+    job_free(j);
+    goto out;
+  }
+  memcpy(j->topic, topic, tl);
+  j->topic[tl] = '\0';
+  j->len = (size_t)m->payloadlen;
+  if (j->len > 0)
+    memcpy(j->payload, m->payload, j->len);
+  int sid = MQTTProperties_getNumericValue(
+      &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER);
+  j->sub_id = sid == SUB_CATCH_ALL ? SUB_CATCH_ALL : SUB_TYPED;
+
+  pthread_mutex_lock(&w->qmu);
+  /* A full queue holds Paho's thread: backpressure reaches the broker. */
+  while (w->qlen >= (size_t)w->cfg->queue && !w->stop_threads)
+    pthread_cond_wait(&w->qspace, &w->qmu);
+  if (w->tail != NULL)
+    w->tail->next = j;
+  else
+    w->head = j;
+  w->tail = j;
+  w->qlen++;
+  pthread_cond_signal(&w->qcv);
+  pthread_mutex_unlock(&w->qmu);
+out:
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+static void on_connection_lost(void *context, char *cause) {
+  wk_worker *w = context;
+  if (!atomic_load(&w->draining))
+    NB_WARN("WK-MQTT-LOST", "broker connection lost (%s); reconnecting",
+            cause != NULL ? cause : "no reason given");
+}
+
+static void set_sub_state(wk_worker *w, int state, const char *why) {
+  pthread_mutex_lock(&w->cmu);
+  w->sub_state = state;
+  if (why != NULL)
+    nb_strlcpy(w->sub_err, why, sizeof w->sub_err);
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+/* Paho reports a SUBACK's reason codes in alt.sub only for a SUBSCRIBE of
+ * more than one filter; for one filter (whatever call sent it) reasonCode
+ * holds it and alt holds something else. */
+static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
+                      size_t filters) {
+  int worst = 0;
+  if (resp != NULL && filters > 1) {
+    for (int i = 0; i < resp->alt.sub.reasonCodeCount; i++)
+      if ((int)resp->alt.sub.reasonCodes[i] > worst)
+        worst = (int)resp->alt.sub.reasonCodes[i];
+  } else if (resp != NULL) {
+    worst = (int)resp->reasonCode;
+  }
+  if (worst >= 0x80) {
+    const char *rs = MQTTReasonCode_toString((enum MQTTReasonCodes)worst);
+    char why[200];
+    snprintf(why, sizeof why, "the broker refused a subscription (%s)",
+             rs != NULL ? rs : "unknown reason");
+    set_sub_state(w, -1, why);
+    return;
+  }
+  pthread_mutex_lock(&w->cmu);
+  if (--w->subs_pending == 0 && w->sub_state == 0) {
+    w->sub_state = 1;
+    pthread_cond_broadcast(&w->ccv);
+  }
+  pthread_mutex_unlock(&w->cmu);
+}
+
+static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
+  wk_worker *w = context;
+  sub_acked(w, resp, w->nhandlers);
+}
+
+static void on_catch_all_sub_ok(void *context,
+                                MQTTAsync_successData5 *resp) {
+  sub_acked(context, resp, 1);
+}
+
+static void on_sub_fail(void *context, MQTTAsync_failureData5 *resp) {
+  wk_worker *w = context;
+  char why[200];
+  const char *rs =
+      resp != NULL ? MQTTReasonCode_toString(resp->reasonCode) : NULL;
+  snprintf(why, sizeof why, "the broker refused a subscription (%s%s%s)",
+           rs != NULL ? rs : "no reason code",
+           resp != NULL && resp->message != NULL ? ": " : "",
+           resp != NULL && resp->message != NULL ? resp->message : "");
+  NB_DEBUG("WK-SUB", "subscribe failed: code %d reason %d",
+           resp != NULL ? resp->code : 0, resp != NULL ? resp->reasonCode : 0);
+  set_sub_state(w, -1, why);
+}
+
+/* Sends the SUBSCRIBE packets: the typed groups (QoS 1, subscription id 1)
+ * and the catch-all group (QoS 0, id 2; only tasks of types nobody serves
+ * are acted on, and the agent re-sends, so QoS 0 loses nothing). Workers
+ * use clean sessions, so this runs on every connect. */
+static void subscribe_all(wk_worker *w) {
+  size_t ntyped = w->nfilters - (w->cfg->catch_all ? 1 : 0);
+  pthread_mutex_lock(&w->cmu);
+  w->sub_state = 0;
+  w->subs_pending = w->cfg->catch_all ? 2 : 1;
+  pthread_mutex_unlock(&w->cmu);
+  for (int pass = 0; pass < (w->cfg->catch_all ? 2 : 1); pass++) {
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    MQTTProperty prop;
+    prop.identifier = MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
+    prop.value.integer4 = pass == 0 ? SUB_TYPED : SUB_CATCH_ALL;
+    MQTTProperties props = MQTTProperties_initializer;
+    MQTTProperties_add(&props, &prop);
+    ro.properties = props;
+    ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_catch_all_sub_ok;
+    ro.onFailure5 = on_sub_fail;
+    ro.context = w;
+    int rc;
+    if (pass == 0) {
+      int *qos = calloc(ntyped, sizeof *qos);
+      if (qos == NULL) {
+        MQTTProperties_free(&props);
+        set_sub_state(w, -1, "out of memory");
+        return;
+      }
+      for (size_t i = 0; i < ntyped; i++)
+        qos[i] = 1;
+      rc = MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos,
+                                   &ro);
+      free(qos);
+    } else {
+      rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], 0, &ro);
+    }
+    MQTTProperties_free(&props);
+    if (rc != MQTTASYNC_SUCCESS) {
+      char why[200];
+      snprintf(why, sizeof why, "cannot subscribe: %s",
+               MQTTAsync_strerror(rc));
+      set_sub_state(w, -1, why);
+      return;
+    }
+  }
+}
+
+static void on_connected(void *context, char *cause) {
+  wk_worker *w = context;
+  if (atomic_load(&w->draining))
+    return;
+  NB_INFO("WK-MQTT-UP", "connected to the broker (%s)",
+          cause != NULL ? cause : "connect");
+  subscribe_all(w);
+}
+
+static void on_connect_fail(void *context, MQTTAsync_failureData5 *resp) {
+  wk_worker *w = context;
+  char why[200];
+  snprintf(why, sizeof why, "cannot connect to the broker: %s",
+           resp != NULL && resp->message != NULL
+               ? resp->message
+               : (resp != NULL ? MQTTReasonCode_toString(resp->reasonCode)
+                               : "no reason given"));
+  set_sub_state(w, -1, why);
+}
+
+/* ---- Lifecycle ----------------------------------------------------------------- */
+
+/* Adds one subscription filter built from `fmt`. */
+static int add_filter(wk_worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int add_filter(wk_worker *w, const char *fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof buf)
+    return NIMBUS_EINVAL;
+  char **f = realloc(w->filters, (w->nfilters + 1) * sizeof *f);
+  if (f == NULL)
+    return NIMBUS_ENOMEM;
+  w->filters = f;
+  if ((f[w->nfilters] = strdup(buf)) == NULL)
+    return NIMBUS_ENOMEM;
+  w->nfilters++;
+  return 0;
+}
+
+static int add_handler(wk_worker *w, const wk_handler *h) {
+  for (size_t i = 0; i < w->nhandlers; i++)
+    if (w->handlers[i] == h)
+      return 0;
+  const wk_handler **a =
+      realloc(w->handlers, (w->nhandlers + 1) * sizeof *a);
+  if (a == NULL)
+    return NIMBUS_ENOMEM;
+  w->handlers = a;
+  a[w->nhandlers++] = h;
+  return 0;
+}
+
+static const wk_handler *lookup_builtin(const wk_config *cfg,
+                                        const char *type, size_t n) {
+  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
+  for (size_t t = 0; t < 2; t++) {
+    if (tables[t] == wk_diag_handlers && !cfg->diag)
+      continue;
+    for (const wk_handler *h = tables[t]; h->type != NULL; h++)
+      if (strlen(h->type) == n && strncmp(h->type, type, n) == 0)
+        return h;
+  }
+  return NULL;
+}
+
+/* Picks the handlers named by cfg->types ("" = every built-in one that the
+ * config allows). */
+static int choose_handlers(wk_worker *w, char *err, size_t errcap) {
+  const wk_config *cfg = w->cfg;
+  int rc = 0;
+  if (cfg->types == NULL || cfg->types[0] == '\0') {
+    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
+    for (size_t t = 0; t < 2 && rc == 0; t++) {
+      if (tables[t] == wk_diag_handlers && !cfg->diag)
+        continue;
+      for (const wk_handler *h = tables[t]; h->type != NULL && rc == 0; h++)
+        rc = add_handler(w, h);
+    }
+    return rc;
+  }
+  const char *p = cfg->types;
+  while (*p != '\0' && rc == 0) {
+    while (*p == ',' || *p == ' ')
+      p++;
+    size_t n = strcspn(p, ", ");
+    if (n == 0)
+      break;
+    const wk_handler *h = lookup_builtin(cfg, p, n);
+    if (h == NULL) {
+      snprintf(err, errcap, "types: \"%.*s\" is not a task type this worker "
+               "can serve%s", (int)n, p,
+               strncmp(p, "diag.", 5) == 0 ? " (diag types need --diag)" : "");
+      return NIMBUS_ECONFIG;
+    }
+    rc = add_handler(w, h);
+    p += n;
+  }
+  if (rc == 0 && w->nhandlers == 0) {
+    snprintf(err, errcap, "types: no task type to serve");
+    return NIMBUS_ECONFIG;
+  }
+  return rc;
+}
+
+int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
+                  size_t errcap) {
+  wk_worker *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return NIMBUS_ENOMEM;
+  w->cfg = cfg;
+  w->live.next = w->live.prev = &w->live;
+  pthread_mutex_init(&w->qmu, NULL);
+  pthread_cond_init(&w->qcv, NULL);
+  pthread_cond_init(&w->qspace, NULL);
+  pthread_cond_init(&w->qidle, NULL);
+  pthread_mutex_init(&w->lmu, NULL);
+  pthread_mutex_init(&w->rmu, NULL);
+  pthread_cond_init(&w->rcv, NULL);
+  pthread_mutex_init(&w->tmu, NULL);
+  pthread_mutex_init(&w->cmu, NULL);
+  pthread_cond_init(&w->ccv, NULL);
+  atomic_init(&w->draining, false);
+  int rc = choose_handlers(w, err, errcap);
+  for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
+    rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,
+                    cfg->prefix, w->handlers[i]->type);
+  if (rc == 0 && cfg->catch_all)
+    rc = add_filter(w, "$share/nimbus-unserved/%s/task/+/+", cfg->prefix);
+  if (rc != 0) {
+    if (rc != NIMBUS_ECONFIG)
+      snprintf(err, errcap, "cannot set the worker up: %s",
+               nimbus_strerror(rc));
+    wk_worker_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
+  const wk_config *cfg = w->cfg;
+  int rc;
+  char uri[300];
+  snprintf(uri, sizeof uri, "tcp://%s:%lld", cfg->mqtt_host,
+           (long long)cfg->mqtt_port);
+
+  /* Redis first: a worker that cannot keep state must not take tasks. */
+  st_redis *probe = NULL;
+  if ((rc = st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
+                             cfg->redis_password, 2000, &probe, err,
+                             errcap)) != 0)
+    return rc;
+  st_redis_free(probe);
+
+  w->nthreads = (size_t)cfg->threads;
+  w->threads = calloc(w->nthreads, sizeof *w->threads);
+  if (w->threads == NULL)
+    return NIMBUS_ENOMEM;
+  for (size_t i = 0; i < w->nthreads; i++) {
+    thread_state *ts = calloc(1, sizeof *ts);
+    if (ts == NULL)
+      return NIMBUS_ENOMEM;
+    ts->w = w;
+    msgpack_sbuffer_init(&ts->out);
+    if ((rc = st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
+                               cfg->redis_password, 2000, &ts->redis, err,
+                               errcap)) != 0) {
+      free(ts);
+      w->nthreads = i;
+      return rc;
+    }
+    if (pthread_create(&w->threads[i], NULL, pool_main, ts) != 0) {
+      st_redis_free(ts->redis);
+      msgpack_sbuffer_destroy(&ts->out);
+      free(ts);
+      w->nthreads = i;
+      snprintf(err, errcap, "cannot start pool threads");
+      return NIMBUS_ESYS;
+    }
+  }
+  if (pthread_create(&w->renew_thread, NULL, renew_main, w) != 0) {
+    snprintf(err, errcap, "cannot start the renewal thread");
+    return NIMBUS_ESYS;
+  }
+  w->renew_started = true;
+
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+  co.sendWhileDisconnected = 1;
+  co.maxBufferedMessages = 100000;
+  rc = MQTTAsync_createWithOptions(&w->client, uri, cfg->worker_id,
+                                   MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+  if (rc != MQTTASYNC_SUCCESS) {
+    snprintf(err, errcap, "cannot create the MQTT client: %s",
+             MQTTAsync_strerror(rc));
+    return NIMBUS_EMQTT;
+  }
+  MQTTAsync_setCallbacks(w->client, w, on_connection_lost, on_message, NULL);
+  MQTTAsync_setConnected(w->client, w, on_connected);
+
+  MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer5;
+  opts.keepAliveInterval = 20;
+  opts.cleanstart = 1;
+  opts.automaticReconnect = 1;
+  opts.minRetryInterval = 1;
+  opts.maxRetryInterval = 5;
+  opts.username = cfg->mqtt_username;
+  opts.password = cfg->mqtt_password;
+  opts.onFailure5 = on_connect_fail;
+  opts.context = w;
+  if ((rc = MQTTAsync_connect(w->client, &opts)) != MQTTASYNC_SUCCESS) {
+    snprintf(err, errcap, "cannot connect to the broker at %s: %s", uri,
+             MQTTAsync_strerror(rc));
+    return NIMBUS_EMQTT;
+  }
+
+  /* Ready once every subscription is acknowledged, bounded. */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 15;
+  pthread_mutex_lock(&w->cmu);
+  while (w->sub_state == 0) {
+    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
+      break;
+  }
+  int state = w->sub_state;
+  if (state != 1)
+    snprintf(err, errcap, "%s",
+             state == 0 ? "the broker did not answer within 15 s"
+                        : w->sub_err);
+  pthread_mutex_unlock(&w->cmu);
+  return state == 1 ? 0 : NIMBUS_EMQTT;
+}
+
+static void on_unsub_done(void *context, MQTTAsync_successData5 *resp) {
+  (void)resp;
+  wk_worker *w = context;
+  pthread_mutex_lock(&w->cmu);
+  w->unsubscribed = true;
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+static void on_unsub_fail(void *context, MQTTAsync_failureData5 *resp) {
+  (void)resp;
+  on_unsub_done(context, NULL);
+}
+
+static void on_disc_done(void *context, MQTTAsync_successData5 *resp) {
+  (void)resp;
+  wk_worker *w = context;
+  pthread_mutex_lock(&w->cmu);
+  w->disconnected = true;
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+static void on_disc_fail(void *context, MQTTAsync_failureData5 *resp) {
+  (void)resp;
+  on_disc_done(context, NULL);
+}
+
+static void wait_flag(wk_worker *w, bool *flag, int seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += seconds;
+  pthread_mutex_lock(&w->cmu);
+  while (!*flag)
+    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
+      break;
+  pthread_mutex_unlock(&w->cmu);
+}
+
+void wk_worker_drain(wk_worker *w) {
+  atomic_store(&w->draining, true);
+  if (w->client != NULL && MQTTAsync_isConnected(w->client)) {
+    /* Leave the shared groups first, so the broker hands new tasks to the
+     * rest of the pool; what already reached us is finished below. */
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess5 = on_unsub_done;
+    ro.onFailure5 = on_unsub_fail;
+    ro.context = w;
+    if (MQTTAsync_unsubscribeMany(w->client, (int)w->nfilters, w->filters,
+                                  &ro) == MQTTASYNC_SUCCESS)
+      wait_flag(w, &w->unsubscribed, 5);
+  }
+  pthread_mutex_lock(&w->qmu);
+  while (w->head != NULL || w->busy > 0)
+    pthread_cond_wait(&w->qidle, &w->qmu);
+  w->stop_threads = true;
+  pthread_cond_broadcast(&w->qcv);
+  pthread_cond_broadcast(&w->qspace);
+  pthread_mutex_unlock(&w->qmu);
+  for (size_t i = 0; i < w->nthreads; i++)
+    pthread_join(w->threads[i], NULL);
+  w->nthreads = 0;
+  if (w->renew_started) {
+    pthread_mutex_lock(&w->rmu);
+    w->renew_stop = true;
+    pthread_cond_broadcast(&w->rcv);
+    pthread_mutex_unlock(&w->rmu);
+    pthread_join(w->renew_thread, NULL);
+    w->renew_started = false;
+  }
+  if (w->client != NULL && MQTTAsync_isConnected(w->client)) {
+    /* Disconnect waits up to its timeout for replies still in flight. */
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+    d.timeout = 5000;
+    d.onSuccess5 = on_disc_done;
+    d.onFailure5 = on_disc_fail;
+    d.context = w;
+    if (MQTTAsync_disconnect(w->client, &d) == MQTTASYNC_SUCCESS)
+      wait_flag(w, &w->disconnected, 6);
+  }
+}
+
+void wk_worker_free(wk_worker *w) {
+  if (w == NULL)
+    return;
+  if (w->nthreads > 0 || w->renew_started)
+    wk_worker_drain(w);
+  if (w->client != NULL)
+    MQTTAsync_destroy(&w->client);
+  while (w->head != NULL) {
+    job *j = w->head;
+    w->head = j->next;
+    job_free(j);
+  }
+  for (size_t i = 0; i < w->nfilters; i++)
+    free(w->filters[i]);
+  free(w->filters);
+  free(w->handlers);
+  free(w->threads);
+  for (size_t i = 0; i < w->ncloud; i++)
+    free(w->cloud_types[i]);
+  free(w->cloud_types);
+  pthread_mutex_destroy(&w->qmu);
+  pthread_cond_destroy(&w->qcv);
+  pthread_cond_destroy(&w->qspace);
+  pthread_cond_destroy(&w->qidle);
+  pthread_mutex_destroy(&w->lmu);
+  pthread_mutex_destroy(&w->rmu);
+  pthread_cond_destroy(&w->rcv);
+  pthread_mutex_destroy(&w->tmu);
+  pthread_mutex_destroy(&w->cmu);
+  pthread_cond_destroy(&w->ccv);
+  free(w);
+}
