@@ -216,10 +216,11 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   char uri[300], err[256];
   double start = cli_now_ms();
 
-  if (cfg->terminal == NULL || cfg->terminal[0] == '\0')
+  /* nb_config gives "" for a string option that was not set. */
+  if (cfg->terminal[0] == '\0')
     return cli_usage_error("no terminal id: give --terminal or set "
                            "NIMBUS_TERMINAL");
-  if (cfg->password == NULL)
+  if (cfg->password[0] == '\0')
     return cli_usage_error("no password: give --password or set "
                            "NIMBUS_PASSWORD");
   /* An IPv6 address goes in brackets. */
@@ -233,9 +234,7 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   o.uri = uri;
   o.terminal = cfg->terminal;
   o.password = cfg->password;
-  o.state_dir =
-      cfg->state_dir != NULL && cfg->state_dir[0] != '\0' ? cfg->state_dir
-                                                           : NULL;
+  o.state_dir = cfg->state_dir[0] != '\0' ? cfg->state_dir : NULL;
   o.prefix = cfg->prefix;
   /* One task: max_inflight 1 is plenty. */
   o.max_inflight = 1;
@@ -439,7 +438,8 @@ static int cli_call(cli_cfg *cfg, int argc, char **argv) {
     return cli_usage_error("call needs a task TYPE");
   if (argc > 3)
     return cli_usage_error("call takes TYPE and at most one JSON-ARGS");
-  if (cfg->id != NULL &&
+  /* nb_config gives "" for a string option that was not set. */
+  if (cfg->id[0] != '\0' &&
       !nb_valid_token(cfg->id, strlen(cfg->id), SC_ID_MIN, SC_ID_MAX))
     return cli_usage_error("--id must be 16-64 characters of "
                            "[A-Za-z0-9_-]");
@@ -451,7 +451,7 @@ static int cli_call(cli_cfg *cfg, int argc, char **argv) {
     status = cli_usage_error(err);
     goto out;
   }
-  if (cfg->data_file != NULL && cfg->data_file[0] != '\0' &&
+  if (cfg->data_file[0] != '\0' &&
       (status = cli_read_file(cfg->data_file, &data, &data_len)) != CLI_OK)
     goto out;
 
@@ -462,7 +462,7 @@ static int cli_call(cli_cfg *cfg, int argc, char **argv) {
       .data = data,
       .data_len = data_len,
       .has_data = data != NULL,
-      .id = cfg->id,
+      .id = cfg->id[0] != '\0' ? cfg->id : NULL,
       .progress = cfg->progress,
   };
   status = cli_run_task(cfg, &ct);

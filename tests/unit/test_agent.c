@@ -1,0 +1,909 @@
+/* Unit tests of libnimbus-agent and its CLI helpers, without a network:
+ * JSON <-> msgpack, the device id file, option checks, submit's checks and
+ * max_inflight, and the life of a task as replies reach it (fed straight
+ * into ag_agent_on_message, as Paho's receive thread would): final and
+ * progress replies, unknown ids, a broker refusal, timeouts, the re-send
+ * clock, notices, releasing a task from its own callback. The agent's
+ * sources are compiled into this test, so its internals are visible. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ag_internal.h"
+#include "ag_json.h"
+#include "nb_util.h"
+
+#define DEV "testdevice01"
+
+/* ---- Helpers ----------------------------------------------------------- */
+
+static int rm_entry(const char *p, const struct stat *sb, int flag,
+                    struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(p);
+}
+
+static void tmpdir_make(char *buf, size_t cap) {
+  snprintf(buf, cap, "/tmp/test_agent.XXXXXX");
+  assert_non_null(mkdtemp(buf));
+}
+
+static void tmpdir_remove(const char *dir) {
+  nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *hex_of(const uint8_t *p, size_t n) {
+  char *s = malloc(2 * n + 1);
+  assert_non_null(s);
+  nb_hex(p, n, s);
+  return s;
+}
+
+/* Packs JSON args and returns their hex. */
+static char *args_hex(const char *json) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  char err[128];
+  int rc = ag_json_args_pack(json, &sb, err, sizeof err);
+  if (rc != 0)
+    fail_msg("ag_json_args_pack(%s): %s", json, err);
+  char *h = hex_of((const uint8_t *)sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+  return h;
+}
+
+/* JSON -> msgpack -> JSON, printed unformatted. */
+static char *json_roundtrip(const char *json) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  char err[128];
+  assert_int_equal(ag_json_args_pack(json, &sb, err, sizeof err), 0);
+  cJSON *j = NULL;
+  assert_int_equal(
+      ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j), 0);
+  char *s = cJSON_PrintUnformatted(j);
+  assert_non_null(s);
+  cJSON_Delete(j);
+  msgpack_sbuffer_destroy(&sb);
+  return s;
+}
+
+static void opts_fill(nimbus_agent_opts *o) {
+  nimbus_agent_opts_init(o);
+  o->uri = "tcp://127.0.0.1:1";
+  o->terminal = "t1";
+  o->password = "pw";
+  o->device_id = DEV;
+}
+
+static nimbus_agent *agent_make(int max_inflight, int resend_ms,
+                                int resend_max_ms) {
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  o.max_inflight = max_inflight;
+  o.resend_ms = resend_ms;
+  o.resend_max_ms = resend_max_ms;
+  nimbus_agent *a = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &a), 0);
+  assert_non_null(a);
+  return a;
+}
+
+static nimbus_task *submit_simple(nimbus_agent *a, const char *id,
+                                  const nimbus_submit_opts *base) {
+  nimbus_submit_opts so = {0};
+  if (base != NULL)
+    so = *base;
+  so.id = id;
+  nimbus_task *t = NULL;
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, &so, 0, &t), 0);
+  assert_non_null(t);
+  return t;
+}
+
+/* Feeds a reply to the agent as if it came from the broker. */
+static void feed_reply(nimbus_agent *a, const sc_reply_enc *r) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  assert_int_equal(sc_reply_encode(&sb, r), 0);
+  ag_agent_on_message(a, a->reply_topic, strlen(a->reply_topic), sb.data,
+                      sb.size);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static void feed_ok(nimbus_agent *a, const char *id) {
+  static const uint8_t result[] = {0x81, 0xa1, 'k', 0x07}; /* {k: 7} */
+  sc_reply_enc r = {.id = id,
+                    .status = SC_STATUS_OK,
+                    .result = result,
+                    .result_len = sizeof result,
+                    .data = (const uint8_t *)"xyz",
+                    .data_len = 3,
+                    .has_data = true};
+  feed_reply(a, &r);
+}
+
+/* Records callbacks, which run on the agent's thread. */
+typedef struct rec {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int finals, progresses, notices;
+  char status[16];
+  int code, err;
+  int64_t done, total;
+  char kind[65];
+  bool release_in_final;
+  bool order_ok; /* every progress came before the final */
+} rec;
+
+static void rec_init(rec *r) {
+  memset(r, 0, sizeof *r);
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  r->order_ok = true;
+}
+
+static void rec_fini(rec *r) {
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
+}
+
+static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *rp) {
+  rec *r = ctx;
+  pthread_mutex_lock(&r->mu);
+  r->finals++;
+  nb_strlcpy(r->status, rp->status, sizeof r->status);
+  r->code = rp->code;
+  r->err = rp->err;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  if (r->release_in_final)
+    nimbus_task_release(t);
+}
+
+static void on_progress(void *ctx, nimbus_task *t, const nimbus_reply *rp) {
+  (void)t;
+  rec *r = ctx;
+  pthread_mutex_lock(&r->mu);
+  if (r->finals > 0)
+    r->order_ok = false;
+  r->progresses++;
+  r->done = rp->done;
+  r->total = rp->total;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void on_notice(void *ctx, const char *kind, const uint8_t *n,
+                      size_t len) {
+  (void)n;
+  (void)len;
+  rec *r = ctx;
+  pthread_mutex_lock(&r->mu);
+  r->notices++;
+  nb_strlcpy(r->kind, kind, sizeof r->kind);
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits (at most 2 s) until *counter reaches n. */
+static void rec_wait(rec *r, const int *counter, int n) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += 2;
+  pthread_mutex_lock(&r->mu);
+  while (*counter < n &&
+         pthread_cond_timedwait(&r->cv, &r->mu, &ts) != ETIMEDOUT)
+    ;
+  int got = *counter;
+  pthread_mutex_unlock(&r->mu);
+  assert_int_equal(got, n);
+}
+
+static int outstanding(nimbus_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  int n = a->outstanding;
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}
+
+/* ---- JSON <-> msgpack -------------------------------------------------- */
+
+static void test_json_to_msgpack_bytes(void **state) {
+  (void)state;
+  struct {
+    const char *json, *hex;
+  } cases[] = {
+      {"{}", "80"},
+      {"{\"a\": 1}", "81a16101"},
+      {"{\"a\": -1}", "81a161ff"},
+      {"{\"a\": 1.5}", "81a161cb3ff8000000000000"},
+      /* Whole numbers become ints, also when written with a fraction. */
+      {"{\"a\": 2.0}", "81a16102"},
+      {"{\"a\": 1e3}", "81a161cd03e8"},
+      /* 2^53 is no longer exact in a double: float64. */
+      {"{\"a\": 9007199254740992}", "81a161cb4340000000000000"},
+      {"{\"a\": 9007199254740991}", "81a161cf001fffffffffffff"},
+      {"{\"a\": null, \"b\": true, \"c\": false}",
+       "83a161c0a162c3a163c2"},
+      {"{\"s\": \"h\\u00e9\"}", "81a173a368c3a9"},
+      {"{\"l\": [1, \"x\", []], \"m\": {\"n\": {}}}",
+       "82a16c9301a17890a16d81a16e80"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *h = args_hex(cases[i].json);
+    if (strcmp(h, cases[i].hex) != 0)
+      fail_msg("%s: expected %s, got %s", cases[i].json, cases[i].hex, h);
+    free(h);
+  }
+}
+
+static void test_json_roundtrip(void **state) {
+  (void)state;
+  const char *in = "{\"a\":1,\"b\":[1.5,-2,\"x\",true,false,null,{\"c\":{}}],"
+                   "\"big\":9007199254740991,\"neg\":-9007199254740991,"
+                   "\"u\":\"\xc3\xa9\"}";
+  char *out = json_roundtrip(in);
+  assert_string_equal(out, in);
+  free(out);
+}
+
+static void test_json_rejects(void **state) {
+  (void)state;
+  const char *bad[] = {"[1]", "1", "\"s\"", "{", "{\"a\":1,\"a\":2}",
+                       "{\"x\":{\"a\":1,\"b\":2,\"a\":3}}", "", "{} x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char err[128] = "";
+    int rc = ag_json_args_pack(bad[i], &sb, err, sizeof err);
+    if (rc != NIMBUS_EINVAL)
+      fail_msg("\"%s\": expected EINVAL, got %d", bad[i], rc);
+    assert_true(err[0] != '\0');
+    assert_int_equal(sb.size, 0);
+    msgpack_sbuffer_destroy(&sb);
+  }
+  /* Deeper than 64 levels. */
+  char deep[200] = "{\"a\":";
+  for (int i = 0; i < 70; i++)
+    strcat(deep, "[");
+  for (int i = 0; i < 70; i++)
+    strcat(deep, "]");
+  strcat(deep, "}");
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  char err[128];
+  assert_int_equal(ag_json_args_pack(deep, &sb, err, sizeof err),
+                   NIMBUS_EINVAL);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_msgpack_to_json_kinds(void **state) {
+  (void)state;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 5);
+  msgpack_pack_str_with_body(&pk, "u", 1);
+  msgpack_pack_uint64(&pk, UINT64_MAX);
+  msgpack_pack_str_with_body(&pk, "i", 1);
+  msgpack_pack_int64(&pk, INT64_MIN);
+  msgpack_pack_str_with_body(&pk, "b", 1);
+  msgpack_pack_bin_with_body(&pk, "hi!", 3);
+  msgpack_pack_str_with_body(&pk, "f", 1);
+  msgpack_pack_float(&pk, 0.25f);
+  msgpack_pack_str_with_body(&pk, "n", 1);
+  msgpack_pack_double(&pk, 1.0 / 0.0);
+  cJSON *j = NULL;
+  assert_int_equal(
+      ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j), 0);
+  char *s = cJSON_PrintUnformatted(j);
+  assert_string_equal(s, "{\"u\":18446744073709551615,"
+                         "\"i\":-9223372036854775808,\"b\":\"aGkh\","
+                         "\"f\":0.25,\"n\":null}");
+  free(s);
+  cJSON_Delete(j);
+  msgpack_sbuffer_destroy(&sb);
+
+  /* Malformed msgpack is refused, not read. */
+  static const uint8_t inflated[] = {0xdd, 0x04, 0x00, 0x00, 0x00};
+  assert_int_equal(ag_json_from_packed(inflated, sizeof inflated, &j),
+                   NIMBUS_EPROTO);
+  assert_null(j);
+}
+
+static void test_reply_to_json(void **state) {
+  (void)state;
+  static const uint8_t result[] = {0x81, 0xa1, 'k', 0x07};
+  ag_reply_parts p = {.id = "abcdefghijklmnop",
+                      .id_len = 16,
+                      .status = "error",
+                      .code = 409,
+                      .error = "conflict",
+                      .error_len = 8,
+                      .help = "use another id",
+                      .help_len = 14,
+                      .result = result,
+                      .result_len = sizeof result,
+                      .data = (const uint8_t *)"\x00\x01\x02",
+                      .data_len = 3,
+                      .has_data = true};
+  nimbus_reply *r = ag_reply_new(&p);
+  assert_non_null(r);
+  cJSON *j = ag_json_from_reply(r);
+  char *s = cJSON_PrintUnformatted(j);
+  assert_string_equal(
+      s, "{\"id\":\"abcdefghijklmnop\",\"status\":\"error\",\"code\":409,"
+         "\"error\":\"conflict\",\"help\":\"use another id\","
+         "\"result\":{\"k\":7},\"data_size\":3,\"data_b64\":\"AAEC\"}");
+  free(s);
+  cJSON_Delete(j);
+  nimbus_reply_free(r);
+
+  ag_reply_parts q = {.id = "abcdefghijklmnop",
+                      .id_len = 16,
+                      .status = "progress",
+                      .done = 5,
+                      .total = 10};
+  r = ag_reply_new(&q);
+  j = ag_json_from_reply(r);
+  s = cJSON_PrintUnformatted(j);
+  assert_string_equal(s, "{\"id\":\"abcdefghijklmnop\",\"status\":"
+                         "\"progress\",\"code\":0,\"done\":5,\"total\":10}");
+  free(s);
+  cJSON_Delete(j);
+  nimbus_reply_free(r);
+}
+
+/* ---- The device id ----------------------------------------------------- */
+
+static void test_device_id(void **state) {
+  (void)state;
+  char top[64], dir[128], path[160], id1[65], id2[65], err[256];
+  tmpdir_make(top, sizeof top);
+  snprintf(dir, sizeof dir, "%s/a/b", top); /* made, parents too */
+  snprintf(path, sizeof path, "%s/device-id", dir);
+
+  assert_int_equal(ag_device_id_load(dir, id1, sizeof id1, err, sizeof err),
+                   0);
+  assert_int_equal(strlen(id1), 16);
+  assert_true(nb_valid_token(id1, 16, 16, 16));
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  assert_int_equal(stat(dir, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0700);
+  /* No temporary file is left behind. */
+  char tmpl[200];
+  snprintf(tmpl, sizeof tmpl, "ls %s | wc -l | grep -qx 1", dir);
+  assert_int_equal(system(tmpl), 0);
+
+  /* Read again, not made again. */
+  assert_int_equal(ag_device_id_load(dir, id2, sizeof id2, err, sizeof err),
+                   0);
+  assert_string_equal(id1, id2);
+
+  /* Another installation gets another id. */
+  char dir2[128];
+  snprintf(dir2, sizeof dir2, "%s/other", top);
+  assert_int_equal(ag_device_id_load(dir2, id2, sizeof id2, err, sizeof err),
+                   0);
+  assert_string_not_equal(id1, id2);
+
+  /* A file without a valid id is an error, not silently replaced. */
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("bad id!\n", f);
+  fclose(f);
+  assert_int_equal(ag_device_id_load(dir, id2, sizeof id2, err, sizeof err),
+                   NIMBUS_EIO);
+  assert_non_null(strstr(err, "device-id"));
+
+  /* nimbus_agent_new uses the stored id in the client id. */
+  f = fopen(path, "w");
+  fputs("Stored_Device-42\n", f);
+  fclose(f);
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  o.device_id = NULL;
+  o.state_dir = dir;
+  nimbus_agent *a = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &a), 0);
+  assert_string_equal(nimbus_agent_client_id(a), "t1.Stored_Device-42");
+  nimbus_agent_free(a);
+
+  /* ... and $NIMBUS_STATE_DIR when no state_dir is given. */
+  o.state_dir = NULL;
+  setenv("NIMBUS_STATE_DIR", dir, 1);
+  assert_int_equal(nimbus_agent_new(&o, &a), 0);
+  assert_string_equal(nimbus_agent_client_id(a), "t1.Stored_Device-42");
+  nimbus_agent_free(a);
+  unsetenv("NIMBUS_STATE_DIR");
+
+  /* A state directory that cannot be made. */
+  snprintf(dir2, sizeof dir2, "%s/file", top);
+  f = fopen(dir2, "w");
+  fclose(f);
+  snprintf(dir2, sizeof dir2, "%s/file/sub", top);
+  o.state_dir = dir2;
+  err[0] = '\0';
+  assert_int_equal(nimbus_agent_new_err(&o, &a, err, sizeof err),
+                   NIMBUS_EIO);
+  assert_null(a);
+  assert_non_null(strstr(err, "state directory"));
+  tmpdir_remove(top);
+}
+
+/* ---- Options ----------------------------------------------------------- */
+
+static void test_agent_new_checks(void **state) {
+  (void)state;
+  nimbus_agent_opts o;
+  nimbus_agent *a = NULL;
+  char err[256];
+
+  opts_fill(&o);
+  o.terminal = NULL;
+  assert_int_equal(nimbus_agent_new_err(&o, &a, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_null(a);
+  assert_non_null(strstr(err, "terminal"));
+
+  opts_fill(&o);
+  o.uri = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.password = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.terminal = "a/b";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.terminal = "";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.device_id = "short";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.device_id = "has.dot.in.it";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.prefix = "cloud/#";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.prefix = "cloud/v1/";
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.max_inflight = -1;
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.max_inflight = 70000;
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  opts_fill(&o);
+  o.resend_ms = 5000;
+  o.resend_max_ms = 1000;
+  assert_int_equal(nimbus_agent_new(&o, &a), NIMBUS_EINVAL);
+  assert_null(a);
+  assert_int_equal(nimbus_agent_new(NULL, &a), NIMBUS_EINVAL);
+
+  /* Defaults and derived names. */
+  opts_fill(&o);
+  o.terminal = "4915112345678";
+  assert_int_equal(nimbus_agent_new(&o, &a), 0);
+  assert_string_equal(nimbus_agent_client_id(a), "4915112345678." DEV);
+  assert_string_equal(a->reply_topic, "cloud/v1/reply/4915112345678");
+  assert_string_equal(a->notify_topic, "cloud/v1/notify/4915112345678");
+  assert_int_equal(a->max_inflight, 64);
+  assert_int_equal(a->resend_ms, 30000);
+  assert_int_equal(a->resend_max_ms, 300000);
+  assert_int_equal(a->session_expiry_s, 604800);
+  assert_false(a->clean_start);
+  assert_false(nimbus_agent_connected(a));
+  assert_string_equal(nimbus_agent_errstr(a), "");
+  nimbus_agent_free(a);
+  nimbus_agent_free(NULL);
+}
+
+/* ---- Submitting -------------------------------------------------------- */
+
+static void test_submit_checks(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(4, 0, 0);
+  nimbus_task *t = NULL;
+  static const uint8_t array[] = {0x91, 0x01}; /* [1], not a map */
+  static const uint8_t map[] = {0x81, 0xa1, 'a', 0x01};
+
+  assert_int_equal(
+      nimbus_submit(a, "", NULL, 0, NULL, 0, false, NULL, 0, &t),
+      NIMBUS_EINVAL);
+  assert_int_equal(
+      nimbus_submit(a, "blob/put", NULL, 0, NULL, 0, false, NULL, 0, &t),
+      NIMBUS_EINVAL);
+  assert_int_equal(
+      nimbus_submit(a, "blob.+", NULL, 0, NULL, 0, false, NULL, 0, &t),
+      NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "x", array, sizeof array, NULL, 0, false,
+                                 NULL, 0, &t),
+                   NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "x", map, sizeof map - 1, NULL, 0, false,
+                                 NULL, 0, &t),
+                   NIMBUS_EINVAL);
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 3, NULL, 0, false, NULL, 0, &t),
+      NIMBUS_EINVAL);
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 0, NULL, 0, false, NULL, 0, NULL),
+      NIMBUS_EINVAL);
+  nimbus_submit_opts so = {.id = "too-short"};
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
+      NIMBUS_EINVAL);
+  so.id = "has a space in it!!";
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
+      NIMBUS_EINVAL);
+  assert_null(t);
+
+  /* Too big: the data alone, and data that fits only without the
+   * envelope. */
+  size_t big = SC_MAX_TASK + 1;
+  uint8_t *data = calloc(1, big);
+  assert_non_null(data);
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 0, data, big, true, NULL, 0, &t),
+      NIMBUS_ETOOBIG);
+  assert_int_equal(nimbus_submit(a, "x", NULL, 0, data, SC_MAX_TASK - 8,
+                                 true, NULL, 0, &t),
+                   NIMBUS_ETOOBIG);
+  /* A 256 KiB segment fits. */
+  assert_int_equal(nimbus_submit(a, "blob.put", map, sizeof map, data,
+                                 SC_SEGMENT, true, NULL, 0, &t),
+                   0);
+  assert_int_equal(strlen(nimbus_task_id(t)), 22);
+  assert_string_equal(t->topic, "cloud/v1/task/blob.put/t1");
+  /* The kept bytes are the encoded task: decode them back. */
+  sc_task dec;
+  char err[128];
+  assert_int_equal(sc_task_decode(t->msg, t->msg_len, &dec, err, sizeof err),
+                   0);
+  assert_string_equal(dec.id, nimbus_task_id(t));
+  assert_int_equal(dec.data_len, SC_SEGMENT);
+  sc_task_fini(&dec);
+  nimbus_task_release(t);
+  free(data);
+
+  /* Random ids differ; a given id is used as is and may not be doubled. */
+  nimbus_task *t1 = submit_simple(a, NULL, NULL);
+  nimbus_task *t2 = submit_simple(a, NULL, NULL);
+  assert_string_not_equal(nimbus_task_id(t1), nimbus_task_id(t2));
+  nimbus_task *t3 = submit_simple(a, "my-own-id_000001", NULL);
+  assert_string_equal(nimbus_task_id(t3), "my-own-id_000001");
+  so.id = "my-own-id_000001";
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, &so, 0, &t),
+      NIMBUS_ECONFLICT);
+  /* Once it is over, the id may come again. */
+  feed_ok(a, "my-own-id_000001");
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, &so, 0, &t), 0);
+  nimbus_task_release(t);
+  nimbus_task_release(t1);
+  nimbus_task_release(t2);
+  nimbus_task_release(t3);
+  assert_int_equal(outstanding(a), 0);
+  nimbus_agent_free(a);
+}
+
+typedef struct releaser {
+  nimbus_task *t;
+  int after_ms;
+} releaser;
+
+static void *release_later(void *arg) {
+  releaser *r = arg;
+  usleep((useconds_t)r->after_ms * 1000);
+  nimbus_task_release(r->t);
+  return NULL;
+}
+
+static void test_max_inflight(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(2, 0, 0);
+  nimbus_task *t1 = submit_simple(a, NULL, NULL);
+  nimbus_task *t2 = submit_simple(a, NULL, NULL);
+  nimbus_task *t3 = NULL;
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, NULL, 0, &t3),
+      NIMBUS_EBUSY);
+  int64_t t0 = nb_mono_ms();
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, NULL, 50, &t3),
+      NIMBUS_EBUSY);
+  assert_true(nb_mono_ms() - t0 >= 50);
+  assert_null(t3);
+
+  /* A final reply frees a slot, the handle still held. */
+  feed_ok(a, nimbus_task_id(t1));
+  assert_int_equal(outstanding(a), 1);
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, NULL, 0, &t3), 0);
+
+  /* A blocked submit wakes when another thread gives a task up. */
+  releaser rl = {t2, 50};
+  pthread_t th;
+  pthread_create(&th, NULL, release_later, &rl);
+  nimbus_task *t4 = NULL;
+  t0 = nb_mono_ms();
+  assert_int_equal(
+      nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, NULL, 5000, &t4), 0);
+  assert_true(nb_mono_ms() - t0 < 4000);
+  pthread_join(th, NULL);
+  nimbus_task_release(t1);
+  nimbus_task_release(t3);
+  nimbus_task_release(t4);
+  nimbus_agent_free(a);
+}
+
+/* ---- Replies ----------------------------------------------------------- */
+
+static void test_final_reply(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 0, 0);
+  nimbus_task *t = submit_simple(a, "final-reply-id-001", NULL);
+  nimbus_reply *r = NULL;
+  assert_int_equal(nimbus_task_wait(t, 0, &r), NIMBUS_ETIMEDOUT);
+  assert_int_equal(nimbus_task_wait(t, 30, &r), NIMBUS_ETIMEDOUT);
+  assert_null(r);
+  assert_int_equal(outstanding(a), 1);
+
+  /* Not ours, broken, or for another id: all ignored. */
+  static const uint8_t junk[] = {0xdd, 0x04, 0x00, 0x00, 0x00};
+  ag_agent_on_message(a, a->reply_topic, strlen(a->reply_topic), junk,
+                      sizeof junk);
+  ag_agent_on_message(a, "cloud/v1/reply/other", 20, junk, sizeof junk);
+  feed_ok(a, "some-other-id-0001");
+  sc_reply_enc noid = {.id = "", .status = SC_STATUS_ERROR, .code = 400,
+                       .error = "malformed"};
+  feed_reply(a, &noid);
+  assert_int_equal(nimbus_task_wait(t, 0, &r), NIMBUS_ETIMEDOUT);
+
+  feed_ok(a, "final-reply-id-001");
+  assert_int_equal(nimbus_task_wait(t, 1000, &r), 0);
+  assert_non_null(r);
+  assert_string_equal(r->id, "final-reply-id-001");
+  assert_string_equal(r->status, "ok");
+  assert_int_equal(r->code, 0);
+  assert_int_equal(r->err, 0);
+  assert_null(r->error);
+  assert_int_equal(r->result_len, 4);
+  assert_memory_equal(r->result, "\x81\xa1k\x07", 4);
+  assert_int_equal(r->data_len, 3);
+  assert_memory_equal(r->data, "xyz", 3);
+  nimbus_reply_free(r);
+  assert_int_equal(outstanding(a), 0);
+
+  /* A duplicate final changes nothing; waiting again gives it again. */
+  sc_reply_enc err = {.id = "final-reply-id-001",
+                      .status = SC_STATUS_ERROR,
+                      .code = 500,
+                      .error = "late"};
+  feed_reply(a, &err);
+  assert_int_equal(nimbus_task_wait(t, -1, &r), 0);
+  assert_string_equal(r->status, "ok");
+  nimbus_reply_free(r);
+  nimbus_task_release(t);
+
+  /* An error reply is a reply: status, code, error and help. */
+  t = submit_simple(a, "final-reply-id-002", NULL);
+  sc_reply_enc e2 = {.id = "final-reply-id-002",
+                     .status = SC_STATUS_ERROR,
+                     .code = 404,
+                     .error = "no such blob",
+                     .help = "upload it first"};
+  feed_reply(a, &e2);
+  assert_int_equal(nimbus_task_wait(t, 1000, &r), 0);
+  assert_string_equal(r->status, "error");
+  assert_int_equal(r->code, 404);
+  assert_string_equal(r->error, "no such blob");
+  assert_string_equal(r->help, "upload it first");
+  assert_null(r->result);
+  assert_null(r->data);
+  nimbus_reply_free(r);
+  nimbus_task_release(t);
+  nimbus_agent_free(a);
+}
+
+static void test_callbacks(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 0, 0);
+  rec rc;
+  rec_init(&rc);
+  nimbus_submit_opts so = {.on_final = on_final,
+                           .on_progress = on_progress,
+                           .ctx = &rc};
+  nimbus_task *t = submit_simple(a, "callback-task-001", &so);
+  sc_reply_enc p = {.id = "callback-task-001",
+                    .status = SC_STATUS_PROGRESS,
+                    .done = 3,
+                    .total = 9};
+  feed_reply(a, &p);
+  p.done = 6;
+  feed_reply(a, &p);
+  rec_wait(&rc, &rc.progresses, 2);
+  assert_int_equal(rc.done, 6);
+  assert_int_equal(rc.total, 9);
+  assert_int_equal(outstanding(a), 1); /* progress is not the end */
+  feed_ok(a, "callback-task-001");
+  rec_wait(&rc, &rc.finals, 1);
+  assert_string_equal(rc.status, "ok");
+  assert_true(rc.order_ok);
+  /* A late duplicate does not call on_final again. */
+  feed_ok(a, "callback-task-001");
+  usleep(50000);
+  pthread_mutex_lock(&rc.mu);
+  assert_int_equal(rc.finals, 1);
+  pthread_mutex_unlock(&rc.mu);
+  nimbus_task_release(t);
+
+  /* A released task gets no callback. */
+  rec_fini(&rc);
+  rec_init(&rc);
+  t = submit_simple(a, "callback-task-002", &so);
+  nimbus_task_release(t);
+  feed_ok(a, "callback-task-002");
+  usleep(50000);
+  assert_int_equal(rc.finals, 0);
+
+  /* A callback may release its own task (ASan checks the rest). */
+  rec_fini(&rc);
+  rec_init(&rc);
+  rc.release_in_final = true;
+  t = submit_simple(a, "callback-task-003", &so);
+  feed_ok(a, "callback-task-003");
+  rec_wait(&rc, &rc.finals, 1);
+  nimbus_agent_free(a);
+  rec_fini(&rc);
+}
+
+static void test_refused(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(1, 0, 0);
+  rec rc;
+  rec_init(&rc);
+  nimbus_submit_opts so = {.on_final = on_final, .ctx = &rc};
+  nimbus_task *t = submit_simple(a, "refused-task-0001", &so);
+  assert_int_equal(outstanding(a), 1);
+  ag_task_refuse(a, t, MQTTREASONCODE_NOT_AUTHORIZED);
+  nimbus_reply *r = (nimbus_reply *)1;
+  assert_int_equal(nimbus_task_wait(t, 1000, &r), NIMBUS_EREFUSED);
+  assert_null(r);
+  assert_int_equal(outstanding(a), 0);
+  assert_non_null(strstr(nimbus_agent_errstr(a), "refused-task-0001"));
+  assert_non_null(strstr(nimbus_agent_errstr(a), "0x87"));
+  rec_wait(&rc, &rc.finals, 1);
+  assert_string_equal(rc.status, "error");
+  assert_int_equal(rc.code, 0);
+  assert_int_equal(rc.err, NIMBUS_EREFUSED);
+  /* Final: a reply that comes anyway is ignored. */
+  feed_ok(a, "refused-task-0001");
+  assert_int_equal(nimbus_task_wait(t, 0, &r), NIMBUS_EREFUSED);
+  nimbus_task_release(t);
+  nimbus_agent_free(a);
+  rec_fini(&rc);
+}
+
+static void test_notice(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 0, 0);
+  rec rc;
+  rec_init(&rc);
+  nimbus_agent_on_notice(a, on_notice, &rc);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  assert_int_equal(sc_notice_encode(&sb, "agent.offer", NULL), 0);
+  /* On the reply topic it is no reply; on the notice topic it is. */
+  ag_agent_on_message(a, a->reply_topic, strlen(a->reply_topic), sb.data,
+                      sb.size);
+  ag_agent_on_message(a, a->notify_topic, strlen(a->notify_topic), sb.data,
+                      sb.size);
+  rec_wait(&rc, &rc.notices, 1);
+  assert_string_equal(rc.kind, "agent.offer");
+  msgpack_sbuffer_destroy(&sb);
+  nimbus_agent_free(a);
+  rec_fini(&rc);
+}
+
+/* The re-send clock runs without a connection too (sending waits for the
+ * connect): its interval doubles up to the cap, and a progress reply
+ * restarts it. */
+static void test_resend_clock(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 20, 80);
+  nimbus_task *t = submit_simple(a, "resend-clock-0001", NULL);
+  pthread_mutex_lock(&a->mu);
+  assert_int_equal(t->interval_ms, 20);
+  pthread_mutex_unlock(&a->mu);
+  int64_t end = nb_mono_ms() + 2000;
+  int iv = 0;
+  while (nb_mono_ms() < end && iv != 80) {
+    usleep(10000);
+    pthread_mutex_lock(&a->mu);
+    iv = t->interval_ms;
+    pthread_mutex_unlock(&a->mu);
+  }
+  assert_int_equal(iv, 80);
+  sc_reply_enc p = {.id = "resend-clock-0001",
+                    .status = SC_STATUS_PROGRESS};
+  feed_reply(a, &p);
+  pthread_mutex_lock(&a->mu);
+  assert_int_equal(t->interval_ms, 20);
+  assert_true(t->next_send > nb_mono_ms());
+  pthread_mutex_unlock(&a->mu);
+  nimbus_task_release(t);
+  nimbus_agent_free(a);
+}
+
+/* Freeing an agent with tasks still held drops them (ASan checks). */
+static void test_free_with_tasks(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 0, 0);
+  rec rc;
+  rec_init(&rc);
+  nimbus_submit_opts so = {.on_final = on_final, .ctx = &rc};
+  (void)submit_simple(a, NULL, &so);
+  nimbus_task *done = submit_simple(a, "free-with-tasks-1", &so);
+  (void)done;
+  feed_ok(a, "free-with-tasks-1");
+  nimbus_agent_free(a);
+  rec_fini(&rc);
+}
+
+/* Without a broker, connect fails with EMQTT and says why. */
+static void test_connect_refused(void **state) {
+  (void)state;
+  nimbus_agent *a = agent_make(0, 0, 0);
+  assert_int_equal(nimbus_agent_connect(a, 5000), NIMBUS_EMQTT);
+  assert_true(strlen(nimbus_agent_errstr(a)) > 0);
+  assert_false(nimbus_agent_connected(a));
+  /* May be tried again. */
+  assert_int_equal(nimbus_agent_connect(a, 5000), NIMBUS_EMQTT);
+  nimbus_agent_free(a);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_json_to_msgpack_bytes),
+      cmocka_unit_test(test_json_roundtrip),
+      cmocka_unit_test(test_json_rejects),
+      cmocka_unit_test(test_msgpack_to_json_kinds),
+      cmocka_unit_test(test_reply_to_json),
+      cmocka_unit_test(test_device_id),
+      cmocka_unit_test(test_agent_new_checks),
+      cmocka_unit_test(test_submit_checks),
+      cmocka_unit_test(test_max_inflight),
+      cmocka_unit_test(test_final_reply),
+      cmocka_unit_test(test_callbacks),
+      cmocka_unit_test(test_refused),
+      cmocka_unit_test(test_notice),
+      cmocka_unit_test(test_resend_clock),
+      cmocka_unit_test(test_free_with_tasks),
+      cmocka_unit_test(test_connect_refused),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
