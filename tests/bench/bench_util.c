@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static void usage(FILE *f, const char *prog, const char *extra,
@@ -153,6 +154,14 @@ int64_t bench_now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t bench_cpu_ns(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+         ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
 int bench_lat_add(bench_lat *l, int64_t ns) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 65536;
@@ -189,13 +198,15 @@ static double pct_ms(const bench_lat *l, double p) {
   return (double)l->v[rank - 1] / 1e6;
 }
 
-void bench_report(bench_lat *l, int inflight, double seconds, long errors) {
+void bench_report(bench_lat *l, int inflight, double seconds, long errors,
+                  int64_t cpu_ns) {
   if (l->n > 1)
     qsort(l->v, l->n, sizeof *l->v, cmp_i64);
   double rate = seconds > 0 ? (double)l->n / seconds : 0.0;
+  double cpu_us = l->n > 0 ? (double)cpu_ns / 1e3 / (double)l->n : 0.0;
   printf("inflight=%d count=%zu seconds=%.3f rate=%.0f p50_ms=%.3f "
-         "p99_ms=%.3f errors=%ld\n",
+         "p99_ms=%.3f errors=%ld cpu_us=%.1f\n",
          inflight, l->n, seconds, rate, pct_ms(l, 0.50), pct_ms(l, 0.99),
-         errors);
+         errors, cpu_us);
   fflush(stdout);
 }

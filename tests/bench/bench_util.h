@@ -39,6 +39,10 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
 /* Nanoseconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 int64_t bench_now_ns(void);
 
+/* CPU time (user + system) this process has used, all threads, in
+ * nanoseconds: what a round trip costs the load generator itself. */
+int64_t bench_cpu_ns(void);
+
 /* Grows as needed; latencies in nanoseconds. Not thread-safe: each
  * program records from one callback thread at a time. */
 typedef struct bench_lat {
@@ -52,8 +56,10 @@ int bench_lat_add(bench_lat *l, int64_t ns);
 void bench_lat_free(bench_lat *l);
 
 /* Prints the result line on stdout:
- *   inflight=N count=C seconds=S rate=R p50_ms=X p99_ms=Y errors=E
- * Sorts the samples. `seconds` is the measured interval. */
-void bench_report(bench_lat *l, int inflight, double seconds, long errors);
+ *   inflight=N count=C seconds=S rate=R p50_ms=X p99_ms=Y errors=E cpu_us=U
+ * Sorts the samples. `seconds` is the measured interval, `cpu_ns` the CPU
+ * time this process used in it (cpu_us is that per round trip). */
+void bench_report(bench_lat *l, int inflight, double seconds, long errors,
+                  int64_t cpu_ns);
 
 #endif

@@ -41,6 +41,7 @@ struct load {
   int done;      /* measurement finished: stop refilling */
   int failed;
   int64_t t0, t_end, t_last;
+  int64_t cpu0, cpu1; /* this process's CPU time at t0 and t_last */
   long errors; /* final replies that are not ok, failed submits */
   /* Slots whose refill the callback could not submit (the agent was
    * still full): the main thread submits them, blocking. */
@@ -88,12 +89,14 @@ static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *r) {
     if ((l->o->count > 0 && (long)l->lat.n >= l->o->count) ||
         (l->o->count == 0 && now >= l->t_end)) {
       l->done = 1;
+      l->cpu1 = bench_cpu_ns();
       pthread_cond_signal(&l->cv);
     }
   } else if (!l->measuring && l->replies >= l->o->warmup) {
     l->measuring = 1;
     l->t0 = l->t_last = now;
     l->t_end = now + (int64_t)(l->o->seconds * 1e9);
+    l->cpu0 = bench_cpu_ns();
   }
   int again = !l->done && !l->failed;
   pthread_mutex_unlock(&l->mu);
@@ -202,6 +205,7 @@ int main(int argc, char **argv) {
   if (l.measuring) {
     l.t0 = l.t_last = bench_now_ns();
     l.t_end = l.t0 + (int64_t)(o.seconds * 1e9);
+    l.cpu0 = bench_cpu_ns();
   }
   for (int i = 0; i < o.inflight; i++) {
     rc = submit_slot(&l.slots[i], 10000);
@@ -251,7 +255,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nb-ping-load: run failed after %ld replies\n",
             l.replies);
   } else {
-    bench_report(&l.lat, o.inflight, secs, l.errors);
+    bench_report(&l.lat, o.inflight, secs, l.errors, l.cpu1 - l.cpu0);
     status = 0;
   }
 

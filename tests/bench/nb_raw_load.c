@@ -54,6 +54,7 @@ typedef struct load {
   int done;          /* measurement finished: stop refilling */
   int failed;        /* connection lost or a send failed */
   int64_t t0, t_end, t_last;
+  int64_t cpu0, cpu1; /* this process's CPU time at t0 and t_last */
   long errors;       /* sends refused by Paho, unexpected messages */
   bench_lat lat;
 } load;
@@ -121,6 +122,7 @@ static int on_message(void *ctx, char *topic, int topic_len,
       if ((l->o->count > 0 && (long)l->lat.n >= l->o->count) ||
           (l->o->count == 0 && now >= l->t_end)) {
         l->done = 1;
+        l->cpu1 = bench_cpu_ns();
         pthread_cond_signal(&l->cv);
       }
     } else if (!l->measuring && l->replies >= l->o->warmup) {
@@ -128,6 +130,7 @@ static int on_message(void *ctx, char *topic, int topic_len,
       l->t0 = now;
       l->t_last = now;
       l->t_end = now + (int64_t)(l->o->seconds * 1e9);
+      l->cpu0 = bench_cpu_ns();
     }
     if (!l->done && !l->failed) {
       prepare_slot(l, r.slot, &r);
@@ -184,6 +187,7 @@ int main(int argc, char **argv) {
   if (l.measuring) {
     l.t0 = l.t_last = bench_now_ns();
     l.t_end = l.t0 + (int64_t)(o.seconds * 1e9);
+    l.cpu0 = bench_cpu_ns();
   }
   pthread_mutex_unlock(&l.mu);
   for (int i = 0; i < o.inflight; i++) {
@@ -221,7 +225,7 @@ int main(int argc, char **argv) {
             l.replies);
     return 1;
   }
-  bench_report(&l.lat, o.inflight, secs, l.errors);
+  bench_report(&l.lat, o.inflight, secs, l.errors, l.cpu1 - l.cpu0);
   bench_lat_free(&l.lat);
   free(l.slots);
   return 0;
