@@ -158,6 +158,14 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   }
   if ((rc = ag_opts_check(opts, err, errcap)) != 0)
     return rc;
+  /* OpenSSL sets its generator up (reading its config, seeding) at the
+   * first use, which takes milliseconds: pay that here rather than in the
+   * first task's round trip. Without random bytes there are no task ids. */
+  unsigned char warm;
+  if (nb_random_bytes(&warm, 1) != 0) {
+    ag_seterr(err, errcap, "no random bytes for task ids");
+    return NIMBUS_ESYS;
+  }
   if (opts->device_id != NULL) {
     nb_strlcpy(device, opts->device_id, sizeof device);
   } else {
@@ -388,6 +396,11 @@ static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
   nimbus_agent *a = ctx;
   int code = d != NULL ? d->code : MQTTASYNC_FAILURE;
   pthread_mutex_lock(&a->mu);
+  if (a->conn_state != AG_CONN_CONNECTING) {
+    /* Paho also calls this while we destroy a client we gave up on. */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   if (code >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
     /* Paho passes the CONNACK reason code in `code`. */
     snprintf(a->errstr, sizeof a->errstr,
