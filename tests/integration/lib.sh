@@ -20,6 +20,9 @@
 #   nb_log_tail [LINES]      the last lines of every log of the stack
 #   nb_pids                  "name pid" of every process the stack started
 #   nb_alive PID             true if PID runs (zombies do not count)
+#   nb_on_exit CMD           run CMD (eval'd) at exit, before the stack stops
+#                            (e.g. to end the test's own background clients);
+#                            do not replace the EXIT trap
 #
 # At exit a test also fails if any log of its stack holds a sanitizer
 # report (the ASan build runs the same tests).
@@ -34,6 +37,9 @@ export NIMBUS_SOURCE_DIR NIMBUS_BUILD_DIR NIMBUS_BIN
 NB_TEST=$(basename "${0%.sh}")
 NB_DIR=''
 NB_FAILED=0
+NB_ON_EXIT=()
+
+nb_on_exit() { NB_ON_EXIT+=("$1"); }
 
 nb_log() { echo "[$NB_TEST] $*" >&2; }
 
@@ -110,6 +116,8 @@ nb__cleanup() {
   local rc=$? reports
   trap - EXIT INT TERM HUP
   set +e
+  local c
+  for c in "${NB_ON_EXIT[@]+"${NB_ON_EXIT[@]}"}"; do eval "$c"; done
   if [[ -n $NB_DIR && -d $NB_DIR ]]; then
     nb_stack stop "$NB_DIR" >/dev/null 2>"$NB_DIR/stop.err"
     if (($? != 0)); then
