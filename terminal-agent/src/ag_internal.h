@@ -64,8 +64,8 @@ typedef struct ag_event {
 struct nimbus_task {
   nimbus_agent *agent;
   char id[SC_ID_MAX + 1];
-  char *topic;      /* <prefix>/task/<type>/<terminal> */
-  uint8_t *msg;     /* the encoded task: every (re-)send sends these bytes */
+  char *topic;  /* <prefix>/task/<type>/<terminal> */
+  uint8_t *msg; /* the encoded task: every (re-)send sends these bytes */
   size_t msg_len;
   nimbus_reply_cb on_final;
   nimbus_reply_cb on_progress;
@@ -73,11 +73,11 @@ struct nimbus_task {
 
   int refs;
   ag_task_state state;
-  bool released;    /* the caller gave it up: no more callbacks */
-  bool in_table;    /* outstanding: counted against max_inflight */
+  bool released; /* the caller gave it up: no more callbacks */
+  bool in_table; /* outstanding: counted against max_inflight */
   nimbus_reply *final;
-  int64_t next_send; /* monotonic ms of the next re-send */
-  int interval_ms;   /* the re-send interval now in force */
+  int64_t next_send;        /* monotonic ms of the next re-send */
+  int interval_ms;          /* the re-send interval now in force */
   pthread_cond_t done_cond; /* the final reply came */
   ag_event final_ev;
 
@@ -109,11 +109,15 @@ struct nimbus_agent {
   /* The MQTT session. `client` is set before `up` first becomes true and
    * stays until nimbus_agent_free; a failed first connect destroys it. */
   MQTTAsync client;
-  enum { AG_CONN_NONE, AG_CONN_CONNECTING, AG_CONN_UP, AG_CONN_FAILED }
-      conn_state;
-  int connect_rc;          /* why the first connect failed */
-  atomic_bool up;          /* connected and subscribed: tasks may go */
-  bool disconnected;       /* our DISCONNECT completed */
+  enum {
+    AG_CONN_NONE,
+    AG_CONN_CONNECTING,
+    AG_CONN_UP,
+    AG_CONN_FAILED
+  } conn_state;
+  int connect_rc;    /* why the first connect failed */
+  atomic_bool up;    /* connected and subscribed: tasks may go */
+  bool disconnected; /* our DISCONNECT completed */
 
   /* Outstanding tasks: a hash table by id (chained, power-of-two buckets,
    * at least twice max_inflight) and a list for the re-send scan. */
@@ -125,10 +129,10 @@ struct nimbus_agent {
 
   /* The agent's thread: events to deliver, re-sends to make. */
   ag_event *ev_head, *ev_tail;
-  bool resend_all;          /* just (re)connected: send every task */
-  int64_t loop_deadline;    /* monotonic ms of the next re-send scan */
-  nimbus_task *cb_task;     /* whose callback runs now, or NULL */
-  nimbus_task **sendv;      /* the agent's thread's batch of sends */
+  bool resend_all;       /* just (re)connected: send every task */
+  int64_t loop_deadline; /* monotonic ms of the next re-send scan */
+  nimbus_task *cb_task;  /* whose callback runs now, or NULL */
+  nimbus_task **sendv;   /* the agent's thread's batch of sends */
   size_t sendcap;
 
   nimbus_notice_cb notice_cb;

@@ -28,8 +28,7 @@ int ag_json_args_pack(const char *text, msgpack_sbuffer *out, char *err,
                       size_t errcap);
 
 /* Appends any JSON value `v` (borrowed) to the packer. Same errors. */
-int ag_json_pack(const cJSON *v, msgpack_packer *pk, char *err,
-                 size_t errcap);
+int ag_json_pack(const cJSON *v, msgpack_packer *pk, char *err, size_t errcap);
 
 /* A new JSON value for the msgpack object `o` (borrowed), or NULL when out
  * of memory. The caller frees it with cJSON_Delete. */

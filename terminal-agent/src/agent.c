@@ -82,8 +82,7 @@ static char *ag_state_dir(const nimbus_agent_opts *o) {
   return NULL;
 }
 
-static int ag_opts_check(const nimbus_agent_opts *o, char *err,
-                         size_t errcap) {
+static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
   if (o->uri == NULL || o->uri[0] == '\0') {
     ag_seterr(err, errcap, "the broker's URI is missing");
     return NIMBUS_EINVAL;
@@ -405,12 +404,11 @@ static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
     /* Paho passes the CONNACK reason code in `code`. */
     snprintf(a->errstr, sizeof a->errstr,
              "the broker refused the connection as %s: %s (reason 0x%02x)",
-             a->client_id,
-             MQTTReasonCode_toString((enum MQTTReasonCodes)code), code);
+             a->client_id, MQTTReasonCode_toString((enum MQTTReasonCodes)code),
+             code);
     ag_first_connect_failed_locked(a, ag_connack_err(code));
   } else {
-    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s",
-             a->uri,
+    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
              d != NULL && d->message != NULL ? d->message
                                              : MQTTAsync_strerror(code));
     ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
@@ -475,8 +473,8 @@ static void ag_on_connected(void *ctx, char *cause) {
   nimbus_agent *a = ctx;
   pthread_mutex_lock(&a->mu);
   MQTTAsync client = a->client;
-  bool live = a->conn_state == AG_CONN_CONNECTING ||
-              a->conn_state == AG_CONN_UP;
+  bool live =
+      a->conn_state == AG_CONN_CONNECTING || a->conn_state == AG_CONN_UP;
   pthread_mutex_unlock(&a->mu);
   if (!live || client == NULL)
     return;
@@ -544,8 +542,7 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   co.sendWhileDisconnected = 0;
   co.maxBufferedMessages = 4 * AG_MAX_INFLIGHT;
   int prc = MQTTAsync_createWithOptions(&client, a->uri, a->client_id,
-                                        MQTTCLIENT_PERSISTENCE_NONE, NULL,
-                                        &co);
+                                        MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
   if (prc != MQTTASYNC_SUCCESS) {
     client = NULL;
     rc = NIMBUS_EMQTT;
@@ -574,9 +571,8 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   c.cleanstart = a->clean_start ? 1 : 0;
   c.username = a->terminal;
   c.password = a->password;
-  c.connectTimeout = timeout_ms > 0 && timeout_ms < 30000
-                         ? (timeout_ms + 999) / 1000
-                         : 30;
+  c.connectTimeout =
+      timeout_ms > 0 && timeout_ms < 30000 ? (timeout_ms + 999) / 1000 : 30;
   c.automaticReconnect = 1;
   c.minRetryInterval = 1;
   c.maxRetryInterval = 30;
@@ -589,8 +585,8 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   if (prc != MQTTASYNC_SUCCESS) {
     rc = NIMBUS_EMQTT;
     pthread_mutex_lock(&a->mu);
-    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s",
-             a->uri, MQTTAsync_strerror(prc));
+    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
+             MQTTAsync_strerror(prc));
     pthread_mutex_unlock(&a->mu);
     goto fail;
   }
@@ -614,8 +610,8 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
     rc = a->connect_rc;
   } else {
     rc = NIMBUS_ETIMEDOUT;
-    snprintf(a->errstr, sizeof a->errstr,
-             "no session with %s within %d ms", a->uri, timeout_ms);
+    snprintf(a->errstr, sizeof a->errstr, "no session with %s within %d ms",
+             a->uri, timeout_ms);
     /* Callbacks still to come from this client must change nothing. */
     a->conn_state = AG_CONN_FAILED;
   }
@@ -689,8 +685,7 @@ static void ag_deliver_locked(nimbus_agent *a, ag_event *ev) {
   }
   nimbus_task *t = ev->task;
   if (!t->released) {
-    nimbus_reply_cb cb =
-        ev->kind == AG_EV_FINAL ? t->on_final : t->on_progress;
+    nimbus_reply_cb cb = ev->kind == AG_EV_FINAL ? t->on_final : t->on_progress;
     a->cb_task = t;
     pthread_mutex_unlock(&a->mu);
     cb(t->ctx, t, ev->reply);

@@ -40,18 +40,18 @@ typedef struct cli_cfg {
   char *id;
 } cli_cfg;
 
-#define CLI_OPT(name, type, def, help, lo, hi)                               \
+#define CLI_OPT(name, type, def, help, lo, hi)                                 \
   { #name, type, def, help, offsetof(cli_cfg, name), lo, hi }
 
 static const nb_opt cli_table[] = {
     CLI_OPT(mqtt_host, NB_OPT_STR, "127.0.0.1",
             "the broker's host name or address (also --host)", 0, 0),
-    CLI_OPT(mqtt_port, NB_OPT_INT, "1883", "the broker's port (also --port)",
-            1, 65535),
+    CLI_OPT(mqtt_port, NB_OPT_INT, "1883", "the broker's port (also --port)", 1,
+            65535),
     CLI_OPT(terminal, NB_OPT_STR, NULL,
             "terminal id, the MQTT user name (required)", 0, 0),
-    CLI_OPT(password, NB_OPT_STR, NULL, "the terminal's password (required)",
-            0, 0),
+    CLI_OPT(password, NB_OPT_STR, NULL, "the terminal's password (required)", 0,
+            0),
     CLI_OPT(state_dir, NB_OPT_STR, NULL,
             "directory of the agent's state, the device id "
             "(default $HOME/.nimbus)",
@@ -61,8 +61,8 @@ static const nb_opt cli_table[] = {
             "milliseconds to wait for the connection and the final reply, "
             "together",
             1, 86400000),
-    CLI_OPT(json, NB_OPT_BOOL, "false", "ping: print the result map as JSON",
-            0, 0),
+    CLI_OPT(json, NB_OPT_BOOL, "false", "ping: print the result map as JSON", 0,
+            0),
     CLI_OPT(progress, NB_OPT_BOOL, "false",
             "call: print progress replies as JSON lines on stderr", 0, 0),
     CLI_OPT(data_file, NB_OPT_STR, NULL,
@@ -166,8 +166,7 @@ static void cli_help(const cli_verb *v, FILE *fp) {
 }
 
 static int cli_usage_error(const char *what) {
-  fprintf(stderr, "nimbus-agent: %s\n(nimbus-agent --help tells more)\n",
-          what);
+  fprintf(stderr, "nimbus-agent: %s\n(nimbus-agent --help tells more)\n", what);
   return CLI_USAGE;
 }
 
@@ -193,8 +192,7 @@ typedef struct cli_task {
   double rtt_ms;
 } cli_task;
 
-static void cli_on_progress(void *ctx, nimbus_task *t,
-                            const nimbus_reply *r) {
+static void cli_on_progress(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   (void)ctx;
   (void)t;
   cJSON *j = ag_json_from_reply(r);
@@ -246,8 +244,8 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
 
   rc = nimbus_agent_connect(a, (int)cfg->timeout);
   if (rc != 0) {
-    fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n",
-            uri, nimbus_agent_client_id(a), nimbus_strerror(rc),
+    fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n", uri,
+            nimbus_agent_client_id(a), nimbus_strerror(rc),
             nimbus_agent_errstr(a));
     status = CLI_CONNECT;
     goto out;
@@ -269,8 +267,7 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   rc = nimbus_task_wait(t, left > 0 ? (int)left : 0, &ct->reply);
   ct->rtt_ms = cli_now_ms() - t0;
   if (rc == NIMBUS_ETIMEDOUT) {
-    fprintf(stderr,
-            "nimbus-agent: no final reply to task %s within %lld ms\n",
+    fprintf(stderr, "nimbus-agent: no final reply to task %s within %lld ms\n",
             nimbus_task_id(t), (long long)cfg->timeout);
     status = CLI_TIMEOUT;
   } else if (rc == NIMBUS_EREFUSED) {
@@ -349,8 +346,8 @@ static int cli_ping(cli_cfg *cfg, int argc, char **argv) {
   msgpack_zone *zone = NULL;
   char err[128];
   if (r->result == NULL ||
-      sc_value_decode(r->result, r->result_len, &res, &zone, err,
-                      sizeof err) != 0 ||
+      sc_value_decode(r->result, r->result_len, &res, &zone, err, sizeof err) !=
+          0 ||
       res.type != MSGPACK_OBJECT_MAP) {
     fprintf(stderr, "nimbus-agent: the pong has no result map\n");
     status = CLI_CLOUD_ERROR;
@@ -446,8 +443,7 @@ static int cli_call(cli_cfg *cfg, int argc, char **argv) {
   if (!nb_valid_terminal(argv[1], strlen(argv[1])))
     return cli_usage_error("TYPE must be 1-64 characters of "
                            "[A-Za-z0-9._-], like blob.status");
-  if (argc == 3 &&
-      ag_json_args_pack(argv[2], &args, err, sizeof err) != 0) {
+  if (argc == 3 && ag_json_args_pack(argv[2], &args, err, sizeof err) != 0) {
     status = cli_usage_error(err);
     goto out;
   }
@@ -487,8 +483,8 @@ out:
 /* Copies argv, turning --host/--port into --mqtt-host/--mqtt-port and
  * taking --help out (nb_config_load stops at --help, and we still want the
  * verb). Strings made here are listed in `owned`. */
-static char **cli_argv_rewrite(int argc, char **argv, bool *help,
-                               char ***owned, int *nowned) {
+static char **cli_argv_rewrite(int argc, char **argv, bool *help, char ***owned,
+                               int *nowned) {
   char **v = calloc((size_t)argc + 1, sizeof *v);
   char **own = calloc((size_t)argc + 1, sizeof *own);
   if (v == NULL || own == NULL) {
@@ -546,8 +542,8 @@ int main(int argc, char **argv) {
   int vc = 0;
   while (v[vc] != NULL)
     vc++;
-  int rc = nb_config_load(cli_table, &cfg, vc, v, NULL, &help2, &nrest,
-                          &rest, err, sizeof err);
+  int rc = nb_config_load(cli_table, &cfg, vc, v, NULL, &help2, &nrest, &rest,
+                          err, sizeof err);
   if (rc != 0) {
     if (help) {
       cli_help(NULL, stdout);

@@ -52,8 +52,8 @@ static int ag_dir_make(const char *dir, char *err, size_t errcap) {
 
 /* Reads the id in `path`. Returns 0, AG_NO_FILE when there is no file yet,
  * or NIMBUS_EIO. */
-static int ag_device_id_read(const char *path, char *out, size_t cap,
-                             char *err, size_t errcap) {
+static int ag_device_id_read(const char *path, char *out, size_t cap, char *err,
+                             size_t errcap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT)
@@ -113,8 +113,7 @@ int ag_device_id_load(const char *dir, char *out, size_t cap, char *err,
 
   if ((rc = ag_dir_make(dir, err, errcap)) != 0)
     return rc;
-  if ((size_t)snprintf(path, sizeof path, "%s/device-id", dir) >=
-          sizeof path ||
+  if ((size_t)snprintf(path, sizeof path, "%s/device-id", dir) >= sizeof path ||
       (size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= sizeof tmp) {
     snprintf(err, errcap, "state directory path is too long");
     return NIMBUS_EIO;
@@ -156,8 +155,7 @@ int ag_device_id_load(const char *dir, char *out, size_t cap, char *err,
     }
     /* Another process made it first: use its id. */
     unlink(tmp);
-    return ag_device_id_read(path, out, cap, err, errcap) == 0 ? 0
-                                                               : NIMBUS_EIO;
+    return ag_device_id_read(path, out, cap, err, errcap) == 0 ? 0 : NIMBUS_EIO;
   }
   unlink(tmp);
   /* Make the new name durable, so the id survives a power cut. */

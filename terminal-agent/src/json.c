@@ -85,8 +85,7 @@ static int ag_json_pack_depth(const cJSON *v, msgpack_packer *pk, int depth,
   return rc == 0 ? 0 : NIMBUS_ENOMEM;
 }
 
-int ag_json_pack(const cJSON *v, msgpack_packer *pk, char *err,
-                 size_t errcap) {
+int ag_json_pack(const cJSON *v, msgpack_packer *pk, char *err, size_t errcap) {
   int rc = ag_json_pack_depth(v, pk, 0, err, errcap);
   /* msgpack's packer reports failure as -1: only allocation fails. */
   if (rc < 0) {
@@ -107,8 +106,9 @@ int ag_json_args_pack(const char *text, msgpack_sbuffer *out, char *err,
   }
   int rc = 0;
   if (!cJSON_IsObject(v)) {
-    snprintf(err, errcap, "JSON-ARGS must be a JSON object, like "
-                          "'{\"key\": 1}'");
+    snprintf(err, errcap,
+             "JSON-ARGS must be a JSON object, like "
+             "'{\"key\": 1}'");
     rc = NIMBUS_EINVAL;
   } else {
     msgpack_packer pk;
@@ -198,8 +198,7 @@ static cJSON *ag_json_from_msgpack_depth(const msgpack_object *o, int depth) {
         cJSON_Delete(k);
       }
       cJSON *val = ag_json_from_msgpack_depth(&kv->val, depth + 1);
-      if (key == NULL || val == NULL ||
-          !cJSON_AddItemToObject(obj, key, val)) {
+      if (key == NULL || val == NULL || !cJSON_AddItemToObject(obj, key, val)) {
         free(key);
         cJSON_Delete(val);
         cJSON_Delete(obj);

@@ -123,8 +123,7 @@ void ag_event_push_locked(nimbus_agent *a, ag_event *ev) {
 
 /* Ends an outstanding task with `reply` (taken). Needs mu. */
 static void ag_task_complete_locked(nimbus_agent *a, nimbus_task *t,
-                                    nimbus_reply *reply,
-                                    ag_task_state state) {
+                                    nimbus_reply *reply, ag_task_state state) {
   t->final = reply;
   t->state = state;
   ag_table_remove(a, t);
@@ -415,8 +414,8 @@ static int ag_cond_wait_until(nimbus_agent *a, pthread_cond_t *cond,
 
 int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
                   size_t args_len, const uint8_t *data, size_t data_len,
-                  bool has_data, const nimbus_submit_opts *sopts,
-                  int block_ms, nimbus_task **out) {
+                  bool has_data, const nimbus_submit_opts *sopts, int block_ms,
+                  nimbus_task **out) {
   int rc = 0;
   nimbus_task *t = NULL;
   msgpack_sbuffer sb;
@@ -469,8 +468,7 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
     rc = NIMBUS_ENOMEM;
     goto fail;
   }
-  snprintf(t->topic, topic_cap, "%s/task/%s/%s", a->prefix, type,
-           a->terminal);
+  snprintf(t->topic, topic_cap, "%s/task/%s/%s", a->prefix, type, a->terminal);
   t->msg_len = sb.size;
   t->msg = (uint8_t *)msgpack_sbuffer_release(&sb);
   t->agent = a;

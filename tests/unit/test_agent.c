@@ -73,8 +73,8 @@ static char *json_roundtrip(const char *json) {
   char err[128];
   assert_int_equal(ag_json_args_pack(json, &sb, err, sizeof err), 0);
   cJSON *j = NULL;
-  assert_int_equal(
-      ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j), 0);
+  assert_int_equal(ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j),
+                   0);
   char *s = cJSON_PrintUnformatted(j);
   assert_non_null(s);
   cJSON_Delete(j);
@@ -239,8 +239,7 @@ static void test_json_to_msgpack_bytes(void **state) {
       /* 2^53 is no longer exact in a double: float64. */
       {"{\"a\": 9007199254740992}", "81a161cb4340000000000000"},
       {"{\"a\": 9007199254740991}", "81a161cf001fffffffffffff"},
-      {"{\"a\": null, \"b\": true, \"c\": false}",
-       "83a161c0a162c3a163c2"},
+      {"{\"a\": null, \"b\": true, \"c\": false}", "83a161c0a162c3a163c2"},
       {"{\"s\": \"h\\u00e9\"}", "81a173a368c3a9"},
       {"{\"l\": [1, \"x\", []], \"m\": {\"n\": {}}}",
        "82a16c9301a17890a16d81a16e80"},
@@ -265,8 +264,14 @@ static void test_json_roundtrip(void **state) {
 
 static void test_json_rejects(void **state) {
   (void)state;
-  const char *bad[] = {"[1]", "1", "\"s\"", "{", "{\"a\":1,\"a\":2}",
-                       "{\"x\":{\"a\":1,\"b\":2,\"a\":3}}", "", "{} x"};
+  const char *bad[] = {"[1]",
+                       "1",
+                       "\"s\"",
+                       "{",
+                       "{\"a\":1,\"a\":2}",
+                       "{\"x\":{\"a\":1,\"b\":2,\"a\":3}}",
+                       "",
+                       "{} x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -279,12 +284,11 @@ static void test_json_rejects(void **state) {
     msgpack_sbuffer_destroy(&sb);
   }
   /* Deeper than 64 levels. */
-  char deep[200] = "{\"a\":";
-  for (int i = 0; i < 70; i++)
-    strcat(deep, "[");
-  for (int i = 0; i < 70; i++)
-    strcat(deep, "]");
-  strcat(deep, "}");
+  char deep[200];
+  size_t n = (size_t)snprintf(deep, sizeof deep, "{\"a\":");
+  memset(deep + n, '[', 70);
+  memset(deep + n + 70, ']', 70);
+  memcpy(deep + n + 140, "}", 2);
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   char err[128];
@@ -311,8 +315,8 @@ static void test_msgpack_to_json_kinds(void **state) {
   msgpack_pack_str_with_body(&pk, "n", 1);
   msgpack_pack_double(&pk, 1.0 / 0.0);
   cJSON *j = NULL;
-  assert_int_equal(
-      ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j), 0);
+  assert_int_equal(ag_json_from_packed((const uint8_t *)sb.data, sb.size, &j),
+                   0);
   char *s = cJSON_PrintUnformatted(j);
   assert_string_equal(s, "{\"u\":18446744073709551615,"
                          "\"i\":-9223372036854775808,\"b\":\"aGkh\","
@@ -380,8 +384,7 @@ static void test_device_id(void **state) {
   snprintf(dir, sizeof dir, "%s/a/b", top); /* made, parents too */
   snprintf(path, sizeof path, "%s/device-id", dir);
 
-  assert_int_equal(ag_device_id_load(dir, id1, sizeof id1, err, sizeof err),
-                   0);
+  assert_int_equal(ag_device_id_load(dir, id1, sizeof id1, err, sizeof err), 0);
   assert_int_equal(strlen(id1), 16);
   assert_true(nb_valid_token(id1, 16, 16, 16));
   struct stat st;
@@ -395,8 +398,7 @@ static void test_device_id(void **state) {
   assert_int_equal(system(tmpl), 0);
 
   /* Read again, not made again. */
-  assert_int_equal(ag_device_id_load(dir, id2, sizeof id2, err, sizeof err),
-                   0);
+  assert_int_equal(ag_device_id_load(dir, id2, sizeof id2, err, sizeof err), 0);
   assert_string_equal(id1, id2);
 
   /* Another installation gets another id. */
@@ -443,8 +445,7 @@ static void test_device_id(void **state) {
   snprintf(dir2, sizeof dir2, "%s/file/sub", top);
   o.state_dir = dir2;
   err[0] = '\0';
-  assert_int_equal(nimbus_agent_new_err(&o, &a, err, sizeof err),
-                   NIMBUS_EIO);
+  assert_int_equal(nimbus_agent_new_err(&o, &a, err, sizeof err), NIMBUS_EIO);
   assert_null(a);
   assert_non_null(strstr(err, "state directory"));
   tmpdir_remove(top);
@@ -529,35 +530,31 @@ static void test_submit_checks(void **state) {
   static const uint8_t array[] = {0x91, 0x01}; /* [1], not a map */
   static const uint8_t map[] = {0x81, 0xa1, 'a', 0x01};
 
-  assert_int_equal(
-      nimbus_submit(a, "", NULL, 0, NULL, 0, false, NULL, 0, &t),
-      NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "", NULL, 0, NULL, 0, false, NULL, 0, &t),
+                   NIMBUS_EINVAL);
   assert_int_equal(
       nimbus_submit(a, "blob/put", NULL, 0, NULL, 0, false, NULL, 0, &t),
       NIMBUS_EINVAL);
   assert_int_equal(
       nimbus_submit(a, "blob.+", NULL, 0, NULL, 0, false, NULL, 0, &t),
       NIMBUS_EINVAL);
-  assert_int_equal(nimbus_submit(a, "x", array, sizeof array, NULL, 0, false,
-                                 NULL, 0, &t),
-                   NIMBUS_EINVAL);
-  assert_int_equal(nimbus_submit(a, "x", map, sizeof map - 1, NULL, 0, false,
-                                 NULL, 0, &t),
-                   NIMBUS_EINVAL);
   assert_int_equal(
-      nimbus_submit(a, "x", NULL, 3, NULL, 0, false, NULL, 0, &t),
+      nimbus_submit(a, "x", array, sizeof array, NULL, 0, false, NULL, 0, &t),
       NIMBUS_EINVAL);
+  assert_int_equal(
+      nimbus_submit(a, "x", map, sizeof map - 1, NULL, 0, false, NULL, 0, &t),
+      NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "x", NULL, 3, NULL, 0, false, NULL, 0, &t),
+                   NIMBUS_EINVAL);
   assert_int_equal(
       nimbus_submit(a, "x", NULL, 0, NULL, 0, false, NULL, 0, NULL),
       NIMBUS_EINVAL);
   nimbus_submit_opts so = {.id = "too-short"};
-  assert_int_equal(
-      nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
-      NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
+                   NIMBUS_EINVAL);
   so.id = "has a space in it!!";
-  assert_int_equal(
-      nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
-      NIMBUS_EINVAL);
+  assert_int_equal(nimbus_submit(a, "x", NULL, 0, NULL, 0, false, &so, 0, &t),
+                   NIMBUS_EINVAL);
   assert_null(t);
 
   /* Too big: the data alone, and data that fits only without the
@@ -565,12 +562,11 @@ static void test_submit_checks(void **state) {
   size_t big = SC_MAX_TASK + 1;
   uint8_t *data = calloc(1, big);
   assert_non_null(data);
-  assert_int_equal(
-      nimbus_submit(a, "x", NULL, 0, data, big, true, NULL, 0, &t),
-      NIMBUS_ETOOBIG);
-  assert_int_equal(nimbus_submit(a, "x", NULL, 0, data, SC_MAX_TASK - 8,
-                                 true, NULL, 0, &t),
+  assert_int_equal(nimbus_submit(a, "x", NULL, 0, data, big, true, NULL, 0, &t),
                    NIMBUS_ETOOBIG);
+  assert_int_equal(
+      nimbus_submit(a, "x", NULL, 0, data, SC_MAX_TASK - 8, true, NULL, 0, &t),
+      NIMBUS_ETOOBIG);
   /* A 256 KiB segment fits. */
   assert_int_equal(nimbus_submit(a, "blob.put", map, sizeof map, data,
                                  SC_SEGMENT, true, NULL, 0, &t),
@@ -678,8 +674,8 @@ static void test_final_reply(void **state) {
                       sizeof junk);
   ag_agent_on_message(a, "cloud/v1/reply/other", 20, junk, sizeof junk);
   feed_ok(a, "some-other-id-0001");
-  sc_reply_enc noid = {.id = "", .status = SC_STATUS_ERROR, .code = 400,
-                       .error = "malformed"};
+  sc_reply_enc noid = {
+      .id = "", .status = SC_STATUS_ERROR, .code = 400, .error = "malformed"};
   feed_reply(a, &noid);
   assert_int_equal(nimbus_task_wait(t, 0, &r), NIMBUS_ETIMEDOUT);
 
@@ -734,9 +730,8 @@ static void test_callbacks(void **state) {
   nimbus_agent *a = agent_make(0, 0, 0);
   rec rc;
   rec_init(&rc);
-  nimbus_submit_opts so = {.on_final = on_final,
-                           .on_progress = on_progress,
-                           .ctx = &rc};
+  nimbus_submit_opts so = {
+      .on_final = on_final, .on_progress = on_progress, .ctx = &rc};
   nimbus_task *t = submit_simple(a, "callback-task-001", &so);
   sc_reply_enc p = {.id = "callback-task-001",
                     .status = SC_STATUS_PROGRESS,
@@ -848,8 +843,7 @@ static void test_resend_clock(void **state) {
     pthread_mutex_unlock(&a->mu);
   }
   assert_int_equal(iv, 80);
-  sc_reply_enc p = {.id = "resend-clock-0001",
-                    .status = SC_STATUS_PROGRESS};
+  sc_reply_enc p = {.id = "resend-clock-0001", .status = SC_STATUS_PROGRESS};
   feed_reply(a, &p);
   pthread_mutex_lock(&a->mu);
   assert_int_equal(t->interval_ms, 20);
