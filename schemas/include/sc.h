@@ -54,7 +54,8 @@ const char *sc_status_name(sc_status s);
 /* A decoded task. `args` is always a map (an empty one when the task had
  * none). Every pointer inside points into the buffer given to
  * sc_task_decode (which must outlive the task) or into the task's own zone,
- * and stays valid until sc_task_fini. */
+ * and stays valid until sc_task_fini. Do not copy an sc_task by value: for
+ * a task without args, `args` points into the struct itself. */
 typedef struct sc_task {
   char id[SC_ID_MAX + 1]; /* the valid id, or "" when none could be read */
   const msgpack_object *args;
@@ -161,11 +162,18 @@ typedef struct sc_reply_enc {
   int64_t done, total;
 } sc_reply_enc;
 
-/* Appends a reply to `out`. Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
+/* Appends a reply to `out`. Refuses (NIMBUS_EINVAL, `out` unchanged) what
+ * sc_reply_decode would refuse: an id neither "" nor valid, an unknown
+ * status, code other than 0 on ok/progress, code outside 1-999 or a NULL
+ * `error` on error, negative done/total on progress, error/help longer
+ * than SC_MAX_STR, a result that is not one strictly valid map. Returns 0,
+ * NIMBUS_EINVAL or NIMBUS_ENOMEM. */
 int sc_reply_encode(msgpack_sbuffer *out, const sc_reply_enc *r);
 
 /* Appends a notice {v: 1, kind, then every entry of `fields`} to `out`;
- * `fields` is a map object or NULL. Returns 0, NIMBUS_EINVAL, NIMBUS_ENOMEM. */
+ * `fields` is a map object or NULL and must not hold "v" or "kind"; `kind`
+ * is 1-64 of [A-Za-z0-9._-]. Returns 0, NIMBUS_EINVAL (`out` unchanged),
+ * NIMBUS_ENOMEM. */
 int sc_notice_encode(msgpack_sbuffer *out, const char *kind,
                      const msgpack_object *fields);
 
@@ -206,7 +214,8 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
  * keys sorted bytewise, whole floats written as ints, everything else as
  * msgpack. Two tasks are "the same content" (PROTOCOL.md, Delivery) exactly
  * when these bytes are equal; the worker stores their SHA-256. Returns 0 or
- * NIMBUS_ENOMEM. */
+ * NIMBUS_ENOMEM (NIMBUS_EINVAL for a NULL argument). schemas/SPEC.md
+ * section 4 gives the exact form. */
 int sc_task_canonical(msgpack_sbuffer *out, const char *type,
                       const sc_task *t);
 
