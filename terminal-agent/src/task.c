@@ -471,6 +471,11 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
   snprintf(t->topic, topic_cap, "%s/task/%s/%s", a->prefix, type, a->terminal);
   t->msg_len = sb.size;
   t->msg = (uint8_t *)msgpack_sbuffer_release(&sb);
+  /* The sbuffer starts at 8 KiB; a ping is 40 bytes, kept for as long as
+   * the caller holds the handle. Shrinking in place is cheap. */
+  uint8_t *fit = realloc(t->msg, t->msg_len);
+  if (fit != NULL)
+    t->msg = fit;
   t->agent = a;
   t->on_final = sopts != NULL ? sopts->on_final : NULL;
   t->on_progress = sopts != NULL ? sopts->on_progress : NULL;
