@@ -1284,8 +1284,8 @@ static void test_id_echo(void **state) {
       "81 01 02",
   };
   static const char *errs[] = {
-      "the message holds a msgpack ext value, which this protocol does not "
-      "use",
+      ("the message holds a msgpack ext value, which this protocol does "
+       "not use"),
       "nesting deeper than 16 levels",
       "a map holds the key \"a\" twice",
       "a map key must be a string, not an integer",
@@ -1552,8 +1552,8 @@ static void test_encode_refusals(void **state) {
   msgpack_sbuffer_write(&sb, "xyz", 3);
   static const char *bad_ids[] = {"", "short", "3f2b8c1e 9d4a-4b6f-8e21",
                                   "3f2b8c1e/9d4a-4b6f-8e21",
-                                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                                  "aaaaaaaaaaaaaaaaaaaaaaaa"};
+                                  ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                   "aaaaaaaaaaaaaaaaaaaaaaaa")};
   for (size_t i = 0; i < 5; i++)
     assert_int_equal(sc_task_encode(&sb, bad_ids[i], NULL, 0, NULL, 0, false),
                      NIMBUS_EINVAL);
