@@ -22,9 +22,9 @@ const msgpack_object *sc_map_get(const msgpack_object *map, const char *key) {
 
 /* Looks `key` up; when it is absent returns the reader's answer for a
  * missing key in *rc and NULL. */
-static const msgpack_object *lookup(const msgpack_object *args,
-                                    const char *key, bool required, int *rc,
-                                    char *err, size_t errcap) {
+static const msgpack_object *lookup(const msgpack_object *args, const char *key,
+                                    bool required, int *rc, char *err,
+                                    size_t errcap) {
   const msgpack_object *o = sc_map_get(args, key);
   if (o != NULL) {
     *rc = 0;
@@ -49,11 +49,11 @@ int sc_arg_str(const msgpack_object *args, const char *key, bool required,
   if (o->type != MSGPACK_OBJECT_STR || o->via.str.size < min ||
       o->via.str.size > max) {
     if (min == max)
-      sc_err(err, errcap, "args.%s must be a string of exactly %zu bytes",
-             key, min);
+      sc_err(err, errcap, "args.%s must be a string of exactly %zu bytes", key,
+             min);
     else
-      sc_err(err, errcap, "args.%s must be a string of %zu to %zu bytes",
-             key, min, max);
+      sc_err(err, errcap, "args.%s must be a string of %zu to %zu bytes", key,
+             min, max);
     return NIMBUS_EINVAL;
   }
   *s = o->via.str.ptr;
@@ -71,8 +71,8 @@ int sc_arg_int(const msgpack_object *args, const char *key, bool required,
     return rc;
   if (!sc_obj_int(o, &v) || v < min || v > max) {
     sc_err(err, errcap,
-           "args.%s must be a whole number from %" PRId64 " to %" PRId64,
-           key, min, max);
+           "args.%s must be a whole number from %" PRId64 " to %" PRId64, key,
+           min, max);
     return NIMBUS_EINVAL;
   }
   *out = v;
@@ -80,8 +80,7 @@ int sc_arg_int(const msgpack_object *args, const char *key, bool required,
 }
 
 int sc_arg_num(const msgpack_object *args, const char *key, bool required,
-               double min, double max, double *out, char *err,
-               size_t errcap) {
+               double min, double max, double *out, char *err, size_t errcap) {
   int rc;
   double v = 0;
   bool is_num = true;
@@ -108,8 +107,7 @@ int sc_arg_num(const msgpack_object *args, const char *key, bool required,
     *out = v;
     return 0;
   }
-  sc_err(err, errcap, "args.%s must be a number from %g to %g", key, min,
-         max);
+  sc_err(err, errcap, "args.%s must be a number from %g to %g", key, min, max);
   return NIMBUS_EINVAL;
 }
 
@@ -153,8 +151,8 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
   if (o == NULL)
     return rc;
   if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > max_items) {
-    sc_err(err, errcap, "args.%s must be an array of at most %zu item%s",
-           key, max_items, max_items == 1 ? "" : "s");
+    sc_err(err, errcap, "args.%s must be an array of at most %zu item%s", key,
+           max_items, max_items == 1 ? "" : "s");
     return NIMBUS_EINVAL;
   }
   *arr = o;

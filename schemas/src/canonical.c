@@ -21,8 +21,8 @@ static int key_cmp(const void *a, const void *b) {
    * which keeps the order total should one ever be handed in. */
   if (x->type != MSGPACK_OBJECT_STR || y->type != MSGPACK_OBJECT_STR)
     return (x->type > y->type) - (x->type < y->type);
-  size_t n = x->via.str.size < y->via.str.size ? x->via.str.size
-                                                : y->via.str.size;
+  size_t n =
+      x->via.str.size < y->via.str.size ? x->via.str.size : y->via.str.size;
   int c = n ? memcmp(x->via.str.ptr, y->via.str.ptr, n) : 0;
   if (c != 0)
     return c;

@@ -29,8 +29,10 @@ static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
     return NIMBUS_EINVAL;
   }
   if (len > max_bytes) {
-    sc_err(err, errcap, "the message is %zu bytes, more than the %zu "
-           "accepted", len, max_bytes);
+    sc_err(err, errcap,
+           "the message is %zu bytes, more than the %zu "
+           "accepted",
+           len, max_bytes);
     return NIMBUS_ETOOBIG;
   }
   rc = sc_walk(buf, len, &lim, err, errcap);
@@ -155,9 +157,8 @@ void sc_task_fini(sc_task *t) {
 /* ---- Reply ------------------------------------------------------------- */
 
 /* Reads an optional whole number >= 0 into *out. */
-static bool opt_count(const msgpack_object *root, const char *key,
-                      int64_t *out, bool *present, char *err,
-                      size_t errcap) {
+static bool opt_count(const msgpack_object *root, const char *key, int64_t *out,
+                      bool *present, char *err, size_t errcap) {
   const msgpack_object *o = sc_map_get(root, key);
   *present = o != NULL;
   if (o == NULL)
@@ -169,8 +170,8 @@ static bool opt_count(const msgpack_object *root, const char *key,
 }
 
 /* Reads an optional string field. */
-static bool opt_str(const msgpack_object *root, const char *key,
-                    const char **s, size_t *n, char *err, size_t errcap) {
+static bool opt_str(const msgpack_object *root, const char *key, const char **s,
+                    size_t *n, char *err, size_t errcap) {
   const msgpack_object *o = sc_map_get(root, key);
   if (o == NULL)
     return true;
@@ -207,8 +208,7 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
     goto fail;
   o = sc_map_get(&out->root_, "id");
   if (o == NULL || o->type != MSGPACK_OBJECT_STR ||
-      (o->via.str.size != 0 &&
-       !sc_id_valid(o->via.str.ptr, o->via.str.size))) {
+      (o->via.str.size != 0 && !sc_id_valid(o->via.str.ptr, o->via.str.size))) {
     sc_err(err, errcap, "field id must be \"\" or " ID_RULE);
     goto fail;
   }
@@ -247,14 +247,14 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
       !opt_str(&out->root_, "help", &out->help, &out->help_len, err, errcap))
     goto fail;
   if (out->status == SC_STATUS_ERROR && out->error == NULL) {
-    sc_err(err, errcap, "an error reply must say what went wrong in field "
+    sc_err(err, errcap,
+           "an error reply must say what went wrong in field "
            "error");
     goto fail;
   }
   o = sc_map_get(&out->root_, "result");
   if (o != NULL && o->type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "field result must be a map, not %s",
-           sc_type_name(o));
+    sc_err(err, errcap, "field result must be a map, not %s", sc_type_name(o));
     goto fail;
   }
   out->result = o;
@@ -311,8 +311,8 @@ bool sc_kind_valid(const char *s, size_t n) {
   return true;
 }
 
-int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out,
-                     char *err, size_t errcap) {
+int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
+                     size_t errcap) {
   msgpack_zone *z = NULL;
   const msgpack_object *o;
   int rc;
@@ -363,8 +363,7 @@ void sc_notice_fini(sc_notice *n) {
 
 int sc_value_decode_limits(const uint8_t *buf, size_t len, size_t max_bytes,
                            size_t max_values, msgpack_object *out,
-                           msgpack_zone **out_zone, char *err,
-                           size_t errcap) {
+                           msgpack_zone **out_zone, char *err, size_t errcap) {
   sc_err(err, errcap, "%s", "");
   memset(out, 0, sizeof *out);
   return decode_root(buf, len, max_bytes, max_values, out_zone, out, err,

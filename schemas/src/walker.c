@@ -81,11 +81,15 @@ static bool read_head(const uint8_t *p, size_t avail, head *h) {
   case 0xc1:
     h->kind = HEAD_BAD;
     return true;
-  case 0xc4: case 0xc5: case 0xc6:
+  case 0xc4:
+  case 0xc5:
+  case 0xc6:
     h->kind = HEAD_BIN;
     lenw = (size_t)1 << (b - 0xc4);
     break;
-  case 0xc7: case 0xc8: case 0xc9:
+  case 0xc7:
+  case 0xc8:
+  case 0xc9:
     h->kind = HEAD_EXT;
     lenw = (size_t)1 << (b - 0xc7);
     break;
@@ -95,22 +99,35 @@ static bool read_head(const uint8_t *p, size_t avail, head *h) {
   case 0xcb:
     h->body = 8;
     return true;
-  case 0xcc: case 0xcd: case 0xce: case 0xcf:
+  case 0xcc:
+  case 0xcd:
+  case 0xce:
+  case 0xcf:
     h->body = (uint64_t)1 << (b - 0xcc);
     return true;
-  case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+  case 0xd0:
+  case 0xd1:
+  case 0xd2:
+  case 0xd3:
     h->body = (uint64_t)1 << (b - 0xd0);
     return true;
-  case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+  case 0xd4:
+  case 0xd5:
+  case 0xd6:
+  case 0xd7:
+  case 0xd8:
     /* fixext: a type byte, then 1, 2, 4, 8 or 16 bytes. */
     h->kind = HEAD_EXT;
     h->body = 1 + ((uint64_t)1 << (b - 0xd4));
     return true;
-  case 0xd9: case 0xda: case 0xdb:
+  case 0xd9:
+  case 0xda:
+  case 0xdb:
     h->kind = HEAD_STR;
     lenw = (size_t)1 << (b - 0xd9);
     break;
-  case 0xdc: case 0xdd:
+  case 0xdc:
+  case 0xdd:
     h->kind = HEAD_ARRAY;
     lenw = b == 0xdc ? 2 : 4;
     break;
@@ -261,8 +278,8 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   walker w;
   w.depth = 0;
   w.scratch = NULL;
-  size_t max_depth = lim->max_depth < SC_MAX_DEPTH ? lim->max_depth
-                                                   : SC_MAX_DEPTH;
+  size_t max_depth =
+      lim->max_depth < SC_MAX_DEPTH ? lim->max_depth : SC_MAX_DEPTH;
   size_t pos = 0, values = 0;
   uint64_t pending = 1; /* declared values not read yet: the root */
   int rc = NIMBUS_EPROTO;
@@ -397,9 +414,8 @@ void sc_salvage_id(const uint8_t *buf, size_t len, char *out) {
     head k;
     if (pos >= len || !read_head(buf + pos, len - pos, &k))
       break;
-    bool is_id = k.kind == HEAD_STR && k.body == 2 &&
-                 k.hlen + 2 <= len - pos && buf[pos + k.hlen] == 'i' &&
-                 buf[pos + k.hlen + 1] == 'd';
+    bool is_id = k.kind == HEAD_STR && k.body == 2 && k.hlen + 2 <= len - pos &&
+                 buf[pos + k.hlen] == 'i' && buf[pos + k.hlen + 1] == 'd';
     if (!skip_lenient(buf, len, &pos))
       break;
     if (is_id) {
@@ -476,8 +492,8 @@ bool sc_id_valid(const char *s, size_t n) {
 
 int sc_check_packed_map(const uint8_t *p, size_t n) {
   sc_walk_limits lim = {SC_MAX_DEPTH - 1, SC_MAX_VALUES};
-  if (p == NULL || n == 0 || !((p[0] >= 0x80 && p[0] <= 0x8f) ||
-                               p[0] == 0xde || p[0] == 0xdf))
+  if (p == NULL || n == 0 ||
+      !((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
     return NIMBUS_EINVAL;
   int rc = sc_walk(p, n, &lim, NULL, 0);
   return rc == NIMBUS_EPROTO ? NIMBUS_EINVAL : rc;

@@ -98,10 +98,11 @@ static void one_reply(const uint8_t *buf, size_t len) {
   if (r.help && memchr(r.help, 0, r.help_len) == NULL)
     h = strndup(r.help, r.help_len);
   if ((r.error == NULL || e) && (r.help == NULL || h)) {
-    sc_reply_enc re = {r.id, r.status, r.code, e, h,
-                       r.result ? (const uint8_t *)res.data : NULL,
-                       res.size, r.data, r.data_len, r.has_data,
-                       r.done, r.total};
+    sc_reply_enc re = {
+        r.id,       r.status, r.code,
+        e,          h,        r.result ? (const uint8_t *)res.data : NULL,
+        res.size,   r.data,   r.data_len,
+        r.has_data, r.done,   r.total};
     check(sc_reply_encode(&enc, &re) == 0, "a decoded reply re-encodes");
     sc_reply r2;
     check(sc_reply_decode((const uint8_t *)enc.data, enc.size, &r2, err,
@@ -208,11 +209,10 @@ static void read_args(const msgpack_object *args) {
  * make a whole valid task, so this is how the canonical form and the
  * argument readers meet every kind of value. */
 static void as_args(const uint8_t *buf, size_t len) {
-  static const uint8_t head[] = {0x83, 0xa1, 'v', 0x01, 0xa2, 'i', 'd',
-                                 0xb0, 'f',  'u', 'z',  'z',  'f', 'u',
-                                 'z',  'z',  'f', 'u',  'z',  'z', 'f',
-                                 'u',  'z',  'z', 0xa4, 'a',  'r', 'g',
-                                 's'};
+  static const uint8_t head[] = {0x83, 0xa1, 'v', 0x01, 0xa2, 'i', 'd', 0xb0,
+                                 'f',  'u',  'z', 'z',  'f',  'u', 'z', 'z',
+                                 'f',  'u',  'z', 'z',  'f',  'u', 'z', 'z',
+                                 0xa4, 'a',  'r', 'g',  's'};
   uint8_t *task = malloc(sizeof head + len);
   if (task == NULL)
     return;

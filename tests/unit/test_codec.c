@@ -21,8 +21,8 @@
 #define ID2 "Kx9_mQ2-vT7zR4wL8nB3"
 #define SHA "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 #define TRUNC "the message ends before its declared length"
-#define VERR                                                                 \
-  "unsupported protocol version: field v must be 1 (this cloud speaks "      \
+#define VERR                                                                   \
+  "unsupported protocol version: field v must be 1 (this cloud speaks "        \
   "protocol version 1)"
 #define IDERR "field id must be 16-64 characters of A-Z a-z 0-9 _ -"
 
@@ -101,8 +101,7 @@ static const char *source_dir(void) {
 /* Reads schemas/golden/<name>.hex; the caller frees *out. */
 static size_t golden(const char *name, uint8_t **out) {
   char path[1024];
-  snprintf(path, sizeof path, "%s/schemas/golden/%s.hex", source_dir(),
-           name);
+  snprintf(path, sizeof path, "%s/schemas/golden/%s.hex", source_dir(), name);
   FILE *f = fopen(path, "r");
   if (f == NULL)
     fail_msg("cannot open %s", path);
@@ -122,8 +121,7 @@ static void expect_bytes(const msgpack_sbuffer *sb, const char *name) {
   uint8_t *want = NULL;
   size_t n = golden(name, &want);
   if (sb->size != n || memcmp(sb->data, want, n) != 0) {
-    print_error("%s: encoded %zu bytes, golden has %zu\n", name, sb->size,
-                n);
+    print_error("%s: encoded %zu bytes, golden has %zu\n", name, sb->size, n);
     for (size_t i = 0; i < sb->size && i < n; i++) {
       if ((uint8_t)sb->data[i] != want[i]) {
         print_error("first difference at byte %zu: %02x, golden %02x\n", i,
@@ -138,8 +136,8 @@ static void expect_bytes(const msgpack_sbuffer *sb, const char *name) {
 }
 
 /* Decodes with the named decoder; fills id (task only) and err. */
-static int decode_with(const char *dec, const uint8_t *b, size_t n,
-                       char *id, char *err, size_t errcap) {
+static int decode_with(const char *dec, const uint8_t *b, size_t n, char *id,
+                       char *err, size_t errcap) {
   int rc;
   id[0] = '\0';
   if (strcmp(dec, "task") == 0) {
@@ -229,10 +227,14 @@ static void value_ok_hex(const char *hex) {
 static const struct {
   const char *name, *dec;
 } goods[] = {
-    {"task_blob_put", "task"},     {"task_no_args", "task"},
-    {"task_ping", "task"},         {"reply_ok_result", "reply"},
-    {"reply_ok_data", "reply"},    {"reply_error_help", "reply"},
-    {"reply_error_noid", "reply"}, {"reply_progress", "reply"},
+    {"task_blob_put", "task"},
+    {"task_no_args", "task"},
+    {"task_ping", "task"},
+    {"reply_ok_result", "reply"},
+    {"reply_ok_data", "reply"},
+    {"reply_error_help", "reply"},
+    {"reply_error_noid", "reply"},
+    {"reply_progress", "reply"},
     {"notice_agent_offer", "notice"},
 };
 
@@ -269,8 +271,7 @@ static void test_golden_encode_tasks(void **state) {
 
   msgpack_sbuffer_init(&out);
   assert_int_equal(
-      sc_task_encode(&out, ID2, (const uint8_t *)"\x80", 1, NULL, 0, false),
-      0);
+      sc_task_encode(&out, ID2, (const uint8_t *)"\x80", 1, NULL, 0, false), 0);
   expect_bytes(&out, "task_ping");
   msgpack_sbuffer_destroy(&out);
 }
@@ -411,8 +412,7 @@ static void test_golden_encode_notice(void **state) {
 /* ---- Golden: decode ---------------------------------------------------- */
 
 static bool str_is(const msgpack_object *o, const char *s) {
-  return o && o->type == MSGPACK_OBJECT_STR &&
-         o->via.str.size == strlen(s) &&
+  return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
          memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
 }
 
@@ -543,8 +543,8 @@ static void test_golden_decode_notice(void **state) {
   assert_true(str_is(sc_map_get(nt.fields, "offer"), "offer-7Hq2"));
   assert_true(str_is(sc_map_get(nt.fields, "platform"), "linux-x86_64"));
   assert_true(str_is(sc_map_get(nt.fields, "version"), "1.2.0"));
-  assert_true(str_is(sc_map_get(nt.fields, "text"),
-                     "Nimbus agent 1.2.0 is available"));
+  assert_true(
+      str_is(sc_map_get(nt.fields, "text"), "Nimbus agent 1.2.0 is available"));
   assert_int_equal(sc_map_get(nt.fields, "size")->via.u64, 1048576);
   sc_notice_fini(&nt);
   free(b);
@@ -726,8 +726,8 @@ static void test_id_rules(void **state) {
       mb_int(&m, 1);
       mb_str(&m, "id");
       msgpack_pack_str_with_body(&m.pk, id, sizeof ID - 1);
-      int rc = sc_task_decode((const uint8_t *)m.sb.data, m.sb.size, &t,
-                              err, sizeof err);
+      int rc = sc_task_decode((const uint8_t *)m.sb.data, m.sb.size, &t, err,
+                              sizeof err);
       assert_int_equal(rc, ok ? 0 : NIMBUS_EPROTO);
       if (!ok) {
         assert_string_equal(err, IDERR);
@@ -755,8 +755,11 @@ static void test_id_rules(void **state) {
   mb_map(&m, 1);
   mb_str(&m, "v");
   mb_int(&m, 1);
-  task_fails_mb(&m, "field id is missing; it must be " "16-64 characters of "
-                    "A-Z a-z 0-9 _ -", "");
+  task_fails_mb(&m,
+                "field id is missing; it must be "
+                "16-64 characters of "
+                "A-Z a-z 0-9 _ -",
+                "");
   mb_fini(&m);
 }
 
@@ -764,9 +767,13 @@ static void test_args_and_data_types(void **state) {
   (void)state;
   static const struct {
     const char *hex, *name;
-  } args_bad[] = {{"90", "an array"}, {"a0", "a string"}, {"c0", "nil"},
-                  {"05", "an integer"}, {"c3", "a boolean"},
-                  {"c400", "bin"}, {"cb3ff0000000000000", "a float"}};
+  } args_bad[] = {{"90", "an array"},
+                  {"a0", "a string"},
+                  {"c0", "nil"},
+                  {"05", "an integer"},
+                  {"c3", "a boolean"},
+                  {"c400", "bin"},
+                  {"cb3ff0000000000000", "a float"}};
   mb m;
   char want[128];
   for (size_t i = 0; i < sizeof args_bad / sizeof args_bad[0]; i++) {
@@ -778,8 +785,10 @@ static void test_args_and_data_types(void **state) {
   }
   static const struct {
     const char *hex, *name;
-  } data_bad[] = {{"a568656c6c6f", "a string"}, {"c0", "nil"},
-                  {"91c400", "an array"}, {"80", "a map"},
+  } data_bad[] = {{"a568656c6c6f", "a string"},
+                  {"c0", "nil"},
+                  {"91c400", "an array"},
+                  {"80", "a map"},
                   {"00", "an integer"}};
   for (size_t i = 0; i < sizeof data_bad / sizeof data_bad[0]; i++) {
     mb_init(&m);
@@ -835,9 +844,9 @@ static void test_empty(void **state) {
   char id[SC_ID_MAX + 1], err[256];
   static const char *decs[] = {"task", "reply", "notice", "value"};
   for (size_t i = 0; i < 4; i++) {
-    assert_int_equal(decode_with(decs[i], (const uint8_t *)"", 0, id, err,
-                                 sizeof err),
-                     NIMBUS_EPROTO);
+    assert_int_equal(
+        decode_with(decs[i], (const uint8_t *)"", 0, id, err, sizeof err),
+        NIMBUS_EPROTO);
     assert_string_equal(err, "the message is empty");
     assert_int_equal(decode_with(decs[i], NULL, 0, id, err, sizeof err),
                      NIMBUS_EPROTO);
@@ -872,8 +881,8 @@ static void test_truncated_everywhere(void **state) {
       int rc = decode_with(goods[i].dec, cut, len, id, err, sizeof err);
       if (rc != NIMBUS_EPROTO ||
           strcmp(err, len ? TRUNC : "the message is empty") != 0)
-        fail_msg("%s cut to %zu of %zu: rc %d, \"%s\"", goods[i].name, len,
-                 n, rc, err);
+        fail_msg("%s cut to %zu of %zu: rc %d, \"%s\"", goods[i].name, len, n,
+                 rc, err);
       if (is_task)
         assert_string_equal(id, len >= id_end ? task_id : "");
       free(cut);
@@ -971,12 +980,30 @@ static void test_huge_lengths(void **state) {
   /* Declared lengths with nothing (or too little) behind them. msgpack-c
    * would allocate for the array and map ones before reading anything. */
   static const char *heads[] = {
-      "dd 04 00 00 00", "dd ff ff ff ff", "dc ff ff",    "9f",
-      "df ff ff ff ff", "df 04 00 00 00", "de ff ff",    "8f",
-      "db ff ff ff ff", "db 7f ff ff ff", "da ff ff",    "d9 ff",
-      "bf",             "c6 ff ff ff ff", "c5 ff ff",    "c4 ff",
-      "dd",             "dd 04 00",       "df 00",       "db 00 00 00",
-      "cf 00 00",       "cb 3f f0",       "ca",          "d3",
+      "dd 04 00 00 00",
+      "dd ff ff ff ff",
+      "dc ff ff",
+      "9f",
+      "df ff ff ff ff",
+      "df 04 00 00 00",
+      "de ff ff",
+      "8f",
+      "db ff ff ff ff",
+      "db 7f ff ff ff",
+      "da ff ff",
+      "d9 ff",
+      "bf",
+      "c6 ff ff ff ff",
+      "c5 ff ff",
+      "c4 ff",
+      "dd",
+      "dd 04 00",
+      "df 00",
+      "db 00 00 00",
+      "cf 00 00",
+      "cb 3f f0",
+      "ca",
+      "d3",
       "9f 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e",
       "dd 00 00 03 e8 c0",
       "8f a1 61",
@@ -1112,8 +1139,8 @@ static void test_duplicate_keys(void **state) {
         mb_int(&m, 0);
       }
       char err2[256];
-      int rc = value_rc((const uint8_t *)m.sb.data, m.sb.size, err2,
-                        sizeof err2);
+      int rc =
+          value_rc((const uint8_t *)m.sb.data, m.sb.size, err2, sizeof err2);
       if (dup_at < size) {
         assert_int_equal(rc, NIMBUS_EPROTO);
         snprintf(want, sizeof want, "a map holds the key \"k%zu\" twice",
@@ -1153,10 +1180,14 @@ static void test_nonstring_keys(void **state) {
   (void)state;
   static const struct {
     const char *hex, *name;
-  } keys[] = {{"01", "an integer"},  {"ff", "an integer"},
-              {"c0", "nil"},         {"c2", "a boolean"},
-              {"c4 01 61", "bin"},   {"90", "an array"},
-              {"80", "a map"},       {"cb 3f f0 00 00 00 00 00 00", "a float"},
+  } keys[] = {{"01", "an integer"},
+              {"ff", "an integer"},
+              {"c0", "nil"},
+              {"c2", "a boolean"},
+              {"c4 01 61", "bin"},
+              {"90", "an array"},
+              {"80", "a map"},
+              {"cb 3f f0 00 00 00 00 00 00", "a float"},
               {"d4 01 00", "an ext value"}};
   char hex[128], want[128];
   mb m;
@@ -1181,10 +1212,14 @@ static void test_nonstring_keys(void **state) {
 static void test_ext_and_reserved(void **state) {
   (void)state;
   static const char *exts[] = {
-      "d4 01 00",          "d5 01 00 00",          "d6 ff 00 00 00 00",
+      "d4 01 00",
+      "d5 01 00 00",
+      "d6 ff 00 00 00 00",
       "d7 01 00 00 00 00 00 00 00 00",
       "d8 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
-      "c7 00 01",          "c7 01 01 00",          "c8 00 01 01 00",
+      "c7 00 01",
+      "c7 01 01 00",
+      "c8 00 01 01 00",
       "c9 00 00 00 01 01 00",
   };
   const char *ext_err = "the message holds a msgpack ext value, which this "
@@ -1227,15 +1262,15 @@ static void test_value_count(void **state) {
   /* A caller may allow more for a manifest. */
   msgpack_object o;
   msgpack_zone *z = NULL;
-  assert_int_equal(sc_value_decode_limits(b, 5 + n, 5 + n, n + 1, &o, &z,
-                                          err, sizeof err),
-                   0);
+  assert_int_equal(
+      sc_value_decode_limits(b, 5 + n, 5 + n, n + 1, &o, &z, err, sizeof err),
+      0);
   assert_int_equal(o.via.array.size, n);
   msgpack_zone_free(z);
   z = NULL;
-  assert_int_equal(sc_value_decode_limits(b, 5 + n, 4 + n, n + 1, &o, &z,
-                                          err, sizeof err),
-                   NIMBUS_ETOOBIG);
+  assert_int_equal(
+      sc_value_decode_limits(b, 5 + n, 4 + n, n + 1, &o, &z, err, sizeof err),
+      NIMBUS_ETOOBIG);
   assert_null(z);
   free(b);
 }
@@ -1259,8 +1294,7 @@ static void test_too_big(void **state) {
   assert_int_equal(t.data_len, dlen);
   sc_task_fini(&t);
   msgpack_sbuffer_clear(&sb);
-  assert_int_equal(sc_task_encode(&sb, ID, NULL, 0, data, dlen + 1, true),
-                   0);
+  assert_int_equal(sc_task_encode(&sb, ID, NULL, 0, data, dlen + 1, true), 0);
   assert_int_equal(
       sc_task_decode((const uint8_t *)sb.data, sb.size, &t, err, sizeof err),
       NIMBUS_ETOOBIG);
@@ -1385,8 +1419,7 @@ static void test_reply_rules(void **state) {
   for (size_t i = 0; i < 5; i++) {
     assert_int_equal(reply_rc("error", codes[i], 1, ERR_FIELD, err, NULL),
                      NIMBUS_EPROTO);
-    assert_string_equal(err,
-                        "field code must be a whole number from 0 to 999");
+    assert_string_equal(err, "field code must be a whole number from 0 to 999");
   }
   assert_int_equal(reply_rc("ok", "cd 01 90", 0, NULL, err, NULL),
                    NIMBUS_EPROTO);
@@ -1396,11 +1429,11 @@ static void test_reply_rules(void **state) {
   assert_string_equal(err, "an error reply must have a code other than 0");
   assert_int_equal(reply_rc("error", "cd 01 90", 0, NULL, err, NULL),
                    NIMBUS_EPROTO);
-  assert_string_equal(
-      err, "an error reply must say what went wrong in field error");
-  assert_int_equal(reply_rc("error", "cd 01 90", 1, "a5 65 72 72 6f 72 01",
-                            err, NULL),
-                   NIMBUS_EPROTO);
+  assert_string_equal(err,
+                      "an error reply must say what went wrong in field error");
+  assert_int_equal(
+      reply_rc("error", "cd 01 90", 1, "a5 65 72 72 6f 72 01", err, NULL),
+      NIMBUS_EPROTO);
   assert_string_equal(err, "field error must be a string, not an integer");
   assert_int_equal(reply_rc("ok", "00", 1, "a4 68 65 6c 70 c4 00", err, NULL),
                    NIMBUS_EPROTO);
@@ -1413,9 +1446,9 @@ static void test_reply_rules(void **state) {
                    NIMBUS_EPROTO);
   assert_string_equal(err, "field data must be bin, not a string");
   /* Progress needs done and total, both whole and >= 0. */
-  assert_int_equal(reply_rc("progress", "00", 1, "a4 64 6f 6e 65 01", err,
-                            NULL),
-                   NIMBUS_EPROTO);
+  assert_int_equal(
+      reply_rc("progress", "00", 1, "a4 64 6f 6e 65 01", err, NULL),
+      NIMBUS_EPROTO);
   assert_string_equal(err, "a progress reply must have fields done and "
                            "total");
   assert_int_equal(reply_rc("progress", "00", 2,
@@ -1427,11 +1460,9 @@ static void test_reply_rules(void **state) {
                             "a4 64 6f 6e 65 01 a5 74 6f 74 61 6c a1 32", err,
                             NULL),
                    NIMBUS_EPROTO);
-  assert_string_equal(err,
-                      "field total must be a whole number of at least 0");
+  assert_string_equal(err, "field total must be a whole number of at least 0");
   assert_int_equal(reply_rc("progress", "00", 2,
-                            "a4 64 6f 6e 65 01 a5 74 6f 74 61 6c 02", err,
-                            &r),
+                            "a4 64 6f 6e 65 01 a5 74 6f 74 61 6c 02", err, &r),
                    0);
   assert_int_equal(r.done, 1);
   assert_int_equal(r.total, 2);
@@ -1505,16 +1536,35 @@ static void test_notice_rules(void **state) {
 
 static void test_value_scalars(void **state) {
   (void)state;
-  static const char *ok[] = {"c0", "c2", "c3", "00", "7f", "e0", "ff",
-                             "cc ff", "cd ff ff", "ce ff ff ff ff",
-                             "cf ff ff ff ff ff ff ff ff", "d0 80",
-                             "d1 80 00", "d2 80 00 00 00",
-                             "d3 80 00 00 00 00 00 00 00", "ca 00 00 00 00",
-                             "cb 00 00 00 00 00 00 00 00", "a0", "c4 00",
-                             "90", "80", "d9 01 61", "da 00 01 61",
-                             "db 00 00 00 01 61", "c5 00 01 00",
-                             "c6 00 00 00 01 00", "dc 00 01 c0",
-                             "dd 00 00 00 01 c0", "de 00 01 a0 c0",
+  static const char *ok[] = {"c0",
+                             "c2",
+                             "c3",
+                             "00",
+                             "7f",
+                             "e0",
+                             "ff",
+                             "cc ff",
+                             "cd ff ff",
+                             "ce ff ff ff ff",
+                             "cf ff ff ff ff ff ff ff ff",
+                             "d0 80",
+                             "d1 80 00",
+                             "d2 80 00 00 00",
+                             "d3 80 00 00 00 00 00 00 00",
+                             "ca 00 00 00 00",
+                             "cb 00 00 00 00 00 00 00 00",
+                             "a0",
+                             "c4 00",
+                             "90",
+                             "80",
+                             "d9 01 61",
+                             "da 00 01 61",
+                             "db 00 00 00 01 61",
+                             "c5 00 01 00",
+                             "c6 00 00 00 01 00",
+                             "dc 00 01 c0",
+                             "dd 00 00 00 01 c0",
+                             "de 00 01 a0 c0",
                              "df 00 00 00 01 a0 c0"};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
     value_ok_hex(ok[i]);
@@ -1562,8 +1612,13 @@ static void test_encode_refusals(void **state) {
   assert_int_equal(sc_task_encode(NULL, ID, NULL, 0, NULL, 0, false),
                    NIMBUS_EINVAL);
   static const char *bad_args[] = {
-      "90",          "a0",          "c0",          "80 c0",
-      "81 a1 61",    "82 a1 61 01 a1 61 02",       "81 01 01",
+      "90",
+      "a0",
+      "c0",
+      "80 c0",
+      "81 a1 61",
+      "82 a1 61 01 a1 61 02",
+      "81 01 01",
       "81 a1 61 d4 00 00",
       /* args plus 15 levels: the task would nest 17 deep. */
       "81 a1 61 91 91 91 91 91 91 91 91 91 91 91 91 91 91 90",
@@ -1578,8 +1633,8 @@ static void test_encode_refusals(void **state) {
                    NIMBUS_EINVAL);
   assert_int_equal(sb.size, 3);
   /* One level less is exactly the deepest a task may be. */
-  size_t n16 = unhex("81 a1 61 91 91 91 91 91 91 91 91 91 91 91 91 91 90", b,
-                     sizeof b);
+  size_t n16 =
+      unhex("81 a1 61 91 91 91 91 91 91 91 91 91 91 91 91 91 90", b, sizeof b);
   assert_int_equal(sc_task_encode(&sb, ID, b, n16, NULL, 0, false), 0);
   sb.size = 3;
 
@@ -1657,8 +1712,8 @@ static void test_roundtrip(void **state) {
   for (size_t i = 0; i < sizeof data; i++)
     data[i] = (uint8_t)(i * 31);
   msgpack_sbuffer_init(&sb);
-  assert_int_equal(sc_task_encode(&sb, ID2, (const uint8_t *)"\x81\xa1k\x01",
-                                  4, data, sizeof data, true),
+  assert_int_equal(sc_task_encode(&sb, ID2, (const uint8_t *)"\x81\xa1k\x01", 4,
+                                  data, sizeof data, true),
                    0);
   assert_int_equal(
       sc_task_decode((const uint8_t *)sb.data, sb.size, &t, err, sizeof err),

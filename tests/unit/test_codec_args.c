@@ -63,11 +63,11 @@ static void doc_free(doc *d) { msgpack_zone_free(d->z); }
 /* The arguments used below:
  *   s: "hello", n: 5, neg: -3, f: 2.0, h: 1.5, b: true, a: [1, 2],
  *   id: ID, big: 2^64-1, nil: nil */
-#define ARGS                                                                 \
-  "8a a1 73 a5 68 65 6c 6c 6f a1 6e 05 a3 6e 65 67 fd a1 66 cb 40 00 00 00 " \
-  "00 00 00 00 a1 68 cb 3f f8 00 00 00 00 00 00 a1 62 c3 a1 61 92 01 02 "    \
-  "a2 69 64 d9 24 33 66 32 62 38 63 31 65 2d 39 64 34 61 2d 34 62 36 66 2d " \
-  "38 65 32 31 2d 37 63 35 64 30 61 39 66 31 62 33 36 a3 62 69 67 cf ff ff " \
+#define ARGS                                                                   \
+  "8a a1 73 a5 68 65 6c 6c 6f a1 6e 05 a3 6e 65 67 fd a1 66 cb 40 00 00 00 "   \
+  "00 00 00 00 a1 68 cb 3f f8 00 00 00 00 00 00 a1 62 c3 a1 61 92 01 02 "      \
+  "a2 69 64 d9 24 33 66 32 62 38 63 31 65 2d 39 64 34 61 2d 34 62 36 66 2d "   \
+  "38 65 32 31 2d 37 63 35 64 30 61 39 66 31 62 33 36 a3 62 69 67 cf ff ff "   \
   "ff ff ff ff ff ff a3 6e 69 6c c0"
 
 static void test_map_get(void **state) {
@@ -92,8 +92,7 @@ static void test_arg_str(void **state) {
   char err[256];
   const char *s = "default";
   size_t n = 99;
-  assert_int_equal(sc_arg_str(a, "s", true, 1, 64, &s, &n, err, sizeof err),
-                   0);
+  assert_int_equal(sc_arg_str(a, "s", true, 1, 64, &s, &n, err, sizeof err), 0);
   assert_int_equal(n, 5);
   assert_memory_equal(s, "hello", 5);
   s = "default";
@@ -135,8 +134,7 @@ static void test_arg_int(void **state) {
   int64_t v = 42;
   assert_int_equal(sc_arg_int(a, "n", true, 0, 10, &v, err, sizeof err), 0);
   assert_int_equal(v, 5);
-  assert_int_equal(sc_arg_int(a, "neg", true, -3, 0, &v, err, sizeof err),
-                   0);
+  assert_int_equal(sc_arg_int(a, "neg", true, -3, 0, &v, err, sizeof err), 0);
   assert_int_equal(v, -3);
   /* A whole float is a whole number (PROTOCOL.md conventions). */
   assert_int_equal(sc_arg_int(a, "f", true, 0, 10, &v, err, sizeof err), 0);
@@ -146,20 +144,18 @@ static void test_arg_int(void **state) {
                    NIMBUS_EINVAL);
   assert_string_equal(err, "args.h must be a whole number from 0 to 10");
   assert_int_equal(v, 42);
-  assert_int_equal(
-      sc_arg_int(a, "n", true, 0, 4, &v, err, sizeof err), NIMBUS_EINVAL);
+  assert_int_equal(sc_arg_int(a, "n", true, 0, 4, &v, err, sizeof err),
+                   NIMBUS_EINVAL);
   assert_string_equal(err, "args.n must be a whole number from 0 to 4");
-  assert_int_equal(
-      sc_arg_int(a, "n", true, 6, 9, &v, err, sizeof err), NIMBUS_EINVAL);
-  assert_int_equal(sc_arg_int(a, "neg", true, 0, 1048576, &v, err,
-                              sizeof err),
+  assert_int_equal(sc_arg_int(a, "n", true, 6, 9, &v, err, sizeof err),
                    NIMBUS_EINVAL);
-  assert_string_equal(err,
-                      "args.neg must be a whole number from 0 to 1048576");
+  assert_int_equal(sc_arg_int(a, "neg", true, 0, 1048576, &v, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_string_equal(err, "args.neg must be a whole number from 0 to 1048576");
   /* 2^64-1 does not fit in int64_t even with the widest bounds. */
-  assert_int_equal(sc_arg_int(a, "big", true, INT64_MIN, INT64_MAX, &v, err,
-                              sizeof err),
-                   NIMBUS_EINVAL);
+  assert_int_equal(
+      sc_arg_int(a, "big", true, INT64_MIN, INT64_MAX, &v, err, sizeof err),
+      NIMBUS_EINVAL);
   assert_int_equal(sc_arg_int(a, "s", true, 0, 10, &v, err, sizeof err),
                    NIMBUS_EINVAL);
   assert_int_equal(sc_arg_int(a, "b", true, 0, 10, &v, err, sizeof err),
@@ -182,9 +178,9 @@ static void test_arg_int(void **state) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     a = doc_load(&d, bad[i]);
-    assert_int_equal(sc_arg_int(a, "x", true, INT64_MIN, INT64_MAX, &v, err,
-                                sizeof err),
-                     NIMBUS_EINVAL);
+    assert_int_equal(
+        sc_arg_int(a, "x", true, INT64_MIN, INT64_MAX, &v, err, sizeof err),
+        NIMBUS_EINVAL);
     doc_free(&d);
   }
   a = doc_load(&d, "81 a1 78 cb c3 e0 00 00 00 00 00 00"); /* -2^63 */
@@ -209,8 +205,7 @@ static void test_arg_num_bool(void **state) {
   assert_true(x == 1.5);
   assert_int_equal(sc_arg_num(a, "n", true, 0, 5, &x, err, sizeof err), 0);
   assert_true(x == 5.0);
-  assert_int_equal(sc_arg_num(a, "neg", true, -3, 0, &x, err, sizeof err),
-                   0);
+  assert_int_equal(sc_arg_num(a, "neg", true, -3, 0, &x, err, sizeof err), 0);
   assert_true(x == -3.0);
   assert_int_equal(sc_arg_num(a, "h", true, 0, 1, &x, err, sizeof err),
                    NIMBUS_EINVAL);
@@ -233,8 +228,7 @@ static void test_arg_num_bool(void **state) {
   assert_string_equal(err, "args.x is missing");
   doc_free(&d);
   a = doc_load(&d, "81 a1 78 cb 7f f8 00 00 00 00 00 00"); /* NaN */
-  assert_int_equal(sc_arg_num(a, "x", true, -1e308, 1e308, &x, err,
-                              sizeof err),
+  assert_int_equal(sc_arg_num(a, "x", true, -1e308, 1e308, &x, err, sizeof err),
                    NIMBUS_EINVAL);
   doc_free(&d);
 }
@@ -248,13 +242,11 @@ static void test_arg_id_array(void **state) {
   assert_int_equal(sc_arg_id(a, "id", true, id, err, sizeof err), 0);
   assert_string_equal(id, ID);
   snprintf(id, sizeof id, "keep");
-  assert_int_equal(sc_arg_id(a, "s", true, id, err, sizeof err),
-                   NIMBUS_EINVAL);
+  assert_int_equal(sc_arg_id(a, "s", true, id, err, sizeof err), NIMBUS_EINVAL);
   assert_string_equal(err, "args.s must be a task id: 16-64 characters of "
                            "A-Z a-z 0-9 _ -");
   assert_string_equal(id, "keep");
-  assert_int_equal(sc_arg_id(a, "n", true, id, err, sizeof err),
-                   NIMBUS_EINVAL);
+  assert_int_equal(sc_arg_id(a, "n", true, id, err, sizeof err), NIMBUS_EINVAL);
   assert_int_equal(sc_arg_id(a, "task", false, id, err, sizeof err),
                    NIMBUS_ENOTFOUND);
   assert_int_equal(sc_arg_id(a, "task", true, id, err, sizeof err),
@@ -286,8 +278,8 @@ static void canonical_of(const char *type, const char *args_hex,
   sc_task t;
   char err[256];
   msgpack_sbuffer_init(&enc);
-  assert_int_equal(sc_task_encode(&enc, ID, args_hex ? args : NULL, an,
-                                  data, dn, data_hex != NULL),
+  assert_int_equal(sc_task_encode(&enc, ID, args_hex ? args : NULL, an, data,
+                                  dn, data_hex != NULL),
                    0);
   if (sc_task_decode((const uint8_t *)enc.data, enc.size, &t, err,
                      sizeof err) != 0)
@@ -298,8 +290,8 @@ static void canonical_of(const char *type, const char *args_hex,
   msgpack_sbuffer_destroy(&enc);
 }
 
-static bool same(const char *t1, const char *a1, const char *d1,
-                 const char *t2, const char *a2, const char *d2) {
+static bool same(const char *t1, const char *a1, const char *d1, const char *t2,
+                 const char *a2, const char *d2) {
   msgpack_sbuffer x, y;
   canonical_of(t1, a1, d1, &x);
   canonical_of(t2, a2, d2, &y);
@@ -346,13 +338,13 @@ static void test_canonical_equal(void **state) {
   assert_true(same("t", "81 a1 6d 92 82 a1 78 01 a1 79 02 c0", NULL, "t",
                    "81 a1 6d 92 82 a1 79 02 a1 78 01 c0", NULL));
   /* Bytewise order: "B" < "a" < "aa" < "b", whatever order they came in. */
-  assert_true(same("t", "84 a1 42 00 a1 61 01 a2 61 61 02 a1 62 03", NULL,
-                   "t", "84 a1 62 03 a2 61 61 02 a1 61 01 a1 42 00", NULL));
+  assert_true(same("t", "84 a1 42 00 a1 61 01 a2 61 61 02 a1 62 03", NULL, "t",
+                   "84 a1 62 03 a2 61 61 02 a1 61 01 a1 42 00", NULL));
   /* 1 and 1.0 (float64 and float32), -2 and -2.0, 0 and -0.0. */
   assert_true(same("t", "81 a1 6e 01", NULL, "t",
                    "81 a1 6e cb 3f f0 00 00 00 00 00 00", NULL));
-  assert_true(same("t", "81 a1 6e 01", NULL, "t", "81 a1 6e ca 3f 80 00 00",
-                   NULL));
+  assert_true(
+      same("t", "81 a1 6e 01", NULL, "t", "81 a1 6e ca 3f 80 00 00", NULL));
   assert_true(same("t", "81 a1 6e fe", NULL, "t",
                    "81 a1 6e cb c0 00 00 00 00 00 00 00", NULL));
   assert_true(same("t", "81 a1 6e 00", NULL, "t",
@@ -364,8 +356,8 @@ static void test_canonical_equal(void **state) {
   assert_true(same("t", "81 a1 6e 05", NULL, "t",
                    "81 a1 6e cf 00 00 00 00 00 00 00 05", NULL));
   assert_true(same("t", "81 a1 6e d0 05", NULL, "t", "81 a1 6e 05", NULL));
-  assert_true(same("t", "81 a1 73 a2 68 69", NULL, "t",
-                   "81 a1 73 d9 02 68 69", NULL));
+  assert_true(
+      same("t", "81 a1 73 a2 68 69", NULL, "t", "81 a1 73 d9 02 68 69", NULL));
   assert_true(same("t", "81 d9 01 73 01", NULL, "t", "81 a1 73 01", NULL));
   assert_true(same("t", "81 a1 62 c4 01 07", NULL, "t",
                    "81 a1 62 c6 00 00 00 01 07", NULL));
@@ -379,8 +371,7 @@ static void test_canonical_differ(void **state) {
   const char *a = "82 a1 61 01 a1 62 02";
   assert_false(same("t", a, NULL, "u", a, NULL));
   assert_false(same("t", a, NULL, "t", "82 a1 61 01 a1 62 03", NULL));
-  assert_false(same("t", a, NULL, "t", "83 a1 61 01 a1 62 02 a1 63 c0",
-                    NULL));
+  assert_false(same("t", a, NULL, "t", "83 a1 61 01 a1 62 02 a1 63 c0", NULL));
   assert_false(same("t", a, NULL, "t", "81 a1 61 01", NULL));
   assert_false(same("t", a, "01", "t", a, "02"));
   assert_false(same("t", a, "01", "t", a, "01 00"));
@@ -392,11 +383,11 @@ static void test_canonical_differ(void **state) {
   assert_false(same("t", "81 a1 6e 01", NULL, "t", "81 a1 6e c3", NULL));
   assert_false(same("t", "81 a1 6e c0", NULL, "t", "81 a1 6e c2", NULL));
   /* str and bin of the same bytes are different values. */
-  assert_false(same("t", "81 a1 73 a1 61", NULL, "t", "81 a1 73 c4 01 61",
-                    NULL));
+  assert_false(
+      same("t", "81 a1 73 a1 61", NULL, "t", "81 a1 73 c4 01 61", NULL));
   /* Array order matters; map key names matter. */
-  assert_false(same("t", "81 a1 6c 92 01 02", NULL, "t", "81 a1 6c 92 02 01",
-                    NULL));
+  assert_false(
+      same("t", "81 a1 6c 92 01 02", NULL, "t", "81 a1 6c 92 02 01", NULL));
   assert_false(same("t", "81 a1 61 01", NULL, "t", "81 a1 41 01", NULL));
   /* A float that is not whole stays a float: 0.1f is not 0.1. */
   assert_false(same("t", "81 a1 6e ca 3d cc cc cd", NULL, "t",
