@@ -288,8 +288,19 @@ static void encode_outcome(thread_state *ts, wk_ctx *c, int code,
     }
   }
   ts->out.size = 0;
-  if (sc_reply_encode(&ts->out, r) != 0)
-    NB_ERROR("WK-ENCODE", "cannot encode the reply to %s", c->task->id);
+  if (sc_reply_encode(&ts->out, r) == 0)
+    return;
+  /* A result the protocol cannot carry (e.g. nested deeper than a message
+   * may be) becomes a 500 with nothing of it, never an empty message. */
+  NB_ERROR("WK-ENCODE", "cannot encode the reply to %s %s", c->type,
+           c->task->id);
+  memset(r, 0, sizeof *r);
+  r->id = c->task->id;
+  r->status = SC_STATUS_ERROR;
+  r->code = 500;
+  r->error = "the worker could not encode the task's result";
+  ts->out.size = 0;
+  (void)sc_reply_encode(&ts->out, r);
 }
 
 static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
@@ -405,7 +416,7 @@ static void process_job(thread_state *ts, job *j) {
     return;
   }
   if (j->sub_id == SUB_CATCH_ALL && cloud_serves(w, type))
-    return; /* the type's own group has it */
+    return; /* a worker for the type appeared since the copy was queued */
 
   char err[256] = "";
   sc_task task;
@@ -610,6 +621,18 @@ static void *renew_main(void *arg) {
 
 /* ---- MQTT session ------------------------------------------------------------ */
 
+/* For a catch-all copy: true when the topic's task type is served by some
+ * worker, so the copy can be dropped on Paho's thread without queueing. */
+static bool catch_all_served(wk_worker *w, const char *topic, size_t len) {
+  char buf[256];
+  if (len >= sizeof buf)
+    return false;
+  memcpy(buf, topic, len);
+  buf[len] = '\0';
+  const char *type = NULL, *terminal = NULL;
+  return parse_topic(w, buf, &type, &terminal) && cloud_serves(w, type);
+}
+
 static int on_message(void *context, char *topic, int topic_len,
                       MQTTAsync_message *m) {
   wk_worker *w = context;
@@ -619,8 +642,12 @@ static int on_message(void *context, char *topic, int topic_len,
     NB_WARN("WK-RETAINED", "ignored a retained message on %s", topic);
     goto out;
   }
-  j = calloc(1, sizeof *j);
   size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+  int sid = MQTTProperties_getNumericValue(
+      &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER);
+  if (sid == SUB_CATCH_ALL && catch_all_served(w, topic, tl))
+    goto out; /* the type's own group has it: the common case, made cheap */
+  j = calloc(1, sizeof *j);
   if (j == NULL || (j->topic = malloc(tl + 1)) == NULL ||
       (j->payload = malloc(m->payloadlen > 0 ? (size_t)m->payloadlen : 1)) ==
           NULL) {
@@ -633,8 +660,6 @@ static int on_message(void *context, char *topic, int topic_len,
   j->len = (size_t)m->payloadlen;
   if (j->len > 0)
     memcpy(j->payload, m->payload, j->len);
-  int sid = MQTTProperties_getNumericValue(
-      &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER);
   j->sub_id = sid == SUB_CATCH_ALL ? SUB_CATCH_ALL : SUB_TYPED;
 
   pthread_mutex_lock(&w->qmu);
