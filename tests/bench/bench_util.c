@@ -30,6 +30,11 @@ static void usage(FILE *f, const char *prog, const char *extra,
     fprintf(f, "  --req-topic T     request topic (bench/raw/req)\n");
   if (strstr(extra, "reply-topic"))
     fprintf(f, "  --reply-topic T   reply topic (bench/raw/reply)\n");
+  if (strstr(extra, "pool"))
+    fprintf(f, "  --pool N          diagnostic: hand each message through a "
+               "queue to N\n"
+               "                    threads first, as Nimbus does (0: "
+               "none)\n");
   if (strstr(extra, "state-dir"))
     fprintf(f, "  --state-dir D     agent state directory (a temporary "
                "one)\n");
@@ -135,6 +140,9 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
       o->req_topic = val;
     } else if (strcmp(name, "reply-topic") == 0) {
       o->reply_topic = val;
+    } else if (strcmp(name, "pool") == 0) {
+      bad = parse_long(val, 0, 256, &lv);
+      o->pool = (int)lv;
     } else if (strcmp(name, "state-dir") == 0) {
       o->state_dir = val;
     } else {

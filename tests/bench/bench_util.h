@@ -26,6 +26,7 @@ typedef struct bench_opts {
   const char *req_topic;   /* --req-topic, "bench/raw/req" */
   const char *reply_topic; /* --reply-topic, "bench/raw/reply" */
   const char *state_dir;   /* --state-dir (nb-ping-load only) */
+  int pool; /* --pool: threads behind a queue hop (raw pair only); 0 */
 } bench_opts;
 
 /* Fills `o` from the environment and argv. `extra` names the options this

@@ -11,6 +11,10 @@
  * the Nimbus binaries are, so both sides of the baseline run without
  * Nagle's algorithm (FINDINGS.md).
  *
+ * --pool N (diagnostic, off by default) publishes from one of N threads
+ * behind a job queue instead of from Paho's callback, as nimbus-worker
+ * does, to measure what that hop costs.
+ *
  * Prints "nb-raw-echo ready" on stderr once subscribed, runs until SIGINT
  * or SIGTERM, then prints how many messages it echoed. */
 #include <signal.h>
@@ -22,6 +26,7 @@
 #include <MQTTAsync.h>
 
 #include "bench_mqtt.h"
+#include "bench_queue.h"
 #include "bench_util.h"
 
 typedef struct echo {
@@ -30,20 +35,30 @@ typedef struct echo {
   atomic_long echoed;
   atomic_long failed;
   atomic_int lost;
+  bench_queue *pool; /* NULL: publish from Paho's callback */
 } echo;
+
+static void echo_back(void *ctx, void *payload, size_t len) {
+  echo *e = ctx;
+  /* No response callbacks: the PUBACK needs no action here, and asking
+   * for one would add work the Nimbus worker does not do either. */
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  int rc = MQTTAsync_send(e->client, e->reply_topic, (int)len, payload, 1,
+                          0, &ro);
+  if (rc == MQTTASYNC_SUCCESS)
+    atomic_fetch_add(&e->echoed, 1);
+  else
+    atomic_fetch_add(&e->failed, 1);
+}
 
 static int on_message(void *ctx, char *topic, int topic_len,
                       MQTTAsync_message *m) {
   (void)topic_len;
   echo *e = ctx;
-  /* No response callbacks: the PUBACK needs no action here, and asking
-   * for one would add work the Nimbus worker does not do either. */
-  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  int rc = MQTTAsync_send(e->client, e->reply_topic, m->payloadlen,
-                          m->payload, 1, 0, &ro);
-  if (rc == MQTTASYNC_SUCCESS)
-    atomic_fetch_add(&e->echoed, 1);
-  else
+  size_t len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+  if (e->pool == NULL)
+    echo_back(e, m->payload, len);
+  else if (bench_queue_push(e->pool, m->payload, len) != 0)
     atomic_fetch_add(&e->failed, 1);
   MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);
@@ -61,7 +76,7 @@ static void on_lost(void *ctx, char *cause) {
 
 int main(int argc, char **argv) {
   bench_opts o;
-  bench_parse(&o, argc, argv, "nb-raw-echo", "req-topic reply-topic",
+  bench_parse(&o, argc, argv, "nb-raw-echo", "req-topic reply-topic pool",
               "Echoes each QoS 1 request back to the reply topic, QoS 1.");
 
   /* Block the stop signals before Paho starts its threads, so that they
@@ -77,6 +92,12 @@ int main(int argc, char **argv) {
   atomic_init(&e.echoed, 0);
   atomic_init(&e.failed, 0);
   atomic_init(&e.lost, 0);
+
+  if (o.pool > 0 && (e.pool = bench_queue_new(o.pool, echo_back, &e)) ==
+                        NULL) {
+    fprintf(stderr, "nb-raw-echo: cannot start the pool\n");
+    return 1;
+  }
 
   char idbuf[64];
   const char *cid = o.client_id;
@@ -96,6 +117,7 @@ int main(int argc, char **argv) {
   sigwait(&stop, &sig);
   int lost = atomic_load(&e.lost);
   bench_mqtt_close(&e.client);
+  bench_queue_free(e.pool);
   fprintf(stderr, "nb-raw-echo: echoed=%ld failed=%ld\n",
           atomic_load(&e.echoed), atomic_load(&e.failed));
   return lost ? 1 : 0;

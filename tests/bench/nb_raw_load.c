@@ -10,6 +10,11 @@
  * round trips) and prints one line:
  *   inflight=N count=C seconds=S rate=R p50_ms=X p99_ms=Y errors=E
  *
+ * --pool 1 (diagnostic, off by default) handles each reply on a thread
+ * of its own behind a job queue instead of in Paho's callback, as
+ * libnimbus-agent does (its callbacks run on the agent's thread), to
+ * measure what that hop costs.
+ *
  * TCP_NODELAY: linked with Paho's static archive and -Wl,--wrap=connect
  * (CMake target nimbus_paho + nimbus_common's __wrap_connect), as the
  * Nimbus binaries are. No Nimbus protocol code is linked. */
@@ -24,6 +29,7 @@
 #include <MQTTAsync.h>
 
 #include "bench_mqtt.h"
+#include "bench_queue.h"
 #include "bench_util.h"
 
 enum { PAYLOAD = 64, MAGIC = 0x4e425257 /* "NBRW" */ };
@@ -57,6 +63,7 @@ typedef struct load {
   int64_t cpu0, cpu1; /* this process's CPU time at t0 and t_last */
   long errors;       /* sends refused by Paho, unexpected messages */
   bench_lat lat;
+  bench_queue *pool; /* NULL: handle replies in Paho's callback */
 } load;
 
 /* Gives slot `i` a new request. Called with l->mu held, so arrivals see
@@ -92,19 +99,16 @@ static int send_req(load *l, req *r) {
   return 0;
 }
 
-static int on_message(void *ctx, char *topic, int topic_len,
-                      MQTTAsync_message *m) {
-  (void)topic_len;
+/* Times one echo and sends its slot again. */
+static void on_reply(void *ctx, void *payload, size_t len) {
   int64_t now = bench_now_ns();
   load *l = ctx;
   req r;
-  int ok = m->payloadlen == PAYLOAD;
+  int ok = len == PAYLOAD;
   if (ok) {
-    memcpy(&r, m->payload, sizeof r);
+    memcpy(&r, payload, sizeof r);
     ok = r.magic == MAGIC && r.slot < (uint32_t)l->o->inflight;
   }
-  MQTTAsync_freeMessage(&m);
-  MQTTAsync_free(topic);
 
   int again = 0;
   pthread_mutex_lock(&l->mu);
@@ -140,6 +144,22 @@ static int on_message(void *ctx, char *topic, int topic_len,
   pthread_mutex_unlock(&l->mu);
   if (again)
     (void)send_req(l, &r);
+}
+
+static int on_message(void *ctx, char *topic, int topic_len,
+                      MQTTAsync_message *m) {
+  (void)topic_len;
+  load *l = ctx;
+  size_t len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+  if (l->pool == NULL) {
+    on_reply(l, m->payload, len);
+  } else if (bench_queue_push(l->pool, m->payload, len) != 0) {
+    pthread_mutex_lock(&l->mu);
+    l->errors++;
+    pthread_mutex_unlock(&l->mu);
+  }
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
   return 1;
 }
 
@@ -156,7 +176,7 @@ static void on_lost(void *ctx, char *cause) {
 int main(int argc, char **argv) {
   bench_opts o;
   bench_parse(&o, argc, argv, "nb-raw-load",
-              "inflight count seconds warmup req-topic reply-topic",
+              "inflight count seconds warmup req-topic reply-topic pool",
               "Raw MQTT QoS 1 request/reply load against nb-raw-echo.");
 
   static load l;
@@ -169,6 +189,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   l.measuring = o.warmup == 0;
+  if (o.pool > 0 && (l.pool = bench_queue_new(o.pool, on_reply, &l)) ==
+                        NULL) {
+    fprintf(stderr, "nb-raw-load: cannot start the pool\n");
+    return 1;
+  }
 
   char idbuf[64];
   const char *cid = o.client_id;
@@ -220,6 +245,7 @@ int main(int argc, char **argv) {
   pthread_mutex_unlock(&l.mu);
 
   bench_mqtt_close(&l.client);
+  bench_queue_free(l.pool);
   if (failed) {
     fprintf(stderr, "nb-raw-load: run failed after %ld replies\n",
             l.replies);
