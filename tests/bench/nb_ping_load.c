@@ -47,6 +47,7 @@ struct load {
    * still full): the main thread submits them, blocking. */
   int *refill;
   int nrefill;
+  long nbusy; /* refills handed to the main thread: the agent was full */
   bench_lat lat;
 };
 
@@ -109,6 +110,7 @@ static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   pthread_mutex_lock(&l->mu);
   if (rc == NIMBUS_EBUSY) {
     l->refill[l->nrefill++] = (int)(s - l->slots);
+    l->nbusy++;
   } else {
     fprintf(stderr, "nb-ping-load: submit: %s\n", nimbus_strerror(rc));
     l->failed = 1;
@@ -255,6 +257,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nb-ping-load: run failed after %ld replies\n",
             l.replies);
   } else {
+    if (l.nbusy > 0)
+      fprintf(stderr, "nb-ping-load: %ld refills found the agent full and "
+                      "went through the main thread\n", l.nbusy);
     bench_report(&l.lat, o.inflight, secs, l.errors, l.cpu1 - l.cpu0);
     status = 0;
   }
