@@ -38,6 +38,7 @@ NB_TEST=$(basename "${0%.sh}")
 NB_DIR=''
 NB_FAILED=0
 NB_ON_EXIT=()
+NB_WATCHER=''
 
 nb_on_exit() { NB_ON_EXIT+=("$1"); }
 
@@ -116,6 +117,7 @@ nb__cleanup() {
   local rc=$? reports
   trap - EXIT INT TERM HUP
   set +e
+  [[ -n $NB_WATCHER ]] && kill "$NB_WATCHER" 2>/dev/null
   local c
   for c in "${NB_ON_EXIT[@]+"${NB_ON_EXIT[@]}"}"; do eval "$c"; done
   if [[ -n $NB_DIR && -d $NB_DIR ]]; then
@@ -162,6 +164,14 @@ nb_stack_up() {
   fi
   eval "$out"
   [[ ${NIMBUS_DIR:-} == "$NB_DIR" ]] || nb_fail "stack start printed no exports"
+  # Should this shell die without running its EXIT trap (SIGKILL, as from
+  # a test harness's timeout), a watcher in its own session stops the
+  # stack and removes the directory. nb__cleanup ends the watcher first.
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    NIMBUS_BUILD_DIR=$4 "$2" stop "$3"; rm -rf "$3"' _ "$$" \
+    "$NIMBUS_SOURCE_DIR/scripts/stack" "$NB_DIR" "$NIMBUS_BUILD_DIR" \
+    </dev/null >/dev/null 2>&1 &
+  NB_WATCHER=$!
   nb_log "stack up in $NB_DIR (mqtt $NIMBUS_MQTT_PORT, redis $NIMBUS_REDIS_PORT, $workers workers)"
 }
 
