@@ -36,7 +36,6 @@ export NIMBUS_SOURCE_DIR NIMBUS_BUILD_DIR NIMBUS_BIN
 
 NB_TEST=$(basename "${0%.sh}")
 NB_DIR=''
-NB_FAILED=0
 NB_ON_EXIT=()
 NB_WATCHER=''
 
@@ -46,7 +45,6 @@ nb_log() { echo "[$NB_TEST] $*" >&2; }
 
 nb_fail() {
   echo "[$NB_TEST] FAIL: $*" >&2
-  NB_FAILED=1
   exit 1
 }
 
@@ -90,8 +88,8 @@ nb_alive() {
 
 nb_pids() {
   [[ -n $NB_DIR && -f $NB_DIR/procs ]] || return 0
-  local name pid start
-  while read -r name pid start; do echo "$name $pid"; done <"$NB_DIR/procs"
+  local name pid
+  while read -r name pid _; do echo "$name $pid"; done <"$NB_DIR/procs"
 }
 
 nb_log_tail() {
