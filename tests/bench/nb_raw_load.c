@@ -41,6 +41,8 @@ typedef struct req {
   uint32_t slot;
   uint64_t seq;
   int64_t sent_ns;
+  uint64_t run; /* this run's own: echoes of an earlier run on the same
+                 * topics (still in flight when it stopped) are skipped */
 } req;
 
 typedef struct slot {
@@ -55,6 +57,8 @@ typedef struct load {
   pthread_cond_t cv;
   slot *slots;
   uint64_t next_seq;
+  uint64_t run;      /* see req.run */
+  long stale;        /* echoes of an earlier run, skipped */
   long replies;      /* every accepted echo, warm-up included */
   int measuring;     /* warm-up done */
   int done;          /* measurement finished: stop refilling */
@@ -70,6 +74,7 @@ typedef struct load {
  * one consistent slot table. */
 static void prepare_slot(load *l, uint32_t i, req *r) {
   r->magic = MAGIC;
+  r->run = l->run;
   r->slot = i;
   r->seq = l->next_seq++;
   l->slots[i].seq = r->seq;
@@ -107,13 +112,17 @@ static void on_reply(void *ctx, void *payload, size_t len) {
   int ok = len == PAYLOAD;
   if (ok) {
     memcpy(&r, payload, sizeof r);
-    ok = r.magic == MAGIC && r.slot < (uint32_t)l->o->inflight;
+    ok = r.magic == MAGIC;
   }
+  int stale = ok && r.run != l->run;
+  ok = ok && (stale || r.slot < (uint32_t)l->o->inflight);
 
   int again = 0;
   pthread_mutex_lock(&l->mu);
   if (!ok) {
     l->errors++;
+  } else if (stale) {
+    l->stale++;
   } else if (l->slots[r.slot].pending && l->slots[r.slot].seq == r.seq) {
     /* A duplicate (a QoS 1 re-delivery) fails the seq test and is
      * ignored. */
@@ -189,6 +198,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   l.measuring = o.warmup == 0;
+  l.run = ((uint64_t)getpid() << 40) ^ (uint64_t)bench_now_ns();
   if (o.pool > 0 && (l.pool = bench_queue_new(o.pool, on_reply, &l)) ==
                         NULL) {
     fprintf(stderr, "nb-raw-load: cannot start the pool\n");
@@ -251,6 +261,9 @@ int main(int argc, char **argv) {
             l.replies);
     return 1;
   }
+  if (l.stale > 0)
+    fprintf(stderr, "nb-raw-load: skipped %ld echoes of an earlier run\n",
+            l.stale);
   bench_report(&l.lat, o.inflight, secs, l.errors, l.cpu1 - l.cpu0);
   bench_lat_free(&l.lat);
   free(l.slots);
