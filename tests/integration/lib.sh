@@ -24,7 +24,9 @@
 #                            (e.g. to end the test's own background clients);
 #                            do not replace the EXIT trap
 #
-# At exit a test also fails if any log of its stack holds a sanitizer
+# At exit the test's own background jobs are killed, the stack is stopped
+# and its directory removed (kept with NIMBUS_KEEP_FAILED=1 when the test
+# failed); a test also fails if any log of its stack holds a sanitizer
 # report (the ASan build runs the same tests).
 
 set -euo pipefail
@@ -118,6 +120,12 @@ nb__cleanup() {
   [[ -n $NB_WATCHER ]] && kill "$NB_WATCHER" 2>/dev/null
   local c
   for c in "${NB_ON_EXIT[@]+"${NB_ON_EXIT[@]}"}"; do eval "$c"; done
+  # Whatever the test left running in the background (a mosquitto_sub, a
+  # client) ends with it: it would otherwise outlive the test, retrying a
+  # broker that is gone.
+  local jobs_left
+  jobs_left=$(jobs -p)
+  [[ -n $jobs_left ]] && kill $jobs_left 2>/dev/null
   if [[ -n $NB_DIR && -d $NB_DIR ]]; then
     nb_stack stop "$NB_DIR" >/dev/null 2>"$NB_DIR/stop.err"
     if (($? != 0)); then
