@@ -10,7 +10,7 @@ mosquitto_sub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
   -u bob -P "$NIMBUS_PASSWORD" -i bob.rawsub0001 \
   -t cloud/v1/reply/bob -F '%x' >"$out" 2>"$NB_DIR/sub.err" &
 sub=$!
-trap 'kill $sub 2>/dev/null || true' RETURN
+nb_on_exit "kill $sub 2>/dev/null || true"
 sleep 0.5
 
 pub() { # TOPIC-TYPE FILE
