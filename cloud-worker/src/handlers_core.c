@@ -93,8 +93,8 @@ static int h_task_cancel(wk_ctx *c) {
 }
 
 const wk_handler wk_core_handlers[] = {
-    {"ping", false, false, h_ping},
-    {"task.status", false, false, h_task_status},
-    {"task.cancel", false, false, h_task_cancel},
-    {NULL, false, false, NULL},
+    {"ping", false, false, false, h_ping},
+    {"task.status", false, false, false, h_task_status},
+    {"task.cancel", false, false, false, h_task_cancel},
+    {NULL, false, false, false, NULL},
 };

@@ -82,7 +82,7 @@ static int h_diag_echo(wk_ctx *c) {
 }
 
 const wk_handler wk_diag_handlers[] = {
-    {"diag.sleep", true, true, h_diag_sleep},
-    {"diag.echo", false, true, h_diag_echo},
-    {NULL, false, false, NULL},
+    {"diag.sleep", true, true, true, h_diag_sleep},
+    {"diag.echo", false, true, false, h_diag_echo},
+    {NULL, false, false, false, NULL},
 };

@@ -35,9 +35,14 @@ static const nb_opt options[] = {
     {"worker_id", NB_OPT_STR, NULL,
      "this worker's name and MQTT client id (default: worker-<random>)",
      offsetof(wk_config, worker_id), 0, 0},
-    {"threads", NB_OPT_INT, "16",
-     "tasks run at once (one Redis connection each)",
-     offsetof(wk_config, threads), 1, 1024},
+    {"threads", NB_OPT_INT, "0",
+     "threads for quick tasks (ping, status, blob I/O; one Redis "
+     "connection each); 0: one per core, at least 2",
+     offsetof(wk_config, threads), 0, 1024},
+    {"heavy_threads", NB_OPT_INT, "16",
+     "threads for heavy tasks (processing, diag.sleep), so a slow task "
+     "never waits for another",
+     offsetof(wk_config, heavy_threads), 1, 1024},
     {"types", NB_OPT_STR, NULL,
      "task types to serve, comma-separated (default: all built-in)",
      offsetof(wk_config, types), 0, 0},
@@ -126,6 +131,10 @@ int main(int argc, char **argv) {
             "A-Z a-z 0-9 . _ -\n");
     nb_config_free(options, &cfg);
     return 2;
+  }
+  if (cfg.threads == 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg.threads = cores > 2 ? cores : 2;
   }
   if (cfg.renew_ms >= cfg.lease_ms) {
     fprintf(stderr, "nimbus-worker: renew_ms (%lld) must be shorter than "

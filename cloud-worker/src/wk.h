@@ -2,7 +2,8 @@
  * handlers see, and the handler table.
  *
  * The way of a task: Paho's callback thread copies the message into a job
- * and queues it; one of `threads` pool threads (each with its own Redis
+ * and queues it in its handler's lane (quick or heavy); one of the lane's
+ * pool threads (each with its own Redis
  * context) decodes it once, finds its handler, and for a state-changing
  * type claims (terminal, id) in Redis before running it. The handler fills
  * a result map (and, if it changes state, a list of Redis commands); the
@@ -30,6 +31,7 @@ typedef struct wk_config {
   char *redis_password;
   char *worker_id;
   int64_t threads;
+  int64_t heavy_threads;
   char *types;
   char *prefix;
   bool diag;
@@ -88,6 +90,7 @@ typedef struct wk_handler {
   const char *type;
   bool changes_state; /* claimed, committed with its reply, replayed */
   bool diag;          /* served only when the config turns diag on */
+  bool heavy;         /* may take seconds: runs in the heavy lane */
   wk_handler_fn fn;
 } wk_handler;
 
