@@ -1,19 +1,15 @@
 /* The inside of libnimbus-agent, shared by its source files and its unit
- * tests: the agent and task structs and the internal functions between
- * agent.c (the MQTT session and the agent's re-send thread), task.c
- * (submit, wait, release, replies, calling the application) and device.c
- * (the device id).
+ * tests: the agent and task structs, the event queue that carries work from
+ * Paho's threads to the agent's own thread, and the internal functions
+ * between agent.c (the MQTT session and the agent's thread), task.c
+ * (submit, wait, release, replies) and device.c (the device id).
  *
  * Locking: one mutex per agent, `mu`, guards everything below that is not
- * marked otherwise. Paho calls us back holding its own global mutex (and
- * its API functions, called from outside its threads, take that mutex),
- * so we never call an MQTTAsync_* function while holding `mu` (the order
- * is always Paho's mutex, then ours). A second mutex, `cb_mu`, is held
- * around every call into the application, so that callbacks run one at a
- * time whichever thread delivers them; it is taken before `mu`, never
- * while holding it (order: Paho's, cb_mu, mu). Tasks are reference
- * counted under `mu`; a task is freed when the last reference goes, never
- * inside a call that holds one. */
+ * marked otherwise. Paho calls us back holding its own global mutex, and
+ * its API functions take that mutex, so we never call an MQTTAsync_*
+ * function while holding `mu` (the order is always Paho's mutex, then
+ * ours). Tasks are reference counted under `mu`; a task is freed when the
+ * last reference goes, never inside a call that holds one. */
 #ifndef AG_INTERNAL_H
 #define AG_INTERNAL_H
 
@@ -47,6 +43,24 @@ typedef enum ag_task_state {
   AG_TASK_REFUSED      /* the broker refused it; `final` is synthetic */
 } ag_task_state;
 
+typedef enum ag_event_kind {
+  AG_EV_FINAL = 0,
+  AG_EV_PROGRESS,
+  AG_EV_NOTICE
+} ag_event_kind;
+
+/* One piece of work for the agent's thread. A final event lives inside its
+ * task (a task ends once); progress and notice events are allocated. */
+typedef struct ag_event {
+  struct ag_event *next;
+  ag_event_kind kind;
+  struct nimbus_task *task; /* holds a reference; NULL for a notice */
+  nimbus_reply *reply;      /* progress: owned; final: the task's */
+  uint8_t *notice;          /* notice: owned packed map */
+  size_t notice_len;
+  char notice_kind[65];
+} ag_event;
+
 struct nimbus_task {
   nimbus_agent *agent;
   char id[SC_ID_MAX + 1];
@@ -65,6 +79,7 @@ struct nimbus_task {
   int64_t next_send;        /* monotonic ms of the next re-send */
   int interval_ms;          /* the re-send interval now in force */
   pthread_cond_t done_cond; /* the final reply came */
+  ag_event final_ev;
 
   struct nimbus_task *hnext;         /* hash chain of the table */
   struct nimbus_task *oprev, *onext; /* the outstanding list */
@@ -81,14 +96,13 @@ struct nimbus_agent {
   bool clean_start;
 
   pthread_mutex_t mu;
-  pthread_mutex_t cb_mu;        /* held around every callback (above) */
   pthread_condattr_t cond_attr; /* CLOCK_MONOTONIC, for every condvar */
   pthread_cond_t slot_cond;     /* a slot freed up, or closing */
   pthread_cond_t loop_cond;     /* work for the agent's thread */
   pthread_cond_t state_cond;    /* the first connect or the disconnect
                                    ended */
   pthread_cond_t cb_cond;       /* a callback returned */
-  pthread_t thread;             /* the agent's re-send thread */
+  pthread_t thread;
   bool thread_started;
   bool closing;
 
@@ -113,27 +127,19 @@ struct nimbus_agent {
   int outstanding;
   nimbus_task *all; /* every live task (prev/next), for nimbus_agent_free */
 
-  /* The agent's thread: re-sends to make. It never calls the
-   * application. */
+  /* The agent's thread: events to deliver, re-sends to make. */
+  ag_event *ev_head, *ev_tail;
   bool resend_all;       /* just (re)connected: send every task */
   int64_t loop_deadline; /* monotonic ms of the next re-send scan */
+  nimbus_task *cb_task;  /* whose callback runs now, or NULL */
   nimbus_task **sendv;   /* the agent's thread's batch of sends */
   size_t sendcap;
-
-  /* The callback running now (set and read under mu, changed only with
-   * cb_mu held too): cb_running while one runs, on thread cb_thread, for
-   * task cb_task (NULL for a notice). nimbus_task_release waits on
-   * cb_cond while its task's callback runs on another thread. */
-  bool cb_running;
-  pthread_t cb_thread;
-  nimbus_task *cb_task;
 
   nimbus_notice_cb notice_cb;
   void *notice_ctx;
 
-  /* Used by Paho's receive thread only (one in the process, for all of
-   * Paho's clients): a buffer to pack a reply's result into, kept to spare
-   * an allocation per reply. */
+  /* Used by Paho's receive thread only (one per client): a buffer to pack
+   * a reply's result into, kept to spare an allocation per reply. */
   msgpack_sbuffer scratch;
 
   char errstr[AG_ERRSTR];
@@ -155,22 +161,17 @@ void ag_task_unref_locked(nimbus_agent *a, nimbus_task *t);
 void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t);
 
 /* Handles one message from the broker (reply or notice), on Paho's
- * receive thread or a test, and calls the application's callback for it
- * there and then. `payload` is borrowed. Replies that do not decode or
- * name no outstanding task are ignored. */
+ * receive thread or a test. `payload` is borrowed. Replies that do not
+ * decode or name no outstanding task are ignored. */
 void ag_agent_on_message(nimbus_agent *a, const char *topic, size_t topic_len,
                          const void *payload, size_t len);
 
-/* Ends task `t` as refused by the broker with MQTT reason `reason`, and
- * calls its on_final on this thread (Paho's receive thread: the PUBACK's
- * failure callback). */
+/* Ends task `t` as refused by the broker with MQTT reason `reason`. */
 void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason);
 
-/* How many application callbacks the calling thread is inside (of any
- * agent: Paho has one receive thread for all its clients). Inside one,
- * nimbus_submit does not block and nimbus_task_wait does not wait: the
- * thread they would wait for is this one. */
-extern _Thread_local int ag_in_callback;
+/* Puts an event at the tail of the agent's queue and wakes its thread.
+ * Needs mu. */
+void ag_event_push_locked(nimbus_agent *a, ag_event *ev);
 
 /* Frees a task unconditionally (nimbus_agent_free only). */
 void ag_task_destroy(nimbus_task *t);

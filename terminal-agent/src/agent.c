@@ -1,18 +1,16 @@
 /* libnimbus-agent's session: creating and freeing an agent, the MQTT 5
  * connection through Paho's MQTTAsync, and the agent's own thread.
  *
- * Paho calls back on its own threads while holding its global mutex. The
- * application's callbacks (replies, notices, a refused task's synthetic
- * final) are called right there, on Paho's receive thread (task.c), with
- * the agent's callback mutex held: handing them to a thread of ours cost
- * two context switches per reply. The agent's own thread only re-sends
- * tasks: after every connect (once the subscriptions are granted, so that
- * no reply can be missed) and whenever a task's re-send clock runs out.
- * It never calls the application. The clock is scanned at one deadline,
- * the earliest task's, coalesced by a little slack so that a thousand
- * tasks due within a few milliseconds cost one wake-up; submitting a task
- * wakes the thread only when it moves that deadline earlier, which the
- * common case (every task on the same interval) never does. */
+ * Paho calls back on its own threads while holding its global mutex, so
+ * its callbacks here only record state, queue events and wake someone;
+ * the application is called from the agent's thread alone (ag_loop). That
+ * thread also re-sends tasks: after every connect (once the subscriptions
+ * are granted, so that no reply can be missed) and whenever a task's
+ * re-send clock runs out. The clock is scanned at one deadline, the
+ * earliest task's, coalesced by a little slack so that a thousand tasks
+ * due within a few milliseconds cost one wake-up; submitting a task wakes
+ * the thread only when it moves that deadline earlier, which the common
+ * case (every task on the same interval) never does. */
 #include "ag_internal.h"
 
 #include <errno.h>
@@ -190,11 +188,6 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
     free(a);
     return NIMBUS_ESYS;
   }
-  if (pthread_mutex_init(&a->cb_mu, NULL) != 0) {
-    pthread_mutex_destroy(&a->mu);
-    free(a);
-    return NIMBUS_ESYS;
-  }
   pthread_condattr_init(&a->cond_attr);
   pthread_condattr_setclock(&a->cond_attr, CLOCK_MONOTONIC);
   pthread_cond_init(&a->slot_cond, &a->cond_attr);
@@ -300,13 +293,9 @@ void nimbus_agent_free(nimbus_agent *a) {
   if (a == NULL)
     return;
   pthread_mutex_lock(&a->mu);
-  a->closing = true; /* no callback starts from now on */
+  a->closing = true;
   pthread_cond_broadcast(&a->slot_cond);
   pthread_cond_signal(&a->loop_cond);
-  /* Let a callback running on Paho's thread return (it is not us: agent.h
-   * forbids freeing from a callback). */
-  while (a->cb_running)
-    pthread_cond_wait(&a->cb_cond, &a->mu);
   pthread_mutex_unlock(&a->mu);
   if (a->thread_started)
     pthread_join(a->thread, NULL);
@@ -314,6 +303,17 @@ void nimbus_agent_free(nimbus_agent *a) {
   a->client = NULL;
 
   /* No thread but ours is left: free what remains. */
+  while (a->ev_head != NULL) {
+    ag_event *ev = a->ev_head;
+    a->ev_head = ev->next;
+    if (ev->kind == AG_EV_PROGRESS) {
+      free(ev->reply);
+      free(ev);
+    } else if (ev->kind == AG_EV_NOTICE) {
+      free(ev->notice);
+      free(ev);
+    }
+  }
   while (a->all != NULL) {
     nimbus_task *t = a->all;
     a->all = t->next;
@@ -334,7 +334,6 @@ void nimbus_agent_free(nimbus_agent *a) {
   pthread_cond_destroy(&a->state_cond);
   pthread_cond_destroy(&a->cb_cond);
   pthread_condattr_destroy(&a->cond_attr);
-  pthread_mutex_destroy(&a->cb_mu);
   pthread_mutex_destroy(&a->mu);
   free(a);
 }
@@ -524,12 +523,7 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   pthread_mutex_lock(&a->mu);
   if (a->closing)
     rc = NIMBUS_ECLOSED;
-  else if (ag_in_callback > 0 && a->conn_state != AG_CONN_UP) {
-    /* It would wait for Paho's receive thread, which is this one. */
-    rc = NIMBUS_EINVAL;
-    snprintf(a->errstr, sizeof a->errstr,
-             "nimbus_agent_connect called from a callback");
-  } else if (a->conn_state == AG_CONN_CONNECTING)
+  else if (a->conn_state == AG_CONN_CONNECTING)
     rc = NIMBUS_EBUSY;
   else if (a->conn_state == AG_CONN_UP)
     rc = -1; /* already done */
@@ -675,17 +669,57 @@ static size_t ag_collect_locked(nimbus_agent *a, int64_t now, bool all) {
   return n;
 }
 
+/* Delivers one event with mu held on entry and exit (released around the
+ * application's callback). */
+static void ag_deliver_locked(nimbus_agent *a, ag_event *ev) {
+  if (ev->kind == AG_EV_NOTICE) {
+    nimbus_notice_cb cb = a->notice_cb;
+    void *ctx = a->notice_ctx;
+    pthread_mutex_unlock(&a->mu);
+    if (cb != NULL)
+      cb(ctx, ev->notice_kind, ev->notice, ev->notice_len);
+    free(ev->notice);
+    free(ev);
+    pthread_mutex_lock(&a->mu);
+    return;
+  }
+  nimbus_task *t = ev->task;
+  if (!t->released) {
+    nimbus_reply_cb cb = ev->kind == AG_EV_FINAL ? t->on_final : t->on_progress;
+    a->cb_task = t;
+    pthread_mutex_unlock(&a->mu);
+    cb(t->ctx, t, ev->reply);
+    pthread_mutex_lock(&a->mu);
+    a->cb_task = NULL;
+    pthread_cond_broadcast(&a->cb_cond);
+  }
+  if (ev->kind == AG_EV_PROGRESS) {
+    free(ev->reply);
+    free(ev);
+  }
+  ag_task_unref_locked(a, t); /* the event's reference; may free t */
+}
+
 static void *ag_loop(void *arg) {
   nimbus_agent *a = arg;
   pthread_mutex_lock(&a->mu);
   while (!a->closing) {
     int64_t now = nb_mono_ms();
     size_t n = 0;
+    /* Re-sends before callbacks, so that a stream of replies cannot
+     * starve the clock. */
     if (a->resend_all) {
       a->resend_all = false;
       n = ag_collect_locked(a, now, true);
     } else if (now >= a->loop_deadline) {
       n = ag_collect_locked(a, now, false);
+    } else if (a->ev_head != NULL) {
+      ag_event *ev = a->ev_head;
+      a->ev_head = ev->next;
+      if (a->ev_head == NULL)
+        a->ev_tail = NULL;
+      ag_deliver_locked(a, ev);
+      continue;
     }
     if (n > 0) {
       MQTTAsync client = a->client;
@@ -695,7 +729,7 @@ static void *ag_loop(void *arg) {
       pthread_mutex_lock(&a->mu);
       continue;
     }
-    if (a->resend_all || now >= a->loop_deadline)
+    if (a->ev_head != NULL || now >= a->loop_deadline)
       continue;
     if (a->loop_deadline == INT64_MAX) {
       pthread_cond_wait(&a->loop_cond, &a->mu);

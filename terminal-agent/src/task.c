@@ -6,15 +6,14 @@
  * is reference counted under the agent's mutex: one reference for the
  * caller's handle (until nimbus_task_release), one while it is outstanding
  * (in the table), one for each publish Paho still holds (the publish's
- * callback context is the task), and one while its callback runs. So
- * nothing is freed inside a callback that still uses it, and a caller may
- * release a task from its own callback.
+ * callback context is the task), and one for each event queued for the
+ * agent's thread. So nothing is freed inside a callback that still uses it,
+ * and a caller may release a task from its own callback.
  *
  * Replies are decoded on Paho's receive thread (sc_reply_decode, strict and
  * bounded) and copied into one allocation per reply; the waiter is woken
  * through the task's own condition variable, so 64 waiters are not all
- * woken for every reply, and the task's callback is called there and then
- * (ag_call_reply), with the agent's callback mutex held. */
+ * woken for every reply. */
 #include "ag_internal.h"
 
 #include <errno.h>
@@ -112,59 +111,30 @@ static void ag_task_unref(nimbus_agent *a, nimbus_task *t) {
   pthread_mutex_unlock(&a->mu);
 }
 
-/* ---- Calling the application ------------------------------------------ */
-
-_Thread_local int ag_in_callback;
-
-/* Marks a callback as running on this thread, for `t` (NULL: a notice).
- * Needs cb_mu and mu. */
-static void ag_cb_begin_locked(nimbus_agent *a, nimbus_task *t) {
-  a->cb_running = true;
-  a->cb_thread = pthread_self();
-  a->cb_task = t;
+void ag_event_push_locked(nimbus_agent *a, ag_event *ev) {
+  ev->next = NULL;
+  if (a->ev_tail != NULL)
+    a->ev_tail->next = ev;
+  else
+    a->ev_head = ev;
+  a->ev_tail = ev;
+  pthread_cond_signal(&a->loop_cond);
 }
 
-/* The callback returned: wake nimbus_task_release and nimbus_agent_free
- * waiting for it. Needs cb_mu and mu. */
-static void ag_cb_end_locked(nimbus_agent *a) {
-  a->cb_running = false;
-  a->cb_task = NULL;
-  pthread_cond_broadcast(&a->cb_cond);
-}
-
-/* Calls t's on_final (`final`) or on_progress with `r`, unless the task was
- * released or the agent is closing (or, for progress, the task has ended
- * meanwhile). The caller holds a reference on `t` and neither cb_mu nor
- * mu. Runs on Paho's receive thread (or a test's). */
-static void ag_call_reply(nimbus_agent *a, nimbus_task *t, bool final,
-                          const nimbus_reply *r) {
-  pthread_mutex_lock(&a->cb_mu);
-  pthread_mutex_lock(&a->mu);
-  nimbus_reply_cb cb = final ? t->on_final : t->on_progress;
-  bool call = cb != NULL && !t->released && !a->closing &&
-              (final || t->state == AG_TASK_PENDING);
-  if (call)
-    ag_cb_begin_locked(a, t);
-  pthread_mutex_unlock(&a->mu);
-  if (call) {
-    ag_in_callback++;
-    cb(t->ctx, t, r);
-    ag_in_callback--;
-    pthread_mutex_lock(&a->mu);
-    ag_cb_end_locked(a);
-    pthread_mutex_unlock(&a->mu);
-  }
-  pthread_mutex_unlock(&a->cb_mu);
-}
-
-/* Ends an outstanding task with `reply` (taken) and wakes its waiters; the
- * caller then calls on_final (ag_call_reply) without mu. Needs mu. */
+/* Ends an outstanding task with `reply` (taken). Needs mu. */
 static void ag_task_complete_locked(nimbus_agent *a, nimbus_task *t,
                                     nimbus_reply *reply, ag_task_state state) {
   t->final = reply;
   t->state = state;
   ag_table_remove(a, t);
   pthread_cond_broadcast(&t->done_cond);
+  if (t->on_final != NULL && !t->released) {
+    t->refs++;
+    t->final_ev.kind = AG_EV_FINAL;
+    t->final_ev.task = t;
+    t->final_ev.reply = t->final;
+    ag_event_push_locked(a, &t->final_ev);
+  }
   ag_task_unref_locked(a, t); /* the table's reference */
 }
 
@@ -300,11 +270,20 @@ static void ag_on_reply(nimbus_agent *a, const void *payload, size_t len) {
     pthread_mutex_unlock(&a->mu);
     if (!cb)
       goto out;
+    ag_event *ev = calloc(1, sizeof *ev);
     nimbus_reply *r = ag_reply_from_sc(a, &sr);
-    if (r != NULL) /* else the progress is not told: it is no promise */
-      ag_call_reply(a, t, false, r);
-    free(r);
-    ag_task_unref(a, t);
+    pthread_mutex_lock(&a->mu);
+    if (ev != NULL && r != NULL) {
+      ev->kind = AG_EV_PROGRESS;
+      ev->task = t;
+      ev->reply = r;
+      ag_event_push_locked(a, ev);
+    } else {
+      free(ev);
+      free(r);
+      ag_task_unref_locked(a, t);
+    }
+    pthread_mutex_unlock(&a->mu);
     goto out;
   }
 
@@ -313,20 +292,16 @@ static void ag_on_reply(nimbus_agent *a, const void *payload, size_t len) {
   /* Copy outside the lock: data may be 256 KiB. Only this thread ends
    * tasks with replies, but the caller may release `t` meanwhile. */
   nimbus_reply *r = ag_reply_from_sc(a, &sr);
-  bool ended = false;
   pthread_mutex_lock(&a->mu);
   if (r != NULL && t->in_table) {
     ag_task_complete_locked(a, t, r, AG_TASK_DONE);
     r = NULL;
-    ended = true;
   }
   /* Out of memory leaves the task outstanding: a re-send brings the reply
    * again. */
+  ag_task_unref_locked(a, t);
   pthread_mutex_unlock(&a->mu);
   free(r);
-  if (ended) /* t->final is fixed from now on */
-    ag_call_reply(a, t, true, t->final);
-  ag_task_unref(a, t);
 out:
   sc_reply_fini(&sr);
 }
@@ -339,27 +314,23 @@ static void ag_on_notice(nimbus_agent *a, const void *payload, size_t len) {
   pthread_mutex_unlock(&a->mu);
   if (!wanted || sc_notice_decode(payload, len, &n, err, sizeof err) != 0)
     return;
-  char kind[65];
-  nb_strlcpy(kind, n.kind, sizeof kind);
-  sc_notice_fini(&n);
-  /* Called here, like replies' callbacks, one at a time with them. */
-  pthread_mutex_lock(&a->cb_mu);
-  pthread_mutex_lock(&a->mu);
-  nimbus_notice_cb cb = a->notice_cb;
-  void *ctx = a->notice_ctx;
-  bool call = cb != NULL && !a->closing;
-  if (call)
-    ag_cb_begin_locked(a, NULL);
-  pthread_mutex_unlock(&a->mu);
-  if (call) {
-    ag_in_callback++;
-    cb(ctx, kind, (const uint8_t *)payload, len);
-    ag_in_callback--;
-    pthread_mutex_lock(&a->mu);
-    ag_cb_end_locked(a);
-    pthread_mutex_unlock(&a->mu);
+  ag_event *ev = calloc(1, sizeof *ev);
+  uint8_t *copy = malloc(len > 0 ? len : 1);
+  if (ev == NULL || copy == NULL) {
+    free(ev);
+    free(copy);
+    sc_notice_fini(&n);
+    return;
   }
-  pthread_mutex_unlock(&a->cb_mu);
+  memcpy(copy, payload, len);
+  ev->kind = AG_EV_NOTICE;
+  ev->notice = copy;
+  ev->notice_len = len;
+  nb_strlcpy(ev->notice_kind, n.kind, sizeof ev->notice_kind);
+  sc_notice_fini(&n);
+  pthread_mutex_lock(&a->mu);
+  ag_event_push_locked(a, ev);
+  pthread_mutex_unlock(&a->mu);
 }
 
 void ag_agent_on_message(nimbus_agent *a, const char *topic, size_t topic_len,
@@ -386,21 +357,14 @@ void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason) {
       .err = NIMBUS_EREFUSED,
   };
   nimbus_reply *r = ag_reply_new(&p);
-  bool ended = false;
   pthread_mutex_lock(&a->mu);
   if (r != NULL && t->in_table) {
     snprintf(a->errstr, sizeof a->errstr, "task %s: %s", t->id, text);
-    t->refs++; /* for the callback */
     ag_task_complete_locked(a, t, r, AG_TASK_REFUSED);
     r = NULL;
-    ended = true;
   }
   pthread_mutex_unlock(&a->mu);
   free(r);
-  if (ended) {
-    ag_call_reply(a, t, true, t->final);
-    ag_task_unref(a, t);
-  }
 }
 
 /* ---- Sending ----------------------------------------------------------- */
@@ -518,10 +482,6 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
   t->ctx = sopts != NULL ? sopts->ctx : NULL;
   t->interval_ms = a->resend_ms;
 
-  /* In a callback, on Paho's receive thread, nothing could free a slot
-   * (replies come on this thread): do not block. */
-  if (ag_in_callback > 0)
-    block_ms = 0;
   pthread_mutex_lock(&a->mu);
   int64_t deadline = block_ms > 0 ? nb_mono_ms() + block_ms : -1;
   while (!a->closing && a->outstanding >= a->max_inflight) {
@@ -579,10 +539,6 @@ int nimbus_task_wait(nimbus_task *t, int timeout_ms, nimbus_reply **out) {
   if (t == NULL || out == NULL)
     return NIMBUS_EINVAL;
   nimbus_agent *a = t->agent;
-  /* In a callback, on Paho's receive thread, no reply can come while we
-   * wait (it would come on this thread): do not wait. */
-  if (ag_in_callback > 0)
-    timeout_ms = 0;
   pthread_mutex_lock(&a->mu);
   int64_t deadline = timeout_ms >= 0 ? nb_mono_ms() + timeout_ms : -1;
   while (t->state == AG_TASK_PENDING && timeout_ms != 0) {
@@ -610,10 +566,9 @@ void nimbus_task_release(nimbus_task *t) {
     ag_table_remove(a, t);
     ag_task_unref_locked(a, t); /* the table's reference */
   }
-  /* No callback after we return: wait for one running on another thread
-   * (Paho's), unless that is us (a callback releasing its own task). */
-  while (a->cb_running && a->cb_task == t &&
-         !pthread_equal(pthread_self(), a->cb_thread))
+  /* No callback after we return: wait for one running on the agent's
+   * thread, unless that is us (a callback releasing its own task). */
+  while (a->cb_task == t && !pthread_equal(pthread_self(), a->thread))
     pthread_cond_wait(&a->cb_cond, &a->mu);
   ag_task_unref_locked(a, t); /* the caller's handle */
   pthread_mutex_unlock(&a->mu);

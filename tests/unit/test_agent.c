@@ -3,10 +3,8 @@
  * max_inflight, and the life of a task as replies reach it (fed straight
  * into ag_agent_on_message, as Paho's receive thread would): final and
  * progress replies, unknown ids, a broker refusal, timeouts, the re-send
- * clock, notices, releasing a task from its own callback, callbacks run
- * on the delivering thread (Paho's receive thread in real life) one at a
- * time, and what a callback may and may not wait for. The agent's sources
- * are compiled into this test, so its internals are visible. */
+ * clock, notices, releasing a task from its own callback. The agent's
+ * sources are compiled into this test, so its internals are visible. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -140,7 +138,7 @@ static void feed_ok(nimbus_agent *a, const char *id) {
   feed_reply(a, &r);
 }
 
-/* Records callbacks, which run on the thread that feeds the reply. */
+/* Records callbacks, which run on the agent's thread. */
 typedef struct rec {
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -826,149 +824,6 @@ static void test_notice(void **state) {
   rec_fini(&rc);
 }
 
-/* ---- Callbacks on the delivering thread -------------------------------- */
-
-typedef struct inline_cb {
-  nimbus_agent *a;
-  nimbus_task *other; /* pending: waiting for it must not block */
-  pthread_t feeder;
-  bool same_thread;
-  int submit_rc, wait_rc;
-  long wait_ms;
-  nimbus_task *submitted;
-  int calls;
-} inline_cb;
-
-static void inline_final(void *ctx, nimbus_task *t, const nimbus_reply *rp) {
-  (void)rp;
-  inline_cb *c = ctx;
-  c->calls++;
-  c->same_thread = pthread_equal(pthread_self(), c->feeder);
-  /* max_inflight is 2: `other` and this task, whose final freed its slot.
-   * The first submit takes the slot; the second finds the agent full and
-   * must not block, even asked to wait forever. */
-  int64_t t0 = nb_mono_ms();
-  c->submit_rc = nimbus_submit(c->a, "ping", NULL, 0, NULL, 0, false, NULL,
-                               0, &c->submitted);
-  nimbus_task *t2 = NULL;
-  int rc2 = nimbus_submit(c->a, "ping", NULL, 0, NULL, 0, false, NULL, -1, &t2);
-  nimbus_reply *r = NULL;
-  c->wait_rc = nimbus_task_wait(c->other, -1, &r);
-  c->wait_ms = (long)(nb_mono_ms() - t0);
-  if (rc2 != NIMBUS_EBUSY)
-    c->submit_rc = rc2 == 0 ? -1000 : rc2;
-  nimbus_task_release(t2);
-  nimbus_reply_free(r);
-  nimbus_task_release(t);
-}
-
-/* on_final runs on the thread that delivers the reply, before delivery
- * returns; inside it, submit does not block (NIMBUS_EBUSY when full, even
- * with block_ms -1) and nimbus_task_wait does not wait. */
-static void test_callback_inline(void **state) {
-  (void)state;
-  nimbus_agent *a = agent_make(2, 0, 0);
-  inline_cb c = {.a = a, .feeder = pthread_self()};
-  c.other = submit_simple(a, "inline-other-0001", NULL);
-  nimbus_submit_opts so = {.on_final = inline_final, .ctx = &c};
-  (void)submit_simple(a, "inline-task-00001", &so);
-  feed_ok(a, "inline-task-00001");
-  assert_int_equal(c.calls, 1); /* already called: no other thread */
-  assert_true(c.same_thread);
-  assert_int_equal(c.submit_rc, 0);
-  assert_int_equal(c.wait_rc, NIMBUS_ETIMEDOUT);
-  assert_true(c.wait_ms < 1000);
-  assert_int_equal(ag_in_callback, 0);
-  assert_int_equal(outstanding(a), 2); /* other, submitted */
-  /* Outside a callback, waiting waits again. */
-  nimbus_reply *r = NULL;
-  int64_t t0 = nb_mono_ms();
-  assert_int_equal(nimbus_task_wait(c.other, 30, &r), NIMBUS_ETIMEDOUT);
-  assert_true(nb_mono_ms() - t0 >= 30);
-  nimbus_task_release(c.submitted);
-  nimbus_task_release(c.other);
-  nimbus_agent_free(a);
-}
-
-typedef struct slow_cb {
-  pthread_mutex_t mu;
-  int inside;    /* callbacks running now */
-  int most;      /* most ever running at once */
-  int entered;   /* callbacks started */
-  bool returned; /* the slow one returned */
-} slow_cb;
-
-static void slow_final(void *ctx, nimbus_task *t, const nimbus_reply *rp) {
-  (void)t;
-  (void)rp;
-  slow_cb *c = ctx;
-  pthread_mutex_lock(&c->mu);
-  c->inside++;
-  c->entered++;
-  if (c->inside > c->most)
-    c->most = c->inside;
-  pthread_mutex_unlock(&c->mu);
-  usleep(100000);
-  pthread_mutex_lock(&c->mu);
-  c->inside--;
-  c->returned = true;
-  pthread_mutex_unlock(&c->mu);
-}
-
-typedef struct feeder {
-  nimbus_agent *a;
-  const char *id;
-} feeder;
-
-static void *feed_later(void *arg) {
-  feeder *f = arg;
-  feed_ok(f->a, f->id);
-  return NULL;
-}
-
-/* Two threads delivering at once still call back one at a time; releasing
- * a task from another thread while its callback runs waits for it. */
-static void test_callback_serial_release(void **state) {
-  (void)state;
-  nimbus_agent *a = agent_make(0, 0, 0);
-  slow_cb c = {.mu = PTHREAD_MUTEX_INITIALIZER};
-  nimbus_submit_opts so = {.on_final = slow_final, .ctx = &c};
-  nimbus_task *t1 = submit_simple(a, "serial-task-00001", &so);
-  nimbus_task *t2 = submit_simple(a, "serial-task-00002", &so);
-  feeder f1 = {a, "serial-task-00001"}, f2 = {a, "serial-task-00002"};
-  pthread_t th1, th2;
-  pthread_create(&th1, NULL, feed_later, &f1);
-  pthread_create(&th2, NULL, feed_later, &f2);
-  pthread_join(th1, NULL);
-  pthread_join(th2, NULL);
-  assert_int_equal(c.entered, 2);
-  assert_int_equal(c.most, 1);
-  nimbus_task_release(t1);
-  nimbus_task_release(t2);
-
-  /* Release while the callback runs on another thread. */
-  c.returned = false;
-  nimbus_task *t3 = submit_simple(a, "serial-task-00003", &so);
-  feeder f3 = {a, "serial-task-00003"};
-  pthread_t th3;
-  pthread_create(&th3, NULL, feed_later, &f3);
-  int in = 0;
-  for (int i = 0; i < 5000 && in == 0; i++) {
-    usleep(1000);
-    pthread_mutex_lock(&c.mu);
-    in = c.inside;
-    pthread_mutex_unlock(&c.mu);
-  }
-  assert_int_equal(in, 1);
-  nimbus_task_release(t3);
-  pthread_mutex_lock(&c.mu);
-  bool returned = c.returned;
-  pthread_mutex_unlock(&c.mu);
-  assert_true(returned);
-  pthread_join(th3, NULL);
-  nimbus_agent_free(a);
-}
-
 /* The re-send clock runs without a connection too (sending waits for the
  * connect): its interval doubles up to the cap, and a progress reply
  * restarts it. */
@@ -1040,8 +895,6 @@ int main(void) {
       cmocka_unit_test(test_callbacks),
       cmocka_unit_test(test_refused),
       cmocka_unit_test(test_notice),
-      cmocka_unit_test(test_callback_inline),
-      cmocka_unit_test(test_callback_serial_release),
       cmocka_unit_test(test_resend_clock),
       cmocka_unit_test(test_free_with_tasks),
       cmocka_unit_test(test_connect_refused),

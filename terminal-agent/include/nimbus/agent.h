@@ -11,27 +11,14 @@
  * up with nimbus_task_release. Waiting with a timeout never gives a task up.
  *
  * Threading: every function may be called from any thread; one mutex per
- * agent guards its state. Callbacks (on_final, on_progress, notices, and
- * the on_final of a task the broker refused) are called on Paho's receive
- * thread, as the message or acknowledgement arrives, one at a time (a
- * mutex per agent is held around each) and in the order they arrived.
- * Paho has one receive thread for all its clients in the process and
- * holds its own lock while it calls back, so while a callback runs no
- * agent in the process (nor any other Paho client) receives or sends:
- * callbacks must be short and must not block. The agent's own thread
- * only re-sends tasks when their clock runs out and never calls the
- * application. A callback may call nimbus_submit, which there never
- * blocks (block_ms is taken as 0: NIMBUS_EBUSY when full; a final reply
- * frees its task's slot before on_final is called, so on_final can submit
- * one task in its place unless another thread took the slot first),
- * nimbus_task_release on any task, its own included, and
- * nimbus_task_wait, which there never waits (the timeout is taken as 0:
- * NIMBUS_ETIMEDOUT for a task still pending, as its reply would come on
- * this very thread). It must not call nimbus_agent_free,
- * nor nimbus_agent_connect before the first connect succeeded (it
- * returns NIMBUS_EINVAL there). nimbus_agent_free must not run while
- * another thread still uses the agent or its tasks; it waits for a
- * callback still running, and none starts after it began.
+ * agent guards its state. The agent runs one thread of its own, which calls
+ * every callback, one at a time, and re-sends tasks when their clock runs
+ * out; Paho's threads never call the application. Callbacks must not block
+ * for long (re-sends wait meanwhile) and must not call nimbus_agent_free.
+ * They may call nimbus_submit (with block_ms 0 best: a blocking submit from
+ * a callback holds up the other callbacks) and nimbus_task_release, also on
+ * the task they were called for. nimbus_agent_free must not run while
+ * another thread still uses the agent or its tasks.
  *
  * A task refused by the broker (an MQTT 5 PUBACK reason code of 0x80 or
  * more, e.g. 0x87 not authorised, 0x97 quota exceeded) is final and never
@@ -171,9 +158,8 @@ typedef struct nimbus_submit_opts {
  * map); NIMBUS_ECONFLICT when a task with this id is already outstanding
  * here; NIMBUS_ETOOBIG for a task over 272 KiB encoded; NIMBUS_ECLOSED when
  * the agent is shutting down; NIMBUS_ENOMEM. The task is sent now if
- * connected, else on connect. `sopts` may be NULL. on_final may run (on
- * Paho's receive thread) before nimbus_submit has returned. In a callback
- * block_ms is taken as 0 (see Threading, at the top). */
+ * connected, else on connect. `sopts` may be NULL. on_final may run (on the
+ * agent's thread) before nimbus_submit has returned. */
 int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
                   size_t args_len, const uint8_t *data, size_t data_len,
                   bool has_data, const nimbus_submit_opts *sopts,
@@ -182,8 +168,7 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
 /* The task's id (borrowed, valid until release). */
 const char *nimbus_task_id(const nimbus_task *t);
 
-/* Waits at most timeout_ms (-1: forever; in a callback always 0, see
- * Threading at the top) for the final reply. Returns 0 and
+/* Waits at most timeout_ms (-1: forever) for the final reply. Returns 0 and
  * *out, a copy the caller frees with nimbus_reply_free (a cloud error is a
  * reply too: status "error"); NIMBUS_ETIMEDOUT (the task stays outstanding
  * and keeps being re-sent); NIMBUS_EREFUSED when the broker refused the
@@ -192,17 +177,14 @@ const char *nimbus_task_id(const nimbus_task *t);
 int nimbus_task_wait(nimbus_task *t, int timeout_ms, nimbus_reply **out);
 
 /* Gives the task up (no more re-sends, no callbacks after this returns:
- * called from another thread while the task's callback runs on Paho's
- * receive thread, it waits for that callback to return; called from the
- * task's own callback, it does not wait) and frees the handle. NULL is a
- * no-op. */
+ * called from another thread while the task's callback runs, it waits for
+ * that callback to return) and frees the handle. NULL is a no-op. */
 void nimbus_task_release(nimbus_task *t);
 
 /* Frees a reply from nimbus_task_wait. NULL is a no-op. */
 void nimbus_reply_free(nimbus_reply *r);
 
-/* Called (on Paho's receive thread, one at a time with the tasks'
- * callbacks) for each valid notice on
+/* Called (on the agent's thread) for each valid notice on
  * <prefix>/notify/<terminal>; `kind` and `notice`, the packed msgpack map,
  * are borrowed for the call. Set before connecting. */
 typedef void (*nimbus_notice_cb)(void *ctx, const char *kind,
