@@ -36,18 +36,6 @@
  * damaged or wrong path can make the broker read into memory. */
 #define FILE_MAX ((size_t)256 << 20)
 
-static void set_err(char *buf, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *buf, size_t cap, const char *fmt, ...) {
-  if (buf == NULL || cap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, cap, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- Roles and names ---------------------------------------------------*/
 
 static const char *const role_names[] = {"none", "terminal", "worker",
@@ -348,7 +336,7 @@ static int parse_line(ba_accounts *t, char *line, size_t lineno,
   char *c1 = strchr(line, ':');
   char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
   if (c2 == NULL) {
-    set_err(errbuf, errcap, "line %zu: expected <name>:<role>:<hash>",
+    nb_errf(errbuf, errcap, "line %zu: expected <name>:<role>:<hash>",
             lineno);
     return NIMBUS_EPROTO;
   }
@@ -357,17 +345,17 @@ static int parse_line(ba_accounts *t, char *line, size_t lineno,
   const char *name = line, *role_s = c1 + 1, *hash = c2 + 1;
   ba_role role;
   if (!ba_name_valid(name)) {
-    set_err(errbuf, errcap,
+    nb_errf(errbuf, errcap,
             "line %zu: invalid name (1-64 of [A-Za-z0-9._-])", lineno);
     return NIMBUS_EPROTO;
   }
   if (ba_role_parse(role_s, &role) != 0) {
-    set_err(errbuf, errcap, "line %zu: unknown role \"%.16s\"", lineno,
+    nb_errf(errbuf, errcap, "line %zu: unknown role \"%.16s\"", lineno,
             role_s);
     return NIMBUS_EPROTO;
   }
   if (!ba_hash_valid(hash)) {
-    set_err(errbuf, errcap, "line %zu: malformed or unsupported hash",
+    nb_errf(errbuf, errcap, "line %zu: malformed or unsupported hash",
             lineno);
     return NIMBUS_EPROTO;
   }
@@ -375,7 +363,7 @@ static int parse_line(ba_accounts *t, char *line, size_t lineno,
   if (n == NULL || h == NULL || reserve(t, t->n + 1) != 0) {
     free(n);
     free(h);
-    set_err(errbuf, errcap, "out of memory");
+    nb_errf(errbuf, errcap, "out of memory");
     return NIMBUS_ENOMEM;
   }
   t->v[t->n++] = (ba_account){.name = n, .role = role, .hash = h};
@@ -389,7 +377,7 @@ int ba_accounts_parse(const char *text, size_t len, ba_accounts **out,
   ba_accounts *t = ba_accounts_new();
   *out = NULL;
   if (t == NULL) {
-    set_err(errbuf, errcap, "out of memory");
+    nb_errf(errbuf, errcap, "out of memory");
     goto fail;
   }
   size_t pos = 0, lineno = 0;
@@ -399,7 +387,7 @@ int ba_accounts_parse(const char *text, size_t len, ba_accounts **out,
     size_t n = end - pos;
     lineno++;
     if (n > LINE_MAX_LEN) {
-      set_err(errbuf, errcap, "line %zu: longer than %d bytes", lineno,
+      nb_errf(errbuf, errcap, "line %zu: longer than %d bytes", lineno,
               LINE_MAX_LEN);
       rc = NIMBUS_EPROTO;
       goto fail;
@@ -408,7 +396,7 @@ int ba_accounts_parse(const char *text, size_t len, ba_accounts **out,
     line[n] = '\0';
     pos = end + 1;
     if (strlen(line) != n) {
-      set_err(errbuf, errcap, "line %zu: holds a NUL byte", lineno);
+      nb_errf(errbuf, errcap, "line %zu: holds a NUL byte", lineno);
       rc = NIMBUS_EPROTO;
       goto fail;
     }
@@ -422,7 +410,7 @@ int ba_accounts_parse(const char *text, size_t len, ba_accounts **out,
     qsort(t->v, t->n, sizeof t->v[0], cmp_account);
   for (size_t i = 1; i < t->n; i++) {
     if (strcmp(t->v[i - 1].name, t->v[i].name) == 0) {
-      set_err(errbuf, errcap, "account \"%s\" is listed twice",
+      nb_errf(errbuf, errcap, "account \"%s\" is listed twice",
               t->v[i].name);
       rc = NIMBUS_EPROTO;
       goto fail;
@@ -469,15 +457,15 @@ int ba_accounts_load(const char *path, ba_accounts **out, ba_file_id *id,
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     rc = errno == ENOENT ? NIMBUS_ENOTFOUND : NIMBUS_EIO;
-    set_err(errbuf, errcap, "cannot open %s: %s", path, strerror(errno));
+    nb_errf(errbuf, errcap, "cannot open %s: %s", path, strerror(errno));
     goto fail;
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    set_err(errbuf, errcap, "%s is not a regular file", path);
+    nb_errf(errbuf, errcap, "%s is not a regular file", path);
     goto fail;
   }
   if ((uint64_t)st.st_size > FILE_MAX) {
-    set_err(errbuf, errcap, "%s is larger than %zu bytes", path, FILE_MAX);
+    nb_errf(errbuf, errcap, "%s is larger than %zu bytes", path, FILE_MAX);
     goto fail;
   }
   /* Read to EOF rather than trusting st_size: an in-place edit may be
@@ -486,20 +474,20 @@ int ba_accounts_load(const char *path, ba_accounts **out, ba_file_id *id,
   buf = malloc(cap);
   if (buf == NULL) {
     rc = NIMBUS_ENOMEM;
-    set_err(errbuf, errcap, "out of memory reading %s", path);
+    nb_errf(errbuf, errcap, "out of memory reading %s", path);
     goto fail;
   }
   for (;;) {
     if (len == cap) {
       if (cap > FILE_MAX) {
-        set_err(errbuf, errcap, "%s is larger than %zu bytes", path,
+        nb_errf(errbuf, errcap, "%s is larger than %zu bytes", path,
                 FILE_MAX);
         goto fail;
       }
       char *nb = realloc(buf, cap * 2);
       if (nb == NULL) {
         rc = NIMBUS_ENOMEM;
-        set_err(errbuf, errcap, "out of memory reading %s", path);
+        nb_errf(errbuf, errcap, "out of memory reading %s", path);
         goto fail;
       }
       buf = nb;
@@ -509,7 +497,7 @@ int ba_accounts_load(const char *path, ba_accounts **out, ba_file_id *id,
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0) {
-      set_err(errbuf, errcap, "cannot read %s: %s", path, strerror(errno));
+      nb_errf(errbuf, errcap, "cannot read %s: %s", path, strerror(errno));
       goto fail;
     }
     if (r == 0)
@@ -518,7 +506,7 @@ int ba_accounts_load(const char *path, ba_accounts **out, ba_file_id *id,
   }
   rc = ba_accounts_parse(buf, len, out, why, sizeof why);
   if (rc != 0) {
-    set_err(errbuf, errcap, "%s: %s", path, why);
+    nb_errf(errbuf, errcap, "%s: %s", path, why);
     goto fail;
   }
   if (id != NULL)
@@ -551,19 +539,6 @@ static const char *split_path(const char *path, char *dir, size_t cap) {
   return slash + 1;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
                      size_t errcap) {
   char dir[4096], tmp[4096 + 64];
@@ -575,7 +550,7 @@ int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
   struct stat old;
   const char *base = split_path(path, dir, sizeof dir);
   if (strlen(path) >= sizeof dir || *base == '\0') {
-    set_err(errbuf, errcap, "invalid accounts path %s", path);
+    nb_errf(errbuf, errcap, "invalid accounts path %s", path);
     return NIMBUS_EIO;
   }
   /* The whole text first, so that one write() carries it. */
@@ -600,7 +575,7 @@ int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
   snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base);
   fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) {
-    set_err(errbuf, errcap, "cannot create a file in %s: %s", dir,
+    nb_errf(errbuf, errcap, "cannot create a file in %s: %s", dir,
             strerror(errno));
     goto fail;
   }
@@ -611,23 +586,23 @@ int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
   if (stat(path, &old) == 0 &&
       (old.st_uid != geteuid() || old.st_gid != getegid()) &&
       fchown(fd, old.st_uid, old.st_gid) != 0) {
-    set_err(errbuf, errcap, "cannot give the new %s to its owner: %s", path,
+    nb_errf(errbuf, errcap, "cannot give the new %s to its owner: %s", path,
             strerror(errno));
     goto fail;
   }
-  if (fchmod(fd, 0600) != 0 || write_all(fd, out, len) != 0 ||
+  if (fchmod(fd, 0600) != 0 || nb_write_all(fd, out, len) != 0 ||
       fsync(fd) != 0) {
-    set_err(errbuf, errcap, "cannot write %s: %s", tmp, strerror(errno));
+    nb_errf(errbuf, errcap, "cannot write %s: %s", tmp, strerror(errno));
     goto fail;
   }
   if (close(fd) != 0) {
     fd = -1;
-    set_err(errbuf, errcap, "cannot write %s: %s", tmp, strerror(errno));
+    nb_errf(errbuf, errcap, "cannot write %s: %s", tmp, strerror(errno));
     goto fail;
   }
   fd = -1;
   if (rename(tmp, path) != 0) {
-    set_err(errbuf, errcap, "cannot rename %s to %s: %s", tmp, path,
+    nb_errf(errbuf, errcap, "cannot rename %s to %s: %s", tmp, path,
             strerror(errno));
     goto fail;
   }
@@ -635,7 +610,7 @@ int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
   /* The rename is durable only once the directory is. */
   dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || fsync(dfd) != 0) {
-    set_err(errbuf, errcap, "cannot sync directory %s: %s", dir,
+    nb_errf(errbuf, errcap, "cannot sync directory %s: %s", dir,
             strerror(errno));
     goto fail;
   }
@@ -643,7 +618,7 @@ int ba_accounts_save(const ba_accounts *t, const char *path, char *errbuf,
   free(out);
   return 0;
 fail_nomem:
-  set_err(errbuf, errcap, "out of memory writing %s", path);
+  nb_errf(errbuf, errcap, "out of memory writing %s", path);
 fail:
   if (fd >= 0)
     close(fd);
@@ -661,18 +636,18 @@ int ba_accounts_lock(const char *path, int *fd, char *errbuf,
   int n = snprintf(lock, sizeof lock, "%s.nimbusctl.lock", path);
   *fd = -1;
   if (n < 0 || (size_t)n >= sizeof lock) {
-    set_err(errbuf, errcap, "accounts path too long");
+    nb_errf(errbuf, errcap, "accounts path too long");
     return NIMBUS_EIO;
   }
   int f = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (f < 0) {
-    set_err(errbuf, errcap, "cannot open lock file %s: %s", lock,
+    nb_errf(errbuf, errcap, "cannot open lock file %s: %s", lock,
             strerror(errno));
     return NIMBUS_EIO;
   }
   while (flock(f, LOCK_EX) != 0) {
     if (errno != EINTR) {
-      set_err(errbuf, errcap, "cannot lock %s: %s", lock, strerror(errno));
+      nb_errf(errbuf, errcap, "cannot lock %s: %s", lock, strerror(errno));
       close(f);
       return NIMBUS_EIO;
     }

@@ -35,6 +35,16 @@ bool nb_valid_terminal(const char *s, size_t n);
  * device ids (8-64), upload names (1-64). */
 bool nb_valid_token(const char *s, size_t n, size_t min, size_t max);
 
+/* Formats into `buf` (cap bytes, always NUL-terminated, truncated when
+ * long); a NULL buf or zero cap is a no-op. For functions that report
+ * failures in a caller's error buffer. */
+void nb_errf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes all `n` bytes of `p` to `fd`, retrying on EINTR and short writes.
+ * Returns 0, or -1 with errno set. */
+int nb_write_all(int fd, const void *p, size_t n);
+
 /* Copies at most cap-1 bytes of `src` into `dst` and NUL-terminates it.
  * Returns the length of `src`; a result >= cap means it was truncated. */
 size_t nb_strlcpy(char *dst, const char *src, size_t cap);

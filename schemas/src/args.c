@@ -31,7 +31,7 @@ static const msgpack_object *lookup(const msgpack_object *args, const char *key,
     return o;
   }
   if (required) {
-    sc_err(err, errcap, "args.%s is missing", key);
+    nb_errf(err, errcap, "args.%s is missing", key);
     *rc = NIMBUS_EINVAL;
   } else {
     *rc = NIMBUS_ENOTFOUND;
@@ -49,10 +49,10 @@ int sc_arg_str(const msgpack_object *args, const char *key, bool required,
   if (o->type != MSGPACK_OBJECT_STR || o->via.str.size < min ||
       o->via.str.size > max) {
     if (min == max)
-      sc_err(err, errcap, "args.%s must be a string of exactly %zu bytes", key,
+      nb_errf(err, errcap, "args.%s must be a string of exactly %zu bytes", key,
              min);
     else
-      sc_err(err, errcap, "args.%s must be a string of %zu to %zu bytes", key,
+      nb_errf(err, errcap, "args.%s must be a string of %zu to %zu bytes", key,
              min, max);
     return NIMBUS_EINVAL;
   }
@@ -70,7 +70,7 @@ int sc_arg_int(const msgpack_object *args, const char *key, bool required,
   if (o == NULL)
     return rc;
   if (!sc_obj_int(o, &v) || v < min || v > max) {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "args.%s must be a whole number from %" PRId64 " to %" PRId64, key,
            min, max);
     return NIMBUS_EINVAL;
@@ -107,7 +107,7 @@ int sc_arg_num(const msgpack_object *args, const char *key, bool required,
     *out = v;
     return 0;
   }
-  sc_err(err, errcap, "args.%s must be a number from %g to %g", key, min, max);
+  nb_errf(err, errcap, "args.%s must be a number from %g to %g", key, min, max);
   return NIMBUS_EINVAL;
 }
 
@@ -118,7 +118,7 @@ int sc_arg_bool(const msgpack_object *args, const char *key, bool required,
   if (o == NULL)
     return rc;
   if (o->type != MSGPACK_OBJECT_BOOLEAN) {
-    sc_err(err, errcap, "args.%s must be true or false", key);
+    nb_errf(err, errcap, "args.%s must be true or false", key);
     return NIMBUS_EINVAL;
   }
   *out = o->via.boolean;
@@ -133,7 +133,7 @@ int sc_arg_id(const msgpack_object *args, const char *key, bool required,
     return rc;
   if (o->type != MSGPACK_OBJECT_STR ||
       !sc_id_valid(o->via.str.ptr, o->via.str.size)) {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "args.%s must be a task id: 16-64 characters of A-Z a-z 0-9 _ -",
            key);
     return NIMBUS_EINVAL;
@@ -151,7 +151,7 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
   if (o == NULL)
     return rc;
   if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > max_items) {
-    sc_err(err, errcap, "args.%s must be an array of at most %zu item%s", key,
+    nb_errf(err, errcap, "args.%s must be an array of at most %zu item%s", key,
            max_items, max_items == 1 ? "" : "s");
     return NIMBUS_EINVAL;
   }

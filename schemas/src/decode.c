@@ -25,11 +25,11 @@ static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
 
   *zone = NULL;
   if (buf == NULL && len > 0) {
-    sc_err(err, errcap, "no buffer was given");
+    nb_errf(err, errcap, "no buffer was given");
     return NIMBUS_EINVAL;
   }
   if (len > max_bytes) {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "the message is %zu bytes, more than the %zu "
            "accepted",
            len, max_bytes);
@@ -40,7 +40,7 @@ static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
     goto fail;
   z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
   if (z == NULL) {
-    sc_err(err, errcap, "out of memory");
+    nb_errf(err, errcap, "out of memory");
     rc = NIMBUS_ENOMEM;
     goto fail;
   }
@@ -48,12 +48,12 @@ static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
   case MSGPACK_UNPACK_SUCCESS:
     break;
   case MSGPACK_UNPACK_NOMEM_ERROR:
-    sc_err(err, errcap, "out of memory");
+    nb_errf(err, errcap, "out of memory");
     rc = NIMBUS_ENOMEM;
     goto fail;
   default:
     /* The walker accepts nothing msgpack-c rejects; this is a guard. */
-    sc_err(err, errcap, "the message is not valid msgpack");
+    nb_errf(err, errcap, "the message is not valid msgpack");
     rc = NIMBUS_EPROTO;
     goto fail;
   }
@@ -73,7 +73,7 @@ static bool check_v(const msgpack_object *root, const char *who, char *err,
   const msgpack_object *o = sc_map_get(root, "v");
   if (o != NULL && sc_obj_int(o, &v) && v == SC_VERSION)
     return true;
-  sc_err(err, errcap,
+  nb_errf(err, errcap,
          "unsupported protocol version: field v must be %d (this %s speaks "
          "protocol version %d)",
          SC_VERSION, who, SC_VERSION);
@@ -89,33 +89,33 @@ int sc_task_decode(const uint8_t *buf, size_t len, sc_task *out, char *err,
   int rc;
 
   memset(out, 0, sizeof *out);
-  sc_err(err, errcap, "%s", "");
+  nb_errf(err, errcap, "%s", "");
   rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
                    err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
   if (out->root_.type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "the task is not a msgpack map");
+    nb_errf(err, errcap, "the task is not a msgpack map");
     goto fail;
   }
   if (!check_v(&out->root_, "cloud", err, errcap))
     goto fail;
   o = sc_map_get(&out->root_, "id");
   if (o == NULL) {
-    sc_err(err, errcap, "field id is missing; it must be " ID_RULE);
+    nb_errf(err, errcap, "field id is missing; it must be " ID_RULE);
     goto fail;
   }
   if (o->type != MSGPACK_OBJECT_STR ||
       !sc_id_valid(o->via.str.ptr, o->via.str.size)) {
-    sc_err(err, errcap, "field id must be " ID_RULE);
+    nb_errf(err, errcap, "field id must be " ID_RULE);
     goto fail;
   }
   memcpy(out->id, o->via.str.ptr, o->via.str.size);
   out->id[o->via.str.size] = '\0';
   o = sc_map_get(&out->root_, "args");
   if (o != NULL && o->type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "field args must be a map, not %s", sc_type_name(o));
+    nb_errf(err, errcap, "field args must be a map, not %s", sc_type_name(o));
     goto fail;
   }
   out->empty_args_.type = MSGPACK_OBJECT_MAP;
@@ -123,7 +123,7 @@ int sc_task_decode(const uint8_t *buf, size_t len, sc_task *out, char *err,
   o = sc_map_get(&out->root_, "data");
   if (o != NULL) {
     if (o->type != MSGPACK_OBJECT_BIN) {
-      sc_err(err, errcap, "field data must be bin, not %s", sc_type_name(o));
+      nb_errf(err, errcap, "field data must be bin, not %s", sc_type_name(o));
       goto fail;
     }
     out->has_data = true;
@@ -165,7 +165,7 @@ static bool opt_count(const msgpack_object *root, const char *key, int64_t *out,
     return true;
   if (sc_obj_int(o, out) && *out >= 0)
     return true;
-  sc_err(err, errcap, "field %s must be a whole number of at least 0", key);
+  nb_errf(err, errcap, "field %s must be a whole number of at least 0", key);
   return false;
 }
 
@@ -176,7 +176,7 @@ static bool opt_str(const msgpack_object *root, const char *key, const char **s,
   if (o == NULL)
     return true;
   if (o->type != MSGPACK_OBJECT_STR) {
-    sc_err(err, errcap, "field %s must be a string, not %s", key,
+    nb_errf(err, errcap, "field %s must be a string, not %s", key,
            sc_type_name(o));
     return false;
   }
@@ -194,14 +194,14 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
   int rc;
 
   memset(out, 0, sizeof *out);
-  sc_err(err, errcap, "%s", "");
+  nb_errf(err, errcap, "%s", "");
   rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
                    err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
   if (out->root_.type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "the reply is not a msgpack map");
+    nb_errf(err, errcap, "the reply is not a msgpack map");
     goto fail;
   }
   if (!check_v(&out->root_, "terminal", err, errcap))
@@ -209,7 +209,7 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
   o = sc_map_get(&out->root_, "id");
   if (o == NULL || o->type != MSGPACK_OBJECT_STR ||
       (o->via.str.size != 0 && !sc_id_valid(o->via.str.ptr, o->via.str.size))) {
-    sc_err(err, errcap, "field id must be \"\" or " ID_RULE);
+    nb_errf(err, errcap, "field id must be \"\" or " ID_RULE);
     goto fail;
   }
   memcpy(out->id, o->via.str.ptr, o->via.str.size);
@@ -223,22 +223,22 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
   } else if (sc_obj_is(o, "progress")) {
     out->status = SC_STATUS_PROGRESS;
   } else {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "field status must be \"ok\", \"error\" or \"progress\"");
     goto fail;
   }
   o = sc_map_get(&out->root_, "code");
   if (o == NULL || !sc_obj_int(o, &code) || code < 0 || code > 999) {
-    sc_err(err, errcap, "field code must be a whole number from 0 to 999");
+    nb_errf(err, errcap, "field code must be a whole number from 0 to 999");
     goto fail;
   }
   if (out->status != SC_STATUS_ERROR && code != 0) {
-    sc_err(err, errcap, "a reply with status %s must have code 0",
+    nb_errf(err, errcap, "a reply with status %s must have code 0",
            sc_status_name(out->status));
     goto fail;
   }
   if (out->status == SC_STATUS_ERROR && code == 0) {
-    sc_err(err, errcap, "an error reply must have a code other than 0");
+    nb_errf(err, errcap, "an error reply must have a code other than 0");
     goto fail;
   }
   out->code = (int)code;
@@ -247,21 +247,21 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
       !opt_str(&out->root_, "help", &out->help, &out->help_len, err, errcap))
     goto fail;
   if (out->status == SC_STATUS_ERROR && out->error == NULL) {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "an error reply must say what went wrong in field "
            "error");
     goto fail;
   }
   o = sc_map_get(&out->root_, "result");
   if (o != NULL && o->type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "field result must be a map, not %s", sc_type_name(o));
+    nb_errf(err, errcap, "field result must be a map, not %s", sc_type_name(o));
     goto fail;
   }
   out->result = o;
   o = sc_map_get(&out->root_, "data");
   if (o != NULL) {
     if (o->type != MSGPACK_OBJECT_BIN) {
-      sc_err(err, errcap, "field data must be bin, not %s", sc_type_name(o));
+      nb_errf(err, errcap, "field data must be bin, not %s", sc_type_name(o));
       goto fail;
     }
     out->has_data = true;
@@ -272,7 +272,7 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
       !opt_count(&out->root_, "total", &out->total, &has_total, err, errcap))
     goto fail;
   if (out->status == SC_STATUS_PROGRESS && (!has_done || !has_total)) {
-    sc_err(err, errcap, "a progress reply must have fields done and total");
+    nb_errf(err, errcap, "a progress reply must have fields done and total");
     goto fail;
   }
   out->zone_ = z;
@@ -318,14 +318,14 @@ int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
   int rc;
 
   memset(out, 0, sizeof *out);
-  sc_err(err, errcap, "%s", "");
+  nb_errf(err, errcap, "%s", "");
   rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
                    err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
   if (out->root_.type != MSGPACK_OBJECT_MAP) {
-    sc_err(err, errcap, "the notice is not a msgpack map");
+    nb_errf(err, errcap, "the notice is not a msgpack map");
     goto fail;
   }
   if (!check_v(&out->root_, "terminal", err, errcap))
@@ -333,7 +333,7 @@ int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
   o = sc_map_get(&out->root_, "kind");
   if (o == NULL || o->type != MSGPACK_OBJECT_STR ||
       !sc_kind_valid(o->via.str.ptr, o->via.str.size)) {
-    sc_err(err, errcap,
+    nb_errf(err, errcap,
            "field kind must be 1-64 characters of A-Z a-z 0-9 . _ -");
     goto fail;
   }
@@ -364,7 +364,7 @@ void sc_notice_fini(sc_notice *n) {
 int sc_value_decode_limits(const uint8_t *buf, size_t len, size_t max_bytes,
                            size_t max_values, msgpack_object *out,
                            msgpack_zone **out_zone, char *err, size_t errcap) {
-  sc_err(err, errcap, "%s", "");
+  nb_errf(err, errcap, "%s", "");
   memset(out, 0, sizeof *out);
   return decode_root(buf, len, max_bytes, max_values, out_zone, out, err,
                      errcap);

@@ -6,6 +6,7 @@
 #define SC_INTERNAL_H
 
 #include "sc.h"
+#include "nb_util.h"
 
 #include <stdarg.h>
 
@@ -31,10 +32,6 @@ void sc_salvage_id(const uint8_t *buf, size_t len, char *out);
 /* True when `s` (n bytes) is a notice kind: 1-64 bytes of [A-Za-z0-9._-],
  * like "agent.offer". */
 bool sc_kind_valid(const char *s, size_t n);
-
-/* snprintf into err when err is not NULL and errcap > 0. */
-void sc_err(char *err, size_t errcap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Writes `n` bytes of an untrusted key as a quoted, printable excerpt (at
  * most about 40 bytes of it) into out[cap]. */

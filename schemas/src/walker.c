@@ -208,7 +208,7 @@ static int keyref_cmp(const void *a, const void *b) {
 static void dup_err(const keyref *k, char *err, size_t errcap) {
   char q[200];
   sc_quote(q, sizeof q, k->p, k->n);
-  sc_err(err, errcap, "a map holds the key %s twice", q);
+  nb_errf(err, errcap, "a map holds the key %s twice", q);
 }
 
 /* ---- The walk ---------------------------------------------------------- */
@@ -236,7 +236,7 @@ static int push(walker *w, bool is_map, uint64_t count, char *err,
                   ? msgpack_zone_malloc(w->scratch, count * sizeof(keyref))
                   : NULL;
     if (f->keys == NULL) {
-      sc_err(err, errcap, "out of memory while checking a map's keys");
+      nb_errf(err, errcap, "out of memory while checking a map's keys");
       return NIMBUS_ENOMEM;
     }
   }
@@ -285,27 +285,27 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   int rc = NIMBUS_EPROTO;
 
   if (buf == NULL || len == 0) {
-    sc_err(err, errcap, "the message is empty");
+    nb_errf(err, errcap, "the message is empty");
     goto fail;
   }
   while (pending > 0) {
     head h;
     if (!read_head(buf + pos, len - pos, &h)) {
-      sc_err(err, errcap, MSG_TRUNCATED);
+      nb_errf(err, errcap, MSG_TRUNCATED);
       goto fail;
     }
     if (h.kind == HEAD_BAD) {
-      sc_err(err, errcap, "the byte 0xc1 is not valid msgpack");
+      nb_errf(err, errcap, "the byte 0xc1 is not valid msgpack");
       goto fail;
     }
     if (h.kind == HEAD_EXT) {
-      sc_err(err, errcap,
+      nb_errf(err, errcap,
              "the message holds a msgpack ext value, which this protocol "
              "does not use");
       goto fail;
     }
     if (++values > lim->max_values) {
-      sc_err(err, errcap, "the message holds more than %zu values",
+      nb_errf(err, errcap, "the message holds more than %zu values",
              lim->max_values);
       goto fail;
     }
@@ -313,7 +313,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
     frame *top = w.depth ? &w.frames[w.depth - 1] : NULL;
     bool is_key = top && top->is_map && top->left % 2 == 0;
     if (is_key && h.kind != HEAD_STR) {
-      sc_err(err, errcap, "a map key must be a string, not %s",
+      nb_errf(err, errcap, "a map key must be a string, not %s",
              head_name(&h, buf[pos]));
       goto fail;
     }
@@ -323,12 +323,12 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
     if (h.kind == HEAD_ARRAY || h.kind == HEAD_MAP) {
       bool is_map = h.kind == HEAD_MAP;
       if (w.depth + 1 > max_depth) {
-        sc_err(err, errcap, "nesting deeper than %zu levels", max_depth);
+        nb_errf(err, errcap, "nesting deeper than %zu levels", max_depth);
         goto fail;
       }
       pending += is_map ? 2 * h.count : h.count;
       if (pending > len - pos) {
-        sc_err(err, errcap, MSG_TRUNCATED);
+        nb_errf(err, errcap, MSG_TRUNCATED);
         goto fail;
       }
       rc = push(&w, is_map, h.count, err, errcap);
@@ -337,11 +337,11 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
       rc = NIMBUS_EPROTO;
     } else {
       if (h.body > len - pos) {
-        sc_err(err, errcap, MSG_TRUNCATED);
+        nb_errf(err, errcap, MSG_TRUNCATED);
         goto fail;
       }
       if (h.kind == HEAD_STR && h.body > SC_MAX_STR) {
-        sc_err(err, errcap, "a string is longer than %d bytes", SC_MAX_STR);
+        nb_errf(err, errcap, "a string is longer than %d bytes", SC_MAX_STR);
         goto fail;
       }
       if (is_key && add_key(top, buf + pos, (size_t)h.body, err, errcap))
@@ -350,7 +350,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
     }
     /* Everything still declared must fit in what remains. */
     if (pending > len - pos) {
-      sc_err(err, errcap, MSG_TRUNCATED);
+      nb_errf(err, errcap, MSG_TRUNCATED);
       goto fail;
     }
     while (w.depth > 0 && w.frames[w.depth - 1].left == 0) {
@@ -362,7 +362,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   }
   if (pos != len) {
     size_t extra = len - pos;
-    sc_err(err, errcap, "the message has %zu byte%s after its end", extra,
+    nb_errf(err, errcap, "the message has %zu byte%s after its end", extra,
            extra == 1 ? "" : "s");
     goto fail;
   }
@@ -438,15 +438,6 @@ void sc_salvage_id(const uint8_t *buf, size_t len, char *out) {
 }
 
 /* ---- Small helpers ----------------------------------------------------- */
-
-void sc_err(char *err, size_t errcap, const char *fmt, ...) {
-  if (err == NULL || errcap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errcap, fmt, ap);
-  va_end(ap);
-}
 
 void sc_quote(char *out, size_t cap, const uint8_t *p, size_t n) {
   static const char hex[] = "0123456789abcdef";

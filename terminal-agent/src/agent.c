@@ -42,18 +42,6 @@ static char *ag_strdup_printf(const char *fmt, ...) {
   return s;
 }
 
-static void ag_seterr(char *err, size_t errcap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void ag_seterr(char *err, size_t errcap, const char *fmt, ...) {
-  if (err == NULL || errcap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errcap, fmt, ap);
-  va_end(ap);
-}
-
 /* A topic prefix is one or more levels without wildcards. */
 static bool ag_prefix_valid(const char *p) {
   size_t n = strlen(p);
@@ -84,30 +72,30 @@ static char *ag_state_dir(const nimbus_agent_opts *o) {
 
 static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
   if (o->uri == NULL || o->uri[0] == '\0') {
-    ag_seterr(err, errcap, "the broker's URI is missing");
+    nb_errf(err, errcap, "the broker's URI is missing");
     return NIMBUS_EINVAL;
   }
   if (o->terminal == NULL || o->terminal[0] == '\0') {
-    ag_seterr(err, errcap, "the terminal id is missing");
+    nb_errf(err, errcap, "the terminal id is missing");
     return NIMBUS_EINVAL;
   }
   if (!nb_valid_terminal(o->terminal, strlen(o->terminal))) {
-    ag_seterr(err, errcap,
+    nb_errf(err, errcap,
               "terminal id \"%.64s\" is not 1-64 bytes of [A-Za-z0-9._-]",
               o->terminal);
     return NIMBUS_EINVAL;
   }
   if (o->password == NULL) {
-    ag_seterr(err, errcap, "the password is missing");
+    nb_errf(err, errcap, "the password is missing");
     return NIMBUS_EINVAL;
   }
   if (o->device_id != NULL &&
       !nb_valid_token(o->device_id, strlen(o->device_id), 8, 64)) {
-    ag_seterr(err, errcap, "device id is not 8-64 bytes of [A-Za-z0-9_-]");
+    nb_errf(err, errcap, "device id is not 8-64 bytes of [A-Za-z0-9_-]");
     return NIMBUS_EINVAL;
   }
   if (o->prefix != NULL && !ag_prefix_valid(o->prefix)) {
-    ag_seterr(err, errcap,
+    nb_errf(err, errcap,
               "topic prefix \"%.64s\" is empty, has a wildcard or a "
               "leading or trailing /",
               o->prefix);
@@ -116,14 +104,14 @@ static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
   if (o->max_inflight < 0 || o->max_inflight > AG_MAX_INFLIGHT ||
       o->resend_ms < 0 || o->resend_max_ms < 0 || o->session_expiry_s < 0 ||
       o->keepalive_s < 0 || o->keepalive_s > 65535) {
-    ag_seterr(err, errcap, "a numeric option is out of range");
+    nb_errf(err, errcap, "a numeric option is out of range");
     return NIMBUS_EINVAL;
   }
   int resend = o->resend_ms > 0 ? o->resend_ms : AG_DEFAULT_RESEND_MS;
   int resend_max =
       o->resend_max_ms > 0 ? o->resend_max_ms : AG_DEFAULT_RESEND_MAX_MS;
   if (resend_max < resend) {
-    ag_seterr(err, errcap, "resend_max_ms (%d) is below resend_ms (%d)",
+    nb_errf(err, errcap, "resend_max_ms (%d) is below resend_ms (%d)",
               resend_max, resend);
     return NIMBUS_EINVAL;
   }
@@ -152,7 +140,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   if (out != NULL)
     *out = NULL;
   if (opts == NULL || out == NULL) {
-    ag_seterr(err, errcap, "no options or no place for the agent");
+    nb_errf(err, errcap, "no options or no place for the agent");
     return NIMBUS_EINVAL;
   }
   if ((rc = ag_opts_check(opts, err, errcap)) != 0)
@@ -162,7 +150,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
    * first task's round trip. Without random bytes there are no task ids. */
   unsigned char warm;
   if (nb_random_bytes(&warm, 1) != 0) {
-    ag_seterr(err, errcap, "no random bytes for task ids");
+    nb_errf(err, errcap, "no random bytes for task ids");
     return NIMBUS_ESYS;
   }
   if (opts->device_id != NULL) {
@@ -170,7 +158,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   } else {
     state_dir = ag_state_dir(opts);
     if (state_dir == NULL) {
-      ag_seterr(err, errcap,
+      nb_errf(err, errcap,
                 "no state directory: set NIMBUS_STATE_DIR or HOME");
       return NIMBUS_EINVAL;
     }
@@ -233,7 +221,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   a->notify_topic_len = strlen(a->notify_topic);
 
   if (pthread_create(&a->thread, NULL, ag_loop, a) != 0) {
-    ag_seterr(err, errcap, "cannot start the agent's thread");
+    nb_errf(err, errcap, "cannot start the agent's thread");
     rc = NIMBUS_ESYS;
     goto fail;
   }

@@ -92,19 +92,6 @@ static int ag_device_id_read(const char *path, char *out, size_t cap, char *err,
   return 0;
 }
 
-static int ag_write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int ag_device_id_load(const char *dir, char *out, size_t cap, char *err,
                       size_t errcap) {
   char path[4200], tmp[4220];
@@ -140,7 +127,7 @@ int ag_device_id_load(const char *dir, char *out, size_t cap, char *err,
     return NIMBUS_EIO;
   }
   tmp_made = true;
-  if (ag_write_all(fd, id, idn + 1) != 0 || fsync(fd) != 0) {
+  if (nb_write_all(fd, id, idn + 1) != 0 || fsync(fd) != 0) {
     snprintf(err, errcap, "cannot write %s: %s", tmp, strerror(errno));
     rc = NIMBUS_EIO;
     goto fail;
