@@ -12,7 +12,7 @@ export NB_ITEST_RESEND_MS=1500 NB_ITEST_TIMEOUT_MS=45000
 client=$!
 nb_wait_for "[ \$(nb_redis KEYS 'nb:claim:grace:*' | wc -l) -ge 3 ]" 10 ||
   nb_fail "the tasks never started"
-nb_stack restart-broker "$NB_DIR" --kill --down 1 ||
+nb_stack restart "$NB_DIR" broker --kill --down 1 ||
   nb_fail "the broker did not come back"
 nb_log "broker killed and restarted with $(nb_redis KEYS 'nb:claim:grace:*' | wc -l) claims live"
 
