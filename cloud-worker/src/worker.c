@@ -868,19 +868,35 @@ static void subscribe_all(wk_worker *w) {
     ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_catch_all_sub_ok;
     ro.onFailure5 = on_sub_fail;
     ro.context = w;
+    /* A retained task must never be acted on (PROTOCOL.md). A broker
+     * forwards a retained publish to existing subscribers with the flag
+     * cleared unless they asked for it as published; and none is wanted at
+     * subscribe time. */
+    MQTTSubscribe_options so = MQTTSubscribe_options_initializer;
+    so.retainAsPublished = 1;
+    so.retainHandling = 2;
+    ro.subscribeOptions = so;
     int rc;
     if (pass == 0) {
       int *qos = calloc(ntyped, sizeof *qos);
-      if (qos == NULL) {
+      MQTTSubscribe_options *opts = calloc(ntyped, sizeof *opts);
+      if (qos == NULL || opts == NULL) {
+        free(qos);
+        free(opts);
         MQTTProperties_free(&props);
         set_sub_state(w, -1, "out of memory");
         return;
       }
-      for (size_t i = 0; i < ntyped; i++)
+      for (size_t i = 0; i < ntyped; i++) {
         qos[i] = 1;
+        opts[i] = so;
+      }
+      ro.subscribeOptionsList = opts;
+      ro.subscribeOptionsCount = (int)ntyped;
       rc = MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos,
                                    &ro);
       free(qos);
+      free(opts);
     } else {
       rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], 0, &ro);
     }
