@@ -14,6 +14,7 @@
 #include "nimbus/errors.h"
 
 #include <MQTTAsync.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -85,6 +86,11 @@ struct wk_worker {
   bool unsubscribed, disconnected;
   char sub_err[256];
   atomic_bool draining;
+
+  /* For the monitor topic. */
+  atomic_uint_fast64_t tasks_ok, tasks_error;
+  char monitor_topic[256];
+  char *will_payload;
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -166,6 +172,17 @@ void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk) {
 }
 
 static void publish(wk_worker *w, const char *terminal, const void *buf,
+                    size_t len, int qos);
+
+static void monitor_publish(wk_worker *w, const char *state);
+static char *monitor_json(wk_worker *w, const char *state);
+
+/* Counts one final reply for the monitor topic. */
+static void count_final(wk_worker *w, int code) {
+  atomic_fetch_add(code == 0 ? &w->tasks_ok : &w->tasks_error, 1);
+}
+
+static void publish(wk_worker *w, const char *terminal, const void *buf,
                     size_t len, int qos) {
   char topic[256];
   snprintf(topic, sizeof topic, "%s/reply/%s", w->cfg->prefix, terminal);
@@ -205,6 +222,7 @@ static void send_error(wk_worker *w, msgpack_sbuffer *out,
   r.result = result;
   r.result_len = result_len;
   send_reply(w, out, terminal, &r, 1);
+  count_final(w, code);
 }
 
 void wk_progress(wk_ctx *c, int64_t done, int64_t total) {
@@ -351,6 +369,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   switch (state) {
   case ST_CLAIM_DONE:
     publish(w, c->terminal, stored, stored_len, 1);
+    count_final(w, 0);
     free(stored);
     return;
   case ST_CLAIM_CONFLICT: {
@@ -401,6 +420,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
       NB_WARN("WK-REDIS", "release of %s/%s failed: %s", c->terminal,
               c->task->id, st_redis_errstr(ts->redis));
     publish(w, c->terminal, ts->out.data, ts->out.size, 1);
+    count_final(w, code);
     return;
   }
   rc = st_task_commit(ts->redis, c->terminal, c->task->id, cfg->worker_id,
@@ -422,6 +442,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
     return;
   }
   publish(w, c->terminal, ts->out.data, ts->out.size, 1);
+  count_final(w, 0);
 }
 
 static void process_job(thread_state *ts, job *j) {
@@ -490,6 +511,7 @@ static void process_job(thread_state *ts, job *j) {
       NB_INFO("WK-TASK-ERROR", "%s %s/%s: %d %s", type, terminal, task.id,
               code, c.error);
     publish(w, terminal, ts->out.data, ts->out.size, 1);
+    count_final(w, code);
   }
   ctx_fini(&c);
 done:
@@ -695,6 +717,7 @@ static void *renew_main(void *arg) {
     if (r != NULL) {
       renew_live(w, r);
       if (nb_mono_ms() >= next_types) {
+        monitor_publish(w, atomic_load(&w->draining) ? "stopping" : "up");
         refresh_types(w, r);
         next_types = nb_mono_ms() + 5000;
       }
@@ -711,6 +734,68 @@ static void *renew_main(void *arg) {
   pthread_mutex_unlock(&w->rmu);
   st_redis_free(r);
   return NULL;
+}
+
+/* ---- Monitor topic ----------------------------------------------------- */
+
+/* The worker's state as JSON for <prefix>/monitor/worker/<id> (retained):
+ * {"worker", "state" (up, stopping, stopped; "down" is the broker's will
+ * for a worker that vanished), "ts", "types", "threads", "tasks" {"ok",
+ * "error"}, "queued", "running"}. Returns a malloc'd string or NULL. */
+static char *monitor_json(wk_worker *w, const char *state) {
+  cJSON *o = cJSON_CreateObject();
+  if (o == NULL)
+    return NULL;
+  cJSON_AddStringToObject(o, "worker", w->cfg->worker_id);
+  cJSON_AddStringToObject(o, "state", state);
+  cJSON_AddNumberToObject(o, "ts", (double)nb_now_ms());
+  if (strcmp(state, "down") != 0) {
+    cJSON *types = cJSON_AddArrayToObject(o, "types");
+    for (size_t i = 0; types != NULL && i < w->nhandlers; i++)
+      cJSON_AddItemToArray(types, cJSON_CreateString(w->handlers[i]->type));
+    cJSON *th = cJSON_AddObjectToObject(o, "threads");
+    cJSON *tasks = cJSON_AddObjectToObject(o, "tasks");
+    size_t queued = 0, running = 0;
+    for (int i = 0; i < LANES; i++) {
+      pthread_mutex_lock(&w->lanes[i].mu);
+      queued += w->lanes[i].qlen;
+      running += w->lanes[i].busy;
+      pthread_mutex_unlock(&w->lanes[i].mu);
+    }
+    if (th != NULL) {
+      cJSON_AddNumberToObject(th, "quick",
+                              (double)w->lanes[LANE_QUICK].nthreads);
+      cJSON_AddNumberToObject(th, "heavy",
+                              (double)w->lanes[LANE_HEAVY].nthreads);
+    }
+    if (tasks != NULL) {
+      cJSON_AddNumberToObject(tasks, "ok", (double)atomic_load(&w->tasks_ok));
+      cJSON_AddNumberToObject(tasks, "error",
+                              (double)atomic_load(&w->tasks_error));
+    }
+    cJSON_AddNumberToObject(o, "queued", (double)queued);
+    cJSON_AddNumberToObject(o, "running", (double)running);
+  }
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return text;
+}
+
+/* Publishes the worker's state, retained, so a monitor that subscribes
+ * later sees every worker's last word at once. */
+static void monitor_publish(wk_worker *w, const char *state) {
+  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
+    return;
+  char *text = monitor_json(w, state);
+  if (text == NULL)
+    return;
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = text;
+  m.payloadlen = (int)strlen(text);
+  m.qos = 1;
+  m.retained = 1;
+  (void)MQTTAsync_sendMessage(w->client, w->monitor_topic, &m, NULL);
+  cJSON_free(text);
 }
 
 /* ---- MQTT session ------------------------------------------------------------ */
@@ -1035,12 +1120,20 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   pthread_mutex_init(&w->cmu, NULL);
   pthread_cond_init(&w->ccv, NULL);
   atomic_init(&w->draining, false);
+  atomic_init(&w->tasks_ok, 0);
+  atomic_init(&w->tasks_error, 0);
   int rc = choose_handlers(w, err, errcap);
   for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,
                     cfg->prefix, w->handlers[i]->type);
   if (rc == 0 && cfg->catch_all)
     rc = add_filter(w, "$share/nimbus-unserved/%s/task/+/+", cfg->prefix);
+  if (rc == 0) {
+    int n = snprintf(w->monitor_topic, sizeof w->monitor_topic,
+                     "%s/monitor/worker/%s", cfg->prefix, cfg->worker_id);
+    if (n < 0 || (size_t)n >= sizeof w->monitor_topic)
+      rc = NIMBUS_EINVAL;
+  }
   if (rc != 0) {
     if (rc != NIMBUS_ECONFIG)
       snprintf(err, errcap, "cannot set the worker up: %s",
@@ -1101,6 +1194,16 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
   opts.password = cfg->mqtt_password;
   opts.onFailure5 = on_connect_fail;
   opts.context = w;
+  /* A worker that vanishes is marked down by the broker. */
+  MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+  w->will_payload = monitor_json(w, "down");
+  if (w->will_payload != NULL) {
+    will.topicName = w->monitor_topic;
+    will.message = w->will_payload;
+    will.retained = 1;
+    will.qos = 1;
+    opts.will = &will;
+  }
   if ((rc = MQTTAsync_connect(w->client, &opts)) != MQTTASYNC_SUCCESS) {
     snprintf(err, errcap, "cannot connect to the broker at %s: %s", uri,
              MQTTAsync_strerror(rc));
@@ -1117,6 +1220,11 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
       break;
   }
   int state = w->sub_state;
+  if (state == 1) {
+    pthread_mutex_unlock(&w->cmu);
+    monitor_publish(w, "up");
+    pthread_mutex_lock(&w->cmu);
+  }
   if (state != 1)
     snprintf(err, errcap, "%s",
              state == 0 ? "the broker did not answer within 15 s"
@@ -1166,6 +1274,7 @@ static void wait_flag(wk_worker *w, bool *flag, int seconds) {
 
 void wk_worker_drain(wk_worker *w) {
   atomic_store(&w->draining, true);
+  monitor_publish(w, "stopping");
   if (w->client != NULL && MQTTAsync_isConnected(w->client)) {
     /* Leave the shared groups first, so the broker hands new tasks to the
      * rest of the pool; what already reached us is finished below. */
@@ -1187,6 +1296,7 @@ void wk_worker_drain(wk_worker *w) {
     pthread_join(w->renew_thread, NULL);
     w->renew_started = false;
   }
+  monitor_publish(w, "stopped");
   if (w->client != NULL && MQTTAsync_isConnected(w->client)) {
     /* Disconnect waits up to its timeout for replies still in flight. */
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
@@ -1211,6 +1321,7 @@ void wk_worker_free(wk_worker *w) {
     free(w->filters[i]);
   free(w->filters);
   free(w->handlers);
+  cJSON_free(w->will_payload);
   for (int i = 0; i < LANES; i++)
     lane_fini(&w->lanes[i]);
   for (size_t i = 0; i < w->ncloud; i++)
