@@ -8,6 +8,7 @@
  * harmless. A task of a type no worker of the cloud serves reaches one
  * worker through the catch-all shared group, which answers it with 400. */
 #include "wk.h"
+#include "st_blob.h"
 
 #include "nb_log.h"
 #include "nb_util.h"
@@ -85,6 +86,7 @@ struct wk_worker {
   bool unsubscribed, disconnected;
   char sub_err[256];
   atomic_bool draining;
+  st_blobstore *blobs; /* the blob store; shared, thread-safe */
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -478,6 +480,7 @@ static void process_job(thread_state *ts, job *j) {
   c.type = type;
   c.task = &task;
   c.args = task.args;
+  c.blobs = w->blobs;
   msgpack_sbuffer_init(&c.result);
   msgpack_packer_init(&c.pk, &c.result, msgpack_sbuffer_write);
   if (h->changes_state) {
@@ -953,8 +956,9 @@ static int add_handler(wk_worker *w, const wk_handler *h) {
 
 static const wk_handler *lookup_builtin(const wk_config *cfg,
                                         const char *type, size_t n) {
-  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
-  for (size_t t = 0; t < 2; t++) {
+  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
+                                wk_blob_handlers};
+  for (size_t t = 0; t < 3; t++) {
     if (tables[t] == wk_diag_handlers && !cfg->diag)
       continue;
     for (const wk_handler *h = tables[t]; h->type != NULL; h++)
@@ -970,8 +974,9 @@ static int choose_handlers(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   int rc = 0;
   if (cfg->types == NULL || cfg->types[0] == '\0') {
-    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
-    for (size_t t = 0; t < 2 && rc == 0; t++) {
+    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
+                                  wk_blob_handlers};
+    for (size_t t = 0; t < 3 && rc == 0; t++) {
       if (tables[t] == wk_diag_handlers && !cfg->diag)
         continue;
       for (const wk_handler *h = tables[t]; h->type != NULL && rc == 0; h++)
@@ -1020,6 +1025,15 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   pthread_cond_init(&w->ccv, NULL);
   atomic_init(&w->draining, false);
   int rc = choose_handlers(w, err, errcap);
+  if (rc == 0) {
+    /* Every worker opens the store, so that a pool can split blob types
+     * between workers and each finds the same files. */
+    rc = st_blobstore_open(cfg->data_dir, &w->blobs, err, errcap);
+    if (rc != 0) {
+      wk_worker_free(w);
+      return NIMBUS_ECONFIG;
+    }
+  }
   for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,
                     cfg->prefix, w->handlers[i]->type);
@@ -1206,5 +1220,6 @@ void wk_worker_free(wk_worker *w) {
   pthread_mutex_destroy(&w->tmu);
   pthread_mutex_destroy(&w->cmu);
   pthread_cond_destroy(&w->ccv);
+  st_blobstore_free(w->blobs);
   free(w);
 }
