@@ -127,7 +127,7 @@ static int no_upload(wk_ctx *c, const char *up) {
                  "there is no upload named \"%s\" for this terminal", up);
 }
 
-/* ---- blob.put -------------------------------------------------------------- */
+/* ---- blob.put ------------------------------------------------------------ */
 
 static int h_blob_put(wk_ctx *c) {
   char up[65], sha_hex[65];
@@ -209,7 +209,7 @@ out:
   return code;
 }
 
-/* ---- blob.status ----------------------------------------------------------- */
+/* ---- blob.status --------------------------------------------------------- */
 
 static int h_blob_status(wk_ctx *c) {
   char up[65];
@@ -231,7 +231,7 @@ static int h_blob_status(wk_ctx *c) {
   return code;
 }
 
-/* ---- blob.commit ----------------------------------------------------------- */
+/* ---- blob.commit --------------------------------------------------------- */
 
 /* Called per segment while a commit hashes: stops on task.cancel or a lost
  * claim and reports progress about every 64 MiB. */
@@ -355,7 +355,7 @@ out:
   return code;
 }
 
-/* ---- blob.has -------------------------------------------------------------- */
+/* ---- blob.has ------------------------------------------------------------ */
 
 static int h_blob_has(wk_ctx *c) {
   const msgpack_object *arr = NULL;
@@ -404,7 +404,7 @@ out:
   return code;
 }
 
-/* ---- blob.get -------------------------------------------------------------- */
+/* ---- blob.get ------------------------------------------------------------ */
 
 static int h_blob_get(wk_ctx *c) {
   char hex[65];

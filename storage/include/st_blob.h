@@ -35,7 +35,7 @@
 /* Number of segments of a blob of `size` bytes (an empty blob has none). */
 uint64_t st_blob_nsegs(uint64_t size);
 
-/* ---- The store on disk ---------------------------------------------------- */
+/* ---- The store on disk --------------------------------------------------- */
 
 typedef struct st_blobstore st_blobstore;
 
