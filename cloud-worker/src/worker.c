@@ -686,7 +686,13 @@ static void *renew_main(void *arg) {
   wk_worker *w = arg;
   st_redis *r = NULL;
   char err[256];
-  int64_t next_types = 0;
+  int64_t next_types = 0, next_sweep = 0;
+  /* Abandoned uploads: their Redis records expire after upload_ttl from
+   * their last put, which follows the staging write, so a file idle for
+   * upload_ttl plus a margin belongs to no live upload. */
+  int64_t ttl = w->cfg->upload_ttl_ms;
+  int64_t sweep_every = ttl / 2 < 600000 ? ttl / 2 : 600000;
+  int64_t margin = ttl < 60000 ? ttl : 60000;
   pthread_mutex_lock(&w->rmu);
   while (!w->renew_stop) {
     pthread_mutex_unlock(&w->rmu);
@@ -701,6 +707,15 @@ static void *renew_main(void *arg) {
         refresh_types(w, r);
         next_types = nb_mono_ms() + 5000;
       }
+    }
+    if (w->blobs != NULL && nb_mono_ms() >= next_sweep) {
+      size_t removed = 0;
+      if (st_blobstore_sweep(w->blobs, ttl + margin, &removed) != 0)
+        NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
+      if (removed > 0)
+        NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files",
+                removed);
+      next_sweep = nb_mono_ms() + sweep_every;
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);

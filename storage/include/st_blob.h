@@ -97,6 +97,12 @@ int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
 int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,
                             const char *upload);
 
+/* Removes staging files not written for more than max_age_ms (uploads
+ * abandoned: their Redis records expired with upload_ttl) and sets
+ * *removed (may be NULL) to their count. Returns 0 or NIMBUS_EIO (files
+ * removed before the error stay removed). */
+int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed);
+
 /* Sets *exists to whether the store holds blob `hash`. Returns 0 or
  * NIMBUS_EIO. */
 int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);

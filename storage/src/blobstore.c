@@ -17,6 +17,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -46,6 +47,7 @@ typedef struct blob_backend {
   int (*has)(st_blobstore *s, const uint8_t hash[32], bool *exists);
   int (*read)(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
               void *buf, size_t n, size_t *got);
+  int (*sweep)(st_blobstore *s, int64_t max_age_ms, size_t *removed);
 } blob_backend;
 
 struct st_blobstore {
@@ -369,9 +371,41 @@ static int local_read(st_blobstore *s, const uint8_t hash[32],
   return rc;
 }
 
+static int local_sweep(st_blobstore *s, int64_t max_age_ms,
+                       size_t *removed) {
+  char dir[PATH_CAP];
+  size_t n = 0;
+  int rc = 0;
+  snprintf(dir, sizeof dir, "%s/staging", s->dir);
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return fail_io("cannot open directory %s", dir);
+  int64_t now = nb_now_ms();
+  int dfd = dirfd(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    struct stat st;
+    if (e->d_name[0] == '.')
+      continue;
+    if (fstatat(dfd, e->d_name, &st, 0) != 0)
+      continue; /* gone meanwhile: committed or discarded */
+    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 +
+                    st.st_mtim.tv_nsec / 1000000;
+    if (now - mtime <= max_age_ms)
+      continue;
+    if (unlinkat(dfd, e->d_name, 0) == 0)
+      n++;
+    else if (errno != ENOENT)
+      rc = fail_io("cannot remove staging file %s/%.64s", dir, e->d_name);
+  }
+  closedir(d);
+  if (removed != NULL)
+    *removed = n;
+  return rc;
+}
+
 static const blob_backend local_backend = {
-    local_stage,        local_stage_hash, local_blob_hash, local_stage_commit,
-    local_stage_drop,   local_has,        local_read,
+    local_stage,      local_stage_hash, local_blob_hash, local_stage_commit,
+    local_stage_drop, local_has,        local_read,      local_sweep,
 };
 
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
@@ -452,4 +486,8 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
                       uint64_t offset, void *buf, size_t n, size_t *got) {
   return s->ops->read(s, hash, offset, buf, n, got);
+}
+
+int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed) {
+  return s->ops->sweep(s, max_age_ms, removed);
 }

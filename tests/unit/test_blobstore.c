@@ -1,8 +1,9 @@
 /* Unit tests of the local blob store (st_blob.h) in a temporary directory:
  * staged segments out of order and their hashes, a commit's atomic move
  * into the content-addressed layout, identical content stored once,
- * ranges read back, staging names that hold no terminal string, and a
- * longer leftover staging file cut to the blob's size. */
+ * ranges read back, staging names that hold no terminal string, a
+ * longer leftover staging file cut to the blob's size, and the sweep of
+ * abandoned staging files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,10 +15,12 @@
 #include "st_blob.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SEG ST_SEGMENT
@@ -238,6 +241,37 @@ static void test_empty_blob(void **state) {
   assert_true(has);
 }
 
+static void test_sweep(void **state) {
+  fixture *f = *state;
+  char dir[256], path[600];
+  stage_all(f, "old", "u");
+  stage_all(f, "new", "u");
+  snprintf(dir, sizeof dir, "%s/staging", f->root);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  /* Age one file by an hour. */
+  int aged = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL && aged == 0;) {
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct timespec ts[2];
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= 3600;
+    ts[1] = ts[0];
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+    aged = 1;
+  }
+  closedir(d);
+  size_t removed = 99;
+  assert_int_equal(st_blobstore_sweep(f->s, 600000, &removed), 0);
+  assert_int_equal(removed, 1);
+  assert_int_equal(count_files(dir), 1);
+  assert_int_equal(st_blobstore_sweep(f->s, 600000, &removed), 0);
+  assert_int_equal(removed, 0);
+  assert_int_equal(count_files(dir), 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_nsegs),
@@ -250,6 +284,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_leftover_longer_file_is_cut,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
