@@ -2,8 +2,9 @@
 # byte file uploaded in five segments out of order, its status while a
 # segment is missing, a re-sent put replayed, the commit's hash, every
 # range read back byte for byte, blob.has and blob.get per terminal, the
-# same content from a second terminal stored once, an empty blob, and a
-# stored file damaged on disk refused with 500 rather than served.
+# same content from a second terminal stored once, a commit whose staging
+# file was already moved, an empty blob, and a stored file damaged on disk
+# refused with 500 rather than served.
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
 nb_terminal alice
@@ -114,6 +115,16 @@ cmp "$W/part" <(tail -c +786433 "$W/file" | head -c 262144) ||
 nb_terminal alice
 get "$sha" 0 100 "$W/part" >/dev/null
 cmp "$W/part" <(head -c 100 "$W/file") || nb_fail "alice reads other bytes after bob's upload"
+
+# A worker that dies after moving an upload into the store but before
+# recording the commit leaves no staging file: the re-sent commit finds
+# the blob in the store under its declared name and completes.
+for i in 0 1 2 3 4; do put up2 "$i" >/dev/null; done
+stage=$NIMBUS_DIR/blobs/staging/$(printf 'alice\nup2' | sha256sum | cut -c1-64)
+[[ -f $stage ]] || nb_fail "no staging file $stage"
+rm "$stage"
+r=$(call blob.commit '{"upload": "up2"}')
+nb_assert_eq "ok $sha" "$(jget "$r" 'r["status"] + " " + r["result"]["blob"]')" "commit with the staging file already moved"
 
 # An empty blob: one put of nothing, then the commit.
 : >"$W/empty"
