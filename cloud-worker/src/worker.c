@@ -1040,9 +1040,11 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   pthread_cond_init(&w->ccv, NULL);
   atomic_init(&w->draining, false);
   int rc = choose_handlers(w, err, errcap);
-  if (rc == 0) {
-    /* Every worker opens the store, so that a pool can split blob types
-     * between workers and each finds the same files. */
+  bool serves_blobs = false;
+  for (size_t i = 0; i < w->nhandlers; i++)
+    serves_blobs |= strncmp(w->handlers[i]->type, "blob.", 5) == 0;
+  if (rc == 0 && serves_blobs) {
+    /* A worker that serves no blob type needs no data directory. */
     rc = st_blobstore_open(cfg->data_dir, &w->blobs, err, errcap);
     if (rc != 0) {
       wk_worker_free(w);

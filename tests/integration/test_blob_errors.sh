@@ -1,6 +1,7 @@
 # What blob.put, blob.commit, blob.status, blob.has and blob.get refuse,
-# and that a refusal changes nothing: 413 over blob_max_bytes, 400 for a
-# misaligned offset or a wrongly sized segment, 409 for a size or SHA-256
+# and that a refusal changes nothing: 413 over blob_max_bytes (which ping
+# advertises), 400 for a misaligned offset or a wrongly sized segment, 409
+# for a size or SHA-256
 # other than the upload's first put, 422 for bytes that do not hash to the
 # declared SHA-256 (and the upload is gone afterwards), 404 for an unknown
 # upload, 400 for names that are not SHA-256 hex.
@@ -26,6 +27,8 @@ put() { # put UPLOAD OFFSET SIZE SHA FILE
   call blob.put "{\"upload\": \"$1\", \"offset\": $2, \"size\": $3, \"sha256\": \"$4\"}" --data-file "$5"
 }
 
+r=$(nb_agent ping --json)
+nb_assert_eq 1000000 "$(jget "$r" 'r["limits"]["blob_max"]')" "ping's limits.blob_max"
 r=$(put big 0 1000001 "$sha" "$W/seg0")
 nb_assert_eq 413 "$(code "$r")" "a blob over blob_max_bytes: $r"
 r=$(put u1 1000 600000 "$sha" "$W/seg0")
