@@ -1,10 +1,10 @@
 # What blob.put, blob.commit, blob.status, blob.has and blob.get refuse,
 # and that a refusal changes nothing: 413 over blob_max_bytes (which ping
 # advertises), 400 for a misaligned offset or a wrongly sized segment, 409
-# for a size or SHA-256
-# other than the upload's first put, 422 for bytes that do not hash to the
-# declared SHA-256 (and the upload is gone afterwards), 404 for an unknown
-# upload, 400 for names that are not SHA-256 hex.
+# for a size or SHA-256 other than the upload's first put, 422 for bytes
+# that do not hash to the declared SHA-256 (and the upload is gone
+# afterwards), 404 for an unknown upload, 400 for names that are not
+# SHA-256 hex.
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--blob-max-bytes 1000000"
 nb_stack_up 1
