@@ -26,8 +26,9 @@ static int h_ping(wk_ctx *c) {
   wk_pack_str(pk, "types");
   wk_pack_cloud_types(c->w, pk);
   wk_pack_str(pk, "limits");
-  msgpack_pack_map(pk, 10);
+  msgpack_pack_map(pk, 11);
   pack_kv_int(pk, "segment", SC_SEGMENT);
+  pack_kv_int(pk, "blob_max", cfg->blob_max_bytes);
   pack_kv_int(pk, "message", SC_MAX_MESSAGE);
   pack_kv_int(pk, "task", SC_MAX_TASK);
   pack_kv_int(pk, "max_inflight", cfg->max_inflight);

@@ -15,6 +15,7 @@
 
 #include "sc.h"
 #include "st.h"
+#include "st_blob.h"
 
 #include <msgpack.h>
 #include <stdatomic.h>
@@ -43,6 +44,7 @@ typedef struct wk_config {
   int64_t max_inflight;
   int64_t queue;
   char *data_dir;
+  int64_t blob_max_bytes;
   char *log_level;
 } wk_config;
 
@@ -63,6 +65,7 @@ typedef struct wk_ctx {
   wk_worker *w;
   const wk_config *cfg;
   st_redis *redis;      /* this thread's connection */
+  st_blobstore *blobs;  /* the worker's blob store */
   const char *terminal; /* from the topic, never from the payload */
   const char *type;
   const sc_task *task;
@@ -97,6 +100,7 @@ typedef struct wk_handler {
 /* The built-in handler tables, each terminated by {NULL}. */
 extern const wk_handler wk_core_handlers[];
 extern const wk_handler wk_diag_handlers[];
+extern const wk_handler wk_blob_handlers[];
 
 /* Fills c->error (and c->help when non-NULL) and returns `code`, so a
  * handler can `return wk_fail(c, 404, NULL, "no snapshot %s", id);`. */

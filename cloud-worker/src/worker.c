@@ -8,6 +8,7 @@
  * harmless. A task of a type no worker of the cloud serves reaches one
  * worker through the catch-all shared group, which answers it with 400. */
 #include "wk.h"
+#include "st_blob.h"
 
 #include "nb_log.h"
 #include "nb_util.h"
@@ -91,6 +92,7 @@ struct wk_worker {
   atomic_uint_fast64_t tasks_ok, tasks_error;
   char monitor_topic[256];
   char *will_payload;
+  st_blobstore *blobs; /* the blob store; shared, thread-safe */
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -499,6 +501,7 @@ static void process_job(thread_state *ts, job *j) {
   c.type = type;
   c.task = &task;
   c.args = task.args;
+  c.blobs = w->blobs;
   msgpack_sbuffer_init(&c.result);
   msgpack_packer_init(&c.pk, &c.result, msgpack_sbuffer_write);
   if (h->changes_state) {
@@ -705,7 +708,13 @@ static void *renew_main(void *arg) {
   wk_worker *w = arg;
   st_redis *r = NULL;
   char err[256];
-  int64_t next_types = 0;
+  int64_t next_types = 0, next_sweep = 0;
+  /* Abandoned uploads: their Redis records expire after upload_ttl from
+   * their last put, which follows the staging write, so a file idle for
+   * upload_ttl plus a margin belongs to no live upload. */
+  int64_t ttl = w->cfg->upload_ttl_ms;
+  int64_t sweep_every = ttl / 2 < 600000 ? ttl / 2 : 600000;
+  int64_t margin = ttl < 60000 ? ttl : 60000;
   pthread_mutex_lock(&w->rmu);
   while (!w->renew_stop) {
     pthread_mutex_unlock(&w->rmu);
@@ -721,6 +730,15 @@ static void *renew_main(void *arg) {
         refresh_types(w, r);
         next_types = nb_mono_ms() + 5000;
       }
+    }
+    if (w->blobs != NULL && nb_mono_ms() >= next_sweep) {
+      size_t removed = 0;
+      if (st_blobstore_sweep(w->blobs, ttl + margin, &removed) != 0)
+        NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
+      if (removed > 0)
+        NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files",
+                removed);
+      next_sweep = nb_mono_ms() + sweep_every;
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -1054,8 +1072,9 @@ static int add_handler(wk_worker *w, const wk_handler *h) {
 
 static const wk_handler *lookup_builtin(const wk_config *cfg,
                                         const char *type, size_t n) {
-  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
-  for (size_t t = 0; t < 2; t++) {
+  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
+                                wk_blob_handlers};
+  for (size_t t = 0; t < 3; t++) {
     if (tables[t] == wk_diag_handlers && !cfg->diag)
       continue;
     for (const wk_handler *h = tables[t]; h->type != NULL; h++)
@@ -1071,8 +1090,9 @@ static int choose_handlers(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   int rc = 0;
   if (cfg->types == NULL || cfg->types[0] == '\0') {
-    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers};
-    for (size_t t = 0; t < 2 && rc == 0; t++) {
+    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
+                                  wk_blob_handlers};
+    for (size_t t = 0; t < 3 && rc == 0; t++) {
       if (tables[t] == wk_diag_handlers && !cfg->diag)
         continue;
       for (const wk_handler *h = tables[t]; h->type != NULL && rc == 0; h++)
@@ -1123,6 +1143,17 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   atomic_init(&w->tasks_ok, 0);
   atomic_init(&w->tasks_error, 0);
   int rc = choose_handlers(w, err, errcap);
+  bool serves_blobs = false;
+  for (size_t i = 0; i < w->nhandlers; i++)
+    serves_blobs |= strncmp(w->handlers[i]->type, "blob.", 5) == 0;
+  if (rc == 0 && serves_blobs) {
+    /* A worker that serves no blob type needs no data directory. */
+    rc = st_blobstore_open(cfg->data_dir, &w->blobs, err, errcap);
+    if (rc != 0) {
+      wk_worker_free(w);
+      return NIMBUS_ECONFIG;
+    }
+  }
   for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,
                     cfg->prefix, w->handlers[i]->type);
@@ -1333,5 +1364,6 @@ void wk_worker_free(wk_worker *w) {
   pthread_mutex_destroy(&w->tmu);
   pthread_mutex_destroy(&w->cmu);
   pthread_cond_destroy(&w->ccv);
+  st_blobstore_free(w->blobs);
   free(w);
 }

@@ -9,6 +9,7 @@
  * them again. A broken connection is re-made once per call before the call
  * gives up with NIMBUS_EREDIS. */
 #include "st.h"
+#include "st_internal.h"
 
 #include "nb_util.h"
 #include "nimbus/errors.h"
@@ -649,3 +650,12 @@ int st_diag_count_get(st_redis *r, const char *key, int64_t *out) {
   freeReplyObject(rep);
   return 0;
 }
+
+/* ---- For the other model files (st_internal.h) -------------------------- */
+
+redisReply *st__cmd(st_redis *r, int argc, const char **argv,
+                    const size_t *lens) {
+  return cmd_argv(r, argc, argv, lens);
+}
+
+void st__set_err(st_redis *r, const char *what) { set_err(r, what); }

@@ -1,0 +1,509 @@
+/* The blob handlers (PROTOCOL.md, "Large objects: blobs"): blob.put,
+ * blob.status, blob.commit, blob.has and blob.get.
+ *
+ * Bytes live in the worker's blob store (st_blob.h), state in Redis. A put
+ * writes its segment durably to the upload's staging file before it
+ * answers, and its bit in the upload's bitmap is set by the dispatcher in
+ * the same script that records the reply, so a re-sent put replays and a
+ * failed one leaves no bit behind. A commit hashes the staging file once,
+ * whole and per segment, moves it into the content-addressed store and
+ * records the segment hashes; blob.get checks every byte it serves against
+ * them, so a file damaged on disk is reported, never handed out. Which
+ * blobs a terminal may read is a Redis set; a blob it may not read is
+ * answered exactly like one that does not exist. */
+#include "wk.h"
+
+#include "nb_log.h"
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* blob.has takes at most this many names (PROTOCOL.md). */
+#define HAS_MAX 1000
+
+static int redis_down(wk_ctx *c) {
+  return wk_fail(c, 503, "try again in a moment",
+                 "the cloud's state store is unavailable: %s",
+                 st_redis_errstr(c->redis));
+}
+
+static int disk_error(wk_ctx *c, const char *what) {
+  NB_ERROR("WK-BLOB-IO", "%s: %s", what, st_blobstore_errstr());
+  return wk_fail(c, 500, "try again later; if it persists, tell the "
+                 "cloud's operators",
+                 "the cloud could not %s", what);
+}
+
+/* Reads args.upload into up[65]: 1-64 of [A-Za-z0-9_-]. */
+static int arg_upload(wk_ctx *c, char up[65]) {
+  const char *s = NULL;
+  size_t n = 0;
+  if (sc_arg_str(c->args, "upload", true, 1, 64, &s, &n, c->error,
+                 sizeof c->error) != 0)
+    return 400;
+  if (!nb_valid_token(s, n, 1, 64))
+    return wk_fail(c, 400, NULL,
+                   "args.upload must be 1-64 characters of A-Z a-z 0-9 _ -");
+  memcpy(up, s, n);
+  up[n] = '\0';
+  return 0;
+}
+
+/* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
+static bool is_blob_name(const char *s, size_t n) {
+  if (n != 64)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
+static void hex_to_bytes(const char *hex, uint8_t out[32]) {
+  for (size_t i = 0; i < 32; i++) {
+    int hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
+    int lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0'
+                                   : hex[2 * i + 1] - 'a' + 10;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+}
+
+/* Reads args.<key>, a blob name, into hex[65] and, when non-NULL, raw[32]. */
+static int arg_blob(wk_ctx *c, const char *key, char hex[65],
+                    uint8_t raw[32]) {
+  const char *s = NULL;
+  size_t n = 0;
+  if (sc_arg_str(c->args, key, true, 1, 64, &s, &n, c->error,
+                 sizeof c->error) != 0 ||
+      !is_blob_name(s, n))
+    return wk_fail(c, 400, NULL,
+                   "args.%s must be a SHA-256: 64 lowercase hex characters",
+                   key);
+  memcpy(hex, s, 64);
+  hex[64] = '\0';
+  if (raw != NULL)
+    hex_to_bytes(hex, raw);
+  return 0;
+}
+
+static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
+  wk_pack_str(pk, k);
+  msgpack_pack_int64(pk, v);
+}
+
+/* Packs "missing": [[offset, length], ...], the ranges of segments of `u`
+ * not received yet, neighbours merged. */
+static void pack_missing(msgpack_packer *pk, const st_upload *u) {
+  uint64_t nsegs = st_blob_nsegs(u->size);
+  size_t nranges = 0;
+  for (uint64_t i = 0; i < nsegs; i++)
+    if (!st_upload_has_seg(u, i) && (i == 0 || st_upload_has_seg(u, i - 1)))
+      nranges++;
+  wk_pack_str(pk, "missing");
+  msgpack_pack_array(pk, nranges);
+  for (uint64_t i = 0; i < nsegs;) {
+    if (st_upload_has_seg(u, i)) {
+      i++;
+      continue;
+    }
+    uint64_t j = i;
+    while (j < nsegs && !st_upload_has_seg(u, j))
+      j++;
+    uint64_t start = i * ST_SEGMENT;
+    uint64_t end = j * ST_SEGMENT < u->size ? j * ST_SEGMENT : u->size;
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint64(pk, start);
+    msgpack_pack_uint64(pk, end - start);
+    i = j;
+  }
+}
+
+static int no_upload(wk_ctx *c, const char *up) {
+  return wk_fail(c, 404,
+                 "start it again with blob.put; uploads not committed "
+                 "within upload_ttl (see ping) are dropped",
+                 "there is no upload named \"%s\" for this terminal", up);
+}
+
+/* ---- blob.put ------------------------------------------------------------ */
+
+static int h_blob_put(wk_ctx *c) {
+  char up[65], sha_hex[65];
+  uint8_t sha[32];
+  int64_t size = 0, off = 0;
+  st_upload u = {0};
+  int code = 0;
+  if ((code = arg_upload(c, up)) != 0 ||
+      (code = arg_blob(c, "sha256", sha_hex, sha)) != 0)
+    return code;
+  if (sc_arg_int(c->args, "size", true, 0, INT64_MAX, &size, c->error,
+                 sizeof c->error) != 0 ||
+      sc_arg_int(c->args, "offset", true, 0, INT64_MAX, &off, c->error,
+                 sizeof c->error) != 0)
+    return 400;
+  if (size > c->cfg->blob_max_bytes)
+    return wk_fail(c, 413, "split the data into smaller blobs",
+                   "the blob is %lld bytes; this cloud accepts blobs of at "
+                   "most %lld bytes",
+                   (long long)size, (long long)c->cfg->blob_max_bytes);
+  if (!c->task->has_data)
+    return wk_fail(c, 400, NULL,
+                   "blob.put carries the segment's bytes in the task's "
+                   "data, and this task has none");
+  if (off % ST_SEGMENT != 0 || (size == 0 ? off != 0 : off >= size))
+    return wk_fail(c, 400,
+                   "segments start at multiples of 262144 below the blob's "
+                   "size",
+                   "args.offset %lld is not the start of a segment of a "
+                   "%lld-byte blob",
+                   (long long)off, (long long)size);
+  uint64_t want = (uint64_t)(size - off) < ST_SEGMENT
+                      ? (uint64_t)(size - off)
+                      : ST_SEGMENT;
+  if (c->task->data_len != want)
+    return wk_fail(c, 400,
+                   "every segment is 262144 bytes; only the last is "
+                   "shorter (size - offset)",
+                   "the segment at offset %lld of a %lld-byte blob must be "
+                   "%llu bytes, not %zu",
+                   (long long)off, (long long)size, (unsigned long long)want,
+                   c->task->data_len);
+
+  if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
+    code = redis_down(c);
+    goto out;
+  }
+  if (u.exists && (u.size != (uint64_t)size || memcmp(u.sha256, sha, 32))) {
+    char had[65];
+    nb_hex(u.sha256, 32, had);
+    code = wk_fail(c, 409, "give other content a new upload name",
+                   "upload \"%s\" was started for a blob of %llu bytes with "
+                   "SHA-256 %s; this segment says %lld bytes and %s",
+                   up, (unsigned long long)u.size, had, (long long)size,
+                   sha_hex);
+    goto out;
+  }
+  u.size = (uint64_t)size;
+  uint64_t seg = (uint64_t)off / ST_SEGMENT;
+  uint64_t have = st_upload_have(&u);
+  if (!u.committed) {
+    if (st_blobstore_stage(c->blobs, c->terminal, up, (uint64_t)off,
+                           c->task->data, c->task->data_len) != 0) {
+      code = disk_error(c, "store the segment");
+      goto out;
+    }
+    if (st_upload_put_effect(c->effect, c->terminal, up, (uint64_t)size, sha,
+                             seg, c->cfg->upload_ttl_ms) != 0) {
+      code = wk_fail(c, 500, NULL, "the worker is out of memory");
+      goto out;
+    }
+    if (!st_upload_has_seg(&u, seg))
+      have += want;
+  }
+  msgpack_pack_map(&c->pk, 1);
+  pack_kv_int(&c->pk, "have", (int64_t)have);
+out:
+  st_upload_fini(&u);
+  return code;
+}
+
+/* ---- blob.status --------------------------------------------------------- */
+
+static int h_blob_status(wk_ctx *c) {
+  char up[65];
+  st_upload u = {0};
+  int code = arg_upload(c, up);
+  if (code != 0)
+    return code;
+  if (st_upload_get(c->redis, c->terminal, up, &u) != 0)
+    code = redis_down(c);
+  else if (!u.exists)
+    code = no_upload(c, up);
+  if (code == 0) {
+    msgpack_pack_map(&c->pk, 3);
+    pack_kv_int(&c->pk, "size", (int64_t)u.size);
+    pack_kv_int(&c->pk, "have", (int64_t)st_upload_have(&u));
+    pack_missing(&c->pk, &u);
+  }
+  st_upload_fini(&u);
+  return code;
+}
+
+/* ---- blob.commit --------------------------------------------------------- */
+
+/* Called per segment while a commit hashes: stops on task.cancel or a lost
+ * claim and reports progress about every 64 MiB. */
+static int commit_progress(void *arg, uint64_t done, uint64_t total) {
+  wk_ctx *c = arg;
+  int rc = wk_checkpoint(c);
+  if (rc != 0)
+    return rc;
+  if (done % (64u * 1024 * 1024) == 0 && done < total)
+    wk_progress(c, (int64_t)done, (int64_t)total);
+  return 0;
+}
+
+static int h_blob_commit(wk_ctx *c) {
+  char up[65], hex[65], want_hex[65];
+  st_upload u = {0};
+  uint8_t(*segs)[32] = NULL;
+  uint8_t whole[32];
+  int code = arg_upload(c, up);
+  if (code != 0)
+    return code;
+  if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
+    code = redis_down(c);
+    goto out;
+  }
+  if (!u.exists) {
+    code = no_upload(c, up);
+    goto out;
+  }
+  if (u.committed) {
+    /* Committed before under another task id: the same answer. */
+    msgpack_pack_map(&c->pk, 2);
+    wk_pack_str(&c->pk, "blob");
+    wk_pack_str(&c->pk, u.blob);
+    pack_kv_int(&c->pk, "size", (int64_t)u.size);
+    goto out;
+  }
+  if (st_upload_have(&u) != u.size) {
+    msgpack_pack_map(&c->pk, 1);
+    pack_missing(&c->pk, &u);
+    code = wk_fail(c, 409, "send the missing segments with blob.put, then "
+                   "commit again",
+                   "upload \"%s\" is incomplete: %llu of %llu bytes arrived",
+                   up, (unsigned long long)st_upload_have(&u),
+                   (unsigned long long)u.size);
+    goto out;
+  }
+  uint64_t nsegs = st_blob_nsegs(u.size);
+  segs = malloc((nsegs > 0 ? nsegs : 1) * sizeof *segs);
+  if (segs == NULL) {
+    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+    goto out;
+  }
+  nb_hex(u.sha256, 32, want_hex);
+  int rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole,
+                                   segs, commit_progress, c);
+  bool staged = rc != NIMBUS_ENOTFOUND;
+  if (rc == NIMBUS_ENOTFOUND) {
+    /* A worker that died between moving the file and recording the commit
+     * left the blob in the store: its name vouches for its content, and
+     * hashing it again gives the segment hashes. */
+    bool stored = false;
+    rc = st_blobstore_has(c->blobs, u.sha256, &stored);
+    if (rc == 0 && !stored) {
+      code = wk_fail(c, 500, "upload the blob again under a new upload name",
+                     "the uploaded segments of \"%s\" are no longer on the "
+                     "cloud's disk", up);
+      goto out;
+    }
+    if (rc == 0)
+      rc = st_blobstore_blob_hash(c->blobs, u.sha256, u.size, whole, segs,
+                                  commit_progress, c);
+  }
+  if (rc == NIMBUS_ECANCELED) {
+    code = wk_fail(c, 499, NULL, "blob.commit was cancelled by task.cancel");
+    goto out;
+  }
+  if (rc == NIMBUS_ELOST) {
+    code = wk_fail(c, 500, NULL, "the task's claim lapsed");
+    goto out;
+  }
+  if (rc != 0) {
+    code = disk_error(c, "read the uploaded blob");
+    goto out;
+  }
+  nb_hex(whole, 32, hex);
+  if (memcmp(whole, u.sha256, 32) != 0) {
+    /* The one error that changes state (PROTOCOL.md): bytes that do not
+     * match their declared hash are of no use to anyone. */
+    if (st_upload_discard(c->redis, c->terminal, up) != 0)
+      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
+              up, st_redis_errstr(c->redis));
+    if (staged && st_blobstore_stage_drop(c->blobs, c->terminal, up) != 0)
+      NB_WARN("WK-BLOB-IO", "cannot drop staging of %s/%s: %s", c->terminal,
+              up, st_blobstore_errstr());
+    code = wk_fail(c, 422, "upload the file again from the start",
+                   "the uploaded bytes of \"%s\" have SHA-256 %s, not the "
+                   "declared %s; the upload was discarded",
+                   up, hex, want_hex);
+    goto out;
+  }
+  if (staged &&
+      st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
+          0) {
+    code = disk_error(c, "move the upload into the blob store");
+    goto out;
+  }
+  if (st_upload_commit_effect(c->effect, c->terminal, up, hex, u.size,
+                              (const uint8_t(*)[32])segs, nsegs,
+                              c->cfg->upload_ttl_ms) != 0) {
+    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+    goto out;
+  }
+  msgpack_pack_map(&c->pk, 2);
+  wk_pack_str(&c->pk, "blob");
+  wk_pack_str(&c->pk, hex);
+  pack_kv_int(&c->pk, "size", (int64_t)u.size);
+out:
+  free(segs);
+  st_upload_fini(&u);
+  return code;
+}
+
+/* ---- blob.has ------------------------------------------------------------ */
+
+static int h_blob_has(wk_ctx *c) {
+  const msgpack_object *arr = NULL;
+  if (sc_arg_array(c->args, "blobs", true, HAS_MAX, &arr, c->error,
+                   sizeof c->error) != 0)
+    return 400;
+  size_t n = arr->via.array.size;
+  const char **names = calloc(n > 0 ? n : 1, sizeof *names);
+  char(*copies)[65] = calloc(n > 0 ? n : 1, sizeof *copies);
+  bool *may = calloc(n > 0 ? n : 1, sizeof *may);
+  int code = 0;
+  if (names == NULL || copies == NULL || may == NULL) {
+    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const msgpack_object *o = &arr->via.array.ptr[i];
+    if (o->type != MSGPACK_OBJECT_STR ||
+        !is_blob_name(o->via.str.ptr, o->via.str.size)) {
+      code = wk_fail(c, 400, NULL,
+                     "args.blobs[%zu] must be a SHA-256: 64 lowercase hex "
+                     "characters", i);
+      goto out;
+    }
+    memcpy(copies[i], o->via.str.ptr, 64);
+    copies[i][64] = '\0';
+    names[i] = copies[i];
+  }
+  if (st_blob_access(c->redis, c->terminal, names, n, may) != 0) {
+    code = redis_down(c);
+    goto out;
+  }
+  size_t nmissing = 0;
+  for (size_t i = 0; i < n; i++)
+    nmissing += !may[i];
+  msgpack_pack_map(&c->pk, 1);
+  wk_pack_str(&c->pk, "missing");
+  msgpack_pack_array(&c->pk, nmissing);
+  for (size_t i = 0; i < n; i++)
+    if (!may[i])
+      wk_pack_str(&c->pk, names[i]);
+out:
+  free(may);
+  free(copies);
+  free(names);
+  return code;
+}
+
+/* ---- blob.get ------------------------------------------------------------ */
+
+static int h_blob_get(wk_ctx *c) {
+  char hex[65];
+  uint8_t raw[32];
+  int64_t off = 0, len = 0;
+  uint8_t *buf = NULL;
+  uint8_t(*want)[32] = NULL;
+  int code = arg_blob(c, "blob", hex, raw);
+  if (code != 0)
+    return code;
+  if (sc_arg_int(c->args, "offset", true, 0, INT64_MAX, &off, c->error,
+                 sizeof c->error) != 0 ||
+      sc_arg_int(c->args, "length", true, 1, ST_SEGMENT, &len, c->error,
+                 sizeof c->error) != 0)
+    return 400;
+  bool may = false, exists = false;
+  uint64_t size = 0;
+  const char *name = hex;
+  if (st_blob_access(c->redis, c->terminal, &name, 1, &may) != 0 ||
+      (may && st_blob_meta_get(c->redis, hex, &exists, &size) != 0))
+    return redis_down(c);
+  if (!may || !exists)
+    return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
+                   "there is no blob %s that this terminal may read", hex);
+  if ((uint64_t)off > size)
+    return wk_fail(c, 400, NULL,
+                   "args.offset %lld is past the end of the %llu-byte blob",
+                   (long long)off, (unsigned long long)size);
+  uint64_t n = size - (uint64_t)off < (uint64_t)len ? size - (uint64_t)off
+                                                    : (uint64_t)len;
+  if (n > 0) {
+    /* Serve only bytes whose whole segments hash as recorded at commit. */
+    uint64_t s0 = (uint64_t)off / ST_SEGMENT;
+    uint64_t s1 = ((uint64_t)off + n - 1) / ST_SEGMENT;
+    uint64_t count = s1 - s0 + 1;
+    uint64_t start = s0 * ST_SEGMENT;
+    uint64_t span = count * ST_SEGMENT < size - start ? count * ST_SEGMENT
+                                                      : size - start;
+    buf = malloc(span);
+    want = malloc(count * sizeof *want);
+    if (buf == NULL || want == NULL) {
+      code = wk_fail(c, 500, NULL, "the worker is out of memory");
+      goto out;
+    }
+    int rc = st_blob_segs_get(c->redis, hex, s0, count, want);
+    if (rc == NIMBUS_EREDIS) {
+      code = redis_down(c);
+      goto out;
+    }
+    size_t got = 0;
+    if (rc == 0)
+      rc = st_blobstore_read(c->blobs, raw, start, buf, span, &got);
+    if (rc == NIMBUS_EIO) {
+      code = disk_error(c, "read the blob");
+      goto out;
+    }
+    for (uint64_t i = 0; rc == 0 && i < count; i++) {
+      uint64_t a = i * ST_SEGMENT;
+      uint64_t b = a + ST_SEGMENT < span ? a + ST_SEGMENT : span;
+      uint8_t d[32];
+      if (got < b) {
+        rc = NIMBUS_EIO;
+        break;
+      }
+      nb_sha256(buf + a, b - a, d);
+      if (memcmp(d, want[i], 32) != 0)
+        rc = NIMBUS_EIO;
+    }
+    if (rc != 0) {
+      NB_ERROR("WK-BLOB-DAMAGED", "blob %s, segments %llu-%llu: missing, "
+               "short or not matching the hashes recorded at commit",
+               hex, (unsigned long long)s0, (unsigned long long)s1);
+      code = wk_fail(c, 500, "the cloud's operators must restore it; the "
+                     "bytes are not handed out",
+                     "blob %s is damaged on disk", hex);
+      goto out;
+    }
+    if (wk_reply_data(c, buf + ((uint64_t)off - start), (size_t)n) != 0) {
+      code = wk_fail(c, 500, NULL, "the worker is out of memory");
+      goto out;
+    }
+  } else if (wk_reply_data(c, "", 0) != 0) {
+    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+    goto out;
+  }
+  msgpack_pack_map(&c->pk, 2);
+  pack_kv_int(&c->pk, "size", (int64_t)size);
+  pack_kv_int(&c->pk, "offset", off);
+out:
+  free(want);
+  free(buf);
+  return code;
+}
+
+const wk_handler wk_blob_handlers[] = {
+    {"blob.put", true, false, false, h_blob_put},
+    {"blob.status", false, false, false, h_blob_status},
+    {"blob.commit", true, false, true, h_blob_commit},
+    {"blob.has", false, false, false, h_blob_has},
+    {"blob.get", false, false, false, h_blob_get},
+    {NULL, false, false, false, NULL},
+};

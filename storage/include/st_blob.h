@@ -1,0 +1,190 @@
+/* Large objects (PROTOCOL.md, "Large objects: blobs"): the blob store on
+ * disk behind a small backend interface, and the Redis model of uploads,
+ * blob metadata and per-terminal read access.
+ *
+ * The store keeps three things apart. Staging files hold an upload while
+ * its segments arrive, one file per (terminal, upload) named by the
+ * SHA-256 of that pair, so no string from a terminal ever becomes a path.
+ * The content-addressed store holds committed blobs, named by the SHA-256
+ * of their bytes, filled only by an atomic rename after the file and its
+ * directory were fsynced, so a blob is either absent or whole. Identical
+ * content is stored once. Redis says which segments of an upload arrived,
+ * what each committed blob's segments hash to, and who may read what.
+ *
+ * The local filesystem is the only backend today; st_blobstore's
+ * operations go through a table of functions so that an S3-compatible one
+ * can take its place without the worker changing.
+ *
+ * Every function returns 0 or a nimbus_err. Those that touch the disk
+ * return NIMBUS_EIO with a sentence (strerror included) in the store's
+ * errstr; those that talk to Redis return NIMBUS_EREDIS with the reason in
+ * st_redis_errstr. A store is safe to share between threads: it holds no
+ * mutable state after st_blobstore_open. */
+#ifndef ST_BLOB_H
+#define ST_BLOB_H
+
+#include "st.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every segment but the last is exactly this long (PROTOCOL.md). */
+#define ST_SEGMENT (256 * 1024)
+
+/* Number of segments of a blob of `size` bytes (an empty blob has none). */
+uint64_t st_blob_nsegs(uint64_t size);
+
+/* ---- The store on disk --------------------------------------------------- */
+
+typedef struct st_blobstore st_blobstore;
+
+/* Opens the local-filesystem store rooted at `dir` (borrowed), creating
+ * <dir>/staging and <dir>/blobs when absent. On success *out is a store the
+ * caller owns (st_blobstore_free). On failure returns NIMBUS_EIO or
+ * NIMBUS_ENOMEM with a sentence in errbuf (errcap bytes). */
+int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
+                      size_t errcap);
+/* Frees the store; NULL is a no-op. Files stay on disk. */
+void st_blobstore_free(st_blobstore *s);
+/* The last error text of the calling thread's failing call (borrowed,
+ * thread-local, valid until that thread's next call). */
+const char *st_blobstore_errstr(void);
+
+/* Writes `n` bytes of `p` (borrowed) at `offset` of the staging file of
+ * (terminal, upload), creating it when absent, and returns only once the
+ * bytes are on disk (fdatasync; a new file's directory entry is fsynced
+ * too). n == 0 only creates the file (an empty blob). Returns 0 or
+ * NIMBUS_EIO. */
+int st_blobstore_stage(st_blobstore *s, const char *terminal,
+                       const char *upload, uint64_t offset, const void *p,
+                       size_t n);
+
+/* Called every segment while a file is hashed; returns 0 to go on, or a
+ * nimbus_err that stops the hashing and is returned by it. */
+typedef int (*st_blob_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+/* Hashes the first `size` bytes of the staging file of (terminal, upload)
+ * in one streaming pass: the whole SHA-256 into `whole` and the SHA-256 of
+ * each segment into segs[0 .. st_blob_nsegs(size)-1] (caller storage).
+ * `progress` may be NULL. Returns 0, NIMBUS_ENOTFOUND when there is no
+ * staging file, NIMBUS_EIO (also when the file is shorter than `size`), or
+ * what `progress` returned. */
+int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t size,
+                            uint8_t whole[32], uint8_t (*segs)[32],
+                            st_blob_progress_fn progress, void *arg);
+
+/* The same for the stored blob `hash`: per-segment hashes of its `size`
+ * bytes (used when a commit finds its staging file already moved). */
+int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
+                           uint64_t size, uint8_t whole[32],
+                           uint8_t (*segs)[32], st_blob_progress_fn progress,
+                           void *arg);
+
+/* Moves the staging file of (terminal, upload), cut to `size` bytes, into
+ * the store as blob `hash`: fsync of the file, rename, fsync of the
+ * directory. When the store already holds `hash`, the staging file is
+ * removed instead (identical content is stored once). The caller has
+ * checked that the content hashes to `hash`. Returns 0, NIMBUS_ENOTFOUND
+ * (no staging file) or NIMBUS_EIO. */
+int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
+                              const char *upload, uint64_t size,
+                              const uint8_t hash[32]);
+
+/* Removes the staging file of (terminal, upload); an absent one is fine.
+ * Returns 0 or NIMBUS_EIO. */
+int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,
+                            const char *upload);
+
+/* Removes staging files not written for more than max_age_ms (uploads
+ * abandoned: their Redis records expired with upload_ttl) and sets
+ * *removed (may be NULL) to their count. Returns 0 or NIMBUS_EIO (files
+ * removed before the error stay removed). */
+int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed);
+
+/* Sets *exists to whether the store holds blob `hash`. Returns 0 or
+ * NIMBUS_EIO. */
+int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
+
+/* Reads up to `n` bytes of blob `hash` from `offset` into `buf` (caller
+ * storage) and sets *got to the count read (short only at the blob's
+ * end). Returns 0, NIMBUS_ENOTFOUND or NIMBUS_EIO. */
+int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
+                      uint64_t offset, void *buf, size_t n, size_t *got);
+
+/* ---- The Redis model -------------------------------------------------------
+ * Keys (prefix nb:):
+ *   nb:upload:<terminal>:<upload>       hash {size, sha256 (32 raw bytes),
+ *                                       blob (hex, once committed)},
+ *                                       PEXPIRE upload_ttl
+ *   nb:upload:<terminal>:<upload>:bits  string, bit i set = segment i is
+ *                                       durable in staging (SETBIT),
+ *                                       PEXPIRE upload_ttl
+ *   nb:blob:<hex>                       hash {size}
+ *   nb:blob:<hex>:segs                  string, the 32-byte SHA-256 of each
+ *                                       segment, in order
+ *   nb:access:<terminal>                set of the blobs (hex) it may read */
+
+/* What Redis knows of one upload. */
+typedef struct st_upload {
+  bool exists;
+  uint64_t size;
+  uint8_t sha256[32];
+  bool committed;  /* blob.commit succeeded; `blob` names it */
+  char blob[65];   /* hex, "" unless committed */
+  uint8_t *bits;   /* owned: the received-segments bitmap, bits_len bytes */
+  size_t bits_len;
+} st_upload;
+
+/* Reads the upload (terminal, upload) into *out (caller storage; release
+ * with st_upload_fini even on error). An unknown upload gives 0 with
+ * out->exists false. Returns 0, NIMBUS_EREDIS or NIMBUS_ENOMEM. */
+int st_upload_get(st_redis *r, const char *terminal, const char *upload,
+                  st_upload *out);
+/* Frees what st_upload_get allocated; safe on a zeroed struct. */
+void st_upload_fini(st_upload *u);
+/* True when segment `i` of `u` has arrived. */
+bool st_upload_has_seg(const st_upload *u, uint64_t i);
+/* Bytes of the blob received so far (the last segment counts its real
+ * length). */
+uint64_t st_upload_have(const st_upload *u);
+
+/* Appends to `t` the effect of one durable segment: the first put's size
+ * and sha256 (HSETNX: the first one wins), bit `seg` and the ttl on both
+ * keys. Strings borrowed. Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
+int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
+                         uint64_t size, const uint8_t sha256[32],
+                         uint64_t seg, int64_t ttl_ms);
+
+/* Appends to `t` the effect of a commit: the blob's metadata (size and the
+ * `nsegs` segment hashes of `segs`), read access for `terminal`, and the
+ * upload marked committed (its bitmap dropped; the record kept for ttl_ms
+ * so that committing again gets the same answer). */
+int st_upload_commit_effect(st_txn *t, const char *terminal,
+                            const char *upload, const char blob_hex[65],
+                            uint64_t size, const uint8_t (*segs)[32],
+                            uint64_t nsegs, int64_t ttl_ms);
+
+/* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
+ * one error that changes state). Returns 0 or NIMBUS_EREDIS. */
+int st_upload_discard(st_redis *r, const char *terminal, const char *upload);
+
+/* For each of the `n` hex names in `blobs` (borrowed), sets may_read[i]
+ * (caller storage) to whether `terminal` may read it. One round trip.
+ * Returns 0, NIMBUS_EREDIS or NIMBUS_ENOMEM. */
+int st_blob_access(st_redis *r, const char *terminal,
+                   const char *const *blobs, size_t n, bool *may_read);
+
+/* Reads the size of blob `hex`; *exists false when there is no metadata.
+ * Returns 0 or NIMBUS_EREDIS. */
+int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
+                     uint64_t *size);
+
+/* Reads the recorded hashes of segments first .. first+count-1 of blob
+ * `hex` into segs (caller storage, `count` entries). Returns 0,
+ * NIMBUS_ENOTFOUND when fewer are recorded, or NIMBUS_EREDIS. */
+int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
+                     uint64_t count, uint8_t (*segs)[32]);
+
+#endif

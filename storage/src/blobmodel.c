@@ -1,0 +1,268 @@
+/* The Redis model of blobs (st_blob.h): upload records and their bitmaps
+ * of received segments, blob metadata with the per-segment hashes taken
+ * at commit, and the set of blobs each terminal may read.
+ *
+ * Changes that belong to a task's effect (a segment arrived, a commit) are
+ * only appended to an st_txn here; the dispatcher applies them with the
+ * recorded reply in one script (redis.c), so they happen exactly once per
+ * task id. Reads and the one direct change (discarding an upload after a
+ * 422) are plain commands. Key names hold only terminal ids
+ * ([A-Za-z0-9._-]), upload names ([A-Za-z0-9_-]) and hex, none of which
+ * holds ':', so no two keys can collide. */
+#include "st_blob.h"
+#include "st_internal.h"
+
+#include "nimbus/errors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_CAP 200
+
+static int upload_keys(char *rec, char *bits, const char *terminal,
+                       const char *upload) {
+  int n = snprintf(rec, KEY_CAP, "nb:upload:%s:%s", terminal, upload);
+  if (n < 0 || n >= KEY_CAP)
+    return NIMBUS_EINVAL;
+  n = snprintf(bits, KEY_CAP, "nb:upload:%s:%s:bits", terminal, upload);
+  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
+}
+
+static unsigned long long parse_u64(const char *s) {
+  return s != NULL ? strtoull(s, NULL, 10) : 0;
+}
+
+int st_upload_get(st_redis *r, const char *terminal, const char *upload,
+                  st_upload *out) {
+  char rec[KEY_CAP], bits[KEY_CAP];
+  memset(out, 0, sizeof *out);
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  const char *argv[5] = {"HMGET", rec, "size", "sha256", "blob"};
+  redisReply *rep = st__cmd(r, 5, argv, NULL);
+  int rc = 0;
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                   : "unexpected HMGET answer");
+    rc = NIMBUS_EREDIS;
+    goto out;
+  }
+  redisReply **e = rep->element;
+  if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
+      e[1]->len != 32)
+    goto out; /* unknown (or expired) */
+  out->exists = true;
+  out->size = parse_u64(e[0]->str);
+  memcpy(out->sha256, e[1]->str, 32);
+  if (e[2]->type == REDIS_REPLY_STRING && e[2]->len == 64) {
+    out->committed = true;
+    memcpy(out->blob, e[2]->str, 64);
+    out->blob[64] = '\0';
+  }
+  freeReplyObject(rep);
+  const char *gargv[2] = {"GET", bits};
+  rep = st__cmd(r, 2, gargv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  if (rep->type == REDIS_REPLY_STRING && rep->len > 0) {
+    out->bits = malloc(rep->len);
+    if (out->bits == NULL) {
+      rc = NIMBUS_ENOMEM;
+      goto out;
+    }
+    memcpy(out->bits, rep->str, rep->len);
+    out->bits_len = rep->len;
+  }
+out:
+  freeReplyObject(rep);
+  return rc;
+}
+
+void st_upload_fini(st_upload *u) {
+  free(u->bits);
+  u->bits = NULL;
+  u->bits_len = 0;
+}
+
+/* Redis numbers bits from the most significant bit of the first byte. */
+bool st_upload_has_seg(const st_upload *u, uint64_t i) {
+  if (u->committed)
+    return true;
+  if (i / 8 >= u->bits_len)
+    return false;
+  return (u->bits[i / 8] >> (7 - i % 8)) & 1;
+}
+
+uint64_t st_upload_have(const st_upload *u) {
+  uint64_t n = st_blob_nsegs(u->size), have = 0;
+  for (uint64_t i = 0; i < n; i++)
+    if (st_upload_has_seg(u, i))
+      have += i + 1 < n ? ST_SEGMENT : u->size - i * ST_SEGMENT;
+  return have;
+}
+
+int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
+                         uint64_t size, const uint8_t sha256[32],
+                         uint64_t seg, int64_t ttl_ms) {
+  char rec[KEY_CAP], bits[KEY_CAP], num[24], idx[24], ttl[24];
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  snprintf(num, sizeof num, "%llu", (unsigned long long)size);
+  snprintf(idx, sizeof idx, "%llu", (unsigned long long)seg);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  /* HSETNX: should two first puts with different sizes race, the first
+   * to commit fixes the upload; the other's bytes then fail the commit's
+   * whole-blob hash (422), never pass as part of this blob. */
+  const char *c1[4] = {"HSETNX", rec, "size", num};
+  const char *c2[4] = {"HSETNX", rec, "sha256", (const char *)sha256};
+  size_t l2[4] = {6, strlen(rec), 6, 32};
+  const char *c3[4] = {"SETBIT", bits, idx, "1"};
+  const char *c4[3] = {"PEXPIRE", rec, ttl};
+  const char *c5[3] = {"PEXPIRE", bits, ttl};
+  int rc = st_txn_add(t, 4, c1, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c2, l2);
+  if (rc == 0 && size > 0)
+    rc = st_txn_add(t, 4, c3, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c4, NULL);
+  if (rc == 0 && size > 0)
+    rc = st_txn_add(t, 3, c5, NULL);
+  return rc;
+}
+
+int st_upload_commit_effect(st_txn *t, const char *terminal,
+                            const char *upload, const char blob_hex[65],
+                            uint64_t size, const uint8_t (*segs)[32],
+                            uint64_t nsegs, int64_t ttl_ms) {
+  char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP],
+      acc[KEY_CAP], num[24], ttl[24];
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  snprintf(meta, sizeof meta, "nb:blob:%s", blob_hex);
+  snprintf(segk, sizeof segk, "nb:blob:%s:segs", blob_hex);
+  int n = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
+  if (n < 0 || (size_t)n >= sizeof acc)
+    return NIMBUS_EINVAL;
+  snprintf(num, sizeof num, "%llu", (unsigned long long)size);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  const char *c1[4] = {"HSET", meta, "size", num};
+  const char *c2[3] = {"SET", segk, (const char *)segs};
+  size_t l2[3] = {3, strlen(segk), (size_t)nsegs * 32};
+  const char *c3[3] = {"SADD", acc, blob_hex};
+  const char *c4[4] = {"HSET", rec, "blob", blob_hex};
+  const char *c5[3] = {"PEXPIRE", rec, ttl};
+  const char *c6[2] = {"DEL", bits};
+  int rc = st_txn_add(t, 4, c1, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c2, l2);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c3, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c4, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c5, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 2, c6, NULL);
+  return rc;
+}
+
+int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
+  char rec[KEY_CAP], bits[KEY_CAP];
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  const char *argv[3] = {"DEL", rec, bits};
+  redisReply *rep = st__cmd(r, 3, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    st__set_err(r, rep->str);
+    rc = NIMBUS_EREDIS;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_access(st_redis *r, const char *terminal,
+                   const char *const *blobs, size_t n, bool *may_read) {
+  char acc[KEY_CAP];
+  if (n == 0)
+    return 0;
+  int k = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
+  if (k < 0 || (size_t)k >= sizeof acc)
+    return NIMBUS_EINVAL;
+  const char **argv = calloc(n + 2, sizeof *argv);
+  if (argv == NULL)
+    return NIMBUS_ENOMEM;
+  argv[0] = "SMISMEMBER";
+  argv[1] = acc;
+  for (size_t i = 0; i < n; i++)
+    argv[2 + i] = blobs[i];
+  redisReply *rep = st__cmd(r, (int)n + 2, argv, NULL);
+  free(argv);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR
+                       ? rep->str
+                       : "unexpected SMISMEMBER answer");
+    rc = NIMBUS_EREDIS;
+  } else {
+    for (size_t i = 0; i < n; i++)
+      may_read[i] = rep->element[i]->type == REDIS_REPLY_INTEGER &&
+                    rep->element[i]->integer == 1;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
+                     uint64_t *size) {
+  char meta[KEY_CAP];
+  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  const char *argv[3] = {"HGET", meta, "size"};
+  redisReply *rep = st__cmd(r, 3, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  *exists = rep->type == REDIS_REPLY_STRING;
+  *size = *exists ? parse_u64(rep->str) : 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    st__set_err(r, rep->str);
+    rc = NIMBUS_EREDIS;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
+                     uint64_t count, uint8_t (*segs)[32]) {
+  char segk[KEY_CAP], a[24], b[24];
+  if (count == 0)
+    return 0;
+  snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
+  snprintf(a, sizeof a, "%llu", (unsigned long long)(first * 32));
+  snprintf(b, sizeof b, "%llu",
+           (unsigned long long)((first + count) * 32 - 1));
+  const char *argv[4] = {"GETRANGE", segk, a, b};
+  redisReply *rep = st__cmd(r, 4, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    st__set_err(r, rep->str);
+    rc = NIMBUS_EREDIS;
+  } else if (rep->type != REDIS_REPLY_STRING ||
+             rep->len != (size_t)count * 32) {
+    rc = NIMBUS_ENOTFOUND;
+  } else {
+    memcpy(segs, rep->str, rep->len);
+  }
+  freeReplyObject(rep);
+  return rc;
+}

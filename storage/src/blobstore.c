@@ -1,0 +1,493 @@
+/* The blob store (st_blob.h): the public calls, which go through a table of
+ * backend operations, and the one backend there is today, the local
+ * filesystem.
+ *
+ * Layout under the data directory:
+ *   staging/<64 hex>          one file per upload; the name is the SHA-256
+ *                             of "<terminal>\n<upload>", so terminal
+ *                             strings never become paths
+ *   blobs/<2 hex>/<64 hex>    committed blobs, named by their content
+ * Durability: a staging write returns after fdatasync (and, for a new
+ * file, an fsync of staging/); a commit fsyncs the file, renames it into
+ * blobs/<2 hex>/ and fsyncs that directory, so a crash leaves the blob
+ * either absent or whole, never half there under its name. Hashing streams
+ * the file through OpenSSL's EVP SHA-256 one segment at a time. */
+#include "st_blob.h"
+
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The operations a backend provides; see st_blob.h for each contract. */
+typedef struct blob_backend {
+  int (*stage)(st_blobstore *s, const char *terminal, const char *upload,
+               uint64_t offset, const void *p, size_t n);
+  int (*stage_hash)(st_blobstore *s, const char *terminal,
+                    const char *upload, uint64_t size, uint8_t whole[32],
+                    uint8_t (*segs)[32], st_blob_progress_fn progress,
+                    void *arg);
+  int (*blob_hash)(st_blobstore *s, const uint8_t hash[32], uint64_t size,
+                   uint8_t whole[32], uint8_t (*segs)[32],
+                   st_blob_progress_fn progress, void *arg);
+  int (*stage_commit)(st_blobstore *s, const char *terminal,
+                      const char *upload, uint64_t size,
+                      const uint8_t hash[32]);
+  int (*stage_drop)(st_blobstore *s, const char *terminal,
+                    const char *upload);
+  int (*has)(st_blobstore *s, const uint8_t hash[32], bool *exists);
+  int (*read)(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
+              void *buf, size_t n, size_t *got);
+  int (*sweep)(st_blobstore *s, int64_t max_age_ms, size_t *removed);
+} blob_backend;
+
+struct st_blobstore {
+  const blob_backend *ops;
+  char *dir; /* the local backend's root */
+};
+
+static _Thread_local char errstr[256];
+
+const char *st_blobstore_errstr(void) { return errstr; }
+
+static int fail_io(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Records "<what>: <strerror(errno)>" and returns NIMBUS_EIO. */
+static int fail_io(const char *fmt, ...) {
+  int e = errno;
+  char what[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  snprintf(errstr, sizeof errstr, "%s: %s", what, strerror(e));
+  return NIMBUS_EIO;
+}
+
+uint64_t st_blob_nsegs(uint64_t size) {
+  return (size + ST_SEGMENT - 1) / ST_SEGMENT;
+}
+
+/* ---- Local filesystem backend ------------------------------------------- */
+
+#define PATH_CAP 4096
+
+static int stage_path(const st_blobstore *s, const char *terminal,
+                      const char *upload, char *out, size_t cap) {
+  char key[160];
+  uint8_t d[32];
+  char hex[65];
+  int n = snprintf(key, sizeof key, "%s\n%s", terminal, upload);
+  if (n < 0 || (size_t)n >= sizeof key)
+    return NIMBUS_EINVAL;
+  nb_sha256(key, (size_t)n, d);
+  nb_hex(d, 32, hex);
+  n = snprintf(out, cap, "%s/staging/%s", s->dir, hex);
+  return n > 0 && (size_t)n < cap ? 0 : NIMBUS_EINVAL;
+}
+
+static int blob_path(const st_blobstore *s, const uint8_t hash[32],
+                     char *out, size_t cap, char *dir, size_t dircap) {
+  char hex[65];
+  nb_hex(hash, 32, hex);
+  int n = snprintf(dir, dircap, "%s/blobs/%.2s", s->dir, hex);
+  if (n < 0 || (size_t)n >= dircap)
+    return NIMBUS_EINVAL;
+  n = snprintf(out, cap, "%s/%s", dir, hex);
+  return n > 0 && (size_t)n < cap ? 0 : NIMBUS_EINVAL;
+}
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return fail_io("cannot open directory %s", dir);
+  int rc = fsync(fd) == 0 ? 0 : fail_io("cannot fsync directory %s", dir);
+  close(fd);
+  return rc;
+}
+
+static int mkdir_p1(const char *dir) {
+  if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+    return 0;
+  return fail_io("cannot create directory %s", dir);
+}
+
+/* mkdir -p: creates `dir` and every missing parent. */
+static int mkdir_p(const char *dir) {
+  char tmp[PATH_CAP];
+  size_t n = nb_strlcpy(tmp, dir, sizeof tmp);
+  if (n >= sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return fail_io("cannot create directory %.100s", dir);
+  }
+  for (size_t i = 1; i < n; i++) {
+    if (tmp[i] != '/')
+      continue;
+    tmp[i] = '\0';
+    int rc = mkdir_p1(tmp);
+    tmp[i] = '/';
+    if (rc != 0)
+      return rc;
+  }
+  return mkdir_p1(tmp);
+}
+
+static int local_stage(st_blobstore *s, const char *terminal,
+                       const char *upload, uint64_t offset, const void *p,
+                       size_t n) {
+  char path[PATH_CAP], dir[PATH_CAP];
+  if (stage_path(s, terminal, upload, path, sizeof path) != 0)
+    return NIMBUS_EINVAL;
+  snprintf(dir, sizeof dir, "%s/staging", s->dir);
+  bool created = true;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    created = false;
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+  }
+  if (fd < 0)
+    return fail_io("cannot open staging file %s", path);
+  int rc = 0;
+  const char *b = p;
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = pwrite(fd, b + done, n - done, (off_t)(offset + done));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      rc = fail_io("cannot write staging file %s", path);
+      goto out;
+    }
+    done += (size_t)w;
+  }
+  if (fdatasync(fd) != 0) {
+    rc = fail_io("cannot fdatasync staging file %s", path);
+    goto out;
+  }
+  /* A new file is durable only once its directory entry is. */
+  if (created)
+    rc = fsync_dir(dir);
+out:
+  close(fd);
+  return rc;
+}
+
+/* Hashes `size` bytes of the open file `fd` (see st_blobstore_stage_hash). */
+static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
+                   uint8_t (*segs)[32], st_blob_progress_fn progress,
+                   void *arg) {
+  int rc = 0;
+  uint8_t *buf = malloc(ST_SEGMENT);
+  EVP_MD_CTX *all = EVP_MD_CTX_new();
+  EVP_MD_CTX *seg = EVP_MD_CTX_new();
+  if (buf == NULL || all == NULL || seg == NULL) {
+    rc = NIMBUS_ENOMEM;
+    goto out;
+  }
+  if (EVP_DigestInit_ex(all, EVP_sha256(), NULL) != 1) {
+    rc = NIMBUS_ENOMEM;
+    goto out;
+  }
+  uint64_t off = 0;
+  for (uint64_t i = 0; off < size; i++) {
+    size_t want = size - off < ST_SEGMENT ? (size_t)(size - off) : ST_SEGMENT;
+    size_t got = 0;
+    while (got < want) {
+      ssize_t r = pread(fd, buf + got, want - got, (off_t)(off + got));
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0) {
+        rc = fail_io("cannot read %s", path);
+        goto out;
+      }
+      if (r == 0) {
+        errno = EIO;
+        snprintf(errstr, sizeof errstr, "%s is shorter than %llu bytes",
+                 path, (unsigned long long)size);
+        rc = NIMBUS_EIO;
+        goto out;
+      }
+      got += (size_t)r;
+    }
+    unsigned int dl = 0;
+    if (EVP_DigestUpdate(all, buf, want) != 1 ||
+        EVP_DigestInit_ex(seg, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(seg, buf, want) != 1 ||
+        EVP_DigestFinal_ex(seg, segs[i], &dl) != 1) {
+      rc = NIMBUS_ENOMEM;
+      goto out;
+    }
+    off += want;
+    if (progress != NULL && (rc = progress(arg, off, size)) != 0)
+      goto out;
+  }
+  unsigned int dl = 0;
+  if (EVP_DigestFinal_ex(all, whole, &dl) != 1)
+    rc = NIMBUS_ENOMEM;
+out:
+  EVP_MD_CTX_free(seg);
+  EVP_MD_CTX_free(all);
+  free(buf);
+  return rc;
+}
+
+static int hash_path(const char *path, uint64_t size, uint8_t whole[32],
+                     uint8_t (*segs)[32], st_blob_progress_fn progress,
+                     void *arg) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return NIMBUS_ENOTFOUND;
+    return fail_io("cannot open %s", path);
+  }
+  int rc = hash_fd(fd, path, size, whole, segs, progress, arg);
+  close(fd);
+  return rc;
+}
+
+static int local_stage_hash(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t size,
+                            uint8_t whole[32], uint8_t (*segs)[32],
+                            st_blob_progress_fn progress, void *arg) {
+  char path[PATH_CAP];
+  if (stage_path(s, terminal, upload, path, sizeof path) != 0)
+    return NIMBUS_EINVAL;
+  return hash_path(path, size, whole, segs, progress, arg);
+}
+
+static int local_blob_hash(st_blobstore *s, const uint8_t hash[32],
+                           uint64_t size, uint8_t whole[32],
+                           uint8_t (*segs)[32], st_blob_progress_fn progress,
+                           void *arg) {
+  char path[PATH_CAP], dir[PATH_CAP];
+  if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  return hash_path(path, size, whole, segs, progress, arg);
+}
+
+static int local_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
+  char path[PATH_CAP], dir[PATH_CAP];
+  struct stat st;
+  if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  if (stat(path, &st) == 0) {
+    *exists = true;
+    return 0;
+  }
+  if (errno != ENOENT)
+    return fail_io("cannot stat %s", path);
+  *exists = false;
+  return 0;
+}
+
+static int local_stage_commit(st_blobstore *s, const char *terminal,
+                              const char *upload, uint64_t size,
+                              const uint8_t hash[32]) {
+  char spath[PATH_CAP], path[PATH_CAP], dir[PATH_CAP];
+  if (stage_path(s, terminal, upload, spath, sizeof spath) != 0 ||
+      blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  bool exists = false;
+  int rc = local_has(s, hash, &exists);
+  if (rc != 0)
+    return rc;
+  if (exists) {
+    /* Identical content is stored once: the copy already there wins. */
+    if (unlink(spath) != 0 && errno != ENOENT)
+      return fail_io("cannot remove staging file %s", spath);
+    return 0;
+  }
+  int fd = open(spath, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return NIMBUS_ENOTFOUND;
+    return fail_io("cannot open staging file %s", spath);
+  }
+  /* An older upload of the same name may have left a longer file. */
+  if (ftruncate(fd, (off_t)size) != 0) {
+    rc = fail_io("cannot truncate %s", spath);
+    close(fd);
+    return rc;
+  }
+  if (fsync(fd) != 0) {
+    rc = fail_io("cannot fsync %s", spath);
+    close(fd);
+    return rc;
+  }
+  close(fd);
+  if ((rc = mkdir_p1(dir)) != 0)
+    return rc;
+  if (rename(spath, path) != 0)
+    return fail_io("cannot move %s to %s", spath, path);
+  return fsync_dir(dir);
+}
+
+static int local_stage_drop(st_blobstore *s, const char *terminal,
+                            const char *upload) {
+  char path[PATH_CAP];
+  if (stage_path(s, terminal, upload, path, sizeof path) != 0)
+    return NIMBUS_EINVAL;
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail_io("cannot remove staging file %s", path);
+  return 0;
+}
+
+static int local_read(st_blobstore *s, const uint8_t hash[32],
+                      uint64_t offset, void *buf, size_t n, size_t *got) {
+  char path[PATH_CAP], dir[PATH_CAP];
+  *got = 0;
+  if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return NIMBUS_ENOTFOUND;
+    return fail_io("cannot open %s", path);
+  }
+  int rc = 0;
+  while (*got < n) {
+    ssize_t r = pread(fd, (char *)buf + *got, n - *got,
+                      (off_t)(offset + *got));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      rc = fail_io("cannot read %s", path);
+      break;
+    }
+    if (r == 0)
+      break;
+    *got += (size_t)r;
+  }
+  close(fd);
+  return rc;
+}
+
+static int local_sweep(st_blobstore *s, int64_t max_age_ms,
+                       size_t *removed) {
+  char dir[PATH_CAP];
+  size_t n = 0;
+  int rc = 0;
+  snprintf(dir, sizeof dir, "%s/staging", s->dir);
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return fail_io("cannot open directory %s", dir);
+  int64_t now = nb_now_ms();
+  int dfd = dirfd(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    struct stat st;
+    if (e->d_name[0] == '.')
+      continue;
+    if (fstatat(dfd, e->d_name, &st, 0) != 0)
+      continue; /* gone meanwhile: committed or discarded */
+    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 +
+                    st.st_mtim.tv_nsec / 1000000;
+    if (now - mtime <= max_age_ms)
+      continue;
+    if (unlinkat(dfd, e->d_name, 0) == 0)
+      n++;
+    else if (errno != ENOENT)
+      rc = fail_io("cannot remove staging file %s/%.64s", dir, e->d_name);
+  }
+  closedir(d);
+  if (removed != NULL)
+    *removed = n;
+  return rc;
+}
+
+static const blob_backend local_backend = {
+    local_stage,      local_stage_hash, local_blob_hash, local_stage_commit,
+    local_stage_drop, local_has,        local_read,      local_sweep,
+};
+
+int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
+                      size_t errcap) {
+  char sub[PATH_CAP];
+  st_blobstore *s = calloc(1, sizeof *s);
+  int rc = NIMBUS_ENOMEM;
+  if (s == NULL)
+    goto fail;
+  s->ops = &local_backend;
+  s->dir = strdup(dir);
+  if (s->dir == NULL)
+    goto fail;
+  snprintf(errstr, sizeof errstr, "out of memory");
+  if ((rc = mkdir_p(dir)) != 0)
+    goto fail;
+  snprintf(sub, sizeof sub, "%s/staging", dir);
+  if ((rc = mkdir_p1(sub)) != 0)
+    goto fail;
+  snprintf(sub, sizeof sub, "%s/blobs", dir);
+  if ((rc = mkdir_p1(sub)) != 0)
+    goto fail;
+  *out = s;
+  return 0;
+fail:
+  if (errbuf != NULL && errcap > 0)
+    snprintf(errbuf, errcap, "blob store %s: %s", dir,
+             rc == NIMBUS_ENOMEM ? "out of memory" : errstr);
+  st_blobstore_free(s);
+  return rc;
+}
+
+void st_blobstore_free(st_blobstore *s) {
+  if (s == NULL)
+    return;
+  free(s->dir);
+  free(s);
+}
+
+/* ---- Public calls: dispatch to the backend ------------------------------ */
+
+int st_blobstore_stage(st_blobstore *s, const char *terminal,
+                       const char *upload, uint64_t offset, const void *p,
+                       size_t n) {
+  return s->ops->stage(s, terminal, upload, offset, p, n);
+}
+
+int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t size,
+                            uint8_t whole[32], uint8_t (*segs)[32],
+                            st_blob_progress_fn progress, void *arg) {
+  return s->ops->stage_hash(s, terminal, upload, size, whole, segs, progress,
+                            arg);
+}
+
+int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
+                           uint64_t size, uint8_t whole[32],
+                           uint8_t (*segs)[32], st_blob_progress_fn progress,
+                           void *arg) {
+  return s->ops->blob_hash(s, hash, size, whole, segs, progress, arg);
+}
+
+int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
+                              const char *upload, uint64_t size,
+                              const uint8_t hash[32]) {
+  return s->ops->stage_commit(s, terminal, upload, size, hash);
+}
+
+int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,
+                            const char *upload) {
+  return s->ops->stage_drop(s, terminal, upload);
+}
+
+int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
+  return s->ops->has(s, hash, exists);
+}
+
+int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
+                      uint64_t offset, void *buf, size_t n, size_t *got) {
+  return s->ops->read(s, hash, offset, buf, n, got);
+}
+
+int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed) {
+  return s->ops->sweep(s, max_age_ms, removed);
+}
