@@ -189,8 +189,15 @@ static int h_blob_put(wk_ctx *c) {
   uint64_t seg = (uint64_t)off / ST_SEGMENT;
   uint64_t have = st_upload_have(&u);
   if (!u.committed) {
-    if (st_blobstore_stage(c->blobs, c->terminal, up, (uint64_t)off,
-                           c->task->data, c->task->data_len) != 0) {
+    int src = st_blobstore_stage(c->blobs, c->terminal, up, (uint64_t)off,
+                                 c->task->data, c->task->data_len);
+    if (src == NIMBUS_ECONFLICT) {
+      code = wk_fail(c, 409, "ask blob.status, or start a new upload",
+                     "upload \"%s\" was committed or discarded while this "
+                     "segment arrived; it was not stored", up);
+      goto out;
+    }
+    if (src != 0) {
       code = disk_error(c, "store the segment");
       goto out;
     }
@@ -250,6 +257,7 @@ static int h_blob_commit(wk_ctx *c) {
   st_upload u = {0};
   uint8_t(*segs)[32] = NULL;
   uint8_t whole[32];
+  int lock = -1;
   int code = arg_upload(c, up);
   if (code != 0)
     return code;
@@ -286,25 +294,25 @@ static int h_blob_commit(wk_ctx *c) {
     goto out;
   }
   nb_hex(u.sha256, 32, want_hex);
-  int rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole,
-                                   segs, commit_progress, c);
-  bool staged = rc != NIMBUS_ENOTFOUND;
+  /* Puts of this upload wait until the bytes hashed are the bytes stored
+   * (see st_blobstore_stage_lock). */
+  int rc = st_blobstore_stage_lock(c->blobs, c->terminal, up, &lock);
   if (rc == NIMBUS_ENOTFOUND) {
-    /* A worker that died between moving the file and recording the commit
-     * left the blob in the store: its name vouches for its content, and
-     * hashing it again gives the segment hashes. */
-    bool stored = false;
-    rc = st_blobstore_has(c->blobs, u.sha256, &stored);
-    if (rc == 0 && !stored) {
-      code = wk_fail(c, 500, "upload the blob again under a new upload name",
-                     "the uploaded segments of \"%s\" are no longer on the "
-                     "cloud's disk", up);
-      goto out;
-    }
-    if (rc == 0)
-      rc = st_blobstore_blob_hash(c->blobs, u.sha256, u.size, whole, segs,
-                                  commit_progress, c);
+    /* Its segments were swept, or a worker died between moving them and
+     * recording the commit. The declared hash alone grants nothing (a
+     * terminal could name another's blob): the upload starts over, which
+     * costs little when the content is stored already. */
+    if (st_upload_discard(c->redis, c->terminal, up) != 0)
+      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
+              up, st_redis_errstr(c->redis));
+    code = wk_fail(c, 404, "upload the file again under a new upload name",
+                   "the uploaded segments of \"%s\" are no longer on the "
+                   "cloud's disk", up);
+    goto out;
   }
+  if (rc == 0)
+    rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole,
+                                 segs, commit_progress, c);
   if (rc == NIMBUS_ECANCELED) {
     code = wk_fail(c, 499, NULL, "blob.commit was cancelled by task.cancel");
     goto out;
@@ -324,7 +332,7 @@ static int h_blob_commit(wk_ctx *c) {
     if (st_upload_discard(c->redis, c->terminal, up) != 0)
       NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
               up, st_redis_errstr(c->redis));
-    if (staged && st_blobstore_stage_drop(c->blobs, c->terminal, up) != 0)
+    if (st_blobstore_stage_drop(c->blobs, c->terminal, up) != 0)
       NB_WARN("WK-BLOB-IO", "cannot drop staging of %s/%s: %s", c->terminal,
               up, st_blobstore_errstr());
     code = wk_fail(c, 422, "upload the file again from the start",
@@ -333,9 +341,8 @@ static int h_blob_commit(wk_ctx *c) {
                    up, hex, want_hex);
     goto out;
   }
-  if (staged &&
-      st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
-          0) {
+  if (st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
+      0) {
     code = disk_error(c, "move the upload into the blob store");
     goto out;
   }
@@ -350,6 +357,7 @@ static int h_blob_commit(wk_ctx *c) {
   wk_pack_str(&c->pk, hex);
   pack_kv_int(&c->pk, "size", (int64_t)u.size);
 out:
+  st_blobstore_stage_unlock(c->blobs, lock);
   free(segs);
   st_upload_fini(&u);
   return code;

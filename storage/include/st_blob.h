@@ -54,8 +54,9 @@ const char *st_blobstore_errstr(void);
 /* Writes `n` bytes of `p` (borrowed) at `offset` of the staging file of
  * (terminal, upload), creating it when absent, and returns only once the
  * bytes are on disk (fdatasync; a new file's directory entry is fsynced
- * too). n == 0 only creates the file (an empty blob). Returns 0 or
- * NIMBUS_EIO. */
+ * too). n == 0 only creates the file (an empty blob). Returns 0,
+ * NIMBUS_ECONFLICT when a commit moved or dropped the upload meanwhile
+ * (nothing written), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
                        size_t n);
@@ -76,7 +77,7 @@ int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
                             st_blob_progress_fn progress, void *arg);
 
 /* The same for the stored blob `hash`: per-segment hashes of its `size`
- * bytes (used when a commit finds its staging file already moved). */
+ * bytes. */
 int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
                            uint64_t size, uint8_t whole[32],
                            uint8_t (*segs)[32], st_blob_progress_fn progress,
@@ -91,6 +92,17 @@ int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
 int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]);
+
+/* Takes the exclusive lock on the staging of (terminal, upload) for a
+ * commit: while it is held, blob.put of that upload waits, and afterwards
+ * finds the file moved or dropped and stores nothing (NIMBUS_ECONFLICT from
+ * st_blobstore_stage). *lock receives a handle for
+ * st_blobstore_stage_unlock. Returns 0, NIMBUS_ENOTFOUND when nothing is
+ * staged, or NIMBUS_EIO. */
+int st_blobstore_stage_lock(st_blobstore *s, const char *terminal,
+                            const char *upload, int *lock);
+/* Releases a lock from st_blobstore_stage_lock; -1 is a no-op. */
+void st_blobstore_stage_unlock(st_blobstore *s, int lock);
 
 /* Removes the staging file of (terminal, upload); an absent one is fine.
  * Returns 0 or NIMBUS_EIO. */

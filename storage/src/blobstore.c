@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +49,9 @@ typedef struct blob_backend {
   int (*read)(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
               void *buf, size_t n, size_t *got);
   int (*sweep)(st_blobstore *s, int64_t max_age_ms, size_t *removed);
+  int (*stage_lock)(st_blobstore *s, const char *terminal,
+                    const char *upload, int *lock);
+  void (*stage_unlock)(st_blobstore *s, int lock);
 } blob_backend;
 
 struct st_blobstore {
@@ -121,6 +125,20 @@ static int mkdir_p1(const char *dir) {
   return fail_io("cannot create directory %s", dir);
 }
 
+/* mkdir_p1, and when the directory is new, an fsync of its parent so the
+ * new entry (and what is later put in it) survives a crash. */
+static int mkdir_durable(const char *dir) {
+  if (mkdir(dir, 0700) != 0)
+    return errno == EEXIST ? 0 : fail_io("cannot create directory %s", dir);
+  char parent[PATH_CAP];
+  nb_strlcpy(parent, dir, sizeof parent);
+  char *slash = strrchr(parent, '/');
+  if (slash == NULL || slash == parent)
+    return 0;
+  *slash = '\0';
+  return fsync_dir(parent);
+}
+
 /* mkdir -p: creates `dir` and every missing parent. */
 static int mkdir_p(const char *dir) {
   char tmp[PATH_CAP];
@@ -148,19 +166,31 @@ static int local_stage(st_blobstore *s, const char *terminal,
   if (stage_path(s, terminal, upload, path, sizeof path) != 0)
     return NIMBUS_EINVAL;
   snprintf(dir, sizeof dir, "%s/staging", s->dir);
-  bool created = true;
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0 && errno == EEXIST) {
-    created = false;
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     return fail_io("cannot open staging file %s", path);
+  /* A commit holds the exclusive lock while it hashes and moves the file:
+   * wait for it, then make sure the file is still the one staged under
+   * this name, so no byte lands in a blob already hashed or stored. */
   int rc = 0;
-  const char *b = p;
+  struct stat a, b;
+  while (flock(fd, LOCK_SH) != 0) {
+    if (errno != EINTR) {
+      rc = fail_io("cannot lock staging file %s", path);
+      goto out;
+    }
+  }
+  if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino ||
+      a.st_dev != b.st_dev) {
+    snprintf(errstr, sizeof errstr,
+             "upload was committed or discarded while a segment arrived");
+    rc = NIMBUS_ECONFLICT;
+    goto out;
+  }
+  const char *c = p;
   size_t done = 0;
   while (done < n) {
-    ssize_t w = pwrite(fd, b + done, n - done, (off_t)(offset + done));
+    ssize_t w = pwrite(fd, c + done, n - done, (off_t)(offset + done));
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0) {
@@ -173,9 +203,9 @@ static int local_stage(st_blobstore *s, const char *terminal,
     rc = fail_io("cannot fdatasync staging file %s", path);
     goto out;
   }
-  /* A new file is durable only once its directory entry is. */
-  if (created)
-    rc = fsync_dir(dir);
+  /* The file is durable only once its directory entry is; whichever put
+   * created it, every put that answers ok makes sure of that. */
+  rc = fsync_dir(dir);
 out:
   close(fd);
   return rc;
@@ -289,6 +319,26 @@ static int local_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
   return 0;
 }
 
+/* Makes an existing blob file durable and checks its size; false when it
+ * is not the blob it should be (then the caller replaces it). */
+static int existing_ok(const char *path, const char *dir, uint64_t size,
+                       bool *ok) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  *ok = false;
+  if (fd < 0)
+    return errno == ENOENT ? 0 : fail_io("cannot open %s", path);
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = fail_io("cannot stat %s", path);
+  else if ((uint64_t)st.st_size == size && fsync(fd) == 0)
+    *ok = true;
+  close(fd);
+  if (rc == 0 && *ok)
+    rc = fsync_dir(dir);
+  return rc;
+}
+
 static int local_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]) {
@@ -296,11 +346,11 @@ static int local_stage_commit(st_blobstore *s, const char *terminal,
   if (stage_path(s, terminal, upload, spath, sizeof spath) != 0 ||
       blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
     return NIMBUS_EINVAL;
-  bool exists = false;
-  int rc = local_has(s, hash, &exists);
+  bool ok = false;
+  int rc = existing_ok(path, dir, size, &ok);
   if (rc != 0)
     return rc;
-  if (exists) {
+  if (ok) {
     /* Identical content is stored once: the copy already there wins. */
     if (unlink(spath) != 0 && errno != ENOENT)
       return fail_io("cannot remove staging file %s", spath);
@@ -324,11 +374,54 @@ static int local_stage_commit(st_blobstore *s, const char *terminal,
     return rc;
   }
   close(fd);
-  if ((rc = mkdir_p1(dir)) != 0)
+  if ((rc = mkdir_durable(dir)) != 0)
     return rc;
-  if (rename(spath, path) != 0)
-    return fail_io("cannot move %s to %s", spath, path);
+  /* Never replace a blob that appeared meanwhile (another commit of the
+   * same content): it is as good as ours. A damaged one (wrong size) was
+   * found above and is replaced. */
+  unsigned flags = RENAME_NOREPLACE;
+  if (renameat2(AT_FDCWD, spath, AT_FDCWD, path, flags) != 0) {
+    if (errno == EEXIST && existing_ok(path, dir, size, &ok) == 0 && ok)
+      return unlink(spath) == 0 || errno == ENOENT
+                 ? 0
+                 : fail_io("cannot remove staging file %s", spath);
+    if (errno == EEXIST) {
+      if (rename(spath, path) != 0)
+        return fail_io("cannot move %s to %s", spath, path);
+    } else {
+      return fail_io("cannot move %s to %s", spath, path);
+    }
+  }
   return fsync_dir(dir);
+}
+
+/* Exclusive lock on a staging file, held by a commit from its hashing to
+ * its move (see local_stage). */
+static int local_stage_lock(st_blobstore *s, const char *terminal,
+                            const char *upload, int *lock) {
+  char path[PATH_CAP];
+  *lock = -1;
+  if (stage_path(s, terminal, upload, path, sizeof path) != 0)
+    return NIMBUS_EINVAL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? NIMBUS_ENOTFOUND
+                           : fail_io("cannot open staging file %s", path);
+  while (flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      int rc = fail_io("cannot lock staging file %s", path);
+      close(fd);
+      return rc;
+    }
+  }
+  *lock = fd;
+  return 0;
+}
+
+static void local_stage_unlock(st_blobstore *s, int lock) {
+  (void)s;
+  if (lock >= 0)
+    close(lock);
 }
 
 static int local_stage_drop(st_blobstore *s, const char *terminal,
@@ -406,6 +499,7 @@ static int local_sweep(st_blobstore *s, int64_t max_age_ms,
 static const blob_backend local_backend = {
     local_stage,      local_stage_hash, local_blob_hash, local_stage_commit,
     local_stage_drop, local_has,        local_read,      local_sweep,
+    local_stage_lock, local_stage_unlock,
 };
 
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
@@ -423,10 +517,10 @@ int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
   if ((rc = mkdir_p(dir)) != 0)
     goto fail;
   snprintf(sub, sizeof sub, "%s/staging", dir);
-  if ((rc = mkdir_p1(sub)) != 0)
+  if ((rc = mkdir_durable(sub)) != 0)
     goto fail;
   snprintf(sub, sizeof sub, "%s/blobs", dir);
-  if ((rc = mkdir_p1(sub)) != 0)
+  if ((rc = mkdir_durable(sub)) != 0)
     goto fail;
   *out = s;
   return 0;
@@ -472,6 +566,15 @@ int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]) {
   return s->ops->stage_commit(s, terminal, upload, size, hash);
+}
+
+int st_blobstore_stage_lock(st_blobstore *s, const char *terminal,
+                            const char *upload, int *lock) {
+  return s->ops->stage_lock(s, terminal, upload, lock);
+}
+
+void st_blobstore_stage_unlock(st_blobstore *s, int lock) {
+  s->ops->stage_unlock(s, lock);
 }
 
 int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,

@@ -3,7 +3,8 @@
 # segment is missing, a re-sent put replayed, the commit's hash, every
 # range read back byte for byte, blob.has and blob.get per terminal, the
 # same content from a second terminal stored once, a commit whose staging
-# file was already moved, an empty blob, and a stored file damaged on disk
+# file is gone (404, the upload starts over: a declared hash grants
+# nothing), an empty blob, and a stored file damaged on disk
 # refused with 500 rather than served.
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
@@ -116,15 +117,21 @@ nb_terminal alice
 get "$sha" 0 100 "$W/part" >/dev/null
 cmp "$W/part" <(head -c 100 "$W/file") || nb_fail "alice reads other bytes after bob's upload"
 
-# A worker that dies after moving an upload into the store but before
-# recording the commit leaves no staging file: the re-sent commit finds
-# the blob in the store under its declared name and completes.
+# A commit whose staging file is gone (swept, or its worker died between
+# moving it and recording the commit) answers 404 and drops the upload:
+# the declared hash alone must never grant the blob. Starting over costs
+# little when the content is stored already.
 for i in 0 1 2 3 4; do put up2 "$i" >/dev/null; done
 stage=$NIMBUS_DIR/blobs/staging/$(printf 'alice\nup2' | sha256sum | cut -c1-64)
 [[ -f $stage ]] || nb_fail "no staging file $stage"
 rm "$stage"
 r=$(call blob.commit '{"upload": "up2"}')
-nb_assert_eq "ok $sha" "$(jget "$r" 'r["status"] + " " + r["result"]["blob"]')" "commit with the staging file already moved"
+nb_assert_eq "error 404" "$(jget "$r" 'r["status"] + " " + str(r["code"])')" "commit with the staging file gone"
+r=$(call blob.status '{"upload": "up2"}')
+nb_assert_eq 404 "$(jget "$r" 'str(r["code"])')" "status of the dropped upload"
+for i in 0 1 2 3 4; do put up3 "$i" >/dev/null; done
+r=$(call blob.commit '{"upload": "up3"}')
+nb_assert_eq "ok $sha" "$(jget "$r" 'r["status"] + " " + r["result"]["blob"]')" "the upload started over"
 
 # An empty blob: one put of nothing, then the commit.
 : >"$W/empty"

@@ -15,6 +15,7 @@
 #include "st_blob.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,49 @@ static void test_same_content_stored_once(void **state) {
   assert_int_equal(count_files(dir), 1);
 }
 
+typedef struct late_put {
+  fixture *f;
+  int rc;
+} late_put;
+
+static void *put_first_segment(void *arg) {
+  late_put *lp = arg;
+  uint8_t junk[64];
+  memset(junk, 0x5a, sizeof junk);
+  lp->rc = st_blobstore_stage(lp->f->s, "alice", "a", 0, junk, sizeof junk);
+  return NULL;
+}
+
+/* A put that arrives while a commit holds the staging lock waits, then
+ * finds the file moved and stores nothing: the stored blob keeps the bytes
+ * that were hashed. */
+static void test_put_during_commit(void **state) {
+  fixture *f = *state;
+  stage_all(f, "alice", "a");
+  int lock = -1;
+  assert_int_equal(st_blobstore_stage_lock(f->s, "alice", "a", &lock), 0);
+  late_put lp = {f, -1};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, put_first_segment, &lp), 0);
+  usleep(100 * 1000); /* the put is now waiting for the lock */
+  assert_int_equal(lp.rc, -1);
+  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
+                                             f->sha), 0);
+  st_blobstore_stage_unlock(f->s, lock);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(lp.rc, NIMBUS_ECONFLICT);
+  uint8_t whole[32];
+  uint8_t(*segs)[32] = calloc(st_blob_nsegs(SIZE), 32);
+  assert_non_null(segs);
+  assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
+                                          NULL, NULL), 0);
+  assert_memory_equal(whole, f->sha, 32);
+  free(segs);
+  /* Without a staging file there is nothing to lock. */
+  assert_int_equal(st_blobstore_stage_lock(f->s, "alice", "zz", &lock),
+                   NIMBUS_ENOTFOUND);
+}
+
 static int stop_after_first(void *arg, uint64_t done, uint64_t total) {
   (void)total;
   *(uint64_t *)arg = done;
@@ -285,6 +329,8 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
