@@ -915,15 +915,20 @@ static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
     char why[200];
     snprintf(why, sizeof why, "the broker refused a subscription (%s)",
              rs != NULL ? rs : "unknown reason");
+    NB_ERROR("WK-SUB-REFUSED", "%s", why);
     set_sub_state(w, -1, why);
     return;
   }
   pthread_mutex_lock(&w->cmu);
-  if (--w->subs_pending == 0 && w->sub_state == 0) {
+  bool done = --w->subs_pending == 0 && w->sub_state == 0;
+  if (done) {
     w->sub_state = 1;
     pthread_cond_broadcast(&w->ccv);
   }
   pthread_mutex_unlock(&w->cmu);
+  if (done)
+    NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)",
+            w->nfilters);
 }
 
 static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
@@ -945,8 +950,8 @@ static void on_sub_fail(void *context, MQTTAsync_failureData5 *resp) {
            rs != NULL ? rs : "no reason code",
            resp != NULL && resp->message != NULL ? ": " : "",
            resp != NULL && resp->message != NULL ? resp->message : "");
-  NB_DEBUG("WK-SUB", "subscribe failed: code %d reason %d",
-           resp != NULL ? resp->code : 0, resp != NULL ? resp->reasonCode : 0);
+  NB_ERROR("WK-SUB-REFUSED", "%s (code %d)", why,
+           resp != NULL ? resp->code : 0);
   set_sub_state(w, -1, why);
 }
 

@@ -26,7 +26,12 @@ nb_assert_eq 6 "$(grep -c '^final .* 0 1$' "$NB_DIR/itest.out")" "ok final repli
 for i in $(seq 0 5); do
   nb_assert_eq 1 "$(nb_redis GET nb:diag:brk-$i)" "runs of brk-$i"
 done
-# Both workers are back in their groups: pings reach both.
+# Both workers are back in their groups (each logs WK-SUBSCRIBED once per
+# connect, so twice by now), and pings reach both.
+for n in 1 2; do
+  nb_wait_for "[ \$(grep -c WK-SUBSCRIBED '$NB_DIR/worker-$n/log') -ge 2 ]" 15 ||
+    nb_fail "worker-$n did not subscribe again after the restart"
+done
 out=$("$NIMBUS_BIN/nb-itest" pings 100) || nb_fail "pings after the restart: $out"
 [[ $(echo "$out" | wc -l) -eq 2 ]] || nb_fail "not both workers answer: $out"
 nb_log "ok"
