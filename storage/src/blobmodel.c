@@ -33,24 +33,34 @@ static unsigned long long parse_u64(const char *s) {
   return s != NULL ? strtoull(s, NULL, 10) : 0;
 }
 
+/* The record and its segment bitmap in one script, so a commit cannot land
+ * between the two reads (it deletes the bitmap). */
+static const char upload_get_lua[] =
+    "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob'), "
+    "redis.call('GET', KEYS[2])}";
+
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
                   st_upload *out) {
   char rec[KEY_CAP], bits[KEY_CAP];
   memset(out, 0, sizeof *out);
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
-  const char *argv[5] = {"HMGET", rec, "size", "sha256", "blob"};
+  const char *argv[5] = {"EVAL", upload_get_lua, "2", rec, bits};
   redisReply *rep = st__cmd(r, 5, argv, NULL);
   int rc = 0;
   if (rep == NULL)
     return NIMBUS_EREDIS;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                   : "unexpected HMGET answer");
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+      rep->element[0]->type != REDIS_REPLY_ARRAY ||
+      rep->element[0]->elements != 3) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR
+                       ? rep->str
+                       : "unexpected answer reading an upload");
     rc = NIMBUS_EREDIS;
     goto out;
   }
-  redisReply **e = rep->element;
+  redisReply **e = rep->element[0]->element;
+  redisReply *b = rep->element[1];
   if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
       e[1]->len != 32)
     goto out; /* unknown (or expired) */
@@ -62,19 +72,14 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
     memcpy(out->blob, e[2]->str, 64);
     out->blob[64] = '\0';
   }
-  freeReplyObject(rep);
-  const char *gargv[2] = {"GET", bits};
-  rep = st__cmd(r, 2, gargv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  if (rep->type == REDIS_REPLY_STRING && rep->len > 0) {
-    out->bits = malloc(rep->len);
+  if (b->type == REDIS_REPLY_STRING && b->len > 0) {
+    out->bits = malloc(b->len);
     if (out->bits == NULL) {
       rc = NIMBUS_ENOMEM;
       goto out;
     }
-    memcpy(out->bits, rep->str, rep->len);
-    out->bits_len = rep->len;
+    memcpy(out->bits, b->str, b->len);
+    out->bits_len = b->len;
   }
 out:
   freeReplyObject(rep);
@@ -134,6 +139,14 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   return rc;
 }
 
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
 int st_upload_commit_effect(st_txn *t, const char *terminal,
                             const char *upload, const char blob_hex[65],
                             uint64_t size, const uint8_t (*segs)[32],
@@ -153,7 +166,19 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   const char *c2[3] = {"SET", segk, (const char *)segs};
   size_t l2[3] = {3, strlen(segk), (size_t)nsegs * 32};
   const char *c3[3] = {"SADD", acc, blob_hex};
-  const char *c4[4] = {"HSET", rec, "blob", blob_hex};
+  /* The record is written whole again, so a commit whose record expired
+   * meanwhile leaves a complete one, never a bare "blob" field that a later
+   * upload of the same name would inherit. */
+  uint8_t sha[32];
+  for (int i = 0; i < 32; i++) {
+    int hi = hexval(blob_hex[2 * i]), lo = hexval(blob_hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return NIMBUS_EINVAL;
+    sha[i] = (uint8_t)(hi << 4 | lo);
+  }
+  const char *c4[8] = {"HSET", rec, "size", num, "sha256", (const char *)sha,
+                       "blob", blob_hex};
+  size_t l4[8] = {4, strlen(rec), 4, strlen(num), 6, 32, 4, 64};
   const char *c5[3] = {"PEXPIRE", rec, ttl};
   const char *c6[2] = {"DEL", bits};
   int rc = st_txn_add(t, 4, c1, NULL);
@@ -162,7 +187,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   if (rc == 0)
     rc = st_txn_add(t, 3, c3, NULL);
   if (rc == 0)
-    rc = st_txn_add(t, 4, c4, NULL);
+    rc = st_txn_add(t, 8, c4, l4);
   if (rc == 0)
     rc = st_txn_add(t, 3, c5, NULL);
   if (rc == 0)
