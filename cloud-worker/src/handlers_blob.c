@@ -346,7 +346,7 @@ static int h_blob_commit(wk_ctx *c) {
     code = disk_error(c, "move the upload into the blob store");
     goto out;
   }
-  if (st_upload_commit_effect(c->effect, c->terminal, up, hex, u.size,
+  if (st_upload_commit_effect(c->effect, c->terminal, up, whole, u.size,
                               (const uint8_t(*)[32])segs, nsegs,
                               c->cfg->upload_ttl_ms) != 0) {
     code = wk_fail(c, 500, NULL, "the worker is out of memory");

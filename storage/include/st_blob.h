@@ -169,12 +169,12 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t size, const uint8_t sha256[32],
                          uint64_t seg, int64_t ttl_ms);
 
-/* Appends to `t` the effect of a commit: the blob's metadata (size and the
- * `nsegs` segment hashes of `segs`), read access for `terminal`, and the
- * upload marked committed (its bitmap dropped; the record kept for ttl_ms
+/* Appends to `t` the effect of a commit of blob `blob` (its SHA-256): the
+ * blob's metadata (size and the `nsegs` segment hashes of `segs`), read
+ * access for `terminal`, and the upload marked committed (its bitmap dropped; the record kept for ttl_ms
  * so that committing again gets the same answer). */
 int st_upload_commit_effect(st_txn *t, const char *terminal,
-                            const char *upload, const char blob_hex[65],
+                            const char *upload, const uint8_t blob[32],
                             uint64_t size, const uint8_t (*segs)[32],
                             uint64_t nsegs, int64_t ttl_ms);
 

@@ -12,6 +12,7 @@
 #include "st_blob.h"
 #include "st_internal.h"
 
+#include "nb_util.h"
 #include "nimbus/errors.h"
 
 #include <stdio.h>
@@ -139,22 +140,15 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   return rc;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
 int st_upload_commit_effect(st_txn *t, const char *terminal,
-                            const char *upload, const char blob_hex[65],
+                            const char *upload, const uint8_t blob[32],
                             uint64_t size, const uint8_t (*segs)[32],
                             uint64_t nsegs, int64_t ttl_ms) {
   char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP],
-      acc[KEY_CAP], num[24], ttl[24];
+      acc[KEY_CAP], num[24], ttl[24], blob_hex[65];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
+  nb_hex(blob, 32, blob_hex);
   snprintf(meta, sizeof meta, "nb:blob:%s", blob_hex);
   snprintf(segk, sizeof segk, "nb:blob:%s:segs", blob_hex);
   int n = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
@@ -169,14 +163,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   /* The record is written whole again, so a commit whose record expired
    * meanwhile leaves a complete one, never a bare "blob" field that a later
    * upload of the same name would inherit. */
-  uint8_t sha[32];
-  for (int i = 0; i < 32; i++) {
-    int hi = hexval(blob_hex[2 * i]), lo = hexval(blob_hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return NIMBUS_EINVAL;
-    sha[i] = (uint8_t)(hi << 4 | lo);
-  }
-  const char *c4[8] = {"HSET", rec, "size", num, "sha256", (const char *)sha,
+  const char *c4[8] = {"HSET", rec, "size", num, "sha256", (const char *)blob,
                        "blob", blob_hex};
   size_t l4[8] = {4, strlen(rec), 4, strlen(num), 6, 32, 4, 64};
   const char *c5[3] = {"PEXPIRE", rec, ttl};
