@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include "test_hex.h"
+
 #include "nimbus/errors.h"
 #include "sc.h"
 
@@ -51,34 +53,6 @@ static void mb_map(mb *m, size_t n) {
 
 static void mb_int(mb *m, int64_t v) {
   assert_int_equal(msgpack_pack_int64(&m->pk, v), 0);
-}
-
-/* Hex text (whitespace ignored) to bytes; returns the byte count. */
-static size_t unhex(const char *hex, uint8_t *out, size_t cap) {
-  size_t n = 0;
-  int hi = -1;
-  for (const char *p = hex; *p; p++) {
-    int v = 0;
-    if (*p >= '0' && *p <= '9')
-      v = *p - '0';
-    else if (*p >= 'a' && *p <= 'f')
-      v = *p - 'a' + 10;
-    else if (*p >= 'A' && *p <= 'F')
-      v = *p - 'A' + 10;
-    else if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
-      continue;
-    else
-      fail_msg("bad hex character %c", *p);
-    if (hi < 0) {
-      hi = v;
-    } else {
-      assert_true(n < cap);
-      out[n++] = (uint8_t)(hi << 4 | v);
-      hi = -1;
-    }
-  }
-  assert_int_equal(hi, -1);
-  return n;
 }
 
 static void mb_raw(mb *m, const char *hex) {

@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include "test_hex.h"
+
 #include "nimbus/errors.h"
 #include "sc.h"
 
@@ -15,32 +17,6 @@
 #include <string.h>
 
 #define ID "3f2b8c1e-9d4a-4b6f-8e21-7c5d0a9f1b36"
-
-/* Hex text (whitespace ignored) to bytes; returns the byte count. */
-static size_t unhex(const char *hex, uint8_t *out, size_t cap) {
-  size_t n = 0;
-  int hi = -1;
-  for (const char *p = hex; *p; p++) {
-    int v = 0;
-    if (*p >= '0' && *p <= '9')
-      v = *p - '0';
-    else if (*p >= 'a' && *p <= 'f')
-      v = *p - 'a' + 10;
-    else if (*p == ' ' || *p == '\n')
-      continue;
-    else
-      fail_msg("bad hex character %c", *p);
-    if (hi < 0) {
-      hi = v;
-    } else {
-      assert_true(n < cap);
-      out[n++] = (uint8_t)(hi << 4 | v);
-      hi = -1;
-    }
-  }
-  assert_int_equal(hi, -1);
-  return n;
-}
 
 /* A decoded args map, from hex. */
 typedef struct doc {
