@@ -359,7 +359,10 @@ void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason) {
   nimbus_reply *r = ag_reply_new(&p);
   pthread_mutex_lock(&a->mu);
   if (r != NULL && t->in_table) {
-    snprintf(a->errstr, sizeof a->errstr, "task %s: %s", t->id, text);
+    /* errstr is short; a cut-off reason still names the task. */
+    if (snprintf(a->errstr, sizeof a->errstr, "task %s: %s", t->id, text) >=
+        (int)sizeof a->errstr)
+      a->errstr[sizeof a->errstr - 1] = '\0';
     ag_task_complete_locked(a, t, r, AG_TASK_REFUSED);
     r = NULL;
   }
