@@ -23,13 +23,13 @@
 /* blob.has takes at most this many names (PROTOCOL.md). */
 #define HAS_MAX 1000
 
-static int redis_down(wk_ctx *c) {
+int wk_redis_down(wk_ctx *c) {
   return wk_fail(c, 503, "try again in a moment",
                  "the cloud's state store is unavailable: %s",
                  st_redis_errstr(c->redis));
 }
 
-static int disk_error(wk_ctx *c, const char *what) {
+int wk_disk_error(wk_ctx *c, const char *what) {
   NB_ERROR("WK-BLOB-IO", "%s: %s", what, st_blobstore_errstr());
   return wk_fail(c, 500, "try again later; if it persists, tell the "
                  "cloud's operators",
@@ -51,8 +51,7 @@ static int arg_upload(wk_ctx *c, char up[65]) {
   return 0;
 }
 
-/* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
-static bool is_blob_name(const char *s, size_t n) {
+bool wk_is_blob_name(const char *s, size_t n) {
   if (n != 64)
     return false;
   for (size_t i = 0; i < n; i++)
@@ -61,7 +60,7 @@ static bool is_blob_name(const char *s, size_t n) {
   return true;
 }
 
-static void hex_to_bytes(const char *hex, uint8_t out[32]) {
+void wk_blob_raw(const char *hex, uint8_t out[32]) {
   for (size_t i = 0; i < 32; i++) {
     int hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
     int lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0'
@@ -70,25 +69,23 @@ static void hex_to_bytes(const char *hex, uint8_t out[32]) {
   }
 }
 
-/* Reads args.<key>, a blob name, into hex[65] and, when non-NULL, raw[32]. */
-static int arg_blob(wk_ctx *c, const char *key, char hex[65],
-                    uint8_t raw[32]) {
+int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]) {
   const char *s = NULL;
   size_t n = 0;
   if (sc_arg_str(c->args, key, true, 1, 64, &s, &n, c->error,
                  sizeof c->error) != 0 ||
-      !is_blob_name(s, n))
+      !wk_is_blob_name(s, n))
     return wk_fail(c, 400, NULL,
                    "args.%s must be a SHA-256: 64 lowercase hex characters",
                    key);
   memcpy(hex, s, 64);
   hex[64] = '\0';
   if (raw != NULL)
-    hex_to_bytes(hex, raw);
+    wk_blob_raw(hex, raw);
   return 0;
 }
 
-static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
+void wk_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
   wk_pack_str(pk, k);
   msgpack_pack_int64(pk, v);
 }
@@ -136,7 +133,7 @@ static int h_blob_put(wk_ctx *c) {
   st_upload u = {0};
   int code = 0;
   if ((code = arg_upload(c, up)) != 0 ||
-      (code = arg_blob(c, "sha256", sha_hex, sha)) != 0)
+      (code = wk_arg_blob(c, "sha256", sha_hex, sha)) != 0)
     return code;
   if (sc_arg_int(c->args, "size", true, 0, INT64_MAX, &size, c->error,
                  sizeof c->error) != 0 ||
@@ -172,7 +169,7 @@ static int h_blob_put(wk_ctx *c) {
                    c->task->data_len);
 
   if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
-    code = redis_down(c);
+    code = wk_redis_down(c);
     goto out;
   }
   if (u.exists && (u.size != (uint64_t)size || memcmp(u.sha256, sha, 32))) {
@@ -198,7 +195,7 @@ static int h_blob_put(wk_ctx *c) {
       goto out;
     }
     if (src != 0) {
-      code = disk_error(c, "store the segment");
+      code = wk_disk_error(c, "store the segment");
       goto out;
     }
     if (st_upload_put_effect(c->effect, c->terminal, up, (uint64_t)size, sha,
@@ -210,7 +207,7 @@ static int h_blob_put(wk_ctx *c) {
       have += want;
   }
   msgpack_pack_map(&c->pk, 1);
-  pack_kv_int(&c->pk, "have", (int64_t)have);
+  wk_pack_kv_int(&c->pk, "have", (int64_t)have);
 out:
   st_upload_fini(&u);
   return code;
@@ -225,13 +222,13 @@ static int h_blob_status(wk_ctx *c) {
   if (code != 0)
     return code;
   if (st_upload_get(c->redis, c->terminal, up, &u) != 0)
-    code = redis_down(c);
+    code = wk_redis_down(c);
   else if (!u.exists)
     code = no_upload(c, up);
   if (code == 0) {
     msgpack_pack_map(&c->pk, 3);
-    pack_kv_int(&c->pk, "size", (int64_t)u.size);
-    pack_kv_int(&c->pk, "have", (int64_t)st_upload_have(&u));
+    wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
+    wk_pack_kv_int(&c->pk, "have", (int64_t)st_upload_have(&u));
     pack_missing(&c->pk, &u);
   }
   st_upload_fini(&u);
@@ -262,7 +259,7 @@ static int h_blob_commit(wk_ctx *c) {
   if (code != 0)
     return code;
   if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
-    code = redis_down(c);
+    code = wk_redis_down(c);
     goto out;
   }
   if (!u.exists) {
@@ -274,7 +271,7 @@ static int h_blob_commit(wk_ctx *c) {
     msgpack_pack_map(&c->pk, 2);
     wk_pack_str(&c->pk, "blob");
     wk_pack_str(&c->pk, u.blob);
-    pack_kv_int(&c->pk, "size", (int64_t)u.size);
+    wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
     goto out;
   }
   if (st_upload_have(&u) != u.size) {
@@ -322,7 +319,7 @@ static int h_blob_commit(wk_ctx *c) {
     goto out;
   }
   if (rc != 0) {
-    code = disk_error(c, "read the uploaded blob");
+    code = wk_disk_error(c, "read the uploaded blob");
     goto out;
   }
   nb_hex(whole, 32, hex);
@@ -343,7 +340,7 @@ static int h_blob_commit(wk_ctx *c) {
   }
   if (st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
       0) {
-    code = disk_error(c, "move the upload into the blob store");
+    code = wk_disk_error(c, "move the upload into the blob store");
     goto out;
   }
   if (st_upload_commit_effect(c->effect, c->terminal, up, whole, u.size,
@@ -355,7 +352,7 @@ static int h_blob_commit(wk_ctx *c) {
   msgpack_pack_map(&c->pk, 2);
   wk_pack_str(&c->pk, "blob");
   wk_pack_str(&c->pk, hex);
-  pack_kv_int(&c->pk, "size", (int64_t)u.size);
+  wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
 out:
   st_blobstore_stage_unlock(c->blobs, lock);
   free(segs);
@@ -382,7 +379,7 @@ static int h_blob_has(wk_ctx *c) {
   for (size_t i = 0; i < n; i++) {
     const msgpack_object *o = &arr->via.array.ptr[i];
     if (o->type != MSGPACK_OBJECT_STR ||
-        !is_blob_name(o->via.str.ptr, o->via.str.size)) {
+        !wk_is_blob_name(o->via.str.ptr, o->via.str.size)) {
       code = wk_fail(c, 400, NULL,
                      "args.blobs[%zu] must be a SHA-256: 64 lowercase hex "
                      "characters", i);
@@ -393,7 +390,7 @@ static int h_blob_has(wk_ctx *c) {
     names[i] = copies[i];
   }
   if (st_blob_access(c->redis, c->terminal, names, n, may) != 0) {
-    code = redis_down(c);
+    code = wk_redis_down(c);
     goto out;
   }
   size_t nmissing = 0;
@@ -420,7 +417,7 @@ static int h_blob_get(wk_ctx *c) {
   int64_t off = 0, len = 0;
   uint8_t *buf = NULL;
   uint8_t(*want)[32] = NULL;
-  int code = arg_blob(c, "blob", hex, raw);
+  int code = wk_arg_blob(c, "blob", hex, raw);
   if (code != 0)
     return code;
   if (sc_arg_int(c->args, "offset", true, 0, INT64_MAX, &off, c->error,
@@ -433,7 +430,7 @@ static int h_blob_get(wk_ctx *c) {
   const char *name = hex;
   if (st_blob_access(c->redis, c->terminal, &name, 1, &may) != 0 ||
       (may && st_blob_meta_get(c->redis, hex, &exists, &size) != 0))
-    return redis_down(c);
+    return wk_redis_down(c);
   if (!may || !exists)
     return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
                    "there is no blob %s that this terminal may read", hex);
@@ -459,14 +456,14 @@ static int h_blob_get(wk_ctx *c) {
     }
     int rc = st_blob_segs_get(c->redis, hex, s0, count, want);
     if (rc == NIMBUS_EREDIS) {
-      code = redis_down(c);
+      code = wk_redis_down(c);
       goto out;
     }
     size_t got = 0;
     if (rc == 0)
       rc = st_blobstore_read(c->blobs, raw, start, buf, span, &got);
     if (rc == NIMBUS_EIO) {
-      code = disk_error(c, "read the blob");
+      code = wk_disk_error(c, "read the blob");
       goto out;
     }
     for (uint64_t i = 0; rc == 0 && i < count; i++) {
@@ -499,8 +496,8 @@ static int h_blob_get(wk_ctx *c) {
     goto out;
   }
   msgpack_pack_map(&c->pk, 2);
-  pack_kv_int(&c->pk, "size", (int64_t)size);
-  pack_kv_int(&c->pk, "offset", off);
+  wk_pack_kv_int(&c->pk, "size", (int64_t)size);
+  wk_pack_kv_int(&c->pk, "offset", off);
 out:
   free(want);
   free(buf);

@@ -101,6 +101,7 @@ typedef struct wk_handler {
 extern const wk_handler wk_core_handlers[];
 extern const wk_handler wk_diag_handlers[];
 extern const wk_handler wk_blob_handlers[];
+extern const wk_handler wk_backup_handlers[];
 
 /* Fills c->error (and c->help when non-NULL) and returns `code`, so a
  * handler can `return wk_fail(c, 404, NULL, "no snapshot %s", id);`. */
@@ -119,6 +120,21 @@ void wk_progress(wk_ctx *c, int64_t done, int64_t total);
 
 /* Packs a str. */
 void wk_pack_str(msgpack_packer *pk, const char *s);
+/* Packs the map entry k: v. */
+void wk_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
+
+/* Shared answers of the storage handlers (handlers_blob.c): 503 when Redis
+ * is unreachable, 500 (logged with the store's errstr) when the disk fails
+ * at `what` ("read the blob"). Both return the code after wk_fail. */
+int wk_redis_down(wk_ctx *c);
+int wk_disk_error(wk_ctx *c, const char *what);
+/* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
+bool wk_is_blob_name(const char *s, size_t n);
+/* The 32 bytes named by a valid blob name `hex` (64 chars, checked). */
+void wk_blob_raw(const char *hex, uint8_t out[32]);
+/* Reads the required blob name args.<key> into hex[65] and, when raw is
+ * non-NULL, its 32 bytes; else returns 400 after wk_fail. */
+int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]);
 
 /* For ping: this worker's id, and the types the cloud serves (announced by
  * any live worker), packed as an array into `pk`. */

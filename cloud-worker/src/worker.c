@@ -339,6 +339,10 @@ static void encode_outcome(thread_state *ts, wk_ctx *c, int code,
   (void)sc_reply_encode(&ts->out, r);
 }
 
+/* The result {retry_after: 1000} of a 503, packed. */
+static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
+                                   'a', 'f', 't', 'e', 'r', 0xcd, 0x03, 0xe8};
+
 static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   wk_worker *w = ts->w;
   const wk_config *cfg = w->cfg;
@@ -359,13 +363,10 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   if (rc != 0) {
     NB_WARN("WK-REDIS", "claim of %s/%s failed: %s", c->terminal,
             c->task->id, st_redis_errstr(ts->redis));
-    static const uint8_t retry[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
-                                    'a', 'f', 't', 'e', 'r', 0xcd, 0x03,
-                                    0xe8};
     send_error(w, &ts->out, c->terminal, c->task->id, 503,
                "the cloud's state store is unavailable right now",
                "the agent sends the task again by itself; nothing was done",
-               retry, sizeof retry);
+               retry_1s, sizeof retry_1s);
     return;
   }
   switch (state) {
@@ -431,6 +432,17 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   if (rc == NIMBUS_ELOST) {
     NB_WARN("WK-CLAIM-LOST", "%s/%s: claim lapsed before commit; dropped",
             c->terminal, c->task->id);
+    return;
+  }
+  if (rc == NIMBUS_ECONFLICT) {
+    /* Something the effect builds on (a blob, a snapshot) went away while
+     * the task ran; a new run sees the current state and answers by it. */
+    (void)st_task_release(ts->redis, c->terminal, c->task->id,
+                          cfg->worker_id);
+    send_error(w, &ts->out, c->terminal, c->task->id, 503,
+               "the cloud's state changed while the task ran; nothing was "
+               "changed",
+               "send the task again", retry_1s, sizeof retry_1s);
     return;
   }
   if (rc != 0) {
@@ -1075,14 +1087,17 @@ static int add_handler(wk_worker *w, const wk_handler *h) {
   return 0;
 }
 
+/* Every built-in handler table. */
+static const wk_handler *const builtin_tables[] = {
+    wk_core_handlers, wk_diag_handlers, wk_blob_handlers, wk_backup_handlers};
+#define NTABLES (sizeof builtin_tables / sizeof builtin_tables[0])
+
 static const wk_handler *lookup_builtin(const wk_config *cfg,
                                         const char *type, size_t n) {
-  const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
-                                wk_blob_handlers};
-  for (size_t t = 0; t < 3; t++) {
-    if (tables[t] == wk_diag_handlers && !cfg->diag)
+  for (size_t t = 0; t < NTABLES; t++) {
+    if (builtin_tables[t] == wk_diag_handlers && !cfg->diag)
       continue;
-    for (const wk_handler *h = tables[t]; h->type != NULL; h++)
+    for (const wk_handler *h = builtin_tables[t]; h->type != NULL; h++)
       if (strlen(h->type) == n && strncmp(h->type, type, n) == 0)
         return h;
   }
@@ -1095,12 +1110,11 @@ static int choose_handlers(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   int rc = 0;
   if (cfg->types == NULL || cfg->types[0] == '\0') {
-    const wk_handler *tables[] = {wk_core_handlers, wk_diag_handlers,
-                                  wk_blob_handlers};
-    for (size_t t = 0; t < 3 && rc == 0; t++) {
-      if (tables[t] == wk_diag_handlers && !cfg->diag)
+    for (size_t t = 0; t < NTABLES && rc == 0; t++) {
+      if (builtin_tables[t] == wk_diag_handlers && !cfg->diag)
         continue;
-      for (const wk_handler *h = tables[t]; h->type != NULL && rc == 0; h++)
+      for (const wk_handler *h = builtin_tables[t]; h->type != NULL && rc == 0;
+           h++)
         rc = add_handler(w, h);
     }
     return rc;

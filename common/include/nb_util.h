@@ -35,6 +35,20 @@ bool nb_valid_terminal(const char *s, size_t n);
  * device ids (8-64), upload names (1-64). */
 bool nb_valid_token(const char *s, size_t n, size_t min, size_t max);
 
+/* True when `s` (length `n`, no NUL needed) is well-formed UTF-8: no
+ * overlong forms, no surrogates, nothing above U+10FFFF. */
+bool nb_valid_utf8(const char *s, size_t n);
+
+/* Longest item name a snapshot accepts (PROTOCOL.md, Backup and restore). */
+#define NB_RELPATH_MAX 4096
+
+/* Checks that `s` (length `n`) is a safe relative path of a snapshot item:
+ * 1..NB_RELPATH_MAX bytes of UTF-8 without control characters, components
+ * separated by single '/', no leading or trailing '/', no empty, "." or
+ * ".." component. Returns NULL when it is, else a short phrase for a person
+ * saying why not (static storage), e.g. "has a \"..\" component". */
+const char *nb_relpath_problem(const char *s, size_t n);
+
 /* Formats into `buf` (cap bytes, always NUL-terminated, truncated when
  * long); a NULL buf or zero cap is a no-op. For functions that report
  * failures in a caller's error buffer. */

@@ -78,13 +78,20 @@ void st_txn_free(st_txn *t);
  * Returns 0 or NIMBUS_ENOMEM. */
 int st_txn_add(st_txn *t, int argc, const char *const *argv,
                const size_t *lens);
-/* Number of commands queued. */
+/* Makes the whole effect conditional on `key` (copied) existing when it is
+ * committed: if it is gone by then, st_task_commit applies nothing and
+ * returns NIMBUS_ECONFLICT. Checked before any command runs, whatever the
+ * order of calls. Returns 0 or NIMBUS_ENOMEM. */
+int st_txn_require(st_txn *t, const char *key);
+/* Number of commands queued (requirements included). */
 size_t st_txn_count(const st_txn *t);
 
 /* While the claim (terminal, id) is still owned by `owner`, atomically
  * applies `effect` (may be NULL), records `reply` (borrowed) with `digest`
  * for result_ttl_ms and releases the claim. Returns 0, NIMBUS_ELOST when
- * the claim was no longer ours (nothing applied), or NIMBUS_EREDIS. */
+ * the claim was no longer ours (nothing applied), NIMBUS_ECONFLICT when a
+ * key the effect requires (st_txn_require) is gone (nothing applied, the
+ * claim still held: release it), or NIMBUS_EREDIS. */
 int st_task_commit(st_redis *r, const char *terminal, const char *id,
                    const char *owner, const uint8_t digest[32],
                    const st_txn *effect, const void *reply, size_t reply_len,

@@ -72,13 +72,25 @@ static script renew_script = {
 
 /* KEYS: claim, done. ARGV: owner, digest, reply, ttl_ms, ncmds, then per
  * command its argc and arguments. The effect runs only while the claim is
- * ours, and the reply is recorded in the same script: both or neither. */
+ * ours and every key it requires (pseudo-command NB-REQUIRE, checked before
+ * anything is written) exists, and the reply is recorded in the same
+ * script: both or neither. Returns 1 done, 0 claim lost, 2 a required key
+ * is gone. */
 static script commit_script = {
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
     "local i = 6\n"
     "for n = 1, tonumber(ARGV[5]) do\n"
     "  local argc = tonumber(ARGV[i])\n"
-    "  redis.call(unpack(ARGV, i + 1, i + argc))\n"
+    "  if ARGV[i + 1] == 'NB-REQUIRE' and\n"
+    "     redis.call('EXISTS', ARGV[i + 2]) == 0 then return 2 end\n"
+    "  i = i + argc + 1\n"
+    "end\n"
+    "i = 6\n"
+    "for n = 1, tonumber(ARGV[5]) do\n"
+    "  local argc = tonumber(ARGV[i])\n"
+    "  if ARGV[i + 1] ~= 'NB-REQUIRE' then\n"
+    "    redis.call(unpack(ARGV, i + 1, i + argc))\n"
+    "  end\n"
     "  i = i + argc + 1\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
@@ -421,6 +433,11 @@ static int txn_push(st_txn *t, const char *p, size_t n) {
   return 0;
 }
 
+int st_txn_require(st_txn *t, const char *key) {
+  const char *argv[2] = {"NB-REQUIRE", key};
+  return st_txn_add(t, 2, argv, NULL);
+}
+
 int st_txn_add(st_txn *t, int argc, const char *const *argv,
                const size_t *lens) {
   char num[16];
@@ -479,7 +496,13 @@ int st_task_commit(st_redis *r, const char *terminal, const char *id,
     rc = NIMBUS_EREDIS;
     goto fail;
   }
-  rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0 : NIMBUS_ELOST;
+  if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 2) {
+    set_err(r, "a key the effect requires is gone");
+    rc = NIMBUS_ECONFLICT;
+  } else {
+    rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0
+                                                              : NIMBUS_ELOST;
+  }
 fail:
   freeReplyObject(rep);
   free(argv);

@@ -1,0 +1,321 @@
+/* The Redis model of backups (st_backup.h): snapshot records, the
+ * per-terminal index that pages them newest first, and the references they
+ * hold on blobs. Key names hold only terminal ids ([A-Za-z0-9._-]),
+ * snapshot ids ([0-9a-f-]) and hex, none of which holds ':'. */
+#include "st_backup.h"
+#include "st_internal.h"
+
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_CAP 200
+/* Blob names per round trip of st_blobs_readable. */
+#define READABLE_BATCH 1000
+
+int st_snap_id_new(int64_t ts_ms, char out[ST_SNAP_ID_LEN + 1]) {
+  uint8_t rnd[8];
+  char hex[17];
+  if (nb_random_bytes(rnd, sizeof rnd) != 0)
+    return NIMBUS_ESYS;
+  nb_hex(rnd, sizeof rnd, hex);
+  /* 13 digits of ms last until the year 2286. */
+  long long ms = ts_ms < 0 ? 0 : ts_ms > 9999999999999LL ? 9999999999999LL
+                                                         : ts_ms;
+  char buf[48];
+  snprintf(buf, sizeof buf, "%013lld-%s", ms, hex);
+  memcpy(out, buf, ST_SNAP_ID_LEN + 1);
+  return 0;
+}
+
+/* True for exactly what st_snap_id_new makes. */
+static bool snap_id_valid(const char *s) {
+  if (s == NULL || strlen(s) != ST_SNAP_ID_LEN || s[13] != '-')
+    return false;
+  for (size_t i = 0; i < ST_SNAP_ID_LEN; i++) {
+    char c = s[i];
+    if (i == 13)
+      continue;
+    if (!((c >= '0' && c <= '9') || (i > 13 && c >= 'a' && c <= 'f')))
+      return false;
+  }
+  return true;
+}
+
+static int keyf(char *out, const char *fmt, const char *a, const char *b) {
+  int n = snprintf(out, KEY_CAP, fmt, a, b);
+  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
+}
+
+/* An error reply (or an unexpected shape) as NIMBUS_EREDIS. */
+static int reply_err(st_redis *r, const redisReply *rep, const char *what) {
+  st__set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                                : what);
+  return NIMBUS_EREDIS;
+}
+
+/* ---- Which blobs a terminal may name ----------------------------------- */
+
+/* KEYS: the access set. ARGV: blob names. Per name its size, or -1. */
+static const char readable_lua[] =
+    "local out = {}\n"
+    "for i, h in ipairs(ARGV) do\n"
+    "  out[i] = -1\n"
+    "  if redis.call('SISMEMBER', KEYS[1], h) == 1 then\n"
+    "    local s = redis.call('HGET', 'nb:blob:' .. h, 'size')\n"
+    "    if s then out[i] = tonumber(s) end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+int st_blobs_readable(st_redis *r, const char *terminal,
+                      const char *const *hex, size_t n, int64_t *sizes) {
+  char acc[KEY_CAP];
+  if (keyf(acc, "nb:access:%s%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  const char **argv = calloc(4 + READABLE_BATCH, sizeof *argv);
+  if (argv == NULL)
+    return NIMBUS_ENOMEM;
+  int rc = 0;
+  for (size_t done = 0; rc == 0 && done < n; done += READABLE_BATCH) {
+    size_t k = n - done < READABLE_BATCH ? n - done : READABLE_BATCH;
+    argv[0] = "EVAL";
+    argv[1] = readable_lua;
+    argv[2] = "1";
+    argv[3] = acc;
+    for (size_t i = 0; i < k; i++)
+      argv[4 + i] = hex[done + i];
+    redisReply *rep = st__cmd(r, (int)(4 + k), argv, NULL);
+    if (rep == NULL) {
+      rc = NIMBUS_EREDIS;
+      break;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != k) {
+      rc = reply_err(r, rep, "unexpected answer checking blobs");
+    } else {
+      for (size_t i = 0; i < k; i++)
+        sizes[done + i] = rep->element[i]->type == REDIS_REPLY_INTEGER
+                              ? (int64_t)rep->element[i]->integer
+                              : -1;
+    }
+    freeReplyObject(rep);
+  }
+  free(argv);
+  return rc;
+}
+
+/* ---- Commit and delete ---------------------------------------------------- */
+
+static int add_refs(st_txn *t, const uint8_t (*blobs)[32], size_t n,
+                    const char *delta, bool require) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    char hex[65], meta[KEY_CAP];
+    nb_hex(blobs[i], 32, hex);
+    snprintf(meta, sizeof meta, "nb:blob:%s", hex);
+    if (require)
+      rc = st_txn_require(t, meta);
+    const char *argv[4] = {"HINCRBY", meta, "refs", delta};
+    if (rc == 0)
+      rc = st_txn_add(t, 4, argv, NULL);
+  }
+  return rc;
+}
+
+int st_snap_commit_effect(st_txn *t, const char *terminal,
+                          const st_snap_new *s) {
+  char rec[KEY_CAP], idx[KEY_CAP], ts[24], items[24], bytes[24];
+  if (keyf(rec, "nb:snap:%s:%s", terminal, s->id) != 0 ||
+      keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  snprintf(ts, sizeof ts, "%lld", (long long)s->ts);
+  snprintf(items, sizeof items, "%llu", (unsigned long long)s->items);
+  snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)s->bytes);
+  const char *label = s->label != NULL ? s->label : "";
+  const char *argv[14] = {"HSET",  rec,   "ts",    ts,          "items",
+                          items,   "bytes", bytes, "label",     label,
+                          s->list != NULL ? "list" : "manifest",
+                          s->list != NULL ? (const char *)s->list
+                                          : s->manifest,
+                          "blobs", (const char *)s->blobs};
+  size_t lens[14] = {4, strlen(rec), 2, strlen(ts), 5, strlen(items), 5,
+                     strlen(bytes), 5, strlen(label),
+                     s->list != NULL ? 4 : 8,
+                     s->list != NULL ? s->list_len : strlen(s->manifest), 5,
+                     s->nblobs * 32};
+  const char *zadd[4] = {"ZADD", idx, "0", s->id};
+  int rc = add_refs(t, s->blobs, s->nblobs, "1", true);
+  if (rc == 0)
+    rc = st_txn_add(t, 14, argv, lens);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, zadd, NULL);
+  return rc;
+}
+
+int st_snap_delete_effect(st_txn *t, const char *terminal,
+                          const st_snapshot *s) {
+  char rec[KEY_CAP], idx[KEY_CAP];
+  if (keyf(rec, "nb:snap:%s:%s", terminal, s->info.id) != 0 ||
+      keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  const char *del[2] = {"DEL", rec};
+  const char *zrem[3] = {"ZREM", idx, s->info.id};
+  int rc = st_txn_require(t, rec);
+  if (rc == 0)
+    rc = add_refs(t, (const uint8_t(*)[32])s->blobs, s->nblobs, "-1", false);
+  if (rc == 0)
+    rc = st_txn_add(t, 2, del, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, zrem, NULL);
+  return rc;
+}
+
+/* ---- Reading ---------------------------------------------------------------- */
+
+static void copy_str(char *dst, size_t cap, const redisReply *e) {
+  dst[0] = '\0';
+  if (e->type == REDIS_REPLY_STRING) {
+    size_t n = e->len < cap - 1 ? e->len : cap - 1;
+    memcpy(dst, e->str, n);
+    dst[n] = '\0';
+  }
+}
+
+static long long num_of(const redisReply *e) {
+  return e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
+}
+
+/* KEYS: index. ARGV: id ("" = newest), record key prefix. Returns {} or
+ * {id, ts, items, bytes, label, list, manifest, blobs}. */
+static const char get_lua[] =
+    "local id = ARGV[1]\n"
+    "if id == '' then\n"
+    "  local r = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', 0,"
+    " 1)\n"
+    "  if #r == 0 then return {} end\n"
+    "  id = r[1]\n"
+    "end\n"
+    "local h = redis.call('HMGET', ARGV[2] .. id, 'ts', 'items', 'bytes',"
+    " 'label', 'list', 'manifest', 'blobs')\n"
+    "if not h[1] then return {} end\n"
+    "return {id, h[1], h[2], h[3], h[4], h[5], h[6], h[7]}\n";
+
+int st_snap_get(st_redis *r, const char *terminal, const char *id,
+                st_snapshot *out) {
+  char idx[KEY_CAP], prefix[KEY_CAP];
+  memset(out, 0, sizeof *out);
+  if (id != NULL && !snap_id_valid(id))
+    return 0;
+  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0 ||
+      keyf(prefix, "nb:snap:%s:%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  const char *argv[6] = {"EVAL", get_lua, "1", idx, id != NULL ? id : "",
+                         prefix};
+  redisReply *rep = st__cmd(r, 6, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY ||
+      (rep->elements != 0 && rep->elements != 8)) {
+    rc = reply_err(r, rep, "unexpected answer reading a snapshot");
+    goto out;
+  }
+  if (rep->elements == 0)
+    goto out;
+  redisReply **e = rep->element;
+  out->exists = true;
+  copy_str(out->info.id, sizeof out->info.id, e[0]);
+  out->info.ts = num_of(e[1]);
+  out->info.items = (uint64_t)num_of(e[2]);
+  out->info.bytes = (uint64_t)num_of(e[3]);
+  copy_str(out->info.label, sizeof out->info.label, e[4]);
+  if (e[5]->type == REDIS_REPLY_STRING) {
+    out->list = malloc(e[5]->len > 0 ? e[5]->len : 1);
+    if (out->list == NULL) {
+      rc = NIMBUS_ENOMEM;
+      goto out;
+    }
+    memcpy(out->list, e[5]->str, e[5]->len);
+    out->list_len = e[5]->len;
+  }
+  copy_str(out->manifest, sizeof out->manifest, e[6]);
+  if (e[7]->type == REDIS_REPLY_STRING && e[7]->len >= 32) {
+    out->nblobs = e[7]->len / 32;
+    out->blobs = malloc(out->nblobs * 32);
+    if (out->blobs == NULL) {
+      out->nblobs = 0;
+      rc = NIMBUS_ENOMEM;
+      goto out;
+    }
+    memcpy(out->blobs, e[7]->str, out->nblobs * 32);
+  }
+out:
+  freeReplyObject(rep);
+  return rc;
+}
+
+void st_snapshot_fini(st_snapshot *s) {
+  free(s->list);
+  free(s->blobs);
+  s->list = NULL;
+  s->blobs = NULL;
+  s->list_len = s->nblobs = 0;
+}
+
+/* KEYS: index. ARGV: max ('+' or '(' .. cursor), count, record prefix.
+ * Returns id, ts, items, bytes, label for each. */
+static const char list_lua[] =
+    "local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-',"
+    " 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = redis.call('HMGET', ARGV[3] .. id, 'ts', 'items', 'bytes',"
+    " 'label')\n"
+    "  out[#out + 1] = id\n"
+    "  for k = 1, 4 do out[#out + 1] = h[k] or '' end\n"
+    "end\n"
+    "return out\n";
+
+int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
+                 size_t limit, st_snap_info *out, size_t *n, bool *more) {
+  char idx[KEY_CAP], prefix[KEY_CAP], max[ST_SNAP_ID_LEN + 2], count[24];
+  *n = 0;
+  *more = false;
+  if (limit == 0 || limit > 1000)
+    return NIMBUS_EINVAL;
+  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0 ||
+      keyf(prefix, "nb:snap:%s:%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  if (cursor != NULL && cursor[0] != '\0') {
+    /* Any cursor orders somewhere; one that is no id simply starts there. */
+    snprintf(max, sizeof max, "(%.*s", ST_SNAP_ID_LEN, cursor);
+  } else {
+    strcpy(max, "+");
+  }
+  snprintf(count, sizeof count, "%zu", limit + 1);
+  const char *argv[7] = {"EVAL", list_lua, "1", idx, max, count, prefix};
+  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
+    rc = reply_err(r, rep, "unexpected answer listing snapshots");
+  } else {
+    size_t got = rep->elements / 5;
+    *more = got > limit;
+    *n = got > limit ? limit : got;
+    for (size_t i = 0; i < *n; i++) {
+      redisReply **e = rep->element + 5 * i;
+      copy_str(out[i].id, sizeof out[i].id, e[0]);
+      out[i].ts = num_of(e[1]);
+      out[i].items = (uint64_t)num_of(e[2]);
+      out[i].bytes = (uint64_t)num_of(e[3]);
+      copy_str(out[i].label, sizeof out[i].label, e[4]);
+    }
+  }
+  freeReplyObject(rep);
+  return rc;
+}
