@@ -8,36 +8,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
-  wk_pack_str(pk, k);
-  msgpack_pack_int64(pk, v);
-}
-
 static int h_ping(wk_ctx *c) {
   const wk_config *cfg = c->cfg;
   msgpack_packer *pk = &c->pk;
   msgpack_pack_map(pk, 5);
   wk_pack_str(pk, "worker");
   wk_pack_str(pk, wk_worker_id(c->w));
-  pack_kv_int(pk, "ts", nb_now_ms());
+  wk_pack_kv_int(pk, "ts", nb_now_ms());
   wk_pack_str(pk, "versions");
   msgpack_pack_array(pk, 1);
   msgpack_pack_int(pk, SC_VERSION);
   wk_pack_str(pk, "types");
   wk_pack_cloud_types(c->w, pk);
   wk_pack_str(pk, "limits");
-  msgpack_pack_map(pk, 11);
-  pack_kv_int(pk, "segment", SC_SEGMENT);
-  pack_kv_int(pk, "blob_max", cfg->blob_max_bytes);
-  pack_kv_int(pk, "message", SC_MAX_MESSAGE);
-  pack_kv_int(pk, "task", SC_MAX_TASK);
-  pack_kv_int(pk, "max_inflight", cfg->max_inflight);
-  pack_kv_int(pk, "result_ttl", cfg->result_ttl_ms);
-  pack_kv_int(pk, "upload_ttl", cfg->upload_ttl_ms);
-  pack_kv_int(pk, "lease", cfg->lease_ms);
-  pack_kv_int(pk, "renew", cfg->renew_ms);
-  pack_kv_int(pk, "resend", 30000);
-  pack_kv_int(pk, "resend_max", 300000);
+  msgpack_pack_map(pk, 12);
+  wk_pack_kv_int(pk, "segment", SC_SEGMENT);
+  wk_pack_kv_int(pk, "blob_max", cfg->blob_max_bytes);
+  wk_pack_kv_int(pk, "message", SC_MAX_MESSAGE);
+  wk_pack_kv_int(pk, "task", SC_MAX_TASK);
+  wk_pack_kv_int(pk, "max_inflight", cfg->max_inflight);
+  wk_pack_kv_int(pk, "result_ttl", cfg->result_ttl_ms);
+  wk_pack_kv_int(pk, "upload_ttl", cfg->upload_ttl_ms);
+  wk_pack_kv_int(pk, "blob_ttl", cfg->blob_ttl_ms);
+  wk_pack_kv_int(pk, "lease", cfg->lease_ms);
+  wk_pack_kv_int(pk, "renew", cfg->renew_ms);
+  wk_pack_kv_int(pk, "resend", 30000);
+  wk_pack_kv_int(pk, "resend_max", 300000);
   return 0;
 }
 

@@ -64,6 +64,10 @@ static const nb_opt options[] = {
     {"upload_ttl_ms", NB_OPT_INT, "86400000",
      "how long an upload not committed is kept",
      offsetof(wk_config, upload_ttl_ms), 1000, INT64_C(31536000000)},
+    {"blob_ttl_ms", NB_OPT_INT, "86400000",
+     "how long a blob nothing refers to (no snapshot) is kept before it is "
+     "collected",
+     offsetof(wk_config, blob_ttl_ms), 1000, INT64_C(31536000000)},
     {"max_inflight", NB_OPT_INT, "64",
      "tasks a terminal may have outstanding (advertised by ping)",
      offsetof(wk_config, max_inflight), 1, 100000},

@@ -41,6 +41,7 @@ typedef struct wk_config {
   int64_t renew_ms;
   int64_t result_ttl_ms;
   int64_t upload_ttl_ms;
+  int64_t blob_ttl_ms;
   int64_t max_inflight;
   int64_t queue;
   char *data_dir;
@@ -140,6 +141,15 @@ int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]);
  * any live worker), packed as an array into `pk`. */
 const char *wk_worker_id(const wk_worker *w);
 void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk);
+
+/* The janitor thread (janitor.c): sweeps abandoned staging files and
+ * collects unreferenced blobs of `blobs` (borrowed, as is cfg: both must
+ * outlive it). Returns 0 and *out, NIMBUS_ENOMEM or NIMBUS_ESYS. */
+typedef struct wk_janitor wk_janitor;
+int wk_janitor_start(const wk_config *cfg, st_blobstore *blobs,
+                     wk_janitor **out);
+/* Stops the thread (after its current pass) and frees; NULL is a no-op. */
+void wk_janitor_stop(wk_janitor *j);
 
 /* Lifecycle (worker.c). */
 int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,

@@ -93,6 +93,7 @@ struct wk_worker {
   char monitor_topic[256];
   char *will_payload;
   st_blobstore *blobs; /* the blob store; shared, thread-safe */
+  wk_janitor *janitor; /* when there is a blob store */
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -720,13 +721,7 @@ static void *renew_main(void *arg) {
   wk_worker *w = arg;
   st_redis *r = NULL;
   char err[256];
-  int64_t next_types = 0, next_sweep = 0;
-  /* Abandoned uploads: their Redis records expire after upload_ttl from
-   * their last put, which follows the staging write, so a file idle for
-   * upload_ttl plus a margin belongs to no live upload. */
-  int64_t ttl = w->cfg->upload_ttl_ms;
-  int64_t sweep_every = ttl / 2 < 600000 ? ttl / 2 : 600000;
-  int64_t margin = ttl < 60000 ? ttl : 60000;
+  int64_t next_types = 0;
   pthread_mutex_lock(&w->rmu);
   while (!w->renew_stop) {
     pthread_mutex_unlock(&w->rmu);
@@ -742,15 +737,6 @@ static void *renew_main(void *arg) {
         refresh_types(w, r);
         next_types = nb_mono_ms() + 5000;
       }
-    }
-    if (w->blobs != NULL && nb_mono_ms() >= next_sweep) {
-      size_t removed = 0;
-      if (st_blobstore_sweep(w->blobs, ttl + margin, &removed) != 0)
-        NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
-      if (removed > 0)
-        NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files",
-                removed);
-      next_sweep = nb_mono_ms() + sweep_every;
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -1164,7 +1150,8 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   int rc = choose_handlers(w, err, errcap);
   bool serves_blobs = false;
   for (size_t i = 0; i < w->nhandlers; i++)
-    serves_blobs |= strncmp(w->handlers[i]->type, "blob.", 5) == 0;
+    serves_blobs |= strncmp(w->handlers[i]->type, "blob.", 5) == 0 ||
+                    strncmp(w->handlers[i]->type, "backup.", 7) == 0;
   if (rc == 0 && serves_blobs) {
     /* A worker that serves no blob type needs no data directory. */
     rc = st_blobstore_open(cfg->data_dir, &w->blobs, err, errcap);
@@ -1220,6 +1207,11 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
     return NIMBUS_ESYS;
   }
   w->renew_started = true;
+  if (w->blobs != NULL &&
+      wk_janitor_start(cfg, w->blobs, &w->janitor) != 0) {
+    snprintf(err, errcap, "cannot start the janitor thread");
+    return NIMBUS_ESYS;
+  }
 
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
   co.sendWhileDisconnected = 1;
@@ -1346,6 +1338,8 @@ void wk_worker_drain(wk_worker *w) {
     pthread_join(w->renew_thread, NULL);
     w->renew_started = false;
   }
+  wk_janitor_stop(w->janitor);
+  w->janitor = NULL;
   monitor_publish(w, "stopped");
   if (w->client != NULL && MQTTAsync_isConnected(w->client)) {
     /* Disconnect waits up to its timeout for replies still in flight. */

@@ -83,6 +83,8 @@ int st_txn_add(st_txn *t, int argc, const char *const *argv,
  * returns NIMBUS_ECONFLICT. Checked before any command runs, whatever the
  * order of calls. Returns 0 or NIMBUS_ENOMEM. */
 int st_txn_require(st_txn *t, const char *key);
+/* The opposite: the effect applies only if `key` does not exist then. */
+int st_txn_forbid(st_txn *t, const char *key);
 /* Number of commands queued (requirements included). */
 size_t st_txn_count(const st_txn *t);
 
@@ -90,7 +92,7 @@ size_t st_txn_count(const st_txn *t);
  * applies `effect` (may be NULL), records `reply` (borrowed) with `digest`
  * for result_ttl_ms and releases the claim. Returns 0, NIMBUS_ELOST when
  * the claim was no longer ours (nothing applied), NIMBUS_ECONFLICT when a
- * key the effect requires (st_txn_require) is gone (nothing applied, the
+ * condition of the effect (st_txn_require, st_txn_forbid) fails (nothing applied, the
  * claim still held: release it), or NIMBUS_EREDIS. */
 int st_task_commit(st_redis *r, const char *terminal, const char *id,
                    const char *owner, const uint8_t digest[32],

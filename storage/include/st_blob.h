@@ -115,6 +115,10 @@ int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,
  * removed before the error stay removed). */
 int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed);
 
+/* Removes blob `hash` from the store (the collector's last step, after
+ * Redis forgot it); an absent one is fine. Returns 0 or NIMBUS_EIO. */
+int st_blobstore_remove(st_blobstore *s, const uint8_t hash[32]);
+
 /* Sets *exists to whether the store holds blob `hash`. Returns 0 or
  * NIMBUS_EIO. */
 int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
@@ -136,7 +140,14 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
  *   nb:blob:<hex>                       hash {size}
  *   nb:blob:<hex>:segs                  string, the 32-byte SHA-256 of each
  *                                       segment, in order
- *   nb:access:<terminal>                set of the blobs (hex) it may read */
+ *   nb:access:<terminal>                set of the blobs (hex) it may read
+ *   nb:blob:<hex>:readers               set of the terminals whose access
+ *                                       set holds it
+ *   nb:gc                               sorted set: blob -> ms since which
+ *                                       it may be unreferenced (set at each
+ *                                       commit and each released reference)
+ *   nb:blob:<hex>:gone                  tombstone while the collector
+ *                                       removes its file */
 
 /* What Redis knows of one upload. */
 typedef struct st_upload {
@@ -171,8 +182,11 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
 
 /* Appends to `t` the effect of a commit of blob `blob` (its SHA-256): the
  * blob's metadata (size and the `nsegs` segment hashes of `segs`), read
- * access for `terminal`, and the upload marked committed (its bitmap dropped; the record kept for ttl_ms
- * so that committing again gets the same answer). */
+ * access for `terminal`, the upload marked committed (its bitmap dropped;
+ * the record kept for ttl_ms so that committing again gets the same
+ * answer), and the blob's grace period restarted. The effect fails
+ * (st_task_commit: NIMBUS_ECONFLICT) while the collector removes the
+ * blob. */
 int st_upload_commit_effect(st_txn *t, const char *terminal,
                             const char *upload, const uint8_t blob[32],
                             uint64_t size, const uint8_t (*segs)[32],
@@ -198,5 +212,26 @@ int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
  * NIMBUS_ENOTFOUND when fewer are recorded, or NIMBUS_EREDIS. */
 int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
                      uint64_t count, uint8_t (*segs)[32]);
+
+/* ---- Collection ------------------------------------------------------------
+ * A blob nothing refers to (no snapshot; later no share, result or agent
+ * package: the `refs` field of its metadata) is collected once it has been
+ * so for the grace period: its records and every terminal's access go in
+ * one script, then its file. */
+
+/* Lists into out[] (caller storage, `max` entries) up to `max` blobs
+ * unreferenced since before cutoff_ms (candidates: refs are checked by
+ * st_blob_gc_take) and sets *n. */
+int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
+                          char (*out)[65], size_t *n);
+
+/* Atomically takes blob `hex` out of Redis if it is still unreferenced and
+ * was so since before cutoff_ms: its metadata, segment hashes and every
+ * terminal's access, leaving a tombstone for gone_ms during which no
+ * commit of the same content is recorded. *taken says whether it was
+ * (then remove the file: st_blobstore_remove) and *size its size. A blob
+ * referred to again is dropped from the candidates. */
+int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
+                    int64_t gone_ms, bool *taken, uint64_t *size);
 
 #endif

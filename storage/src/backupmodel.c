@@ -163,9 +163,19 @@ int st_snap_delete_effect(st_txn *t, const char *terminal,
     return NIMBUS_EINVAL;
   const char *del[2] = {"DEL", rec};
   const char *zrem[3] = {"ZREM", idx, s->info.id};
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)nb_now_ms());
   int rc = st_txn_require(t, rec);
   if (rc == 0)
     rc = add_refs(t, (const uint8_t(*)[32])s->blobs, s->nblobs, "-1", false);
+  /* Each released blob becomes a candidate of the collector, which keeps
+   * it while anything else still refers to it. */
+  for (size_t i = 0; rc == 0 && i < s->nblobs; i++) {
+    char hex[65];
+    nb_hex(s->blobs[i], 32, hex);
+    const char *zadd[4] = {"ZADD", "nb:gc", now, hex};
+    rc = st_txn_add(t, 4, zadd, NULL);
+  }
   if (rc == 0)
     rc = st_txn_add(t, 2, del, NULL);
   if (rc == 0)

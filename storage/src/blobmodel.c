@@ -168,7 +168,19 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   size_t l4[8] = {4, strlen(rec), 4, strlen(num), 6, 32, 4, 64};
   const char *c5[3] = {"PEXPIRE", rec, ttl};
   const char *c6[2] = {"DEL", bits};
-  int rc = st_txn_add(t, 4, c1, NULL);
+  /* Who may read it, so the collector can take that back, and since when
+   * nothing refers to it (a new upload restarts the grace period). */
+  char readers[KEY_CAP], gone[KEY_CAP], now[24];
+  snprintf(readers, sizeof readers, "nb:blob:%s:readers", blob_hex);
+  snprintf(gone, sizeof gone, "nb:blob:%s:gone", blob_hex);
+  snprintf(now, sizeof now, "%lld", (long long)nb_now_ms());
+  const char *c7[3] = {"SADD", readers, terminal};
+  const char *c8[4] = {"ZADD", "nb:gc", now, blob_hex};
+  /* A blob being collected right now must not be recorded again: its
+   * file may be going (the commit answers 503 and is sent again). */
+  int rc = st_txn_forbid(t, gone);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c1, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 3, c2, l2);
   if (rc == 0)
@@ -179,6 +191,10 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
     rc = st_txn_add(t, 3, c5, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 2, c6, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c7, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c8, NULL);
   return rc;
 }
 
@@ -274,6 +290,90 @@ int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
     rc = NIMBUS_ENOTFOUND;
   } else {
     memcpy(segs, rep->str, rep->len);
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+/* ---- Collection of unreferenced blobs ---------------------------------- */
+
+int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
+                          char (*out)[65], size_t *n) {
+  char cut[24], lim[24];
+  *n = 0;
+  snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
+  snprintf(lim, sizeof lim, "%zu", max);
+  const char *argv[7] = {"ZRANGEBYSCORE", "nb:gc", "-inf", cut,
+                         "LIMIT",          "0",     lim};
+  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR
+                       ? rep->str
+                       : "unexpected answer listing unreferenced blobs");
+    rc = NIMBUS_EREDIS;
+  } else {
+    for (size_t i = 0; i < rep->elements && *n < max; i++) {
+      redisReply *e = rep->element[i];
+      if (e->type != REDIS_REPLY_STRING || e->len != 64)
+        continue;
+      memcpy(out[*n], e->str, 64);
+      out[(*n)++][64] = '\0';
+    }
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+/* KEYS: nb:gc, meta, segs, readers, gone. ARGV: hex, cutoff, gone_ms.
+ * Returns -1 when the blob is kept (still referred to, or referred to
+ * again since it was listed), else its size (0 when unknown): its records
+ * are gone and the tombstone stops a commit racing the file's removal. */
+static const char gc_lua[] =
+    "local since = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if not since or tonumber(since) > tonumber(ARGV[2]) then return -1 end\n"
+    "local refs = tonumber(redis.call('HGET', KEYS[2], 'refs') or '0')\n"
+    "if refs > 0 then\n"
+    "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "  return -1\n"
+    "end\n"
+    "local size = tonumber(redis.call('HGET', KEYS[2], 'size') or '0')\n"
+    "for _, t in ipairs(redis.call('SMEMBERS', KEYS[4])) do\n"
+    "  redis.call('SREM', 'nb:access:' .. t, ARGV[1])\n"
+    "end\n"
+    "redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])\n"
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])\n"
+    "return size\n";
+
+int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
+                    int64_t gone_ms, bool *taken, uint64_t *size) {
+  char meta[KEY_CAP], segk[KEY_CAP], readers[KEY_CAP], gone[KEY_CAP],
+      cut[24], gms[24];
+  *taken = false;
+  *size = 0;
+  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
+  snprintf(readers, sizeof readers, "nb:blob:%.64s:readers", hex);
+  snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
+  snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
+  snprintf(gms, sizeof gms, "%lld", (long long)gone_ms);
+  const char *argv[12] = {"EVAL", gc_lua, "5",  "nb:gc", meta, segk,
+                          readers, gone,  hex, cut,     gms,  NULL};
+  redisReply *rep = st__cmd(r, 11, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR
+                       ? rep->str
+                       : "unexpected answer collecting a blob");
+    rc = NIMBUS_EREDIS;
+  } else if (rep->integer >= 0) {
+    *taken = true;
+    *size = (uint64_t)rep->integer;
   }
   freeReplyObject(rep);
   return rc;

@@ -52,6 +52,7 @@ typedef struct blob_backend {
   int (*stage_lock)(st_blobstore *s, const char *terminal,
                     const char *upload, int *lock);
   void (*stage_unlock)(st_blobstore *s, int lock);
+  int (*remove)(st_blobstore *s, const uint8_t hash[32]);
 } blob_backend;
 
 struct st_blobstore {
@@ -434,6 +435,20 @@ static int local_stage_drop(st_blobstore *s, const char *terminal,
   return 0;
 }
 
+static int local_remove(st_blobstore *s, const uint8_t hash[32]) {
+  char path[PATH_CAP], dir[PATH_CAP];
+  if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  if (unlink(path) != 0) {
+    if (errno == ENOENT)
+      return 0;
+    return fail_io("cannot remove blob %s", path);
+  }
+  /* A removal that a crash forgets leaves a file no record names: wasted
+   * space, never a record naming a file that is gone. */
+  return fsync_dir(dir);
+}
+
 static int local_read(st_blobstore *s, const uint8_t hash[32],
                       uint64_t offset, void *buf, size_t n, size_t *got) {
   char path[PATH_CAP], dir[PATH_CAP];
@@ -499,7 +514,7 @@ static int local_sweep(st_blobstore *s, int64_t max_age_ms,
 static const blob_backend local_backend = {
     local_stage,      local_stage_hash, local_blob_hash, local_stage_commit,
     local_stage_drop, local_has,        local_read,      local_sweep,
-    local_stage_lock, local_stage_unlock,
+    local_stage_lock, local_stage_unlock, local_remove,
 };
 
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
@@ -593,4 +608,8 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
 
 int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed) {
   return s->ops->sweep(s, max_age_ms, removed);
+}
+
+int st_blobstore_remove(st_blobstore *s, const uint8_t hash[32]) {
+  return s->ops->remove(s, hash);
 }

@@ -72,10 +72,10 @@ static script renew_script = {
 
 /* KEYS: claim, done. ARGV: owner, digest, reply, ttl_ms, ncmds, then per
  * command its argc and arguments. The effect runs only while the claim is
- * ours and every key it requires (pseudo-command NB-REQUIRE, checked before
- * anything is written) exists, and the reply is recorded in the same
- * script: both or neither. Returns 1 done, 0 claim lost, 2 a required key
- * is gone. */
+ * ours, every key it requires exists and every key it forbids does not
+ * (pseudo-commands NB-REQUIRE and NB-FORBID, checked before anything is
+ * written), and the reply is recorded in the same script: both or neither.
+ * Returns 1 done, 0 claim lost, 2 a condition failed. */
 static script commit_script = {
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
     "local i = 6\n"
@@ -83,12 +83,14 @@ static script commit_script = {
     "  local argc = tonumber(ARGV[i])\n"
     "  if ARGV[i + 1] == 'NB-REQUIRE' and\n"
     "     redis.call('EXISTS', ARGV[i + 2]) == 0 then return 2 end\n"
+    "  if ARGV[i + 1] == 'NB-FORBID' and\n"
+    "     redis.call('EXISTS', ARGV[i + 2]) == 1 then return 2 end\n"
     "  i = i + argc + 1\n"
     "end\n"
     "i = 6\n"
     "for n = 1, tonumber(ARGV[5]) do\n"
     "  local argc = tonumber(ARGV[i])\n"
-    "  if ARGV[i + 1] ~= 'NB-REQUIRE' then\n"
+    "  if ARGV[i + 1] ~= 'NB-REQUIRE' and ARGV[i + 1] ~= 'NB-FORBID' then\n"
     "    redis.call(unpack(ARGV, i + 1, i + argc))\n"
     "  end\n"
     "  i = i + argc + 1\n"
@@ -435,6 +437,11 @@ static int txn_push(st_txn *t, const char *p, size_t n) {
 
 int st_txn_require(st_txn *t, const char *key) {
   const char *argv[2] = {"NB-REQUIRE", key};
+  return st_txn_add(t, 2, argv, NULL);
+}
+
+int st_txn_forbid(st_txn *t, const char *key) {
+  const char *argv[2] = {"NB-FORBID", key};
   return st_txn_add(t, 2, argv, NULL);
 }
 

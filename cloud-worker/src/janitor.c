@@ -1,0 +1,151 @@
+/* The worker's janitor: a thread of its own, with its own Redis
+ * connection, that removes what nobody needs any more so no task ever
+ * waits for it:
+ *   - staging files of uploads abandoned for upload_ttl (their Redis
+ *     records have expired by then), and
+ *   - blobs nothing has referred to for blob_ttl: their records and every
+ *     terminal's access in one script (st_blob_gc_take), then the file.
+ * Every worker of a pool runs one; they may race for the same blob, and
+ * the script lets exactly one take it. */
+#include "wk.h"
+
+#include "nb_log.h"
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* Candidates looked at per round trip. */
+#define GC_BATCH 100
+/* How long a collected blob's tombstone stops a commit of the same content
+ * from being recorded while its file goes. */
+#define GONE_MS 10000
+
+struct wk_janitor {
+  const wk_config *cfg;
+  st_blobstore *blobs;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool stop;
+};
+
+/* One pass of the collector; returns the count of blobs removed. */
+static size_t collect(wk_janitor *j, st_redis *r) {
+  char(*cand)[65] = malloc(GC_BATCH * sizeof *cand);
+  size_t removed = 0, n = 0;
+  uint64_t bytes = 0;
+  if (cand == NULL)
+    return 0;
+  int64_t cutoff = nb_now_ms() - j->cfg->blob_ttl_ms;
+  do {
+    if (st_blob_gc_candidates(r, cutoff, GC_BATCH, cand, &n) != 0) {
+      NB_WARN("WK-GC", "cannot list unreferenced blobs: %s",
+              st_redis_errstr(r));
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      bool taken = false;
+      uint64_t size = 0;
+      if (st_blob_gc_take(r, cand[i], cutoff, GONE_MS, &taken, &size) != 0) {
+        NB_WARN("WK-GC", "cannot collect blob %s: %s", cand[i],
+                st_redis_errstr(r));
+        n = 0;
+        break;
+      }
+      if (!taken)
+        continue;
+      uint8_t raw[32];
+      wk_blob_raw(cand[i], raw);
+      if (st_blobstore_remove(j->blobs, raw) != 0)
+        NB_WARN("WK-GC", "blob %s forgotten but its file stays: %s", cand[i],
+                st_blobstore_errstr());
+      removed++;
+      bytes += size;
+    }
+    /* Every candidate of a full batch left the set (taken, or dropped as
+     * referred to) unless it was referred to again meanwhile, whose new
+     * time is past the cutoff: the loop ends. */
+  } while (n == GC_BATCH);
+  if (removed > 0)
+    NB_INFO("WK-GC", "collected %zu unreferenced blob%s (%llu bytes)",
+            removed, removed == 1 ? "" : "s", (unsigned long long)bytes);
+  free(cand);
+  return removed;
+}
+
+static void *janitor_main(void *arg) {
+  wk_janitor *j = arg;
+  const wk_config *cfg = j->cfg;
+  st_redis *r = NULL;
+  char err[256];
+  /* Abandoned staging: idle for upload_ttl plus a margin belongs to no
+   * live upload (its records expire upload_ttl after its last put, which
+   * follows the file's last write). */
+  int64_t ttl = cfg->upload_ttl_ms;
+  int64_t margin = ttl < 60000 ? ttl : 60000;
+  /* Each job runs about ten times per period, at most once a minute. */
+  int64_t every = (ttl < cfg->blob_ttl_ms ? ttl : cfg->blob_ttl_ms) / 10;
+  every = every < 100 ? 100 : every > 60000 ? 60000 : every;
+  pthread_mutex_lock(&j->mu);
+  while (!j->stop) {
+    pthread_mutex_unlock(&j->mu);
+    size_t swept = 0;
+    if (st_blobstore_sweep(j->blobs, ttl + margin, &swept) != 0)
+      NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
+    if (swept > 0)
+      NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files", swept);
+    if (r == NULL &&
+        st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
+                         cfg->redis_password, 2000, &r, err,
+                         sizeof err) != 0)
+      NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
+    if (r != NULL)
+      collect(j, r);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (every % 1000) * 1000000;
+    until.tv_sec += every / 1000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&j->mu);
+    if (!j->stop)
+      pthread_cond_timedwait(&j->cv, &j->mu, &until);
+  }
+  pthread_mutex_unlock(&j->mu);
+  st_redis_free(r);
+  return NULL;
+}
+
+int wk_janitor_start(const wk_config *cfg, st_blobstore *blobs,
+                     wk_janitor **out) {
+  wk_janitor *j = calloc(1, sizeof *j);
+  if (j == NULL)
+    return NIMBUS_ENOMEM;
+  j->cfg = cfg;
+  j->blobs = blobs;
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cv, NULL);
+  if (pthread_create(&j->thread, NULL, janitor_main, j) != 0) {
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+    return NIMBUS_ESYS;
+  }
+  *out = j;
+  return 0;
+}
+
+void wk_janitor_stop(wk_janitor *j) {
+  if (j == NULL)
+    return;
+  pthread_mutex_lock(&j->mu);
+  j->stop = true;
+  pthread_cond_broadcast(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  pthread_join(j->thread, NULL);
+  pthread_mutex_destroy(&j->mu);
+  pthread_cond_destroy(&j->cv);
+  free(j);
+}

@@ -1,0 +1,67 @@
+# Unreferenced blobs are collected after blob_ttl, referenced ones never
+# (PROTOCOL.md, "Large objects: blobs"; issue: collection). With a 1.5 s
+# blob_ttl: a blob no snapshot names goes (records, file, every terminal's
+# access), blobs named by snapshots stay past the ttl, and deleting one
+# snapshot frees only what no other snapshot still names.
+source "$(dirname "$0")/lib.sh"
+export NIMBUS_WORKER_FLAGS="--blob-ttl-ms 1500"
+nb_stack_up 1
+W=$NB_DIR/work
+mkdir -p "$W"
+jget() {
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
+}
+call() { nb_agent call "$@" 2>/dev/null || true; }
+upload() { # upload FILE: one segment, committed; prints the blob name
+  local sha size r
+  sha=$(sha256sum "$1" | cut -c1-64)
+  size=$(stat -c %s "$1")
+  r=$(call blob.put "{\"upload\": \"$sha\", \"offset\": 0, \"size\": $size, \"sha256\": \"$sha\"}" --data-file "$1")
+  [[ $(jget "$r" 'r["status"]') == ok ]] || nb_fail "put of $1: $r"
+  r=$(call blob.commit "{\"upload\": \"$sha\"}")
+  [[ $(jget "$r" 'r["status"]') == ok ]] || nb_fail "commit of $1: $r"
+  echo "$sha"
+}
+file_of() { echo "$NIMBUS_DIR/blobs/blobs/${1:0:2}/$1"; }
+item() { echo "{\"kind\": \"file\", \"name\": \"$1\", \"blob\": \"$2\", \"size\": 1000}"; }
+
+for f in a b c; do head -c 1000 /dev/urandom >"$W/$f"; done
+nb_terminal bob
+BOB="NIMBUS_TERMINAL=$NIMBUS_TERMINAL NIMBUS_PASSWORD=$NIMBUS_PASSWORD"
+upload "$W/a" >/dev/null
+nb_terminal alice
+A=$(upload "$W/a")
+B=$(upload "$W/b")
+C=$(upload "$W/c")
+r=$(call backup.commit "{\"items\": [$(item a "$A"), $(item b "$B")]}")
+S1=$(jget "$r" 'r["result"]["snapshot"]')
+r=$(call backup.commit "{\"items\": [$(item b "$B")]}")
+nb_assert_eq ok "$(jget "$r" 'r["status"]')" "second snapshot: $r"
+
+# C, named by nothing, goes; A and B stay well past the ttl.
+nb_wait_for "[[ ! -e $(file_of "$C") ]]" 15 || nb_fail "unreferenced blob C was not collected"
+r=$(call blob.get "{\"blob\": \"$C\", \"offset\": 0, \"length\": 10}")
+nb_assert_eq 404 "$(jget "$r" 'r["code"]')" "blob.get of a collected blob"
+r=$(call blob.has "{\"blobs\": [\"$A\", \"$B\", \"$C\"]}")
+nb_assert_eq "['$C']" "$(jget "$r" 'r["result"]["missing"]')" "blob.has after C was collected"
+nb_assert_eq 0 "$(nb_redis EXISTS "nb:blob:$C")" "C's metadata"
+grep -q "WK-GC.*collected 1 unreferenced blob" "$NIMBUS_DIR"/worker-1/log || nb_fail "no collection logged"
+sleep 2
+for x in "$A" "$B"; do
+  [[ -e $(file_of "$x") ]] || nb_fail "blob $x named by a snapshot was collected"
+  r=$(call blob.get "{\"blob\": \"$x\", \"offset\": 0, \"length\": 1000}")
+  nb_assert_eq "ok 1000" "$(jget "$r" 'r["status"]+" "+str(r["data_size"])')" "referenced blob readable"
+done
+
+# Deleting S1 frees A (bob's access to it goes too), not B (S2 names it).
+r=$(call backup.delete "{\"snapshot\": \"$S1\"}")
+nb_assert_eq ok "$(jget "$r" 'r["status"]')" "delete: $r"
+nb_wait_for "[[ ! -e $(file_of "$A") ]]" 15 || nb_fail "A was not collected after its snapshot went"
+nb_assert_eq 0 "$(nb_redis SISMEMBER nb:access:bob "$A")" "bob's access to collected A"
+r=$(env $BOB "$NIMBUS_BIN/nimbus-agent" call blob.has "{\"blobs\": [\"$A\"]}" 2>/dev/null || true)
+nb_assert_eq "['$A']" "$(jget "$r" 'r["result"]["missing"]')" "bob must upload A again"
+sleep 2
+[[ -e $(file_of "$B") ]] || nb_fail "B, still named by a snapshot, was collected"
+r=$(call blob.get "{\"blob\": \"$B\", \"offset\": 0, \"length\": 1000}")
+nb_assert_eq "ok" "$(jget "$r" 'r["status"]')" "B still readable"
+nb_log "ok"
