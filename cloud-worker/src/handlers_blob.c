@@ -19,6 +19,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* How long a commit keeps the collector off its content (from moving the
+ * file until its effect is recorded, normally milliseconds). */
+#define COMMITTING_MS 60000
 
 /* blob.has takes at most this many names (PROTOCOL.md). */
 #define HAS_MAX 1000
@@ -336,6 +341,24 @@ static int h_blob_commit(wk_ctx *c) {
                    "the uploaded bytes of \"%s\" have SHA-256 %s, not the "
                    "declared %s; the upload was discarded",
                    up, hex, want_hex);
+    goto out;
+  }
+  /* Keep the collector off this content from before the store is looked
+   * at until the commit is recorded; should it be removing an old copy
+   * right now, wait until the file is gone. */
+  bool gone = true;
+  for (int tries = 0; gone && tries < 100; tries++) {
+    if (tries > 0)
+      nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+    if (st_blob_commit_begin(c->redis, hex, c->cfg->worker_id,
+                             COMMITTING_MS, &gone) != 0) {
+      code = wk_redis_down(c);
+      goto out;
+    }
+  }
+  if (gone) {
+    code = wk_fail(c, 503, "send blob.commit again in a moment",
+                   "an old copy of blob %s is being removed", hex);
     goto out;
   }
   if (st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=

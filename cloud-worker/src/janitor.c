@@ -19,8 +19,9 @@
 
 /* Candidates looked at per round trip. */
 #define GC_BATCH 100
-/* How long a collected blob's tombstone stops a commit of the same content
- * from being recorded while its file goes. */
+/* The longest a collected blob's tombstone holds off commits of the same
+ * content, should this worker die between the script and the file's
+ * removal; normally st_blob_gc_done ends it at once. */
 #define GONE_MS 10000
 
 struct wk_janitor {
@@ -62,6 +63,9 @@ static size_t collect(wk_janitor *j, st_redis *r) {
       if (st_blobstore_remove(j->blobs, raw) != 0)
         NB_WARN("WK-GC", "blob %s forgotten but its file stays: %s", cand[i],
                 st_blobstore_errstr());
+      else if (st_blob_gc_done(r, cand[i]) != 0)
+        NB_WARN("WK-GC", "blob %s: tombstone stays for its ttl: %s", cand[i],
+                st_redis_errstr(r));
       removed++;
       bytes += size;
     }

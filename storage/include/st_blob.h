@@ -147,7 +147,9 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
  *                                       it may be unreferenced (set at each
  *                                       commit and each released reference)
  *   nb:blob:<hex>:gone                  tombstone while the collector
- *                                       removes its file */
+ *                                       removes its file
+ *   nb:blob:<hex>:committing            a commit of this content is moving
+ *                                       it into the store: not collected */
 
 /* What Redis knows of one upload. */
 typedef struct st_upload {
@@ -192,6 +194,15 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
                             uint64_t size, const uint8_t (*segs)[32],
                             uint64_t nsegs, int64_t ttl_ms);
 
+/* Marks that a commit of blob `hex` is about to move it into the store,
+ * for ttl_ms or until its commit effect lands (which removes the mark):
+ * meanwhile the collector leaves the blob alone. When the collector is
+ * removing it right now, *gone is true and nothing is marked: wait a
+ * moment (st_blob_gc_done ends that within milliseconds) and try again.
+ * `owner` (borrowed) is recorded for diagnosis. */
+int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
+                         int64_t ttl_ms, bool *gone);
+
 /* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
  * one error that changes state). Returns 0 or NIMBUS_EREDIS. */
 int st_upload_discard(st_redis *r, const char *terminal, const char *upload);
@@ -229,9 +240,14 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
  * was so since before cutoff_ms: its metadata, segment hashes and every
  * terminal's access, leaving a tombstone for gone_ms during which no
  * commit of the same content is recorded. *taken says whether it was
- * (then remove the file: st_blobstore_remove) and *size its size. A blob
- * referred to again is dropped from the candidates. */
+ * (then remove the file: st_blobstore_remove, then st_blob_gc_done) and
+ * *size its size. A blob referred to again is dropped from the candidates;
+ * one being committed again (st_blob_commit_begin) is kept. */
 int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
                     int64_t gone_ms, bool *taken, uint64_t *size);
+
+/* Ends the tombstone of blob `hex` once its file is removed, so commits of
+ * the same content go ahead at once. */
+int st_blob_gc_done(st_redis *r, const char *hex);
 
 #endif

@@ -170,14 +170,17 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   const char *c6[2] = {"DEL", bits};
   /* Who may read it, so the collector can take that back, and since when
    * nothing refers to it (a new upload restarts the grace period). */
-  char readers[KEY_CAP], gone[KEY_CAP], now[24];
+  char readers[KEY_CAP], gone[KEY_CAP], committing[KEY_CAP], now[24];
   snprintf(readers, sizeof readers, "nb:blob:%s:readers", blob_hex);
   snprintf(gone, sizeof gone, "nb:blob:%s:gone", blob_hex);
+  snprintf(committing, sizeof committing, "nb:blob:%s:committing",
+           blob_hex);
   snprintf(now, sizeof now, "%lld", (long long)nb_now_ms());
   const char *c7[3] = {"SADD", readers, terminal};
   const char *c8[4] = {"ZADD", "nb:gc", now, blob_hex};
-  /* A blob being collected right now must not be recorded again: its
-   * file may be going (the commit answers 503 and is sent again). */
+  const char *c9[2] = {"DEL", committing};
+  /* Never record a blob whose file the collector is removing (a commit
+   * that did not go through st_blob_commit_begin, or outlived its mark). */
   int rc = st_txn_forbid(t, gone);
   if (rc == 0)
     rc = st_txn_add(t, 4, c1, NULL);
@@ -195,6 +198,37 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
     rc = st_txn_add(t, 3, c7, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 4, c8, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 2, c9, NULL);
+  return rc;
+}
+
+/* KEYS: gone, committing. ARGV: owner, ttl_ms. */
+static const char begin_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+
+int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
+                         int64_t ttl_ms, bool *gone) {
+  char gk[KEY_CAP], ck[KEY_CAP], ttl[24];
+  snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
+  snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  const char *argv[7] = {"EVAL", begin_lua, "2", gk, ck, owner, ttl};
+  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER) {
+    st__set_err(r, rep->type == REDIS_REPLY_ERROR
+                       ? rep->str
+                       : "unexpected answer marking a commit");
+    rc = NIMBUS_EREDIS;
+  } else {
+    *gone = rep->integer == 0;
+  }
+  freeReplyObject(rep);
   return rc;
 }
 
@@ -327,13 +361,15 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
   return rc;
 }
 
-/* KEYS: nb:gc, meta, segs, readers, gone. ARGV: hex, cutoff, gone_ms.
- * Returns -1 when the blob is kept (still referred to, or referred to
- * again since it was listed), else its size (0 when unknown): its records
- * are gone and the tombstone stops a commit racing the file's removal. */
+/* KEYS: nb:gc, meta, segs, readers, gone, committing. ARGV: hex, cutoff,
+ * gone_ms. Returns -1 when the blob is kept (still referred to, referred
+ * to again since it was listed, or being committed again), else its size
+ * (0 when unknown): its records are gone and the tombstone holds off
+ * commits of the same content until the file is removed. */
 static const char gc_lua[] =
     "local since = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
     "if not since or tonumber(since) > tonumber(ARGV[2]) then return -1 end\n"
+    "if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end\n"
     "local refs = tonumber(redis.call('HGET', KEYS[2], 'refs') or '0')\n"
     "if refs > 0 then\n"
     "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
@@ -351,18 +387,19 @@ static const char gc_lua[] =
 int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
                     int64_t gone_ms, bool *taken, uint64_t *size) {
   char meta[KEY_CAP], segk[KEY_CAP], readers[KEY_CAP], gone[KEY_CAP],
-      cut[24], gms[24];
+      committing[KEY_CAP], cut[24], gms[24];
   *taken = false;
   *size = 0;
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
   snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
   snprintf(readers, sizeof readers, "nb:blob:%.64s:readers", hex);
   snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
+  snprintf(committing, sizeof committing, "nb:blob:%.64s:committing", hex);
   snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
   snprintf(gms, sizeof gms, "%lld", (long long)gone_ms);
-  const char *argv[12] = {"EVAL", gc_lua, "5",  "nb:gc", meta, segk,
-                          readers, gone,  hex, cut,     gms,  NULL};
-  redisReply *rep = st__cmd(r, 11, argv, NULL);
+  const char *argv[12] = {"EVAL", gc_lua,     "6", "nb:gc", meta, segk,
+                          readers, gone, committing, hex,    cut,  gms};
+  redisReply *rep = st__cmd(r, 12, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -374,6 +411,22 @@ int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
   } else if (rep->integer >= 0) {
     *taken = true;
     *size = (uint64_t)rep->integer;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_gc_done(st_redis *r, const char *hex) {
+  char gone[KEY_CAP];
+  snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
+  const char *argv[2] = {"DEL", gone};
+  redisReply *rep = st__cmd(r, 2, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    st__set_err(r, rep->str);
+    rc = NIMBUS_EREDIS;
   }
   freeReplyObject(rep);
   return rc;

@@ -28,7 +28,6 @@ item() { echo "{\"kind\": \"file\", \"name\": \"$1\", \"blob\": \"$2\", \"size\"
 for f in a b c; do head -c 1000 /dev/urandom >"$W/$f"; done
 nb_terminal bob
 BOB="NIMBUS_TERMINAL=$NIMBUS_TERMINAL NIMBUS_PASSWORD=$NIMBUS_PASSWORD"
-upload "$W/a" >/dev/null
 nb_terminal alice
 A=$(upload "$W/a")
 B=$(upload "$W/b")
@@ -37,6 +36,9 @@ r=$(call backup.commit "{\"items\": [$(item a "$A"), $(item b "$B")]}")
 S1=$(jget "$r" 'r["result"]["snapshot"]')
 r=$(call backup.commit "{\"items\": [$(item b "$B")]}")
 nb_assert_eq ok "$(jget "$r" 'r["status"]')" "second snapshot: $r"
+# bob uploads the same bytes as A: stored once, and he may read it.
+(export $BOB; upload "$W/a" >/dev/null)
+nb_assert_eq 1 "$(nb_redis SISMEMBER nb:access:bob "$A")" "bob's access to A"
 
 # C, named by nothing, goes; A and B stay well past the ttl.
 nb_wait_for "[[ ! -e $(file_of "$C") ]]" 15 || nb_fail "unreferenced blob C was not collected"
@@ -64,4 +66,10 @@ sleep 2
 [[ -e $(file_of "$B") ]] || nb_fail "B, still named by a snapshot, was collected"
 r=$(call blob.get "{\"blob\": \"$B\", \"offset\": 0, \"length\": 1000}")
 nb_assert_eq "ok" "$(jget "$r" 'r["status"]')" "B still readable"
+
+# Content collected a moment ago can be uploaded and committed again.
+nb_wait_for "[[ \$(nb_redis EXISTS nb:blob:$A:gone) == 0 ]]" 5 || nb_fail "A's tombstone stayed"
+nb_assert_eq "$A" "$(upload "$W/a")" "A uploaded again after its collection"
+r=$(call blob.get "{\"blob\": \"$A\", \"offset\": 0, \"length\": 1000}")
+nb_assert_eq "ok 1000" "$(jget "$r" 'r["status"]+" "+str(r["data_size"])')" "A readable again"
 nb_log "ok"
