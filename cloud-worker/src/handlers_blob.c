@@ -122,6 +122,29 @@ static void pack_missing(msgpack_packer *pk, const st_upload *u) {
   }
 }
 
+/* st_upload_get, except that a committed upload whose blob was collected
+ * since (PROTOCOL.md: a blob lives while something refers to it) is
+ * forgotten, so the same name uploads the content again from scratch.
+ * Returns 0 or NIMBUS_EREDIS/ENOMEM. */
+static int upload_get(wk_ctx *c, const char *up, st_upload *u) {
+  int rc = st_upload_get(c->redis, c->terminal, up, u);
+  if (rc != 0 || !u->committed)
+    return rc;
+  const char *name = u->blob;
+  bool may = false, exists = false;
+  uint64_t size = 0;
+  if (st_blob_access(c->redis, c->terminal, &name, 1, &may) != 0 ||
+      (may && st_blob_meta_get(c->redis, u->blob, &exists, &size) != 0))
+    return NIMBUS_EREDIS;
+  if (may && exists)
+    return 0;
+  if (st_upload_discard(c->redis, c->terminal, up) != 0)
+    return NIMBUS_EREDIS;
+  st_upload_fini(u);
+  memset(u, 0, sizeof *u);
+  return 0;
+}
+
 static int no_upload(wk_ctx *c, const char *up) {
   return wk_fail(c, 404,
                  "start it again with blob.put; uploads not committed "
@@ -173,7 +196,7 @@ static int h_blob_put(wk_ctx *c) {
                    (long long)off, (long long)size, (unsigned long long)want,
                    c->task->data_len);
 
-  if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
+  if (upload_get(c, up, &u) != 0) {
     code = wk_redis_down(c);
     goto out;
   }
@@ -226,7 +249,7 @@ static int h_blob_status(wk_ctx *c) {
   int code = arg_upload(c, up);
   if (code != 0)
     return code;
-  if (st_upload_get(c->redis, c->terminal, up, &u) != 0)
+  if (upload_get(c, up, &u) != 0)
     code = wk_redis_down(c);
   else if (!u.exists)
     code = no_upload(c, up);
@@ -263,7 +286,7 @@ static int h_blob_commit(wk_ctx *c) {
   int code = arg_upload(c, up);
   if (code != 0)
     return code;
-  if (st_upload_get(c->redis, c->terminal, up, &u) != 0) {
+  if (upload_get(c, up, &u) != 0) {
     code = wk_redis_down(c);
     goto out;
   }
