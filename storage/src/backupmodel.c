@@ -50,13 +50,6 @@ static int keyf(char *out, const char *fmt, const char *a, const char *b) {
   return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
 }
 
-/* An error reply (or an unexpected shape) as NIMBUS_EREDIS. */
-static int reply_err(st_redis *r, const redisReply *rep, const char *what) {
-  st__set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                                : what);
-  return NIMBUS_EREDIS;
-}
-
 /* ---- Which blobs a terminal may name ----------------------------------- */
 
 /* KEYS: the access set. ARGV: blob names. Per name its size, or -1. */
@@ -94,7 +87,7 @@ int st_blobs_readable(st_redis *r, const char *terminal,
       break;
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != k) {
-      rc = reply_err(r, rep, "unexpected answer checking blobs");
+      rc = st__fail(r, rep, "unexpected answer checking blobs");
     } else {
       for (size_t i = 0; i < k; i++)
         sizes[done + i] = rep->element[i]->type == REDIS_REPLY_INTEGER
@@ -230,7 +223,7 @@ int st_snap_get(st_redis *r, const char *terminal, const char *id,
   int rc = 0;
   if (rep->type != REDIS_REPLY_ARRAY ||
       (rep->elements != 0 && rep->elements != 8)) {
-    rc = reply_err(r, rep, "unexpected answer reading a snapshot");
+    rc = st__fail(r, rep, "unexpected answer reading a snapshot");
     goto out;
   }
   if (rep->elements == 0)
@@ -312,7 +305,7 @@ int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
-    rc = reply_err(r, rep, "unexpected answer listing snapshots");
+    rc = st__fail(r, rep, "unexpected answer listing snapshots");
   } else {
     size_t got = rep->elements / 5;
     *more = got > limit;

@@ -54,10 +54,7 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
       rep->element[0]->type != REDIS_REPLY_ARRAY ||
       rep->element[0]->elements != 3) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR
-                       ? rep->str
-                       : "unexpected answer reading an upload");
-    rc = NIMBUS_EREDIS;
+    rc = st__fail(r, rep, "unexpected answer reading an upload");
     goto out;
   }
   redisReply **e = rep->element[0]->element;
@@ -221,10 +218,7 @@ int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type != REDIS_REPLY_INTEGER) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR
-                       ? rep->str
-                       : "unexpected answer marking a commit");
-    rc = NIMBUS_EREDIS;
+    rc = st__fail(r, rep, "unexpected answer marking a commit");
   } else {
     *gone = rep->integer == 0;
   }
@@ -237,16 +231,7 @@ int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   const char *argv[3] = {"DEL", rec, bits};
-  redisReply *rep = st__cmd(r, 3, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    st__set_err(r, rep->str);
-    rc = NIMBUS_EREDIS;
-  }
-  freeReplyObject(rep);
-  return rc;
+  return st__cmd_ok(r, 3, argv);
 }
 
 int st_blob_access(st_redis *r, const char *terminal,
@@ -270,10 +255,7 @@ int st_blob_access(st_redis *r, const char *terminal,
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR
-                       ? rep->str
-                       : "unexpected SMISMEMBER answer");
-    rc = NIMBUS_EREDIS;
+    rc = st__fail(r, rep, "unexpected SMISMEMBER answer");
   } else {
     for (size_t i = 0; i < n; i++)
       may_read[i] = rep->element[i]->type == REDIS_REPLY_INTEGER &&
@@ -294,10 +276,8 @@ int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
   int rc = 0;
   *exists = rep->type == REDIS_REPLY_STRING;
   *size = *exists ? parse_u64(rep->str) : 0;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    st__set_err(r, rep->str);
-    rc = NIMBUS_EREDIS;
-  }
+  if (rep->type == REDIS_REPLY_ERROR)
+    rc = st__fail(r, rep, NULL);
   freeReplyObject(rep);
   return rc;
 }
@@ -316,10 +296,8 @@ int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    st__set_err(r, rep->str);
-    rc = NIMBUS_EREDIS;
-  } else if (rep->type != REDIS_REPLY_STRING ||
+  if (rep->type == REDIS_REPLY_ERROR)
+    rc = st__fail(r, rep, NULL); else if (rep->type != REDIS_REPLY_STRING ||
              rep->len != (size_t)count * 32) {
     rc = NIMBUS_ENOTFOUND;
   } else {
@@ -344,10 +322,7 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type != REDIS_REPLY_ARRAY) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR
-                       ? rep->str
-                       : "unexpected answer listing unreferenced blobs");
-    rc = NIMBUS_EREDIS;
+    rc = st__fail(r, rep, "unexpected answer listing unreferenced blobs");
   } else {
     for (size_t i = 0; i < rep->elements && *n < max; i++) {
       redisReply *e = rep->element[i];
@@ -404,10 +379,7 @@ int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type != REDIS_REPLY_INTEGER) {
-    st__set_err(r, rep->type == REDIS_REPLY_ERROR
-                       ? rep->str
-                       : "unexpected answer collecting a blob");
-    rc = NIMBUS_EREDIS;
+    rc = st__fail(r, rep, "unexpected answer collecting a blob");
   } else if (rep->integer >= 0) {
     *taken = true;
     *size = (uint64_t)rep->integer;
@@ -420,14 +392,5 @@ int st_blob_gc_done(st_redis *r, const char *hex) {
   char gone[KEY_CAP];
   snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
   const char *argv[2] = {"DEL", gone};
-  redisReply *rep = st__cmd(r, 2, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    st__set_err(r, rep->str);
-    rc = NIMBUS_EREDIS;
-  }
-  freeReplyObject(rep);
-  return rc;
+  return st__cmd_ok(r, 2, argv);
 }

@@ -689,3 +689,19 @@ redisReply *st__cmd(st_redis *r, int argc, const char **argv,
 }
 
 void st__set_err(st_redis *r, const char *what) { set_err(r, what); }
+
+int st__fail(st_redis *r, const redisReply *rep, const char *what) {
+  set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR
+                 ? rep->str
+                 : what != NULL ? what : "unexpected answer from Redis");
+  return NIMBUS_EREDIS;
+}
+
+int st__cmd_ok(st_redis *r, int argc, const char **argv) {
+  redisReply *rep = cmd_argv(r, argc, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = rep->type == REDIS_REPLY_ERROR ? st__fail(r, rep, NULL) : 0;
+  freeReplyObject(rep);
+  return rc;
+}

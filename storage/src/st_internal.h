@@ -16,5 +16,13 @@ redisReply *st__cmd(st_redis *r, int argc, const char **argv,
                     const size_t *lens);
 /* Sets the context's error text. */
 void st__set_err(st_redis *r, const char *what);
+/* For a reply that is an error or not of the expected shape: sets the
+ * error text to the server's message, or else to `what`, and returns
+ * NIMBUS_EREDIS. `rep` may be NULL. */
+int st__fail(st_redis *r, const redisReply *rep, const char *what);
+/* Runs one command whose answer does not matter beyond success (argv C
+ * strings). Returns 0, or NIMBUS_EREDIS for a lost connection or an error
+ * reply. */
+int st__cmd_ok(st_redis *r, int argc, const char **argv);
 
 #endif
