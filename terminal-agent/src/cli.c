@@ -13,32 +13,11 @@
 #include <time.h>
 
 #include "ag_json.h"
+#include "cli.h"
 #include "nb_config.h"
 #include "nb_util.h"
 #include "nimbus/agent.h"
 #include "sc.h"
-
-enum {
-  CLI_OK = 0,
-  CLI_CLOUD_ERROR = 1,
-  CLI_USAGE = 2,
-  CLI_CONNECT = 3,
-  CLI_TIMEOUT = 4
-};
-
-typedef struct cli_cfg {
-  char *mqtt_host;
-  int64_t mqtt_port;
-  char *terminal;
-  char *password;
-  char *state_dir;
-  char *prefix;
-  int64_t timeout;
-  bool json;
-  bool progress;
-  char *data_file;
-  char *id;
-} cli_cfg;
 
 #define CLI_OPT(name, type, def, help, lo, hi)                                 \
   { #name, type, def, help, offsetof(cli_cfg, name), lo, hi }
@@ -61,10 +40,15 @@ static const nb_opt cli_table[] = {
             "milliseconds to wait for the connection and the final reply, "
             "together",
             1, 86400000),
-    CLI_OPT(json, NB_OPT_BOOL, "false", "ping: print the result map as JSON", 0,
-            0),
+    CLI_OPT(json, NB_OPT_BOOL, "false",
+            "ping: print the result map as JSON; backup, backups, restore: "
+            "JSON on stdout also on a terminal",
+            0, 0),
     CLI_OPT(progress, NB_OPT_BOOL, "false",
-            "call: print progress replies as JSON lines on stderr", 0, 0),
+            "call: print progress replies as JSON lines on stderr; backup, "
+            "restore: progress as JSON lines on stderr when it is not a "
+            "terminal",
+            0, 0),
     CLI_OPT(data_file, NB_OPT_STR, NULL,
             "call: send this file's bytes as the task's inline data "
             "(- reads stdin; at most 256 KiB fit)",
@@ -73,6 +57,17 @@ static const nb_opt cli_table[] = {
             "call: the task id, 16-64 of [A-Za-z0-9_-] (default: random); "
             "the same id again is the same task",
             0, 0),
+    CLI_OPT(label, NB_OPT_STR, NULL,
+            "backup: a label for the snapshot (at most 255 bytes)", 0, 0),
+    CLI_OPT(jobs, NB_OPT_INT, "16",
+            "backup, restore: tasks in flight at once (segments of 256 KiB "
+            "moving)",
+            1, 64),
+    CLI_OPT(limit, NB_OPT_INT, "0",
+            "backups: list at most this many snapshots (0: all)", 0,
+            1000000000),
+    CLI_OPT(snapshot, NB_OPT_STR, NULL,
+            "restore: the snapshot to restore (default: the latest)", 0, 0),
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0},
 };
 
@@ -92,15 +87,25 @@ static const char cli_usage[] =
     "                         protocol versions it serves\n"
     "  call TYPE [JSON-ARGS]  send any task and print its final reply as\n"
     "                         JSON\n"
+    "  backup [--label L] PATH...\n"
+    "                         back files and directories up into a new\n"
+    "                         snapshot: only what the cloud lacks is sent,\n"
+    "                         and an interrupted run resumes\n"
+    "  backups [--limit N]    list this terminal's snapshots, newest first\n"
+    "  restore [--snapshot S] DIR\n"
+    "                         restore a snapshot (default: the latest) into\n"
+    "                         DIR; an interrupted run resumes\n"
     "  help [VERB]            this text, or a verb's (also VERB --help)\n"
     "\n"
     "Exit status:\n"
     "  0  ok\n"
     "  1  the cloud answered with an error (printed on stderr)\n"
-    "  2  usage error, or a local problem (file, state directory)\n"
+    "  2  usage error, or a local problem (file, state directory; backup\n"
+    "     and restore: some files could not be read or written)\n"
     "  3  cannot connect: no broker, credentials or client id refused,\n"
     "     subscription refused, or the broker refused the task\n"
-    "  4  timed out waiting for the final reply\n"
+    "  4  timed out waiting for the final reply (backup, restore: no reply\n"
+    "     at all for --timeout ms; run again to resume)\n"
     "\n"
     "--host and --port are short for --mqtt-host and --mqtt-port.\n";
 
@@ -152,6 +157,9 @@ static int cli_call(cli_cfg *cfg, int argc, char **argv);
 static const cli_verb cli_verbs[] = {
     {"ping", cli_usage_ping, cli_ping},
     {"call", cli_usage_call, cli_call},
+    {"backup", cli_usage_backup, cli_backup},
+    {"backups", cli_usage_backups, cli_backups},
+    {"restore", cli_usage_restore, cli_restore},
 };
 
 static const cli_verb *cli_verb_find(const char *name) {
@@ -165,7 +173,7 @@ static void cli_help(const cli_verb *v, FILE *fp) {
   nb_config_print_help(cli_table, v != NULL ? v->usage : cli_usage, fp);
 }
 
-static int cli_usage_error(const char *what) {
+int cli_usage_error(const char *what) {
   fprintf(stderr, "nimbus-agent: %s\n(nimbus-agent --help tells more)\n", what);
   return CLI_USAGE;
 }
@@ -205,14 +213,9 @@ static void cli_on_progress(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   cJSON_Delete(j);
 }
 
-/* Connects, submits, waits. Returns an exit status; on CLI_OK the final
- * reply (ok or error) is in ct->reply. */
-static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
-  int status = CLI_OK;
+int cli_connect(const cli_cfg *cfg, int max_inflight, nimbus_agent **out) {
   nimbus_agent *a = NULL;
-  nimbus_task *t = NULL;
   char uri[300], err[256];
-  double start = cli_now_ms();
 
   /* nb_config gives "" for a string option that was not set. */
   if (cfg->terminal[0] == '\0')
@@ -234,29 +237,42 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   o.password = cfg->password;
   o.state_dir = cfg->state_dir[0] != '\0' ? cfg->state_dir : NULL;
   o.prefix = cfg->prefix;
-  /* One task: max_inflight 1 is plenty. */
-  o.max_inflight = 1;
+  o.max_inflight = max_inflight;
   int rc = nimbus_agent_new_err(&o, &a, err, sizeof err);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: %s: %s\n", nimbus_strerror(rc), err);
     return CLI_USAGE;
   }
-
   rc = nimbus_agent_connect(a, (int)cfg->timeout);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n", uri,
             nimbus_agent_client_id(a), nimbus_strerror(rc),
             nimbus_agent_errstr(a));
-    status = CLI_CONNECT;
-    goto out;
+    nimbus_agent_free(a);
+    return CLI_CONNECT;
   }
+  *out = a;
+  return CLI_OK;
+}
+
+/* Connects, submits, waits. Returns an exit status; on CLI_OK the final
+ * reply (ok or error) is in ct->reply. */
+static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
+  int status = CLI_OK;
+  nimbus_agent *a = NULL;
+  nimbus_task *t = NULL;
+  double start = cli_now_ms();
+
+  /* One task: max_inflight 1 is plenty. */
+  if ((status = cli_connect(cfg, 1, &a)) != CLI_OK)
+    return status;
 
   nimbus_submit_opts so = {0};
   so.id = ct->id;
   so.on_progress = ct->progress ? cli_on_progress : NULL;
   double t0 = cli_now_ms();
-  rc = nimbus_submit(a, ct->type, ct->args, ct->args_len, ct->data,
-                     ct->data_len, ct->has_data, &so, 0, &t);
+  int rc = nimbus_submit(a, ct->type, ct->args, ct->args_len, ct->data,
+                         ct->data_len, ct->has_data, &so, 0, &t);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot send the task: %s\n",
             nimbus_strerror(rc));
@@ -285,8 +301,7 @@ out:
   return status;
 }
 
-/* Prints the cloud's error for a person; returns CLI_CLOUD_ERROR. */
-static int cli_cloud_error(const nimbus_reply *r) {
+int cli_cloud_error(const nimbus_reply *r) {
   fprintf(stderr, "error %d: %s\n", r->code,
           r->error != NULL ? r->error : "(no message)");
   if (r->help != NULL)
@@ -294,7 +309,7 @@ static int cli_cloud_error(const nimbus_reply *r) {
   return CLI_CLOUD_ERROR;
 }
 
-static int cli_print_json(cJSON *j) {
+int cli_print_json(cJSON *j) {
   char *s = j != NULL ? cJSON_PrintUnformatted(j) : NULL;
   if (s == NULL) {
     fprintf(stderr, "nimbus-agent: cannot print the reply as JSON\n");

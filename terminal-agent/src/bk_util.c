@@ -1,0 +1,432 @@
+/* Item names and kinds, the safe directory walk of restore, streaming
+ * SHA-256, copies, times and the progress line (bk.h). */
+#include "bk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nb_util.h"
+
+/* ---- Names ------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. Strict:
+ * shortest form only, no surrogates, nothing above U+10FFFF. */
+static size_t bk_utf8_len(const unsigned char *p, size_t n) {
+  unsigned c = p[0];
+  if (c < 0x80)
+    return 1;
+  size_t len;
+  uint32_t cp, min;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+    cp = c & 0x1f;
+    min = 0x80;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    cp = c & 0x0f;
+    min = 0x800;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    cp = c & 0x07;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (n < len)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+const char *bk_name_check(const char *s, size_t n) {
+  if (s == NULL || n == 0)
+    return "the name is empty";
+  if (n > BK_NAME_MAX)
+    return "the name is longer than 4096 bytes";
+  if (s[0] == '/')
+    return "the name starts with '/': names are relative";
+  const unsigned char *p = (const unsigned char *)s;
+  size_t comp = 0; /* start of the current component */
+  for (size_t i = 0; i <= n;) {
+    if (i == n || p[i] == '/') {
+      size_t len = i - comp;
+      if (len == 0)
+        return "the name has an empty component ('//' or a '/' at the end)";
+      if (len == 1 && p[comp] == '.')
+        return "the name has a component '.'";
+      if (len == 2 && p[comp] == '.' && p[comp + 1] == '.')
+        return "the name has a component '..'";
+      comp = i + 1;
+      i++;
+      continue;
+    }
+    if (p[i] < 0x20 || p[i] == 0x7f)
+      return "the name holds a control character or NUL";
+    size_t l = bk_utf8_len(p + i, n - i);
+    if (l == 0)
+      return "the name is not valid UTF-8";
+    i += l;
+  }
+  return NULL;
+}
+
+static bool bk_ends_with(const char *s, size_t n, const char *suffix) {
+  size_t k = strlen(suffix);
+  return n >= k && strncasecmp(s + n - k, suffix, k) == 0;
+}
+
+const char *bk_kind_of(const char *name) {
+  static const char *const photo[] = {"jpg",  "jpeg", "png", "gif",
+                                      "heic", "heif", "webp", "bmp",
+                                      "tif",  "tiff", "dng"};
+  static const char *const video[] = {"mp4", "mov",  "m4v", "3gp",
+                                      "mkv", "webm", "avi"};
+  const char *base = strrchr(name, '/');
+  base = base != NULL ? base + 1 : name;
+  size_t n = strlen(base);
+  if (bk_ends_with(base, n, ".vcf") && n > 4)
+    return "contact";
+  if (bk_ends_with(base, n, ".sms.jsonl") && n > 10)
+    return "sms";
+  const char *dot = strrchr(base, '.');
+  if (dot == NULL || dot == base || dot[1] == '\0')
+    return "file";
+  for (size_t i = 0; i < sizeof photo / sizeof photo[0]; i++)
+    if (strcasecmp(dot + 1, photo[i]) == 0)
+      return "photo";
+  for (size_t i = 0; i < sizeof video / sizeof video[0]; i++)
+    if (strcasecmp(dot + 1, video[i]) == 0)
+      return "video";
+  return "file";
+}
+
+bool bk_kind_valid(const char *s, size_t n) {
+  static const char *const kinds[] = {"contact", "sms", "photo", "video",
+                                      "file"};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    if (strlen(kinds[i]) == n && memcmp(kinds[i], s, n) == 0)
+      return true;
+  return false;
+}
+
+bool bk_hex_valid(const char *s, size_t n) {
+  if (s == NULL || n != 64)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
+static int bk_nibble(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int bk_unhex32(const char *s, uint8_t out[32]) {
+  for (size_t i = 0; i < 32; i++) {
+    int hi = bk_nibble(s[2 * i]), lo = hi < 0 ? -1 : bk_nibble(s[2 * i + 1]);
+    if (lo < 0)
+      return -1;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return 0;
+}
+
+/* ---- Files ------------------------------------------------------------- */
+
+int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
+               bk_tick_fn tick, void *ctx) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX_free(md);
+    errno = ENOMEM;
+    return -1;
+  }
+  int64_t total = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf, cap);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      EVP_MD_CTX_free(md);
+      errno = e;
+      return -1;
+    }
+    if (r == 0)
+      break;
+    EVP_DigestUpdate(md, buf, (size_t)r);
+    total += r;
+    if (tick != NULL)
+      tick(ctx, (size_t)r);
+  }
+  unsigned len = 0;
+  EVP_DigestFinal_ex(md, out, &len);
+  EVP_MD_CTX_free(md);
+  *n = total;
+  return 0;
+}
+
+int bk_open_parent(int rootfd, const char *name, bool create,
+                   const char **base, char *err, size_t errcap) {
+  const char *last = strrchr(name, '/');
+  int fd = dup(rootfd);
+  if (fd < 0) {
+    nb_errf(err, errcap, "cannot use the target directory: %s",
+            strerror(errno));
+    return -1;
+  }
+  *base = last != NULL ? last + 1 : name;
+  const char *p = name;
+  char comp[BK_NAME_MAX + 1];
+  while (last != NULL && p <= last) {
+    const char *slash = strchr(p, '/');
+    size_t len = (size_t)(slash - p);
+    memcpy(comp, p, len);
+    comp[len] = '\0';
+    int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    int next = openat(fd, comp, flags);
+    if (next < 0 && errno == ENOENT && create) {
+      if (mkdirat(fd, comp, 0777) != 0 && errno != EEXIST) {
+        int e = errno;
+        nb_errf(err, errcap, "cannot create directory %.*s: %s",
+                (int)(slash - name), name, strerror(e));
+        close(fd);
+        errno = e;
+        return -1;
+      }
+      next = openat(fd, comp, flags);
+    }
+    if (next < 0) {
+      int e = errno;
+      if (e == ELOOP || e == ENOTDIR)
+        nb_errf(err, errcap,
+                "%.*s is not a directory (a symbolic link or a file is "
+                "never followed)",
+                (int)(slash - name), name);
+      else
+        nb_errf(err, errcap, "cannot open directory %.*s: %s",
+                (int)(slash - name), name, strerror(e));
+      close(fd);
+      errno = e;
+      return -1;
+    }
+    close(fd);
+    fd = next;
+    p = slash + 1;
+  }
+  return fd;
+}
+
+int bk_copy_fd(int in, int out, int64_t n) {
+  int64_t done = 0;
+  bool kernel = true;
+  uint8_t *buf = NULL;
+  while (done < n) {
+    size_t want = (size_t)(n - done > (1 << 30) ? (1 << 30) : n - done);
+    ssize_t r;
+    if (kernel) {
+      loff_t ioff = done, ooff = done;
+      r = copy_file_range(in, &ioff, out, &ooff, want, 0);
+      if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                    errno == EOPNOTSUPP)) {
+        kernel = false;
+        continue;
+      }
+    } else {
+      if (buf == NULL && (buf = malloc(BK_SEGMENT)) == NULL) {
+        errno = ENOMEM;
+        return -1;
+      }
+      r = pread(in, buf, want < BK_SEGMENT ? want : BK_SEGMENT, done);
+      if (r > 0 && pwrite(out, buf, (size_t)r, done) != r) {
+        int e = errno;
+        free(buf);
+        errno = e != 0 ? e : EIO;
+        return -1;
+      }
+    }
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      free(buf);
+      errno = e;
+      return -1;
+    }
+    if (r == 0) {
+      free(buf);
+      errno = EIO;
+      return -1;
+    }
+    done += r;
+  }
+  free(buf);
+  return 0;
+}
+
+int64_t bk_ms_of_timespec(int64_t sec, int64_t nsec) {
+  /* nsec is 0..999999999, so this rounds down also before 1970. */
+  return sec * 1000 + nsec / 1000000;
+}
+
+void bk_timespec_of_ms(int64_t ms, int64_t *sec, int64_t *nsec) {
+  int64_t s = ms / 1000, r = ms % 1000;
+  if (r < 0) {
+    r += 1000;
+    s -= 1;
+  }
+  *sec = s;
+  *nsec = r * 1000000;
+}
+
+char *bk_state_dir(const char *opt) {
+  if (opt != NULL && opt[0] != '\0')
+    return strdup(opt);
+  const char *env = getenv("NIMBUS_STATE_DIR");
+  if (env != NULL && env[0] != '\0')
+    return strdup(env);
+  const char *home = getenv("HOME");
+  if (home == NULL || home[0] == '\0')
+    return NULL;
+  size_t n = strlen(home) + sizeof "/.nimbus";
+  char *s = malloc(n);
+  if (s != NULL)
+    snprintf(s, n, "%s/.nimbus", home);
+  return s;
+}
+
+/* ---- Progress ---------------------------------------------------------- */
+
+void bk_fmt_bytes(int64_t n, char *buf, size_t cap) {
+  static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)n;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < sizeof unit / sizeof unit[0]) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, cap, "%lld B", (long long)n);
+  else
+    snprintf(buf, cap, "%.1f %s", v, unit[u]);
+}
+
+void bk_progress_init(bk_progress *p, int mode, FILE *fp) {
+  memset(p, 0, sizeof *p);
+  p->mode = mode;
+  p->fp = fp;
+  p->phase = "";
+}
+
+void bk_progress_phase(bk_progress *p, const char *phase, int64_t bytes_total,
+                       int64_t files_total) {
+  bk_progress_clear(p);
+  p->phase = phase;
+  p->bytes_done = p->files_done = 0;
+  p->bytes_total = bytes_total;
+  p->files_total = files_total;
+  p->start_ms = p->last_ms = p->rate_ms = nb_mono_ms();
+  p->shown_ms = 0;
+  p->rate_bytes = 0;
+  p->rate = 0;
+}
+
+static void bk_fmt_secs(double s, char *buf, size_t cap) {
+  if (s < 0 || s > 359999) {
+    snprintf(buf, cap, "--:--");
+    return;
+  }
+  long t = (long)(s + 0.5);
+  if (t >= 3600)
+    snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+void bk_progress_show(bk_progress *p, bool force) {
+  if (p->mode == 0)
+    return;
+  int64_t now = nb_mono_ms();
+  if (!force && now - p->shown_ms < (p->mode == 1 ? 200 : 1000))
+    return;
+  p->shown_ms = now;
+  /* The rate over windows of at least a second, smoothed. */
+  if (now - p->rate_ms >= 1000) {
+    double r = (double)(p->bytes_done - p->rate_bytes) * 1000.0 /
+               (double)(now - p->rate_ms);
+    p->rate = p->rate == 0 ? r : 0.5 * p->rate + 0.5 * r;
+    p->rate_ms = now;
+    p->rate_bytes = p->bytes_done;
+  }
+  double rate = p->rate;
+  if (rate == 0 && now > p->start_ms)
+    rate = (double)p->bytes_done * 1000.0 / (double)(now - p->start_ms);
+  double eta = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate
+                        : -1;
+  if (p->mode == 2) {
+    fprintf(p->fp,
+            "{\"phase\":\"%s\",\"bytes_done\":%lld,\"bytes_total\":%lld,"
+            "\"files_done\":%lld,\"files_total\":%lld,\"rate\":%.0f}\n",
+            p->phase, (long long)p->bytes_done, (long long)p->bytes_total,
+            (long long)p->files_done, (long long)p->files_total, rate);
+    fflush(p->fp);
+    return;
+  }
+  char done[32], total[32], r[32], e[32], bar[24];
+  bk_fmt_bytes(p->bytes_done, done, sizeof done);
+  bk_fmt_bytes(p->bytes_total, total, sizeof total);
+  bk_fmt_bytes((int64_t)rate, r, sizeof r);
+  bk_fmt_secs(eta, e, sizeof e);
+  int width = (int)sizeof bar - 1;
+  int fill = p->bytes_total > 0
+                 ? (int)((double)p->bytes_done * width / (double)p->bytes_total)
+                 : width;
+  fill = fill < 0 ? 0 : fill > width ? width : fill;
+  memset(bar, '#', (size_t)fill);
+  memset(bar + fill, '.', (size_t)(width - fill));
+  bar[width] = '\0';
+  fprintf(p->fp,
+          "\r\033[K%-9s [%s] %s / %s  %s/s  ETA %s  files %lld/%lld",
+          p->phase, bar, done, total, r, e, (long long)p->files_done,
+          (long long)p->files_total);
+  fflush(p->fp);
+  p->drawn = true;
+}
+
+void bk_progress_clear(bk_progress *p) {
+  if (p->mode == 1 && p->drawn) {
+    fprintf(p->fp, "\r\033[K");
+    fflush(p->fp);
+    p->drawn = false;
+  }
+}
+
+void bk_progress_finish(bk_progress *p) {
+  if (p->mode == 0)
+    return;
+  bk_progress_show(p, true);
+  if (p->mode == 1) {
+    fputc('\n', p->fp);
+    fflush(p->fp);
+    p->drawn = false;
+  }
+}

@@ -1,0 +1,60 @@
+/* The nimbus-agent CLI's shared parts: its configuration (one nb_config
+ * table, cli.c), exit statuses, and the helpers the verbs in cli.c,
+ * cli_backup.c and cli_restore.c use. */
+#ifndef CLI_H
+#define CLI_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nimbus/agent.h"
+
+enum {
+  CLI_OK = 0,
+  CLI_CLOUD_ERROR = 1,
+  CLI_USAGE = 2,
+  CLI_CONNECT = 3,
+  CLI_TIMEOUT = 4
+};
+
+typedef struct cli_cfg {
+  char *mqtt_host;
+  int64_t mqtt_port;
+  char *terminal;
+  char *password;
+  char *state_dir;
+  char *prefix;
+  int64_t timeout;
+  bool json;
+  bool progress;
+  char *data_file;
+  char *id;
+  char *label;
+  int64_t jobs;
+  int64_t limit;
+  char *snapshot;
+} cli_cfg;
+
+/* Prints "nimbus-agent: <what>" and a pointer to --help; CLI_USAGE. */
+int cli_usage_error(const char *what);
+
+/* Prints the cloud's error (and help) for a person; CLI_CLOUD_ERROR. */
+int cli_cloud_error(const nimbus_reply *r);
+
+/* Prints `j` as one line of JSON on stdout. 0, or -1 (said on stderr). */
+int cli_print_json(cJSON *j);
+
+/* A new agent for cfg's terminal with room for `max_inflight` tasks,
+ * connected. Returns CLI_OK and *out, or the exit status after saying why
+ * on stderr. */
+int cli_connect(const cli_cfg *cfg, int max_inflight, nimbus_agent **out);
+
+/* Verbs in their own files. */
+extern const char cli_usage_backup[], cli_usage_backups[],
+    cli_usage_restore[];
+int cli_backup(cli_cfg *cfg, int argc, char **argv);
+int cli_backups(cli_cfg *cfg, int argc, char **argv);
+int cli_restore(cli_cfg *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,1797 @@
+/* `nimbus-agent backup` and `nimbus-agent backups`.
+ *
+ * backup: walk the PATHs (regular files only; symbolic links are never
+ * followed below a PATH), give every file an item name and kind, hash each
+ * file with SHA-256 (unless the hash cache knows it unchanged), ask the
+ * cloud which contents it lacks (blob.has), upload those (blob.status to
+ * resume what an earlier run left, blob.put of the missing segments with
+ * up to --jobs tasks in flight across files, blob.commit), then commit the
+ * snapshot: the items inline, or in a manifest blob when they are large.
+ *
+ * Every upload is named by the blob's SHA-256 hex, so a later run finds
+ * what an interrupted one sent through blob.status, with no local record.
+ * Only a few segments are read at a time (pread per segment): memory is
+ * about --jobs x 256 KiB whatever the files' sizes.
+ *
+ * backups: backup.list, every page, as a table or JSON lines. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ag_json.h"
+#include "bk.h"
+#include "cli.h"
+#include "nb_util.h"
+#include "sc.h"
+
+const char cli_usage_backup[] =
+    "Usage: nimbus-agent backup [--label L] [--jobs N] [--json] [--progress]\n"
+    "                           [OPTIONS] PATH...\n"
+    "\n"
+    "Backs up files and directories (recursively) into a new snapshot of\n"
+    "this terminal. Each file becomes an item named by its path relative to\n"
+    "its PATH's parent: PATH /x/Phone gives Phone/..., a file PATH its own\n"
+    "name. Only regular files are backed up; symbolic links below a PATH\n"
+    "are not followed, and they, devices, sockets and pipes are skipped\n"
+    "with a line on stderr each. A PATH itself may be a symbolic link.\n"
+    "\n"
+    "Kinds, by name: *.vcf contact; *.sms.jsonl sms (JSON Lines, one\n"
+    "message per line: address, date in ms, type, body; see the README);\n"
+    "jpg jpeg png gif heic heif webp bmp tif tiff dng photo; mp4 mov m4v\n"
+    "3gp mkv webm avi video; anything else file.\n"
+    "\n"
+    "Only what the cloud lacks is sent: each file is hashed (SHA-256; a\n"
+    "file whose path, size, mtime and inode are unchanged since an earlier\n"
+    "run is not read again: <state dir>/hash-cache), the cloud says which\n"
+    "contents it has, and the rest goes up in 256 KiB segments, --jobs at\n"
+    "a time (default 16). Identical files are sent once. Interrupted (Ctrl-C,\n"
+    "lost link, killed), the next run resumes where the cloud's uploads\n"
+    "stand, without sending acknowledged segments again. A file that\n"
+    "changes while it is backed up is hashed again once; if it changes\n"
+    "again it is left out (said on stderr).\n"
+    "\n"
+    "On a terminal it shows a progress line on stderr and ends with one\n"
+    "line for a person. Otherwise (or with --json) it prints one JSON\n"
+    "object on stdout:\n"
+    "  {\"snapshot\": \"...\", \"items\": N, \"bytes\": N, \"files_hashed\": N,\n"
+    "   \"files_cached\": N, \"blobs_uploaded\": N, \"bytes_sent\": N,\n"
+    "   \"skipped\": N, \"failed\": N, \"manifest\": true|false,\n"
+    "   \"seconds\": S}\n"
+    "bytes_sent counts the segment bytes sent in blob.put by this run;\n"
+    "--progress also writes progress as JSON lines on stderr.\n"
+    "\n"
+    "Exit status: 0 ok; 1 the cloud refused (printed); 2 usage, nothing\n"
+    "to back up, two items with one name, or some files could not be read\n"
+    "(the snapshot is committed without them: see \"failed\"); 3 cannot\n"
+    "connect; 4 no reply for --timeout ms (run again to resume).\n";
+
+const char cli_usage_backups[] =
+    "Usage: nimbus-agent backups [--limit N] [--json] [OPTIONS]\n"
+    "\n"
+    "Lists this terminal's snapshots, newest first: all of them (page by\n"
+    "page), or the newest N with --limit. On a terminal as a table\n"
+    "(snapshot, date, items, size, label); otherwise, or with --json, one\n"
+    "JSON object per line: {\"snapshot\", \"ts\", \"items\", \"bytes\",\n"
+    "\"label\"} (ts in ms since the epoch).\n"
+    "Exit status as for nimbus-agent --help.\n";
+
+/* ---- State ------------------------------------------------------------- */
+
+typedef struct up_blob up_blob;
+
+typedef struct up_file {
+  char *name; /* the item name */
+  char *abs;  /* absolute path */
+  const char *kind;
+  int64_t size, mtime_ns;
+  uint64_t ino;
+  uint8_t sha[32];
+  up_blob *blob;
+  struct up_file *bnext; /* the next file with the same content */
+  int fixed_fd;          /* >= 0: read this fd, not the path (manifest) */
+  int changes;           /* times found changed since hashed */
+  bool failed;
+} up_file;
+
+enum {
+  BL_UNKNOWN = 0, /* ask blob.has */
+  BL_ASKING,      /* blob.has in flight */
+  BL_PRESENT,     /* the cloud has it for us */
+  BL_MISSING,     /* to upload, waiting its turn */
+  BL_STATUS,      /* blob.status in flight */
+  BL_PUTTING,     /* segments going */
+  BL_COMMITTING,  /* blob.commit in flight */
+  BL_DONE,        /* committed by this run */
+  BL_DROPPED      /* no file has this content any more */
+};
+
+struct up_blob {
+  uint8_t sha[32];
+  char hex[65];
+  int64_t size;
+  int state;
+  up_file *files; /* the first is the one read */
+  up_blob *qnext; /* the unknown or missing queue */
+  /* While uploading. */
+  int fd;
+  int64_t *ranges; /* [off, len] pairs still to send */
+  size_t nranges, rcap, ri;
+  int64_t roff; /* next offset within ranges[ri] */
+  bool sent_empty; /* the one put of an empty blob went */
+  int puts;     /* in flight */
+  bool draining, failed_src;
+  int restarts, retries;
+  bool counted; /* its bytes are in the progress total */
+};
+
+typedef struct up_run {
+  const cli_cfg *cfg;
+  bk_pipe pipe;
+  bk_progress prog;
+  bk_hcache cache;
+  bool have_cache;
+  up_file **files;
+  size_t nfiles, capfiles;
+  up_blob **btab; /* open addressing by hash */
+  size_t bslots, nblobs;
+  up_blob *unknown_head, *unknown_tail;
+  up_blob *missing_head, *missing_tail;
+  up_blob **active;
+  size_t nactive, max_active;
+  uint8_t *buf; /* one segment */
+  /* Counters for the summary. */
+  int64_t files_hashed, files_cached, blobs_uploaded, bytes_sent;
+  int64_t skipped, failed;
+  int status; /* an exit status once something fatal happened */
+} up_run;
+
+typedef struct up_op {
+  bk_op op;
+  up_run *run;
+  up_blob *blob;
+  up_blob **batch; /* blob.has: the blobs asked about */
+  size_t nbatch;
+  int64_t off, len;
+} up_op;
+
+static void up_say(up_run *u, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void up_say(up_run *u, const char *fmt, ...) {
+  bk_progress_clear(&u->prog);
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("nimbus-agent: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* Sets a fatal exit status (the first one wins). */
+static void up_fatal(up_run *u, int status) {
+  if (u->status == CLI_OK)
+    u->status = status;
+}
+
+/* ---- msgpack helpers --------------------------------------------------- */
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str_with_body(pk, s, n);
+}
+
+static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+  pk_str(pk, k);
+  pk_str(pk, v);
+}
+
+static void pk_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
+  pk_str(pk, k);
+  msgpack_pack_int64(pk, v);
+}
+
+/* The reply's result map decoded (strictly), or false. */
+static bool up_result(const nimbus_reply *r, msgpack_object *out,
+                      msgpack_zone **zone) {
+  char err[128];
+  *zone = NULL;
+  if (r->result == NULL ||
+      sc_value_decode(r->result, r->result_len, out, zone, err, sizeof err) !=
+          0)
+    return false;
+  if (out->type != MSGPACK_OBJECT_MAP) {
+    msgpack_zone_free(*zone);
+    *zone = NULL;
+    return false;
+  }
+  return true;
+}
+
+static bool obj_int(const msgpack_object *o, int64_t *v) {
+  if (o == NULL)
+    return false;
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
+    *v = (int64_t)o->via.u64;
+    return true;
+  }
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    *v = o->via.i64;
+    return true;
+  }
+  return false;
+}
+
+static bool obj_str_eq(const msgpack_object *o, const char *s) {
+  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
+         o->via.str.size == strlen(s) &&
+         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+static bool up_is_ok(const nimbus_reply *r) {
+  return strcmp(r->status, "ok") == 0;
+}
+
+/* ---- Blobs ------------------------------------------------------------- */
+
+static size_t up_bslot(const up_run *u, const uint8_t sha[32]) {
+  uint64_t h;
+  memcpy(&h, sha, sizeof h);
+  size_t mask = u->bslots - 1, i = (size_t)h & mask;
+  while (u->btab[i] != NULL && memcmp(u->btab[i]->sha, sha, 32) != 0)
+    i = (i + 1) & mask;
+  return i;
+}
+
+static void up_queue_push(up_blob **head, up_blob **tail, up_blob *b,
+                          bool front) {
+  b->qnext = NULL;
+  if (*head == NULL) {
+    *head = *tail = b;
+  } else if (front) {
+    b->qnext = *head;
+    *head = b;
+  } else {
+    (*tail)->qnext = b;
+    *tail = b;
+  }
+}
+
+static up_blob *up_queue_pop(up_blob **head, up_blob **tail) {
+  up_blob *b = *head;
+  if (b != NULL) {
+    *head = b->qnext;
+    if (*head == NULL)
+      *tail = NULL;
+    b->qnext = NULL;
+  }
+  return b;
+}
+
+/* The blob of this content, made (and queued for blob.has) when new. */
+static up_blob *up_blob_for(up_run *u, const uint8_t sha[32], int64_t size) {
+  if (2 * (u->nblobs + 1) > u->bslots) {
+    size_t ns = u->bslots != 0 ? 2 * u->bslots : 1024;
+    up_blob **t = calloc(ns, sizeof *t);
+    if (t == NULL)
+      return NULL;
+    up_blob **old = u->btab;
+    size_t on = u->bslots;
+    u->btab = t;
+    u->bslots = ns;
+    for (size_t i = 0; i < on; i++)
+      if (old[i] != NULL)
+        u->btab[up_bslot(u, old[i]->sha)] = old[i];
+    free(old);
+  }
+  size_t i = up_bslot(u, sha);
+  if (u->btab[i] != NULL)
+    return u->btab[i];
+  up_blob *b = calloc(1, sizeof *b);
+  if (b == NULL)
+    return NULL;
+  memcpy(b->sha, sha, 32);
+  nb_hex(sha, 32, b->hex);
+  b->size = size;
+  b->fd = -1;
+  b->state = BL_UNKNOWN;
+  u->btab[i] = b;
+  u->nblobs++;
+  up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
+  return b;
+}
+
+static void up_blob_attach(up_blob *b, up_file *f) {
+  f->blob = b;
+  f->bnext = NULL;
+  up_file **pp = &b->files;
+  while (*pp != NULL)
+    pp = &(*pp)->bnext;
+  *pp = f;
+}
+
+static void up_blob_detach(up_blob *b, up_file *f) {
+  for (up_file **pp = &b->files; *pp != NULL; pp = &(*pp)->bnext) {
+    if (*pp == f) {
+      *pp = f->bnext;
+      break;
+    }
+  }
+  f->bnext = NULL;
+  f->blob = NULL;
+}
+
+static void up_file_fail(up_run *u, up_file *f, const char *why) {
+  if (f->failed)
+    return;
+  f->failed = true;
+  u->failed++;
+  up_say(u, "%s: %s; left out of the snapshot", f->abs, why);
+  if (f->blob != NULL)
+    up_blob_detach(f->blob, f);
+}
+
+static void up_active_remove(up_run *u, up_blob *b) {
+  for (size_t i = 0; i < u->nactive; i++) {
+    if (u->active[i] == b) {
+      memmove(&u->active[i], &u->active[i + 1],
+              (u->nactive - i - 1) * sizeof *u->active);
+      u->nactive--;
+      break;
+    }
+  }
+  if (b->fd >= 0) {
+    close(b->fd);
+    b->fd = -1;
+  }
+}
+
+static int up_ranges_add(up_blob *b, int64_t off, int64_t len) {
+  if (b->nranges + 2 > b->rcap) {
+    size_t cap = b->rcap != 0 ? 2 * b->rcap : 16;
+    int64_t *r = realloc(b->ranges, cap * sizeof *r);
+    if (r == NULL)
+      return -1;
+    b->ranges = r;
+    b->rcap = cap;
+  }
+  b->ranges[b->nranges++] = off;
+  b->ranges[b->nranges++] = len;
+  return 0;
+}
+
+static void up_ranges_reset(up_blob *b) {
+  b->nranges = b->ri = 0;
+  b->roff = 0;
+  b->sent_empty = false;
+}
+
+/* Queues b for upload, counting its bytes in the progress total once. */
+static void up_mark_missing(up_run *u, up_blob *b, bool front) {
+  b->state = BL_MISSING;
+  if (!b->counted) {
+    b->counted = true;
+    u->prog.bytes_total += b->size;
+    u->prog.files_total++;
+  }
+  up_queue_push(&u->missing_head, &u->missing_tail, b, front);
+}
+
+/* The blob goes back to the missing queue (front: it was started). */
+static void up_blob_requeue(up_run *u, up_blob *b) {
+  up_active_remove(u, b);
+  up_ranges_reset(b);
+  b->draining = false;
+  if (b->files == NULL) {
+    b->state = BL_DROPPED;
+    return;
+  }
+  up_mark_missing(u, b, true);
+}
+
+/* Hashes f again (it changed since), and moves it to the blob of its new
+ * content. */
+static void up_file_rehash(up_run *u, up_file *f) {
+  f->changes++;
+  if (f->blob != NULL)
+    up_blob_detach(f->blob, f);
+  if (f->changes > 1 || f->fixed_fd >= 0) {
+    up_file_fail(u, f, "it changed while it was being backed up, twice");
+    return;
+  }
+  up_say(u, "%s changed while it was being backed up; hashing it again",
+         f->abs);
+  int fd = open(f->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st, st2;
+  uint8_t sha[32];
+  int64_t n = 0;
+  const char *why = NULL;
+  if (fd < 0 || fstat(fd, &st) != 0)
+    why = strerror(errno);
+  else if (!S_ISREG(st.st_mode))
+    why = "not a regular file";
+  else if (bk_hash_fd(fd, u->buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+           fstat(fd, &st2) != 0)
+    why = strerror(errno);
+  if (fd >= 0)
+    close(fd);
+  if (why != NULL) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "cannot read it: %s", why);
+    up_file_fail(u, f, msg);
+    return;
+  }
+  if (n != st.st_size || st2.st_size != st.st_size ||
+      st2.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+      st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec) {
+    up_file_fail(u, f, "it changed while it was being backed up, twice");
+    return;
+  }
+  f->size = st.st_size;
+  f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  f->ino = (uint64_t)st.st_ino;
+  memcpy(f->sha, sha, 32);
+  u->files_hashed++;
+  if (u->have_cache)
+    (void)bk_hcache_put(&u->cache, f->abs, f->size, f->mtime_ns, f->ino,
+                        f->sha);
+  up_blob *b = up_blob_for(u, sha, f->size);
+  if (b == NULL) {
+    up_file_fail(u, f, "out of memory");
+    return;
+  }
+  up_blob_attach(b, f);
+  if (b->state == BL_DROPPED) {
+    /* Content seen before and given up: ask again. */
+    b->state = BL_UNKNOWN;
+    up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
+  }
+}
+
+/* b's source file changed under us (or failed): it is hashed again, and b
+ * goes on with its next file, once its puts in flight are back. */
+static void up_source_changed(up_run *u, up_blob *b) {
+  up_file *f = b->files;
+  if (f != NULL)
+    up_file_rehash(u, f);
+  if (b->puts > 0) {
+    b->draining = true;
+    if (b->fd >= 0) {
+      close(b->fd);
+      b->fd = -1;
+    }
+    return;
+  }
+  up_blob_requeue(u, b);
+}
+
+/* Gives up on b (the cloud refused it): its files are left out. */
+static void up_blob_fail(up_run *u, up_blob *b, const char *why) {
+  while (b->files != NULL)
+    up_file_fail(u, b->files, why);
+  up_active_remove(u, b);
+  b->state = BL_DROPPED;
+}
+
+static int64_t up_nsegs(int64_t size) {
+  return size == 0 ? 1 : (size + BK_SEGMENT - 1) / BK_SEGMENT;
+}
+
+/* ---- Tasks ------------------------------------------------------------- */
+
+static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep);
+static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep);
+static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep);
+static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep);
+
+static up_op *up_op_new(up_run *u, up_blob *b, bk_op_fn fn) {
+  up_op *o = calloc(1, sizeof *o);
+  if (o == NULL)
+    return NULL;
+  o->op.fn = fn;
+  o->op.ctx = o;
+  o->run = u;
+  o->blob = b;
+  return o;
+}
+
+/* Submits `o` with the packed args in sb; false (and o freed, the run
+ * failed) when it cannot go. */
+static bool up_submit(up_run *u, up_op *o, const char *type,
+                      msgpack_sbuffer *sb, const uint8_t *data, size_t len,
+                      bool has_data) {
+  int rc = bk_pipe_submit(&u->pipe, &o->op, type, (const uint8_t *)sb->data,
+                          sb->size, data, len, has_data);
+  msgpack_sbuffer_destroy(sb);
+  if (rc != 0) {
+    up_say(u, "cannot send a %s task: %s", type, nimbus_strerror(rc));
+    free(o->batch);
+    free(o);
+    up_fatal(u, rc == NIMBUS_EBUSY ? CLI_TIMEOUT : CLI_USAGE);
+    return false;
+  }
+  return true;
+}
+
+/* A reply the run cannot go on from: said, and the run ends. */
+static void up_refused(up_run *u, const bk_op *op, const char *what) {
+  if (op->err == NIMBUS_ECANCELED)
+    return; /* the run is ending */
+  if (op->err == NIMBUS_EREFUSED) {
+    up_say(u, "%s: %s", what, nimbus_agent_errstr(u->pipe.agent));
+    up_fatal(u, CLI_CONNECT);
+  } else {
+    up_say(u, "%s: %s", what, nimbus_strerror(op->err));
+    up_fatal(u, CLI_USAGE);
+  }
+}
+
+/* Transient answers worth sending again: 429, 500, 503. */
+static bool up_transient(const nimbus_reply *r) {
+  return r->code == 429 || r->code == 500 || r->code == 503;
+}
+
+static void up_cloud_said(up_run *u, const char *what, const nimbus_reply *r) {
+  up_say(u, "%s: error %d: %s", what, r->code,
+         r->error != NULL ? r->error : "(no message)");
+}
+
+static void up_send_has(up_run *u) {
+  up_op *o = up_op_new(u, NULL, up_on_has);
+  if (o == NULL || (o->batch = malloc(BK_HAS_BATCH * sizeof *o->batch)) ==
+                       NULL) {
+    free(o);
+    up_say(u, "out of memory");
+    up_fatal(u, CLI_USAGE);
+    return;
+  }
+  while (o->nbatch < BK_HAS_BATCH && u->unknown_head != NULL) {
+    up_blob *b = up_queue_pop(&u->unknown_head, &u->unknown_tail);
+    if (b->state != BL_UNKNOWN)
+      continue;
+    b->state = BL_ASKING;
+    o->batch[o->nbatch++] = b;
+  }
+  if (o->nbatch == 0) {
+    free(o->batch);
+    free(o);
+    return;
+  }
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  pk_str(&pk, "blobs");
+  msgpack_pack_array(&pk, o->nbatch);
+  for (size_t i = 0; i < o->nbatch; i++)
+    pk_str(&pk, o->batch[i]->hex);
+  up_submit(u, o, "blob.has", &sb, NULL, 0, false);
+}
+
+static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  up_op *o = op->ctx;
+  up_run *u = o->run;
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  if (r == NULL) {
+    up_refused(u, op, "blob.has");
+  } else if (!up_is_ok(r)) {
+    if (up_transient(r)) {
+      for (size_t i = 0; i < o->nbatch; i++) {
+        o->batch[i]->state = BL_UNKNOWN;
+        up_queue_push(&u->unknown_head, &u->unknown_tail, o->batch[i],
+                      false);
+      }
+      if (++o->batch[0]->retries > 10) {
+        up_cloud_said(u, "blob.has", r);
+        up_fatal(u, CLI_CLOUD_ERROR);
+      }
+    } else {
+      up_cloud_said(u, "blob.has", r);
+      up_fatal(u, CLI_CLOUD_ERROR);
+    }
+  } else if (!up_result(r, &res, &z) ||
+             sc_map_get(&res, "missing") == NULL ||
+             sc_map_get(&res, "missing")->type != MSGPACK_OBJECT_ARRAY) {
+    up_say(u, "blob.has answered without a list of missing blobs");
+    up_fatal(u, CLI_CLOUD_ERROR);
+  } else {
+    /* `missing` lists blobs in the order asked. */
+    const msgpack_object *m = sc_map_get(&res, "missing");
+    uint32_t j = 0;
+    for (size_t i = 0; i < o->nbatch; i++) {
+      up_blob *b = o->batch[i];
+      if (j < m->via.array.size && obj_str_eq(&m->via.array.ptr[j], b->hex)) {
+        j++;
+        if (b->files == NULL) {
+          b->state = BL_DROPPED;
+          continue;
+        }
+        up_mark_missing(u, b, false);
+      } else {
+        b->state = BL_PRESENT;
+      }
+    }
+    if (j != m->via.array.size) {
+      up_say(u, "blob.has answered with blobs not asked about");
+      up_fatal(u, CLI_CLOUD_ERROR);
+    }
+  }
+  msgpack_zone_free(z);
+  free(o->batch);
+  free(o);
+}
+
+static void up_pack_upload(msgpack_packer *pk, const up_blob *b) {
+  msgpack_pack_map(pk, 1);
+  pk_kv_str(pk, "upload", b->hex);
+}
+
+static void up_send_commit(up_run *u, up_blob *b) {
+  up_op *o = up_op_new(u, b, up_on_commit);
+  if (o == NULL) {
+    up_say(u, "out of memory");
+    up_fatal(u, CLI_USAGE);
+    return;
+  }
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  up_pack_upload(&pk, b);
+  b->state = BL_COMMITTING;
+  up_submit(u, o, "blob.commit", &sb, NULL, 0, false);
+}
+
+/* Opens b's first file and checks it is as hashed; on to the next file
+ * when it is not. Returns true when b->fd is ready. */
+static bool up_blob_open(up_run *u, up_blob *b) {
+  while (b->files != NULL) {
+    up_file *f = b->files;
+    int fd = f->fixed_fd >= 0 ? dup(f->fixed_fd)
+                              : open(f->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size == f->size &&
+        (f->fixed_fd >= 0 ||
+         ((uint64_t)st.st_ino == f->ino &&
+          (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec ==
+              f->mtime_ns))) {
+      b->fd = fd;
+      return true;
+    }
+    if (fd < 0 && errno != ENOENT) {
+      char why[160];
+      snprintf(why, sizeof why, "cannot open it: %s", strerror(errno));
+      up_file_fail(u, f, why);
+      continue;
+    }
+    if (fd >= 0)
+      close(fd);
+    up_file_rehash(u, f); /* changed or gone: moves f off b */
+  }
+  return false;
+}
+
+static void up_activate(up_run *u, up_blob *b) {
+  if (!up_blob_open(u, b)) {
+    b->state = BL_DROPPED;
+    return;
+  }
+  u->active[u->nactive++] = b;
+  up_ranges_reset(b);
+  if (up_nsegs(b->size) > 1) {
+    /* What an earlier run sent already. */
+    up_op *o = up_op_new(u, b, up_on_status);
+    if (o == NULL) {
+      up_say(u, "out of memory");
+      up_fatal(u, CLI_USAGE);
+      return;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    up_pack_upload(&pk, b);
+    b->state = BL_STATUS;
+    up_submit(u, o, "blob.status", &sb, NULL, 0, false);
+  } else {
+    /* One segment: status would cost as much as sending it. */
+    up_ranges_add(b, 0, b->size);
+    b->state = BL_PUTTING;
+  }
+}
+
+static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  up_op *o = op->ctx;
+  up_run *u = o->run;
+  up_blob *b = o->blob;
+  free(o);
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  if (r == NULL) {
+    up_refused(u, op, "blob.status");
+    return;
+  }
+  up_ranges_reset(b);
+  if (!up_is_ok(r) && r->code == 404) {
+    up_ranges_add(b, 0, b->size);
+  } else if (!up_is_ok(r)) {
+    if (up_transient(r) && ++b->retries <= 10) {
+      up_blob_requeue(u, b);
+      return;
+    }
+    up_cloud_said(u, "blob.status", r);
+    up_fatal(u, CLI_CLOUD_ERROR);
+    return;
+  } else {
+    int64_t size = -1;
+    const msgpack_object *m = NULL;
+    if (up_result(r, &res, &z)) {
+      obj_int(sc_map_get(&res, "size"), &size);
+      m = sc_map_get(&res, "missing");
+    }
+    if (size != b->size || m == NULL || m->type != MSGPACK_OBJECT_ARRAY) {
+      up_say(u, "blob.status of %s answered size %" PRId64
+                " for a blob of %" PRId64 " bytes",
+             b->hex, size, b->size);
+      up_fatal(u, CLI_CLOUD_ERROR);
+      msgpack_zone_free(z);
+      return;
+    }
+    int64_t missing = 0;
+    for (uint32_t i = 0; i < m->via.array.size; i++) {
+      const msgpack_object *p = &m->via.array.ptr[i];
+      int64_t off, len;
+      if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
+          !obj_int(&p->via.array.ptr[0], &off) ||
+          !obj_int(&p->via.array.ptr[1], &len) || off < 0 || len <= 0 ||
+          off % BK_SEGMENT != 0 || off + len > b->size) {
+        up_say(u, "blob.status of %s answered a range that is not one",
+               b->hex);
+        up_fatal(u, CLI_CLOUD_ERROR);
+        msgpack_zone_free(z);
+        return;
+      }
+      up_ranges_add(b, off, len);
+      missing += len;
+    }
+    /* What the cloud has already counts as done. */
+    u->prog.bytes_done += b->size - missing;
+    msgpack_zone_free(z);
+  }
+  b->state = BL_PUTTING;
+}
+
+/* Sends b's next segment. False when b cannot go on now. */
+static bool up_send_put(up_run *u, up_blob *b) {
+  /* An empty blob is one put of nothing at offset 0. */
+  while (b->ri < b->nranges && b->roff >= b->ranges[b->ri + 1] &&
+         !(b->size == 0 && !b->sent_empty)) {
+    b->ri += 2;
+    b->roff = 0;
+  }
+  if (b->ri >= b->nranges)
+    return false;
+  int64_t off = b->ranges[b->ri] + b->roff;
+  int64_t len = b->size - off < BK_SEGMENT ? b->size - off : BK_SEGMENT;
+  /* A range from the cloud ends on a segment end (or the blob's). */
+  if (len > b->ranges[b->ri + 1] - b->roff)
+    len = b->ranges[b->ri + 1] - b->roff;
+  ssize_t got = len > 0 ? pread(b->fd, u->buf, (size_t)len, off) : 0;
+  struct stat st;
+  up_file *f = b->files;
+  if (got != len || fstat(b->fd, &st) != 0 || st.st_size != f->size ||
+      (f->fixed_fd < 0 &&
+       (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec !=
+           f->mtime_ns)) {
+    up_source_changed(u, b);
+    return false;
+  }
+  up_op *o = up_op_new(u, b, up_on_put);
+  if (o == NULL) {
+    up_say(u, "out of memory");
+    up_fatal(u, CLI_USAGE);
+    return false;
+  }
+  o->off = off;
+  o->len = len;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 4);
+  pk_kv_str(&pk, "upload", b->hex);
+  pk_kv_int(&pk, "offset", off);
+  pk_kv_int(&pk, "size", b->size);
+  pk_kv_str(&pk, "sha256", b->hex);
+  if (!up_submit(u, o, "blob.put", &sb, u->buf, (size_t)len, true))
+    return false;
+  b->roff += len;
+  b->sent_empty = true;
+  b->puts++;
+  u->bytes_sent += len;
+  return true;
+}
+
+static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  up_op *o = op->ctx;
+  up_run *u = o->run;
+  up_blob *b = o->blob;
+  int64_t off = o->off, len = o->len;
+  free(o);
+  b->puts--;
+  if (r == NULL) {
+    up_refused(u, op, "blob.put");
+    return;
+  }
+  if (b->draining) {
+    if (b->puts == 0)
+      up_blob_requeue(u, b);
+    return;
+  }
+  if (up_is_ok(r)) {
+    u->prog.bytes_done += len;
+  } else if (up_transient(r) && ++b->retries <= 10) {
+    up_ranges_add(b, off, len); /* again, later */
+  } else if (r->code == 413) {
+    char why[300];
+    snprintf(why, sizeof why, "the cloud refused it: %s",
+             r->error != NULL ? r->error : "too large");
+    up_blob_fail(u, b, why);
+  } else {
+    up_cloud_said(u, "blob.put", r);
+    up_fatal(u, CLI_CLOUD_ERROR);
+  }
+}
+
+static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  up_op *o = op->ctx;
+  up_run *u = o->run;
+  up_blob *b = o->blob;
+  free(o);
+  if (r == NULL) {
+    up_refused(u, op, "blob.commit");
+    return;
+  }
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  bool have = up_result(r, &res, &z);
+  if (up_is_ok(r)) {
+    int64_t size = -1;
+    if (!have || !obj_str_eq(sc_map_get(&res, "blob"), b->hex) ||
+        !obj_int(sc_map_get(&res, "size"), &size) || size != b->size) {
+      up_say(u, "blob.commit of %s answered another blob", b->hex);
+      up_fatal(u, CLI_CLOUD_ERROR);
+    } else {
+      b->state = BL_DONE;
+      u->blobs_uploaded++;
+      u->prog.files_done++;
+      up_active_remove(u, b);
+    }
+  } else if ((r->code == 409 || r->code == 404) && ++b->restarts <= 3) {
+    /* Incomplete (segments lost) or the staging file vanished: send what
+     * the cloud lacks. */
+    up_blob_requeue(u, b);
+  } else if (r->code == 422 && ++b->restarts <= 3) {
+    /* The bytes sent are not the content hashed: the file changed (the
+     * cloud has discarded the upload). */
+    up_source_changed(u, b);
+  } else if (up_transient(r) && ++b->retries <= 10) {
+    b->state = BL_PUTTING; /* commits again, nothing left to put */
+  } else if (r->code == 413) {
+    char why[300];
+    snprintf(why, sizeof why, "the cloud refused it: %s",
+             r->error != NULL ? r->error : "too large");
+    up_blob_fail(u, b, why);
+  } else {
+    up_cloud_said(u, "blob.commit", r);
+    up_fatal(u, CLI_CLOUD_ERROR);
+  }
+  msgpack_zone_free(z);
+}
+
+/* Fills the window: blob.has batches, then the segments and commits of
+ * the uploads under way, then new uploads. */
+static void up_fill(up_run *u) {
+  bool moved = true;
+  while (moved && u->status == CLI_OK && bk_pipe_room(&u->pipe)) {
+    moved = false;
+    if (u->unknown_head != NULL) {
+      up_send_has(u);
+      moved = true;
+      continue;
+    }
+    for (size_t i = 0; i < u->nactive && bk_pipe_room(&u->pipe); i++) {
+      up_blob *b = u->active[i];
+      if (b->state != BL_PUTTING || b->draining)
+        continue;
+      while (bk_pipe_room(&u->pipe) && u->status == CLI_OK &&
+             b->state == BL_PUTTING && up_send_put(u, b))
+        moved = true;
+      if (b->state == BL_PUTTING && !b->draining && b->puts == 0 &&
+          b->ri >= b->nranges && bk_pipe_room(&u->pipe)) {
+        up_send_commit(u, b);
+        moved = true;
+      }
+      /* `active` may have changed under us (a source that changed). */
+      if (i < u->nactive && u->active[i] != b)
+        i--;
+    }
+    while (bk_pipe_room(&u->pipe) && u->status == CLI_OK &&
+           u->nactive < u->max_active && u->missing_head != NULL) {
+      up_blob *b = up_queue_pop(&u->missing_head, &u->missing_tail);
+      if (b->state != BL_MISSING)
+        continue;
+      up_activate(u, b);
+      moved = true;
+    }
+  }
+}
+
+/* Runs blob.has and the uploads until every blob is present or done. */
+static int up_transfer(up_run *u) {
+  for (;;) {
+    up_fill(u);
+    bk_progress_show(&u->prog, false);
+    if (u->status != CLI_OK)
+      break;
+    if (u->pipe.inflight == 0) {
+      if (u->unknown_head == NULL && u->missing_head == NULL &&
+          u->nactive == 0)
+        break;
+      /* Work that cannot go on with nothing in flight. */
+      bool stuck = true;
+      for (size_t i = 0; i < u->nactive; i++)
+        if (u->active[i]->state == BL_PUTTING)
+          stuck = false;
+      if (stuck && u->unknown_head == NULL && u->missing_head == NULL) {
+        up_say(u, "internal error: uploads stuck");
+        up_fatal(u, CLI_USAGE);
+        break;
+      }
+      continue;
+    }
+    int rc = bk_pipe_step(&u->pipe);
+    if (rc == NIMBUS_ETIMEDOUT) {
+      up_say(u, "no reply from the cloud for %d ms; run the same backup "
+                "again to resume",
+             u->pipe.stall_ms);
+      up_fatal(u, CLI_TIMEOUT);
+    }
+  }
+  /* Nothing in flight may outlive the run (its ops point into it). */
+  bk_pipe_abandon(&u->pipe);
+  return u->status;
+}
+
+/* ---- Walking and hashing ----------------------------------------------- */
+
+static int up_add_file(up_run *u, const char *name, const char *abs,
+                       const struct stat *st) {
+  const char *why = bk_name_check(name, strlen(name));
+  if (why != NULL) {
+    u->skipped++;
+    up_say(u, "skipped %s: %s (the cloud does not accept the name)", abs,
+           why);
+    return 0;
+  }
+  if (u->nfiles == u->capfiles) {
+    size_t cap = u->capfiles != 0 ? 2 * u->capfiles : 1024;
+    up_file **v = realloc(u->files, cap * sizeof *v);
+    if (v == NULL)
+      return -1;
+    u->files = v;
+    u->capfiles = cap;
+  }
+  up_file *f = calloc(1, sizeof *f);
+  if (f == NULL || (f->name = strdup(name)) == NULL ||
+      (f->abs = strdup(abs)) == NULL) {
+    if (f != NULL)
+      free(f->name);
+    free(f);
+    return -1;
+  }
+  f->kind = bk_kind_of(name);
+  f->size = st->st_size;
+  f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+  f->ino = (uint64_t)st->st_ino;
+  f->fixed_fd = -1;
+  u->files[u->nfiles++] = f;
+  return 0;
+}
+
+static int up_cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Adds every regular file below `abs` (a directory), named under `name`
+ * ("" for none). Returns 0, or -1 when out of memory. */
+static int up_walk(up_run *u, const char *abs, const char *name) {
+  DIR *d = opendir(abs);
+  if (d == NULL) {
+    u->skipped++;
+    up_say(u, "skipped %s: cannot read the directory: %s", abs,
+           strerror(errno));
+    return 0;
+  }
+  char **ents = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    if (n == cap) {
+      cap = cap != 0 ? 2 * cap : 64;
+      char **v = realloc(ents, cap * sizeof *v);
+      if (v == NULL) {
+        rc = -1;
+        break;
+      }
+      ents = v;
+    }
+    if ((ents[n] = strdup(e->d_name)) == NULL) {
+      rc = -1;
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  if (rc == 0)
+    qsort(ents, n, sizeof *ents, up_cmp_str);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    size_t al = strlen(abs), nl = strlen(name), el = strlen(ents[i]);
+    char *cabs = malloc(al + el + 2), *cname = malloc(nl + el + 2);
+    if (cabs == NULL || cname == NULL) {
+      free(cabs);
+      free(cname);
+      rc = -1;
+      break;
+    }
+    snprintf(cabs, al + el + 2, "%s%s%s", abs,
+             al > 0 && abs[al - 1] == '/' ? "" : "/", ents[i]);
+    snprintf(cname, nl + el + 2, "%s%s%s", name, nl > 0 ? "/" : "", ents[i]);
+    struct stat st;
+    if (lstat(cabs, &st) != 0) {
+      u->skipped++;
+      up_say(u, "skipped %s: %s", cabs, strerror(errno));
+    } else if (S_ISDIR(st.st_mode)) {
+      rc = up_walk(u, cabs, cname);
+    } else if (S_ISREG(st.st_mode)) {
+      rc = up_add_file(u, cname, cabs, &st);
+    } else {
+      u->skipped++;
+      up_say(u, "skipped %s: %s", cabs,
+             S_ISLNK(st.st_mode) ? "a symbolic link (not followed)"
+                                 : "not a regular file");
+    }
+    free(cabs);
+    free(cname);
+  }
+  for (size_t i = 0; i < n; i++)
+    free(ents[i]);
+  free(ents);
+  return rc;
+}
+
+/* One PATH from the command line. */
+static int up_walk_arg(up_run *u, const char *arg) {
+  char *real = realpath(arg, NULL);
+  struct stat st;
+  if (real == NULL || stat(real, &st) != 0) {
+    up_say(u, "cannot back up %s: %s", arg, strerror(errno));
+    free(real);
+    return 1;
+  }
+  /* The name: PATH's last component as given, unless it is . or .. */
+  char given[PATH_MAX];
+  nb_strlcpy(given, arg, sizeof given);
+  size_t gl = strlen(given);
+  while (gl > 1 && given[gl - 1] == '/')
+    given[--gl] = '\0';
+  const char *base = strrchr(given, '/');
+  base = base != NULL ? base + 1 : given;
+  if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || base[0] == '\0') {
+    base = strrchr(real, '/');
+    base = base != NULL ? base + 1 : real;
+  }
+  int rc = 0;
+  if (S_ISDIR(st.st_mode)) {
+    rc = up_walk(u, real, base) != 0 ? -1 : 0;
+  } else if (S_ISREG(st.st_mode)) {
+    rc = up_add_file(u, base, real, &st) != 0 ? -1 : 0;
+  } else {
+    up_say(u, "cannot back up %s: not a regular file or a directory", arg);
+    rc = 1;
+  }
+  free(real);
+  return rc;
+}
+
+static int up_cmp_file(const void *a, const void *b) {
+  return strcmp((*(up_file *const *)a)->name, (*(up_file *const *)b)->name);
+}
+
+static void up_tick(void *ctx, size_t n) {
+  up_run *u = ctx;
+  u->prog.bytes_done += (int64_t)n;
+  bk_progress_show(&u->prog, false);
+}
+
+/* Hashes f (or finds it in the cache) and attaches it to its blob. */
+static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
+  const uint8_t *h =
+      u->have_cache
+          ? bk_hcache_get(&u->cache, f->abs, f->size, f->mtime_ns, f->ino)
+          : NULL;
+  if (h != NULL) {
+    memcpy(f->sha, h, 32);
+    u->files_cached++;
+  } else if (cached_pass) {
+    return 1; /* later */
+  } else {
+    for (int attempt = 0;; attempt++) {
+      int fd = open(f->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      struct stat st, st2;
+      int64_t n = 0, before = u->prog.bytes_done;
+      if (fd < 0 || fstat(fd, &st) != 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot read it: %s", strerror(errno));
+        if (fd >= 0)
+          close(fd);
+        up_file_fail(u, f, why);
+        return 0;
+      }
+      (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+      int rc = S_ISREG(st.st_mode)
+                   ? bk_hash_fd(fd, u->buf, BK_SEGMENT, f->sha, &n, up_tick, u)
+                   : -1;
+      int e = errno;
+      bool same = rc == 0 && fstat(fd, &st2) == 0 && n == st.st_size &&
+                  st2.st_size == st.st_size &&
+                  st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
+                  st2.st_mtim.tv_nsec == st.st_mtim.tv_nsec;
+      close(fd);
+      if (rc != 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot read it: %s",
+                 S_ISREG(st.st_mode) ? strerror(e) : "not a regular file");
+        up_file_fail(u, f, why);
+        return 0;
+      }
+      /* What was read is what the size and mtime describe. */
+      f->size = st.st_size;
+      f->mtime_ns =
+          (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+      f->ino = (uint64_t)st.st_ino;
+      if (same)
+        break;
+      u->prog.bytes_done = before;
+      if (attempt == 1) {
+        up_file_fail(u, f, "it changed while it was being hashed, twice");
+        return 0;
+      }
+    }
+    u->files_hashed++;
+    if (u->have_cache &&
+        bk_hcache_put(&u->cache, f->abs, f->size, f->mtime_ns, f->ino,
+                      f->sha) != 0)
+      return -1;
+  }
+  up_blob *b = up_blob_for(u, f->sha, f->size);
+  if (b == NULL)
+    return -1;
+  up_blob_attach(b, f);
+  u->prog.files_done++;
+  return 0;
+}
+
+/* ---- The snapshot ------------------------------------------------------ */
+
+typedef struct up_sink {
+  FILE *f;
+  int64_t n;
+} up_sink;
+
+static int up_sink_write(void *data, const char *buf, size_t len) {
+  up_sink *s = data;
+  if (len > 0 && fwrite(buf, 1, len, s->f) != len)
+    return -1;
+  s->n += (int64_t)len;
+  return 0;
+}
+
+/* Writes the items array as msgpack into the unlinked temporary file *fd
+ * (in the state directory); its size into *n and the item count into
+ * *count. */
+static int up_write_items(up_run *u, const char *dir, int *fdp, int64_t *n,
+                          size_t *count) {
+  size_t dl = strlen(dir);
+  char *tmp = malloc(dl + sizeof "/manifest.XXXXXX");
+  if (tmp == NULL)
+    return -1;
+  snprintf(tmp, dl + sizeof "/manifest.XXXXXX", "%s/manifest.XXXXXX", dir);
+  int fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    up_say(u, "cannot create a file in %s: %s", dir, strerror(errno));
+    free(tmp);
+    return -1;
+  }
+  unlink(tmp);
+  free(tmp);
+  int fd2 = dup(fd);
+  FILE *f = fd2 >= 0 ? fdopen(fd2, "w") : NULL;
+  if (f == NULL) {
+    if (fd2 >= 0)
+      close(fd2);
+    close(fd);
+    return -1;
+  }
+  up_sink s = {f, 0};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &s, up_sink_write);
+  size_t c = 0;
+  for (size_t i = 0; i < u->nfiles; i++)
+    c += !u->files[i]->failed;
+  msgpack_pack_array(&pk, c);
+  for (size_t i = 0; i < u->nfiles; i++) {
+    const up_file *fl = u->files[i];
+    if (fl->failed)
+      continue;
+    char hex[65];
+    nb_hex(fl->sha, 32, hex);
+    msgpack_pack_map(&pk, 5);
+    pk_kv_str(&pk, "kind", fl->kind);
+    pk_kv_str(&pk, "name", fl->name);
+    pk_kv_str(&pk, "blob", hex);
+    pk_kv_int(&pk, "size", fl->size);
+    int64_t sec = fl->mtime_ns / 1000000000, ns = fl->mtime_ns % 1000000000;
+    if (ns < 0) {
+      ns += 1000000000;
+      sec--;
+    }
+    pk_kv_int(&pk, "mtime", bk_ms_of_timespec(sec, ns));
+  }
+  if (fclose(f) != 0) {
+    up_say(u, "cannot write the list of items: %s", strerror(errno));
+    close(fd);
+    return -1;
+  }
+  *fdp = fd;
+  *n = s.n;
+  *count = c;
+  return 0;
+}
+
+#define UP_AGAIN (-1)
+
+/* backup.commit with the items inline (read back from items_fd) or the
+ * manifest blob. Returns CLI_OK (the snapshot's fields added to summary),
+ * UP_AGAIN when the cloud lacks blobs (queued again), or an exit status. */
+static int up_commit(up_run *u, int items_fd, int64_t items_len,
+                     const up_blob *manifest, cJSON *summary) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  bool label = u->cfg->label[0] != '\0';
+  msgpack_pack_map(&pk, label ? 2 : 1);
+  if (manifest != NULL) {
+    pk_kv_str(&pk, "manifest", manifest->hex);
+  } else {
+    /* The items array as written, appended whole. */
+    uint8_t *items = malloc(items_len > 0 ? (size_t)items_len : 1);
+    if (items == NULL ||
+        pread(items_fd, items, (size_t)items_len, 0) != items_len) {
+      up_say(u, "cannot read back the list of items: %s", strerror(errno));
+      free(items);
+      msgpack_sbuffer_destroy(&sb);
+      return CLI_USAGE;
+    }
+    pk_str(&pk, "items");
+    msgpack_sbuffer_write(&sb, (const char *)items, (size_t)items_len);
+    free(items);
+  }
+  if (label)
+    pk_kv_str(&pk, "label", u->cfg->label);
+
+  nimbus_reply *r = NULL;
+  int rc = bk_pipe_call(&u->pipe, "backup.commit", (const uint8_t *)sb.data,
+                        sb.size, &r);
+  msgpack_sbuffer_destroy(&sb);
+  if (rc == NIMBUS_ETIMEDOUT) {
+    up_say(u, "no reply to backup.commit for %d ms; run the same backup "
+              "again (nothing will be sent twice)",
+           u->pipe.stall_ms);
+    return CLI_TIMEOUT;
+  }
+  if (rc == NIMBUS_EREFUSED) {
+    up_say(u, "backup.commit: %s", nimbus_agent_errstr(u->pipe.agent));
+    return CLI_CONNECT;
+  }
+  if (rc != 0) {
+    up_say(u, "cannot send backup.commit: %s", nimbus_strerror(rc));
+    return CLI_USAGE;
+  }
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  bool have = up_result(r, &res, &z);
+  int status = CLI_OK;
+  if (up_is_ok(r)) {
+    const msgpack_object *snap = have ? sc_map_get(&res, "snapshot") : NULL;
+    int64_t items = 0, bytes = 0;
+    if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
+        !obj_int(sc_map_get(&res, "items"), &items) ||
+        !obj_int(sc_map_get(&res, "bytes"), &bytes)) {
+      up_say(u, "backup.commit answered without a snapshot");
+      status = CLI_CLOUD_ERROR;
+    } else {
+      char id[512];
+      snprintf(id, sizeof id, "%.*s", (int)snap->via.str.size,
+               snap->via.str.ptr);
+      cJSON_AddStringToObject(summary, "snapshot", id);
+      cJSON_AddNumberToObject(summary, "items", (double)items);
+      cJSON_AddNumberToObject(summary, "bytes", (double)bytes);
+    }
+  } else if (r->code == 409 && have &&
+             sc_map_get(&res, "missing") != NULL &&
+             sc_map_get(&res, "missing")->type == MSGPACK_OBJECT_ARRAY) {
+    /* Blobs gone since blob.has said otherwise (or never readable): send
+     * them, then commit again. */
+    const msgpack_object *m = sc_map_get(&res, "missing");
+    const msgpack_object *more = sc_map_get(&res, "more");
+    size_t queued = 0;
+    for (uint32_t i = 0; i < m->via.array.size; i++) {
+      const msgpack_object *h = &m->via.array.ptr[i];
+      uint8_t sha[32];
+      if (h->type != MSGPACK_OBJECT_STR ||
+          !bk_hex_valid(h->via.str.ptr, h->via.str.size) ||
+          bk_unhex32(h->via.str.ptr, sha) != 0 || u->bslots == 0)
+        continue;
+      up_blob *b = u->btab[up_bslot(u, sha)];
+      if (b == NULL || b->files == NULL ||
+          (b->state != BL_PRESENT && b->state != BL_DONE))
+        continue;
+      b->restarts = b->retries = 0;
+      up_mark_missing(u, b, false);
+      queued++;
+    }
+    if (more != NULL && more->type == MSGPACK_OBJECT_BOOLEAN &&
+        more->via.boolean) {
+      /* Only the first 1000 were named: ask again about all of them. */
+      for (size_t i = 0; i < u->bslots; i++) {
+        up_blob *b = u->btab[i];
+        if (b != NULL && b->files != NULL &&
+            (b->state == BL_PRESENT || b->state == BL_DONE)) {
+          b->state = BL_UNKNOWN;
+          up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
+          queued++;
+        }
+      }
+    }
+    if (queued == 0) {
+      up_say(u, "backup.commit: the cloud lacks blobs this backup did not "
+                "name");
+      status = cli_cloud_error(r);
+    } else {
+      up_say(u, "the cloud lacks %zu blob(s) it had a moment ago; sending "
+                "them",
+             queued);
+      status = UP_AGAIN;
+    }
+  } else {
+    bk_progress_clear(&u->prog);
+    status = cli_cloud_error(r);
+  }
+  msgpack_zone_free(z);
+  nimbus_reply_free(r);
+  return status;
+}
+
+static void up_free(up_run *u) {
+  for (size_t i = 0; i < u->nfiles; i++) {
+    free(u->files[i]->name);
+    free(u->files[i]->abs);
+    free(u->files[i]);
+  }
+  free(u->files);
+  for (size_t i = 0; i < u->bslots; i++) {
+    if (u->btab[i] != NULL) {
+      if (u->btab[i]->fd >= 0)
+        close(u->btab[i]->fd);
+      free(u->btab[i]->ranges);
+      free(u->btab[i]);
+    }
+  }
+  free(u->btab);
+  free(u->active);
+  free(u->buf);
+  if (u->have_cache)
+    bk_hcache_free(&u->cache);
+}
+
+static void up_summary_print(up_run *u, cJSON *sum, bool json,
+                             double seconds) {
+  cJSON_AddNumberToObject(sum, "files_hashed", (double)u->files_hashed);
+  cJSON_AddNumberToObject(sum, "files_cached", (double)u->files_cached);
+  cJSON_AddNumberToObject(sum, "blobs_uploaded", (double)u->blobs_uploaded);
+  cJSON_AddNumberToObject(sum, "bytes_sent", (double)u->bytes_sent);
+  cJSON_AddNumberToObject(sum, "skipped", (double)u->skipped);
+  cJSON_AddNumberToObject(sum, "failed", (double)u->failed);
+  cJSON_AddNumberToObject(sum, "seconds", (double)(int64_t)(seconds * 1000) /
+                                              1000.0);
+  if (json) {
+    cli_print_json(sum);
+    return;
+  }
+  const cJSON *snap = cJSON_GetObjectItem(sum, "snapshot");
+  const cJSON *items = cJSON_GetObjectItem(sum, "items");
+  const cJSON *bytes = cJSON_GetObjectItem(sum, "bytes");
+  char total[32], sent[32], rate[32];
+  bk_fmt_bytes(bytes != NULL ? (int64_t)bytes->valuedouble : 0, total,
+               sizeof total);
+  bk_fmt_bytes(u->bytes_sent, sent, sizeof sent);
+  bk_fmt_bytes(seconds > 0 ? (int64_t)((double)u->bytes_sent / seconds) : 0,
+               rate, sizeof rate);
+  printf("snapshot %s: %lld items, %s\n",
+         snap != NULL ? snap->valuestring : "?",
+         items != NULL ? (long long)items->valuedouble : 0LL, total);
+  printf("  %lld files hashed, %lld unchanged (cached); %lld blobs uploaded, "
+         "%s sent in %.1f s (%s/s)\n",
+         (long long)u->files_hashed, (long long)u->files_cached,
+         (long long)u->blobs_uploaded, sent, seconds, rate);
+  if (u->skipped > 0 || u->failed > 0)
+    printf("  %lld skipped, %lld could not be read (left out; see above)\n",
+           (long long)u->skipped, (long long)u->failed);
+  fflush(stdout);
+}
+
+int cli_backup(cli_cfg *cfg, int argc, char **argv) {
+  if (argc < 2)
+    return cli_usage_error("backup needs at least one PATH");
+  if (strlen(cfg->label) > BK_LABEL_MAX)
+    return cli_usage_error("--label must be at most 255 bytes");
+  int64_t t0 = nb_mono_ms();
+  up_run u;
+  memset(&u, 0, sizeof u);
+  u.cfg = cfg;
+  bool tty_out = isatty(STDOUT_FILENO), tty_err = isatty(STDERR_FILENO);
+  bk_progress_init(&u.prog, tty_err ? 1 : cfg->progress ? 2 : 0, stderr);
+  nimbus_agent *a = NULL;
+  char *state = NULL;
+  int status = CLI_OK, items_fd = -1;
+  up_file *mf = NULL;
+  cJSON *sum = cJSON_CreateObject();
+  if (sum == NULL || (u.buf = malloc(BK_SEGMENT)) == NULL) {
+    status = cli_usage_error("out of memory");
+    goto out;
+  }
+
+  /* The files. */
+  for (int i = 1; i < argc; i++) {
+    int rc = up_walk_arg(&u, argv[i]);
+    if (rc < 0) {
+      status = cli_usage_error("out of memory");
+      goto out;
+    }
+    if (rc > 0)
+      status = CLI_USAGE;
+  }
+  if (status != CLI_OK)
+    goto out;
+  if (u.nfiles == 0) {
+    status = cli_usage_error("nothing to back up: no regular files under "
+                             "the given paths");
+    goto out;
+  }
+  qsort(u.files, u.nfiles, sizeof *u.files, up_cmp_file);
+  for (size_t i = 1; i < u.nfiles; i++) {
+    if (strcmp(u.files[i - 1]->name, u.files[i]->name) == 0) {
+      fprintf(stderr,
+              "nimbus-agent: %s and %s would both be the item %s; back "
+              "them up separately or from distinct directories\n",
+              u.files[i - 1]->abs, u.files[i]->abs, u.files[i]->name);
+      status = CLI_USAGE;
+      goto out;
+    }
+  }
+
+  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, &a)) != CLI_OK)
+    goto out;
+  if (bk_pipe_init(&u.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
+    status = cli_usage_error("cannot set up the task pipeline");
+    goto out;
+  }
+  u.max_active = (size_t)cfg->jobs;
+  if ((u.active = calloc(u.max_active, sizeof *u.active)) == NULL ||
+      (state = bk_state_dir(cfg->state_dir)) == NULL) {
+    status = cli_usage_error("out of memory, or no state directory");
+    goto out_pipe;
+  }
+  int crc = bk_hcache_load(&u.cache, state);
+  if (crc == 0) {
+    u.have_cache = true;
+  } else {
+    fprintf(stderr, "nimbus-agent: cannot read %s/hash-cache (%s); every "
+                    "file is read\n",
+            state, nimbus_strerror(crc));
+    bk_hcache_free(&u.cache);
+  }
+
+  /* Hashes: the cache first, then the files it does not know. */
+  int64_t to_hash = 0;
+  size_t nhash = 0;
+  for (size_t i = 0; i < u.nfiles; i++) {
+    int rc = up_hash_file(&u, u.files[i], true);
+    if (rc < 0) {
+      status = cli_usage_error("out of memory");
+      goto out_pipe;
+    }
+    if (rc > 0) {
+      to_hash += u.files[i]->size;
+      nhash++;
+    }
+  }
+  bk_progress_phase(&u.prog, "hashing", to_hash, (int64_t)nhash);
+  for (size_t i = 0; i < u.nfiles; i++) {
+    up_file *f = u.files[i];
+    if (f->blob != NULL || f->failed)
+      continue;
+    if (up_hash_file(&u, f, false) < 0) {
+      status = cli_usage_error("out of memory");
+      goto out_pipe;
+    }
+  }
+  if (nhash > 0)
+    bk_progress_finish(&u.prog);
+  if (u.have_cache) {
+    char err[300];
+    if (bk_hcache_save(&u.cache, err, sizeof err) != 0)
+      fprintf(stderr, "nimbus-agent: %s\n", err);
+  }
+
+  /* Uploads, then the snapshot; again if the cloud lost blobs meanwhile. */
+  bk_progress_phase(&u.prog, "uploading", 0, 0);
+  bool manifest = false;
+  for (int round = 0;; round++) {
+    if ((status = up_transfer(&u)) != CLI_OK)
+      break;
+    if (mf != NULL) {
+      if (mf->blob != NULL)
+        up_blob_detach(mf->blob, mf);
+      free(mf->abs);
+      free(mf);
+      mf = NULL;
+    }
+    if (items_fd >= 0)
+      close(items_fd);
+    items_fd = -1;
+    int64_t len = 0;
+    size_t count = 0;
+    if (up_write_items(&u, state, &items_fd, &len, &count) != 0) {
+      status = CLI_USAGE;
+      break;
+    }
+    if (count == 0) {
+      up_say(&u, "no file could be backed up");
+      status = CLI_USAGE;
+      break;
+    }
+    up_blob *mb = NULL;
+    manifest = len > BK_INLINE_MAX;
+    if (manifest) {
+      if (count > BK_MANIFEST_MAX_ITEMS || len > BK_MANIFEST_MAX_BYTES) {
+        up_say(&u, "%zu items (%" PRId64 " bytes listed) are more than a "
+                   "snapshot holds (%d items, %d bytes)",
+               count, len, BK_MANIFEST_MAX_ITEMS, BK_MANIFEST_MAX_BYTES);
+        status = CLI_USAGE;
+        break;
+      }
+      /* The items go up as a blob of their own, like any file. */
+      uint8_t sha[32];
+      int64_t n = 0;
+      mf = calloc(1, sizeof *mf);
+      if (mf == NULL || (mf->abs = strdup("(the list of items)")) == NULL ||
+          lseek(items_fd, 0, SEEK_SET) != 0 ||
+          bk_hash_fd(items_fd, u.buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+          (mb = up_blob_for(&u, sha, n)) == NULL) {
+        up_say(&u, "cannot hash the list of items: %s", strerror(errno));
+        status = CLI_USAGE;
+        break;
+      }
+      mf->name = mf->abs;
+      mf->kind = "file";
+      mf->size = n;
+      mf->fixed_fd = items_fd;
+      memcpy(mf->sha, sha, 32);
+      up_blob_attach(mb, mf);
+      if (mb->state == BL_DROPPED) {
+        mb->state = BL_UNKNOWN;
+        up_queue_push(&u.unknown_head, &u.unknown_tail, mb, false);
+      }
+      if ((status = up_transfer(&u)) != CLI_OK)
+        break;
+      if (mb->state != BL_PRESENT && mb->state != BL_DONE) {
+        up_say(&u, "the list of items could not be uploaded");
+        status = CLI_CLOUD_ERROR;
+        break;
+      }
+    }
+    bk_progress_finish(&u.prog);
+    status = up_commit(&u, items_fd, len, mb, sum);
+    if (status != UP_AGAIN)
+      break;
+    if (round == 3) {
+      up_say(&u, "the cloud keeps losing blobs; giving up");
+      status = CLI_CLOUD_ERROR;
+      break;
+    }
+    status = CLI_OK;
+  }
+  bk_progress_clear(&u.prog);
+  if (u.have_cache) {
+    char err[300];
+    if (bk_hcache_save(&u.cache, err, sizeof err) != 0)
+      fprintf(stderr, "nimbus-agent: %s\n", err);
+  }
+  if (status == CLI_OK) {
+    cJSON_AddBoolToObject(sum, "manifest", manifest);
+    up_summary_print(&u, sum, cfg->json || !tty_out,
+                     (double)(nb_mono_ms() - t0) / 1000.0);
+    if (u.failed > 0)
+      status = CLI_USAGE;
+  }
+
+out_pipe:
+  bk_pipe_abandon(&u.pipe);
+  nimbus_agent_free(a);
+  bk_pipe_fini(&u.pipe);
+out:
+  bk_progress_clear(&u.prog);
+  if (mf != NULL) {
+    free(mf->abs);
+    free(mf);
+  }
+  if (items_fd >= 0)
+    close(items_fd);
+  free(state);
+  cJSON_Delete(sum);
+  up_free(&u);
+  return status;
+}
+
+/* ---- backups ----------------------------------------------------------- */
+
+static void bl_row(const msgpack_object *s, bool table) {
+  if (!table) {
+    cJSON *j = ag_json_from_msgpack(s);
+    cli_print_json(j);
+    cJSON_Delete(j);
+    return;
+  }
+  const msgpack_object *id = sc_map_get(s, "snapshot");
+  const msgpack_object *label = sc_map_get(s, "label");
+  int64_t ts = 0, items = 0, bytes = 0;
+  obj_int(sc_map_get(s, "ts"), &ts);
+  obj_int(sc_map_get(s, "items"), &items);
+  obj_int(sc_map_get(s, "bytes"), &bytes);
+  char date[64] = "?", size[32];
+  time_t t = (time_t)(ts / 1000);
+  struct tm tm;
+  if (localtime_r(&t, &tm) != NULL)
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+  bk_fmt_bytes(bytes, size, sizeof size);
+  printf("%-34.*s %-19s %9lld %11s  %.*s\n",
+         id != NULL && id->type == MSGPACK_OBJECT_STR ? (int)id->via.str.size
+                                                      : 1,
+         id != NULL && id->type == MSGPACK_OBJECT_STR ? id->via.str.ptr : "?",
+         date, (long long)items, size,
+         label != NULL && label->type == MSGPACK_OBJECT_STR
+             ? (int)label->via.str.size
+             : 0,
+         label != NULL && label->type == MSGPACK_OBJECT_STR
+             ? label->via.str.ptr
+             : "");
+}
+
+int cli_backups(cli_cfg *cfg, int argc, char **argv) {
+  (void)argv;
+  if (argc > 1)
+    return cli_usage_error("backups takes no arguments");
+  bool table = !cfg->json && isatty(STDOUT_FILENO);
+  nimbus_agent *a = NULL;
+  bk_pipe pipe;
+  int status = cli_connect(cfg, 1, &a);
+  if (status != CLI_OK)
+    return status;
+  if (bk_pipe_init(&pipe, a, 1, (int)cfg->timeout) != 0) {
+    nimbus_agent_free(a);
+    return cli_usage_error("cannot set up the task pipeline");
+  }
+  char *cursor = NULL;
+  int64_t shown = 0;
+  for (;;) {
+    int64_t want = 1000;
+    if (cfg->limit > 0 && cfg->limit - shown < want)
+      want = cfg->limit - shown;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, cursor != NULL ? 2 : 1);
+    pk_kv_int(&pk, "limit", want);
+    if (cursor != NULL)
+      pk_kv_str(&pk, "cursor", cursor);
+    nimbus_reply *r = NULL;
+    int rc = bk_pipe_call(&pipe, "backup.list", (const uint8_t *)sb.data,
+                          sb.size, &r);
+    msgpack_sbuffer_destroy(&sb);
+    free(cursor);
+    cursor = NULL;
+    if (rc != 0) {
+      fprintf(stderr, "nimbus-agent: backup.list: %s\n",
+              rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
+                                    : nimbus_strerror(rc));
+      status = rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
+               : rc == NIMBUS_EREFUSED ? CLI_CONNECT
+                                       : CLI_USAGE;
+      break;
+    }
+    if (!up_is_ok(r)) {
+      status = cli_cloud_error(r);
+      nimbus_reply_free(r);
+      break;
+    }
+    msgpack_object res;
+    msgpack_zone *z = NULL;
+    const msgpack_object *list = NULL, *next = NULL;
+    if (up_result(r, &res, &z)) {
+      list = sc_map_get(&res, "snapshots");
+      next = sc_map_get(&res, "next_cursor");
+    }
+    if (list == NULL || list->type != MSGPACK_OBJECT_ARRAY) {
+      fprintf(stderr, "nimbus-agent: backup.list answered no snapshots\n");
+      status = CLI_CLOUD_ERROR;
+    } else {
+      if (table && shown == 0 && list->via.array.size > 0)
+        printf("%-34s %-19s %9s %11s  %s\n", "SNAPSHOT", "DATE", "ITEMS",
+               "SIZE", "LABEL");
+      for (uint32_t i = 0; i < list->via.array.size; i++) {
+        if (list->via.array.ptr[i].type == MSGPACK_OBJECT_MAP)
+          bl_row(&list->via.array.ptr[i], table);
+        shown++;
+      }
+      if (next != NULL && next->type == MSGPACK_OBJECT_STR &&
+          next->via.str.size > 0 && list->via.array.size > 0 &&
+          (cfg->limit == 0 || shown < cfg->limit))
+        cursor = strndup(next->via.str.ptr, next->via.str.size);
+    }
+    msgpack_zone_free(z);
+    nimbus_reply_free(r);
+    if (status != CLI_OK || cursor == NULL)
+      break;
+  }
+  free(cursor);
+  if (status == CLI_OK && table && shown == 0)
+    printf("no snapshots\n");
+  fflush(stdout);
+  bk_pipe_abandon(&pipe);
+  nimbus_agent_free(a);
+  bk_pipe_fini(&pipe);
+  return status;
+}

@@ -1,0 +1,1427 @@
+/* `nimbus-agent restore [--snapshot S] DIR`.
+ *
+ * backup.get gives the snapshot's items, inline or in a manifest blob
+ * (downloaded, its SHA-256 checked, then decoded strictly with
+ * sc_value_decode_limits). Nothing in a snapshot is trusted: every name is
+ * checked again (bk_name_check), and every directory below DIR is opened
+ * one component at a time relative to the one above with O_NOFOLLOW
+ * (bk_open_parent), files with openat(..., O_NOFOLLOW), so nothing is ever
+ * written outside DIR, whatever links DIR holds.
+ *
+ * Each content is downloaded once (blob.get, up to --jobs ranges in flight
+ * across blobs) into a temporary file next to its first item,
+ * ".nimbus-<24 hex>.part" (the hex a hash of the item's name and blob),
+ * written strictly in order through a small reorder buffer, so that its
+ * size is always how much of it is done and a later run resumes it. Its
+ * whole SHA-256 is checked before it gets its final name; other items with
+ * the same content are copies of it. Files are then synced (syncfs, once
+ * per batch of files rather than one fsync each), renamed into place, and
+ * the file system synced again at the end so the new names last too. An
+ * item whose file is already there with the right size and SHA-256 is
+ * kept. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <msgpack.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk.h"
+#include "cli.h"
+#include "nb_util.h"
+#include "sc.h"
+
+const char cli_usage_restore[] =
+    "Usage: nimbus-agent restore [--snapshot S] [--jobs N] [--json]\n"
+    "                            [--progress] [OPTIONS] DIR\n"
+    "\n"
+    "Restores a snapshot of this terminal (--snapshot, as `nimbus-agent\n"
+    "backups` lists them; default: the latest) into DIR, made if missing:\n"
+    "every item becomes DIR/<its name>, with its mtime. Items already\n"
+    "there with the right size and SHA-256 are kept; other files of those\n"
+    "names are replaced; nothing else in DIR is touched.\n"
+    "\n"
+    "Names are checked again before use: an absolute name, a '..' or empty\n"
+    "component, a control character, or a symbolic link or file in place\n"
+    "of a directory inside DIR make that item fail (said on stderr), and\n"
+    "nothing is ever written outside DIR.\n"
+    "\n"
+    "Each content is downloaded once, --jobs ranges of 256 KiB at a time\n"
+    "(default 16), into a hidden .nimbus-*.part file next to its item, and\n"
+    "gets its final name only once its SHA-256 matches; other items with\n"
+    "the same content are local copies. Interrupted, a second run with the\n"
+    "same arguments keeps what is done and resumes partial downloads.\n"
+    "\n"
+    "On a terminal it shows a progress line on stderr and ends with one\n"
+    "line for a person. Otherwise (or with --json) it prints one JSON\n"
+    "object on stdout:\n"
+    "  {\"snapshot\": \"...\", \"items\": N, \"bytes\": N, \"restored\": N,\n"
+    "   \"kept\": N, \"failed\": N, \"blobs_downloaded\": N,\n"
+    "   \"bytes_received\": N, \"seconds\": S}\n"
+    "--progress also writes progress as JSON lines on stderr.\n"
+    "\n"
+    "Exit status: 0 every item restored; 1 the cloud answered an error (no\n"
+    "such snapshot, a blob it cannot give); 2 usage, or some items could\n"
+    "not be written or had invalid names; 3 cannot connect; 4 no reply for\n"
+    "--timeout ms (run again to resume).\n";
+
+/* Files waiting for their final name, at most this many or bytes. */
+#define RS_BATCH_FILES 256
+#define RS_BATCH_BYTES (64 * 1024 * 1024)
+/* Values a manifest may hold: as many as the cloud accepts in one
+ * (schemas/SPEC.md, backup.commit): 16 per item and the array. */
+#define RS_MANIFEST_VALUES (1 + (size_t)BK_MANIFEST_MAX_ITEMS * 16)
+
+enum { RS_TODO = 0, RS_KEPT, RS_DONE, RS_FAILED };
+
+typedef struct rs_blob rs_blob;
+
+typedef struct rs_item {
+  char *name;
+  uint8_t sha[32];
+  int64_t size, mtime;
+  bool has_mtime;
+  int state;
+  rs_blob *blob;
+  struct rs_item *bnext; /* the next item of the blob still to write */
+} rs_item;
+
+typedef struct rs_chunk {
+  struct rs_chunk *next;
+  int64_t off;
+  nimbus_reply *reply; /* holds the bytes */
+} rs_chunk;
+
+struct rs_blob {
+  uint8_t sha[32];
+  char hex[65];
+  int64_t size;
+  rs_item *todo;   /* items still to write */
+  rs_item *source; /* an item whose final file holds this content */
+  /* Download into target's part file. */
+  rs_item *target;
+  int dirfd, fd;
+  char tmp[48];
+  int64_t next_req, written;
+  EVP_MD_CTX *md;
+  rs_chunk *chunks; /* arrived out of order, by offset */
+  int64_t *redo;    /* offsets to ask for again (a transient error) */
+  size_t nredo, credo;
+  int gets, restarts, retries;
+  bool active, failed;
+};
+
+typedef struct rs_pending {
+  int dirfd;
+  char tmp[48];
+  rs_item *item;
+} rs_pending;
+
+typedef struct rs_run {
+  const cli_cfg *cfg;
+  bk_pipe pipe;
+  bk_progress prog;
+  bk_hcache cache;
+  bool have_cache;
+  int rootfd;
+  char *rootabs; /* realpath of DIR, for the hash cache */
+  rs_item *items;
+  size_t nitems;
+  rs_blob **btab;
+  size_t bslots, nblobs;
+  rs_blob **queue; /* blobs to download, in order */
+  size_t nqueue, qnext;
+  rs_blob **active;
+  size_t nactive, max_active;
+  rs_pending *pend;
+  size_t npend;
+  int64_t pend_bytes;
+  uint8_t *buf;
+  /* Counters. */
+  int64_t restored, kept, failed, cloud_failed, blobs_downloaded,
+      bytes_received;
+  int status;
+} rs_run;
+
+typedef struct rs_op {
+  bk_op op;
+  rs_run *run;
+  rs_blob *blob;
+  int64_t off, len;
+} rs_op;
+
+static void rs_say(rs_run *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void rs_say(rs_run *r, const char *fmt, ...) {
+  bk_progress_clear(&r->prog);
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("nimbus-agent: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static void rs_fatal(rs_run *r, int status) {
+  if (r->status == CLI_OK)
+    r->status = status;
+}
+
+static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+
+static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
+                         ...) {
+  if (it->state == RS_FAILED)
+    return;
+  it->state = RS_FAILED;
+  r->failed++;
+  if (cloud)
+    r->cloud_failed++;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rs_say(r, "%s: %s; not restored", it->name, msg);
+}
+
+/* ---- msgpack ----------------------------------------------------------- */
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str_with_body(pk, s, n);
+}
+
+static bool obj_int(const msgpack_object *o, int64_t *v) {
+  if (o == NULL)
+    return false;
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
+    *v = (int64_t)o->via.u64;
+    return true;
+  }
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    *v = o->via.i64;
+    return true;
+  }
+  return false;
+}
+
+static bool rs_result(const nimbus_reply *r, msgpack_object *out,
+                      msgpack_zone **zone) {
+  char err[128];
+  *zone = NULL;
+  if (r->result == NULL ||
+      sc_value_decode(r->result, r->result_len, out, zone, err, sizeof err) !=
+          0)
+    return false;
+  if (out->type != MSGPACK_OBJECT_MAP) {
+    msgpack_zone_free(*zone);
+    *zone = NULL;
+    return false;
+  }
+  return true;
+}
+
+static bool rs_ok(const nimbus_reply *r) { return strcmp(r->status, "ok") == 0; }
+
+static void rs_get_args(msgpack_sbuffer *sb, const char *hex, int64_t off,
+                        int64_t len) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 3);
+  pk_str(&pk, "blob");
+  pk_str(&pk, hex);
+  pk_str(&pk, "offset");
+  msgpack_pack_int64(&pk, off);
+  pk_str(&pk, "length");
+  msgpack_pack_int64(&pk, len);
+}
+
+/* Checks a blob.get reply for the range [off, off+len) of a blob of
+ * `size` bytes (-1: unknown yet). Returns the bytes or NULL (why in err). */
+static const uint8_t *rs_get_check(const nimbus_reply *r, int64_t off,
+                                   int64_t len, int64_t *size, char *err,
+                                   size_t errcap) {
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  int64_t bsize = -1, roff = -1;
+  if (rs_result(r, &res, &z)) {
+    obj_int(sc_map_get(&res, "size"), &bsize);
+    obj_int(sc_map_get(&res, "offset"), &roff);
+  }
+  msgpack_zone_free(z);
+  if (bsize < 0 || (*size >= 0 && bsize != *size) || roff != off) {
+    nb_errf(err, errcap, "blob.get answered size %" PRId64 " offset %" PRId64
+                         " for %" PRId64 " at %" PRId64,
+            bsize, roff, *size, off);
+    return NULL;
+  }
+  int64_t want = bsize - off < len ? bsize - off : len;
+  if (want < 0 || (int64_t)r->data_len != want ||
+      (want > 0 && r->data == NULL)) {
+    nb_errf(err, errcap, "blob.get answered %zu bytes at %" PRId64
+                         " where %" PRId64 " were due",
+            r->data_len, off, want);
+    return NULL;
+  }
+  *size = bsize;
+  return r->data != NULL ? r->data : (const uint8_t *)"";
+}
+
+/* ---- The manifest ------------------------------------------------------ */
+
+typedef struct rs_mop {
+  bk_op op;
+  int fd;
+  int64_t off, size;
+  int64_t *total; /* learnt from the first reply */
+  int *status;
+  int64_t *got;
+} rs_mop;
+
+static void rs_on_mget(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  rs_mop *m = op->ctx;
+  char err[256];
+  if (r == NULL) {
+    if (op->err != NIMBUS_ECANCELED && *m->status == CLI_OK)
+      *m->status = CLI_CONNECT;
+  } else if (!rs_ok(r)) {
+    if (*m->status == CLI_OK) {
+      fprintf(stderr, "nimbus-agent: the snapshot's manifest: ");
+      *m->status = cli_cloud_error(r);
+    }
+  } else {
+    int64_t size = *m->total;
+    const uint8_t *d = rs_get_check(r, m->off, BK_SEGMENT, &size, err,
+                                    sizeof err);
+    if (d == NULL || size > BK_MANIFEST_MAX_BYTES) {
+      if (*m->status == CLI_OK) {
+        fprintf(stderr, "nimbus-agent: the snapshot's manifest: %s\n",
+                d == NULL ? err : "larger than 64 MiB");
+        *m->status = CLI_CLOUD_ERROR;
+      }
+    } else if (r->data_len > 0 &&
+               pwrite(m->fd, d, r->data_len, m->off) != (ssize_t)r->data_len) {
+      if (*m->status == CLI_OK) {
+        fprintf(stderr, "nimbus-agent: cannot write the manifest: %s\n",
+                strerror(errno));
+        *m->status = CLI_USAGE;
+      }
+    } else {
+      *m->total = size;
+      *m->got += (int64_t)r->data_len;
+    }
+  }
+  free(m);
+}
+
+static rs_mop *rs_mop_new(int fd, int64_t off, int64_t *total, int *status,
+                          int64_t *got) {
+  rs_mop *m = calloc(1, sizeof *m);
+  if (m != NULL) {
+    m->op.fn = rs_on_mget;
+    m->op.ctx = m;
+    m->fd = fd;
+    m->off = off;
+    m->total = total;
+    m->status = status;
+    m->got = got;
+  }
+  return m;
+}
+
+/* Downloads the manifest `hex` into an unlinked file in the state
+ * directory and checks its SHA-256. Returns CLI_OK and the file (*fd) and
+ * size (*size), or an exit status. */
+static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
+                             int *fdp, int64_t *sizep) {
+  size_t dl = strlen(state);
+  char *tmp = malloc(dl + sizeof "/manifest.XXXXXX");
+  if (tmp == NULL)
+    return cli_usage_error("out of memory");
+  snprintf(tmp, dl + sizeof "/manifest.XXXXXX", "%s/manifest.XXXXXX", state);
+  int fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    fprintf(stderr, "nimbus-agent: cannot create a file in %s: %s\n", state,
+            strerror(errno));
+    free(tmp);
+    return CLI_USAGE;
+  }
+  unlink(tmp);
+  free(tmp);
+  int status = CLI_OK;
+  int64_t total = -1, got = 0;
+  /* The first range tells the size, then the rest, --jobs at a time. */
+  int64_t next = 0;
+  bk_progress_phase(&r->prog, "manifest", 0, 1);
+  while (status == CLI_OK) {
+    while (status == CLI_OK && bk_pipe_room(&r->pipe) &&
+           (next == 0 || (total >= 0 && next < total))) {
+      rs_mop *m = rs_mop_new(fd, next, &total, &status, &got);
+      msgpack_sbuffer sb;
+      msgpack_sbuffer_init(&sb);
+      rs_get_args(&sb, hex, next, BK_SEGMENT);
+      int rc = m == NULL ? NIMBUS_ENOMEM
+                         : bk_pipe_submit(&r->pipe, &m->op, "blob.get",
+                                          (const uint8_t *)sb.data, sb.size,
+                                          NULL, 0, false);
+      msgpack_sbuffer_destroy(&sb);
+      if (rc != 0) {
+        free(m);
+        fprintf(stderr, "nimbus-agent: cannot send blob.get: %s\n",
+                nimbus_strerror(rc));
+        status = CLI_USAGE;
+        break;
+      }
+      next += BK_SEGMENT;
+      if (total < 0)
+        break; /* wait for the size */
+    }
+    if (r->pipe.inflight == 0)
+      break;
+    int rc = bk_pipe_step(&r->pipe);
+    if (rc == NIMBUS_ETIMEDOUT) {
+      fprintf(stderr, "nimbus-agent: no reply from the cloud for %d ms\n",
+              r->pipe.stall_ms);
+      status = CLI_TIMEOUT;
+    }
+    r->prog.bytes_total = total > 0 ? total : 0;
+    r->prog.bytes_done = got;
+    bk_progress_show(&r->prog, false);
+  }
+  bk_pipe_abandon(&r->pipe);
+  if (status == CLI_OK && (total < 0 || got != total)) {
+    fprintf(stderr, "nimbus-agent: the manifest came incomplete\n");
+    status = CLI_CLOUD_ERROR;
+  }
+  uint8_t sha[32], want[32];
+  int64_t n = 0;
+  if (status == CLI_OK &&
+      (lseek(fd, 0, SEEK_SET) != 0 ||
+       bk_hash_fd(fd, r->buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+       bk_unhex32(hex, want) != 0 || n != total ||
+       memcmp(sha, want, 32) != 0)) {
+    fprintf(stderr, "nimbus-agent: the manifest's bytes do not have its "
+                    "SHA-256 %s\n",
+            hex);
+    status = CLI_CLOUD_ERROR;
+  }
+  if (status != CLI_OK) {
+    close(fd);
+    return status;
+  }
+  bk_progress_clear(&r->prog);
+  *fdp = fd;
+  *sizep = total;
+  return CLI_OK;
+}
+
+/* ---- Items ------------------------------------------------------------- */
+
+static int rs_cmp_item(const void *a, const void *b) {
+  return strcmp(((const rs_item *)a)->name, ((const rs_item *)b)->name);
+}
+
+/* Copies the items array `arr` into r->items, refusing (and counting)
+ * those that are not valid. */
+static int rs_items_take(rs_run *r, const msgpack_object *arr) {
+  if (arr->type != MSGPACK_OBJECT_ARRAY) {
+    fprintf(stderr, "nimbus-agent: the snapshot's items are not a list\n");
+    return CLI_CLOUD_ERROR;
+  }
+  r->items = calloc(arr->via.array.size + 1, sizeof *r->items);
+  if (r->items == NULL)
+    return cli_usage_error("out of memory");
+  for (uint32_t i = 0; i < arr->via.array.size; i++) {
+    const msgpack_object *m = &arr->via.array.ptr[i];
+    const msgpack_object *kind = NULL, *name = NULL, *blob = NULL;
+    int64_t size = -1, mtime = 0;
+    const char *why = NULL;
+    if (m->type != MSGPACK_OBJECT_MAP) {
+      why = "not a map";
+    } else {
+      kind = sc_map_get(m, "kind");
+      name = sc_map_get(m, "name");
+      blob = sc_map_get(m, "blob");
+      if (name == NULL || name->type != MSGPACK_OBJECT_STR)
+        why = "no name";
+      else if ((why = bk_name_check(name->via.str.ptr, name->via.str.size)) !=
+               NULL) {
+      } else if (kind == NULL || kind->type != MSGPACK_OBJECT_STR ||
+                 !bk_kind_valid(kind->via.str.ptr, kind->via.str.size))
+        why = "no valid kind";
+      else if (blob == NULL || blob->type != MSGPACK_OBJECT_STR ||
+               !bk_hex_valid(blob->via.str.ptr, blob->via.str.size))
+        why = "no valid blob hash";
+      else if (!obj_int(sc_map_get(m, "size"), &size) || size < 0)
+        why = "no valid size";
+      else if (sc_map_get(m, "mtime") != NULL &&
+               !obj_int(sc_map_get(m, "mtime"), &mtime))
+        why = "an mtime that is not a whole number";
+    }
+    if (why != NULL) {
+      r->failed++;
+      if (name != NULL && name->type == MSGPACK_OBJECT_STR) {
+        /* Printed with control characters shown as '?'. */
+        char shown[128];
+        size_t k = 0;
+        for (uint32_t j = 0; j < name->via.str.size && k + 1 < sizeof shown;
+             j++) {
+          unsigned char c = (unsigned char)name->via.str.ptr[j];
+          shown[k++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+        }
+        shown[k] = '\0';
+        fprintf(stderr, "nimbus-agent: item %u \"%s\": %s; not restored\n",
+                i, shown, why);
+      } else {
+        fprintf(stderr, "nimbus-agent: item %u: %s; not restored\n", i, why);
+      }
+      continue;
+    }
+    rs_item *it = &r->items[r->nitems];
+    if ((it->name = strndup(name->via.str.ptr, name->via.str.size)) == NULL)
+      return cli_usage_error("out of memory");
+    bk_unhex32(blob->via.str.ptr, it->sha);
+    it->size = size;
+    it->mtime = mtime;
+    it->has_mtime = sc_map_get(m, "mtime") != NULL;
+    r->nitems++;
+  }
+  qsort(r->items, r->nitems, sizeof *r->items, rs_cmp_item);
+  for (size_t i = 1; i < r->nitems; i++)
+    if (strcmp(r->items[i - 1].name, r->items[i].name) == 0)
+      rs_item_fail(r, &r->items[i], false, "a second item of this name");
+  return CLI_OK;
+}
+
+/* ---- Blobs ------------------------------------------------------------- */
+
+static size_t rs_bslot(const rs_run *r, const uint8_t sha[32]) {
+  uint64_t h;
+  memcpy(&h, sha, sizeof h);
+  size_t mask = r->bslots - 1, i = (size_t)h & mask;
+  while (r->btab[i] != NULL && memcmp(r->btab[i]->sha, sha, 32) != 0)
+    i = (i + 1) & mask;
+  return i;
+}
+
+static int rs_blobs_make(rs_run *r) {
+  size_t ns = 1024;
+  while (ns < 2 * r->nitems + 2)
+    ns *= 2;
+  if ((r->btab = calloc(ns, sizeof *r->btab)) == NULL)
+    return -1;
+  r->bslots = ns;
+  for (size_t i = 0; i < r->nitems; i++) {
+    rs_item *it = &r->items[i];
+    size_t k = rs_bslot(r, it->sha);
+    if (r->btab[k] == NULL) {
+      rs_blob *b = calloc(1, sizeof *b);
+      if (b == NULL)
+        return -1;
+      memcpy(b->sha, it->sha, 32);
+      nb_hex(b->sha, 32, b->hex);
+      b->size = it->size;
+      b->dirfd = b->fd = -1;
+      r->btab[k] = b;
+      r->nblobs++;
+    }
+    it->blob = r->btab[k];
+  }
+  return 0;
+}
+
+/* ---- Writing files ----------------------------------------------------- */
+
+/* The temporary name of item `it`: ".nimbus-<24 hex>.part", the hex from
+ * the SHA-256 of its name and its blob, so that a later run finds it. */
+static void rs_tmp_name(const rs_item *it, char out[48]) {
+  size_t n = strlen(it->name);
+  uint8_t *buf = malloc(n + 33), h[32];
+  char hex[65];
+  if (buf != NULL) {
+    memcpy(buf, it->name, n);
+    buf[n] = 0;
+    memcpy(buf + n + 1, it->sha, 32);
+    nb_sha256(buf, n + 33, h);
+    free(buf);
+  } else {
+    nb_sha256(it->sha, 32, h);
+  }
+  nb_hex(h, 12, hex);
+  snprintf(out, 48, ".nimbus-%.24s.part", hex);
+}
+
+static int rs_set_mtime(int fd, const rs_item *it) {
+  if (!it->has_mtime)
+    return 0;
+  int64_t sec, nsec;
+  bk_timespec_of_ms(it->mtime, &sec, &nsec);
+  struct timespec ts[2] = {{.tv_sec = 0, .tv_nsec = UTIME_OMIT},
+                           {.tv_sec = (time_t)sec, .tv_nsec = (long)nsec}};
+  return futimens(fd, ts);
+}
+
+/* Syncs the batch of written files, renames them into place and records
+ * their hashes. */
+static void rs_flush(rs_run *r) {
+  if (r->npend == 0)
+    return;
+  /* One syncfs per file system instead of an fsync per file. */
+  dev_t done[8];
+  size_t ndone = 0;
+  for (size_t i = 0; i < r->npend; i++) {
+    struct stat st;
+    if (fstat(r->pend[i].dirfd, &st) != 0)
+      continue;
+    bool seen = false;
+    for (size_t k = 0; k < ndone; k++)
+      seen = seen || done[k] == st.st_dev;
+    if (seen)
+      continue;
+    if (syncfs(r->pend[i].dirfd) != 0)
+      rs_say(r, "syncfs: %s", strerror(errno));
+    if (ndone < sizeof done / sizeof done[0])
+      done[ndone++] = st.st_dev;
+  }
+  for (size_t i = 0; i < r->npend; i++) {
+    rs_pending *p = &r->pend[i];
+    rs_item *it = p->item;
+    const char *base = strrchr(it->name, '/');
+    base = base != NULL ? base + 1 : it->name;
+    struct stat st;
+    if (renameat(p->dirfd, p->tmp, p->dirfd, base) != 0) {
+      rs_item_fail(r, it, false, "cannot rename %s into place: %s", p->tmp,
+                   strerror(errno));
+    } else {
+      it->state = RS_DONE;
+      r->restored++;
+      if (it->blob->source == NULL)
+        it->blob->source = it;
+      if (r->have_cache &&
+          fstatat(p->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        size_t n = strlen(r->rootabs) + strlen(it->name) + 2;
+        char *abs = malloc(n);
+        if (abs != NULL) {
+          snprintf(abs, n, "%s/%s", r->rootabs, it->name);
+          (void)bk_hcache_put(&r->cache, abs, st.st_size,
+                              (int64_t)st.st_mtim.tv_sec * 1000000000 +
+                                  st.st_mtim.tv_nsec,
+                              (uint64_t)st.st_ino, it->sha);
+          free(abs);
+        }
+      }
+    }
+    close(p->dirfd);
+  }
+  r->npend = 0;
+  r->pend_bytes = 0;
+}
+
+/* `fd` (item it's temporary file `tmp` in dirfd) is complete: closed, and
+ * queued for its final name. Takes dirfd. */
+static void rs_pend(rs_run *r, rs_item *it, int dirfd, const char *tmp) {
+  rs_pending *p = &r->pend[r->npend++];
+  p->dirfd = dirfd;
+  snprintf(p->tmp, sizeof p->tmp, "%s", tmp);
+  p->item = it;
+  r->pend_bytes += it->size;
+  if (r->npend == RS_BATCH_FILES || r->pend_bytes >= RS_BATCH_BYTES)
+    rs_flush(r);
+}
+
+/* Opens the directory of item `it`, creating what is missing. */
+static int rs_dir(rs_run *r, rs_item *it, const char **base) {
+  char err[512];
+  int fd = bk_open_parent(r->rootfd, it->name, true, base, err, sizeof err);
+  if (fd < 0)
+    rs_item_fail(r, it, false, "%s", err);
+  return fd;
+}
+
+/* Writes item `it` as a copy of `n` bytes of `src`. */
+static void rs_copy_to(rs_run *r, rs_item *it, int src) {
+  const char *base;
+  char tmp[48];
+  int dirfd = rs_dir(r, it, &base);
+  if (dirfd < 0)
+    return;
+  rs_tmp_name(it, tmp);
+  int fd = openat(dirfd, tmp,
+                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+  if (fd < 0 || (it->size > 0 && bk_copy_fd(src, fd, it->size) != 0) ||
+      rs_set_mtime(fd, it) != 0) {
+    rs_item_fail(r, it, false, "cannot write %s: %s", tmp, strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlinkat(dirfd, tmp, 0);
+    }
+    close(dirfd);
+    return;
+  }
+  close(fd);
+  r->prog.bytes_done += it->size;
+  r->prog.files_done++;
+  rs_pend(r, it, dirfd, tmp);
+}
+
+/* Opens the final file of item `src` (restored or kept) for reading. */
+static int rs_open_final(rs_run *r, rs_item *src) {
+  const char *base;
+  char err[512];
+  int dirfd = bk_open_parent(r->rootfd, src->name, false, &base, err,
+                             sizeof err);
+  if (dirfd < 0)
+    return -1;
+  int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  close(dirfd);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+                  st.st_size != src->size)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Every item of b still to write, as copies of `src`. */
+static void rs_copies(rs_run *r, rs_blob *b, int src, rs_item *except) {
+  for (rs_item *it = b->todo; it != NULL; it = it->bnext)
+    if (it != except && it->state == RS_TODO)
+      rs_copy_to(r, it, src);
+}
+
+/* ---- Downloads --------------------------------------------------------- */
+
+static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep);
+
+static void rs_blob_close(rs_run *r, rs_blob *b) {
+  for (rs_chunk *c = b->chunks, *n; c != NULL; c = n) {
+    n = c->next;
+    nimbus_reply_free(c->reply);
+    free(c);
+  }
+  b->chunks = NULL;
+  if (b->fd >= 0)
+    close(b->fd);
+  if (b->dirfd >= 0)
+    close(b->dirfd);
+  b->fd = b->dirfd = -1;
+  EVP_MD_CTX_free(b->md);
+  b->md = NULL;
+  free(b->redo);
+  b->redo = NULL;
+  b->nredo = b->credo = 0;
+  if (b->active) {
+    for (size_t i = 0; i < r->nactive; i++) {
+      if (r->active[i] == b) {
+        memmove(&r->active[i], &r->active[i + 1],
+                (r->nactive - i - 1) * sizeof *r->active);
+        r->nactive--;
+        break;
+      }
+    }
+    b->active = false;
+  }
+}
+
+static void rs_blob_fail(rs_run *r, rs_blob *b, bool cloud, const char *why) {
+  b->failed = true;
+  for (rs_item *it = b->todo; it != NULL; it = it->bnext)
+    if (it->state == RS_TODO)
+      rs_item_fail(r, it, cloud, "%s", why);
+  if (b->gets == 0)
+    rs_blob_close(r, b);
+}
+
+/* Starts (or resumes) the download of b into its target's part file.
+ * Returns false when b needs no download after all. */
+static bool rs_blob_start(rs_run *r, rs_blob *b) {
+  rs_item *t = NULL;
+  for (rs_item *it = b->todo; it != NULL && t == NULL; it = it->bnext)
+    if (it->state == RS_TODO)
+      t = it;
+  if (t == NULL)
+    return false;
+  const char *base;
+  b->target = t;
+  b->dirfd = rs_dir(r, t, &base);
+  if (b->dirfd < 0)
+    return rs_blob_start(r, b); /* the next item, if any */
+  rs_tmp_name(t, b->tmp);
+  b->fd = openat(b->dirfd, b->tmp,
+                 O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+  struct stat st;
+  if (b->fd < 0 || fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    rs_item_fail(r, t, false, "cannot write %s: %s", b->tmp,
+                 b->fd < 0 ? strerror(errno) : "not a regular file");
+    rs_blob_close(r, b);
+    return rs_blob_start(r, b);
+  }
+  b->md = EVP_MD_CTX_new();
+  if (b->md == NULL || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+    rs_say(r, "out of memory");
+    rs_fatal(r, CLI_USAGE);
+    rs_blob_close(r, b);
+    return false;
+  }
+  /* What an earlier run wrote, in order, is kept: hash it and go on. */
+  int64_t have = st.st_size > b->size ? 0 : st.st_size;
+  if (st.st_size > b->size && ftruncate(b->fd, 0) != 0)
+    have = -1;
+  for (int64_t off = 0; have > 0 && off < have;) {
+    size_t want = (size_t)(have - off < BK_SEGMENT ? have - off : BK_SEGMENT);
+    ssize_t got = pread(b->fd, r->buf, want, off);
+    if (got <= 0) {
+      have = -1;
+      break;
+    }
+    EVP_DigestUpdate(b->md, r->buf, (size_t)got);
+    off += got;
+  }
+  if (have < 0) {
+    rs_item_fail(r, t, false, "cannot read back %s: %s", b->tmp,
+                 strerror(errno));
+    rs_blob_close(r, b);
+    return rs_blob_start(r, b);
+  }
+  b->written = b->next_req = have;
+  r->prog.bytes_done += have;
+  b->active = true;
+  r->active[r->nactive++] = b;
+  return true;
+}
+
+/* The download is complete: check, then the target and the copies. */
+static void rs_blob_finish(rs_run *r, rs_blob *b) {
+  uint8_t sha[32];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(b->md, sha, &len);
+  rs_item *t = b->target;
+  if (memcmp(sha, b->sha, 32) != 0) {
+    /* Not the content named (a damaged part file from an earlier run):
+     * once more from the start. */
+    r->prog.bytes_done -= b->written;
+    if (++b->restarts <= 1 && ftruncate(b->fd, 0) == 0 &&
+        EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) == 1) {
+      rs_say(r, "%s: the downloaded bytes do not match; downloading again",
+             t->name);
+      b->written = b->next_req = 0;
+      return;
+    }
+    rs_blob_fail(r, b, true, "the downloaded bytes do not have the blob's "
+                             "SHA-256");
+    unlinkat(b->dirfd, b->tmp, 0);
+    rs_blob_close(r, b);
+    return;
+  }
+  r->blobs_downloaded++;
+  if (rs_set_mtime(b->fd, t) != 0) {
+    rs_item_fail(r, t, false, "cannot set the mtime of %s: %s", b->tmp,
+                 strerror(errno));
+  } else {
+    r->prog.files_done++;
+    rs_copies(r, b, b->fd, t);
+    int dirfd = b->dirfd;
+    b->dirfd = -1;
+    rs_blob_close(r, b);
+    rs_pend(r, t, dirfd, b->tmp);
+    return;
+  }
+  rs_blob_close(r, b);
+}
+
+/* Writes the chunks that are next in order. */
+static void rs_blob_drain(rs_run *r, rs_blob *b) {
+  while (b->chunks != NULL && b->chunks->off < b->written) {
+    /* Asked twice (never happens unless a reply was duplicated). */
+    rs_chunk *c = b->chunks;
+    b->chunks = c->next;
+    nimbus_reply_free(c->reply);
+    free(c);
+  }
+  while (b->chunks != NULL && b->chunks->off == b->written) {
+    rs_chunk *c = b->chunks;
+    b->chunks = c->next;
+    size_t n = c->reply->data_len;
+    if (n > 0 && pwrite(b->fd, c->reply->data, n, c->off) != (ssize_t)n) {
+      char why[256];
+      snprintf(why, sizeof why, "cannot write %s: %s", b->tmp,
+               strerror(errno));
+      nimbus_reply_free(c->reply);
+      free(c);
+      rs_blob_fail(r, b, false, why);
+      return;
+    }
+    EVP_DigestUpdate(b->md, c->reply->data, n);
+    b->written += (int64_t)n;
+    r->prog.bytes_done += (int64_t)n;
+    nimbus_reply_free(c->reply);
+    free(c);
+  }
+  if (b->written == b->size && b->gets == 0 && b->chunks == NULL)
+    rs_blob_finish(r, b);
+}
+
+static bool rs_send_get(rs_run *r, rs_blob *b) {
+  if ((b->nredo == 0 && b->next_req >= b->size) || b->failed ||
+      b->fd < 0)
+    return false;
+  rs_op *o = calloc(1, sizeof *o);
+  if (o == NULL) {
+    rs_say(r, "out of memory");
+    rs_fatal(r, CLI_USAGE);
+    return false;
+  }
+  o->op.fn = rs_on_get;
+  o->op.ctx = o;
+  o->run = r;
+  o->blob = b;
+  o->off = b->nredo > 0 ? b->redo[b->nredo - 1] : b->next_req;
+  o->len = b->size - o->off < BK_SEGMENT ? b->size - o->off : BK_SEGMENT;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  rs_get_args(&sb, b->hex, o->off, o->len);
+  int rc = bk_pipe_submit(&r->pipe, &o->op, "blob.get",
+                          (const uint8_t *)sb.data, sb.size, NULL, 0, false);
+  msgpack_sbuffer_destroy(&sb);
+  if (rc != 0) {
+    free(o);
+    rs_say(r, "cannot send blob.get: %s", nimbus_strerror(rc));
+    rs_fatal(r, CLI_USAGE);
+    return false;
+  }
+  if (b->nredo > 0)
+    b->nredo--;
+  else
+    b->next_req += o->len;
+  b->gets++;
+  return true;
+}
+
+static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
+  rs_op *o = op->ctx;
+  rs_run *r = o->run;
+  rs_blob *b = o->blob;
+  int64_t off = o->off, len = o->len;
+  free(o);
+  b->gets--;
+  if (reply == NULL) {
+    if (op->err == NIMBUS_EREFUSED) {
+      rs_say(r, "blob.get: %s", nimbus_agent_errstr(r->pipe.agent));
+      rs_fatal(r, CLI_CONNECT);
+    }
+    return;
+  }
+  if (b->failed) {
+    if (b->gets == 0)
+      rs_blob_close(r, b);
+    return;
+  }
+  char err[256];
+  if (!rs_ok(reply)) {
+    if ((reply->code == 429 || reply->code == 503) && ++b->retries <= 10) {
+      /* Asked for again before any new range. */
+      if (b->nredo == b->credo) {
+        size_t cap = b->credo != 0 ? 2 * b->credo : 8;
+        int64_t *v = realloc(b->redo, cap * sizeof *v);
+        if (v == NULL) {
+          rs_blob_fail(r, b, false, "out of memory");
+          return;
+        }
+        b->redo = v;
+        b->credo = cap;
+      }
+      b->redo[b->nredo++] = off;
+      return;
+    }
+    snprintf(err, sizeof err, "the cloud cannot give its content: error %d: %s",
+             reply->code, reply->error != NULL ? reply->error : "");
+    rs_blob_fail(r, b, true, err);
+    return;
+  }
+  int64_t size = b->size;
+  const uint8_t *d = rs_get_check(reply, off, len, &size, err, sizeof err);
+  if (d == NULL || (int64_t)reply->data_len != len) {
+    rs_blob_fail(r, b, true, d == NULL ? err : "blob.get answered a short range");
+    return;
+  }
+  r->bytes_received += (int64_t)reply->data_len;
+  rs_chunk *c = malloc(sizeof *c);
+  if (c == NULL) {
+    rs_say(r, "out of memory");
+    rs_fatal(r, CLI_USAGE);
+    return;
+  }
+  c->off = off;
+  c->reply = reply;
+  *keep = true;
+  rs_chunk **pp = &b->chunks;
+  while (*pp != NULL && (*pp)->off < off)
+    pp = &(*pp)->next;
+  c->next = *pp;
+  *pp = c;
+  rs_blob_drain(r, b);
+}
+
+static void rs_fill(rs_run *r) {
+  bool moved = true;
+  while (moved && r->status == CLI_OK && bk_pipe_room(&r->pipe)) {
+    moved = false;
+    for (size_t i = 0; i < r->nactive && bk_pipe_room(&r->pipe); i++) {
+      rs_blob *b = r->active[i];
+      while (bk_pipe_room(&r->pipe) && r->status == CLI_OK &&
+             rs_send_get(r, b))
+        moved = true;
+    }
+    while (r->status == CLI_OK && bk_pipe_room(&r->pipe) &&
+           r->nactive < r->max_active && r->qnext < r->nqueue) {
+      rs_blob *b = r->queue[r->qnext++];
+      if (!rs_blob_start(r, b))
+        continue;
+      moved = true;
+      /* Resumed whole: finish it now. */
+      if (b->written == b->size)
+        rs_blob_drain(r, b);
+    }
+  }
+}
+
+static void rs_download(rs_run *r) {
+  for (;;) {
+    rs_fill(r);
+    bk_progress_show(&r->prog, false);
+    if (r->status != CLI_OK)
+      break;
+    if (r->pipe.inflight == 0) {
+      if (r->qnext >= r->nqueue && r->nactive == 0)
+        break;
+      bool waiting = false;
+      for (size_t i = 0; i < r->nactive; i++)
+        waiting = waiting || r->active[i]->next_req < r->active[i]->size ||
+                  r->active[i]->nredo > 0;
+      if (!waiting && r->qnext >= r->nqueue) {
+        rs_say(r, "internal error: downloads stuck");
+        rs_fatal(r, CLI_USAGE);
+        break;
+      }
+      continue;
+    }
+    if (bk_pipe_step(&r->pipe) == NIMBUS_ETIMEDOUT) {
+      rs_say(r, "no reply from the cloud for %d ms; run the same restore "
+                "again to resume",
+             r->pipe.stall_ms);
+      rs_fatal(r, CLI_TIMEOUT);
+    }
+  }
+  bk_pipe_abandon(&r->pipe);
+  while (r->nactive > 0)
+    rs_blob_close(r, r->active[0]);
+}
+
+/* ---- What is there already --------------------------------------------- */
+
+/* Looks at DIR/<name> of every item: kept when it has the content,
+ * failed when something other than a regular file is in the way, else to
+ * write. */
+static void rs_check_existing(rs_run *r) {
+  int64_t to_check = 0;
+  size_t nchk = 0;
+  bool *check = calloc(r->nitems + 1, sizeof *check);
+  if (check == NULL) {
+    rs_say(r, "out of memory");
+    rs_fatal(r, CLI_USAGE);
+    return;
+  }
+  for (size_t i = 0; i < r->nitems; i++) {
+    rs_item *it = &r->items[i];
+    if (it->state != RS_TODO)
+      continue;
+    const char *base;
+    char err[512];
+    int dirfd =
+        bk_open_parent(r->rootfd, it->name, false, &base, err, sizeof err);
+    if (dirfd < 0) {
+      if (errno != ENOENT)
+        rs_item_fail(r, it, false, "%s", err);
+      continue;
+    }
+    struct stat st;
+    if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (!S_ISREG(st.st_mode))
+        rs_item_fail(r, it, false,
+                     "%s is in the way and is not a regular file",
+                     S_ISLNK(st.st_mode)  ? "a symbolic link"
+                     : S_ISDIR(st.st_mode) ? "a directory"
+                                           : "something");
+      else if (st.st_size == it->size) {
+        check[i] = true;
+        to_check += it->size;
+        nchk++;
+      }
+    }
+    close(dirfd);
+  }
+  if (nchk > 0)
+    bk_progress_phase(&r->prog, "checking", to_check, (int64_t)nchk);
+  for (size_t i = 0; i < r->nitems && r->status == CLI_OK; i++) {
+    if (!check[i])
+      continue;
+    rs_item *it = &r->items[i];
+    const char *base;
+    char err[512];
+    int dirfd =
+        bk_open_parent(r->rootfd, it->name, false, &base, err, sizeof err);
+    int fd = dirfd >= 0
+                 ? openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                 : -1;
+    struct stat st;
+    uint8_t sha[32];
+    bool same = false;
+    char *abs = NULL;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        st.st_size == it->size) {
+      size_t n = strlen(r->rootabs) + strlen(it->name) + 2;
+      if ((abs = malloc(n)) != NULL)
+        snprintf(abs, n, "%s/%s", r->rootabs, it->name);
+      int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+      const uint8_t *h =
+          r->have_cache && abs != NULL
+              ? bk_hcache_get(&r->cache, abs, st.st_size, mt,
+                              (uint64_t)st.st_ino)
+              : NULL;
+      int64_t got = 0;
+      if (h != NULL) {
+        same = memcmp(h, it->sha, 32) == 0;
+        r->prog.bytes_done += it->size;
+      } else if (bk_hash_fd(fd, r->buf, BK_SEGMENT, sha, &got, NULL, NULL) ==
+                     0 &&
+                 got == it->size) {
+        same = memcmp(sha, it->sha, 32) == 0;
+        r->prog.bytes_done += it->size;
+      }
+      if (same && it->has_mtime &&
+          bk_ms_of_timespec(st.st_mtim.tv_sec, st.st_mtim.tv_nsec) !=
+              it->mtime) {
+        if (rs_set_mtime(fd, it) != 0 || fstat(fd, &st) != 0)
+          same = false;
+      }
+      if (same && r->have_cache && abs != NULL)
+        (void)bk_hcache_put(&r->cache, abs, st.st_size,
+                            (int64_t)st.st_mtim.tv_sec * 1000000000 +
+                                st.st_mtim.tv_nsec,
+                            (uint64_t)st.st_ino, it->sha);
+    }
+    free(abs);
+    if (fd >= 0)
+      close(fd);
+    if (dirfd >= 0)
+      close(dirfd);
+    if (same) {
+      it->state = RS_KEPT;
+      r->kept++;
+      if (it->blob->source == NULL)
+        it->blob->source = it;
+    }
+    r->prog.files_done++;
+    bk_progress_show(&r->prog, false);
+  }
+  if (nchk > 0)
+    bk_progress_finish(&r->prog);
+  free(check);
+}
+
+/* ---- The verb ---------------------------------------------------------- */
+
+/* backup.get: the snapshot's items into r->items. */
+static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  bool named = r->cfg->snapshot[0] != '\0';
+  msgpack_pack_map(&pk, named ? 1 : 0);
+  if (named) {
+    pk_str(&pk, "snapshot");
+    pk_str(&pk, r->cfg->snapshot);
+  }
+  nimbus_reply *reply = NULL;
+  int rc = bk_pipe_call(&r->pipe, "backup.get", (const uint8_t *)sb.data,
+                        sb.size, &reply);
+  msgpack_sbuffer_destroy(&sb);
+  if (rc != 0) {
+    fprintf(stderr, "nimbus-agent: backup.get: %s\n",
+            rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(r->pipe.agent)
+                                  : nimbus_strerror(rc));
+    return rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
+           : rc == NIMBUS_EREFUSED ? CLI_CONNECT
+                                   : CLI_USAGE;
+  }
+  if (!rs_ok(reply)) {
+    int st = cli_cloud_error(reply);
+    nimbus_reply_free(reply);
+    return st;
+  }
+  msgpack_object res;
+  msgpack_zone *z = NULL;
+  int status = CLI_OK;
+  const msgpack_object *snap = NULL, *items = NULL, *man = NULL;
+  int64_t count = -1, bytes = -1;
+  if (rs_result(reply, &res, &z)) {
+    snap = sc_map_get(&res, "snapshot");
+    items = sc_map_get(&res, "items");
+    man = sc_map_get(&res, "manifest");
+    obj_int(sc_map_get(&res, "count"), &count);
+    obj_int(sc_map_get(&res, "bytes"), &bytes);
+  }
+  if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
+      (items == NULL &&
+       (man == NULL || man->type != MSGPACK_OBJECT_STR ||
+        !bk_hex_valid(man->via.str.ptr, man->via.str.size)))) {
+    fprintf(stderr, "nimbus-agent: backup.get answered neither items nor a "
+                    "manifest\n");
+    status = CLI_CLOUD_ERROR;
+  } else {
+    char id[512];
+    snprintf(id, sizeof id, "%.*s", (int)snap->via.str.size,
+             snap->via.str.ptr);
+    cJSON_AddStringToObject(sum, "snapshot", id);
+    if (count >= 0)
+      cJSON_AddNumberToObject(sum, "items", (double)count);
+    if (bytes >= 0)
+      cJSON_AddNumberToObject(sum, "bytes", (double)bytes);
+    if (items != NULL) {
+      status = rs_items_take(r, items);
+    } else {
+      char hex[65];
+      snprintf(hex, sizeof hex, "%.*s", 64, man->via.str.ptr);
+      int fd = -1;
+      int64_t size = 0;
+      status = rs_manifest_fetch(r, state, hex, &fd, &size);
+      if (status == CLI_OK) {
+        void *map = size > 0 ? mmap(NULL, (size_t)size, PROT_READ,
+                                    MAP_PRIVATE, fd, 0)
+                             : MAP_FAILED;
+        msgpack_object arr;
+        msgpack_zone *mz = NULL;
+        char err[256];
+        if (map == MAP_FAILED) {
+          fprintf(stderr, "nimbus-agent: cannot map the manifest: %s\n",
+                  size > 0 ? strerror(errno) : "it is empty");
+          status = CLI_CLOUD_ERROR;
+        } else if (sc_value_decode_limits(map, (size_t)size,
+                                          BK_MANIFEST_MAX_BYTES,
+                                          RS_MANIFEST_VALUES, &arr, &mz, err,
+                                          sizeof err) != 0) {
+          fprintf(stderr, "nimbus-agent: the manifest does not decode: %s\n",
+                  err);
+          status = CLI_CLOUD_ERROR;
+        } else {
+          status = rs_items_take(r, &arr);
+        }
+        msgpack_zone_free(mz);
+        if (map != MAP_FAILED)
+          munmap(map, (size_t)size);
+        close(fd);
+      }
+    }
+  }
+  msgpack_zone_free(z);
+  nimbus_reply_free(reply);
+  return status;
+}
+
+static void rs_free(rs_run *r) {
+  for (size_t i = 0; i < r->nitems; i++)
+    free(r->items[i].name);
+  free(r->items);
+  for (size_t i = 0; i < r->bslots; i++) {
+    if (r->btab[i] != NULL) {
+      rs_blob_close(r, r->btab[i]);
+      free(r->btab[i]);
+    }
+  }
+  free(r->btab);
+  free(r->queue);
+  free(r->active);
+  for (size_t i = 0; i < r->npend; i++)
+    close(r->pend[i].dirfd);
+  free(r->pend);
+  free(r->buf);
+  free(r->rootabs);
+  if (r->rootfd >= 0)
+    close(r->rootfd);
+  if (r->have_cache)
+    bk_hcache_free(&r->cache);
+}
+
+int cli_restore(cli_cfg *cfg, int argc, char **argv) {
+  if (argc != 2)
+    return cli_usage_error("restore needs one DIR to restore into");
+  const char *dir = argv[1];
+  int64_t t0 = nb_mono_ms();
+  rs_run r;
+  memset(&r, 0, sizeof r);
+  r.cfg = cfg;
+  r.rootfd = -1;
+  bool tty_out = isatty(STDOUT_FILENO), tty_err = isatty(STDERR_FILENO);
+  bk_progress_init(&r.prog, tty_err ? 1 : cfg->progress ? 2 : 0, stderr);
+  nimbus_agent *a = NULL;
+  char *state = NULL;
+  int status;
+  cJSON *sum = cJSON_CreateObject();
+  r.max_active = (size_t)cfg->jobs;
+  if (sum == NULL || (r.buf = malloc(BK_SEGMENT)) == NULL ||
+      (r.active = calloc(r.max_active, sizeof *r.active)) == NULL ||
+      (r.pend = calloc(RS_BATCH_FILES, sizeof *r.pend)) == NULL ||
+      (state = bk_state_dir(cfg->state_dir)) == NULL) {
+    status = cli_usage_error("out of memory, or no state directory");
+    goto out;
+  }
+  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, &a)) != CLI_OK)
+    goto out;
+  if (bk_pipe_init(&r.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
+    nimbus_agent_free(a);
+    a = NULL;
+    status = cli_usage_error("cannot set up the task pipeline");
+    goto out;
+  }
+  if ((status = rs_snapshot(&r, state, sum)) != CLI_OK)
+    goto out_pipe;
+
+  /* DIR, made when missing. */
+  if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+    fprintf(stderr, "nimbus-agent: cannot create %s: %s\n", dir,
+            strerror(errno));
+    status = CLI_USAGE;
+    goto out_pipe;
+  }
+  r.rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (r.rootfd < 0 || (r.rootabs = realpath(dir, NULL)) == NULL) {
+    fprintf(stderr, "nimbus-agent: cannot open the directory %s: %s\n", dir,
+            strerror(errno));
+    status = CLI_USAGE;
+    goto out_pipe;
+  }
+  if (bk_hcache_load(&r.cache, state) == 0)
+    r.have_cache = true;
+  else
+    bk_hcache_free(&r.cache);
+  if (rs_blobs_make(&r) != 0) {
+    status = cli_usage_error("out of memory");
+    goto out_pipe;
+  }
+
+  rs_check_existing(&r);
+  if ((status = r.status) != CLI_OK)
+    goto out_pipe;
+
+  /* What is left to write, by content. */
+  int64_t todo_bytes = 0, todo_files = 0;
+  rs_item **tails = calloc(r.bslots, sizeof *tails);
+  if (tails == NULL ||
+      (r.queue = calloc(r.nblobs + 1, sizeof *r.queue)) == NULL) {
+    free(tails);
+    status = cli_usage_error("out of memory");
+    goto out_pipe;
+  }
+  for (size_t i = 0; i < r.nitems; i++) {
+    rs_item *it = &r.items[i];
+    if (it->state != RS_TODO)
+      continue;
+    size_t k = rs_bslot(&r, it->sha);
+    if (tails[k] == NULL)
+      it->blob->todo = it;
+    else
+      tails[k]->bnext = it;
+    tails[k] = it;
+    todo_bytes += it->size;
+    todo_files++;
+  }
+  free(tails);
+  bk_progress_phase(&r.prog, "restoring", todo_bytes, todo_files);
+  for (size_t k = 0; k < r.bslots; k++) {
+    rs_blob *b = r.btab[k];
+    if (b == NULL || b->todo == NULL)
+      continue;
+    if (b->size == 0) {
+      /* Nothing to download: the empty content is known. */
+      if (strcmp(b->hex, BK_EMPTY_SHA256) != 0) {
+        rs_blob_fail(&r, b, true, "size 0 but not the empty blob");
+        continue;
+      }
+      rs_copies(&r, b, -1, NULL);
+      continue;
+    }
+    int src = b->source != NULL ? rs_open_final(&r, b->source) : -1;
+    if (src >= 0) {
+      rs_copies(&r, b, src, NULL);
+      close(src);
+    } else {
+      r.queue[r.nqueue++] = b;
+    }
+  }
+  rs_download(&r);
+  rs_flush(&r);
+  /* The new names, durable. */
+  if (syncfs(r.rootfd) != 0)
+    rs_say(&r, "syncfs: %s", strerror(errno));
+  bk_progress_finish(&r.prog);
+  if (r.have_cache) {
+    char err[300];
+    if (bk_hcache_save(&r.cache, err, sizeof err) != 0)
+      rs_say(&r, "%s", err);
+  }
+  status = r.status;
+  if (status == CLI_OK) {
+    bk_progress_clear(&r.prog);
+    double secs = (double)(nb_mono_ms() - t0) / 1000.0;
+    cJSON_AddNumberToObject(sum, "restored", (double)r.restored);
+    cJSON_AddNumberToObject(sum, "kept", (double)r.kept);
+    cJSON_AddNumberToObject(sum, "failed", (double)r.failed);
+    cJSON_AddNumberToObject(sum, "blobs_downloaded",
+                            (double)r.blobs_downloaded);
+    cJSON_AddNumberToObject(sum, "bytes_received", (double)r.bytes_received);
+    cJSON_AddNumberToObject(sum, "seconds",
+                            (double)(int64_t)(secs * 1000) / 1000.0);
+    if (cfg->json || !tty_out) {
+      cli_print_json(sum);
+    } else {
+      char got[32], rate[32];
+      bk_fmt_bytes(r.bytes_received, got, sizeof got);
+      bk_fmt_bytes(secs > 0 ? (int64_t)((double)r.bytes_received / secs) : 0,
+                   rate, sizeof rate);
+      const cJSON *snap = cJSON_GetObjectItem(sum, "snapshot");
+      printf("snapshot %s into %s: %lld restored, %lld already there, %lld "
+             "failed; %s received in %.1f s (%s/s)\n",
+             snap != NULL ? snap->valuestring : "?", dir,
+             (long long)r.restored, (long long)r.kept, (long long)r.failed,
+             got, secs, rate);
+      fflush(stdout);
+    }
+    status = r.cloud_failed > 0 ? CLI_CLOUD_ERROR
+             : r.failed > 0     ? CLI_USAGE
+                                : CLI_OK;
+  }
+
+out_pipe:
+  bk_pipe_abandon(&r.pipe);
+  nimbus_agent_free(a);
+  bk_pipe_fini(&r.pipe);
+out:
+  bk_progress_clear(&r.prog);
+  free(state);
+  cJSON_Delete(sum);
+  rs_free(&r);
+  return status;
+}
