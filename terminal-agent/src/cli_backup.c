@@ -120,7 +120,7 @@ struct up_blob {
   char hex[65];
   int64_t size;
   int state;
-  up_file *files; /* the first is the one read */
+  up_file *files; /* the first is the one read (any will do) */
   up_blob *qnext; /* the unknown or missing queue */
   /* While uploading. */
   int fd;
@@ -312,11 +312,8 @@ static up_blob *up_blob_for(up_run *u, const uint8_t sha[32], int64_t size) {
 
 static void up_blob_attach(up_blob *b, up_file *f) {
   f->blob = b;
-  f->bnext = NULL;
-  up_file **pp = &b->files;
-  while (*pp != NULL)
-    pp = &(*pp)->bnext;
-  *pp = f;
+  f->bnext = b->files;
+  b->files = f;
 }
 
 static void up_blob_detach(up_blob *b, up_file *f) {

@@ -140,6 +140,12 @@ typedef struct rs_run {
   size_t nqueue, qnext;
   rs_blob **active;
   size_t nactive, max_active;
+  /* The directory of the last item (items come sorted, so mostly the
+   * next one's too): its path below DIR and an fd; and the last path
+   * found missing. */
+  char *dc_path, *dm_path;
+  size_t dc_len, dm_len;
+  int dc_fd;
   rs_pending *pend;
   size_t npend;
   int64_t pend_bytes;
@@ -421,6 +427,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
     return status;
   }
   bk_progress_clear(&r->prog);
+  r->bytes_received += total;
   *fdp = fd;
   *sizep = total;
   return CLI_OK;
@@ -640,10 +647,53 @@ static void rs_pend(rs_run *r, rs_item *it, int dirfd, const char *tmp) {
     rs_flush(r);
 }
 
+/* bk_open_parent through the cache of the last directory. */
+static int rs_open_parent(rs_run *r, const char *name, bool create,
+                          const char **base, char *err, size_t errcap) {
+  const char *slash = strrchr(name, '/');
+  size_t plen = slash != NULL ? (size_t)(slash - name) : 0;
+  *base = slash != NULL ? slash + 1 : name;
+  if (r->dc_path != NULL && r->dc_len == plen &&
+      memcmp(r->dc_path, name, plen) == 0)
+    return dup(r->dc_fd);
+  if (create) {
+    free(r->dm_path);
+    r->dm_path = NULL;
+  } else if (r->dm_path != NULL && r->dm_len == plen &&
+             memcmp(r->dm_path, name, plen) == 0) {
+    nb_errf(err, errcap, "%.*s is missing", (int)plen, name);
+    errno = ENOENT;
+    return -1;
+  }
+  int fd = bk_open_parent(r->rootfd, name, create, base, err, errcap);
+  int e = errno;
+  char *copy = strndup(name, plen);
+  if (copy != NULL && fd >= 0) {
+    int keep = dup(fd);
+    if (keep >= 0) {
+      if (r->dc_path != NULL)
+        close(r->dc_fd);
+      free(r->dc_path);
+      r->dc_path = copy;
+      r->dc_len = plen;
+      r->dc_fd = keep;
+      copy = NULL;
+    }
+  } else if (copy != NULL && e == ENOENT) {
+    free(r->dm_path);
+    r->dm_path = copy;
+    r->dm_len = plen;
+    copy = NULL;
+  }
+  free(copy);
+  errno = e;
+  return fd;
+}
+
 /* Opens the directory of item `it`, creating what is missing. */
 static int rs_dir(rs_run *r, rs_item *it, const char **base) {
   char err[512];
-  int fd = bk_open_parent(r->rootfd, it->name, true, base, err, sizeof err);
+  int fd = rs_open_parent(r, it->name, true, base, err, sizeof err);
   if (fd < 0)
     rs_item_fail(r, it, false, "%s", err);
   return fd;
@@ -679,8 +729,7 @@ static void rs_copy_to(rs_run *r, rs_item *it, int src) {
 static int rs_open_final(rs_run *r, rs_item *src) {
   const char *base;
   char err[512];
-  int dirfd = bk_open_parent(r->rootfd, src->name, false, &base, err,
-                             sizeof err);
+  int dirfd = rs_open_parent(r, src->name, false, &base, err, sizeof err);
   if (dirfd < 0)
     return -1;
   int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -1050,7 +1099,7 @@ static void rs_check_existing(rs_run *r) {
     const char *base;
     char err[512];
     int dirfd =
-        bk_open_parent(r->rootfd, it->name, false, &base, err, sizeof err);
+        rs_open_parent(r, it->name, false, &base, err, sizeof err);
     if (dirfd < 0) {
       if (errno != ENOENT)
         rs_item_fail(r, it, false, "%s", err);
@@ -1081,7 +1130,7 @@ static void rs_check_existing(rs_run *r) {
     const char *base;
     char err[512];
     int dirfd =
-        bk_open_parent(r->rootfd, it->name, false, &base, err, sizeof err);
+        rs_open_parent(r, it->name, false, &base, err, sizeof err);
     int fd = dirfd >= 0
                  ? openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                  : -1;
@@ -1261,6 +1310,10 @@ static void rs_free(rs_run *r) {
   free(r->rootabs);
   if (r->rootfd >= 0)
     close(r->rootfd);
+  if (r->dc_path != NULL)
+    close(r->dc_fd);
+  free(r->dc_path);
+  free(r->dm_path);
   if (r->have_cache)
     bk_hcache_free(&r->cache);
 }
