@@ -551,7 +551,7 @@ out:
 }
 
 const wk_handler wk_blob_handlers[] = {
-    {"blob.put", true, false, false, h_blob_put},
+    {"blob.put", true, false, true, h_blob_put},
     {"blob.status", false, false, false, h_blob_status},
     {"blob.commit", true, false, true, h_blob_commit},
     {"blob.has", false, false, false, h_blob_has},

@@ -17,6 +17,7 @@
 #include <MQTTAsync.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -340,6 +341,25 @@ static void encode_outcome(thread_state *ts, wk_ctx *c, int code,
   (void)sc_reply_encode(&ts->out, r);
 }
 
+static int digest_write(void *data, const char *buf, size_t len) {
+  return EVP_DigestUpdate(data, buf, len) == 1 ? 0 : -1;
+}
+
+/* The SHA-256 of the task's canonical form (schemas/SPEC.md section 4),
+ * streamed: a 256 KiB segment is hashed where it lies, never copied. */
+static int task_digest(const char *type, const sc_task *t,
+                       uint8_t digest[32]) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned int n = 0;
+  int rc = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
+               ? sc_task_canonical_write(md, digest_write, type, t)
+               : NIMBUS_ENOMEM;
+  if (rc == 0 && EVP_DigestFinal_ex(md, digest, &n) != 1)
+    rc = NIMBUS_ENOMEM;
+  EVP_MD_CTX_free(md);
+  return rc;
+}
+
 /* The result {retry_after: 1000} of a 503, packed. */
 static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
                                    'a', 'f', 't', 'e', 'r', 0xcd, 0x03, 0xe8};
@@ -351,12 +371,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   char *stored = NULL;
   size_t stored_len = 0;
   st_claim_state state;
-  msgpack_sbuffer canon;
-  msgpack_sbuffer_init(&canon);
-  int rc = sc_task_canonical(&canon, c->type, c->task);
-  if (rc == 0)
-    nb_sha256(canon.data, canon.size, digest);
-  msgpack_sbuffer_destroy(&canon);
+  int rc = task_digest(c->type, c->task, digest);
   if (rc == 0)
     rc = st_task_claim(ts->redis, c->terminal, c->task->id, digest,
                        cfg->worker_id, cfg->lease_ms, &state, &stored,

@@ -218,5 +218,11 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
  * section 4 gives the exact form. */
 int sc_task_canonical(msgpack_sbuffer *out, const char *type,
                       const sc_task *t);
+/* The same bytes handed to `write` (msgpack-c's writer callback, with
+ * `data`) piece by piece instead of collected: a digest can be taken
+ * without a copy of the task. Returns 0, NIMBUS_EINVAL, NIMBUS_ENOMEM, or
+ * NIMBUS_ENOMEM when `write` failed (returned non-zero). */
+int sc_task_canonical_write(void *data, msgpack_packer_write write,
+                            const char *type, const sc_task *t);
 
 #endif

@@ -96,27 +96,23 @@ static int canon(msgpack_packer *pk, const msgpack_object *o,
   return NIMBUS_EINVAL;
 }
 
-int sc_task_canonical(msgpack_sbuffer *out, const char *type,
-                      const sc_task *t) {
+int sc_task_canonical_write(void *data, msgpack_packer_write write,
+                            const char *type, const sc_task *t) {
   msgpack_zone *scratch = NULL;
   msgpack_packer pk;
   msgpack_object empty;
   const msgpack_object *args;
-  size_t start = 0;
   int rc;
 
-  if (out == NULL || type == NULL || t == NULL)
+  if (write == NULL || type == NULL || t == NULL)
     return NIMBUS_EINVAL;
   memset(&empty, 0, sizeof empty);
   empty.type = MSGPACK_OBJECT_MAP;
   args = t->args ? t->args : &empty;
-  start = out->size;
   scratch = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-  if (scratch == NULL) {
-    rc = NIMBUS_ENOMEM;
-    goto fail;
-  }
-  msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+  if (scratch == NULL)
+    return NIMBUS_ENOMEM;
+  msgpack_packer_init(&pk, data, write);
   rc = msgpack_pack_array(&pk, 3);
   if (rc == 0)
     rc = msgpack_pack_str_with_body(&pk, type, strlen(type));
@@ -125,18 +121,18 @@ int sc_task_canonical(msgpack_sbuffer *out, const char *type,
   if (rc == 0)
     rc = t->has_data ? msgpack_pack_bin_with_body(&pk, t->data, t->data_len)
                      : msgpack_pack_nil(&pk);
-  if (rc != 0) {
-    /* msgpack-c reports a failed write as -1: out of memory. */
-    rc = rc > 0 ? rc : NIMBUS_ENOMEM;
-    goto fail;
-  }
   msgpack_zone_free(scratch);
-  return 0;
+  /* msgpack-c reports a failed write as -1: out of memory. */
+  return rc == 0 ? 0 : rc > 0 ? rc : NIMBUS_ENOMEM;
+}
 
-fail:
-  if (scratch)
-    msgpack_zone_free(scratch);
-  if (out)
+int sc_task_canonical(msgpack_sbuffer *out, const char *type,
+                      const sc_task *t) {
+  if (out == NULL)
+    return NIMBUS_EINVAL;
+  size_t start = out->size;
+  int rc = sc_task_canonical_write(out, msgpack_sbuffer_write, type, t);
+  if (rc != 0)
     out->size = start;
   return rc;
 }

@@ -306,6 +306,54 @@ static void test_canonical_bytes(void **state) {
   msgpack_sbuffer_destroy(&c);
 }
 
+/* A writer that keeps what it is given in pieces, or refuses after `cap`. */
+typedef struct pieces {
+  char buf[256];
+  size_t len, cap, calls;
+} pieces;
+
+static int pieces_write(void *data, const char *p, size_t n) {
+  pieces *w = data;
+  if (w->len + n > w->cap)
+    return -1;
+  memcpy(w->buf + w->len, p, n);
+  w->len += n;
+  w->calls++;
+  return 0;
+}
+
+static void test_canonical_write(void **state) {
+  (void)state;
+  msgpack_sbuffer c;
+  msgpack_sbuffer_init(&c);
+  /* The streamed bytes are the collected ones, whatever the pieces. */
+  canonical_of("diag.echo", "82 a1 62 cb 3f f0 00 00 00 00 00 00 a1 61 a1 78",
+               "01 02 03", &c);
+  doc d;
+  sc_task t;
+  memset(&t, 0, sizeof t);
+  t.args = doc_load(&d, "82 a1 62 cb 3f f0 00 00 00 00 00 00 a1 61 a1 78");
+  static const uint8_t data[] = {1, 2, 3};
+  t.data = data;
+  t.data_len = sizeof data;
+  t.has_data = true;
+  pieces w = {.cap = sizeof w.buf};
+  assert_int_equal(
+      sc_task_canonical_write(&w, pieces_write, "diag.echo", &t), 0);
+  assert_true(w.calls > 1);
+  assert_int_equal(w.len, c.size);
+  assert_memory_equal(w.buf, c.data, c.size);
+  /* A writer that fails makes the call fail. */
+  pieces small = {.cap = 4};
+  assert_int_equal(
+      sc_task_canonical_write(&small, pieces_write, "diag.echo", &t),
+      NIMBUS_ENOMEM);
+  assert_int_equal(sc_task_canonical_write(&w, NULL, "diag.echo", &t),
+                   NIMBUS_EINVAL);
+  doc_free(&d);
+  msgpack_sbuffer_destroy(&c);
+}
+
 static void test_canonical_equal(void **state) {
   (void)state;
   /* Key order at the top of args and deep inside. */
@@ -381,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_arg_num_bool),
       cmocka_unit_test(test_arg_id_array),
       cmocka_unit_test(test_canonical_bytes),
+      cmocka_unit_test(test_canonical_write),
       cmocka_unit_test(test_canonical_equal),
       cmocka_unit_test(test_canonical_differ),
   };

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# scripts/bench backup: nimbus-agent backup and restore end to end through
+# a real stack (Mosquitto, Redis, workers) on this machine, next to a raw
+# baseline measured in the same run on the same filesystem:
+#   - one big file (default 1 GiB): MB/s of backup and of restore (which
+#     writes and fsyncs the file) against `dd bs=1M conv=fsync` copying the
+#     same bytes; target: each at least 50% of dd;
+#   - many small files (default 10,000 of 1-4 KiB): files per second;
+#   - both sets again, unchanged: target at most 5% of the first run's time;
+#   - peak RSS of the agent and of each worker during the big backup;
+#     targets 32 MiB and 128 MiB.
+# A measurement, not a test: a missed target prints MISS and the exit
+# status stays 0; only a run that breaks exits 1 (2: usage).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${NIMBUS_BUILD_DIR:-$ROOT/build}
+[[ $BUILD == /* ]] || BUILD=$PWD/$BUILD
+export NIMBUS_BUILD_DIR=$BUILD
+BIN=$BUILD/bin
+
+BIG_MIB=1024
+SMALL=10000
+WORKERS=${NIMBUS_WORKERS:-2}
+JOBS=16
+BUILD_FIRST=1
+KEEP=0
+
+usage() {
+  cat <<'USAGE'
+usage: scripts/bench backup [options]
+  Backs up and restores one big file and many small ones through a stack
+  of its own, next to dd on the same filesystem, and prints a Markdown
+  table: MB/s and files/s, unchanged re-runs, peak RSS of agent and
+  workers, each with its target (PASS/MISS).
+options:
+  --big-mib N    size of the big file in MiB (default 1024)
+  --small N      number of small files, 1-4 KiB each (default 10000)
+  --jobs N       the agent's tasks in flight (default 16)
+  --workers N    workers in the stack (default $NIMBUS_WORKERS or 2)
+  --no-build     use the binaries as they are
+  --keep         keep the stack directory (data, logs) afterwards
+environment:
+  NIMBUS_BUILD_DIR (default <repo>/build), TMPDIR (where the stack and the
+  data live: put it on the disk you want to measure)
+Exit status: 0 when the bench ran (PASS or MISS), 1 when it broke, 2 usage.
+USAGE
+}
+
+say() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+while (($#)); do
+  case $1 in
+    --big-mib) BIG_MIB=${2:?}; shift 2 ;;
+    --small) SMALL=${2:?}; shift 2 ;;
+    --jobs) JOBS=${2:?}; shift 2 ;;
+    --workers) WORKERS=${2:?}; shift 2 ;;
+    --no-build) BUILD_FIRST=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+for v in BIG_MIB SMALL JOBS WORKERS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { say "$v wants a number >= 1"; exit 2; }
+done
+
+if ((BUILD_FIRST)); then
+  say "building the agent and the stack in $BUILD"
+  "$ROOT/scripts/build" --target nimbus-agent-cli nimbus-worker nimbusctl \
+    nimbus_auth >&2 || die "build failed"
+fi
+for f in nimbus-agent nimbus-worker nimbusctl; do
+  [[ -x $BIN/$f ]] || die "missing $BIN/$f (build it, or drop --no-build)"
+done
+
+STACK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-bench-backup.XXXXXX")
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  "$ROOT/scripts/stack" stop "$STACK_DIR" >&2 || rc=1
+  if ((KEEP)); then say "kept $STACK_DIR"; else rm -rf "$STACK_DIR"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+eval "$(NIMBUS_WORKERS=$WORKERS "$ROOT/scripts/stack" start "$STACK_DIR")" ||
+  die "scripts/stack start failed"
+eval "$("$ROOT/scripts/stack" terminal "$STACK_DIR" bench)" ||
+  die "scripts/stack terminal failed"
+WORKER_PIDS=$(awk '$1 ~ /^worker-/ { printf " %s", $2 }' "$STACK_DIR/procs")
+export NIMBUS_STATE_DIR=$STACK_DIR/agent-state
+D=$STACK_DIR/data
+mkdir -p "$D/big" "$D/small"
+
+# --- data -------------------------------------------------------------
+
+say "writing a ${BIG_MIB} MiB file and $SMALL small files under $D"
+head -c $((BIG_MIB * 1048576)) /dev/urandom >"$D/big/video.mp4"
+python3 - "$D/small" "$SMALL" <<'EOF'
+import os, random, sys
+d, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(7)
+for i in range(n):
+    sub = os.path.join(d, "%03d" % (i // 1000))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "c%05d.vcf" % i), "wb") as f:
+        f.write(os.urandom(rnd.randint(1024, 4096)))
+EOF
+sync
+
+# --- helpers ----------------------------------------------------------
+
+now() { date +%s.%N; }
+fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
+# ok_if EXPR: PASS when the awk expression EXPR (numbers only) holds.
+ok_if() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo MISS; fi; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
+jfield() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# Peak RSS in KiB of the worker processes, from the kernel's high-water mark.
+worker_hwm() {
+  local p out=''
+  for p in $WORKER_PIDS; do
+    out+=" $(awk '/^VmHWM/ { print $2 }' "/proc/$p/status")"
+  done
+  echo "$out"
+}
+# run_agent OUT-JSON CMD...: runs the agent, its JSON summary into
+# OUT-JSON; prints "<seconds> <peak RSS KiB>".
+run_agent() {
+  local out=$1
+  shift
+  python3 - "$out" "$@" <<'EOF'
+import resource, subprocess, sys, time
+out = sys.argv[1]
+t = time.monotonic()
+with open(out, "wb") as f:
+    rc = subprocess.run(sys.argv[2:], stdout=f).returncode
+dt = time.monotonic() - t
+if rc != 0:
+    sys.exit("agent exited %d: %s" % (rc, " ".join(sys.argv[2:])))
+print("%.3f %d" % (dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+EOF
+}
+AGENT=("$BIN/nimbus-agent")
+COMMON=(--json --timeout 3600000 --jobs "$JOBS")
+
+# --- the baseline -----------------------------------------------------
+
+BIG_BYTES=$((BIG_MIB * 1048576))
+say "baseline: dd bs=1M conv=fsync of the big file"
+t0=$(now)
+dd if="$D/big/video.mp4" of="$D/dd-copy" bs=1M conv=fsync status=none
+t1=$(now)
+rm -f "$D/dd-copy"
+DD_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+DD_MBS=$(fdiv $((BIG_BYTES / 1000000)) "$DD_S")
+
+# --- big file -----------------------------------------------------------
+
+LOAD1=$(awk '{ print $1 }' /proc/loadavg)
+say "backup of the big file"
+read -r BB_S BB_RSS < <(run_agent "$D/bb.json" "${AGENT[@]}" backup "${COMMON[@]}" --label big "$D/big")
+W_HWM=$(worker_hwm)
+BB_SNAP=$(jfield snapshot <"$D/bb.json")
+[[ $(jfield bytes_sent <"$D/bb.json") == "$BIG_BYTES" ]] ||
+  die "the big backup sent $(jfield bytes_sent <"$D/bb.json") bytes, not $BIG_BYTES"
+say "restore of the big file"
+read -r BR_S BR_RSS < <(run_agent "$D/br.json" "${AGENT[@]}" restore "${COMMON[@]}" --snapshot "$BB_SNAP" "$D/restore-big")
+cmp -s "$D/big/video.mp4" "$D/restore-big/big/video.mp4" || die "the restored big file differs"
+rm -rf "$D/restore-big"
+say "backup of the big file again, unchanged"
+read -r BB2_S _ < <(run_agent "$D/bb2.json" "${AGENT[@]}" backup "${COMMON[@]}" "$D/big")
+[[ $(jfield bytes_sent <"$D/bb2.json") == 0 ]] || die "the unchanged big backup sent bytes"
+
+# --- small files ----------------------------------------------------------
+
+say "backup of $SMALL small files"
+read -r SB_S SB_RSS < <(run_agent "$D/sb.json" "${AGENT[@]}" backup "${COMMON[@]}" --label small "$D/small")
+SB_SNAP=$(jfield snapshot <"$D/sb.json")
+say "restore of $SMALL small files"
+read -r SR_S _ < <(run_agent "$D/sr.json" "${AGENT[@]}" restore "${COMMON[@]}" --snapshot "$SB_SNAP" "$D/restore-small")
+diff -r -q "$D/small" "$D/restore-small/small" >/dev/null || die "the restored small files differ"
+say "backup of the small files again, unchanged"
+read -r SB2_S _ < <(run_agent "$D/sb2.json" "${AGENT[@]}" backup "${COMMON[@]}" "$D/small")
+[[ $(jfield bytes_sent <"$D/sb2.json") == 0 ]] || die "the unchanged small backup sent bytes"
+LOAD2=$(awk '{ print $1 }' /proc/loadavg)
+
+# --- the table ------------------------------------------------------------
+
+MB=$((BIG_BYTES / 1000000))
+BB_MBS=$(fdiv "$MB" "$BB_S")
+BR_MBS=$(fdiv "$MB" "$BR_S")
+SB_FPS=$(fdiv "$SMALL" "$SB_S")
+SR_FPS=$(fdiv "$SMALL" "$SR_S")
+W_MAX=0
+for k in $W_HWM; do ((k > W_MAX)) && W_MAX=$k; done
+echo
+echo "scripts/bench backup: $(nproc) cores, $WORKERS worker(s), --jobs $JOBS," \
+  "data and stack on $(df -P "$STACK_DIR" | awk 'NR == 2 { print $1 }');" \
+  "load average $LOAD1 before, $LOAD2 after"
+echo
+echo "| measure | value | baseline | ratio | target | |"
+echo "| --- | ---: | ---: | ---: | --- | --- |"
+printf '| backup, one %d MiB file | %s MB/s (%s s) | dd conv=fsync %s MB/s | %s | >= 0.5x dd | %s |\n' \
+  "$BIG_MIB" "$BB_MBS" "$BB_S" "$DD_MBS" "$(ratio "$BB_MBS" "$DD_MBS")" \
+  "$(ok_if "$BB_MBS >= 0.5 * $DD_MBS")"
+printf '| restore, one %d MiB file | %s MB/s (%s s) | dd conv=fsync %s MB/s | %s | >= 0.5x dd | %s |\n' \
+  "$BIG_MIB" "$BR_MBS" "$BR_S" "$DD_MBS" "$(ratio "$BR_MBS" "$DD_MBS")" \
+  "$(ok_if "$BR_MBS >= 0.5 * $DD_MBS")"
+printf '| backup, %d files of 1-4 KiB | %s files/s (%s s) | | | | |\n' \
+  "$SMALL" "$SB_FPS" "$SB_S"
+printf '| restore, %d files of 1-4 KiB | %s files/s (%s s) | | | | |\n' \
+  "$SMALL" "$SR_FPS" "$SR_S"
+printf '| backup again, big file unchanged | %s s | first run %s s | %s | <= 0.05x | %s |\n' \
+  "$BB2_S" "$BB_S" "$(awk -v a="$BB2_S" -v b="$BB_S" 'BEGIN { printf "%.3f", a / b }')" \
+  "$(ok_if "$BB2_S <= 0.05 * $BB_S")"
+printf '| backup again, small files unchanged | %s s | first run %s s | %s | <= 0.05x | %s |\n' \
+  "$SB2_S" "$SB_S" "$(awk -v a="$SB2_S" -v b="$SB_S" 'BEGIN { printf "%.3f", a / b }')" \
+  "$(ok_if "$SB2_S <= 0.05 * $SB_S")"
+printf '| peak RSS, agent, big backup | %s MiB | | | <= 32 MiB | %s |\n' \
+  "$(fdiv "$BB_RSS" 1024)" "$(ok_if "$BB_RSS <= 32 * 1024")"
+printf '| peak RSS, each worker, through the big backup | %s MiB (max of%s KiB) | | | <= 128 MiB | %s |\n' \
+  "$(fdiv "$W_MAX" 1024)" "$W_HWM" "$(ok_if "$W_MAX <= 128 * 1024")"
