@@ -323,6 +323,26 @@ static int h_blob_commit(wk_ctx *c) {
    * (see st_blobstore_stage_lock). */
   int rc = st_blobstore_stage_lock(c->blobs, c->terminal, up, &lock);
   if (rc == NIMBUS_ENOTFOUND) {
+    /* Another commit of this upload (another task id) may have moved the
+     * file while this one waited for the lock: give its answer once it is
+     * recorded. */
+    for (int tries = 0; tries < 40; tries++) {
+      st_upload_fini(&u);
+      if (upload_get(c, up, &u) != 0) {
+        code = wk_redis_down(c);
+        goto out;
+      }
+      if (!u.exists || u.committed)
+        break;
+      nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+    }
+    if (u.committed) {
+      msgpack_pack_map(&c->pk, 2);
+      wk_pack_str(&c->pk, "blob");
+      wk_pack_str(&c->pk, u.blob);
+      wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
+      goto out;
+    }
     /* Its segments were swept, or a worker died between moving them and
      * recording the commit. The declared hash alone grants nothing (a
      * terminal could name another's blob): the upload starts over, which

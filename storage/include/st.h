@@ -85,6 +85,10 @@ int st_txn_add(st_txn *t, int argc, const char *const *argv,
 int st_txn_require(st_txn *t, const char *key);
 /* The opposite: the effect applies only if `key` does not exist then. */
 int st_txn_forbid(st_txn *t, const char *key);
+/* The effect applies only if field `field` of hash `key` is then absent
+ * or holds exactly the `len` bytes of `value` (all copied). */
+int st_txn_pin_field(st_txn *t, const char *key, const char *field,
+                     const void *value, size_t len);
 /* Number of commands queued (requirements included). */
 size_t st_txn_count(const st_txn *t);
 
@@ -92,7 +96,8 @@ size_t st_txn_count(const st_txn *t);
  * applies `effect` (may be NULL), records `reply` (borrowed) with `digest`
  * for result_ttl_ms and releases the claim. Returns 0, NIMBUS_ELOST when
  * the claim was no longer ours (nothing applied), NIMBUS_ECONFLICT when a
- * condition of the effect (st_txn_require, st_txn_forbid) fails (nothing applied, the
+ * condition of the effect (st_txn_require, st_txn_forbid,
+ * st_txn_pin_field) fails (nothing applied, the
  * claim still held: release it), or NIMBUS_EREDIS. */
 int st_task_commit(st_redis *r, const char *terminal, const char *id,
                    const char *owner, const uint8_t digest[32],

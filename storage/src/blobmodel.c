@@ -116,16 +116,22 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(idx, sizeof idx, "%llu", (unsigned long long)seg);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  /* HSETNX: should two first puts with different sizes race, the first
-   * to commit fixes the upload; the other's bytes then fail the commit's
-   * whole-blob hash (422), never pass as part of this blob. */
+  /* The first put to commit fixes size and hash (HSETNX); a put racing it
+   * with other ones records nothing (st_task_commit: NIMBUS_ECONFLICT),
+   * and sent again it meets the handler's 409. Its bytes may have reached
+   * the staging file meanwhile: the commit's whole-blob hash (422) keeps
+   * them from ever passing as this blob. */
   const char *c1[4] = {"HSETNX", rec, "size", num};
   const char *c2[4] = {"HSETNX", rec, "sha256", (const char *)sha256};
   size_t l2[4] = {6, strlen(rec), 6, 32};
   const char *c3[4] = {"SETBIT", bits, idx, "1"};
   const char *c4[3] = {"PEXPIRE", rec, ttl};
   const char *c5[3] = {"PEXPIRE", bits, ttl};
-  int rc = st_txn_add(t, 4, c1, NULL);
+  int rc = st_txn_pin_field(t, rec, "size", num, strlen(num));
+  if (rc == 0)
+    rc = st_txn_pin_field(t, rec, "sha256", sha256, 32);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c1, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 4, c2, l2);
   if (rc == 0 && size > 0)

@@ -72,9 +72,10 @@ static script renew_script = {
 
 /* KEYS: claim, done. ARGV: owner, digest, reply, ttl_ms, ncmds, then per
  * command its argc and arguments. The effect runs only while the claim is
- * ours, every key it requires exists and every key it forbids does not
- * (pseudo-commands NB-REQUIRE and NB-FORBID, checked before anything is
- * written), and the reply is recorded in the same script: both or neither.
+ * ours, every key it requires exists, every key it forbids does not and
+ * every hash field it pins is absent or holds the pinned value
+ * (pseudo-commands NB-REQUIRE, NB-FORBID and NB-IFEQ, checked before
+ * anything is written; no real command starts with "NB-"), and the reply is recorded in the same script: both or neither.
  * Returns 1 done, 0 claim lost, 2 a condition failed. */
 static script commit_script = {
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
@@ -85,12 +86,16 @@ static script commit_script = {
     "     redis.call('EXISTS', ARGV[i + 2]) == 0 then return 2 end\n"
     "  if ARGV[i + 1] == 'NB-FORBID' and\n"
     "     redis.call('EXISTS', ARGV[i + 2]) == 1 then return 2 end\n"
+    "  if ARGV[i + 1] == 'NB-IFEQ' then\n"
+    "    local v = redis.call('HGET', ARGV[i + 2], ARGV[i + 3])\n"
+    "    if v and v ~= ARGV[i + 4] then return 2 end\n"
+    "  end\n"
     "  i = i + argc + 1\n"
     "end\n"
     "i = 6\n"
     "for n = 1, tonumber(ARGV[5]) do\n"
     "  local argc = tonumber(ARGV[i])\n"
-    "  if ARGV[i + 1] ~= 'NB-REQUIRE' and ARGV[i + 1] ~= 'NB-FORBID' then\n"
+    "  if string.sub(ARGV[i + 1], 1, 3) ~= 'NB-' then\n"
     "    redis.call(unpack(ARGV, i + 1, i + argc))\n"
     "  end\n"
     "  i = i + argc + 1\n"
@@ -443,6 +448,13 @@ int st_txn_require(st_txn *t, const char *key) {
 int st_txn_forbid(st_txn *t, const char *key) {
   const char *argv[2] = {"NB-FORBID", key};
   return st_txn_add(t, 2, argv, NULL);
+}
+
+int st_txn_pin_field(st_txn *t, const char *key, const char *field,
+                     const void *value, size_t len) {
+  const char *argv[4] = {"NB-IFEQ", key, field, value};
+  size_t lens[4] = {7, strlen(key), strlen(field), len};
+  return st_txn_add(t, 4, argv, lens);
 }
 
 int st_txn_add(st_txn *t, int argc, const char *const *argv,
