@@ -148,12 +148,21 @@ typedef struct up_run {
   up_blob *missing_head, *missing_tail;
   up_blob **active;
   size_t nactive, max_active;
+  up_file **rehash; /* changed files, to hash again */
+  size_t nrehash, caprehash;
+  int64_t rehash_at; /* not before (monotonic ms) */
   uint8_t *buf; /* one segment */
   /* Counters for the summary. */
   int64_t files_hashed, files_cached, blobs_uploaded, bytes_sent;
   int64_t skipped, failed;
   int status; /* an exit status once something fatal happened */
 } up_run;
+
+/* A file that changed is hashed again once it has not changed for this
+ * long (a writer may still be at it). */
+#define UP_SETTLE_MS 1000
+/* ... waiting at most this long for it to settle. */
+#define UP_SETTLE_MAX_MS 10000
 
 typedef struct up_op {
   bk_op op;
@@ -397,7 +406,10 @@ static void up_blob_requeue(up_run *u, up_blob *b) {
 
 /* Hashes f again (it changed since), and moves it to the blob of its new
  * content. */
-static void up_file_rehash(up_run *u, up_file *f) {
+/* f changed since it was hashed (or vanished): it leaves its blob and
+ * waits to be hashed again once the file has been still for a while
+ * (up_rehash_all), unless it changed before. */
+static void up_file_changed(up_run *u, up_file *f) {
   f->changes++;
   if (f->blob != NULL)
     up_blob_detach(f->blob, f);
@@ -405,8 +417,24 @@ static void up_file_rehash(up_run *u, up_file *f) {
     up_file_fail(u, f, "it changed while it was being backed up, twice");
     return;
   }
-  up_say(u, "%s changed while it was being backed up; hashing it again",
+  up_say(u, "%s changed while it was being backed up; it will be hashed "
+            "again",
          f->abs);
+  if (u->nrehash == u->caprehash) {
+    size_t cap = u->caprehash != 0 ? 2 * u->caprehash : 16;
+    up_file **v = realloc(u->rehash, cap * sizeof *v);
+    if (v == NULL) {
+      up_file_fail(u, f, "out of memory");
+      return;
+    }
+    u->rehash = v;
+    u->caprehash = cap;
+  }
+  u->rehash[u->nrehash++] = f;
+  u->rehash_at = nb_mono_ms() + UP_SETTLE_MS;
+}
+
+static void up_file_rehash(up_run *u, up_file *f) {
   int fd = open(f->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   struct stat st, st2;
   uint8_t sha[32];
@@ -459,7 +487,7 @@ static void up_file_rehash(up_run *u, up_file *f) {
 static void up_source_changed(up_run *u, up_blob *b) {
   up_file *f = b->files;
   if (f != NULL)
-    up_file_rehash(u, f);
+    up_file_changed(u, f);
   if (b->puts > 0) {
     b->draining = true;
     if (b->fd >= 0) {
@@ -675,7 +703,7 @@ static bool up_blob_open(up_run *u, up_blob *b) {
     }
     if (fd >= 0)
       close(fd);
-    up_file_rehash(u, f); /* changed or gone: moves f off b */
+    up_file_changed(u, f); /* changed or gone: moves f off b */
   }
   return false;
 }
@@ -939,6 +967,38 @@ static void up_fill(up_run *u) {
   }
 }
 
+static void up_sleep_ms(int64_t ms) {
+  struct timespec ts = {.tv_sec = ms / 1000,
+                        .tv_nsec = (long)(ms % 1000) * 1000000};
+  while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Hashes the files that changed again, once each has been still for
+ * UP_SETTLE_MS (waiting at most UP_SETTLE_MAX_MS). */
+static void up_rehash_all(up_run *u) {
+  int64_t now = nb_mono_ms();
+  if (u->rehash_at > now)
+    up_sleep_ms(u->rehash_at - now);
+  for (size_t i = 0; i < u->nrehash; i++) {
+    up_file *f = u->rehash[i];
+    int64_t waited = 0;
+    struct stat st;
+    while (waited < UP_SETTLE_MAX_MS && lstat(f->abs, &st) == 0) {
+      struct timespec rt;
+      clock_gettime(CLOCK_REALTIME, &rt);
+      int64_t age = bk_ms_of_timespec(rt.tv_sec, rt.tv_nsec) -
+                    bk_ms_of_timespec(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+      if (age >= UP_SETTLE_MS || age < 0)
+        break;
+      up_sleep_ms(UP_SETTLE_MS - age);
+      waited += UP_SETTLE_MS - age;
+    }
+    up_file_rehash(u, f);
+  }
+  u->nrehash = 0;
+}
+
 /* Runs blob.has and the uploads until every blob is present or done. */
 static int up_transfer(up_run *u) {
   for (;;) {
@@ -948,8 +1008,12 @@ static int up_transfer(up_run *u) {
       break;
     if (u->pipe.inflight == 0) {
       if (u->unknown_head == NULL && u->missing_head == NULL &&
-          u->nactive == 0)
-        break;
+          u->nactive == 0) {
+        if (u->nrehash == 0)
+          break;
+        up_rehash_all(u);
+        continue;
+      }
       /* Work that cannot go on with nothing in flight. */
       bool stuck = true;
       for (size_t i = 0; i < u->nactive; i++)
@@ -1417,6 +1481,7 @@ static void up_free(up_run *u) {
   }
   free(u->btab);
   free(u->active);
+  free(u->rehash);
   free(u->buf);
   if (u->have_cache)
     bk_hcache_free(&u->cache);
