@@ -14,20 +14,21 @@ jget() {
 }
 call() { nb_agent call "$@" 2>/dev/null || true; }
 
-head -c $((16 * 262144)) /dev/urandom >"$W/file"
+head -c $((4 * 262144)) /dev/urandom >"$W/file"
 size=$(stat -c %s "$W/file")
 sha=$(sha256sum "$W/file" | cut -c1-64)
 (cd "$W" && split -b 262144 -d -a 2 file seg)
 
 for round in 1 2 3; do
   up=race$round
-  for i in $(seq 0 15); do
+  for i in $(seq 0 3); do
     r=$(call blob.put "{\"upload\": \"$up\", \"offset\": $((i * 262144)), \"size\": $size, \"sha256\": \"$sha\"}" --data-file "$W/seg$(printf %02d "$i")")
     [[ $(jget "$r" 'r["status"]') == ok ]] || nb_fail "put $i: $r"
   done
   call blob.commit "{\"upload\": \"$up\"}" >"$W/c1" &
+  p1=$!
   call blob.commit "{\"upload\": \"$up\"}" >"$W/c2" &
-  wait
+  wait $p1 $!
   for f in c1 c2; do
     r=$(cat "$W/$f")
     nb_assert_eq "ok $sha" "$(jget "$r" 'r["status"]+" "+r["result"]["blob"]')" "round $round, commit $f"
@@ -40,8 +41,9 @@ head -c 2000 /dev/urandom >"$W/y"
 for round in 1 2 3; do
   up=first$round
   call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 1000, \"sha256\": \"$(sha256sum "$W/x" | cut -c1-64)\"}" --data-file "$W/x" >"$W/p1" &
+  p1=$!
   call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 2000, \"sha256\": \"$(sha256sum "$W/y" | cut -c1-64)\"}" --data-file "$W/y" >"$W/p2" &
-  wait
+  wait $p1 $!
   a=$(jget "$(cat "$W/p1")" 'r["code"]')
   b=$(jget "$(cat "$W/p2")" 'r["code"]')
   case "$a $b" in
