@@ -4,7 +4,10 @@
 # baseline measured in the same run on the same filesystem:
 #   - one big file (default 1 GiB): MB/s of backup and of restore (which
 #     writes and fsyncs the file) against `dd bs=1M conv=fsync` copying the
-#     same bytes; target: each at least 50% of dd;
+#     same bytes; target: each at least 50% of dd. A second baseline shows
+#     what MQTT alone carries here: raw Paho QoS 1 requests of 256 KiB
+#     through the same broker to a responder that acks each with 64
+#     bytes, --jobs in flight (tests/bench/nb-raw-*, no Nimbus code);
 #   - many small files (default 10,000 of 1-4 KiB): files per second;
 #   - both sets again, unchanged: target at most 5% of the first run's time;
 #   - peak RSS of the agent and of each worker during the big backup;
@@ -69,16 +72,21 @@ done
 if ((BUILD_FIRST)); then
   say "building the agent and the stack in $BUILD"
   "$ROOT/scripts/build" --target nimbus-agent-cli nimbus-worker nimbusctl \
-    nimbus_auth >&2 || die "build failed"
+    nimbus_auth nb-raw-echo nb-raw-load >&2 || die "build failed"
 fi
-for f in nimbus-agent nimbus-worker nimbusctl; do
+for f in nimbus-agent nimbus-worker nimbusctl nb-raw-echo nb-raw-load; do
   [[ -x $BIN/$f ]] || die "missing $BIN/$f (build it, or drop --no-build)"
 done
 
 STACK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-bench-backup.XXXXXX")
+ECHO_PID=''
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n $ECHO_PID ]]; then
+    kill -TERM "$ECHO_PID" 2>/dev/null || true
+    wait "$ECHO_PID" 2>/dev/null || true
+  fi
   "$ROOT/scripts/stack" stop "$STACK_DIR" >&2 || rc=1
   if ((KEEP)); then say "kept $STACK_DIR"; else rm -rf "$STACK_DIR"; fi
   exit "$rc"
@@ -158,6 +166,30 @@ rm -f "$D/dd-copy"
 DD_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 DD_MBS=$(fdiv $((BIG_BYTES / 1000000)) "$DD_S")
 
+say "baseline: raw MQTT, 256 KiB QoS 1 requests, $JOBS in flight, 5 s"
+CONN=(--host "$NIMBUS_MQTT_HOST" --port "$NIMBUS_MQTT_PORT"
+  --user "$NIMBUS_ADMIN_USER" --password "$NIMBUS_ADMIN_PASSWORD")
+RT="bench/raw/$$"
+"$BIN/nb-raw-echo" "${CONN[@]}" --client-id "bench-bulk-echo-$$" \
+  --req-topic "$RT/req" --reply-topic "$RT/reply" --reply-size 64 \
+  2>"$STACK_DIR/raw-echo.log" &
+ECHO_PID=$!
+t=$((SECONDS + 10))
+until grep -q 'nb-raw-echo ready' "$STACK_DIR/raw-echo.log"; do
+  kill -0 "$ECHO_PID" 2>/dev/null || die "nb-raw-echo exited: $(cat "$STACK_DIR/raw-echo.log")"
+  ((SECONDS < t)) || die "nb-raw-echo not ready within 10 s"
+  sleep 0.05
+done
+line=$("$BIN/nb-raw-load" "${CONN[@]}" --client-id "bench-bulk-load-$$" \
+  --req-topic "$RT/req" --reply-topic "$RT/reply" --size 262144 \
+  --inflight "$JOBS" --seconds 5 --warmup 200) || die "nb-raw-load failed"
+RAW_RATE=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
+[[ -n $RAW_RATE ]] || die "no rate from nb-raw-load: $line"
+RAW_MBS=$(awk -v r="$RAW_RATE" 'BEGIN { printf "%.1f", r * 262144 / 1e6 }')
+kill -TERM "$ECHO_PID" 2>/dev/null || true
+wait "$ECHO_PID" 2>/dev/null || true
+ECHO_PID=''
+
 # --- big file -----------------------------------------------------------
 
 LOAD1=$(awk '{ print $1 }' /proc/loadavg)
@@ -210,6 +242,8 @@ printf '| backup, one %d MiB file | %s MB/s (%s s) | dd conv=fsync %s MB/s | %s 
 printf '| restore, one %d MiB file | %s MB/s (%s s) | dd conv=fsync %s MB/s | %s | >= 0.5x dd | %s |\n' \
   "$BIG_MIB" "$BR_MBS" "$BR_S" "$DD_MBS" "$(ratio "$BR_MBS" "$DD_MBS")" \
   "$(ok_if "$BR_MBS >= 0.5 * $DD_MBS")"
+printf '| backup, one %d MiB file, vs raw MQTT | %s MB/s | 256 KiB QoS 1 requests, %d in flight: %s MB/s | %s | | |\n' \
+  "$BIG_MIB" "$BB_MBS" "$JOBS" "$RAW_MBS" "$(ratio "$BB_MBS" "$RAW_MBS")"
 printf '| backup, %d files of 1-4 KiB | %s files/s (%s s) | | | | |\n' \
   "$SMALL" "$SB_FPS" "$SB_S"
 printf '| restore, %d files of 1-4 KiB | %s files/s (%s s) | | | | |\n' \

@@ -94,6 +94,7 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
   o->inflight = 1;
   o->seconds = 5.0;
   o->warmup = 1000;
+  o->size = 64;
   o->req_topic = "bench/raw/req";
   o->reply_topic = "bench/raw/reply";
 
@@ -143,6 +144,10 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
     } else if (strcmp(name, "pool") == 0) {
       bad = parse_long(val, 0, 256, &lv);
       o->pool = (int)lv;
+    } else if (strcmp(name, "size") == 0) {
+      bad = parse_long(val, 64, 1048576, &o->size);
+    } else if (strcmp(name, "reply-size") == 0) {
+      bad = parse_long(val, 0, 1048576, &o->reply_size);
     } else if (strcmp(name, "state-dir") == 0) {
       o->state_dir = val;
     } else {

@@ -27,6 +27,9 @@ typedef struct bench_opts {
   const char *reply_topic; /* --reply-topic, "bench/raw/reply" */
   const char *state_dir;   /* --state-dir (nb-ping-load only) */
   int pool; /* --pool: threads behind a queue hop (raw pair only); 0 */
+  long size;       /* --size: request payload bytes (nb-raw-load); 64 */
+  long reply_size; /* --reply-size: echo only this many bytes of each
+                    * request (nb-raw-echo); 0: all of it */
 } bench_opts;
 
 /* Fills `o` from the environment and argv. `extra` names the options this

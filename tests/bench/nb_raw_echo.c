@@ -32,6 +32,7 @@
 typedef struct echo {
   MQTTAsync client;
   const char *reply_topic;
+  size_t reply_size; /* 0: echo whole requests */
   atomic_long echoed;
   atomic_long failed;
   atomic_int lost;
@@ -43,6 +44,8 @@ static void echo_back(void *ctx, void *payload, size_t len) {
   /* No response callbacks: the PUBACK needs no action here, and asking
    * for one would add work the Nimbus worker does not do either. */
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  if (e->reply_size > 0 && len > e->reply_size)
+    len = e->reply_size;
   int rc = MQTTAsync_send(e->client, e->reply_topic, (int)len, payload, 1,
                           0, &ro);
   if (rc == MQTTASYNC_SUCCESS)
@@ -76,8 +79,10 @@ static void on_lost(void *ctx, char *cause) {
 
 int main(int argc, char **argv) {
   bench_opts o;
-  bench_parse(&o, argc, argv, "nb-raw-echo", "req-topic reply-topic pool",
-              "Echoes each QoS 1 request back to the reply topic, QoS 1.");
+  bench_parse(&o, argc, argv, "nb-raw-echo",
+              "req-topic reply-topic pool reply-size",
+              "Echoes each QoS 1 request back to the reply topic, QoS 1 "
+              "(only its first --reply-size bytes when that is set).");
 
   /* Block the stop signals before Paho starts its threads, so that they
    * inherit the mask and only sigwait below ever takes them. */
@@ -89,6 +94,7 @@ int main(int argc, char **argv) {
 
   static echo e;
   e.reply_topic = o.reply_topic;
+  e.reply_size = (size_t)o.reply_size;
   atomic_init(&e.echoed, 0);
   atomic_init(&e.failed, 0);
   atomic_init(&e.lost, 0);

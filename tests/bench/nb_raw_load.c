@@ -1,7 +1,9 @@
 /* nb-raw-load: the load generator half of the raw MQTT request/reply
  * baseline (see nb_raw_echo.c).
  *
- * Keeps --inflight QoS 1 requests of 64 bytes outstanding on the request
+ * Keeps --inflight QoS 1 requests of --size bytes (default 64; 262144 is a
+ * blob segment, for the bulk baseline of scripts/bench backup, with the
+ * echo's --reply-size 64) outstanding on the request
  * topic; each carries its slot, a sequence number and its send time. When
  * its echo comes back on the reply topic (this client's own subscription)
  * the round trip is recorded and the slot is sent again at once, from the
@@ -85,13 +87,21 @@ static void prepare_slot(load *l, uint32_t i, req *r) {
  * takes Paho's client mutex, which Paho holds while it runs on_message,
  * and on_message takes l->mu. */
 static int send_req(load *l, req *r) {
-  unsigned char buf[PAYLOAD];
-  memset(buf, 'x', sizeof buf);
+  unsigned char small[PAYLOAD];
+  size_t n = (size_t)l->o->size;
+  /* Paho copies the payload: a big one lives for this call only. */
+  unsigned char *buf = n <= sizeof small ? small : malloc(n);
+  if (buf == NULL) {
+    fprintf(stderr, "nb-raw-load: out of memory\n");
+    return -1;
+  }
+  memset(buf, 'x', n);
   r->sent_ns = bench_now_ns();
   memcpy(buf, r, sizeof *r);
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  int rc = MQTTAsync_send(l->client, l->o->req_topic, (int)sizeof buf, buf,
-                          1, 0, &ro);
+  int rc = MQTTAsync_send(l->client, l->o->req_topic, (int)n, buf, 1, 0, &ro);
+  if (buf != small)
+    free(buf);
   if (rc != MQTTASYNC_SUCCESS) {
     pthread_mutex_lock(&l->mu);
     l->errors++;
@@ -109,7 +119,8 @@ static void on_reply(void *ctx, void *payload, size_t len) {
   int64_t now = bench_now_ns();
   load *l = ctx;
   req r;
-  int ok = len == PAYLOAD;
+  /* The echo may send back only the start (its --reply-size). */
+  int ok = len >= sizeof r && len <= (size_t)l->o->size;
   if (ok) {
     memcpy(&r, payload, sizeof r);
     ok = r.magic == MAGIC;
@@ -185,7 +196,7 @@ static void on_lost(void *ctx, char *cause) {
 int main(int argc, char **argv) {
   bench_opts o;
   bench_parse(&o, argc, argv, "nb-raw-load",
-              "inflight count seconds warmup req-topic reply-topic pool",
+              "inflight count seconds warmup req-topic reply-topic pool size",
               "Raw MQTT QoS 1 request/reply load against nb-raw-echo.");
 
   static load l;
