@@ -38,7 +38,8 @@ static const nb_opt cli_table[] = {
     CLI_OPT(prefix, NB_OPT_STR, "cloud/v1", "topic prefix", 0, 0),
     CLI_OPT(timeout, NB_OPT_INT, "10000",
             "milliseconds to wait for the connection and the final reply, "
-            "together",
+            "together (backup, backups, restore: for the connection, and "
+            "then for any reply while tasks are in flight)",
             1, 86400000),
     CLI_OPT(json, NB_OPT_BOOL, "false",
             "ping: print the result map as JSON; backup, backups, restore: "

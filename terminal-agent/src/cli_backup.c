@@ -1455,6 +1455,24 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
              queued);
       status = UP_AGAIN;
     }
+  } else if (r->code == 429 || r->code == 503) {
+    /* Busy, or a blob vanished while the commit ran: check every blob
+     * again and commit again after the pause asked for. */
+    int64_t wait = 1000;
+    if (have)
+      obj_int(sc_map_get(&res, "retry_after"), &wait);
+    up_say(u, "backup.commit: error %d: %s; trying again", r->code,
+           r->error != NULL ? r->error : "");
+    for (size_t i = 0; i < u->bslots; i++) {
+      up_blob *b = u->btab[i];
+      if (b != NULL && b->files != NULL &&
+          (b->state == BL_PRESENT || b->state == BL_DONE)) {
+        b->state = BL_UNKNOWN;
+        up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
+      }
+    }
+    up_sleep_ms(wait < 0 ? 0 : wait > 10000 ? 10000 : wait);
+    status = UP_AGAIN;
   } else {
     bk_progress_clear(&u->prog);
     status = cli_cloud_error(r);
@@ -1699,7 +1717,8 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     if (status != UP_AGAIN)
       break;
     if (round == 3) {
-      up_say(&u, "the cloud keeps losing blobs; giving up");
+      up_say(&u, "backup.commit failed four times; giving up (run the same "
+                 "backup again later)");
       status = CLI_CLOUD_ERROR;
       break;
     }

@@ -476,7 +476,7 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
                !obj_int(sc_map_get(m, "mtime"), &mtime))
         why = "an mtime that is not a whole number";
     }
-    if (why != NULL) {
+    if (why != NULL || name == NULL || blob == NULL) {
       r->failed++;
       if (name != NULL && name->type == MSGPACK_OBJECT_STR) {
         /* Printed with control characters shown as '?'. */

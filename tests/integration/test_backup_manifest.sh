@@ -80,4 +80,8 @@ for d in ("contacts/set00", "photos/set39"):
         bad += a != b
 sys.exit(1 if bad else 0)
 EOF
+# The agent's own sanitizer reports (the ASan build runs these tests too).
+if grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$W"/*.err 2>/dev/null; then
+  nb_fail "sanitizer report from the agent (files above)"
+fi
 nb_log "ok"

@@ -194,4 +194,8 @@ nb_assert_eq 2 "$rc" "restore through a link (exit status)"
 nb_assert_eq "0 9" "$(jf "$out" restored failed)" "restore through a link (restored failed)"
 grep -q "Phone is not a directory" "$W/trap.err" || nb_fail "no word of the link: $(cat "$W/trap.err")"
 nb_assert_eq "" "$(ls -A "$W/outside")" "files written through the link"
+# The agent's own sanitizer reports (the ASan build runs these tests too).
+if grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$W"/*.err 2>/dev/null; then
+  nb_fail "sanitizer report from the agent (files above)"
+fi
 nb_log "ok"

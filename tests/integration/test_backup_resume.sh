@@ -109,4 +109,8 @@ export NIMBUS_STATE_DIR=$W/dev2
 out=$(nb_agent restore "$W/out2" 2>"$W/r3.err") || nb_fail "restore failed: $(cat "$W/r3.err")"
 cmp "$G" "$W/out2/Phone/Movies/growing.mp4" || nb_fail "the grown file was not backed up as it ended"
 cmp "$V" "$W/out2/Phone/Movies/trip.mp4" || nb_fail "the video differs"
+# The agent's own sanitizer reports (the ASan build runs these tests too).
+if grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$W"/*.err 2>/dev/null; then
+  nb_fail "sanitizer report from the agent (files above)"
+fi
 nb_log "ok"
