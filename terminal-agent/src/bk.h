@@ -20,6 +20,7 @@
 #define BK_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,7 +77,8 @@ typedef void (*bk_tick_fn)(void *ctx, size_t n);
 
 /* SHA-256 of everything `fd` yields from its current position to its end,
  * read with read() into `buf` (cap bytes). Writes the hash into out[32]
- * and the bytes read into *n. Returns 0, or -1 with errno set. */
+ * and the bytes read into *n. Returns 0, or -1 with errno set (EINTR when
+ * bk_interrupted was set meanwhile). */
 int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
                bk_tick_fn tick, void *ctx);
 
@@ -106,6 +108,22 @@ void bk_timespec_of_ms(int64_t ms, int64_t *sec, int64_t *nsec);
 /* The agent's state directory, as the library finds it: `opt` when set,
  * else $NIMBUS_STATE_DIR, else $HOME/.nimbus. A new string, or NULL. */
 char *bk_state_dir(const char *opt);
+
+/* ---- Interruption (bk_util.c) ------------------------------------------- */
+
+/* The signal (SIGINT, SIGTERM, SIGHUP) that asked the run to stop, once
+ * bk_catch_signals ran; 0 until then. The loops of backup and restore
+ * stop at their next chance, keep what is done (the hash cache, verified
+ * files) and exit with 128 + the signal. A second signal ends the process
+ * at once (the handler is reset after the first). */
+extern volatile sig_atomic_t bk_interrupted;
+void bk_catch_signals(void);
+
+/* The exit status of a run stopped by bk_interrupted: 128 + the signal. */
+static inline int bk_signal_status(void) { return 128 + (int)bk_interrupted; }
+
+/* Sleeps `ms`, less when bk_interrupted is set. */
+void bk_sleep_ms(int64_t ms);
 
 /* ---- The hash cache (hashcache.c) --------------------------------------- */
 
@@ -212,8 +230,9 @@ void bk_pipe_abandon(bk_pipe *p);
 
 /* Waits until at least one task in flight has ended and finishes every
  * ended one (calls their fn). Returns 0; NIMBUS_ETIMEDOUT when no reply,
- * final or progress, came for stall_ms while tasks were in flight; 0 at
- * once when none is in flight. */
+ * final or progress, came for stall_ms while tasks were in flight;
+ * NIMBUS_ECANCELED when bk_interrupted is set (within 200 ms); 0 at once
+ * when none is in flight. */
 int bk_pipe_step(bk_pipe *p);
 
 /* ---- Progress (bk_util.c) ----------------------------------------------- */

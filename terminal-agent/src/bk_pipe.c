@@ -135,13 +135,19 @@ int bk_pipe_step(bk_pipe *p) {
     return 0;
   pthread_mutex_lock(&p->mu);
   while (p->head == NULL) {
-    int64_t deadline = p->last_reply + p->stall_ms;
-    if (nb_mono_ms() >= deadline) {
+    int64_t now = nb_mono_ms(), deadline = p->last_reply + p->stall_ms;
+    if (bk_interrupted) {
+      pthread_mutex_unlock(&p->mu);
+      return NIMBUS_ECANCELED;
+    }
+    if (now >= deadline) {
       pthread_mutex_unlock(&p->mu);
       return NIMBUS_ETIMEDOUT;
     }
-    struct timespec ts = {.tv_sec = deadline / 1000,
-                          .tv_nsec = (long)(deadline % 1000) * 1000000};
+    /* A signal does not wake the condition: look again now and then. */
+    int64_t until = deadline < now + 200 ? deadline : now + 200;
+    struct timespec ts = {.tv_sec = until / 1000,
+                          .tv_nsec = (long)(until % 1000) * 1000000};
     pthread_cond_timedwait(&p->cond, &p->mu, &ts);
   }
   bk_op *list = p->head;

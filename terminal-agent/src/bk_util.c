@@ -5,13 +5,41 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nb_util.h"
+
+volatile sig_atomic_t bk_interrupted = 0;
+
+static void bk_on_signal(int sig) { bk_interrupted = sig; }
+
+void bk_catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = bk_on_signal;
+  sigemptyset(&sa.sa_mask);
+  /* The first signal asks; a second one (default action) ends it now. */
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+}
+
+void bk_sleep_ms(int64_t ms) {
+  int64_t end = nb_mono_ms() + ms;
+  for (int64_t left = ms; left > 0 && !bk_interrupted;
+       left = end - nb_mono_ms()) {
+    int64_t slice = left < 100 ? left : 100;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)slice * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
 
 /* ---- Names ------------------------------------------------------------- */
 
@@ -162,6 +190,11 @@ int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
   }
   int64_t total = 0;
   for (;;) {
+    if (bk_interrupted) {
+      EVP_MD_CTX_free(md);
+      errno = EINTR;
+      return -1;
+    }
     ssize_t r = read(fd, buf, cap);
     if (r < 0 && errno == EINTR)
       continue;

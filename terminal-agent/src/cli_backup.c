@@ -70,10 +70,15 @@ const char cli_usage_backup[] =
     "bytes_sent counts the segment bytes sent in blob.put by this run;\n"
     "--progress also writes progress as JSON lines on stderr.\n"
     "\n"
+    "Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops it at the next step, keeping\n"
+    "the hashes made so far; a second Ctrl-C ends it at once. Either way\n"
+    "the next run goes on from what the cloud acknowledged.\n"
+    "\n"
     "Exit status: 0 ok; 1 the cloud refused (printed); 2 usage, nothing\n"
     "to back up, two items with one name, or some files could not be read\n"
     "(the snapshot is committed without them: see \"failed\"); 3 cannot\n"
-    "connect; 4 no reply for --timeout ms (run again to resume).\n";
+    "connect; 4 no reply for --timeout ms (run again to resume); 128 + the\n"
+    "signal when stopped (130 for Ctrl-C).\n";
 
 const char cli_usage_backups[] =
     "Usage: nimbus-agent backups [--limit N] [--json] [OPTIONS]\n"
@@ -967,35 +972,32 @@ static void up_fill(up_run *u) {
   }
 }
 
-static void up_sleep_ms(int64_t ms) {
-  struct timespec ts = {.tv_sec = ms / 1000,
-                        .tv_nsec = (long)(ms % 1000) * 1000000};
-  while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
 /* Hashes the files that changed again, once each has been still for
  * UP_SETTLE_MS (waiting at most UP_SETTLE_MAX_MS). */
 static void up_rehash_all(up_run *u) {
   int64_t now = nb_mono_ms();
   if (u->rehash_at > now)
-    up_sleep_ms(u->rehash_at - now);
-  for (size_t i = 0; i < u->nrehash; i++) {
+    bk_sleep_ms(u->rehash_at - now);
+  for (size_t i = 0; i < u->nrehash && !bk_interrupted; i++) {
     up_file *f = u->rehash[i];
     int64_t waited = 0;
     struct stat st;
-    while (waited < UP_SETTLE_MAX_MS && lstat(f->abs, &st) == 0) {
+    while (waited < UP_SETTLE_MAX_MS && !bk_interrupted &&
+           lstat(f->abs, &st) == 0) {
       struct timespec rt;
       clock_gettime(CLOCK_REALTIME, &rt);
       int64_t age = bk_ms_of_timespec(rt.tv_sec, rt.tv_nsec) -
                     bk_ms_of_timespec(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
       if (age >= UP_SETTLE_MS || age < 0)
         break;
-      up_sleep_ms(UP_SETTLE_MS - age);
+      bk_sleep_ms(UP_SETTLE_MS - age);
       waited += UP_SETTLE_MS - age;
     }
-    up_file_rehash(u, f);
+    if (!bk_interrupted)
+      up_file_rehash(u, f);
   }
+  if (bk_interrupted)
+    up_fatal(u, bk_signal_status());
   u->nrehash = 0;
 }
 
@@ -1032,6 +1034,8 @@ static int up_transfer(up_run *u) {
                 "again to resume",
              u->pipe.stall_ms);
       up_fatal(u, CLI_TIMEOUT);
+    } else if (rc == NIMBUS_ECANCELED) {
+      up_fatal(u, bk_signal_status());
     }
   }
   /* Nothing in flight may outlive the run (its ops point into it). */
@@ -1223,6 +1227,10 @@ static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
                    ? bk_hash_fd(fd, u->buf, BK_SEGMENT, f->sha, &n, up_tick, u)
                    : -1;
       int e = errno;
+      if (rc != 0 && bk_interrupted) {
+        close(fd);
+        return 2; /* stopped: not this file's fault */
+      }
       bool same = rc == 0 && fstat(fd, &st2) == 0 && n == st.st_size &&
                   st2.st_size == st.st_size &&
                   st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
@@ -1385,6 +1393,8 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
     up_say(u, "backup.commit: %s", nimbus_agent_errstr(u->pipe.agent));
     return CLI_CONNECT;
   }
+  if (rc == NIMBUS_ECANCELED)
+    return bk_signal_status();
   if (rc != 0) {
     up_say(u, "cannot send backup.commit: %s", nimbus_strerror(rc));
     return CLI_USAGE;
@@ -1471,7 +1481,7 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
         up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
       }
     }
-    up_sleep_ms(wait < 0 ? 0 : wait > 10000 ? 10000 : wait);
+    bk_sleep_ms(wait < 0 ? 0 : wait > 10000 ? 10000 : wait);
     status = UP_AGAIN;
   } else {
     bk_progress_clear(&u->prog);
@@ -1547,6 +1557,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   if (strlen(cfg->label) > BK_LABEL_MAX)
     return cli_usage_error("--label must be at most 255 bytes");
   int64_t t0 = nb_mono_ms();
+  bk_catch_signals();
   up_run u;
   memset(&u, 0, sizeof u);
   u.cfg = cfg;
@@ -1555,6 +1566,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   nimbus_agent *a = NULL;
   char *state = NULL;
   int status = CLI_OK, items_fd = -1;
+  bool manifest = false;
   up_file *mf = NULL;
   cJSON *sum = cJSON_CreateObject();
   if (sum == NULL || (u.buf = malloc(BK_SEGMENT)) == NULL) {
@@ -1628,7 +1640,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     }
   }
   bk_progress_phase(&u.prog, "hashing", to_hash, (int64_t)nhash);
-  for (size_t i = 0; i < u.nfiles; i++) {
+  for (size_t i = 0; i < u.nfiles && !bk_interrupted; i++) {
     up_file *f = u.files[i];
     if (f->blob != NULL || f->failed)
       continue;
@@ -1639,15 +1651,19 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   }
   if (nhash > 0)
     bk_progress_finish(&u.prog);
+  /* Kept also when stopped: the next run need not read those again. */
   if (u.have_cache) {
     char err[300];
     if (bk_hcache_save(&u.cache, err, sizeof err) != 0)
       fprintf(stderr, "nimbus-agent: %s\n", err);
   }
+  if (bk_interrupted) {
+    status = bk_signal_status();
+    goto out_stopped;
+  }
 
   /* Uploads, then the snapshot; again if the cloud lost blobs meanwhile. */
   bk_progress_phase(&u.prog, "uploading", 0, 0);
-  bool manifest = false;
   for (int round = 0;; round++) {
     if ((status = up_transfer(&u)) != CLI_OK)
       break;
@@ -1729,6 +1745,13 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     char err[300];
     if (bk_hcache_save(&u.cache, err, sizeof err) != 0)
       fprintf(stderr, "nimbus-agent: %s\n", err);
+  }
+out_stopped:
+  if (bk_interrupted) {
+    bk_progress_clear(&u.prog);
+    fprintf(stderr, "nimbus-agent: stopped; what the cloud acknowledged "
+                    "stays: run the same backup again to go on\n");
+    status = bk_signal_status();
   }
   if (status == CLI_OK) {
     cJSON_AddBoolToObject(sum, "manifest", manifest);

@@ -67,10 +67,15 @@ const char cli_usage_restore[] =
     "   \"bytes_received\": N, \"seconds\": S}\n"
     "--progress also writes progress as JSON lines on stderr.\n"
     "\n"
+    "Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops it at the next step: verified\n"
+    "files get their names, partial downloads stay for the next run; a\n"
+    "second Ctrl-C ends it at once.\n"
+    "\n"
     "Exit status: 0 every item restored; 1 the cloud answered an error (no\n"
     "such snapshot, a blob it cannot give); 2 usage, or some items could\n"
     "not be written or had invalid names; 3 cannot connect; 4 no reply for\n"
-    "--timeout ms (run again to resume).\n";
+    "--timeout ms (run again to resume); 128 + the signal when stopped\n"
+    "(130 for Ctrl-C).\n";
 
 /* Files waiting for their final name, at most this many or bytes. */
 #define RS_BATCH_FILES 256
@@ -400,6 +405,8 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
       fprintf(stderr, "nimbus-agent: no reply from the cloud for %d ms\n",
               r->pipe.stall_ms);
       status = CLI_TIMEOUT;
+    } else if (rc == NIMBUS_ECANCELED) {
+      status = bk_signal_status();
     }
     r->prog.bytes_total = total > 0 ? total : 0;
     r->prog.bytes_done = got;
@@ -1066,11 +1073,14 @@ static void rs_download(rs_run *r) {
       }
       continue;
     }
-    if (bk_pipe_step(&r->pipe) == NIMBUS_ETIMEDOUT) {
+    int rc = bk_pipe_step(&r->pipe);
+    if (rc == NIMBUS_ETIMEDOUT) {
       rs_say(r, "no reply from the cloud for %d ms; run the same restore "
                 "again to resume",
              r->pipe.stall_ms);
       rs_fatal(r, CLI_TIMEOUT);
+    } else if (rc == NIMBUS_ECANCELED) {
+      rs_fatal(r, bk_signal_status());
     }
   }
   bk_pipe_abandon(&r->pipe);
@@ -1124,6 +1134,10 @@ static void rs_check_existing(rs_run *r) {
   if (nchk > 0)
     bk_progress_phase(&r->prog, "checking", to_check, (int64_t)nchk);
   for (size_t i = 0; i < r->nitems && r->status == CLI_OK; i++) {
+    if (bk_interrupted) {
+      rs_fatal(r, bk_signal_status());
+      break;
+    }
     if (!check[i])
       continue;
     rs_item *it = &r->items[i];
@@ -1208,6 +1222,8 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
   int rc = bk_pipe_call(&r->pipe, "backup.get", (const uint8_t *)sb.data,
                         sb.size, &reply);
   msgpack_sbuffer_destroy(&sb);
+  if (rc == NIMBUS_ECANCELED)
+    return bk_signal_status();
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: backup.get: %s\n",
             rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(r->pipe.agent)
@@ -1323,6 +1339,7 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
     return cli_usage_error("restore needs one DIR to restore into");
   const char *dir = argv[1];
   int64_t t0 = nb_mono_ms();
+  bk_catch_signals();
   rs_run r;
   memset(&r, 0, sizeof r);
   r.cfg = cfg;
@@ -1468,6 +1485,12 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   }
 
 out_pipe:
+  if (bk_interrupted) {
+    rs_flush(&r);
+    rs_say(&r, "stopped; what is restored stays, and partial downloads "
+               "are kept: run the same restore again to go on");
+    status = bk_signal_status();
+  }
   bk_pipe_abandon(&r.pipe);
   nimbus_agent_free(a);
   bk_pipe_fini(&r.pipe);

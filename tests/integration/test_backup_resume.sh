@@ -2,7 +2,8 @@
 # a backup of a 50 MB video killed with SIGKILL mid-upload is run again
 # and completes without sending the segments the cloud acknowledged
 # (bytes_sent of the second run < the file, and no more than what
-# blob.status said was missing); a restore killed mid-download is run
+# blob.status said was missing); Ctrl-C stops a backup with status 130
+# and the next run sends only the rest; a restore killed mid-download is run
 # again and fetches less than the whole (its .part file is kept and
 # continued), byte for byte. A file that grows while it is being uploaded
 # is hashed again and backed up as it is then.
@@ -67,17 +68,40 @@ nb_assert_eq "1 1 0 1" "$items $blobs $hashed $cached" "second run (items blobs 
   nb_fail "second run sent $sent bytes; at most $((size - have)) were missing"
 snap=$(jf "$out" snapshot)
 
+# ---- Ctrl-C: stops at the next step, exit 130, and the next run goes on ----
+C=$W/src/Phone/Movies/clip.mp4
+head -c $((20 * 1024 * 1024)) /dev/urandom >"$C"
+csha=$(sha256sum "$C" | cut -c1-64)
+"$NIMBUS_BIN/nimbus-agent" backup --jobs 1 "$W/src/Phone" >"$W/c1.out" 2>"$W/c1.err" &
+pid=$!
+t=$((SECONDS + 60))
+until (($(acked "$csha") >= 4)); do
+  nb_alive "$pid" || nb_fail "the backup ended before Ctrl-C: $(cat "$W/c1.err")"
+  ((SECONDS < t)) || nb_fail "timed out waiting for clip.mp4's upload"
+  sleep 0.02
+done
+kill -INT "$pid"
+rc=0
+wait "$pid" || rc=$?
+nb_assert_eq 130 "$rc" "exit status after Ctrl-C"
+grep -q "stopped; what the cloud acknowledged stays" "$W/c1.err" || nb_fail "no word of the stop: $(cat "$W/c1.err")"
+out=$(nb_agent backup "$W/src/Phone" 2>"$W/c2.err") || nb_fail "run after Ctrl-C failed: $(cat "$W/c2.err")"
+nb_log "after Ctrl-C: $out"
+sent=$(jf "$out" bytes_sent)
+((sent < 20 * 1024 * 1024)) || nb_fail "the run after Ctrl-C sent $sent bytes, the whole clip"
+rm "$C"
+
 # ---- restore, killed partway ----
 nb_terminal alice >/dev/null
 export NIMBUS_STATE_DIR=$W/dev2
 part() { find "$W/out" -name '.nimbus-*.part' -size +"$1"k 2>/dev/null | grep -q .; }
-"$NIMBUS_BIN/nimbus-agent" restore --jobs 2 "$W/out" >"$W/r1.out" 2>"$W/r1.err" &
+"$NIMBUS_BIN/nimbus-agent" restore --jobs 2 --snapshot "$snap" "$W/out" >"$W/r1.out" 2>"$W/r1.err" &
 pid=$!
 kill_when "part 4096" "$pid" 60
 done_bytes=$(find "$W/out" -name '.nimbus-*.part' -printf '%s\n')
 nb_log "restore killed with $done_bytes bytes in its .part file"
 [[ -f $W/out/Phone/Movies/trip.mp4 ]] && nb_fail "the file got its name before it was complete"
-out=$(nb_agent restore "$W/out" 2>"$W/r2.err") || nb_fail "second restore failed: $(cat "$W/r2.err")"
+out=$(nb_agent restore --snapshot "$snap" "$W/out" 2>"$W/r2.err") || nb_fail "second restore failed: $(cat "$W/r2.err")"
 nb_log "second restore: $out"
 read -r restored got <<<"$(jf "$out" restored bytes_received)"
 nb_assert_eq 1 "$restored" "restored"
