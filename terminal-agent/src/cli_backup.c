@@ -1088,9 +1088,10 @@ static int up_cmp_str(const void *a, const void *b) {
 static int up_walk(up_run *u, const char *abs, const char *name) {
   DIR *d = opendir(abs);
   if (d == NULL) {
-    u->skipped++;
-    up_say(u, "skipped %s: cannot read the directory: %s", abs,
-           strerror(errno));
+    /* What it holds is missing from the snapshot: a failure, not a skip. */
+    u->failed++;
+    up_say(u, "%s: cannot read the directory: %s; left out of the snapshot",
+           abs, strerror(errno));
     return 0;
   }
   char **ents = NULL;
@@ -1133,8 +1134,14 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
     snprintf(cname, nl + el + 2, "%s%s%s", name, nl > 0 ? "/" : "", ents[i]);
     struct stat st;
     if (lstat(cabs, &st) != 0) {
-      u->skipped++;
-      up_say(u, "skipped %s: %s", cabs, strerror(errno));
+      /* Gone since the directory was read: nothing to back up. */
+      if (errno == ENOENT) {
+        u->skipped++;
+        up_say(u, "skipped %s: gone while the directory was read", cabs);
+      } else {
+        u->failed++;
+        up_say(u, "%s: %s; left out of the snapshot", cabs, strerror(errno));
+      }
     } else if (S_ISDIR(st.st_mode)) {
       rc = up_walk(u, cabs, cname);
     } else if (S_ISREG(st.st_mode)) {

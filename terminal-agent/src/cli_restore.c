@@ -800,62 +800,63 @@ static void rs_blob_fail(rs_run *r, rs_blob *b, bool cloud, const char *why) {
     rs_blob_close(r, b);
 }
 
-/* Starts (or resumes) the download of b into its target's part file.
- * Returns false when b needs no download after all. */
+/* Starts (or resumes) the download of b into its target's part file: the
+ * first item still to write whose file can be made. Returns false when b
+ * needs no download after all. */
 static bool rs_blob_start(rs_run *r, rs_blob *b) {
-  rs_item *t = NULL;
-  for (rs_item *it = b->todo; it != NULL && t == NULL; it = it->bnext)
-    if (it->state == RS_TODO)
-      t = it;
-  if (t == NULL)
-    return false;
-  const char *base;
-  b->target = t;
-  b->dirfd = rs_dir(r, t, &base);
-  if (b->dirfd < 0)
-    return rs_blob_start(r, b); /* the next item, if any */
-  rs_tmp_name(t, b->tmp);
-  b->fd = openat(b->dirfd, b->tmp,
-                 O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
-  struct stat st;
-  if (b->fd < 0 || fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    rs_item_fail(r, t, false, "cannot write %s: %s", b->tmp,
-                 b->fd < 0 ? strerror(errno) : "not a regular file");
-    rs_blob_close(r, b);
-    return rs_blob_start(r, b);
-  }
-  b->md = EVP_MD_CTX_new();
-  if (b->md == NULL || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
-    rs_say(r, "out of memory");
-    rs_fatal(r, CLI_USAGE);
-    rs_blob_close(r, b);
-    return false;
-  }
-  /* What an earlier run wrote, in order, is kept: hash it and go on. */
-  int64_t have = st.st_size > b->size ? 0 : st.st_size;
-  if (st.st_size > b->size && ftruncate(b->fd, 0) != 0)
-    have = -1;
-  for (int64_t off = 0; have > 0 && off < have;) {
-    size_t want = (size_t)(have - off < BK_SEGMENT ? have - off : BK_SEGMENT);
-    ssize_t got = pread(b->fd, r->buf, want, off);
-    if (got <= 0) {
-      have = -1;
-      break;
+  for (rs_item *t = b->todo; t != NULL; t = t->bnext) {
+    if (t->state != RS_TODO)
+      continue;
+    const char *base;
+    b->target = t;
+    b->dirfd = rs_dir(r, t, &base);
+    if (b->dirfd < 0)
+      continue;
+    rs_tmp_name(t, b->tmp);
+    b->fd = openat(b->dirfd, b->tmp,
+                   O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+    struct stat st;
+    if (b->fd < 0 || fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      rs_item_fail(r, t, false, "cannot write %s: %s", b->tmp,
+                   b->fd < 0 ? strerror(errno) : "not a regular file");
+      rs_blob_close(r, b);
+      continue;
     }
-    EVP_DigestUpdate(b->md, r->buf, (size_t)got);
-    off += got;
+    b->md = EVP_MD_CTX_new();
+    if (b->md == NULL || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+      rs_say(r, "out of memory");
+      rs_fatal(r, CLI_USAGE);
+      rs_blob_close(r, b);
+      return false;
+    }
+    /* What an earlier run wrote, in order, is kept: hash it and go on. */
+    int64_t have = st.st_size > b->size ? 0 : st.st_size;
+    if (st.st_size > b->size && ftruncate(b->fd, 0) != 0)
+      have = -1;
+    for (int64_t off = 0; have > 0 && off < have;) {
+      size_t want =
+          (size_t)(have - off < BK_SEGMENT ? have - off : BK_SEGMENT);
+      ssize_t got = pread(b->fd, r->buf, want, off);
+      if (got <= 0) {
+        have = -1;
+        break;
+      }
+      EVP_DigestUpdate(b->md, r->buf, (size_t)got);
+      off += got;
+    }
+    if (have < 0) {
+      rs_item_fail(r, t, false, "cannot read back %s: %s", b->tmp,
+                   strerror(errno));
+      rs_blob_close(r, b);
+      continue;
+    }
+    b->written = b->next_req = have;
+    r->prog.bytes_done += have;
+    b->active = true;
+    r->active[r->nactive++] = b;
+    return true;
   }
-  if (have < 0) {
-    rs_item_fail(r, t, false, "cannot read back %s: %s", b->tmp,
-                 strerror(errno));
-    rs_blob_close(r, b);
-    return rs_blob_start(r, b);
-  }
-  b->written = b->next_req = have;
-  r->prog.bytes_done += have;
-  b->active = true;
-  r->active[r->nactive++] = b;
-  return true;
+  return false;
 }
 
 /* The download is complete: check, then the target and the copies. */
