@@ -553,14 +553,14 @@ static bool up_submit(up_run *u, up_op *o, const char *type,
 }
 
 /* A reply the run cannot go on from: said, and the run ends. */
-static void up_refused(up_run *u, const bk_op *op, const char *what) {
-  if (op->err == NIMBUS_ECANCELED)
+static void up_refused(up_run *u, int err, const char *what) {
+  if (err == NIMBUS_ECANCELED)
     return; /* the run is ending */
-  if (op->err == NIMBUS_EREFUSED) {
+  if (err == NIMBUS_EREFUSED) {
     up_say(u, "%s: %s", what, nimbus_agent_errstr(u->pipe.agent));
     up_fatal(u, CLI_CONNECT);
   } else {
-    up_say(u, "%s: %s", what, nimbus_strerror(op->err));
+    up_say(u, "%s: %s", what, nimbus_strerror(err));
     up_fatal(u, CLI_USAGE);
   }
 }
@@ -611,11 +611,12 @@ static void up_send_has(up_run *u) {
 static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
   up_op *o = op->ctx;
+  int err = op->err; /* op lives in o, freed below */
   up_run *u = o->run;
   msgpack_object res;
   msgpack_zone *z = NULL;
   if (r == NULL) {
-    up_refused(u, op, "blob.has");
+    up_refused(u, err, "blob.has");
   } else if (!up_is_ok(r)) {
     if (up_transient(r)) {
       for (size_t i = 0; i < o->nbatch; i++) {
@@ -745,13 +746,14 @@ static void up_activate(up_run *u, up_blob *b) {
 static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
   up_op *o = op->ctx;
+  int err = op->err; /* op lives in o, freed below */
   up_run *u = o->run;
   up_blob *b = o->blob;
   free(o);
   msgpack_object res;
   msgpack_zone *z = NULL;
   if (r == NULL) {
-    up_refused(u, op, "blob.status");
+    up_refused(u, err, "blob.status");
     return;
   }
   up_ranges_reset(b);
@@ -858,13 +860,14 @@ static bool up_send_put(up_run *u, up_blob *b) {
 static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
   up_op *o = op->ctx;
+  int err = op->err; /* op lives in o, freed below */
   up_run *u = o->run;
   up_blob *b = o->blob;
   int64_t off = o->off, len = o->len;
   free(o);
   b->puts--;
   if (r == NULL) {
-    up_refused(u, op, "blob.put");
+    up_refused(u, err, "blob.put");
     return;
   }
   if (b->draining) {
@@ -890,11 +893,12 @@ static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
 static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
   up_op *o = op->ctx;
+  int err = op->err; /* op lives in o, freed below */
   up_run *u = o->run;
   up_blob *b = o->blob;
   free(o);
   if (r == NULL) {
-    up_refused(u, op, "blob.commit");
+    up_refused(u, err, "blob.commit");
     return;
   }
   msgpack_object res;

@@ -971,10 +971,11 @@ static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
   rs_run *r = o->run;
   rs_blob *b = o->blob;
   int64_t off = o->off, len = o->len;
+  int oerr = op->err; /* op lives in o */
   free(o);
   b->gets--;
   if (reply == NULL) {
-    if (op->err == NIMBUS_EREFUSED) {
+    if (oerr == NIMBUS_EREFUSED) {
       rs_say(r, "blob.get: %s", nimbus_agent_errstr(r->pipe.agent));
       rs_fatal(r, CLI_CONNECT);
     }
