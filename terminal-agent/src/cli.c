@@ -214,7 +214,8 @@ static void cli_on_progress(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   cJSON_Delete(j);
 }
 
-int cli_connect(const cli_cfg *cfg, int max_inflight, nimbus_agent **out) {
+int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
+                int resend_max_ms, nimbus_agent **out) {
   nimbus_agent *a = NULL;
   char uri[300], err[256];
 
@@ -239,6 +240,8 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, nimbus_agent **out) {
   o.state_dir = cfg->state_dir[0] != '\0' ? cfg->state_dir : NULL;
   o.prefix = cfg->prefix;
   o.max_inflight = max_inflight;
+  o.resend_ms = resend_ms;
+  o.resend_max_ms = resend_max_ms;
   int rc = nimbus_agent_new_err(&o, &a, err, sizeof err);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: %s: %s\n", nimbus_strerror(rc), err);
@@ -265,7 +268,7 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   double start = cli_now_ms();
 
   /* One task: max_inflight 1 is plenty. */
-  if ((status = cli_connect(cfg, 1, &a)) != CLI_OK)
+  if ((status = cli_connect(cfg, 1, 0, 0, &a)) != CLI_OK)
     return status;
 
   nimbus_submit_opts so = {0};

@@ -45,10 +45,19 @@ int cli_cloud_error(const nimbus_reply *r);
 /* Prints `j` as one line of JSON on stdout. 0, or -1 (said on stderr). */
 int cli_print_json(cJSON *j);
 
+/* The verbs that keep many tasks going (backup, backups, restore) re-send
+ * a task that had no reply sooner than the library's 30 s: after a lost
+ * link the agent may be back before the workers and its re-sent tasks
+ * find nobody to take them; they wait for this, not for --timeout. */
+#define CLI_BULK_RESEND_MS 4000
+#define CLI_BULK_RESEND_MAX_MS 30000
+
 /* A new agent for cfg's terminal with room for `max_inflight` tasks,
- * connected. Returns CLI_OK and *out, or the exit status after saying why
- * on stderr. */
-int cli_connect(const cli_cfg *cfg, int max_inflight, nimbus_agent **out);
+ * re-sending after `resend_ms` (0: the library's default, doubling up to
+ * resend_max_ms), connected. Returns CLI_OK and *out, or the exit status
+ * after saying why on stderr. */
+int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
+                int resend_max_ms, nimbus_agent **out);
 
 /* Verbs in their own files. */
 extern const char cli_usage_backup[], cli_usage_backups[],

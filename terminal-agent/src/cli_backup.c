@@ -1614,7 +1614,8 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     }
   }
 
-  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, &a)) != CLI_OK)
+  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, CLI_BULK_RESEND_MS,
+                            CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
     goto out;
   if (bk_pipe_init(&u.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
     status = cli_usage_error("cannot set up the task pipeline");
@@ -1831,7 +1832,8 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
   bool table = !cfg->json && isatty(STDOUT_FILENO);
   nimbus_agent *a = NULL;
   bk_pipe pipe;
-  int status = cli_connect(cfg, 1, &a);
+  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
+                           &a);
   if (status != CLI_OK)
     return status;
   if (bk_pipe_init(&pipe, a, 1, (int)cfg->timeout) != 0) {

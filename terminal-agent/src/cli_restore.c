@@ -1360,7 +1360,8 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
     status = cli_usage_error("out of memory, or no state directory");
     goto out;
   }
-  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, &a)) != CLI_OK)
+  if ((status = cli_connect(cfg, (int)cfg->jobs + 1, CLI_BULK_RESEND_MS,
+                            CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
     goto out;
   if (bk_pipe_init(&r.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
     nimbus_agent_free(a);
