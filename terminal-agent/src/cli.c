@@ -107,6 +107,8 @@ static const char cli_usage[] =
     "     subscription refused, or the broker refused the task\n"
     "  4  timed out waiting for the final reply (backup, restore: no reply\n"
     "     at all for --timeout ms; run again to resume)\n"
+    "  130  backup, restore: stopped by Ctrl-C (128 + the signal; run again\n"
+    "     to resume)\n"
     "\n"
     "--host and --port are short for --mqtt-host and --mqtt-port.\n";
 
