@@ -277,6 +277,14 @@ static int commit_progress(void *arg, uint64_t done, uint64_t total) {
   return 0;
 }
 
+/* The result of a commit already recorded: {blob, size}. */
+static void pack_committed(wk_ctx *c, const st_upload *u) {
+  msgpack_pack_map(&c->pk, 2);
+  wk_pack_str(&c->pk, "blob");
+  wk_pack_str(&c->pk, u->blob);
+  wk_pack_kv_int(&c->pk, "size", (int64_t)u->size);
+}
+
 static int h_blob_commit(wk_ctx *c) {
   char up[65], hex[65], want_hex[65];
   st_upload u = {0};
@@ -296,10 +304,7 @@ static int h_blob_commit(wk_ctx *c) {
   }
   if (u.committed) {
     /* Committed before under another task id: the same answer. */
-    msgpack_pack_map(&c->pk, 2);
-    wk_pack_str(&c->pk, "blob");
-    wk_pack_str(&c->pk, u.blob);
-    wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
+    pack_committed(c, &u);
     goto out;
   }
   if (st_upload_have(&u) != u.size) {
@@ -337,10 +342,7 @@ static int h_blob_commit(wk_ctx *c) {
       nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
     }
     if (u.committed) {
-      msgpack_pack_map(&c->pk, 2);
-      wk_pack_str(&c->pk, "blob");
-      wk_pack_str(&c->pk, u.blob);
-      wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
+      pack_committed(c, &u);
       goto out;
     }
     /* Its segments were swept, or a worker died between moving them and
