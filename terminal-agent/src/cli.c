@@ -2,9 +2,10 @@
  * connects as a terminal, hands one task to the cloud, waits for its final
  * reply and prints it: `ping` for a person (or --json), `call` for any task
  * type with JSON arguments, printing the reply as one JSON object for
- * scripts. Options come from the one config table (nb_config.h): flags,
- * NIMBUS_<NAME> environment variables, an optional INI file. The exit
- * status says how it went (see cli_usage). */
+ * scripts; `backup`, `backups` and `restore` (cli_backup.c, cli_restore.c)
+ * keep many tasks going. Options come from the one config table
+ * (nb_config.h): flags, NIMBUS_<NAME> environment variables, an optional
+ * INI file. The exit status says how it went (see cli_usage). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
