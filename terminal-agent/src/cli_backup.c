@@ -1326,8 +1326,16 @@ static int up_write_items(up_run *u, const char *dir, int *fdp, int64_t *n,
   msgpack_packer pk;
   msgpack_packer_init(&pk, &s, up_sink_write);
   size_t c = 0;
-  for (size_t i = 0; i < u->nfiles; i++)
-    c += !u->files[i]->failed;
+  for (size_t i = 0; i < u->nfiles; i++) {
+    up_file *fl = u->files[i];
+    /* Every file's content is in the cloud by now; anything else is a bug
+     * that must not reach the snapshot. */
+    if (!fl->failed &&
+        (fl->blob == NULL ||
+         (fl->blob->state != BL_PRESENT && fl->blob->state != BL_DONE)))
+      up_file_fail(u, fl, "internal error: its content was not uploaded");
+    c += !fl->failed;
+  }
   msgpack_pack_array(&pk, c);
   for (size_t i = 0; i < u->nfiles; i++) {
     const up_file *fl = u->files[i];

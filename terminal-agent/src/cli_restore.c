@@ -884,19 +884,23 @@ static void rs_blob_finish(rs_run *r, rs_blob *b) {
     return;
   }
   r->blobs_downloaded++;
-  if (rs_set_mtime(b->fd, t) != 0) {
+  bool ok = rs_set_mtime(b->fd, t) == 0;
+  if (!ok)
     rs_item_fail(r, t, false, "cannot set the mtime of %s: %s", b->tmp,
                  strerror(errno));
-  } else {
+  else
     r->prog.files_done++;
-    rs_copies(r, b, b->fd, t);
-    int dirfd = b->dirfd;
-    b->dirfd = -1;
+  /* The other items with this content, from the verified bytes. */
+  rs_copies(r, b, b->fd, t);
+  if (!ok) {
+    unlinkat(b->dirfd, b->tmp, 0);
     rs_blob_close(r, b);
-    rs_pend(r, t, dirfd, b->tmp);
     return;
   }
+  int dirfd = b->dirfd;
+  b->dirfd = -1;
   rs_blob_close(r, b);
+  rs_pend(r, t, dirfd, b->tmp);
 }
 
 /* Writes the chunks that are next in order. */
@@ -1447,6 +1451,12 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   }
   rs_download(&r);
   rs_flush(&r);
+  /* Every item ends restored, kept or failed; anything else is a bug that
+   * must not pass for success. */
+  for (size_t i = 0; i < r.nitems && r.status == CLI_OK; i++)
+    if (r.items[i].state == RS_TODO)
+      rs_item_fail(&r, &r.items[i], false,
+                   "internal error: it was never written");
   /* The new names, durable. */
   if (syncfs(r.rootfd) != 0)
     rs_say(&r, "syncfs: %s", strerror(errno));
