@@ -25,9 +25,11 @@ for round in 1 2 3; do
     r=$(call blob.put "{\"upload\": \"$up\", \"offset\": $((i * 262144)), \"size\": $size, \"sha256\": \"$sha\"}" --data-file "$W/seg$(printf %02d "$i")")
     [[ $(jget "$r" 'r["status"]') == ok ]] || nb_fail "put $i: $r"
   done
-  call blob.commit "{\"upload\": \"$up\"}" >"$W/c1" &
+  # Two devices of the terminal: one client id each (one would take the
+  # other's MQTT session).
+  call blob.commit "{\"upload\": \"$up\"}" --state-dir "$W/dev1" >"$W/c1" &
   p1=$!
-  call blob.commit "{\"upload\": \"$up\"}" >"$W/c2" &
+  call blob.commit "{\"upload\": \"$up\"}" --state-dir "$W/dev2" >"$W/c2" &
   wait $p1 $!
   for f in c1 c2; do
     r=$(cat "$W/$f")
@@ -40,9 +42,9 @@ head -c 1000 /dev/urandom >"$W/x"
 head -c 2000 /dev/urandom >"$W/y"
 for round in 1 2 3; do
   up=first$round
-  call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 1000, \"sha256\": \"$(sha256sum "$W/x" | cut -c1-64)\"}" --data-file "$W/x" >"$W/p1" &
+  call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 1000, \"sha256\": \"$(sha256sum "$W/x" | cut -c1-64)\"}" --data-file "$W/x" --state-dir "$W/dev1" >"$W/p1" &
   p1=$!
-  call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 2000, \"sha256\": \"$(sha256sum "$W/y" | cut -c1-64)\"}" --data-file "$W/y" >"$W/p2" &
+  call blob.put "{\"upload\": \"$up\", \"offset\": 0, \"size\": 2000, \"sha256\": \"$(sha256sum "$W/y" | cut -c1-64)\"}" --data-file "$W/y" --state-dir "$W/dev2" >"$W/p2" &
   wait $p1 $!
   a=$(jget "$(cat "$W/p1")" 'r["code"]')
   b=$(jget "$(cat "$W/p2")" 'r["code"]')
