@@ -31,7 +31,6 @@
 /* Blob segments: what one blob.put carries and one blob.get returns. */
 #define BK_SEGMENT (256 * 1024)
 /* Longest item name (bytes), as the cloud accepts. */
-#define BK_NAME_MAX 4096
 /* Longest snapshot label (bytes). */
 #define BK_LABEL_MAX 255
 /* Items go inline in backup.commit up to this many encoded bytes, else in
@@ -48,12 +47,6 @@
 
 /* ---- Names and kinds (bk_util.c) --------------------------------------- */
 
-/* NULL when `s` (n bytes, need not be NUL-terminated) is a valid item
- * name: 1-4096 bytes of valid UTF-8 (no overlong forms, no surrogates),
- * no byte below 0x20 nor 0x7f, '/'-separated components none of which is
- * empty, "." or "..", so no leading or trailing '/'. Otherwise a static
- * sentence saying what is wrong. */
-const char *bk_name_check(const char *s, size_t n);
 
 /* The kind of a file named `name` (its last component is what counts):
  * "contact" (.vcf), "sms" (.sms.jsonl), "photo" (jpg jpeg png gif heic
@@ -83,7 +76,7 @@ int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
                bk_tick_fn tick, void *ctx);
 
 /* Opens the directory that holds item `name` (already checked with
- * bk_name_check) below `rootfd`, one component at a time with openat(...,
+ * nb_relpath_problem) below `rootfd`, one component at a time with openat(...,
  * O_DIRECTORY | O_NOFOLLOW), creating missing ones with mkdirat when
  * `create`. A symbolic link, or anything but a directory, on the way is
  * refused: nothing below is ever reached through a link. Returns the

@@ -43,73 +43,6 @@ void bk_sleep_ms(int64_t ms) {
 
 /* ---- Names ------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. Strict:
- * shortest form only, no surrogates, nothing above U+10FFFF. */
-static size_t bk_utf8_len(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  if (c < 0x80)
-    return 1;
-  size_t len;
-  uint32_t cp, min;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-    cp = c & 0x1f;
-    min = 0x80;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    cp = c & 0x0f;
-    min = 0x800;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    cp = c & 0x07;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
-const char *bk_name_check(const char *s, size_t n) {
-  if (s == NULL || n == 0)
-    return "the name is empty";
-  if (n > BK_NAME_MAX)
-    return "the name is longer than 4096 bytes";
-  if (s[0] == '/')
-    return "the name starts with '/': names are relative";
-  const unsigned char *p = (const unsigned char *)s;
-  size_t comp = 0; /* start of the current component */
-  for (size_t i = 0; i <= n;) {
-    if (i == n || p[i] == '/') {
-      size_t len = i - comp;
-      if (len == 0)
-        return "the name has an empty component ('//' or a '/' at the end)";
-      if (len == 1 && p[comp] == '.')
-        return "the name has a component '.'";
-      if (len == 2 && p[comp] == '.' && p[comp + 1] == '.')
-        return "the name has a component '..'";
-      comp = i + 1;
-      i++;
-      continue;
-    }
-    if (p[i] < 0x20 || p[i] == 0x7f)
-      return "the name holds a control character or NUL";
-    size_t l = bk_utf8_len(p + i, n - i);
-    if (l == 0)
-      return "the name is not valid UTF-8";
-    i += l;
-  }
-  return NULL;
-}
-
 static bool bk_ends_with(const char *s, size_t n, const char *suffix) {
   size_t k = strlen(suffix);
   return n >= k && strncasecmp(s + n - k, suffix, k) == 0;
@@ -229,7 +162,7 @@ int bk_open_parent(int rootfd, const char *name, bool create,
   }
   *base = last != NULL ? last + 1 : name;
   const char *p = name;
-  char comp[BK_NAME_MAX + 1];
+  char comp[NB_RELPATH_MAX + 1];
   while (last != NULL && p <= last) {
     const char *slash = strchr(p, '/');
     size_t len = (size_t)(slash - p);

@@ -1051,10 +1051,10 @@ static int up_transfer(up_run *u) {
 
 static int up_add_file(up_run *u, const char *name, const char *abs,
                        const struct stat *st) {
-  const char *why = bk_name_check(name, strlen(name));
+  const char *why = nb_relpath_problem(name, strlen(name));
   if (why != NULL) {
     u->skipped++;
-    up_say(u, "skipped %s: %s (the cloud does not accept the name)", abs,
+    up_say(u, "skipped %s: its name %s (the cloud does not accept it)", abs,
            why);
     return 0;
   }

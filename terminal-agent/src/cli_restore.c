@@ -3,7 +3,7 @@
  * backup.get gives the snapshot's items, inline or in a manifest blob
  * (downloaded, its SHA-256 checked, then decoded strictly with
  * sc_value_decode_limits). Nothing in a snapshot is trusted: every name is
- * checked again (bk_name_check), and every directory below DIR is opened
+ * checked again (nb_relpath_problem), and every directory below DIR is opened
  * one component at a time relative to the one above with O_NOFOLLOW
  * (bk_open_parent), files with openat(..., O_NOFOLLOW), so nothing is ever
  * written outside DIR, whatever links DIR holds.
@@ -470,7 +470,7 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
       blob = sc_map_get(m, "blob");
       if (name == NULL || name->type != MSGPACK_OBJECT_STR)
         why = "no name";
-      else if ((why = bk_name_check(name->via.str.ptr, name->via.str.size)) !=
+      else if ((why = nb_relpath_problem(name->via.str.ptr, name->via.str.size)) !=
                NULL) {
       } else if (kind == NULL || kind->type != MSGPACK_OBJECT_STR ||
                  !bk_kind_valid(kind->via.str.ptr, kind->via.str.size))

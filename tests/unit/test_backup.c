@@ -48,7 +48,7 @@ static void write_file(const char *path, const void *p, size_t n) {
   close(fd);
 }
 
-static bool name_ok(const char *s) { return bk_name_check(s, strlen(s)) == NULL; }
+static bool name_ok(const char *s) { return nb_relpath_problem(s, strlen(s)) == NULL; }
 
 /* ---- Names ------------------------------------------------------------- */
 
@@ -68,12 +68,12 @@ static void test_names_valid_utf8(void **state) {
   assert_true(name_ok("\xe5\x90\x8d\xe5\x89\x8d.txt"));     /* 名前 */
   assert_true(name_ok("\xf0\x9f\x93\xb7/x"));               /* U+1F4F7 */
   assert_true(name_ok("\xf4\x8f\xbf\xbf"));                 /* U+10FFFF */
-  char big[BK_NAME_MAX + 2];
+  char big[NB_RELPATH_MAX + 2];
   memset(big, 'x', sizeof big);
-  for (size_t i = 100; i < BK_NAME_MAX; i += 100)
+  for (size_t i = 100; i < NB_RELPATH_MAX; i += 100)
     big[i] = '/';
-  assert_null(bk_name_check(big, BK_NAME_MAX));
-  assert_non_null(bk_name_check(big, BK_NAME_MAX + 1));
+  assert_null(nb_relpath_problem(big, NB_RELPATH_MAX));
+  assert_non_null(nb_relpath_problem(big, NB_RELPATH_MAX + 1));
 }
 
 static void test_names_invalid(void **state) {
@@ -85,12 +85,12 @@ static void test_names_invalid(void **state) {
       "\x1b[31m",  "a/b/",        "//",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    if (bk_name_check(bad[i], strlen(bad[i])) == NULL)
+    if (nb_relpath_problem(bad[i], strlen(bad[i])) == NULL)
       fail_msg("name %zu \"%s\" was accepted", i, bad[i]);
   }
   /* A NUL inside the name's bytes. */
-  assert_non_null(bk_name_check("a\0b", 3));
-  assert_non_null(bk_name_check(NULL, 0));
+  assert_non_null(nb_relpath_problem("a\0b", 3));
+  assert_non_null(nb_relpath_problem(NULL, 0));
 }
 
 static void test_names_invalid_utf8(void **state) {
@@ -109,7 +109,7 @@ static void test_names_invalid_utf8(void **state) {
       "\xc3\x28",   /* not a continuation */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    const char *why = bk_name_check(bad[i], strlen(bad[i]));
+    const char *why = nb_relpath_problem(bad[i], strlen(bad[i]));
     if (why == NULL)
       fail_msg("invalid UTF-8 %zu was accepted", i);
     assert_non_null(strstr(why, "UTF-8"));
@@ -118,10 +118,10 @@ static void test_names_invalid_utf8(void **state) {
 
 static void test_names_reasons(void **state) {
   (void)state;
-  assert_non_null(strstr(bk_name_check("../x", 4), "'..'"));
-  assert_non_null(strstr(bk_name_check("/x", 2), "starts with '/'"));
-  assert_non_null(strstr(bk_name_check("a//x", 4), "empty component"));
-  assert_non_null(strstr(bk_name_check("a\x01", 2), "control"));
+  assert_non_null(strstr(nb_relpath_problem("../x", 4), "\"..\""));
+  assert_non_null(strstr(nb_relpath_problem("/x", 2), "absolute"));
+  assert_non_null(strstr(nb_relpath_problem("a//x", 4), "empty component"));
+  assert_non_null(strstr(nb_relpath_problem("a\x01", 2), "control"));
 }
 
 static void test_kinds(void **state) {
