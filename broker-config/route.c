@@ -179,7 +179,9 @@ static int type_add(ba_route *r, const char *type, size_t len) {
   memcpy(copy, type, len);
   memmove(&r->types[i + 1], &r->types[i],
           (r->ntypes - i) * sizeof r->types[0]);
-  r->types[i] = (type_count){copy, len, 1};
+  r->types[i].type = copy;
+  r->types[i].len = len;
+  r->types[i].n = 1;
   r->ntypes++;
   changed(r, type, len, true);
   return 0;
