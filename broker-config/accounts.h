@@ -206,9 +206,12 @@ bool ba_client_id_ok(ba_role role, const char *username,
  *   terminal T (whose client id must still pass ba_client_id_ok):
  *     WRITE <prefix>/task/<type>/T, one level of type, no retain;
  *     SUBSCRIBE and READ exactly <prefix>/reply/T and <prefix>/notify/T.
- *   worker: SUBSCRIBE only $share/nimbus-<group>/<prefix>/task/<type|+>/+;
- *     READ <prefix>/task/#; WRITE <prefix>/reply/+, <prefix>/notify/+,
- *     <prefix>/monitor/#.
+ *   worker: SUBSCRIBE only $share/nimbus-<group>/<prefix>/task/<type|+>/+
+ *     and $share/nimbus-<group>/<prefix>/unserved/<type|+>/+; READ
+ *     <prefix>/task/# and <prefix>/unserved/#; WRITE <prefix>/reply/+,
+ *     <prefix>/notify/+, <prefix>/monitor/#.
+ *   Nobody but an admin may publish on <prefix>/unserved/#: only the
+ *   plugin puts tasks there (route.h).
  *   monitor: SUBSCRIBE and READ <prefix>/monitor/#.
  *   admin: everything. */
 bool ba_acl_check(ba_role role, const char *username, const char *client_id,

@@ -144,8 +144,11 @@ static bool is_own_task(const char *prefix, const char *name,
   return strcmp(slash + 1, name) == 0;
 }
 
-/* `$share/nimbus-<group>/<prefix>/task/<type or +>/+`. */
-static bool is_worker_share(const char *prefix, const char *filter) {
+/* `$share/nimbus-<group>/<prefix>/<mid>/<type or +>/+`, where `mid` is
+ * "task" (the typed groups) or "unserved" (tasks the plugin re-routed
+ * because no worker serves their type). */
+static bool is_worker_share(const char *prefix, const char *mid,
+                            const char *filter) {
   static const char share[] = "$share/nimbus-";
   if (strncmp(filter, share, sizeof share - 1) != 0)
     return false;
@@ -157,10 +160,11 @@ static bool is_worker_share(const char *prefix, const char *filter) {
     if (*c == '+' || *c == '#')
       return false;
   const char *f = slash + 1;
-  size_t pl = strlen(prefix);
-  if (strncmp(f, prefix, pl) != 0 || strncmp(f + pl, "/task/", 6) != 0)
+  size_t pl = strlen(prefix), ml = strlen(mid);
+  if (strncmp(f, prefix, pl) != 0 || f[pl] != '/' ||
+      strncmp(f + pl + 1, mid, ml) != 0 || f[pl + 1 + ml] != '/')
     return false;
-  const char *type = f + pl + 6;
+  const char *type = f + pl + ml + 2;
   const char *tail = strchr(type, '/');
   if (tail == NULL || tail == type || strcmp(tail, "/+") != 0)
     return false;
@@ -195,9 +199,11 @@ static bool terminal_rules(const char *user, const char *client_id,
 static bool worker_rules(const char *topic, int access, const char *prefix) {
   switch (access) {
   case BA_ACCESS_SUBSCRIBE:
-    return is_worker_share(prefix, topic);
+    return is_worker_share(prefix, "task", topic) ||
+           is_worker_share(prefix, "unserved", topic);
   case BA_ACCESS_READ:
-    return covered_by(prefix, "task", "#", topic);
+    return covered_by(prefix, "task", "#", topic) ||
+           covered_by(prefix, "unserved", "#", topic);
   case BA_ACCESS_WRITE:
     return covered_by(prefix, "reply", "+", topic) ||
            covered_by(prefix, "notify", "+", topic) ||

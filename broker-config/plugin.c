@@ -6,7 +6,9 @@
  * username, so any account could take over another terminal's session.
  *
  * Options: plugin_opt_accounts FILE (required), plugin_opt_prefix PREFIX
- * (default cloud/v1). The accounts file is re-read whenever its inode,
+ * (default cloud/v1), plugin_opt_route_unserved true|false (default true:
+ * tasks of a type no worker serves are re-published on the unserved
+ * topics, route.h). The accounts file is re-read whenever its inode,
  * size or mtime changed: checked at every CONNECT (so an account added by
  * nimbusctl can connect at once) and at most once a second otherwise (so
  * an account deleted loses its rights within a second, and its live
@@ -16,6 +18,7 @@
  * the state at CONNECT. Mosquitto calls all of this from its one main
  * thread, so there is no locking. */
 #include "accounts.h"
+#include "route.h"
 
 #include "nimbus/errors.h"
 
@@ -87,6 +90,8 @@ typedef struct plugin {
   char **kick; /* names deleted since the last tick; their clients go */
   size_t nkick;
   bool tick_ok;
+  ba_route *route; /* NULL when route_unserved is off */
+  bool route_lost; /* a subscription could not be recorded (memory) */
 } plugin;
 
 static int64_t mono_ms(void) {
@@ -257,6 +262,30 @@ deny:
   return MOSQ_ERR_AUTH;
 }
 
+/* Keeps the table of served task types up to date: the broker adds a
+ * subscription right after its SUBSCRIBE check passes and removes one right
+ * after its UNSUBSCRIBE check, on this same thread. Only workers count: an
+ * admin watching the task topics serves nothing. */
+static void track_subscription(plugin *pl, const struct mosquitto_evt_acl_check *ev,
+                               ba_role role, bool allowed) {
+  if (pl->route == NULL)
+    return;
+  if (ev->access == MOSQ_ACL_UNSUBSCRIBE) {
+    ba_route_unsubscribe(pl->route, ev->client, ev->topic);
+    return;
+  }
+  if (ev->access != MOSQ_ACL_SUBSCRIBE || !allowed || role != BA_ROLE_WORKER)
+    return;
+  if (ba_route_subscribe(pl->route, ev->client, ev->topic, pl->prefix) != 0 &&
+      !pl->route_lost) {
+    pl->route_lost = true;
+    mosquitto_log_printf(MOSQ_LOG_ERR,
+                         "BA-ROUTE-NOMEM nimbus_auth: out of memory: a "
+                         "worker subscription is not counted, so its type "
+                         "may be taken for unserved");
+  }
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata) {
   plugin *pl = userdata;
   struct mosquitto_evt_acl_check *ev = event_data;
@@ -264,9 +293,11 @@ static int on_acl_check(int event, void *event_data, void *userdata) {
   maybe_refresh(pl);
   const char *user = mosquitto_client_username(ev->client);
   const ba_account *a = ba_accounts_find(pl->table, user);
-  bool ok = ba_acl_check(a ? a->role : BA_ROLE_NONE, user,
-                         mosquitto_client_id(ev->client), ev->topic,
-                         ev->access, ev->retain, pl->prefix);
+  ba_role role = a ? a->role : BA_ROLE_NONE;
+  bool ok = ba_acl_check(role, user, mosquitto_client_id(ev->client),
+                         ev->topic, ev->access, ev->retain, pl->prefix);
+  if (ev->access == MOSQ_ACL_SUBSCRIBE || ev->access == MOSQ_ACL_UNSUBSCRIBE)
+    track_subscription(pl, ev, role, ok);
   if (!ok && ev->access != MOSQ_ACL_READ) {
     /* A refused READ is routine (a terminal's persistent session outliving
      * its account); a refused SUBSCRIBE or PUBLISH is worth a line. */
@@ -280,6 +311,85 @@ static int on_acl_check(int event, void *event_data, void *userdata) {
                          ev->retain ? " (retain)" : "");
   }
   return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+/* A task of a type no worker serves is published again on
+ * <prefix>/unserved/<type>/<terminal>, where the workers' unserved group
+ * answers it; the original goes on to the subscribers it has, which are
+ * no workers (an MQTT 5 publisher gets PUBACK 0x10, no matching
+ * subscribers, as for any topic no one reads).
+ *
+ * It is a new message rather than the same one with its topic replaced,
+ * because who frees a replaced topic changed within Mosquitto 2.0:
+ * 2.0.11 leaves the old topic to the plugin (measured: a plugin that does
+ * not free it leaks every re-routed task's topic), later 2.0 releases free
+ * it themselves, and a plugin that freed it there would free it twice.
+ * mosquitto_broker_publish() means the same on every 2.0 release: it takes
+ * a payload from mosquitto_malloc() and frees it after use. */
+static int on_message(int event, void *event_data, void *userdata) {
+  plugin *pl = userdata;
+  struct mosquitto_evt_message *ev = event_data;
+  (void)event;
+  const char *rest = ba_route_unserved(pl->route, ev->topic, pl->prefix);
+  if (rest == NULL)
+    return MOSQ_ERR_SUCCESS;
+  size_t n = ba_unserved_topic(pl->prefix, rest, NULL, 0);
+  char *topic = malloc(n + 1);
+  void *payload = NULL;
+  if (topic == NULL ||
+      (ev->payloadlen > 0 &&
+       (payload = mosquitto_malloc(ev->payloadlen)) == NULL)) {
+    free(topic);
+    mosquitto_log_printf(MOSQ_LOG_ERR,
+                         "BA-ROUTE-NOMEM nimbus_auth: out of memory: a task "
+                         "of an unserved type was not re-routed");
+    return MOSQ_ERR_SUCCESS; /* the terminal sends it again */
+  }
+  (void)ba_unserved_topic(pl->prefix, rest, topic, n + 1);
+  if (ev->payloadlen > 0)
+    memcpy(payload, ev->payload, ev->payloadlen);
+  int rc = mosquitto_broker_publish(NULL, topic, (int)ev->payloadlen, payload,
+                                    ev->qos, false, NULL);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    mosquitto_free(payload);
+    char tbuf[72];
+    mosquitto_log_printf(MOSQ_LOG_WARNING,
+                         "BA-ROUTE-FAILED nimbus_auth: could not re-route "
+                         "%s (error %d)",
+                         printable(ev->topic, tbuf, sizeof tbuf), rc);
+  }
+  free(topic);
+  return MOSQ_ERR_SUCCESS;
+}
+
+static int on_disconnect(int event, void *event_data, void *userdata) {
+  plugin *pl = userdata;
+  struct mosquitto_evt_disconnect *ev = event_data;
+  (void)event;
+  ba_route_client_gone(pl->route, ev->client);
+  return MOSQ_ERR_SUCCESS;
+}
+
+/* One line each time a task type gains its first worker subscription or
+ * loses its last one, so the log tells where its tasks went. */
+static void on_route_change(const char *type, size_t len, bool served,
+                            void *arg) {
+  plugin *pl = arg;
+  char tbuf[72], copy[72];
+  size_t n = len < sizeof copy - 1 ? len : sizeof copy - 1;
+  memcpy(copy, type, n);
+  copy[n] = '\0';
+  if (served)
+    mosquitto_log_printf(MOSQ_LOG_INFO,
+                         "BA-ROUTE-SERVED nimbus_auth: a worker serves task "
+                         "type %s",
+                         printable(copy, tbuf, sizeof tbuf));
+  else
+    mosquitto_log_printf(MOSQ_LOG_INFO,
+                         "BA-ROUTE-UNSERVED nimbus_auth: no worker serves "
+                         "task type %s any more; its tasks go to "
+                         "%s/unserved/",
+                         printable(copy, tbuf, sizeof tbuf), pl->prefix);
 }
 
 static int on_reload(int event, void *event_data, void *userdata) {
@@ -315,6 +425,7 @@ static void plugin_free(plugin *pl) {
     free(pl->kick[i]);
   free(pl->kick);
   ba_accounts_free(pl->table);
+  ba_route_free(pl->route);
   free(pl->path);
   free(pl->prefix);
   if (pl->cache != NULL) {
@@ -348,12 +459,28 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
     free(pl->cache);
     pl->cache = NULL;
   }
+  bool route_unserved = true;
   for (int i = 0; i < option_count; i++) {
     char **slot = NULL;
     if (strcmp(options[i].key, "accounts") == 0)
       slot = &pl->path;
     else if (strcmp(options[i].key, "prefix") == 0)
       slot = &pl->prefix;
+    else if (strcmp(options[i].key, "route_unserved") == 0) {
+      if (strcmp(options[i].value, "true") == 0)
+        route_unserved = true;
+      else if (strcmp(options[i].value, "false") == 0)
+        route_unserved = false;
+      else {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "BA-CONFIG nimbus_auth: plugin_opt_route_unserved "
+                             "must be true or false, not \"%s\"",
+                             options[i].value);
+        rc = MOSQ_ERR_INVAL;
+        goto fail;
+      }
+      continue;
+    }
     if (slot == NULL) {
       /* A misspelt option would otherwise leave a default in force. */
       mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -411,17 +538,31 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                          pl->table->n, pl->path, pl->prefix);
   }
   pl->checked_ms = mono_ms();
+  if (route_unserved &&
+      (pl->route = ba_route_new(on_route_change, pl)) == NULL)
+    goto fail;
   if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH,
                                   on_basic_auth, NULL, pl) != 0 ||
       mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK,
                                   on_acl_check, NULL, pl) != 0 ||
       mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload,
-                                  NULL, pl) != 0) {
+                                  NULL, pl) != 0 ||
+      (pl->route != NULL &&
+       (mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, on_message,
+                                    NULL, pl) != 0 ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT,
+                                    on_disconnect, NULL, pl) != 0))) {
     mosquitto_log_printf(MOSQ_LOG_ERR, "BA-CONFIG nimbus_auth: cannot "
                                        "register callbacks");
     rc = MOSQ_ERR_INVAL;
     goto fail_registered;
   }
+  mosquitto_log_printf(MOSQ_LOG_INFO,
+                       "BA-ROUTE nimbus_auth: tasks of types no worker "
+                       "serves %s",
+                       pl->route != NULL ? "go to <prefix>/unserved/"
+                                         : "are not re-routed "
+                                           "(route_unserved false)");
   /* Without ticks, deleted accounts still lose every right at once; only
    * their idle connections stay open. */
   pl->tick_ok = mosquitto_callback_register(identifier, MOSQ_EVT_TICK,
@@ -434,6 +575,12 @@ fail_registered:
   mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check,
                                 NULL);
   mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
+  if (pl->route != NULL) {
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_MESSAGE, on_message,
+                                  NULL);
+    mosquitto_callback_unregister(identifier, MOSQ_EVT_DISCONNECT,
+                                  on_disconnect, NULL);
+  }
 fail:
   plugin_free(pl);
   return rc;
@@ -454,6 +601,11 @@ EXPORT int mosquitto_plugin_cleanup(void *userdata,
   mosquitto_callback_unregister(pl->id, MOSQ_EVT_RELOAD, on_reload, NULL);
   if (pl->tick_ok)
     mosquitto_callback_unregister(pl->id, MOSQ_EVT_TICK, on_tick, NULL);
+  if (pl->route != NULL) {
+    mosquitto_callback_unregister(pl->id, MOSQ_EVT_MESSAGE, on_message, NULL);
+    mosquitto_callback_unregister(pl->id, MOSQ_EVT_DISCONNECT, on_disconnect,
+                                  NULL);
+  }
   plugin_free(pl);
   return MOSQ_ERR_SUCCESS;
 }

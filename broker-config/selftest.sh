@@ -2,7 +2,8 @@
 # Checks nimbus_auth.so, nimbusctl and mosquitto.conf.in against a real
 # mosquitto: identity (client id tied to the terminal), subscriptions
 # authorised (no terminal can join the workers' shared group and swallow
-# tasks, FINDINGS.md), publish rules, the 1 MiB limit, and accounts that
+# tasks, FINDINGS.md), publish rules, the 1 MiB limit, tasks of types no
+# worker serves re-routed to the unserved topics, and accounts that
 # change while the broker runs. It starts its own broker on a free loopback
 # port in a temporary directory and stops it by pid on exit.
 #
@@ -288,6 +289,92 @@ grep -q "aaaa" "$DIR/big.out" || fail "the 1 MiB task was not delivered"
 if grep -q "bbbb" "$DIR/big.out"; then fail "the 1.1 MiB task was delivered"; fi
 kill "$BIG_PID" 2>/dev/null || true
 ok "a 1.1 MiB publish is refused (PUBACK 0x95) and dropped; 1 MiB passes"
+
+# ---- tasks of types no worker serves ------------------------------------
+# wait_line FILE PATTERN: true once FILE holds a line matching PATTERN
+# (grep -E), within 3 s.
+wait_line() {
+  for _ in $(seq 60); do
+    grep -qE "$2" "$1" && return 0
+    sleep 0.05
+  done
+  return 1
+}
+grep -q 'BA-ROUTE nimbus_auth: tasks of types no worker serves go to' \
+  "$DIR/mosquitto.log" || fail "the plugin did not say it routes unserved tasks"
+bg_sub unserved worker worker-pw wk-u1 -V 5 -v \
+  -t "\$share/nimbus-unserved/$PFX/unserved/+/+"
+UNSERVED_PID=$BG_PID
+grep -qx 'Subscribed (mid: 1): 1' "$DIR/unserved.out" ||
+  fail "worker's unserved group refused: $(cat "$DIR/unserved.out")"
+bg_sub typed worker worker-pw wk-p1 -V 5 -v \
+  -t "\$share/nimbus-ping/$PFX/task/ping/+"
+TYPED_PID=$BG_PID
+seq 1 10 | sed 's/^/typed-/' |
+  timeout 10 mosquitto_pub -h "$HOST" -p "$PORT" -V 5 -q 1 -u alice \
+    -P alice-pw -i alice.selftest03 -t "$PFX/task/ping/alice" -l ||
+  fail "publishing 10 tasks of a served type failed"
+pub alice alice-pw alice.selftest03 "$PFX/task/nothing/alice" -m unserved-1
+puback_ok || fail "a task of a type no worker serves was refused: $OUT"
+wait_line "$DIR/unserved.out" "^$PFX/unserved/nothing/alice unserved-1\$" ||
+  fail "the task of an unserved type did not reach the unserved group:" \
+    "$(cat "$DIR/unserved.out")"
+wait_line "$DIR/typed.out" "^$PFX/task/ping/alice typed-10\$" ||
+  fail "the typed group did not get its 10 tasks"
+got=$(grep -c "^$PFX/task/ping/alice typed-" "$DIR/typed.out" || true)
+[[ $got == 10 ]] || fail "the typed group got $got of 10 tasks"
+if grep -q "typed-" "$DIR/unserved.out"; then
+  fail "a task of a served type reached the unserved group too"
+fi
+if grep -q "unserved-1" "$DIR/typed.out"; then
+  fail "the typed group got a task of another type"
+fi
+ok "a task of a served type reaches its group once and nothing else;" \
+  "one of a type no worker serves goes to $PFX/unserved/<type>/<terminal>"
+
+# The type's only worker goes: its tasks are re-routed from then on.
+kill "$TYPED_PID" 2>/dev/null || true
+wait_exit "$TYPED_PID" 4 || fail "the typed subscriber did not end"
+wait_line "$DIR/mosquitto.log" 'BA-ROUTE-UNSERVED .*task type ping' ||
+  fail "the broker did not notice that no worker serves ping any more"
+pub alice alice-pw alice.selftest03 "$PFX/task/ping/alice" -m orphan-1
+puback_ok || fail "a task of a type whose worker left was refused: $OUT"
+wait_line "$DIR/unserved.out" "^$PFX/unserved/ping/alice orphan-1\$" ||
+  fail "a task of a type whose only worker left was not re-routed"
+ok "when a type's only worker disconnects, its tasks are re-routed"
+
+# A worker of the older kind takes every type (task/+/+): nothing is
+# re-routed while it is there.
+bg_sub wild worker worker-pw wk-w1 -V 5 -v \
+  -t "\$share/nimbus-unserved/$PFX/task/+/+"
+WILD_PID=$BG_PID
+pub alice alice-pw alice.selftest03 "$PFX/task/nothing/alice" -m wild-1
+wait_line "$DIR/wild.out" "^$PFX/task/nothing/alice wild-1\$" ||
+  fail "the wildcard group did not get the task"
+sleep 0.3
+if grep -q "wild-1" "$DIR/unserved.out"; then
+  fail "a task was re-routed while a worker takes every type"
+fi
+kill "$WILD_PID" 2>/dev/null || true
+wait_exit "$WILD_PID" 4 || fail "the wildcard subscriber did not end"
+ok "while a worker subscribes task/+/+ nothing is re-routed"
+
+# Nobody but the plugin puts tasks there, and only workers read them.
+pub alice alice-pw alice.selftest03 "$PFX/unserved/ping/alice" -m forged
+puback_is 135 || fail "alice published on an unserved topic: $OUT"
+pub worker worker-pw wk-2 "$PFX/unserved/ping/alice" -m forged
+puback_is 135 || fail "a worker published on an unserved topic: $OUT"
+sub_once alice alice-pw alice.selftest03 -t "$PFX/unserved/#" \
+  -t "\$share/nimbus-unserved/$PFX/unserved/+/+" -t "$PFX/unserved/ping/alice"
+suback_is "135, 135, 135" || fail "alice subscribed to unserved topics: $OUT"
+sub_once mon mon-pw mon-1 -t "$PFX/unserved/#"
+suback_is 135 || fail "a monitor subscribed to unserved topics: $OUT"
+if grep -q "forged" "$DIR/unserved.out"; then
+  fail "a forged task reached the unserved group"
+fi
+kill "$UNSERVED_PID" 2>/dev/null || true
+ok "terminals and workers cannot publish on unserved topics (PUBACK 0x87);" \
+  "terminals and monitors cannot subscribe to them (SUBACK 0x87)"
 
 # ---- accounts change while the broker runs ------------------------------
 ctl terminal add carol --password carol-pw >/dev/null

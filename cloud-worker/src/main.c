@@ -51,9 +51,12 @@ static const nb_opt options[] = {
     {"diag", NB_OPT_BOOL, "false",
      "serve the diagnostic task types (diag.sleep, diag.echo)",
      offsetof(wk_config, diag), 0, 0},
-    {"catch_all", NB_OPT_BOOL, "true",
-     "join the group that answers tasks of types nobody serves with 400",
-     offsetof(wk_config, catch_all), 0, 0},
+    {"unserved", NB_OPT_STR, "broker",
+     "tasks of types no worker serves get 400 from: broker (the tasks "
+     "nimbus_auth.so re-routes to <prefix>/unserved/+/+), wildcard (a "
+     "catch-all group on <prefix>/task/+/+: for other MQTT 5 brokers, but "
+     "every task arrives twice) or off",
+     offsetof(wk_config, unserved), 0, 0},
     {"lease_ms", NB_OPT_INT, "10000", "a task claim's lease",
      offsetof(wk_config, lease_ms), 100, 3600000},
     {"renew_ms", NB_OPT_INT, "3000", "how often live claims are renewed",
@@ -91,6 +94,7 @@ static const char usage[] =
     "($share/nimbus-<type>/<prefix>/task/<type>/+), runs them, keeps state\n"
     "in Redis and replies on <prefix>/reply/<terminal>. Run as many as you\n"
     "like against the same broker and Redis: the broker spreads the tasks.\n"
+    "A task of a type no worker serves is answered with 400 (--unserved).\n"
     "Prints one line \"nimbus-worker ready ...\" on stderr once it takes\n"
     "tasks. SIGTERM or SIGINT: stop taking tasks, finish those in flight,\n"
     "exit 0.\n";
@@ -126,6 +130,17 @@ int main(int argc, char **argv) {
     nb_config_free(options, &cfg);
     return 2;
   }
+  static const char *const unserved_modes[] = {"broker", "wildcard", "off"};
+  size_t mode = 0;
+  while (mode < 3 && strcmp(cfg.unserved, unserved_modes[mode]) != 0)
+    mode++;
+  if (mode == 3) {
+    fprintf(stderr, "nimbus-worker: unserved must be broker, wildcard or "
+            "off, not \"%s\"\n", cfg.unserved);
+    nb_config_free(options, &cfg);
+    return 2;
+  }
+  cfg.unserved_mode = (wk_unserved)mode;
   if (cfg.worker_id == NULL || cfg.worker_id[0] == '\0') {
     char id[32] = "worker-";
     nb_random_id(id + 7, sizeof id - 7, 48);
@@ -171,10 +186,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   fprintf(stderr, "nimbus-worker ready id=%s mqtt=%s:%lld redis=%s:%lld "
-          "types=%s\n", cfg.worker_id, cfg.mqtt_host,
+          "types=%s unserved=%s\n", cfg.worker_id, cfg.mqtt_host,
           (long long)cfg.mqtt_port, cfg.redis_host,
           (long long)cfg.redis_port,
-          cfg.types != NULL && cfg.types[0] != '\0' ? cfg.types : "all");
+          cfg.types != NULL && cfg.types[0] != '\0' ? cfg.types : "all",
+          cfg.unserved);
 
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -22,6 +22,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* What a worker does about tasks of types no worker serves (config key
+ * `unserved`). */
+typedef enum wk_unserved {
+  /* Answer 400 to the tasks nimbus_auth.so re-routes to
+   * <prefix>/unserved/<type>/<terminal> (group nimbus-unserved, QoS 1). */
+  WK_UNSERVED_BROKER = 0,
+  /* Join the catch-all group on <prefix>/task/+/+ (QoS 0) and answer the
+   * copies whose type no live worker announced: any MQTT 5 broker, but
+   * every task reaches the pool twice. */
+  WK_UNSERVED_WILDCARD,
+  /* Neither: another worker or nobody answers them. */
+  WK_UNSERVED_OFF
+} wk_unserved;
+
 typedef struct wk_config {
   char *mqtt_host;
   int64_t mqtt_port;
@@ -36,7 +50,8 @@ typedef struct wk_config {
   char *types;
   char *prefix;
   bool diag;
-  bool catch_all;
+  char *unserved;            /* "broker", "wildcard" or "off" */
+  wk_unserved unserved_mode; /* parsed from `unserved` by main.c */
   int64_t lease_ms;
   int64_t renew_ms;
   int64_t result_ttl_ms;

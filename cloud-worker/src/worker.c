@@ -6,7 +6,10 @@
  * here relies on the broker for delivery: the terminal re-sends until it
  * holds a final reply, and the claim in Redis makes a re-sent task
  * harmless. A task of a type no worker of the cloud serves reaches one
- * worker through the catch-all shared group, which answers it with 400. */
+ * worker through the unserved group, which answers it with 400: by
+ * default the group of <prefix>/unserved/+/+, where nimbus_auth.so
+ * re-routes such tasks; with unserved = wildcard a catch-all group on
+ * <prefix>/task/+/+, which also gets a copy of every other task. */
 #include "wk.h"
 #include "st_blob.h"
 
@@ -25,14 +28,25 @@
 #include <string.h>
 #include <time.h>
 
-enum { SUB_TYPED = 1, SUB_CATCH_ALL = 2 };
+/* MQTT 5 subscription identifiers: the typed groups, the unserved group. */
+enum { SUB_TYPED = 1, SUB_UNSERVED = 2 };
 
-/* One allocation: the struct, then the topic, then the payload. */
+/* What a message is to this worker. */
+typedef enum job_kind {
+  JOB_TASK,     /* <prefix>/task/<type>/<terminal> through a typed group */
+  JOB_WILDCARD, /* the catch-all group's copy of a task (unserved=wildcard) */
+  JOB_UNSERVED  /* <prefix>/unserved/<type>/<terminal>: the broker re-routed
+                   it because no worker was subscribed to its type */
+} job_kind;
+
+/* One allocation: the struct, the type and the terminal (each
+ * NUL-terminated), then the payload. */
 typedef struct job {
-  char *topic;
+  const char *type;
+  const char *terminal; /* from the topic, never from the payload */
   uint8_t *payload;
   size_t len;
-  int sub_id;
+  job_kind kind;
   struct job *next;
 } job;
 
@@ -63,8 +77,9 @@ struct wk_worker {
   MQTTAsync client;
   const wk_handler **handlers;
   size_t nhandlers;
-  char **filters; /* subscriptions, typed ones first */
+  char **filters; /* subscriptions: the typed ones, then the unserved one */
   size_t nfilters;
+  size_t prefix_len;
 
   lane lanes[LANES];
 
@@ -91,6 +106,7 @@ struct wk_worker {
 
   /* For the monitor topic. */
   atomic_uint_fast64_t tasks_ok, tasks_error;
+  atomic_uint_fast64_t received; /* messages the broker delivered */
   char monitor_topic[256];
   char *will_payload;
   st_blobstore *blobs; /* the blob store; shared, thread-safe */
@@ -140,14 +156,28 @@ int wk_checkpoint(wk_ctx *c) {
   return 0;
 }
 
-static bool cloud_serves(wk_worker *w, const char *type) {
+static bool type_is(const char *name, const char *type, size_t len) {
+  return strlen(name) == len && memcmp(name, type, len) == 0;
+}
+
+/* This worker's handler of `type` (`len` bytes), or NULL. */
+static const wk_handler *find_handler(const wk_worker *w, const char *type,
+                                      size_t len) {
   for (size_t i = 0; i < w->nhandlers; i++)
-    if (strcmp(w->handlers[i]->type, type) == 0)
-      return true;
+    if (type_is(w->handlers[i]->type, type, len))
+      return w->handlers[i];
+  return NULL;
+}
+
+/* True when this worker serves `type` (`len` bytes) or another live worker
+ * announced it lately (nb:types, read by the renewal thread). */
+static bool cloud_serves(wk_worker *w, const char *type, size_t len) {
+  if (find_handler(w, type, len) != NULL)
+    return true;
   bool found = false;
   pthread_mutex_lock(&w->tmu);
   for (size_t i = 0; i < w->ncloud && !found; i++)
-    found = strcmp(w->cloud_types[i], type) == 0;
+    found = type_is(w->cloud_types[i], type, len);
   pthread_mutex_unlock(&w->tmu);
   return found;
 }
@@ -268,32 +298,6 @@ typedef struct thread_state {
   msgpack_sbuffer out;
 } thread_state;
 
-/* Splits "<prefix>/task/<type>/<terminal>" in place. */
-static bool parse_topic(const wk_worker *w, char *topic, const char **type,
-                        const char **terminal) {
-  size_t pl = strlen(w->cfg->prefix);
-  if (strncmp(topic, w->cfg->prefix, pl) != 0 ||
-      strncmp(topic + pl, "/task/", 6) != 0)
-    return false;
-  char *t = topic + pl + 6;
-  char *slash = strchr(t, '/');
-  if (slash == NULL || slash == t)
-    return false;
-  *slash = '\0';
-  char *term = slash + 1;
-  if (!nb_valid_terminal(term, strlen(term)))
-    return false;
-  *type = t;
-  *terminal = term;
-  return true;
-}
-
-static const wk_handler *find_handler(const wk_worker *w, const char *type) {
-  for (size_t i = 0; i < w->nhandlers; i++)
-    if (strcmp(w->handlers[i]->type, type) == 0)
-      return w->handlers[i];
-  return NULL;
-}
 
 static void ctx_fini(wk_ctx *c) {
   msgpack_sbuffer_destroy(&c->result);
@@ -477,18 +481,33 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
 
 static void process_job(thread_state *ts, job *j) {
   wk_worker *w = ts->w;
-  const char *type = NULL, *terminal = NULL;
-  if (!parse_topic(w, j->topic, &type, &terminal)) {
-    NB_WARN("WK-BAD-TOPIC", "ignored a message on %s", j->topic);
-    return;
+  const char *type = j->type, *terminal = j->terminal;
+  size_t type_len = strlen(type);
+  const wk_handler *h = find_handler(w, type, type_len);
+  bool unknown = false;
+  if (j->kind == JOB_WILDCARD) {
+    if (cloud_serves(w, type, type_len))
+      return; /* its own group has it (or will: a worker for the type
+                 appeared since the copy was queued) */
+    unknown = true;
+  } else if (j->kind == JOB_UNSERVED && h == NULL) {
+    /* A task this worker serves is run as any other, wherever it came
+     * from. One that another worker announced lately has its workers away
+     * for a moment (restarting, reconnecting): it gets no answer now, the
+     * agent sends it again, and by then the broker routes it to them. */
+    if (cloud_serves(w, type, type_len)) {
+      NB_INFO("WK-UNSERVED-HELD", "%s: a %.64s task left unanswered: its "
+              "workers are away, but one announced the type lately",
+              terminal, type);
+      return;
+    }
+    unknown = true;
   }
-  if (j->sub_id == SUB_CATCH_ALL && cloud_serves(w, type))
-    return; /* a worker for the type appeared since the copy was queued */
 
   char err[256] = "";
   sc_task task;
   int rc = sc_task_decode(j->payload, j->len, &task, err, sizeof err);
-  if (j->sub_id == SUB_CATCH_ALL) {
+  if (unknown) {
     char msg[160];
     snprintf(msg, sizeof msg, "no worker of this cloud serves task type "
              "\"%.64s\"", type);
@@ -511,7 +530,6 @@ static void process_job(thread_state *ts, job *j) {
     send_error(w, &ts->out, terminal, task.id, 400, err, NULL, NULL, 0);
     goto done;
   }
-  const wk_handler *h = find_handler(w, type);
   if (h == NULL) {
     char msg[160];
     snprintf(msg, sizeof msg, "this worker does not serve task type "
@@ -772,7 +790,9 @@ static void *renew_main(void *arg) {
 /* The worker's state as JSON for <prefix>/monitor/worker/<id> (retained):
  * {"worker", "state" (up, stopping, stopped; "down" is the broker's will
  * for a worker that vanished), "ts", "types", "threads", "tasks" {"ok",
- * "error"}, "queued", "running"}. Returns a malloc'd string or NULL. */
+ * "error" (final replies), "received" (messages the broker delivered, the
+ * catch-all group's copies included)}, "queued", "running"}. Returns a
+ * malloc'd string or NULL. */
 static char *monitor_json(wk_worker *w, const char *state) {
   cJSON *o = cJSON_CreateObject();
   if (o == NULL)
@@ -803,6 +823,8 @@ static char *monitor_json(wk_worker *w, const char *state) {
       cJSON_AddNumberToObject(tasks, "ok", (double)atomic_load(&w->tasks_ok));
       cJSON_AddNumberToObject(tasks, "error",
                               (double)atomic_load(&w->tasks_error));
+      cJSON_AddNumberToObject(tasks, "received",
+                              (double)atomic_load(&w->received));
     }
     cJSON_AddNumberToObject(o, "queued", (double)queued);
     cJSON_AddNumberToObject(o, "running", (double)running);
@@ -831,63 +853,93 @@ static void monitor_publish(wk_worker *w, const char *state) {
 
 /* ---- MQTT session ------------------------------------------------------------ */
 
-/* For a catch-all copy: true when the topic's task type is served by some
- * worker, so the copy can be dropped on Paho's thread without queueing. */
-static bool catch_all_served(wk_worker *w, const char *topic, size_t len) {
-  char buf[256];
-  if (len >= sizeof buf)
-    return false;
-  memcpy(buf, topic, len);
-  buf[len] = '\0';
-  const char *type = NULL, *terminal = NULL;
-  return parse_topic(w, buf, &type, &terminal) && cloud_serves(w, type);
-}
+/* The parts of a task topic, pointing into it. */
+typedef struct topic_parts {
+  const char *type, *terminal;
+  size_t type_len, terminal_len;
+  bool unserved; /* <prefix>/unserved/..., not <prefix>/task/... */
+} topic_parts;
 
-/* The lane a job belongs in: its handler's, the quick one otherwise. */
-static int job_lane(wk_worker *w, const job *j) {
-  char buf[256];
-  size_t len = strlen(j->topic);
-  if (len >= sizeof buf)
-    return LANE_QUICK;
-  memcpy(buf, j->topic, len + 1);
-  const char *type = NULL, *terminal = NULL;
-  if (!parse_topic(w, buf, &type, &terminal))
-    return LANE_QUICK;
-  const wk_handler *h = find_handler(w, type);
-  return h != NULL && h->heavy ? LANE_HEAVY : LANE_QUICK;
+/* Reads "<prefix>/task/<type>/<terminal>" or
+ * "<prefix>/unserved/<type>/<terminal>" (`len` bytes, need not be
+ * NUL-terminated): the type one non-empty level, the terminal a valid
+ * terminal id. The only place a task's topic is read. */
+static bool parse_topic(const wk_worker *w, const char *topic, size_t len,
+                        topic_parts *tp) {
+  size_t pl = w->prefix_len;
+  if (len <= pl + 1 || memcmp(topic, w->cfg->prefix, pl) != 0 ||
+      topic[pl] != '/')
+    return false;
+  const char *p = topic + pl + 1, *end = topic + len;
+  if ((size_t)(end - p) > 5 && memcmp(p, "task/", 5) == 0) {
+    p += 5;
+    tp->unserved = false;
+  } else if ((size_t)(end - p) > 9 && memcmp(p, "unserved/", 9) == 0) {
+    p += 9;
+    tp->unserved = true;
+  } else {
+    return false;
+  }
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  if (slash == NULL || slash == p)
+    return false;
+  tp->type = p;
+  tp->type_len = (size_t)(slash - p);
+  tp->terminal = slash + 1;
+  tp->terminal_len = (size_t)(end - tp->terminal);
+  return nb_valid_terminal(tp->terminal, tp->terminal_len);
 }
 
 static int on_message(void *context, char *topic, int topic_len,
                       MQTTAsync_message *m) {
   wk_worker *w = context;
   job *j = NULL;
+  atomic_fetch_add(&w->received, 1);
   if (m->retained) {
     /* PROTOCOL.md: workers never act on a retained task. */
     NB_WARN("WK-RETAINED", "ignored a retained message on %s", topic);
     goto out;
   }
   size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
-  int sid = MQTTProperties_getNumericValue(
-      &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER);
-  if (sid == SUB_CATCH_ALL && catch_all_served(w, topic, tl))
+  topic_parts tp;
+  if (!parse_topic(w, topic, tl, &tp)) {
+    NB_WARN("WK-BAD-TOPIC", "ignored a message on %.*s", (int)tl, topic);
+    goto out;
+  }
+  job_kind kind = JOB_TASK;
+  if (tp.unserved)
+    kind = JOB_UNSERVED;
+  else if (MQTTProperties_getNumericValue(
+               &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER) ==
+           SUB_UNSERVED)
+    kind = JOB_WILDCARD;
+  if (kind == JOB_WILDCARD && cloud_serves(w, tp.type, tp.type_len))
     goto out; /* the type's own group has it: the common case, made cheap */
   size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-  j = malloc(sizeof *j + tl + 1 + plen);
+  j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2 + plen);
   if (j == NULL) {
     NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
     goto out;
   }
-  j->topic = (char *)(j + 1);
-  memcpy(j->topic, topic, tl);
-  j->topic[tl] = '\0';
-  j->payload = (uint8_t *)j->topic + tl + 1;
+  char *type = (char *)(j + 1);
+  memcpy(type, tp.type, tp.type_len);
+  type[tp.type_len] = '\0';
+  char *terminal = type + tp.type_len + 1;
+  memcpy(terminal, tp.terminal, tp.terminal_len);
+  terminal[tp.terminal_len] = '\0';
+  j->type = type;
+  j->terminal = terminal;
+  j->payload = (uint8_t *)terminal + tp.terminal_len + 1;
   j->len = plen;
   if (plen > 0)
     memcpy(j->payload, m->payload, plen);
+  j->kind = kind;
   j->next = NULL;
-  j->sub_id = sid == SUB_CATCH_ALL ? SUB_CATCH_ALL : SUB_TYPED;
 
-  lane_push(&w->lanes[job_lane(w, j)], j, (size_t)w->cfg->queue);
+  /* The handler's lane; the quick one for tasks without a handler here. */
+  const wk_handler *h = find_handler(w, tp.type, tp.type_len);
+  lane_push(&w->lanes[h != NULL && h->heavy ? LANE_HEAVY : LANE_QUICK], j,
+            (size_t)w->cfg->queue);
 out:
   MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);
@@ -949,8 +1001,8 @@ static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
   sub_acked(w, resp, w->nhandlers);
 }
 
-static void on_catch_all_sub_ok(void *context,
-                                MQTTAsync_successData5 *resp) {
+static void on_unserved_sub_ok(void *context,
+                               MQTTAsync_successData5 *resp) {
   sub_acked(context, resp, 1);
 }
 
@@ -968,25 +1020,29 @@ static void on_sub_fail(void *context, MQTTAsync_failureData5 *resp) {
   set_sub_state(w, -1, why);
 }
 
-/* Sends the SUBSCRIBE packets: the typed groups (QoS 1, subscription id 1)
- * and the catch-all group (QoS 0, id 2; only tasks of types nobody serves
- * are acted on, and the agent re-sends, so QoS 0 loses nothing). Workers
- * use clean sessions, so this runs on every connect. */
+/* Sends the SUBSCRIBE packets: the typed groups (QoS 1, subscription id 1),
+ * then the unserved group (id 2): QoS 1 on <prefix>/unserved/+/+, or QoS 0
+ * on the catch-all <prefix>/task/+/+ (only the copies of types nobody
+ * serves are acted on, and the agent re-sends, so QoS 0 loses nothing
+ * there). The typed groups go first: by the time this worker joins the
+ * unserved group, the broker counts its types as served. Workers use clean
+ * sessions, so this runs on every connect. */
 static void subscribe_all(wk_worker *w) {
-  size_t ntyped = w->nfilters - (w->cfg->catch_all ? 1 : 0);
+  int passes = w->cfg->unserved_mode == WK_UNSERVED_OFF ? 1 : 2;
+  size_t ntyped = w->nfilters - (size_t)(passes - 1);
   pthread_mutex_lock(&w->cmu);
   w->sub_state = 0;
-  w->subs_pending = w->cfg->catch_all ? 2 : 1;
+  w->subs_pending = passes;
   pthread_mutex_unlock(&w->cmu);
-  for (int pass = 0; pass < (w->cfg->catch_all ? 2 : 1); pass++) {
+  for (int pass = 0; pass < passes; pass++) {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     MQTTProperty prop;
     prop.identifier = MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
-    prop.value.integer4 = pass == 0 ? SUB_TYPED : SUB_CATCH_ALL;
+    prop.value.integer4 = pass == 0 ? SUB_TYPED : SUB_UNSERVED;
     MQTTProperties props = MQTTProperties_initializer;
     MQTTProperties_add(&props, &prop);
     ro.properties = props;
-    ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_catch_all_sub_ok;
+    ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_unserved_sub_ok;
     ro.onFailure5 = on_sub_fail;
     ro.context = w;
     /* A retained task must never be acted on (PROTOCOL.md). A broker
@@ -1019,7 +1075,8 @@ static void subscribe_all(wk_worker *w) {
       free(qos);
       free(opts);
     } else {
-      rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], 0, &ro);
+      int qos = w->cfg->unserved_mode == WK_UNSERVED_BROKER ? 1 : 0;
+      rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], qos, &ro);
     }
     MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -1150,6 +1207,7 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   if (w == NULL)
     return NIMBUS_ENOMEM;
   w->cfg = cfg;
+  w->prefix_len = strlen(cfg->prefix);
   w->live.next = w->live.prev = &w->live;
   for (int i = 0; i < LANES; i++)
     lane_init(&w->lanes[i], w);
@@ -1162,6 +1220,7 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   atomic_init(&w->draining, false);
   atomic_init(&w->tasks_ok, 0);
   atomic_init(&w->tasks_error, 0);
+  atomic_init(&w->received, 0);
   int rc = choose_handlers(w, err, errcap);
   bool serves_blobs = false;
   for (size_t i = 0; i < w->nhandlers; i++)
@@ -1178,7 +1237,10 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,
                     cfg->prefix, w->handlers[i]->type);
-  if (rc == 0 && cfg->catch_all)
+  if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_BROKER)
+    rc = add_filter(w, "$share/nimbus-unserved/%s/unserved/+/+",
+                    cfg->prefix);
+  else if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_WILDCARD)
     rc = add_filter(w, "$share/nimbus-unserved/%s/task/+/+", cfg->prefix);
   if (rc == 0) {
     int n = snprintf(w->monitor_topic, sizeof w->monitor_topic,

@@ -220,6 +220,36 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
   return 0;
 }
 
+/* Prints `text` at an indent of 6, broken between words so that no line
+ * passes column 78 (a longer word gets a line of its own). */
+static void print_wrapped(FILE *f, const char *text) {
+  enum { INDENT = 6, WIDTH = 78 };
+  size_t col = 0;
+  const char *p = text;
+  while (*p != '\0') {
+    while (*p == ' ')
+      p++;
+    size_t n = strcspn(p, " ");
+    if (n == 0)
+      break;
+    if (col > 0 && col + 1 + n > WIDTH) {
+      fputc('\n', f);
+      col = 0;
+    }
+    if (col == 0) {
+      fprintf(f, "%*s", INDENT, "");
+      col = INDENT;
+    } else {
+      fputc(' ', f);
+      col++;
+    }
+    fwrite(p, 1, n, f);
+    col += n;
+    p += n;
+  }
+  fputc('\n', f);
+}
+
 void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
   FILE *f = fp;
   fputs(usage, f);
@@ -231,12 +261,15 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
       flag[n++] = *p == '_' ? '-' : *p;
     flag[n] = '\0';
     env_name(o->name, env, sizeof env);
-    fprintf(f, "  --%s%s\n      %s", flag,
-            o->type == NB_OPT_BOOL ? "" : (o->type == NB_OPT_INT ? " N" : " VALUE"),
-            o->help);
+    fprintf(f, "  --%s%s\n", flag,
+            o->type == NB_OPT_BOOL ? "" : (o->type == NB_OPT_INT ? " N" : " VALUE"));
+    char text[1024];
     if (o->def != NULL && o->def[0] != '\0')
-      fprintf(f, " (default: %s)", o->def);
-    fprintf(f, "\n      env %s, key %s\n", env, o->name);
+      snprintf(text, sizeof text, "%s (default: %s)", o->help, o->def);
+    else
+      snprintf(text, sizeof text, "%s", o->help);
+    print_wrapped(f, text);
+    fprintf(f, "      env %s, key %s\n", env, o->name);
   }
   fputs("  --config FILE\n      read options from an INI file first "
         "(env NIMBUS_CONFIG)\n  --help\n      print this help\n", f);

@@ -1,7 +1,9 @@
 # The broker's rules hold on a whole stack (real workers, real agent):
-# a terminal can neither join the workers' shared group nor read another
-# terminal's replies, and while it tries no task is lost (20 pings, all
-# answered well inside the agent's first re-send); a terminal cannot use a
+# a terminal can neither join the workers' shared group, nor read the
+# tasks re-routed to the unserved topics, nor read another terminal's
+# replies, and while it tries no task is lost (20 pings and a task of a
+# type nobody serves, all answered well inside the agent's first re-send);
+# it cannot publish on the unserved topics either; a terminal cannot use a
 # client id that is not its own; an account added while the broker runs
 # connects at once, a deleted one no longer can. First runs
 # broker-config/selftest.sh (the plugin's full rule table against a broker
@@ -50,12 +52,13 @@ stdbuf -oL mosquitto_sub "${mq_args[@]}" -v -u alice -P "$ALICE_PW" \
   -i alice.thief0001 -t "$PFX/reply/alice" \
   -t "\$share/nimbus-ping/$PFX/task/ping/+" -t "$PFX/reply/bob" \
   -t "\$share/nimbus-ping/$PFX/task/+/+" \
+  -t "\$share/nimbus-unserved/$PFX/unserved/+/+" -t "$PFX/unserved/#" \
   >"$NB_DIR/thief.out" 2>&1 &
 bg_pids+=($!)
 nb_wait_for "grep -q '^Subscribed (mid: 1):' '$NB_DIR/thief.out'" 10 ||
   nb_fail "thief: no SUBACK: $(cat "$NB_DIR/thief.out")"
 suback=$(sed -n 's/^Subscribed (mid: 1): //p' "$NB_DIR/thief.out")
-nb_assert_eq "1, 135, 135, 135" "$suback" "SUBACK reason codes for alice"
+nb_assert_eq "1, 135, 135, 135, 135, 135" "$suback" "SUBACK reason codes for alice"
 
 # The same from bob, a second would-be thief (a plain MQTT 3.1.1 client
 # this time: SUBACK failure 0x80).
@@ -74,11 +77,18 @@ nb_assert_eq "1, 128" "$(sed -n 's/^Subscribed (mid: 1): //p' "$NB_DIR/thief2.ou
 for i in $(seq 20); do
   out=$(nb_agent ping --timeout 5000 2>&1) || nb_fail "ping $i of 20 not answered (exit $?): $out"
 done
-nb_log "20 of 20 pings answered with two thieves subscribed"
+set +e
+out=$(nb_agent call no.such.type '{}' --timeout 5000 2>&1)
+rc=$?
+set -e
+[[ $rc == 1 && $out == *'"code":400'* ]] ||
+  nb_fail "a task of a type nobody serves: exit $rc: $out"
+nb_log "20 of 20 pings and a task of an unserved type answered with two thieves subscribed"
 # Both would-be thieves are still connected and never saw a task.
 for p in "${bg_pids[@]}"; do nb_alive "$p" || nb_fail "a thief subscriber was disconnected"; done
-if grep -q -e "^$PFX/task/" -e "PUBLISH.*$PFX/task/" "$NB_DIR/thief.out" "$NB_DIR/thief2.out"; then
-  nb_fail "a terminal received a task: $(grep -e "^$PFX/task/" -e "PUBLISH.*$PFX/task/" "$NB_DIR"/thief*.out | head -3)"
+if grep -q -e "^$PFX/task/" -e "PUBLISH.*$PFX/task/" -e "^$PFX/unserved/" \
+    -e "PUBLISH.*$PFX/unserved/" "$NB_DIR/thief.out" "$NB_DIR/thief2.out"; then
+  nb_fail "a terminal received a task: $(grep -e "$PFX/task/" -e "$PFX/unserved/" "$NB_DIR"/thief*.out | head -3)"
 fi
 # alice's own replies reached her listening session too (same topic as
 # the agent's): the grant of reply/alice is real.
@@ -86,6 +96,18 @@ grep -q "^$PFX/reply/alice " "$NB_DIR/thief.out" ||
   nb_fail "alice's subscriber never saw her replies"
 kill_bg
 bg_pids=()
+
+# A terminal cannot put a task on the unserved topics itself (PUBACK 0x87).
+printf '\x82\xa1v\x01\xa2id\xb3forged-unserved-0001' >"$NB_DIR/forged"
+out=$(timeout 10 mosquitto_pub "${mq_args[@]}" -u alice -P "$ALICE_PW" \
+  -i alice.forger0001 -t "$PFX/unserved/task.status/alice" \
+  -f "$NB_DIR/forged" 2>&1 || true)
+[[ $out == *"received PUBACK (Mid: 1, RC:135)"* ]] ||
+  nb_fail "alice published on an unserved topic: $out"
+if grep -q "forged-unserved" "$NB_DIR"/worker-*/log; then
+  nb_fail "a worker saw the forged task"
+fi
+nb_log "a terminal cannot publish on $PFX/unserved/ (PUBACK 0x87)"
 
 # --- client ids ----------------------------------------------------------
 connect_as() { # USER PASSWORD CLIENT_ID: CONNACK outcome in $OUT

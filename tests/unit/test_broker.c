@@ -503,6 +503,14 @@ static const rule_case rules[] = {
     {TERM, "$share/nimbus-ping/" PFX "/task/ping/alice", S, false, false},
     {TERM, "$share/g/" PFX "/reply/alice", S, false, false},
     {TERM, "anything/at/all", U, false, true},
+    /* the unserved topics are the plugin's alone: a terminal can neither
+     * put a task there nor read one */
+    {TERM, PFX "/unserved/ping/alice", W, false, false},
+    {TERM, PFX "/unserved/nope/alice", W, false, false},
+    {TERM, PFX "/unserved/ping/alice", R, false, false},
+    {TERM, PFX "/unserved/#", S, false, false},
+    {TERM, PFX "/unserved/+/alice", S, false, false},
+    {TERM, "$share/nimbus-unserved/" PFX "/unserved/+/+", S, false, false},
     /* a terminal acting under a client id not its own: nothing */
     {BA_ROLE_TERMINAL, "alice", "bob.dev00001", PFX "/task/ping/alice", W,
      false, false},
@@ -528,6 +536,19 @@ static const rule_case rules[] = {
     {WORK, "$share/nimbus-ping/cloud/v2/task/ping/+", S, false, false},
     {WORK, PFX "/reply/alice", S, false, false},
     {WORK, PFX "/monitor/#", S, false, false},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/+/+", S, false, true},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/ping/+", S, false,
+     true},
+    {WORK, PFX "/unserved/+/+", S, false, false},
+    {WORK, PFX "/unserved/#", S, false, false},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/#", S, false, false},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/+/alice", S, false,
+     false},
+    {WORK, "$share/nimbus-unserved/" PFX "/unservedx/+/+", S, false, false},
+    {WORK, "$share/nimbus-unserved/" PFX "/+/+/+", S, false, false},
+    {WORK, "$share/unserved/" PFX "/unserved/+/+", S, false, false},
+    {WORK, PFX "/unserved/ping/alice", R, false, true},
+    {WORK, PFX "/unserved/ping/alice", W, false, false},
     {WORK, PFX "/task/ping/alice", R, false, true},
     {WORK, PFX "/reply/alice", R, false, false},
     {WORK, PFX "/reply/alice", W, false, true},
@@ -550,6 +571,8 @@ static const rule_case rules[] = {
     {MON, PFX "/task/ping/alice", R, false, false},
     {MON, PFX "/monitor/event/x", W, false, false},
     {MON, "$share/nimbus-m/" PFX "/monitor/#", S, false, false},
+    {MON, PFX "/unserved/ping/alice", R, false, false},
+    {MON, PFX "/unserved/ping/alice", W, false, false},
 
     /* admin: everything */
     {ADM, "#", S, false, true},
