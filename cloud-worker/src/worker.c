@@ -44,8 +44,9 @@ typedef enum job_kind {
 typedef struct job {
   const char *type;
   const char *terminal; /* from the topic, never from the payload */
-  uint8_t *payload;
+  const uint8_t *payload; /* Paho's, in msg: a segment is never copied */
   size_t len;
+  MQTTAsync_message *msg; /* owned: freed with the job */
   job_kind kind;
   struct job *next;
 } job;
@@ -567,7 +568,11 @@ done:
   sc_task_fini(&task);
 }
 
-static void job_free(job *j) { free(j); }
+static void job_free(job *j) {
+  if (j->msg != NULL)
+    MQTTAsync_freeMessage(&j->msg);
+  free(j);
+}
 
 static void *pool_main(void *arg) {
   thread_state *ts = arg;
@@ -916,7 +921,7 @@ static int on_message(void *context, char *topic, int topic_len,
   if (kind == JOB_WILDCARD && cloud_serves(w, tp.type, tp.type_len))
     goto out; /* the type's own group has it: the common case, made cheap */
   size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-  j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2 + plen);
+  j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2);
   if (j == NULL) {
     NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
     goto out;
@@ -929,10 +934,12 @@ static int on_message(void *context, char *topic, int topic_len,
   terminal[tp.terminal_len] = '\0';
   j->type = type;
   j->terminal = terminal;
-  j->payload = (uint8_t *)terminal + tp.terminal_len + 1;
+  /* The job keeps Paho's message (the application frees it, from any
+   * thread) rather than a copy of up to a segment. */
+  j->payload = plen > 0 ? m->payload : (const uint8_t *)"";
   j->len = plen;
-  if (plen > 0)
-    memcpy(j->payload, m->payload, plen);
+  j->msg = m;
+  m = NULL;
   j->kind = kind;
   j->next = NULL;
 
@@ -941,7 +948,8 @@ static int on_message(void *context, char *topic, int topic_len,
   lane_push(&w->lanes[h != NULL && h->heavy ? LANE_HEAVY : LANE_QUICK], j,
             (size_t)w->cfg->queue);
 out:
-  MQTTAsync_freeMessage(&m);
+  if (m != NULL)
+    MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);
   return 1;
 }
