@@ -98,7 +98,8 @@ int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
  * finds the file moved or dropped and stores nothing (NIMBUS_ECONFLICT from
  * st_blobstore_stage). *lock receives a handle for
  * st_blobstore_stage_unlock. Returns 0, NIMBUS_ENOTFOUND when nothing is
- * staged, or NIMBUS_EIO. */
+ * staged (also when a commit that held the lock first moved or dropped the
+ * file meanwhile), or NIMBUS_EIO. */
 int st_blobstore_stage_lock(st_blobstore *s, const char *terminal,
                             const char *upload, int *lock);
 /* Releases a lock from st_blobstore_stage_lock; -1 is a no-op. */

@@ -415,6 +415,14 @@ static int local_stage_lock(st_blobstore *s, const char *terminal,
       return rc;
     }
   }
+  /* A commit that held the lock before us may have moved the file into the
+   * store (or dropped it): then there is nothing staged any more. */
+  struct stat a, b;
+  if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino ||
+      a.st_dev != b.st_dev) {
+    close(fd);
+    return NIMBUS_ENOTFOUND;
+  }
   *lock = fd;
   return 0;
 }

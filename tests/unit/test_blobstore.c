@@ -185,6 +185,38 @@ static void *put_first_segment(void *arg) {
   return NULL;
 }
 
+typedef struct late_lock {
+  fixture *f;
+  int rc, lock;
+} late_lock;
+
+static void *lock_staging(void *arg) {
+  late_lock *ll = arg;
+  ll->rc = st_blobstore_stage_lock(ll->f->s, "alice", "a", &ll->lock);
+  return NULL;
+}
+
+/* A second commit of the same upload waits for the first one's lock, then
+ * learns that nothing is staged any more (the file was moved), instead of
+ * getting a lock on a file that is no longer the staging file. */
+static void test_commit_during_commit(void **state) {
+  fixture *f = *state;
+  stage_all(f, "alice", "a");
+  int lock = -1;
+  assert_int_equal(st_blobstore_stage_lock(f->s, "alice", "a", &lock), 0);
+  late_lock ll = {f, -1, -1};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, lock_staging, &ll), 0);
+  usleep(100 * 1000); /* the second commit now waits for the lock */
+  assert_int_equal(ll.rc, -1);
+  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
+                                             f->sha), 0);
+  st_blobstore_stage_unlock(f->s, lock);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(ll.rc, NIMBUS_ENOTFOUND);
+  assert_int_equal(ll.lock, -1);
+}
+
 /* A put that arrives while a commit holds the staging lock waits, then
  * finds the file moved and stores nothing: the stored blob keeps the bytes
  * that were hashed. */
@@ -329,6 +361,8 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_commit_during_commit, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
                                       teardown),
   };
