@@ -553,9 +553,9 @@ static int h_backup_list(wk_ctx *c) {
 }
 
 const wk_handler wk_backup_handlers[] = {
-    {"backup.commit", true, false, true, h_backup_commit},
-    {"backup.list", false, false, false, h_backup_list},
-    {"backup.get", false, false, false, h_backup_get},
-    {"backup.delete", true, false, false, h_backup_delete},
-    {NULL, false, false, false, NULL},
+    {"backup.commit", true, false, WK_RUN_HEAVY, h_backup_commit},
+    {"backup.list", false, false, WK_RUN_QUICK, h_backup_list},
+    {"backup.get", false, false, WK_RUN_QUICK, h_backup_get},
+    {"backup.delete", true, false, WK_RUN_QUICK, h_backup_delete},
+    {NULL, false, false, WK_RUN_QUICK, NULL},
 };

@@ -573,10 +573,10 @@ out:
 }
 
 const wk_handler wk_blob_handlers[] = {
-    {"blob.put", true, false, true, h_blob_put},
-    {"blob.status", false, false, false, h_blob_status},
-    {"blob.commit", true, false, true, h_blob_commit},
-    {"blob.has", false, false, false, h_blob_has},
-    {"blob.get", false, false, false, h_blob_get},
-    {NULL, false, false, false, NULL},
+    {"blob.put", true, false, WK_RUN_HEAVY, h_blob_put},
+    {"blob.status", false, false, WK_RUN_QUICK, h_blob_status},
+    {"blob.commit", true, false, WK_RUN_HEAVY, h_blob_commit},
+    {"blob.has", false, false, WK_RUN_QUICK, h_blob_has},
+    {"blob.get", false, false, WK_RUN_QUICK, h_blob_get},
+    {NULL, false, false, WK_RUN_QUICK, NULL},
 };

@@ -90,8 +90,8 @@ static int h_task_cancel(wk_ctx *c) {
 }
 
 const wk_handler wk_core_handlers[] = {
-    {"ping", false, false, false, h_ping},
-    {"task.status", false, false, false, h_task_status},
-    {"task.cancel", false, false, false, h_task_cancel},
-    {NULL, false, false, false, NULL},
+    {"ping", false, false, WK_RUN_INLINE, h_ping},
+    {"task.status", false, false, WK_RUN_QUICK, h_task_status},
+    {"task.cancel", false, false, WK_RUN_QUICK, h_task_cancel},
+    {NULL, false, false, WK_RUN_QUICK, NULL},
 };

@@ -82,7 +82,7 @@ static int h_diag_echo(wk_ctx *c) {
 }
 
 const wk_handler wk_diag_handlers[] = {
-    {"diag.sleep", true, true, true, h_diag_sleep},
-    {"diag.echo", false, true, false, h_diag_echo},
-    {NULL, false, false, false, NULL},
+    {"diag.sleep", true, true, WK_RUN_HEAVY, h_diag_sleep},
+    {"diag.echo", false, true, WK_RUN_QUICK, h_diag_echo},
+    {NULL, false, false, WK_RUN_QUICK, NULL},
 };

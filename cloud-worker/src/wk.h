@@ -105,11 +105,21 @@ typedef struct wk_ctx {
  * 409, 499, 500, 503, ...) after wk_fail filled the message. */
 typedef int (*wk_handler_fn)(wk_ctx *c);
 
+/* Where a handler runs. */
+typedef enum wk_run {
+  WK_RUN_QUICK = 0, /* the quick lane: answers in milliseconds */
+  WK_RUN_HEAVY,     /* the heavy lane: may take seconds (CPU or waiting) */
+  /* On Paho's receive thread itself, with no hop to a pool: only for
+   * read-only handlers that never block and touch no Redis or disk (a
+   * blocked receive thread stalls every task of the worker). */
+  WK_RUN_INLINE,
+} wk_run;
+
 typedef struct wk_handler {
   const char *type;
   bool changes_state; /* claimed, committed with its reply, replayed */
   bool diag;          /* served only when the config turns diag on */
-  bool heavy;         /* may take seconds: runs in the heavy lane */
+  wk_run run;
   wk_handler_fn fn;
 } wk_handler;
 

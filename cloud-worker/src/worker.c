@@ -112,6 +112,7 @@ struct wk_worker {
   char *will_payload;
   st_blobstore *blobs; /* the blob store; shared, thread-safe */
   wk_janitor *janitor; /* when there is a blob store */
+  struct thread_state *inline_ts; /* Paho's receive thread's (no Redis) */
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -943,10 +944,18 @@ static int on_message(void *context, char *topic, int topic_len,
   j->kind = kind;
   j->next = NULL;
 
-  /* The handler's lane; the quick one for tasks without a handler here. */
+  /* The handler's lane; the quick one for tasks without a handler here.
+   * A handler that runs inline (ping) is answered here, on Paho's thread,
+   * without the hand-over to a pool thread and back. */
   const wk_handler *h = find_handler(w, tp.type, tp.type_len);
-  lane_push(&w->lanes[h != NULL && h->heavy ? LANE_HEAVY : LANE_QUICK], j,
-            (size_t)w->cfg->queue);
+  if (h != NULL && h->run == WK_RUN_INLINE && kind == JOB_TASK) {
+    process_job(w->inline_ts, j);
+    job_free(j);
+  } else {
+    lane_push(
+        &w->lanes[h != NULL && h->run == WK_RUN_HEAVY ? LANE_HEAVY : LANE_QUICK],
+        j, (size_t)w->cfg->queue);
+  }
 out:
   if (m != NULL)
     MQTTAsync_freeMessage(&m);
@@ -1216,6 +1225,13 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
     return NIMBUS_ENOMEM;
   w->cfg = cfg;
   w->prefix_len = strlen(cfg->prefix);
+  w->inline_ts = calloc(1, sizeof *w->inline_ts);
+  if (w->inline_ts == NULL) {
+    free(w);
+    return NIMBUS_ENOMEM;
+  }
+  w->inline_ts->w = w;
+  msgpack_sbuffer_init(&w->inline_ts->out);
   w->live.next = w->live.prev = &w->live;
   for (int i = 0; i < LANES; i++)
     lane_init(&w->lanes[i], w);
@@ -1446,6 +1462,8 @@ void wk_worker_free(wk_worker *w) {
     wk_worker_drain(w);
   if (w->client != NULL)
     MQTTAsync_destroy(&w->client);
+  msgpack_sbuffer_destroy(&w->inline_ts->out);
+  free(w->inline_ts);
   for (size_t i = 0; i < w->nfilters; i++)
     free(w->filters[i]);
   free(w->filters);
