@@ -74,6 +74,17 @@ nb_stack() {
 
 nb_agent() { "$NIMBUS_BIN/nimbus-agent" "$@"; }
 
+# call TYPE [JSON-ARGS] [agent flags]: one task through `nimbus-agent
+# call`; its reply (JSON) on stdout whatever the exit status.
+call() { nb_agent call "$@" 2>/dev/null || true; }
+
+# jget JSON EXPR: prints the Python expression EXPR evaluated on the JSON
+# document as `r` (e.g. 'r["result"]["have"]'). The JSON goes through
+# stdin: a 256 KiB segment in base64 is more than one argument may hold.
+jget() {
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
+}
+
 nb_redis() {
   REDISCLI_AUTH=$NIMBUS_REDIS_PASSWORD \
     redis-cli -h "$NIMBUS_REDIS_HOST" -p "$NIMBUS_REDIS_PORT" "$@"

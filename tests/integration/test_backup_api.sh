@@ -12,10 +12,6 @@ nb_stack_up 1
 W=$NB_DIR/work
 mkdir -p "$W"
 
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-call() { nb_agent call "$@" 2>/dev/null || true; }
 expect() { # expect WANT REPLY-EXPR REPLY WHAT
   nb_assert_eq "$1" "$(jget "$3" "$2")" "$4: $3"
 }

@@ -26,9 +26,6 @@ as() {
   [[ $t == alice ]] && pw=$A_PW || pw=$B_PW
   NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=$pw NIMBUS_STATE_DIR=$W/$st "$@"
 }
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
 # jf JSON KEY...: top-level numbers, booleans and plain strings of the
 # agent's one-line JSON, space-separated (python starts slowly).
 jf() {

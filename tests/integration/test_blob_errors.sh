@@ -12,10 +12,6 @@ nb_terminal carol
 W=$NB_DIR/work
 mkdir -p "$W"
 
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-call() { nb_agent call "$@" 2>/dev/null || true; }
 code() { jget "$1" 'r.get("code")'; }
 
 head -c 600000 /dev/urandom >"$W/file"

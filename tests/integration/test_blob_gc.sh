@@ -8,10 +8,6 @@ export NIMBUS_WORKER_FLAGS="--blob-ttl-ms 10000"
 nb_stack_up 1
 W=$NB_DIR/work
 mkdir -p "$W"
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-call() { nb_agent call "$@" 2>/dev/null || true; }
 upload() { # upload FILE: one segment, committed; prints the blob name
   local sha size r
   sha=$(sha256sum "$1" | cut -c1-64)

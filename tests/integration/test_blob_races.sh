@@ -9,10 +9,6 @@ nb_stack_up 2
 nb_terminal rita
 W=$NB_DIR/work
 mkdir -p "$W"
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-call() { nb_agent call "$@" 2>/dev/null || true; }
 
 head -c $((4 * 262144)) /dev/urandom >"$W/file"
 size=$(stat -c %s "$W/file")

@@ -7,10 +7,6 @@ nb_stack_up 1
 nb_terminal erin
 W=$NB_DIR/work
 mkdir -p "$W"
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-call() { nb_agent call "$@" 2>/dev/null || true; }
 
 head -c 300000 /dev/urandom >"$W/file"
 sha=$(sha256sum "$W/file" | cut -c1-64)

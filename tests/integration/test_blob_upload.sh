@@ -12,14 +12,6 @@ nb_terminal alice
 W=$NB_DIR/work
 mkdir -p "$W"
 
-# jq-like access to a reply: jget JSON PYTHON-EXPRESSION-ON-r (the JSON goes
-# through stdin: a 256 KiB segment in base64 is more than one argument may
-# be).
-jget() {
-  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" <<<"$1"
-}
-# call TYPE ARGS [more agent flags]: the reply on stdout whatever the exit.
-call() { nb_agent call "$@" 2>/dev/null || true; }
 
 head -c $((1048576 + 1000)) /dev/urandom >"$W/file"
 size=$(stat -c %s "$W/file")
