@@ -28,6 +28,8 @@
 
 #include "nimbus/agent.h"
 
+#include <msgpack.h>
+
 /* Blob segments: what one blob.put carries and one blob.get returns. */
 #define BK_SEGMENT (256 * 1024)
 /* Longest item name (bytes), as the cloud accepts. */
@@ -257,5 +259,28 @@ void bk_progress_finish(bk_progress *p);
 
 /* "12.3 MiB" into buf. */
 void bk_fmt_bytes(int64_t n, char *buf, size_t cap);
+
+/* Prints "nimbus-agent: <message>" and a newline on stderr, first erasing
+ * the progress line of `p` (drawn again by its next bk_progress_show). */
+void bk_say(bk_progress *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- msgpack ------------------------------------------------------------ */
+
+/* Packs a str; k: v entries with a str or an int value. */
+void bk_pk_str(msgpack_packer *pk, const char *s);
+void bk_pk_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void bk_pk_kv_int(msgpack_packer *pk, const char *k, int64_t v);
+/* True, with *v, when `o` (may be NULL) is an int that fits int64. */
+bool bk_obj_int(const msgpack_object *o, int64_t *v);
+/* True when `o` (may be NULL) is the str `s`. */
+bool bk_obj_str_eq(const msgpack_object *o, const char *s);
+/* Decodes the reply's result strictly into *out when it is a map: true,
+ * and *zone (free with msgpack_zone_free) holds it; false (and *zone
+ * NULL) when the result is absent, malformed or not a map. */
+bool bk_result_map(const nimbus_reply *r, msgpack_object *out,
+                   msgpack_zone **zone);
+/* True for a reply with status "ok". */
+bool bk_reply_ok(const nimbus_reply *r);
 
 #endif

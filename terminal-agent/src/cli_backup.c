@@ -178,19 +178,6 @@ typedef struct up_op {
   int64_t off, len;
 } up_op;
 
-static void up_say(up_run *u, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void up_say(up_run *u, const char *fmt, ...) {
-  bk_progress_clear(&u->prog);
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("nimbus-agent: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
-
 /* Sets a fatal exit status (the first one wins). */
 static void up_fatal(up_run *u, int status) {
   if (u->status == CLI_OK)
@@ -198,62 +185,6 @@ static void up_fatal(up_run *u, int status) {
 }
 
 /* ---- msgpack helpers --------------------------------------------------- */
-
-static void pk_str(msgpack_packer *pk, const char *s) {
-  size_t n = strlen(s);
-  msgpack_pack_str_with_body(pk, s, n);
-}
-
-static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) {
-  pk_str(pk, k);
-  pk_str(pk, v);
-}
-
-static void pk_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
-  pk_str(pk, k);
-  msgpack_pack_int64(pk, v);
-}
-
-/* The reply's result map decoded (strictly), or false. */
-static bool up_result(const nimbus_reply *r, msgpack_object *out,
-                      msgpack_zone **zone) {
-  char err[128];
-  *zone = NULL;
-  if (r->result == NULL ||
-      sc_value_decode(r->result, r->result_len, out, zone, err, sizeof err) !=
-          0)
-    return false;
-  if (out->type != MSGPACK_OBJECT_MAP) {
-    msgpack_zone_free(*zone);
-    *zone = NULL;
-    return false;
-  }
-  return true;
-}
-
-static bool obj_int(const msgpack_object *o, int64_t *v) {
-  if (o == NULL)
-    return false;
-  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
-    *v = (int64_t)o->via.u64;
-    return true;
-  }
-  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-    *v = o->via.i64;
-    return true;
-  }
-  return false;
-}
-
-static bool obj_str_eq(const msgpack_object *o, const char *s) {
-  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
-         o->via.str.size == strlen(s) &&
-         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
-}
-
-static bool up_is_ok(const nimbus_reply *r) {
-  return strcmp(r->status, "ok") == 0;
-}
 
 /* ---- Blobs ------------------------------------------------------------- */
 
@@ -346,7 +277,7 @@ static void up_file_fail(up_run *u, up_file *f, const char *why) {
     return;
   f->failed = true;
   u->failed++;
-  up_say(u, "%s: %s; left out of the snapshot", f->abs, why);
+  bk_say(&u->prog, "%s: %s; left out of the snapshot", f->abs, why);
   if (f->blob != NULL)
     up_blob_detach(f->blob, f);
 }
@@ -422,8 +353,9 @@ static void up_file_changed(up_run *u, up_file *f) {
     up_file_fail(u, f, "it changed while it was being backed up, twice");
     return;
   }
-  up_say(u, "%s changed while it was being backed up; it will be hashed "
-            "again",
+  bk_say(&u->prog,
+         "%s changed while it was being backed up; it will be hashed "
+         "again",
          f->abs);
   if (u->nrehash == u->caprehash) {
     size_t cap = u->caprehash != 0 ? 2 * u->caprehash : 16;
@@ -543,7 +475,7 @@ static bool up_submit(up_run *u, up_op *o, const char *type,
                           sb->size, data, len, has_data);
   msgpack_sbuffer_destroy(sb);
   if (rc != 0) {
-    up_say(u, "cannot send a %s task: %s", type, nimbus_strerror(rc));
+    bk_say(&u->prog, "cannot send a %s task: %s", type, nimbus_strerror(rc));
     free(o->batch);
     free(o);
     up_fatal(u, rc == NIMBUS_EBUSY ? CLI_TIMEOUT : CLI_USAGE);
@@ -557,10 +489,10 @@ static void up_refused(up_run *u, int err, const char *what) {
   if (err == NIMBUS_ECANCELED)
     return; /* the run is ending */
   if (err == NIMBUS_EREFUSED) {
-    up_say(u, "%s: %s", what, nimbus_agent_errstr(u->pipe.agent));
+    bk_say(&u->prog, "%s: %s", what, nimbus_agent_errstr(u->pipe.agent));
     up_fatal(u, CLI_CONNECT);
   } else {
-    up_say(u, "%s: %s", what, nimbus_strerror(err));
+    bk_say(&u->prog, "%s: %s", what, nimbus_strerror(err));
     up_fatal(u, CLI_USAGE);
   }
 }
@@ -571,7 +503,7 @@ static bool up_transient(const nimbus_reply *r) {
 }
 
 static void up_cloud_said(up_run *u, const char *what, const nimbus_reply *r) {
-  up_say(u, "%s: error %d: %s", what, r->code,
+  bk_say(&u->prog, "%s: error %d: %s", what, r->code,
          r->error != NULL ? r->error : "(no message)");
 }
 
@@ -580,7 +512,7 @@ static void up_send_has(up_run *u) {
   if (o == NULL || (o->batch = malloc(BK_HAS_BATCH * sizeof *o->batch)) ==
                        NULL) {
     free(o);
-    up_say(u, "out of memory");
+    bk_say(&u->prog, "out of memory");
     up_fatal(u, CLI_USAGE);
     return;
   }
@@ -601,10 +533,10 @@ static void up_send_has(up_run *u) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   msgpack_pack_map(&pk, 1);
-  pk_str(&pk, "blobs");
+  bk_pk_str(&pk, "blobs");
   msgpack_pack_array(&pk, o->nbatch);
   for (size_t i = 0; i < o->nbatch; i++)
-    pk_str(&pk, o->batch[i]->hex);
+    bk_pk_str(&pk, o->batch[i]->hex);
   up_submit(u, o, "blob.has", &sb, NULL, 0, false);
 }
 
@@ -617,7 +549,7 @@ static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
   msgpack_zone *z = NULL;
   if (r == NULL) {
     up_refused(u, err, "blob.has");
-  } else if (!up_is_ok(r)) {
+  } else if (!bk_reply_ok(r)) {
     if (up_transient(r)) {
       for (size_t i = 0; i < o->nbatch; i++) {
         o->batch[i]->state = BL_UNKNOWN;
@@ -632,10 +564,10 @@ static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
       up_cloud_said(u, "blob.has", r);
       up_fatal(u, CLI_CLOUD_ERROR);
     }
-  } else if (!up_result(r, &res, &z) ||
+  } else if (!bk_result_map(r, &res, &z) ||
              sc_map_get(&res, "missing") == NULL ||
              sc_map_get(&res, "missing")->type != MSGPACK_OBJECT_ARRAY) {
-    up_say(u, "blob.has answered without a list of missing blobs");
+    bk_say(&u->prog, "blob.has answered without a list of missing blobs");
     up_fatal(u, CLI_CLOUD_ERROR);
   } else {
     /* `missing` lists blobs in the order asked. */
@@ -643,7 +575,8 @@ static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
     uint32_t j = 0;
     for (size_t i = 0; i < o->nbatch; i++) {
       up_blob *b = o->batch[i];
-      if (j < m->via.array.size && obj_str_eq(&m->via.array.ptr[j], b->hex)) {
+      if (j < m->via.array.size &&
+          bk_obj_str_eq(&m->via.array.ptr[j], b->hex)) {
         j++;
         if (b->files == NULL) {
           b->state = BL_DROPPED;
@@ -655,7 +588,7 @@ static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
       }
     }
     if (j != m->via.array.size) {
-      up_say(u, "blob.has answered with blobs not asked about");
+      bk_say(&u->prog, "blob.has answered with blobs not asked about");
       up_fatal(u, CLI_CLOUD_ERROR);
     }
   }
@@ -666,13 +599,13 @@ static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
 
 static void up_pack_upload(msgpack_packer *pk, const up_blob *b) {
   msgpack_pack_map(pk, 1);
-  pk_kv_str(pk, "upload", b->hex);
+  bk_pk_kv_str(pk, "upload", b->hex);
 }
 
 static void up_send_commit(up_run *u, up_blob *b) {
   up_op *o = up_op_new(u, b, up_on_commit);
   if (o == NULL) {
-    up_say(u, "out of memory");
+    bk_say(&u->prog, "out of memory");
     up_fatal(u, CLI_USAGE);
     return;
   }
@@ -725,7 +658,7 @@ static void up_activate(up_run *u, up_blob *b) {
     /* What an earlier run sent already. */
     up_op *o = up_op_new(u, b, up_on_status);
     if (o == NULL) {
-      up_say(u, "out of memory");
+      bk_say(&u->prog, "out of memory");
       up_fatal(u, CLI_USAGE);
       return;
     }
@@ -757,9 +690,9 @@ static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
     return;
   }
   up_ranges_reset(b);
-  if (!up_is_ok(r) && r->code == 404) {
+  if (!bk_reply_ok(r) && r->code == 404) {
     up_ranges_add(b, 0, b->size);
-  } else if (!up_is_ok(r)) {
+  } else if (!bk_reply_ok(r)) {
     if (up_transient(r) && ++b->retries <= 10) {
       up_blob_requeue(u, b);
       return;
@@ -770,13 +703,14 @@ static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
   } else {
     int64_t size = -1;
     const msgpack_object *m = NULL;
-    if (up_result(r, &res, &z)) {
-      obj_int(sc_map_get(&res, "size"), &size);
+    if (bk_result_map(r, &res, &z)) {
+      bk_obj_int(sc_map_get(&res, "size"), &size);
       m = sc_map_get(&res, "missing");
     }
     if (size != b->size || m == NULL || m->type != MSGPACK_OBJECT_ARRAY) {
-      up_say(u, "blob.status of %s answered size %" PRId64
-                " for a blob of %" PRId64 " bytes",
+      bk_say(&u->prog,
+             "blob.status of %s answered size %" PRId64
+             " for a blob of %" PRId64 " bytes",
              b->hex, size, b->size);
       up_fatal(u, CLI_CLOUD_ERROR);
       msgpack_zone_free(z);
@@ -787,10 +721,10 @@ static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
       const msgpack_object *p = &m->via.array.ptr[i];
       int64_t off, len;
       if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
-          !obj_int(&p->via.array.ptr[0], &off) ||
-          !obj_int(&p->via.array.ptr[1], &len) || off < 0 || len <= 0 ||
+          !bk_obj_int(&p->via.array.ptr[0], &off) ||
+          !bk_obj_int(&p->via.array.ptr[1], &len) || off < 0 || len <= 0 ||
           off % BK_SEGMENT != 0 || off + len > b->size) {
-        up_say(u, "blob.status of %s answered a range that is not one",
+        bk_say(&u->prog, "blob.status of %s answered a range that is not one",
                b->hex);
         up_fatal(u, CLI_CLOUD_ERROR);
         msgpack_zone_free(z);
@@ -833,7 +767,7 @@ static bool up_send_put(up_run *u, up_blob *b) {
   }
   up_op *o = up_op_new(u, b, up_on_put);
   if (o == NULL) {
-    up_say(u, "out of memory");
+    bk_say(&u->prog, "out of memory");
     up_fatal(u, CLI_USAGE);
     return false;
   }
@@ -844,10 +778,10 @@ static bool up_send_put(up_run *u, up_blob *b) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   msgpack_pack_map(&pk, 4);
-  pk_kv_str(&pk, "upload", b->hex);
-  pk_kv_int(&pk, "offset", off);
-  pk_kv_int(&pk, "size", b->size);
-  pk_kv_str(&pk, "sha256", b->hex);
+  bk_pk_kv_str(&pk, "upload", b->hex);
+  bk_pk_kv_int(&pk, "offset", off);
+  bk_pk_kv_int(&pk, "size", b->size);
+  bk_pk_kv_str(&pk, "sha256", b->hex);
   if (!up_submit(u, o, "blob.put", &sb, u->buf, (size_t)len, true))
     return false;
   b->roff += len;
@@ -875,7 +809,7 @@ static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
       up_blob_requeue(u, b);
     return;
   }
-  if (up_is_ok(r)) {
+  if (bk_reply_ok(r)) {
     u->prog.bytes_done += len;
   } else if (up_transient(r) && ++b->retries <= 10) {
     up_ranges_add(b, off, len); /* again, later */
@@ -903,12 +837,12 @@ static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep) {
   }
   msgpack_object res;
   msgpack_zone *z = NULL;
-  bool have = up_result(r, &res, &z);
-  if (up_is_ok(r)) {
+  bool have = bk_result_map(r, &res, &z);
+  if (bk_reply_ok(r)) {
     int64_t size = -1;
-    if (!have || !obj_str_eq(sc_map_get(&res, "blob"), b->hex) ||
-        !obj_int(sc_map_get(&res, "size"), &size) || size != b->size) {
-      up_say(u, "blob.commit of %s answered another blob", b->hex);
+    if (!have || !bk_obj_str_eq(sc_map_get(&res, "blob"), b->hex) ||
+        !bk_obj_int(sc_map_get(&res, "size"), &size) || size != b->size) {
+      bk_say(&u->prog, "blob.commit of %s answered another blob", b->hex);
       up_fatal(u, CLI_CLOUD_ERROR);
     } else {
       b->state = BL_DONE;
@@ -1026,7 +960,7 @@ static int up_transfer(up_run *u) {
         if (u->active[i]->state == BL_PUTTING)
           stuck = false;
       if (stuck && u->unknown_head == NULL && u->missing_head == NULL) {
-        up_say(u, "internal error: uploads stuck");
+        bk_say(&u->prog, "internal error: uploads stuck");
         up_fatal(u, CLI_USAGE);
         break;
       }
@@ -1034,8 +968,9 @@ static int up_transfer(up_run *u) {
     }
     int rc = bk_pipe_step(&u->pipe);
     if (rc == NIMBUS_ETIMEDOUT) {
-      up_say(u, "no reply from the cloud for %d ms; run the same backup "
-                "again to resume",
+      bk_say(&u->prog,
+             "no reply from the cloud for %d ms; run the same backup "
+             "again to resume",
              u->pipe.stall_ms);
       up_fatal(u, CLI_TIMEOUT);
     } else if (rc == NIMBUS_ECANCELED) {
@@ -1054,8 +989,8 @@ static int up_add_file(up_run *u, const char *name, const char *abs,
   const char *why = nb_relpath_problem(name, strlen(name));
   if (why != NULL) {
     u->skipped++;
-    up_say(u, "skipped %s: its name %s (the cloud does not accept it)", abs,
-           why);
+    bk_say(&u->prog, "skipped %s: its name %s (the cloud does not accept it)",
+           abs, why);
     return 0;
   }
   if (u->nfiles == u->capfiles) {
@@ -1094,8 +1029,9 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
   if (d == NULL) {
     /* What it holds is missing from the snapshot: a failure, not a skip. */
     u->failed++;
-    up_say(u, "%s: cannot read the directory: %s; left out of the snapshot",
-           abs, strerror(errno));
+    bk_say(&u->prog,
+           "%s: cannot read the directory: %s; left out of the snapshot", abs,
+           strerror(errno));
     return 0;
   }
   char **ents = NULL;
@@ -1141,10 +1077,11 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
       /* Gone since the directory was read: nothing to back up. */
       if (errno == ENOENT) {
         u->skipped++;
-        up_say(u, "skipped %s: gone while the directory was read", cabs);
+        bk_say(&u->prog, "skipped %s: gone while the directory was read", cabs);
       } else {
         u->failed++;
-        up_say(u, "%s: %s; left out of the snapshot", cabs, strerror(errno));
+        bk_say(&u->prog, "%s: %s; left out of the snapshot", cabs,
+               strerror(errno));
       }
     } else if (S_ISDIR(st.st_mode)) {
       rc = up_walk(u, cabs, cname);
@@ -1152,7 +1089,7 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
       rc = up_add_file(u, cname, cabs, &st);
     } else {
       u->skipped++;
-      up_say(u, "skipped %s: %s", cabs,
+      bk_say(&u->prog, "skipped %s: %s", cabs,
              S_ISLNK(st.st_mode) ? "a symbolic link (not followed)"
                                  : "not a regular file");
     }
@@ -1170,7 +1107,7 @@ static int up_walk_arg(up_run *u, const char *arg) {
   char *real = realpath(arg, NULL);
   struct stat st;
   if (real == NULL || stat(real, &st) != 0) {
-    up_say(u, "cannot back up %s: %s", arg, strerror(errno));
+    bk_say(&u->prog, "cannot back up %s: %s", arg, strerror(errno));
     free(real);
     return 1;
   }
@@ -1192,7 +1129,8 @@ static int up_walk_arg(up_run *u, const char *arg) {
   } else if (S_ISREG(st.st_mode)) {
     rc = up_add_file(u, base, real, &st) != 0 ? -1 : 0;
   } else {
-    up_say(u, "cannot back up %s: not a regular file or a directory", arg);
+    bk_say(&u->prog, "cannot back up %s: not a regular file or a directory",
+           arg);
     rc = 1;
   }
   free(real);
@@ -1308,7 +1246,7 @@ static int up_write_items(up_run *u, const char *dir, int *fdp, int64_t *n,
   snprintf(tmp, dl + sizeof "/manifest.XXXXXX", "%s/manifest.XXXXXX", dir);
   int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) {
-    up_say(u, "cannot create a file in %s: %s", dir, strerror(errno));
+    bk_say(&u->prog, "cannot create a file in %s: %s", dir, strerror(errno));
     free(tmp);
     return -1;
   }
@@ -1344,19 +1282,19 @@ static int up_write_items(up_run *u, const char *dir, int *fdp, int64_t *n,
     char hex[65];
     nb_hex(fl->sha, 32, hex);
     msgpack_pack_map(&pk, 5);
-    pk_kv_str(&pk, "kind", fl->kind);
-    pk_kv_str(&pk, "name", fl->name);
-    pk_kv_str(&pk, "blob", hex);
-    pk_kv_int(&pk, "size", fl->size);
+    bk_pk_kv_str(&pk, "kind", fl->kind);
+    bk_pk_kv_str(&pk, "name", fl->name);
+    bk_pk_kv_str(&pk, "blob", hex);
+    bk_pk_kv_int(&pk, "size", fl->size);
     int64_t sec = fl->mtime_ns / 1000000000, ns = fl->mtime_ns % 1000000000;
     if (ns < 0) {
       ns += 1000000000;
       sec--;
     }
-    pk_kv_int(&pk, "mtime", bk_ms_of_timespec(sec, ns));
+    bk_pk_kv_int(&pk, "mtime", bk_ms_of_timespec(sec, ns));
   }
   if (fclose(f) != 0) {
-    up_say(u, "cannot write the list of items: %s", strerror(errno));
+    bk_say(&u->prog, "cannot write the list of items: %s", strerror(errno));
     close(fd);
     return -1;
   }
@@ -1380,55 +1318,57 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
   bool label = u->cfg->label[0] != '\0';
   msgpack_pack_map(&pk, label ? 2 : 1);
   if (manifest != NULL) {
-    pk_kv_str(&pk, "manifest", manifest->hex);
+    bk_pk_kv_str(&pk, "manifest", manifest->hex);
   } else {
     /* The items array as written, appended whole. */
     uint8_t *items = malloc(items_len > 0 ? (size_t)items_len : 1);
     if (items == NULL ||
         pread(items_fd, items, (size_t)items_len, 0) != items_len) {
-      up_say(u, "cannot read back the list of items: %s", strerror(errno));
+      bk_say(&u->prog, "cannot read back the list of items: %s",
+             strerror(errno));
       free(items);
       msgpack_sbuffer_destroy(&sb);
       return CLI_USAGE;
     }
-    pk_str(&pk, "items");
+    bk_pk_str(&pk, "items");
     msgpack_sbuffer_write(&sb, (const char *)items, (size_t)items_len);
     free(items);
   }
   if (label)
-    pk_kv_str(&pk, "label", u->cfg->label);
+    bk_pk_kv_str(&pk, "label", u->cfg->label);
 
   nimbus_reply *r = NULL;
   int rc = bk_pipe_call(&u->pipe, "backup.commit", (const uint8_t *)sb.data,
                         sb.size, &r);
   msgpack_sbuffer_destroy(&sb);
   if (rc == NIMBUS_ETIMEDOUT) {
-    up_say(u, "no reply to backup.commit for %d ms; run the same backup "
-              "again (nothing will be sent twice)",
+    bk_say(&u->prog,
+           "no reply to backup.commit for %d ms; run the same backup "
+           "again (nothing will be sent twice)",
            u->pipe.stall_ms);
     return CLI_TIMEOUT;
   }
   if (rc == NIMBUS_EREFUSED) {
-    up_say(u, "backup.commit: %s", nimbus_agent_errstr(u->pipe.agent));
+    bk_say(&u->prog, "backup.commit: %s", nimbus_agent_errstr(u->pipe.agent));
     return CLI_CONNECT;
   }
   if (rc == NIMBUS_ECANCELED)
     return bk_signal_status();
   if (rc != 0) {
-    up_say(u, "cannot send backup.commit: %s", nimbus_strerror(rc));
+    bk_say(&u->prog, "cannot send backup.commit: %s", nimbus_strerror(rc));
     return CLI_USAGE;
   }
   msgpack_object res;
   msgpack_zone *z = NULL;
-  bool have = up_result(r, &res, &z);
+  bool have = bk_result_map(r, &res, &z);
   int status = CLI_OK;
-  if (up_is_ok(r)) {
+  if (bk_reply_ok(r)) {
     const msgpack_object *snap = have ? sc_map_get(&res, "snapshot") : NULL;
     int64_t items = 0, bytes = 0;
     if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
-        !obj_int(sc_map_get(&res, "items"), &items) ||
-        !obj_int(sc_map_get(&res, "bytes"), &bytes)) {
-      up_say(u, "backup.commit answered without a snapshot");
+        !bk_obj_int(sc_map_get(&res, "items"), &items) ||
+        !bk_obj_int(sc_map_get(&res, "bytes"), &bytes)) {
+      bk_say(&u->prog, "backup.commit answered without a snapshot");
       status = CLI_CLOUD_ERROR;
     } else {
       char id[512];
@@ -1438,8 +1378,7 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
       cJSON_AddNumberToObject(summary, "items", (double)items);
       cJSON_AddNumberToObject(summary, "bytes", (double)bytes);
     }
-  } else if (r->code == 409 && have &&
-             sc_map_get(&res, "missing") != NULL &&
+  } else if (r->code == 409 && have && sc_map_get(&res, "missing") != NULL &&
              sc_map_get(&res, "missing")->type == MSGPACK_OBJECT_ARRAY) {
     /* Blobs gone since blob.has said otherwise (or never readable): send
      * them, then commit again. */
@@ -1475,12 +1414,14 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
       }
     }
     if (queued == 0) {
-      up_say(u, "backup.commit: the cloud lacks blobs this backup did not "
-                "name");
+      bk_say(&u->prog,
+             "backup.commit: the cloud lacks blobs this backup did not "
+             "name");
       status = cli_cloud_error(r);
     } else {
-      up_say(u, "the cloud lacks %zu blob(s) it had a moment ago; sending "
-                "them",
+      bk_say(&u->prog,
+             "the cloud lacks %zu blob(s) it had a moment ago; sending "
+             "them",
              queued);
       status = UP_AGAIN;
     }
@@ -1489,8 +1430,8 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
      * again and commit again after the pause asked for. */
     int64_t wait = 1000;
     if (have)
-      obj_int(sc_map_get(&res, "retry_after"), &wait);
-    up_say(u, "backup.commit: error %d: %s; trying again", r->code,
+      bk_obj_int(sc_map_get(&res, "retry_after"), &wait);
+    bk_say(&u->prog, "backup.commit: error %d: %s; trying again", r->code,
            r->error != NULL ? r->error : "");
     for (size_t i = 0; i < u->bslots; i++) {
       up_blob *b = u->btab[i];
@@ -1704,7 +1645,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
       break;
     }
     if (count == 0) {
-      up_say(&u, "no file could be backed up");
+      bk_say(&u.prog, "no file could be backed up");
       status = CLI_USAGE;
       break;
     }
@@ -1712,8 +1653,9 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     manifest = len > BK_INLINE_MAX;
     if (manifest) {
       if (count > BK_MANIFEST_MAX_ITEMS || len > BK_MANIFEST_MAX_BYTES) {
-        up_say(&u, "%zu items (%" PRId64 " bytes listed) are more than a "
-                   "snapshot holds (%d items, %d bytes)",
+        bk_say(&u.prog,
+               "%zu items (%" PRId64 " bytes listed) are more than a "
+               "snapshot holds (%d items, %d bytes)",
                count, len, BK_MANIFEST_MAX_ITEMS, BK_MANIFEST_MAX_BYTES);
         status = CLI_USAGE;
         break;
@@ -1726,7 +1668,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
           lseek(items_fd, 0, SEEK_SET) != 0 ||
           bk_hash_fd(items_fd, u.buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
           (mb = up_blob_for(&u, sha, n)) == NULL) {
-        up_say(&u, "cannot hash the list of items: %s", strerror(errno));
+        bk_say(&u.prog, "cannot hash the list of items: %s", strerror(errno));
         status = CLI_USAGE;
         break;
       }
@@ -1743,7 +1685,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
       if ((status = up_transfer(&u)) != CLI_OK)
         break;
       if (mb->state != BL_PRESENT && mb->state != BL_DONE) {
-        up_say(&u, "the list of items could not be uploaded");
+        bk_say(&u.prog, "the list of items could not be uploaded");
         status = CLI_CLOUD_ERROR;
         break;
       }
@@ -1753,8 +1695,9 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     if (status != UP_AGAIN)
       break;
     if (round == 3) {
-      up_say(&u, "backup.commit failed four times; giving up (run the same "
-                 "backup again later)");
+      bk_say(&u.prog,
+             "backup.commit failed four times; giving up (run the same "
+             "backup again later)");
       status = CLI_CLOUD_ERROR;
       break;
     }
@@ -1811,9 +1754,9 @@ static void bl_row(const msgpack_object *s, bool table) {
   const msgpack_object *id = sc_map_get(s, "snapshot");
   const msgpack_object *label = sc_map_get(s, "label");
   int64_t ts = 0, items = 0, bytes = 0;
-  obj_int(sc_map_get(s, "ts"), &ts);
-  obj_int(sc_map_get(s, "items"), &items);
-  obj_int(sc_map_get(s, "bytes"), &bytes);
+  bk_obj_int(sc_map_get(s, "ts"), &ts);
+  bk_obj_int(sc_map_get(s, "items"), &items);
+  bk_obj_int(sc_map_get(s, "bytes"), &bytes);
   char date[64] = "?", size[32];
   time_t t = (time_t)(ts / 1000);
   struct tm tm;
@@ -1859,9 +1802,9 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, cursor != NULL ? 2 : 1);
-    pk_kv_int(&pk, "limit", want);
+    bk_pk_kv_int(&pk, "limit", want);
     if (cursor != NULL)
-      pk_kv_str(&pk, "cursor", cursor);
+      bk_pk_kv_str(&pk, "cursor", cursor);
     nimbus_reply *r = NULL;
     int rc = bk_pipe_call(&pipe, "backup.list", (const uint8_t *)sb.data,
                           sb.size, &r);
@@ -1877,7 +1820,7 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
                                        : CLI_USAGE;
       break;
     }
-    if (!up_is_ok(r)) {
+    if (!bk_reply_ok(r)) {
       status = cli_cloud_error(r);
       nimbus_reply_free(r);
       break;
@@ -1885,7 +1828,7 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
     msgpack_object res;
     msgpack_zone *z = NULL;
     const msgpack_object *list = NULL, *next = NULL;
-    if (up_result(r, &res, &z)) {
+    if (bk_result_map(r, &res, &z)) {
       list = sc_map_get(&res, "snapshots");
       next = sc_map_get(&res, "next_cursor");
     }

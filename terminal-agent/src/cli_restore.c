@@ -169,19 +169,6 @@ typedef struct rs_op {
   int64_t off, len;
 } rs_op;
 
-static void rs_say(rs_run *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void rs_say(rs_run *r, const char *fmt, ...) {
-  bk_progress_clear(&r->prog);
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("nimbus-agent: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
-
 static void rs_fatal(rs_run *r, int status) {
   if (r->status == CLI_OK)
     r->status = status;
@@ -203,58 +190,21 @@ static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  rs_say(r, "%s: %s; not restored", it->name, msg);
+  bk_say(&r->prog, "%s: %s; not restored", it->name, msg);
 }
 
 /* ---- msgpack ----------------------------------------------------------- */
-
-static void pk_str(msgpack_packer *pk, const char *s) {
-  size_t n = strlen(s);
-  msgpack_pack_str_with_body(pk, s, n);
-}
-
-static bool obj_int(const msgpack_object *o, int64_t *v) {
-  if (o == NULL)
-    return false;
-  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
-    *v = (int64_t)o->via.u64;
-    return true;
-  }
-  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-    *v = o->via.i64;
-    return true;
-  }
-  return false;
-}
-
-static bool rs_result(const nimbus_reply *r, msgpack_object *out,
-                      msgpack_zone **zone) {
-  char err[128];
-  *zone = NULL;
-  if (r->result == NULL ||
-      sc_value_decode(r->result, r->result_len, out, zone, err, sizeof err) !=
-          0)
-    return false;
-  if (out->type != MSGPACK_OBJECT_MAP) {
-    msgpack_zone_free(*zone);
-    *zone = NULL;
-    return false;
-  }
-  return true;
-}
-
-static bool rs_ok(const nimbus_reply *r) { return strcmp(r->status, "ok") == 0; }
 
 static void rs_get_args(msgpack_sbuffer *sb, const char *hex, int64_t off,
                         int64_t len) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
   msgpack_pack_map(&pk, 3);
-  pk_str(&pk, "blob");
-  pk_str(&pk, hex);
-  pk_str(&pk, "offset");
+  bk_pk_str(&pk, "blob");
+  bk_pk_str(&pk, hex);
+  bk_pk_str(&pk, "offset");
   msgpack_pack_int64(&pk, off);
-  pk_str(&pk, "length");
+  bk_pk_str(&pk, "length");
   msgpack_pack_int64(&pk, len);
 }
 
@@ -266,9 +216,9 @@ static const uint8_t *rs_get_check(const nimbus_reply *r, int64_t off,
   msgpack_object res;
   msgpack_zone *z = NULL;
   int64_t bsize = -1, roff = -1;
-  if (rs_result(r, &res, &z)) {
-    obj_int(sc_map_get(&res, "size"), &bsize);
-    obj_int(sc_map_get(&res, "offset"), &roff);
+  if (bk_result_map(r, &res, &z)) {
+    bk_obj_int(sc_map_get(&res, "size"), &bsize);
+    bk_obj_int(sc_map_get(&res, "offset"), &roff);
   }
   msgpack_zone_free(z);
   if (bsize < 0 || (*size >= 0 && bsize != *size) || roff != off) {
@@ -307,7 +257,7 @@ static void rs_on_mget(bk_op *op, nimbus_reply *r, bool *keep) {
   if (r == NULL) {
     if (op->err != NIMBUS_ECANCELED && *m->status == CLI_OK)
       *m->status = CLI_CONNECT;
-  } else if (!rs_ok(r)) {
+  } else if (!bk_reply_ok(r)) {
     if (*m->status == CLI_OK) {
       fprintf(stderr, "nimbus-agent: the snapshot's manifest: ");
       *m->status = cli_cloud_error(r);
@@ -478,10 +428,10 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
       else if (blob == NULL || blob->type != MSGPACK_OBJECT_STR ||
                !bk_hex_valid(blob->via.str.ptr, blob->via.str.size))
         why = "no valid blob hash";
-      else if (!obj_int(sc_map_get(m, "size"), &size) || size < 0)
+      else if (!bk_obj_int(sc_map_get(m, "size"), &size) || size < 0)
         why = "no valid size";
       else if (sc_map_get(m, "mtime") != NULL &&
-               !obj_int(sc_map_get(m, "mtime"), &mtime))
+               !bk_obj_int(sc_map_get(m, "mtime"), &mtime))
         why = "an mtime that is not a whole number";
     }
     if (why != NULL || name == NULL || blob == NULL) {
@@ -605,7 +555,7 @@ static void rs_flush(rs_run *r) {
     if (seen)
       continue;
     if (syncfs(r->pend[i].dirfd) != 0)
-      rs_say(r, "syncfs: %s", strerror(errno));
+      bk_say(&r->prog, "syncfs: %s", strerror(errno));
     if (ndone < sizeof done / sizeof done[0])
       done[ndone++] = st.st_dev;
   }
@@ -825,7 +775,7 @@ static bool rs_blob_start(rs_run *r, rs_blob *b) {
     }
     b->md = EVP_MD_CTX_new();
     if (b->md == NULL || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
-      rs_say(r, "out of memory");
+      bk_say(&r->prog, "out of memory");
       rs_fatal(r, CLI_USAGE);
       rs_blob_close(r, b);
       return false;
@@ -872,7 +822,8 @@ static void rs_blob_finish(rs_run *r, rs_blob *b) {
     r->prog.bytes_done -= b->written;
     if (++b->restarts <= 1 && ftruncate(b->fd, 0) == 0 &&
         EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) == 1) {
-      rs_say(r, "%s: the downloaded bytes do not match; downloading again",
+      bk_say(&r->prog,
+             "%s: the downloaded bytes do not match; downloading again",
              t->name);
       b->written = b->next_req = 0;
       return;
@@ -941,7 +892,7 @@ static bool rs_send_get(rs_run *r, rs_blob *b) {
     return false;
   rs_op *o = calloc(1, sizeof *o);
   if (o == NULL) {
-    rs_say(r, "out of memory");
+    bk_say(&r->prog, "out of memory");
     rs_fatal(r, CLI_USAGE);
     return false;
   }
@@ -959,7 +910,7 @@ static bool rs_send_get(rs_run *r, rs_blob *b) {
   msgpack_sbuffer_destroy(&sb);
   if (rc != 0) {
     free(o);
-    rs_say(r, "cannot send blob.get: %s", nimbus_strerror(rc));
+    bk_say(&r->prog, "cannot send blob.get: %s", nimbus_strerror(rc));
     rs_fatal(r, CLI_USAGE);
     return false;
   }
@@ -981,7 +932,7 @@ static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
   b->gets--;
   if (reply == NULL) {
     if (oerr == NIMBUS_EREFUSED) {
-      rs_say(r, "blob.get: %s", nimbus_agent_errstr(r->pipe.agent));
+      bk_say(&r->prog, "blob.get: %s", nimbus_agent_errstr(r->pipe.agent));
       rs_fatal(r, CLI_CONNECT);
     }
     return;
@@ -992,7 +943,7 @@ static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
     return;
   }
   char err[256];
-  if (!rs_ok(reply)) {
+  if (!bk_reply_ok(reply)) {
     if ((reply->code == 429 || reply->code == 503) && ++b->retries <= 10) {
       /* Asked for again before any new range. */
       if (b->nredo == b->credo) {
@@ -1022,7 +973,7 @@ static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
   r->bytes_received += (int64_t)reply->data_len;
   rs_chunk *c = malloc(sizeof *c);
   if (c == NULL) {
-    rs_say(r, "out of memory");
+    bk_say(&r->prog, "out of memory");
     rs_fatal(r, CLI_USAGE);
     return;
   }
@@ -1074,7 +1025,7 @@ static void rs_download(rs_run *r) {
         waiting = waiting || r->active[i]->next_req < r->active[i]->size ||
                   r->active[i]->nredo > 0;
       if (!waiting && r->qnext >= r->nqueue) {
-        rs_say(r, "internal error: downloads stuck");
+        bk_say(&r->prog, "internal error: downloads stuck");
         rs_fatal(r, CLI_USAGE);
         break;
       }
@@ -1082,8 +1033,9 @@ static void rs_download(rs_run *r) {
     }
     int rc = bk_pipe_step(&r->pipe);
     if (rc == NIMBUS_ETIMEDOUT) {
-      rs_say(r, "no reply from the cloud for %d ms; run the same restore "
-                "again to resume",
+      bk_say(&r->prog,
+             "no reply from the cloud for %d ms; run the same restore "
+             "again to resume",
              r->pipe.stall_ms);
       rs_fatal(r, CLI_TIMEOUT);
     } else if (rc == NIMBUS_ECANCELED) {
@@ -1105,7 +1057,7 @@ static void rs_check_existing(rs_run *r) {
   size_t nchk = 0;
   bool *check = calloc(r->nitems + 1, sizeof *check);
   if (check == NULL) {
-    rs_say(r, "out of memory");
+    bk_say(&r->prog, "out of memory");
     rs_fatal(r, CLI_USAGE);
     return;
   }
@@ -1222,8 +1174,8 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
   bool named = r->cfg->snapshot[0] != '\0';
   msgpack_pack_map(&pk, named ? 1 : 0);
   if (named) {
-    pk_str(&pk, "snapshot");
-    pk_str(&pk, r->cfg->snapshot);
+    bk_pk_str(&pk, "snapshot");
+    bk_pk_str(&pk, r->cfg->snapshot);
   }
   nimbus_reply *reply = NULL;
   int rc = bk_pipe_call(&r->pipe, "backup.get", (const uint8_t *)sb.data,
@@ -1239,7 +1191,7 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
            : rc == NIMBUS_EREFUSED ? CLI_CONNECT
                                    : CLI_USAGE;
   }
-  if (!rs_ok(reply)) {
+  if (!bk_reply_ok(reply)) {
     int st = cli_cloud_error(reply);
     nimbus_reply_free(reply);
     return st;
@@ -1249,12 +1201,12 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
   int status = CLI_OK;
   const msgpack_object *snap = NULL, *items = NULL, *man = NULL;
   int64_t count = -1, bytes = -1;
-  if (rs_result(reply, &res, &z)) {
+  if (bk_result_map(reply, &res, &z)) {
     snap = sc_map_get(&res, "snapshot");
     items = sc_map_get(&res, "items");
     man = sc_map_get(&res, "manifest");
-    obj_int(sc_map_get(&res, "count"), &count);
-    obj_int(sc_map_get(&res, "bytes"), &bytes);
+    bk_obj_int(sc_map_get(&res, "count"), &count);
+    bk_obj_int(sc_map_get(&res, "bytes"), &bytes);
   }
   if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
       (items == NULL &&
@@ -1459,12 +1411,12 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
                    "internal error: it was never written");
   /* The new names, durable. */
   if (syncfs(r.rootfd) != 0)
-    rs_say(&r, "syncfs: %s", strerror(errno));
+    bk_say(&r.prog, "syncfs: %s", strerror(errno));
   bk_progress_finish(&r.prog);
   if (r.have_cache) {
     char err[300];
     if (bk_hcache_save(&r.cache, err, sizeof err) != 0)
-      rs_say(&r, "%s", err);
+      bk_say(&r.prog, "%s", err);
   }
   status = r.status;
   if (status == CLI_OK) {
@@ -1501,8 +1453,8 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
 out_pipe:
   if (bk_interrupted) {
     rs_flush(&r);
-    rs_say(&r, "stopped; what is restored stays, and partial downloads "
-               "are kept: run the same restore again to go on");
+    bk_say(&r.prog, "stopped; what is restored stays, and partial downloads "
+                    "are kept: run the same restore again to go on");
     status = bk_signal_status();
   }
   bk_pipe_abandon(&r.pipe);
