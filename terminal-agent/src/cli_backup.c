@@ -602,8 +602,11 @@ static void up_pack_upload(msgpack_packer *pk, const up_blob *b) {
   bk_pk_kv_str(pk, "upload", b->hex);
 }
 
-static void up_send_commit(up_run *u, up_blob *b) {
-  up_op *o = up_op_new(u, b, up_on_commit);
+/* Sends `type` {upload: b's name} for b, which enters `state`; its reply
+ * goes to `done`. */
+static void up_send_upload_task(up_run *u, up_blob *b, const char *type,
+                                int state, bk_op_fn done) {
+  up_op *o = up_op_new(u, b, done);
   if (o == NULL) {
     bk_say(&u->prog, "out of memory");
     up_fatal(u, CLI_USAGE);
@@ -614,8 +617,12 @@ static void up_send_commit(up_run *u, up_blob *b) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   up_pack_upload(&pk, b);
-  b->state = BL_COMMITTING;
-  up_submit(u, o, "blob.commit", &sb, NULL, 0, false);
+  b->state = state;
+  up_submit(u, o, type, &sb, NULL, 0, false);
+}
+
+static void up_send_commit(up_run *u, up_blob *b) {
+  up_send_upload_task(u, b, "blob.commit", BL_COMMITTING, up_on_commit);
 }
 
 /* Opens b's first file and checks it is as hashed; on to the next file
@@ -656,19 +663,7 @@ static void up_activate(up_run *u, up_blob *b) {
   up_ranges_reset(b);
   if (up_nsegs(b->size) > 1) {
     /* What an earlier run sent already. */
-    up_op *o = up_op_new(u, b, up_on_status);
-    if (o == NULL) {
-      bk_say(&u->prog, "out of memory");
-      up_fatal(u, CLI_USAGE);
-      return;
-    }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    up_pack_upload(&pk, b);
-    b->state = BL_STATUS;
-    up_submit(u, o, "blob.status", &sb, NULL, 0, false);
+    up_send_upload_task(u, b, "blob.status", BL_STATUS, up_on_status);
   } else {
     /* One segment: status would cost as much as sending it. */
     up_ranges_add(b, 0, b->size);
