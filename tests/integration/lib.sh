@@ -78,6 +78,21 @@ nb_agent() { "$NIMBUS_BIN/nimbus-agent" "$@"; }
 # call`; its reply (JSON) on stdout whatever the exit status.
 call() { nb_agent call "$@" 2>/dev/null || true; }
 
+# jf JSON KEY...: top-level numbers, booleans and plain strings of the
+# agent's one-line JSON (backup, restore summaries), space-separated, in
+# the order of the KEYs (python starts slowly).
+jf() {
+  local j=$1 k v out=()
+  shift
+  for k; do
+    v=$(grep -o "\"$k\":\(\"[^\"]*\"\|[^,}]*\)" <<<"$j" | head -n1) || true
+    v=${v#*:}
+    v=${v#\"}
+    out+=("${v%\"}")
+  done
+  echo "${out[*]}"
+}
+
 # jget JSON EXPR: prints the Python expression EXPR evaluated on the JSON
 # document as `r` (e.g. 'r["result"]["have"]'). The JSON goes through
 # stdin: a 256 KiB segment in base64 is more than one argument may hold.

@@ -12,17 +12,6 @@ mkdir -p "$W"
 nb_terminal alice
 AS=$NIMBUS_STATE_DIR
 
-jf() {
-  local j=$1 k v out=()
-  shift
-  for k; do
-    v=$(grep -o "\"$k\":\(\"[^\"]*\"\|[^,}]*\)" <<<"$j" | head -n1) || true
-    v=${v#*:}
-    v=${v#\"}
-    out+=("${v%\"}")
-  done
-  echo "${out[*]}"
-}
 
 # 40 x 1000 files: four shared contents (one of them empty) and, every
 # 250th file, one of its own. Written by one python process: fast.

@@ -26,19 +26,6 @@ as() {
   [[ $t == alice ]] && pw=$A_PW || pw=$B_PW
   NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=$pw NIMBUS_STATE_DIR=$W/$st "$@"
 }
-# jf JSON KEY...: top-level numbers, booleans and plain strings of the
-# agent's one-line JSON, space-separated (python starts slowly).
-jf() {
-  local j=$1 k v out=()
-  shift
-  for k; do
-    v=$(grep -o "\"$k\":\(\"[^\"]*\"\|[^,}]*\)" <<<"$j" | head -n1) || true
-    v=${v#*:}
-    v=${v#\"}
-    out+=("${v%\"}")
-  done
-  echo "${out[*]}"
-}
 call() { as "$1" "$2" nb_agent call "${@:3}" 2>/dev/null || true; }
 
 # The tree.

@@ -14,17 +14,6 @@ mkdir -p "$W/src/Phone/Movies"
 nb_terminal alice
 AS=$NIMBUS_STATE_DIR
 
-jf() {
-  local j=$1 k v out=()
-  shift
-  for k; do
-    v=$(grep -o "\"$k\":\(\"[^\"]*\"\|[^,}]*\)" <<<"$j" | head -n1) || true
-    v=${v#*:}
-    v=${v#\"}
-    out+=("${v%\"}")
-  done
-  echo "${out[*]}"
-}
 # Segments of upload $1 the cloud has acknowledged (its bitmap in Redis).
 acked() { nb_redis BITCOUNT "nb:upload:alice:$1:bits"; }
 # kill_when CMD PID TIMEOUT: SIGKILL PID once CMD (eval'd) succeeds; fails
