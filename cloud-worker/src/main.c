@@ -100,6 +100,7 @@ static const char usage[] =
     "exit 0.\n";
 
 int main(int argc, char **argv) {
+  nb_malloc_for_segments();
   wk_config cfg;
   memset(&cfg, 0, sizeof cfg);
   char err[512] = "";

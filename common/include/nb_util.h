@@ -25,6 +25,16 @@ int nb_random_id(char *out, size_t cap, unsigned bits);
 /* Lowercase hex of `n` bytes into `out`, which must hold 2n+1 bytes. */
 void nb_hex(const uint8_t *in, size_t n, char *out);
 
+/* Tunes glibc malloc for a process that moves 256 KiB segments: blocks
+ * up to 4 MiB come from the heap rather than a fresh mmap each, and up to
+ * 64 MiB of freed heap is kept for reuse. Without it every segment buffer
+ * (ours and Paho's) is a new mapping whose 64 pages each fault on first
+ * touch and are unmapped again on free, which on a VM cost more CPU than
+ * the bytes themselves (tests/bench/README.md). Call once, early in main,
+ * before threads start; a library never calls it for its host. Errors are
+ * ignored (the defaults stay). */
+void nb_malloc_for_segments(void);
+
 /* SHA-256 of `n` bytes at `in` into `out[32]`. */
 void nb_sha256(const void *in, size_t n, uint8_t out[32]);
 

@@ -3,6 +3,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <string.h>
@@ -18,6 +19,11 @@ int64_t nb_mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void nb_malloc_for_segments(void) {
+  (void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+  (void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 }
 
 int nb_random_bytes(void *buf, size_t n) {

@@ -548,6 +548,7 @@ static char **cli_argv_rewrite(int argc, char **argv, bool *help, char ***owned,
 }
 
 int main(int argc, char **argv) {
+  nb_malloc_for_segments();
   cli_cfg cfg;
   memset(&cfg, 0, sizeof cfg);
   bool help = false, help2 = false;

@@ -28,6 +28,7 @@
 #include "bench_mqtt.h"
 #include "bench_queue.h"
 #include "bench_util.h"
+#include "nb_util.h"
 
 typedef struct echo {
   MQTTAsync client;
@@ -78,6 +79,9 @@ static void on_lost(void *ctx, char *cause) {
 }
 
 int main(int argc, char **argv) {
+  /* The same malloc tuning as the Nimbus binaries, so that the baseline
+   * is not slowed by page faults Nimbus avoids. */
+  nb_malloc_for_segments();
   bench_opts o;
   bench_parse(&o, argc, argv, "nb-raw-echo",
               "req-topic reply-topic pool reply-size",

@@ -33,6 +33,7 @@
 #include "bench_mqtt.h"
 #include "bench_queue.h"
 #include "bench_util.h"
+#include "nb_util.h"
 
 enum { PAYLOAD = 64, MAGIC = 0x4e425257 /* "NBRW" */ };
 
@@ -194,6 +195,9 @@ static void on_lost(void *ctx, char *cause) {
 }
 
 int main(int argc, char **argv) {
+  /* The same malloc tuning as the Nimbus binaries, so that the baseline
+   * is not slowed by page faults Nimbus avoids. */
+  nb_malloc_for_segments();
   bench_opts o;
   bench_parse(&o, argc, argv, "nb-raw-load",
               "inflight count seconds warmup req-topic reply-topic pool size",
