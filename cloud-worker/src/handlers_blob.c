@@ -288,7 +288,7 @@ static void pack_committed(wk_ctx *c, const st_upload *u) {
 static int h_blob_commit(wk_ctx *c) {
   char up[65], hex[65], want_hex[65];
   st_upload u = {0};
-  uint8_t(*segs)[32] = NULL;
+  uint8_t(*sums)[ST_SEGSUM] = NULL;
   uint8_t whole[32];
   int lock = -1;
   int code = arg_upload(c, up);
@@ -318,8 +318,8 @@ static int h_blob_commit(wk_ctx *c) {
     goto out;
   }
   uint64_t nsegs = st_blob_nsegs(u.size);
-  segs = malloc((nsegs > 0 ? nsegs : 1) * sizeof *segs);
-  if (segs == NULL) {
+  sums = malloc((nsegs > 0 ? nsegs : 1) * sizeof *sums);
+  if (sums == NULL) {
     code = wk_fail(c, 500, NULL, "the worker is out of memory");
     goto out;
   }
@@ -359,7 +359,7 @@ static int h_blob_commit(wk_ctx *c) {
   }
   if (rc == 0)
     rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole,
-                                 segs, commit_progress, c);
+                                 sums, commit_progress, c);
   if (rc == NIMBUS_ECANCELED) {
     code = wk_fail(c, 499, NULL, "blob.commit was cancelled by task.cancel");
     goto out;
@@ -412,7 +412,7 @@ static int h_blob_commit(wk_ctx *c) {
     goto out;
   }
   if (st_upload_commit_effect(c->effect, c->terminal, up, whole, u.size,
-                              (const uint8_t(*)[32])segs, nsegs,
+                              (const uint8_t(*)[ST_SEGSUM])sums, nsegs,
                               c->cfg->upload_ttl_ms) != 0) {
     code = wk_fail(c, 500, NULL, "the worker is out of memory");
     goto out;
@@ -423,7 +423,7 @@ static int h_blob_commit(wk_ctx *c) {
   wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
 out:
   st_blobstore_stage_unlock(c->blobs, lock);
-  free(segs);
+  free(sums);
   st_upload_fini(&u);
   return code;
 }
@@ -484,7 +484,7 @@ static int h_blob_get(wk_ctx *c) {
   uint8_t raw[32];
   int64_t off = 0, len = 0;
   uint8_t *buf = NULL;
-  uint8_t(*want)[32] = NULL;
+  uint8_t *want = NULL;
   int code = wk_arg_blob(c, "blob", hex, raw);
   if (code != 0)
     return code;
@@ -509,7 +509,8 @@ static int h_blob_get(wk_ctx *c) {
   uint64_t n = size - (uint64_t)off < (uint64_t)len ? size - (uint64_t)off
                                                     : (uint64_t)len;
   if (n > 0) {
-    /* Serve only bytes whose whole segments hash as recorded at commit. */
+    /* Serve only bytes whose whole segments match the sums recorded at
+     * commit. */
     uint64_t s0 = (uint64_t)off / ST_SEGMENT;
     uint64_t s1 = ((uint64_t)off + n - 1) / ST_SEGMENT;
     uint64_t count = s1 - s0 + 1;
@@ -517,12 +518,13 @@ static int h_blob_get(wk_ctx *c) {
     uint64_t span = count * ST_SEGMENT < size - start ? count * ST_SEGMENT
                                                       : size - start;
     buf = malloc(span);
-    want = malloc(count * sizeof *want);
+    want = malloc(count * ST_SEGSUM_SHA256);
     if (buf == NULL || want == NULL) {
       code = wk_fail(c, 500, NULL, "the worker is out of memory");
       goto out;
     }
-    int rc = st_blob_segs_get(c->redis, hex, s0, count, want);
+    size_t width = ST_SEGSUM;
+    int rc = st_blob_sums_get(c->redis, hex, s0, count, want, &width);
     if (rc == NIMBUS_EREDIS) {
       code = wk_redis_down(c);
       goto out;
@@ -537,13 +539,11 @@ static int h_blob_get(wk_ctx *c) {
     for (uint64_t i = 0; rc == 0 && i < count; i++) {
       uint64_t a = i * ST_SEGMENT;
       uint64_t b = a + ST_SEGMENT < span ? a + ST_SEGMENT : span;
-      uint8_t d[32];
       if (got < b) {
         rc = NIMBUS_EIO;
         break;
       }
-      nb_sha256(buf + a, b - a, d);
-      if (memcmp(d, want[i], 32) != 0)
+      if (!st_segsum_ok(buf + a, b - a, want + i * width, width))
         rc = NIMBUS_EIO;
     }
     if (rc != 0) {

@@ -38,6 +38,13 @@ void nb_malloc_for_segments(void);
 /* SHA-256 of `n` bytes at `in` into `out[32]`. */
 void nb_sha256(const void *in, size_t n, uint8_t out[32]);
 
+/* XXH3-128 of `n` bytes at `in` into `out[16]` (xxhash's canonical, big-
+ * endian form): a check against accidents (damage on disk, a changed
+ * re-send), 16 GB/s against SHA-256's 1.6 GB/s on this machine's CPU
+ * (which has SHA extensions); never where a party could gain by finding a
+ * collision. Cannot fail. */
+void nb_xxh128(const void *in, size_t n, uint8_t out[16]);
+
 /* True when `s` (length `n`) is 1-64 bytes of [A-Za-z0-9._-]: a terminal
  * id (PROTOCOL.md, Transport and identity). */
 bool nb_valid_terminal(const char *s, size_t n);

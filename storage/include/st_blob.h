@@ -65,23 +65,32 @@ int st_blobstore_stage(st_blobstore *s, const char *terminal,
  * nimbus_err that stops the hashing and is returned by it. */
 typedef int (*st_blob_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
+/* Bytes of one segment's check sum: XXH3-128 (nb_xxh128) of the segment,
+ * recorded at commit (nb:blob:<hex>:sums) and checked by blob.get against
+ * damage on disk. The content itself is proven by the whole SHA-256;
+ * hashing every segment with SHA-256 too would double a commit's CPU. */
+#define ST_SEGSUM 16
+/* Blobs committed before the sums were XXH3 recorded the SHA-256 of each
+ * segment (nb:blob:<hex>:segs); they are read and checked as such. */
+#define ST_SEGSUM_SHA256 32
+
 /* Hashes the first `size` bytes of the staging file of (terminal, upload)
- * in one streaming pass: the whole SHA-256 into `whole` and the SHA-256 of
- * each segment into segs[0 .. st_blob_nsegs(size)-1] (caller storage).
+ * in one streaming pass: the whole SHA-256 into `whole` and the check sum
+ * of each segment into sums[0 .. st_blob_nsegs(size)-1] (caller storage).
  * `progress` may be NULL. Returns 0, NIMBUS_ENOTFOUND when there is no
  * staging file, NIMBUS_EIO (also when the file is shorter than `size`), or
  * what `progress` returned. */
 int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
                             const char *upload, uint64_t size,
-                            uint8_t whole[32], uint8_t (*segs)[32],
+                            uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
                             st_blob_progress_fn progress, void *arg);
 
-/* The same for the stored blob `hash`: per-segment hashes of its `size`
+/* The same for the stored blob `hash`: per-segment sums of its `size`
  * bytes. */
 int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
                            uint64_t size, uint8_t whole[32],
-                           uint8_t (*segs)[32], st_blob_progress_fn progress,
-                           void *arg);
+                           uint8_t (*sums)[ST_SEGSUM],
+                           st_blob_progress_fn progress, void *arg);
 
 /* Moves the staging file of (terminal, upload), cut to `size` bytes, into
  * the store as blob `hash`: fsync of the file, rename, fsync of the
@@ -139,8 +148,10 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
  *                                       durable in staging (SETBIT),
  *                                       PEXPIRE upload_ttl
  *   nb:blob:<hex>                       hash {size}
- *   nb:blob:<hex>:segs                  string, the 32-byte SHA-256 of each
- *                                       segment, in order
+ *   nb:blob:<hex>:sums                  string, the 16-byte XXH3-128 of each
+ *                                       segment, in order (ST_SEGSUM)
+ *   nb:blob:<hex>:segs                  instead, for blobs committed before
+ *                                       the sums: each segment's SHA-256
  *   nb:access:<terminal>                set of the blobs (hex) it may read
  *   nb:blob:<hex>:readers               set of the terminals whose access
  *                                       set holds it
@@ -184,7 +195,7 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t seg, int64_t ttl_ms);
 
 /* Appends to `t` the effect of a commit of blob `blob` (its SHA-256): the
- * blob's metadata (size and the `nsegs` segment hashes of `segs`), read
+ * blob's metadata (size and the `nsegs` segment sums of `sums`), read
  * access for `terminal`, the upload marked committed (its bitmap dropped;
  * the record kept for ttl_ms so that committing again gets the same
  * answer), and the blob's grace period restarted. The effect fails
@@ -192,7 +203,7 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
  * blob. */
 int st_upload_commit_effect(st_txn *t, const char *terminal,
                             const char *upload, const uint8_t blob[32],
-                            uint64_t size, const uint8_t (*segs)[32],
+                            uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
                             uint64_t nsegs, int64_t ttl_ms);
 
 /* Marks that a commit of blob `hex` is about to move it into the store,
@@ -219,11 +230,17 @@ int st_blob_access(st_redis *r, const char *terminal,
 int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
                      uint64_t *size);
 
-/* Reads the recorded hashes of segments first .. first+count-1 of blob
- * `hex` into segs (caller storage, `count` entries). Returns 0,
- * NIMBUS_ENOTFOUND when fewer are recorded, or NIMBUS_EREDIS. */
-int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
-                     uint64_t count, uint8_t (*segs)[32]);
+/* Reads the recorded check sums of segments first .. first+count-1 of
+ * blob `hex` into `sums` (caller storage of count * ST_SEGSUM_SHA256
+ * bytes), *width bytes each: ST_SEGSUM, or ST_SEGSUM_SHA256 for a blob
+ * committed before the XXH3 sums. Returns 0, NIMBUS_ENOTFOUND when fewer
+ * are recorded, or NIMBUS_EREDIS. */
+int st_blob_sums_get(st_redis *r, const char *hex, uint64_t first,
+                     uint64_t count, uint8_t *sums, size_t *width);
+
+/* True when the `n` bytes at `p` match `sum`, a check sum `width` bytes
+ * wide as st_blob_sums_get gave it. */
+bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum, size_t width);
 
 /* ---- Collection ------------------------------------------------------------
  * A blob nothing refers to (no snapshot; later no share, result or agent

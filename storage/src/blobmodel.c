@@ -145,7 +145,7 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
 
 int st_upload_commit_effect(st_txn *t, const char *terminal,
                             const char *upload, const uint8_t blob[32],
-                            uint64_t size, const uint8_t (*segs)[32],
+                            uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
                             uint64_t nsegs, int64_t ttl_ms) {
   char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP],
       acc[KEY_CAP], num[24], ttl[24], blob_hex[65];
@@ -153,15 +153,15 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
     return NIMBUS_EINVAL;
   nb_hex(blob, 32, blob_hex);
   snprintf(meta, sizeof meta, "nb:blob:%s", blob_hex);
-  snprintf(segk, sizeof segk, "nb:blob:%s:segs", blob_hex);
+  snprintf(segk, sizeof segk, "nb:blob:%s:sums", blob_hex);
   int n = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
   if (n < 0 || (size_t)n >= sizeof acc)
     return NIMBUS_EINVAL;
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
   const char *c1[4] = {"HSET", meta, "size", num};
-  const char *c2[3] = {"SET", segk, (const char *)segs};
-  size_t l2[3] = {3, strlen(segk), (size_t)nsegs * 32};
+  const char *c2[3] = {"SET", segk, (const char *)sums};
+  size_t l2[3] = {3, strlen(segk), (size_t)nsegs * ST_SEGSUM};
   const char *c3[3] = {"SADD", acc, blob_hex};
   /* The record is written whole again, so a commit whose record expired
    * meanwhile leaves a complete one, never a bare "blob" field that a later
@@ -288,29 +288,54 @@ int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
   return rc;
 }
 
-int st_blob_segs_get(st_redis *r, const char *hex, uint64_t first,
-                     uint64_t count, uint8_t (*segs)[32]) {
-  char segk[KEY_CAP], a[24], b[24];
-  if (count == 0)
-    return 0;
-  snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
-  snprintf(a, sizeof a, "%llu", (unsigned long long)(first * 32));
+/* GETRANGE of records first .. first+count-1, each `width` bytes, of key
+ * `key` into out; NIMBUS_ENOTFOUND when fewer are there. */
+static int sums_range(st_redis *r, const char *key, size_t width,
+                      uint64_t first, uint64_t count, uint8_t *out) {
+  char a[24], b[24];
+  snprintf(a, sizeof a, "%llu", (unsigned long long)(first * width));
   snprintf(b, sizeof b, "%llu",
-           (unsigned long long)((first + count) * 32 - 1));
-  const char *argv[4] = {"GETRANGE", segk, a, b};
+           (unsigned long long)((first + count) * width - 1));
+  const char *argv[4] = {"GETRANGE", key, a, b};
   redisReply *rep = st__cmd(r, 4, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
   if (rep->type == REDIS_REPLY_ERROR)
-    rc = st__fail(r, rep, NULL); else if (rep->type != REDIS_REPLY_STRING ||
-             rep->len != (size_t)count * 32) {
+    rc = st__fail(r, rep, NULL);
+  else if (rep->type != REDIS_REPLY_STRING ||
+           rep->len != (size_t)count * width)
     rc = NIMBUS_ENOTFOUND;
-  } else {
-    memcpy(segs, rep->str, rep->len);
-  }
+  else
+    memcpy(out, rep->str, rep->len);
   freeReplyObject(rep);
   return rc;
+}
+
+int st_blob_sums_get(st_redis *r, const char *hex, uint64_t first,
+                     uint64_t count, uint8_t *sums, size_t *width) {
+  char key[KEY_CAP];
+  *width = ST_SEGSUM;
+  if (count == 0)
+    return 0;
+  snprintf(key, sizeof key, "nb:blob:%.64s:sums", hex);
+  int rc = sums_range(r, key, ST_SEGSUM, first, count, sums);
+  if (rc != NIMBUS_ENOTFOUND)
+    return rc;
+  /* Committed before XXH3 sums: the SHA-256 of each segment. */
+  snprintf(key, sizeof key, "nb:blob:%.64s:segs", hex);
+  *width = ST_SEGSUM_SHA256;
+  return sums_range(r, key, ST_SEGSUM_SHA256, first, count, sums);
+}
+
+bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum,
+                  size_t width) {
+  uint8_t d[32];
+  if (width == ST_SEGSUM_SHA256)
+    nb_sha256(p, n, d);
+  else
+    nb_xxh128(p, n, d);
+  return memcmp(d, sum, width) == 0;
 }
 
 /* ---- Collection of unreferenced blobs ---------------------------------- */
@@ -342,7 +367,8 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
   return rc;
 }
 
-/* KEYS: nb:gc, meta, segs, readers, gone, committing. ARGV: hex, cutoff,
+/* KEYS: nb:gc, meta, sums, readers, gone, committing, segs (the sums of
+ * blobs committed before XXH3). ARGV: hex, cutoff,
  * gone_ms. Returns -1 when the blob is kept (still referred to, referred
  * to again since it was listed, or being committed again), else its size
  * (0 when unknown): its records are gone and the tombstone holds off
@@ -360,27 +386,29 @@ static const char gc_lua[] =
     "for _, t in ipairs(redis.call('SMEMBERS', KEYS[4])) do\n"
     "  redis.call('SREM', 'nb:access:' .. t, ARGV[1])\n"
     "end\n"
-    "redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])\n"
+    "redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[7])\n"
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])\n"
     "return size\n";
 
 int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
                     int64_t gone_ms, bool *taken, uint64_t *size) {
-  char meta[KEY_CAP], segk[KEY_CAP], readers[KEY_CAP], gone[KEY_CAP],
-      committing[KEY_CAP], cut[24], gms[24];
+  char meta[KEY_CAP], sums[KEY_CAP], segk[KEY_CAP], readers[KEY_CAP],
+      gone[KEY_CAP], committing[KEY_CAP], cut[24], gms[24];
   *taken = false;
   *size = 0;
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  snprintf(sums, sizeof sums, "nb:blob:%.64s:sums", hex);
   snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
   snprintf(readers, sizeof readers, "nb:blob:%.64s:readers", hex);
   snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
   snprintf(committing, sizeof committing, "nb:blob:%.64s:committing", hex);
   snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
   snprintf(gms, sizeof gms, "%lld", (long long)gone_ms);
-  const char *argv[12] = {"EVAL", gc_lua,     "6", "nb:gc", meta, segk,
-                          readers, gone, committing, hex,    cut,  gms};
-  redisReply *rep = st__cmd(r, 12, argv, NULL);
+  const char *argv[13] = {"EVAL", gc_lua, "7",        "nb:gc", meta,
+                          sums,   readers, gone,      committing, segk,
+                          hex,    cut,     gms};
+  redisReply *rep = st__cmd(r, 13, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;

@@ -35,10 +35,10 @@ typedef struct blob_backend {
                uint64_t offset, const void *p, size_t n);
   int (*stage_hash)(st_blobstore *s, const char *terminal,
                     const char *upload, uint64_t size, uint8_t whole[32],
-                    uint8_t (*segs)[32], st_blob_progress_fn progress,
+                    uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                     void *arg);
   int (*blob_hash)(st_blobstore *s, const uint8_t hash[32], uint64_t size,
-                   uint8_t whole[32], uint8_t (*segs)[32],
+                   uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
                    st_blob_progress_fn progress, void *arg);
   int (*stage_commit)(st_blobstore *s, const char *terminal,
                       const char *upload, uint64_t size,
@@ -214,13 +214,12 @@ out:
 
 /* Hashes `size` bytes of the open file `fd` (see st_blobstore_stage_hash). */
 static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
-                   uint8_t (*segs)[32], st_blob_progress_fn progress,
+                   uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                    void *arg) {
   int rc = 0;
   uint8_t *buf = malloc(ST_SEGMENT);
   EVP_MD_CTX *all = EVP_MD_CTX_new();
-  EVP_MD_CTX *seg = EVP_MD_CTX_new();
-  if (buf == NULL || all == NULL || seg == NULL) {
+  if (buf == NULL || all == NULL) {
     rc = NIMBUS_ENOMEM;
     goto out;
   }
@@ -249,14 +248,11 @@ static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
       }
       got += (size_t)r;
     }
-    unsigned int dl = 0;
-    if (EVP_DigestUpdate(all, buf, want) != 1 ||
-        EVP_DigestInit_ex(seg, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(seg, buf, want) != 1 ||
-        EVP_DigestFinal_ex(seg, segs[i], &dl) != 1) {
+    if (EVP_DigestUpdate(all, buf, want) != 1) {
       rc = NIMBUS_ENOMEM;
       goto out;
     }
+    nb_xxh128(buf, want, sums[i]);
     off += want;
     if (progress != NULL && (rc = progress(arg, off, size)) != 0)
       goto out;
@@ -265,14 +261,13 @@ static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
   if (EVP_DigestFinal_ex(all, whole, &dl) != 1)
     rc = NIMBUS_ENOMEM;
 out:
-  EVP_MD_CTX_free(seg);
   EVP_MD_CTX_free(all);
   free(buf);
   return rc;
 }
 
 static int hash_path(const char *path, uint64_t size, uint8_t whole[32],
-                     uint8_t (*segs)[32], st_blob_progress_fn progress,
+                     uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                      void *arg) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -280,29 +275,29 @@ static int hash_path(const char *path, uint64_t size, uint8_t whole[32],
       return NIMBUS_ENOTFOUND;
     return fail_io("cannot open %s", path);
   }
-  int rc = hash_fd(fd, path, size, whole, segs, progress, arg);
+  int rc = hash_fd(fd, path, size, whole, sums, progress, arg);
   close(fd);
   return rc;
 }
 
 static int local_stage_hash(st_blobstore *s, const char *terminal,
                             const char *upload, uint64_t size,
-                            uint8_t whole[32], uint8_t (*segs)[32],
+                            uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
                             st_blob_progress_fn progress, void *arg) {
   char path[PATH_CAP];
   if (stage_path(s, terminal, upload, path, sizeof path) != 0)
     return NIMBUS_EINVAL;
-  return hash_path(path, size, whole, segs, progress, arg);
+  return hash_path(path, size, whole, sums, progress, arg);
 }
 
 static int local_blob_hash(st_blobstore *s, const uint8_t hash[32],
                            uint64_t size, uint8_t whole[32],
-                           uint8_t (*segs)[32], st_blob_progress_fn progress,
+                           uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                            void *arg) {
   char path[PATH_CAP], dir[PATH_CAP];
   if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
     return NIMBUS_EINVAL;
-  return hash_path(path, size, whole, segs, progress, arg);
+  return hash_path(path, size, whole, sums, progress, arg);
 }
 
 static int local_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
@@ -572,17 +567,17 @@ int st_blobstore_stage(st_blobstore *s, const char *terminal,
 
 int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
                             const char *upload, uint64_t size,
-                            uint8_t whole[32], uint8_t (*segs)[32],
+                            uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
                             st_blob_progress_fn progress, void *arg) {
-  return s->ops->stage_hash(s, terminal, upload, size, whole, segs, progress,
+  return s->ops->stage_hash(s, terminal, upload, size, whole, sums, progress,
                             arg);
 }
 
 int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
                            uint64_t size, uint8_t whole[32],
-                           uint8_t (*segs)[32], st_blob_progress_fn progress,
+                           uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                            void *arg) {
-  return s->ops->blob_hash(s, hash, size, whole, segs, progress, arg);
+  return s->ops->blob_hash(s, hash, size, whole, sums, progress, arg);
 }
 
 int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,

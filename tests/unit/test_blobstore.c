@@ -98,7 +98,7 @@ static void test_nsegs(void **state) {
 
 static void test_stage_hash_commit_read(void **state) {
   fixture *f = *state;
-  uint8_t whole[32], segs[3][32], want[32];
+  uint8_t whole[32], segs[3][ST_SEGSUM], want[32];
   char dir[256];
   stage_all(f, "alice", "up/../x");
   /* The staging file is named by a hash, never by the terminal's strings. */
@@ -117,8 +117,19 @@ static void test_stage_hash_commit_read(void **state) {
   assert_memory_equal(whole, f->sha, 32);
   for (size_t i = 0; i < 3; i++) {
     size_t n = SIZE - i * SEG < SEG ? SIZE - i * SEG : SEG;
+    nb_xxh128(f->bytes + i * SEG, n, want);
+    assert_memory_equal(segs[i], want, ST_SEGSUM);
+    assert_true(st_segsum_ok(f->bytes + i * SEG, n, segs[i], ST_SEGSUM));
+    /* A sum of the older kind, SHA-256, is checked as such. */
     nb_sha256(f->bytes + i * SEG, n, want);
-    assert_memory_equal(segs[i], want, 32);
+    assert_true(st_segsum_ok(f->bytes + i * SEG, n, want, ST_SEGSUM_SHA256));
+    assert_false(st_segsum_ok(f->bytes + i * SEG, n, want, ST_SEGSUM));
+    /* One changed byte fails either kind. */
+    f->bytes[i * SEG + n / 2] ^= 0x40;
+    assert_false(st_segsum_ok(f->bytes + i * SEG, n, segs[i], ST_SEGSUM));
+    assert_false(
+        st_segsum_ok(f->bytes + i * SEG, n, want, ST_SEGSUM_SHA256));
+    f->bytes[i * SEG + n / 2] ^= 0x40;
   }
   bool has = true;
   assert_int_equal(st_blobstore_has(f->s, f->sha, &has), 0);
@@ -236,7 +247,7 @@ static void test_put_during_commit(void **state) {
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(lp.rc, NIMBUS_ECONFLICT);
   uint8_t whole[32];
-  uint8_t(*segs)[32] = calloc(st_blob_nsegs(SIZE), 32);
+  uint8_t(*segs)[ST_SEGSUM] = calloc(st_blob_nsegs(SIZE), ST_SEGSUM);
   assert_non_null(segs);
   assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
                                           NULL, NULL), 0);
@@ -255,7 +266,7 @@ static int stop_after_first(void *arg, uint64_t done, uint64_t total) {
 
 static void test_missing_short_cancel_drop(void **state) {
   fixture *f = *state;
-  uint8_t whole[32], segs[3][32];
+  uint8_t whole[32], segs[3][ST_SEGSUM];
   size_t got = 0;
   uint8_t buf[8];
   assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "none", SIZE,
@@ -285,7 +296,7 @@ static void test_missing_short_cancel_drop(void **state) {
 
 static void test_leftover_longer_file_is_cut(void **state) {
   fixture *f = *state;
-  uint8_t whole[32], segs[1][32], sha[32];
+  uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
   char hex[65], path[400];
   struct stat st;
   /* An older, longer upload under the same name left two segments. */
@@ -305,7 +316,7 @@ static void test_leftover_longer_file_is_cut(void **state) {
 
 static void test_empty_blob(void **state) {
   fixture *f = *state;
-  uint8_t whole[32], segs[1][32], sha[32];
+  uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
   nb_sha256("", 0, sha);
   assert_int_equal(st_blobstore_stage(f->s, "erin", "e", 0, "", 0), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "erin", "e", 0, whole, segs,
