@@ -352,13 +352,14 @@ static int digest_write(void *data, const char *buf, size_t len) {
 }
 
 /* The SHA-256 of the task's canonical form (schemas/SPEC.md section 4),
- * streamed: a 256 KiB segment is hashed where it lies, never copied. */
-static int task_digest(const char *type, const sc_task *t,
+ * streamed, its data represented as `how` says: SC_CANON_DATA_XXH128 now,
+ * SC_CANON_DATA_BYTES for what workers before it recorded. */
+static int task_digest(const char *type, const sc_task *t, sc_canon_data how,
                        uint8_t digest[32]) {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned int n = 0;
   int rc = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
-               ? sc_task_canonical_write(md, digest_write, type, t)
+               ? sc_task_canonical_write(md, digest_write, type, t, how)
                : NIMBUS_ENOMEM;
   if (rc == 0 && EVP_DigestFinal_ex(md, digest, &n) != 1)
     rc = NIMBUS_ENOMEM;
@@ -377,11 +378,21 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   char *stored = NULL;
   size_t stored_len = 0;
   st_claim_state state;
-  int rc = task_digest(c->type, c->task, digest);
+  int rc = task_digest(c->type, c->task, SC_CANON_DATA_XXH128, digest);
   if (rc == 0)
     rc = st_task_claim(ts->redis, c->terminal, c->task->id, digest,
                        cfg->worker_id, cfg->lease_ms, &state, &stored,
                        &stored_len);
+  /* A task with data recorded by a worker of before the XXH3 digest (a
+   * re-send across an upgrade) has the digest of its bytes: the same
+   * content is not a conflict. */
+  if (rc == 0 && state == ST_CLAIM_CONFLICT && c->task->has_data) {
+    rc = task_digest(c->type, c->task, SC_CANON_DATA_BYTES, digest);
+    if (rc == 0)
+      rc = st_task_claim(ts->redis, c->terminal, c->task->id, digest,
+                         cfg->worker_id, cfg->lease_ms, &state, &stored,
+                         &stored_len);
+  }
   if (rc != 0) {
     NB_WARN("WK-REDIS", "claim of %s/%s failed: %s", c->terminal,
             c->task->id, st_redis_errstr(ts->redis));

@@ -218,11 +218,21 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
  * section 4 gives the exact form. */
 int sc_task_canonical(msgpack_sbuffer *out, const char *type,
                       const sc_task *t);
-/* The same bytes handed to `write` (msgpack-c's writer callback, with
- * `data`) piece by piece instead of collected: a digest can be taken
- * without a copy of the task. Returns 0, NIMBUS_EINVAL, NIMBUS_ENOMEM, or
- * NIMBUS_ENOMEM when `write` failed (returned non-zero). */
+/* How sc_task_canonical_write represents the task's data. */
+typedef enum {
+  SC_CANON_DATA_BYTES,  /* the bytes themselves, as sc_task_canonical */
+  SC_CANON_DATA_XXH128, /* their XXH3-128 (nb_xxh128), a 16-byte bin */
+} sc_canon_data;
+
+/* The canonical bytes handed to `write` (msgpack-c's writer callback, with
+ * `data`) piece by piece instead of collected, so that a digest can be
+ * taken without a copy of the task. With SC_CANON_DATA_XXH128 the data
+ * element is replaced by its XXH3-128: what the worker's idempotency
+ * digest covers (schemas/SPEC.md section 4), so that a 256 KiB segment is
+ * not hashed with SHA-256 once more. Returns 0, NIMBUS_EINVAL, or
+ * NIMBUS_ENOMEM (also when `write` failed, i.e. returned non-zero). */
 int sc_task_canonical_write(void *data, msgpack_packer_write write,
-                            const char *type, const sc_task *t);
+                            const char *type, const sc_task *t,
+                            sc_canon_data how);
 
 #endif

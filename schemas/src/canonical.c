@@ -8,6 +8,7 @@
  * float64 and everything else in msgpack-c's smallest form. */
 #include "sc_internal.h"
 
+#include "nb_util.h"
 #include "nimbus/errors.h"
 
 #include <math.h>
@@ -97,14 +98,16 @@ static int canon(msgpack_packer *pk, const msgpack_object *o,
 }
 
 int sc_task_canonical_write(void *data, msgpack_packer_write write,
-                            const char *type, const sc_task *t) {
+                            const char *type, const sc_task *t,
+                            sc_canon_data how) {
   msgpack_zone *scratch = NULL;
   msgpack_packer pk;
   msgpack_object empty;
   const msgpack_object *args;
   int rc;
 
-  if (write == NULL || type == NULL || t == NULL)
+  if (write == NULL || type == NULL || t == NULL ||
+      (how != SC_CANON_DATA_BYTES && how != SC_CANON_DATA_XXH128))
     return NIMBUS_EINVAL;
   memset(&empty, 0, sizeof empty);
   empty.type = MSGPACK_OBJECT_MAP;
@@ -118,9 +121,15 @@ int sc_task_canonical_write(void *data, msgpack_packer_write write,
     rc = msgpack_pack_str_with_body(&pk, type, strlen(type));
   if (rc == 0)
     rc = canon(&pk, args, scratch, 1);
-  if (rc == 0)
-    rc = t->has_data ? msgpack_pack_bin_with_body(&pk, t->data, t->data_len)
-                     : msgpack_pack_nil(&pk);
+  if (rc == 0 && !t->has_data) {
+    rc = msgpack_pack_nil(&pk);
+  } else if (rc == 0 && how == SC_CANON_DATA_XXH128) {
+    uint8_t sum[16];
+    nb_xxh128(t->data, t->data_len, sum);
+    rc = msgpack_pack_bin_with_body(&pk, sum, sizeof sum);
+  } else if (rc == 0) {
+    rc = msgpack_pack_bin_with_body(&pk, t->data, t->data_len);
+  }
   msgpack_zone_free(scratch);
   /* msgpack-c reports a failed write as -1: out of memory. */
   return rc == 0 ? 0 : rc > 0 ? rc : NIMBUS_ENOMEM;
@@ -131,7 +140,8 @@ int sc_task_canonical(msgpack_sbuffer *out, const char *type,
   if (out == NULL)
     return NIMBUS_EINVAL;
   size_t start = out->size;
-  int rc = sc_task_canonical_write(out, msgpack_sbuffer_write, type, t);
+  int rc = sc_task_canonical_write(out, msgpack_sbuffer_write, type, t,
+                                   SC_CANON_DATA_BYTES);
   if (rc != 0)
     out->size = start;
   return rc;

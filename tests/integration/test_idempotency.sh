@@ -61,4 +61,51 @@ grep -q '"code":499' "$NB_DIR/cancel.out" || nb_fail "expected 499: $(cat "$NB_D
 nb_assert_eq "" "$(nb_redis GET nb:diag:k3)" "effect of a cancelled task"
 s=$(nb_agent call task.cancel "{\"task\": \"$id\"}")
 [[ $s == *'"state":"done"'* ]] || nb_fail "task.cancel of a finished task: $s"
+
+# A task with data: the recorded digest covers the data through its
+# XXH3-128 (schemas/SPEC.md section 4), so other data is 409. A record left
+# by a worker of before that digest (the SHA-256 of the canonical form
+# with the data's bytes) still replays for the same content, and is still
+# 409 for other data.
+W=$NB_DIR/idem-data
+mkdir -p "$W"
+head -c 1000 /dev/urandom >"$W/seg"
+head -c 1000 /dev/urandom >"$W/other"
+sha=$(sha256sum "$W/seg" | cut -c1-64)
+args="{\"upload\": \"idem\", \"offset\": 0, \"size\": 1000, \"sha256\": \"$sha\"}"
+did=data-$(date +%s%N)
+a=$(nb_agent call blob.put "$args" --data-file "$W/seg" --id "$did") || nb_fail "blob.put: $a"
+b=$(nb_agent call blob.put "$args" --data-file "$W/seg" --id "$did") || nb_fail "blob.put again: $b"
+nb_assert_eq "$a" "$b" "replayed reply of a task with data"
+set +e
+c=$(nb_agent call blob.put "$args" --data-file "$W/other" --id "$did" 2>/dev/null)
+set -e
+[[ $c == *'"code":409'* ]] || nb_fail "expected 409 for other data: $c"
+# The canonical form [type, {sorted args}, data] with the data's bytes, by
+# hand (schemas/SPEC.md section 4), and its SHA-256 as an older worker
+# recorded it.
+legacy_digest() { # DATA-FILE -> the digest, raw, on stdout
+  python3 - "$1" "$sha" <<'PY'
+import hashlib, struct, sys
+data = open(sys.argv[1], "rb").read()
+def s(x):
+    b = x.encode()
+    return (bytes([0xa0 | len(b)]) if len(b) < 32 else bytes([0xd9, len(b)])) + b
+body = (b"\x93" + s("blob.put") + b"\x84" + s("offset") + b"\x00" +
+        s("sha256") + s(sys.argv[2]) + s("size") + b"\xcd" +
+        struct.pack(">H", 1000) + s("upload") + s("idem") +
+        b"\xc5" + struct.pack(">H", len(data)) + data)
+sys.stdout.buffer.write(hashlib.sha256(body).digest())
+PY
+}
+legacy_digest "$W/seg" >"$W/digest"
+nb_assert_eq 1 "$(nb_redis HEXISTS "nb:done:dave:$did" digest)" "the task's record"
+nb_redis -x HSET "nb:done:dave:$did" digest <"$W/digest" >/dev/null
+b=$(nb_agent call blob.put "$args" --data-file "$W/seg" --id "$did") ||
+  nb_fail "blob.put against a legacy record: $b"
+nb_assert_eq "$a" "$b" "replayed reply of a legacy record"
+set +e
+c=$(nb_agent call blob.put "$args" --data-file "$W/other" --id "$did" 2>/dev/null)
+set -e
+[[ $c == *'"code":409'* ]] || nb_fail "expected 409 for other data against a legacy record: $c"
 nb_log "ok"

@@ -10,6 +10,7 @@
 #include "test_hex.h"
 
 #include "nimbus/errors.h"
+#include "nb_util.h"
 #include "sc.h"
 
 #include <stdio.h>
@@ -338,17 +339,53 @@ static void test_canonical_write(void **state) {
   t.data_len = sizeof data;
   t.has_data = true;
   pieces w = {.cap = sizeof w.buf};
-  assert_int_equal(
-      sc_task_canonical_write(&w, pieces_write, "diag.echo", &t), 0);
+  assert_int_equal(sc_task_canonical_write(&w, pieces_write, "diag.echo", &t,
+                                           SC_CANON_DATA_BYTES),
+                   0);
   assert_true(w.calls > 1);
   assert_int_equal(w.len, c.size);
   assert_memory_equal(w.buf, c.data, c.size);
+  /* With the data as its XXH3-128: the same bytes up to the data, which is
+   * a 16-byte bin (c4 10) of nb_xxh128 of it. */
+  pieces x = {.cap = sizeof x.buf};
+  assert_int_equal(sc_task_canonical_write(&x, pieces_write, "diag.echo", &t,
+                                           SC_CANON_DATA_XXH128),
+                   0);
+  size_t head = c.size - 5; /* c4 03 01 02 03 */
+  assert_int_equal(x.len, head + 18);
+  assert_memory_equal(x.buf, c.data, head);
+  uint8_t sum[16];
+  nb_xxh128(data, sizeof data, sum);
+  assert_int_equal((uint8_t)x.buf[head], 0xc4);
+  assert_int_equal((uint8_t)x.buf[head + 1], 16);
+  assert_memory_equal(x.buf + head + 2, sum, 16);
+  /* Other data, another sum; no data stays nil. */
+  static const uint8_t other[] = {1, 2, 4};
+  t.data = other;
+  pieces y = {.cap = sizeof y.buf};
+  assert_int_equal(sc_task_canonical_write(&y, pieces_write, "diag.echo", &t,
+                                           SC_CANON_DATA_XXH128),
+                   0);
+  assert_int_equal(y.len, x.len);
+  assert_memory_not_equal(y.buf, x.buf, x.len);
+  t.has_data = false;
+  pieces z = {.cap = sizeof z.buf};
+  assert_int_equal(sc_task_canonical_write(&z, pieces_write, "diag.echo", &t,
+                                           SC_CANON_DATA_XXH128),
+                   0);
+  assert_int_equal((uint8_t)z.buf[z.len - 1], 0xc0);
+  t.has_data = true;
+  t.data = data;
   /* A writer that fails makes the call fail. */
   pieces small = {.cap = 4};
-  assert_int_equal(
-      sc_task_canonical_write(&small, pieces_write, "diag.echo", &t),
-      NIMBUS_ENOMEM);
-  assert_int_equal(sc_task_canonical_write(&w, NULL, "diag.echo", &t),
+  assert_int_equal(sc_task_canonical_write(&small, pieces_write, "diag.echo",
+                                           &t, SC_CANON_DATA_BYTES),
+                   NIMBUS_ENOMEM);
+  assert_int_equal(sc_task_canonical_write(&w, NULL, "diag.echo", &t,
+                                           SC_CANON_DATA_BYTES),
+                   NIMBUS_EINVAL);
+  assert_int_equal(sc_task_canonical_write(&w, pieces_write, "diag.echo", &t,
+                                           (sc_canon_data)7),
                    NIMBUS_EINVAL);
   doc_free(&d);
   msgpack_sbuffer_destroy(&c);
