@@ -241,7 +241,7 @@ static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
       }
       if (r == 0) {
         errno = EIO;
-        snprintf(errstr, sizeof errstr, "%s is shorter than %llu bytes",
+        snprintf(errstr, sizeof errstr, "%.200s is shorter than %llu bytes",
                  path, (unsigned long long)size);
         rc = NIMBUS_EIO;
         goto out;
