@@ -1,6 +1,6 @@
 /* libFuzzer target for every decoder of the protocol module: the task,
- * reply and notice envelopes, bare values, and the canonical form of each
- * task that decodes. Besides "no crash, no leak, no undefined behaviour"
+ * reply and notice envelopes, bare values, and the canonical form (both
+ * kinds) of each task that decodes. Besides "no crash, no leak, no undefined behaviour"
  * it checks the promises sc.h makes: a failed decode leaves nothing to
  * release and a valid or empty id, and a decoded task re-encodes into a
  * task that decodes to the same canonical bytes.
@@ -58,6 +58,19 @@ static void one_task(const uint8_t *buf, size_t len) {
   check(canon1.size == canon2.size &&
             memcmp(canon1.data, canon2.data, canon1.size) == 0,
         "re-encoding keeps the canonical content");
+  /* The worker's digest form (data as its XXH3-128) is stable too. */
+  msgpack_sbuffer x1, x2;
+  msgpack_sbuffer_init(&x1);
+  msgpack_sbuffer_init(&x2);
+  check(sc_task_canonical_write(&x1, msgpack_sbuffer_write, "fuzz.type", &t,
+                                SC_CANON_DATA_XXH128) == 0 &&
+            sc_task_canonical_write(&x2, msgpack_sbuffer_write, "fuzz.type",
+                                    &t2, SC_CANON_DATA_XXH128) == 0,
+        "digest form");
+  check(x1.size == x2.size && memcmp(x1.data, x2.data, x1.size) == 0,
+        "re-encoding keeps the digest form");
+  msgpack_sbuffer_destroy(&x1);
+  msgpack_sbuffer_destroy(&x2);
   /* The canonical bytes are themselves a strictly valid value. */
   msgpack_object o;
   msgpack_zone *z = NULL;
