@@ -94,6 +94,8 @@ static const char cli_usage[] =
     "                         snapshot: only what the cloud lacks is sent,\n"
     "                         and an interrupted run resumes\n"
     "  backups [--limit N]    list this terminal's snapshots, newest first\n"
+    "  forget SNAPSHOT...     delete snapshots (what nothing else refers to\n"
+    "                         is collected by the cloud later)\n"
     "  restore [--snapshot S] DIR\n"
     "                         restore a snapshot (default: the latest) into\n"
     "                         DIR; an interrupted run resumes\n"
@@ -163,6 +165,7 @@ static const cli_verb cli_verbs[] = {
     {"call", cli_usage_call, cli_call},
     {"backup", cli_usage_backup, cli_backup},
     {"backups", cli_usage_backups, cli_backups},
+    {"forget", cli_usage_forget, cli_forget},
     {"restore", cli_usage_restore, cli_restore},
 };
 

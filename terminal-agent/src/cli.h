@@ -60,10 +60,12 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
                 int resend_max_ms, nimbus_agent **out);
 
 /* Verbs in their own files. */
-extern const char cli_usage_backup[], cli_usage_backups[],
+extern const char cli_usage_backup[], cli_usage_backups[], cli_usage_forget[],
     cli_usage_restore[];
 int cli_backup(cli_cfg *cfg, int argc, char **argv);
 int cli_backups(cli_cfg *cfg, int argc, char **argv);
+/* nimbus-agent forget SNAPSHOT...: backup.delete of each (cli_backup.c). */
+int cli_forget(cli_cfg *cfg, int argc, char **argv);
 int cli_restore(cli_cfg *cfg, int argc, char **argv);
 
 #endif

@@ -90,6 +90,19 @@ const char cli_usage_backups[] =
     "\"label\"} (ts in ms since the epoch).\n"
     "Exit status as for nimbus-agent --help.\n";
 
+const char cli_usage_forget[] =
+    "Usage: nimbus-agent forget [--json] [OPTIONS] SNAPSHOT...\n"
+    "\n"
+    "Deletes each SNAPSHOT (an id as `nimbus-agent backups` lists it) of\n"
+    "this terminal. What no other snapshot refers to is collected by the\n"
+    "cloud once its grace period ends; the other snapshots are untouched.\n"
+    "Prints `forgot <id>` per snapshot on a terminal; otherwise, or with\n"
+    "--json, one JSON object per line: {\"snapshot\", \"deleted\": true}.\n"
+    "A snapshot that does not exist (or is another terminal's) is an error\n"
+    "(404) printed on stderr; the others are still deleted, and the exit\n"
+    "status is then 1.\n"
+    "Exit status as for nimbus-agent --help.\n";
+
 /* ---- State ------------------------------------------------------------- */
 
 typedef struct up_blob up_blob;
@@ -1852,6 +1865,62 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
   free(cursor);
   if (status == CLI_OK && table && shown == 0)
     printf("no snapshots\n");
+  fflush(stdout);
+  bk_pipe_abandon(&pipe);
+  nimbus_agent_free(a);
+  bk_pipe_fini(&pipe);
+  return status;
+}
+
+int cli_forget(cli_cfg *cfg, int argc, char **argv) {
+  if (argc < 2)
+    return cli_usage_error("forget wants at least one snapshot id "
+                           "(see nimbus-agent backups)");
+  bool table = !cfg->json && isatty(STDOUT_FILENO);
+  nimbus_agent *a = NULL;
+  bk_pipe pipe;
+  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
+                           &a);
+  if (status != CLI_OK)
+    return status;
+  if (bk_pipe_init(&pipe, a, 1, (int)cfg->timeout) != 0) {
+    nimbus_agent_free(a);
+    return cli_usage_error("cannot set up the task pipeline");
+  }
+  for (int i = 1; i < argc; i++) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    bk_pk_kv_str(&pk, "snapshot", argv[i]);
+    nimbus_reply *r = NULL;
+    int rc = bk_pipe_call(&pipe, "backup.delete", (const uint8_t *)sb.data,
+                          sb.size, &r);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+      fprintf(stderr, "nimbus-agent: backup.delete %s: %s\n", argv[i],
+              rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
+                                    : nimbus_strerror(rc));
+      status = rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
+               : rc == NIMBUS_EREFUSED ? CLI_CONNECT
+                                       : CLI_USAGE;
+      break; /* the link, not the snapshot: the rest would fail alike */
+    }
+    if (!bk_reply_ok(r)) {
+      fprintf(stderr, "nimbus-agent: snapshot %s: ", argv[i]);
+      status = cli_cloud_error(r);
+    } else if (table) {
+      printf("forgot %s\n", argv[i]);
+    } else {
+      cJSON *j = cJSON_CreateObject();
+      if (j != NULL && cJSON_AddStringToObject(j, "snapshot", argv[i]) &&
+          cJSON_AddTrueToObject(j, "deleted"))
+        (void)cli_print_json(j);
+      cJSON_Delete(j);
+    }
+    nimbus_reply_free(r);
+  }
   fflush(stdout);
   bk_pipe_abandon(&pipe);
   nimbus_agent_free(a);

@@ -1,4 +1,4 @@
-# nimbus-agent backup / backups / restore end to end (PROTOCOL.md, Backup
+# nimbus-agent backup / backups / restore / forget end to end (PROTOCOL.md, Backup
 # and restore): a phone-like tree (a vCard, an SMS export, photos, two of
 # them identical, a 50 MB video, an empty file, a nested directory, a
 # symbolic link that must be skipped) backed up, listed, and restored by a
@@ -178,6 +178,26 @@ nb_assert_eq 2 "$rc" "restore through a link (exit status)"
 nb_assert_eq "0 9" "$(jf "$out" restored failed)" "restore through a link (restored failed)"
 grep -q "Phone is not a directory" "$W/trap.err" || nb_fail "no word of the link: $(cat "$W/trap.err")"
 nb_assert_eq "" "$(ls -A "$W/outside")" "files written through the link"
+# forget: bob cannot delete alice's snapshot (404, nothing deleted); alice
+# deletes the first one, and one that does not exist in the same call:
+# the good one goes, the bad one is a 404 on stderr, exit status 1.
+set +e
+out=$(as bob bob1 nb_agent forget "$snap" 2>"$W/forget-bob.err")
+rc=$?
+set -e
+nb_assert_eq 1 "$rc" "bob's forget of alice's snapshot (exit status)"
+grep -q "error 404" "$W/forget-bob.err" || nb_fail "bob's forget: $(cat "$W/forget-bob.err")"
+nb_assert_eq 2 "$(as alice dev1 nb_agent backups | wc -l)" "alice's snapshots after bob's forget"
+set +e
+out=$(as alice dev2 nb_agent forget "$snap" 1795000000000-0000000000000000 2>"$W/forget.err")
+rc=$?
+set -e
+nb_assert_eq 1 "$rc" "forget with one unknown snapshot (exit status)"
+nb_assert_eq "$snap true" "$(jf "$out" snapshot deleted)" "forget output"
+grep -q "snapshot 1795000000000-0000000000000000: error 404" "$W/forget.err" ||
+  nb_fail "forget of an unknown snapshot: $(cat "$W/forget.err")"
+l=$(as alice dev1 nb_agent backups)
+nb_assert_eq "1 $snap2" "$(wc -l <<<"$l") $(jf "$l" snapshot)" "snapshots after forget"
 # The agent's own sanitizer reports (the ASan build runs these tests too).
 if grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$W"/*.err 2>/dev/null; then
   nb_fail "sanitizer report from the agent (files above)"
