@@ -82,6 +82,10 @@ static const nb_opt options[] = {
     {"blob_max_bytes", NB_OPT_INT, "4294967296",
      "largest blob a terminal may upload, bytes (else 413)",
      offsetof(wk_config, blob_max_bytes), 0, INT64_C(1099511627776)},
+    {"blob_direct", NB_OPT_BOOL, "true",
+     "write whole segments and read uploads at commit with O_DIRECT, past "
+     "the page cache (falls back by itself where the filesystem refuses)",
+     offsetof(wk_config, blob_direct), 0, 0},
     {"log_level", NB_OPT_STR, "info", "debug, info, warn or error",
      offsetof(wk_config, log_level), 0, 0},
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0},

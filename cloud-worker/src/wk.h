@@ -61,6 +61,7 @@ typedef struct wk_config {
   int64_t queue;
   char *data_dir;
   int64_t blob_max_bytes;
+  bool blob_direct;
   char *log_level;
 } wk_config;
 

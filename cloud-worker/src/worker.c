@@ -1268,6 +1268,7 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
       wk_worker_free(w);
       return NIMBUS_ECONFIG;
     }
+    st_blobstore_set_direct(w->blobs, cfg->blob_direct);
   }
   for (size_t i = 0; rc == 0 && i < w->nhandlers; i++)
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->handlers[i]->type,

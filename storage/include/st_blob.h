@@ -18,8 +18,8 @@
  * Every function returns 0 or a nimbus_err. Those that touch the disk
  * return NIMBUS_EIO with a sentence (strerror included) in the store's
  * errstr; those that talk to Redis return NIMBUS_EREDIS with the reason in
- * st_redis_errstr. A store is safe to share between threads: it holds no
- * mutable state after st_blobstore_open. */
+ * st_redis_errstr. A store is safe to share between threads: it changes
+ * no state after st_blobstore_open but one atomic flag (O_DIRECT refused). */
 #ifndef ST_BLOB_H
 #define ST_BLOB_H
 
@@ -45,6 +45,12 @@ typedef struct st_blobstore st_blobstore;
  * NIMBUS_ENOMEM with a sentence in errbuf (errcap bytes). */
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
                       size_t errcap);
+/* Whether whole segments are written, and uploads read at commit, with
+ * O_DIRECT (on by default): past the page cache, whose copies into fresh
+ * pages were the largest CPU cost of a backup on this project's VMs
+ * (tests/bench/README.md). Where the filesystem refuses O_DIRECT the
+ * store turns it off by itself. Call before the store is shared. */
+void st_blobstore_set_direct(st_blobstore *s, bool on);
 /* Frees the store; NULL is a no-op. Files stay on disk. */
 void st_blobstore_free(st_blobstore *s);
 /* The last error text of the calling thread's failing call (borrowed,

@@ -21,7 +21,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +59,8 @@ typedef struct blob_backend {
 
 struct st_blobstore {
   const blob_backend *ops;
-  char *dir; /* the local backend's root */
+  char *dir;             /* the local backend's root */
+  atomic_bool no_direct; /* O_DIRECT refused here, or turned off */
 };
 
 static _Thread_local char errstr[256];
@@ -160,6 +163,87 @@ static int mkdir_p(const char *dir) {
   return mkdir_p1(tmp);
 }
 
+/* ---- Reading and writing past the page cache ----------------------------
+ * Whole segments are written with O_DIRECT, and a commit reads its staging
+ * file the same way: the bytes go between the disk and one buffer, never
+ * through page-cache pages, which on this project's VMs cost more CPU than
+ * anything else in a backup (tests/bench/README.md). A filesystem that
+ * refuses O_DIRECT (tmpfs) makes the store fall back to plain I/O for good;
+ * st_blobstore_set_direct turns it off (the worker's blob_direct). */
+
+/* One aligned segment buffer per thread, freed when the thread ends. */
+static pthread_key_t seg_key;
+static pthread_once_t seg_once = PTHREAD_ONCE_INIT;
+static bool seg_key_ok;
+
+static void seg_key_make(void) {
+  seg_key_ok = pthread_key_create(&seg_key, free) == 0;
+}
+
+static uint8_t *seg_buffer(void) {
+  pthread_once(&seg_once, seg_key_make);
+  if (!seg_key_ok)
+    return NULL;
+  void *b = pthread_getspecific(seg_key);
+  if (b == NULL) {
+    if (posix_memalign(&b, 4096, ST_SEGMENT) != 0)
+      return NULL;
+    if (pthread_setspecific(seg_key, b) != 0) {
+      free(b);
+      return NULL;
+    }
+  }
+  return b;
+}
+
+static bool direct_on(st_blobstore *s) {
+  return !atomic_load_explicit(&s->no_direct, memory_order_relaxed);
+}
+
+/* Opens `path` with O_DIRECT and `flags`; -1 when that is not possible
+ * here (and then never tried again by this store), or with errno set. */
+static int open_direct(st_blobstore *s, const char *path, int flags) {
+  if (!direct_on(s))
+    return -1;
+  int fd = open(path, flags | O_DIRECT | O_CLOEXEC);
+  if (fd < 0 && errno == EINVAL)
+    atomic_store_explicit(&s->no_direct, true, memory_order_relaxed);
+  return fd;
+}
+
+/* Writes one whole aligned segment with O_DIRECT. Returns 0, 1 when it
+ * cannot be done so (the caller writes through the page cache), or
+ * NIMBUS_EIO. */
+static int write_direct(st_blobstore *s, const char *path, uint64_t off,
+                        const void *p) {
+  uint8_t *buf = seg_buffer();
+  if (buf == NULL)
+    return 1;
+  int fd = open_direct(s, path, O_WRONLY);
+  if (fd < 0)
+    return 1;
+  memcpy(buf, p, ST_SEGMENT);
+  size_t done = 0;
+  int rc = 0;
+  while (done < ST_SEGMENT) {
+    ssize_t w = pwrite(fd, buf + done, ST_SEGMENT - done, (off_t)(off + done));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && errno == EINVAL && done == 0) {
+      atomic_store_explicit(&s->no_direct, true, memory_order_relaxed);
+      rc = 1;
+      break;
+    }
+    if (w <= 0) {
+      rc = fail_io("cannot write staging file %s", path);
+      break;
+    }
+    done += (size_t)w;
+  }
+  close(fd);
+  return rc;
+}
+
 static int local_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
                        size_t n) {
@@ -190,6 +274,14 @@ static int local_stage(st_blobstore *s, const char *terminal,
   }
   const char *c = p;
   size_t done = 0;
+  if (n == ST_SEGMENT && offset % ST_SEGMENT == 0) {
+    rc = write_direct(s, path, offset, p);
+    if (rc == 0)
+      done = n;
+    else if (rc != 1)
+      goto out;
+    rc = 0;
+  }
   while (done < n) {
     ssize_t w = pwrite(fd, c + done, n - done, (off_t)(offset + done));
     if (w < 0 && errno == EINTR)
@@ -213,63 +305,156 @@ out:
 }
 
 /* Hashes `size` bytes of the open file `fd` (see st_blobstore_stage_hash). */
+/* A commit reads in chunks of this many bytes (whole segments), one chunk
+ * ahead of the hashing, on a thread of its own. */
+#define READ_CHUNK (16 * ST_SEGMENT)
+
+typedef struct reader {
+  int fd;
+  const char *path;
+  uint64_t size;
+  uint8_t *buf[2];
+  size_t len[2];
+  int rc[2];
+  bool full[2];
+  bool stop;
+  char err[sizeof errstr]; /* the reader thread's error text */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} reader;
+
+/* Reads [off, off + n) of r->fd into buf: n rounded up to 4096 bytes for
+ * O_DIRECT, the file ending within the last block. */
+static int read_chunk(reader *r, uint64_t off, uint8_t *buf, size_t n) {
+  size_t want = (n + 4095) & ~(size_t)4095, got = 0;
+  while (got < n) {
+    ssize_t k = pread(r->fd, buf + got, want - got, (off_t)(off + got));
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0)
+      return fail_io("cannot read %s", r->path);
+    if (k == 0) {
+      errno = EIO;
+      snprintf(errstr, sizeof errstr, "%.200s is shorter than %llu bytes",
+               r->path, (unsigned long long)r->size);
+      return NIMBUS_EIO;
+    }
+    got += (size_t)k;
+  }
+  return 0;
+}
+
+static void *reader_main(void *arg) {
+  reader *r = arg;
+  int slot = 0;
+  for (uint64_t off = 0; off < r->size; off += READ_CHUNK, slot ^= 1) {
+    pthread_mutex_lock(&r->mu);
+    while (r->full[slot] && !r->stop)
+      pthread_cond_wait(&r->cv, &r->mu);
+    bool stop = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    if (stop)
+      break;
+    size_t n = r->size - off < READ_CHUNK ? (size_t)(r->size - off)
+                                          : READ_CHUNK;
+    int rc = read_chunk(r, off, r->buf[slot], n);
+    pthread_mutex_lock(&r->mu);
+    if (rc != 0)
+      snprintf(r->err, sizeof r->err, "%s", errstr);
+    r->len[slot] = n;
+    r->rc[slot] = rc;
+    r->full[slot] = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0)
+      break;
+  }
+  return NULL;
+}
+
+/* Hashes `size` bytes of the open file `fd` (see st_blobstore_stage_hash):
+ * a reader thread fills one chunk while this one hashes the other. The
+ * error text of a failed read is the reader's; it is copied here. */
 static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
                    uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
                    void *arg) {
   int rc = 0;
-  uint8_t *buf = malloc(ST_SEGMENT);
+  reader r;
+  memset(&r, 0, sizeof r);
+  r.fd = fd;
+  r.path = path;
+  r.size = size;
   EVP_MD_CTX *all = EVP_MD_CTX_new();
-  if (buf == NULL || all == NULL) {
+  bool started = false;
+  if (all == NULL || EVP_DigestInit_ex(all, EVP_sha256(), NULL) != 1 ||
+      posix_memalign((void **)&r.buf[0], 4096, READ_CHUNK) != 0 ||
+      posix_memalign((void **)&r.buf[1], 4096, READ_CHUNK) != 0) {
     rc = NIMBUS_ENOMEM;
     goto out;
   }
-  if (EVP_DigestInit_ex(all, EVP_sha256(), NULL) != 1) {
+  pthread_mutex_init(&r.mu, NULL);
+  pthread_cond_init(&r.cv, NULL);
+  pthread_t th;
+  if (pthread_create(&th, NULL, reader_main, &r) != 0) {
     rc = NIMBUS_ENOMEM;
-    goto out;
+    goto fini;
   }
-  uint64_t off = 0;
-  for (uint64_t i = 0; off < size; i++) {
-    size_t want = size - off < ST_SEGMENT ? (size_t)(size - off) : ST_SEGMENT;
-    size_t got = 0;
-    while (got < want) {
-      ssize_t r = pread(fd, buf + got, want - got, (off_t)(off + got));
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0) {
-        rc = fail_io("cannot read %s", path);
-        goto out;
-      }
-      if (r == 0) {
-        errno = EIO;
-        snprintf(errstr, sizeof errstr, "%.200s is shorter than %llu bytes",
-                 path, (unsigned long long)size);
-        rc = NIMBUS_EIO;
-        goto out;
-      }
-      got += (size_t)r;
+  started = true;
+  uint64_t off = 0, seg = 0;
+  for (int slot = 0; off < size && rc == 0; slot ^= 1) {
+    pthread_mutex_lock(&r.mu);
+    while (!r.full[slot])
+      pthread_cond_wait(&r.cv, &r.mu);
+    pthread_mutex_unlock(&r.mu);
+    if ((rc = r.rc[slot]) != 0) {
+      snprintf(errstr, sizeof errstr, "%s", r.err);
+      break;
     }
-    if (EVP_DigestUpdate(all, buf, want) != 1) {
+    for (size_t at = 0; at < r.len[slot] && rc == 0; at += ST_SEGMENT) {
+      size_t n = r.len[slot] - at < ST_SEGMENT ? r.len[slot] - at
+                                               : ST_SEGMENT;
+      if (EVP_DigestUpdate(all, r.buf[slot] + at, n) != 1) {
+        rc = NIMBUS_ENOMEM;
+        break;
+      }
+      nb_xxh128(r.buf[slot] + at, n, sums[seg++]);
+      off += n;
+      if (progress != NULL)
+        rc = progress(arg, off, size);
+    }
+    pthread_mutex_lock(&r.mu);
+    r.full[slot] = false;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+  }
+  if (rc == 0) {
+    unsigned int dl = 0;
+    if (EVP_DigestFinal_ex(all, whole, &dl) != 1)
       rc = NIMBUS_ENOMEM;
-      goto out;
-    }
-    nb_xxh128(buf, want, sums[i]);
-    off += want;
-    if (progress != NULL && (rc = progress(arg, off, size)) != 0)
-      goto out;
   }
-  unsigned int dl = 0;
-  if (EVP_DigestFinal_ex(all, whole, &dl) != 1)
-    rc = NIMBUS_ENOMEM;
+fini:
+  if (started) {
+    pthread_mutex_lock(&r.mu);
+    r.stop = true;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    pthread_join(th, NULL);
+  }
+  pthread_cond_destroy(&r.cv);
+  pthread_mutex_destroy(&r.mu);
 out:
   EVP_MD_CTX_free(all);
-  free(buf);
+  free(r.buf[0]);
+  free(r.buf[1]);
   return rc;
 }
 
-static int hash_path(const char *path, uint64_t size, uint8_t whole[32],
-                     uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
-                     void *arg) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+static int hash_path(st_blobstore *s, const char *path, uint64_t size,
+                     uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
+                     st_blob_progress_fn progress, void *arg) {
+  int fd = open_direct(s, path, O_RDONLY);
+  if (fd < 0)
+    fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT)
       return NIMBUS_ENOTFOUND;
@@ -287,7 +472,7 @@ static int local_stage_hash(st_blobstore *s, const char *terminal,
   char path[PATH_CAP];
   if (stage_path(s, terminal, upload, path, sizeof path) != 0)
     return NIMBUS_EINVAL;
-  return hash_path(path, size, whole, sums, progress, arg);
+  return hash_path(s, path, size, whole, sums, progress, arg);
 }
 
 static int local_blob_hash(st_blobstore *s, const uint8_t hash[32],
@@ -297,7 +482,7 @@ static int local_blob_hash(st_blobstore *s, const uint8_t hash[32],
   char path[PATH_CAP], dir[PATH_CAP];
   if (blob_path(s, hash, path, sizeof path, dir, sizeof dir) != 0)
     return NIMBUS_EINVAL;
-  return hash_path(path, size, whole, sums, progress, arg);
+  return hash_path(s, path, size, whole, sums, progress, arg);
 }
 
 static int local_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
@@ -529,6 +714,7 @@ int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
     goto fail;
   s->ops = &local_backend;
   s->dir = strdup(dir);
+  atomic_init(&s->no_direct, false);
   if (s->dir == NULL)
     goto fail;
   snprintf(errstr, sizeof errstr, "out of memory");
@@ -548,6 +734,10 @@ fail:
              rc == NIMBUS_ENOMEM ? "out of memory" : errstr);
   st_blobstore_free(s);
   return rc;
+}
+
+void st_blobstore_set_direct(st_blobstore *s, bool on) {
+  atomic_store_explicit(&s->no_direct, !on, memory_order_relaxed);
 }
 
 void st_blobstore_free(st_blobstore *s) {
