@@ -517,7 +517,11 @@ static int h_blob_get(wk_ctx *c) {
     uint64_t start = s0 * ST_SEGMENT;
     uint64_t span = count * ST_SEGMENT < size - start ? count * ST_SEGMENT
                                                       : size - start;
-    buf = malloc(span);
+    /* Aligned, and whole 4 KiB blocks, so the store can read past the
+     * page cache (st_blobstore_read). */
+    size_t cap = ((size_t)span + 4095) & ~(size_t)4095;
+    if (posix_memalign((void **)&buf, 4096, cap) != 0)
+      buf = NULL;
     want = malloc(count * ST_SEGSUM_SHA256);
     if (buf == NULL || want == NULL) {
       code = wk_fail(c, 500, NULL, "the worker is out of memory");
@@ -531,7 +535,7 @@ static int h_blob_get(wk_ctx *c) {
     }
     size_t got = 0;
     if (rc == 0)
-      rc = st_blobstore_read(c->blobs, raw, start, buf, span, &got);
+      rc = st_blobstore_read(c->blobs, raw, start, buf, cap, &got);
     if (rc == NIMBUS_EIO) {
       code = wk_disk_error(c, "read the blob");
       goto out;

@@ -141,7 +141,9 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
 
 /* Reads up to `n` bytes of blob `hash` from `offset` into `buf` (caller
  * storage) and sets *got to the count read (short only at the blob's
- * end). Returns 0, NIMBUS_ENOTFOUND or NIMBUS_EIO. */
+ * end). With `offset` and `n` multiples of 4096 and `buf` aligned to 4096
+ * (posix_memalign) it reads past the page cache (st_blobstore_set_direct).
+ * Returns 0, NIMBUS_ENOTFOUND or NIMBUS_EIO. */
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
                       uint64_t offset, void *buf, size_t n, size_t *got);
 
