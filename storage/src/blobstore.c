@@ -386,20 +386,32 @@ static int hash_fd(int fd, const char *path, uint64_t size, uint8_t whole[32],
   r.size = size;
   EVP_MD_CTX *all = EVP_MD_CTX_new();
   bool started = false;
+  /* One chunk or less (most uploads: contacts, messages, photos) is read
+   * here, without a thread and into a buffer of its size. */
+  bool one = size <= READ_CHUNK;
+  size_t cap = one ? ((size_t)size + 4095) & ~(size_t)4095 : READ_CHUNK;
+  if (cap == 0)
+    cap = 4096;
   if (all == NULL || EVP_DigestInit_ex(all, EVP_sha256(), NULL) != 1 ||
-      posix_memalign((void **)&r.buf[0], 4096, READ_CHUNK) != 0 ||
-      posix_memalign((void **)&r.buf[1], 4096, READ_CHUNK) != 0) {
+      posix_memalign((void **)&r.buf[0], 4096, cap) != 0 ||
+      (!one && posix_memalign((void **)&r.buf[1], 4096, cap) != 0)) {
     rc = NIMBUS_ENOMEM;
     goto out;
   }
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
   pthread_t th;
-  if (pthread_create(&th, NULL, reader_main, &r) != 0) {
+  if (one) {
+    r.len[0] = (size_t)size;
+    r.full[0] = true;
+    if (size > 0 && (r.rc[0] = read_chunk(&r, 0, r.buf[0], (size_t)size)) != 0)
+      snprintf(r.err, sizeof r.err, "%s", errstr);
+  } else if (pthread_create(&th, NULL, reader_main, &r) != 0) {
     rc = NIMBUS_ENOMEM;
     goto fini;
+  } else {
+    started = true;
   }
-  started = true;
   uint64_t off = 0, seg = 0;
   for (int slot = 0; off < size && rc == 0; slot ^= 1) {
     pthread_mutex_lock(&r.mu);
@@ -452,7 +464,9 @@ out:
 static int hash_path(st_blobstore *s, const char *path, uint64_t size,
                      uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
                      st_blob_progress_fn progress, void *arg) {
-  int fd = open_direct(s, path, O_RDONLY);
+  /* A small upload's bytes are likely still in the page cache (only
+   * whole segments skip it): read them from there. */
+  int fd = size > READ_CHUNK ? open_direct(s, path, O_RDONLY) : -1;
   if (fd < 0)
     fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
