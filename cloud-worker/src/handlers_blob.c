@@ -5,10 +5,11 @@
  * writes its segment durably to the upload's staging file before it
  * answers, and its bit in the upload's bitmap is set by the dispatcher in
  * the same script that records the reply, so a re-sent put replays and a
- * failed one leaves no bit behind. A commit hashes the staging file once,
- * whole and per segment, moves it into the content-addressed store and
- * records the segment hashes; blob.get checks every byte it serves against
- * them, so a file damaged on disk is reported, never handed out. Which
+ * failed one leaves no bit behind. A commit reads the staging file once,
+ * hashes it whole (SHA-256, the blob's name) and per segment (XXH3-128
+ * sums), moves it into the content-addressed store and records the sums;
+ * blob.get checks every byte it serves against them, so a file damaged on
+ * disk is reported, never handed out. Which
  * blobs a terminal may read is a Redis set; a blob it may not read is
  * answered exactly like one that does not exist. */
 #include "wk.h"
