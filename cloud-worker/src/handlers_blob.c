@@ -211,6 +211,23 @@ static int h_blob_put(wk_ctx *c) {
                    sha_hex);
     goto out;
   }
+  if (!u.exists) {
+    /* A first put: fix size and hash before writing, so that a racing
+     * first put of other content writes nothing (it gets the 409). */
+    bool ok = false;
+    if (st_upload_reserve(c->redis, c->terminal, up, (uint64_t)size, sha,
+                          c->cfg->upload_ttl_ms, &ok) != 0) {
+      code = wk_redis_down(c);
+      goto out;
+    }
+    if (!ok) {
+      code = wk_fail(c, 409, "give other content a new upload name",
+                     "upload \"%s\" was just started by another put for a "
+                     "blob of another size or SHA-256; this segment was not "
+                     "stored", up);
+      goto out;
+    }
+  }
   u.size = (uint64_t)size;
   uint64_t seg = (uint64_t)off / ST_SEGMENT;
   uint64_t have = st_upload_have(&u);

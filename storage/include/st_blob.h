@@ -195,6 +195,16 @@ bool st_upload_has_seg(const st_upload *u, uint64_t i);
  * length). */
 uint64_t st_upload_have(const st_upload *u);
 
+/* Fixes the size and hash of upload (terminal, upload) before its first
+ * segment is written, so that of two first puts racing with other ones
+ * only one writes: creates the record (with ttl_ms) when there is none.
+ * *ok is true when the record now has this size and sha256, false when it
+ * has others (the caller answers 409 and writes nothing). Returns 0,
+ * NIMBUS_EINVAL or NIMBUS_EREDIS. */
+int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
+                      uint64_t size, const uint8_t sha256[32], int64_t ttl_ms,
+                      bool *ok);
+
 /* Appends to `t` the effect of one durable segment: the first put's size
  * and sha256 (HSETNX: the first one wins), bit `seg` and the ttl on both
  * keys. Strings borrowed. Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */

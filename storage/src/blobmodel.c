@@ -107,6 +107,43 @@ uint64_t st_upload_have(const st_upload *u) {
   return have;
 }
 
+/* KEYS: rec. ARGV: size, sha256, ttl_ms. 1 when the record now says this
+ * size and hash (made here or before), 0 when it says others. */
+static const char reserve_lua[] =
+    "local s = redis.call('HMGET', KEYS[1], 'size', 'sha256')\n"
+    "if not s[1] then\n"
+    "  redis.call('HSET', KEYS[1], 'size', ARGV[1], 'sha256', ARGV[2])\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+    "  return 1\n"
+    "end\n"
+    "if s[1] == ARGV[1] and s[2] == ARGV[2] then return 1 end\n"
+    "return 0\n";
+
+int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
+                      uint64_t size, const uint8_t sha256[32], int64_t ttl_ms,
+                      bool *ok) {
+  char rec[KEY_CAP], bits[KEY_CAP], num[24], ttl[24];
+  *ok = false;
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  snprintf(num, sizeof num, "%llu", (unsigned long long)size);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  const char *argv[7] = {"EVAL", reserve_lua, "1", rec,
+                         num,    (const char *)sha256, ttl};
+  size_t lens[7] = {4, sizeof reserve_lua - 1, 1, strlen(rec), strlen(num),
+                    32, strlen(ttl)};
+  redisReply *rep = st__cmd(r, 7, argv, lens);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER)
+    rc = st__fail(r, rep, "unexpected answer reserving an upload");
+  else
+    *ok = rep->integer == 1;
+  freeReplyObject(rep);
+  return rc;
+}
+
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t size, const uint8_t sha256[32],
                          uint64_t seg, int64_t ttl_ms) {
@@ -116,11 +153,11 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(idx, sizeof idx, "%llu", (unsigned long long)seg);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  /* The first put to commit fixes size and hash (HSETNX); a put racing it
-   * with other ones records nothing (st_task_commit: NIMBUS_ECONFLICT),
-   * and sent again it meets the handler's 409. Its bytes may have reached
-   * the staging file meanwhile: the commit's whole-blob hash (422) keeps
-   * them from ever passing as this blob. */
+  /* The handler fixed size and hash before writing (st_upload_reserve),
+   * so a racing first put of other content wrote nothing. Should the
+   * record have expired since, the first put to commit fixes them again
+   * (HSETNX) and one racing it with others records nothing
+   * (st_task_commit: NIMBUS_ECONFLICT); sent again it meets the 409. */
   const char *c1[4] = {"HSETNX", rec, "size", num};
   const char *c2[4] = {"HSETNX", rec, "sha256", (const char *)sha256};
   size_t l2[4] = {6, strlen(rec), 6, 32};
