@@ -1784,6 +1784,29 @@ static void bl_row(const msgpack_object *s, bool table) {
              : "");
 }
 
+/* The connection of the verbs that send one small task at a time
+ * (backups, forget): an agent and a pipeline of one. Returns CLI_OK, or
+ * the exit status (the error printed). */
+static int one_by_one_open(cli_cfg *cfg, nimbus_agent **a, bk_pipe *pipe) {
+  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
+                           a);
+  if (status != CLI_OK)
+    return status;
+  if (bk_pipe_init(pipe, *a, 1, (int)cfg->timeout) != 0) {
+    nimbus_agent_free(*a);
+    *a = NULL;
+    return cli_usage_error("cannot set up the task pipeline");
+  }
+  return CLI_OK;
+}
+
+static void one_by_one_close(nimbus_agent *a, bk_pipe *pipe) {
+  fflush(stdout);
+  bk_pipe_abandon(pipe);
+  nimbus_agent_free(a);
+  bk_pipe_fini(pipe);
+}
+
 int cli_backups(cli_cfg *cfg, int argc, char **argv) {
   (void)argv;
   if (argc > 1)
@@ -1791,14 +1814,9 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
   bool table = !cfg->json && isatty(STDOUT_FILENO);
   nimbus_agent *a = NULL;
   bk_pipe pipe;
-  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
-                           &a);
+  int status = one_by_one_open(cfg, &a, &pipe);
   if (status != CLI_OK)
     return status;
-  if (bk_pipe_init(&pipe, a, 1, (int)cfg->timeout) != 0) {
-    nimbus_agent_free(a);
-    return cli_usage_error("cannot set up the task pipeline");
-  }
   char *cursor = NULL;
   int64_t shown = 0;
   for (;;) {
@@ -1865,10 +1883,7 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
   free(cursor);
   if (status == CLI_OK && table && shown == 0)
     printf("no snapshots\n");
-  fflush(stdout);
-  bk_pipe_abandon(&pipe);
-  nimbus_agent_free(a);
-  bk_pipe_fini(&pipe);
+  one_by_one_close(a, &pipe);
   return status;
 }
 
@@ -1879,14 +1894,9 @@ int cli_forget(cli_cfg *cfg, int argc, char **argv) {
   bool table = !cfg->json && isatty(STDOUT_FILENO);
   nimbus_agent *a = NULL;
   bk_pipe pipe;
-  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
-                           &a);
+  int status = one_by_one_open(cfg, &a, &pipe);
   if (status != CLI_OK)
     return status;
-  if (bk_pipe_init(&pipe, a, 1, (int)cfg->timeout) != 0) {
-    nimbus_agent_free(a);
-    return cli_usage_error("cannot set up the task pipeline");
-  }
   for (int i = 1; i < argc; i++) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -1921,9 +1931,6 @@ int cli_forget(cli_cfg *cfg, int argc, char **argv) {
     }
     nimbus_reply_free(r);
   }
-  fflush(stdout);
-  bk_pipe_abandon(&pipe);
-  nimbus_agent_free(a);
-  bk_pipe_fini(&pipe);
+  one_by_one_close(a, &pipe);
   return status;
 }
