@@ -319,6 +319,15 @@ int cli_cloud_error(const nimbus_reply *r) {
   return CLI_CLOUD_ERROR;
 }
 
+int cli_call_failed(nimbus_agent *a, const char *what, int rc) {
+  fprintf(stderr, "nimbus-agent: %s: %s\n", what,
+          rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
+                                : nimbus_strerror(rc));
+  return rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
+         : rc == NIMBUS_EREFUSED ? CLI_CONNECT
+                                 : CLI_USAGE;
+}
+
 int cli_print_json(cJSON *j) {
   char *s = j != NULL ? cJSON_PrintUnformatted(j) : NULL;
   if (s == NULL) {

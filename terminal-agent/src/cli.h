@@ -41,6 +41,11 @@ int cli_usage_error(const char *what);
 
 /* Prints the cloud's error (and help) for a person; CLI_CLOUD_ERROR. */
 int cli_cloud_error(const nimbus_reply *r);
+/* For a task that got no final reply (rc from the agent, not 0): prints
+ * "nimbus-agent: <what>: <reason>" on stderr (the broker's words when it
+ * refused) and returns the exit status: CLI_TIMEOUT, CLI_CONNECT or
+ * CLI_USAGE. `a` and `what` borrowed. */
+int cli_call_failed(nimbus_agent *a, const char *what, int rc);
 
 /* Prints `j` as one line of JSON on stdout. 0, or -1 (said on stderr). */
 int cli_print_json(cJSON *j);

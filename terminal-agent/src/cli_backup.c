@@ -1838,12 +1838,7 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv) {
     free(cursor);
     cursor = NULL;
     if (rc != 0) {
-      fprintf(stderr, "nimbus-agent: backup.list: %s\n",
-              rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
-                                    : nimbus_strerror(rc));
-      status = rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
-               : rc == NIMBUS_EREFUSED ? CLI_CONNECT
-                                       : CLI_USAGE;
+      status = cli_call_failed(a, "backup.list", rc);
       break;
     }
     if (!bk_reply_ok(r)) {
@@ -1909,12 +1904,9 @@ int cli_forget(cli_cfg *cfg, int argc, char **argv) {
                           sb.size, &r);
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {
-      fprintf(stderr, "nimbus-agent: backup.delete %s: %s\n", argv[i],
-              rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
-                                    : nimbus_strerror(rc));
-      status = rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
-               : rc == NIMBUS_EREFUSED ? CLI_CONNECT
-                                       : CLI_USAGE;
+      char what[200];
+      snprintf(what, sizeof what, "backup.delete %s", argv[i]);
+      status = cli_call_failed(a, what, rc);
       break; /* the link, not the snapshot: the rest would fail alike */
     }
     if (!bk_reply_ok(r)) {

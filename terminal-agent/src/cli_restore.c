@@ -1184,12 +1184,7 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
   if (rc == NIMBUS_ECANCELED)
     return bk_signal_status();
   if (rc != 0) {
-    fprintf(stderr, "nimbus-agent: backup.get: %s\n",
-            rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(r->pipe.agent)
-                                  : nimbus_strerror(rc));
-    return rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
-           : rc == NIMBUS_EREFUSED ? CLI_CONNECT
-                                   : CLI_USAGE;
+    return cli_call_failed(r->pipe.agent, "backup.get", rc);
   }
   if (!bk_reply_ok(reply)) {
     int st = cli_cloud_error(reply);
