@@ -14,6 +14,7 @@
 #include "st_blob.h"
 
 #include "nb_log.h"
+#include "nb_paho.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
@@ -1326,6 +1327,7 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
     return NIMBUS_ESYS;
   }
 
+  nb_paho_init();
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
   co.sendWhileDisconnected = 1;
   co.maxBufferedMessages = 100000;

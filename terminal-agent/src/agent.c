@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nb_paho.h"
 #include "nb_util.h"
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -523,6 +524,7 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   if (rc != 0)
     return rc < 0 ? 0 : rc;
 
+  nb_paho_init();
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
   /* Our table holds every task until its reply and sends it again on
    * connect: Paho must not buffer offline. It counts publishes waiting

@@ -4,6 +4,8 @@
  * condition variable that its success or failure callback signals. */
 #include "bench_mqtt.h"
 
+#include "nb_paho.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +88,7 @@ int bench_mqtt_connect(MQTTAsync *out, const bench_opts *o,
     fprintf(stderr, "host name too long\n");
     return -1;
   }
+  nb_paho_init();
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
   MQTTAsync c = NULL;
   int rc = MQTTAsync_createWithOptions(&c, uri, client_id,
