@@ -59,13 +59,15 @@ const char *st_blobstore_errstr(void);
 
 /* Writes `n` bytes of `p` (borrowed) at `offset` of the staging file of
  * (terminal, upload), creating it when absent, and returns only once the
- * bytes are on disk (fdatasync; a new file's directory entry is fsynced
- * too). n == 0 only creates the file (an empty blob). Returns 0,
+ * bytes are on disk (fdatasync). Unless `entry_durable` says that the
+ * file's directory entry is known to be on disk already (an earlier put
+ * that answered ok made sure: st_upload.staged), the staging directory is
+ * fsynced too. n == 0 only creates the file (an empty blob). Returns 0,
  * NIMBUS_ECONFLICT when a commit moved or dropped the upload meanwhile
  * (nothing written), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n);
+                       size_t n, bool entry_durable);
 
 /* Called every segment while a file is hashed; returns 0 to go on, or a
  * nimbus_err that stops the hashing and is returned by it. */
@@ -177,6 +179,8 @@ typedef struct st_upload {
   uint64_t size;
   uint8_t sha256[32];
   bool committed;  /* blob.commit succeeded; `blob` names it */
+  bool staged;     /* a put answered ok: the staging file's directory
+                      entry is on disk (st_blobstore_stage) */
   char blob[65];   /* hex, "" unless committed */
   uint8_t *bits;   /* owned: the received-segments bitmap, bits_len bytes */
   size_t bits_len;
@@ -206,8 +210,10 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
                       bool *ok);
 
 /* Appends to `t` the effect of one durable segment: the first put's size
- * and sha256 (HSETNX: the first one wins), bit `seg` and the ttl on both
- * keys. Strings borrowed. Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
+ * and sha256 (HSETNX: the first one wins), bit `seg`, the `staged` mark
+ * (the staging file's directory entry is on disk: later puts need not
+ * fsync the directory) and the ttl on both keys. Strings borrowed.
+ * Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t size, const uint8_t sha256[32],
                          uint64_t seg, int64_t ttl_ms);

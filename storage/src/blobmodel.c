@@ -37,7 +37,8 @@ static unsigned long long parse_u64(const char *s) {
 /* The record and its segment bitmap in one script, so a commit cannot land
  * between the two reads (it deletes the bitmap). */
 static const char upload_get_lua[] =
-    "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob'), "
+    "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob', "
+    "'staged'), "
     "redis.call('GET', KEYS[2])}";
 
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
@@ -53,7 +54,7 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
     return NIMBUS_EREDIS;
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
       rep->element[0]->type != REDIS_REPLY_ARRAY ||
-      rep->element[0]->elements != 3) {
+      rep->element[0]->elements != 4) {
     rc = st__fail(r, rep, "unexpected answer reading an upload");
     goto out;
   }
@@ -65,6 +66,7 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
   out->exists = true;
   out->size = parse_u64(e[0]->str);
   memcpy(out->sha256, e[1]->str, 32);
+  out->staged = e[3]->type == REDIS_REPLY_STRING;
   if (e[2]->type == REDIS_REPLY_STRING && e[2]->len == 64) {
     out->committed = true;
     memcpy(out->blob, e[2]->str, 64);
@@ -164,6 +166,7 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   const char *c3[4] = {"SETBIT", bits, idx, "1"};
   const char *c4[3] = {"PEXPIRE", rec, ttl};
   const char *c5[3] = {"PEXPIRE", bits, ttl};
+  const char *c6[4] = {"HSET", rec, "staged", "1"};
   int rc = st_txn_pin_field(t, rec, "size", num, strlen(num));
   if (rc == 0)
     rc = st_txn_pin_field(t, rec, "sha256", sha256, 32);
@@ -173,6 +176,8 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
     rc = st_txn_add(t, 4, c2, l2);
   if (rc == 0 && size > 0)
     rc = st_txn_add(t, 4, c3, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 4, c6, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 3, c4, NULL);
   if (rc == 0 && size > 0)

@@ -34,7 +34,7 @@
 /* The operations a backend provides; see st_blob.h for each contract. */
 typedef struct blob_backend {
   int (*stage)(st_blobstore *s, const char *terminal, const char *upload,
-               uint64_t offset, const void *p, size_t n);
+               uint64_t offset, const void *p, size_t n, bool entry_durable);
   int (*stage_hash)(st_blobstore *s, const char *terminal,
                     const char *upload, uint64_t size, uint8_t whole[32],
                     uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
@@ -211,17 +211,25 @@ static int open_direct(st_blobstore *s, const char *path, int flags) {
   return fd;
 }
 
-/* Writes one whole aligned segment with O_DIRECT. Returns 0, 1 when it
- * cannot be done so (the caller writes through the page cache), or
- * NIMBUS_EIO. */
-static int write_direct(st_blobstore *s, const char *path, uint64_t off,
-                        const void *p) {
+/* Writes one whole aligned segment with O_DIRECT through `fd` (the put's
+ * own descriptor, opened without it): O_DIRECT is switched on for the
+ * write and off again. Returns 0, 1 when it cannot be done so (the caller
+ * writes through the page cache), or NIMBUS_EIO. */
+static int write_direct(st_blobstore *s, int fd, const char *path,
+                        uint64_t off, const void *p) {
+  if (!direct_on(s))
+    return 1;
   uint8_t *buf = seg_buffer();
   if (buf == NULL)
     return 1;
-  int fd = open_direct(s, path, O_WRONLY);
-  if (fd < 0)
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0)
     return 1;
+  if (fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) {
+    if (errno == EINVAL)
+      atomic_store_explicit(&s->no_direct, true, memory_order_relaxed);
+    return 1;
+  }
   memcpy(buf, p, ST_SEGMENT);
   size_t done = 0;
   int rc = 0;
@@ -240,13 +248,14 @@ static int write_direct(st_blobstore *s, const char *path, uint64_t off,
     }
     done += (size_t)w;
   }
-  close(fd);
+  if (fcntl(fd, F_SETFL, fl) != 0 && rc == 0)
+    rc = fail_io("cannot switch O_DIRECT off on staging file %s", path);
   return rc;
 }
 
 static int local_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n) {
+                       size_t n, bool entry_durable) {
   char path[PATH_CAP], dir[PATH_CAP];
   if (stage_path(s, terminal, upload, path, sizeof path) != 0)
     return NIMBUS_EINVAL;
@@ -275,7 +284,7 @@ static int local_stage(st_blobstore *s, const char *terminal,
   const char *c = p;
   size_t done = 0;
   if (n == ST_SEGMENT && offset % ST_SEGMENT == 0) {
-    rc = write_direct(s, path, offset, p);
+    rc = write_direct(s, fd, path, offset, p);
     if (rc == 0)
       done = n;
     else if (rc != 1)
@@ -296,9 +305,12 @@ static int local_stage(st_blobstore *s, const char *terminal,
     rc = fail_io("cannot fdatasync staging file %s", path);
     goto out;
   }
-  /* The file is durable only once its directory entry is; whichever put
-   * created it, every put that answers ok makes sure of that. */
-  rc = fsync_dir(dir);
+  /* The file is durable only once its directory entry is. A put that
+   * answers ok has made sure of that, and the upload's record says so
+   * (st_upload.staged); until then every put makes sure itself, as the
+   * one that created the file may not have got that far. */
+  if (!entry_durable)
+    rc = fsync_dir(dir);
 out:
   close(fd);
   return rc;
@@ -770,8 +782,8 @@ void st_blobstore_free(st_blobstore *s) {
 
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n) {
-  return s->ops->stage(s, terminal, upload, offset, p, n);
+                       size_t n, bool entry_durable) {
+  return s->ops->stage(s, terminal, upload, offset, p, n, entry_durable);
 }
 
 int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,

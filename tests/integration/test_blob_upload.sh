@@ -5,7 +5,8 @@
 # same content from a second terminal stored once, a commit whose staging
 # file is gone (404, the upload starts over: a declared hash grants
 # nothing), an empty blob, and a stored file damaged on disk
-# refused with 500 rather than served.
+# refused with 500 rather than served. The upload record carries the
+# `staged` mark once a put answered ok.
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
 nb_terminal alice
@@ -30,6 +31,9 @@ for i in 3 0 4 1; do
   nb_assert_eq ok "$(jget "$r" 'r["status"]')" "put of segment $i: $r"
 done
 nb_assert_eq $((3 * 262144 + 1000)) "$(jget "$r" 'r["result"]["have"]')" "have after four puts"
+# A put that answered ok made the staging file's directory entry durable;
+# the record says so, and later puts skip the directory fsync.
+nb_assert_eq 1 "$(nb_redis HGET nb:upload:alice:up1 staged)" "staged mark after the puts"
 
 r=$(call blob.status '{"upload": "up1"}')
 nb_assert_eq "$size [[524288, 262144]] 787432" \

@@ -87,7 +87,8 @@ static void stage_all(fixture *f, const char *terminal, const char *up) {
     size_t off = order[k] * SEG;
     size_t n = SIZE - off < SEG ? SIZE - off : SEG;
     assert_int_equal(
-        st_blobstore_stage(f->s, terminal, up, off, f->bytes + off, n), 0);
+        st_blobstore_stage(f->s, terminal, up, off, f->bytes + off, n,
+                           false), 0);
   }
 }
 
@@ -196,7 +197,8 @@ static void *put_first_segment(void *arg) {
   late_put *lp = arg;
   uint8_t junk[64];
   memset(junk, 0x5a, sizeof junk);
-  lp->rc = st_blobstore_stage(lp->f->s, "alice", "a", 0, junk, sizeof junk);
+  lp->rc = st_blobstore_stage(lp->f->s, "alice", "a", 0, junk, sizeof junk,
+                              false);
   return NULL;
 }
 
@@ -280,7 +282,7 @@ static void test_missing_short_cancel_drop(void **state) {
                    NIMBUS_ENOTFOUND);
   /* One segment staged: the file is shorter than the blob. */
   assert_int_equal(st_blobstore_stage(f->s, "carol", "short", 0, f->bytes,
-                                      SEG), 0);
+                                      SEG, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SIZE,
                                            whole, segs, NULL, NULL),
                    NIMBUS_EIO);
@@ -307,7 +309,8 @@ static void test_leftover_longer_file_is_cut(void **state) {
   stage_all(f, "dan", "u");
   /* The new blob is the first 100 bytes. */
   nb_sha256(f->bytes, 100, sha);
-  assert_int_equal(st_blobstore_stage(f->s, "dan", "u", 0, f->bytes, 100), 0);
+  assert_int_equal(
+      st_blobstore_stage(f->s, "dan", "u", 0, f->bytes, 100, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "dan", "u", 100, whole,
                                            segs, NULL, NULL), 0);
   assert_memory_equal(whole, sha, 32);
@@ -322,7 +325,7 @@ static void test_empty_blob(void **state) {
   fixture *f = *state;
   uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
   nb_sha256("", 0, sha);
-  assert_int_equal(st_blobstore_stage(f->s, "erin", "e", 0, "", 0), 0);
+  assert_int_equal(st_blobstore_stage(f->s, "erin", "e", 0, "", 0, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "erin", "e", 0, whole, segs,
                                            NULL, NULL), 0);
   assert_memory_equal(whole, sha, 32);
