@@ -59,15 +59,19 @@ const char *st_blobstore_errstr(void);
 
 /* Writes `n` bytes of `p` (borrowed) at `offset` of the staging file of
  * (terminal, upload), creating it when absent, and returns only once the
- * bytes are on disk (fdatasync). Unless `entry_durable` says that the
- * file's directory entry is known to be on disk already (an earlier put
- * that answered ok made sure: st_upload.staged), the staging directory is
+ * bytes are on disk (fdatasync). `blob_size` is the whole blob's (0 when
+ * not known): a write that lands beyond the file's end reserves the space
+ * of up to 16 MiB past it at once, never past blob_size, so the file may
+ * be longer than what it holds (what was received is the upload's bitmap,
+ * never the file's length). Unless `entry_durable` says that the file's
+ * directory entry is known to be on disk already (an earlier put that
+ * answered ok made sure: st_upload.staged), the staging directory is
  * fsynced too. n == 0 only creates the file (an empty blob). Returns 0,
  * NIMBUS_ECONFLICT when a commit moved or dropped the upload meanwhile
  * (nothing written), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n, bool entry_durable);
+                       size_t n, uint64_t blob_size, bool entry_durable);
 
 /* Called every segment while a file is hashed; returns 0 to go on, or a
  * nimbus_err that stops the hashing and is returned by it. */

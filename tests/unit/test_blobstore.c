@@ -88,7 +88,7 @@ static void stage_all(fixture *f, const char *terminal, const char *up) {
     size_t n = SIZE - off < SEG ? SIZE - off : SEG;
     assert_int_equal(
         st_blobstore_stage(f->s, terminal, up, off, f->bytes + off, n,
-                           false), 0);
+                           SIZE, false), 0);
   }
 }
 
@@ -198,7 +198,7 @@ static void *put_first_segment(void *arg) {
   uint8_t junk[64];
   memset(junk, 0x5a, sizeof junk);
   lp->rc = st_blobstore_stage(lp->f->s, "alice", "a", 0, junk, sizeof junk,
-                              false);
+                              0, false);
   return NULL;
 }
 
@@ -282,7 +282,7 @@ static void test_missing_short_cancel_drop(void **state) {
                    NIMBUS_ENOTFOUND);
   /* One segment staged: the file is shorter than the blob. */
   assert_int_equal(st_blobstore_stage(f->s, "carol", "short", 0, f->bytes,
-                                      SEG, false), 0);
+                                      SEG, 0, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SIZE,
                                            whole, segs, NULL, NULL),
                    NIMBUS_EIO);
@@ -310,7 +310,7 @@ static void test_leftover_longer_file_is_cut(void **state) {
   /* The new blob is the first 100 bytes. */
   nb_sha256(f->bytes, 100, sha);
   assert_int_equal(
-      st_blobstore_stage(f->s, "dan", "u", 0, f->bytes, 100, false), 0);
+      st_blobstore_stage(f->s, "dan", "u", 0, f->bytes, 100, 100, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "dan", "u", 100, whole,
                                            segs, NULL, NULL), 0);
   assert_memory_equal(whole, sha, 32);
@@ -321,11 +321,50 @@ static void test_leftover_longer_file_is_cut(void **state) {
   assert_int_equal(st.st_size, 100);
 }
 
+/* A segment that lands beyond the staging file's end reserves up to 64
+ * segments past it, never past the blob's size; what was reserved reads
+ * as zeros and does not count as received (the upload's bitmap does). */
+static void test_prealloc_ahead(void **state) {
+  fixture *f = *state;
+  char key[64], hex[65], path[600];
+  uint8_t d[32];
+  struct stat st;
+  const uint64_t big = 100 * (uint64_t)SEG;
+  int n = snprintf(key, sizeof key, "%s\n%s", "gus", "p");
+  nb_sha256(key, (size_t)n, d);
+  nb_hex(d, 32, hex);
+  snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
+  assert_int_equal(
+      st_blobstore_stage(f->s, "gus", "p", 0, f->bytes, SEG, big, false), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, 64 * SEG);
+  /* Within the reserved space: no change. */
+  assert_int_equal(
+      st_blobstore_stage(f->s, "gus", "p", SEG, f->bytes, SEG, big, true), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, 64 * SEG);
+  /* Past it: up to the blob's end, not beyond. */
+  assert_int_equal(st_blobstore_stage(f->s, "gus", "p", 90 * (uint64_t)SEG,
+                                      f->bytes, SEG, big, true), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal((uint64_t)st.st_size, big);
+  /* Without a size nothing is reserved. */
+  assert_int_equal(
+      st_blobstore_stage(f->s, "gus", "q", 0, f->bytes, SEG, 0, false), 0);
+  n = snprintf(key, sizeof key, "%s\n%s", "gus", "q");
+  nb_sha256(key, (size_t)n, d);
+  nb_hex(d, 32, hex);
+  snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, SEG);
+}
+
 static void test_empty_blob(void **state) {
   fixture *f = *state;
   uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
   nb_sha256("", 0, sha);
-  assert_int_equal(st_blobstore_stage(f->s, "erin", "e", 0, "", 0, false), 0);
+  assert_int_equal(
+      st_blobstore_stage(f->s, "erin", "e", 0, "", 0, 0, false), 0);
   assert_int_equal(st_blobstore_stage_hash(f->s, "erin", "e", 0, whole, segs,
                                            NULL, NULL), 0);
   assert_memory_equal(whole, sha, 32);
@@ -379,6 +418,7 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_prealloc_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_during_commit, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
