@@ -359,6 +359,34 @@ static void test_prealloc_ahead(void **state) {
   assert_int_equal(st.st_size, SEG);
 }
 
+/* st_upload_have against a count segment by segment, over sizes that end
+ * inside a byte of the bitmap, short bitmaps and random bits. */
+static void test_upload_have(void **state) {
+  (void)state;
+  uint8_t bits[40];
+  uint64_t seed = 12345;
+  const uint64_t sizes[] = {0, 1, SEG, SEG + 1, 8 * (uint64_t)SEG,
+                            9 * (uint64_t)SEG - 7, 100 * (uint64_t)SEG + 5,
+                            300 * (uint64_t)SEG};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    for (int round = 0; round < 20; round++) {
+      for (size_t i = 0; i < sizeof bits; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        bits[i] = (uint8_t)(seed >> 56);
+      }
+      st_upload u = {.exists = true, .size = sizes[k], .bits = bits,
+                     .bits_len = (size_t)(round % 5) * 10};
+      uint64_t n = st_blob_nsegs(u.size), want = 0;
+      for (uint64_t i = 0; i < n; i++)
+        if (i / 8 < u.bits_len && (bits[i / 8] >> (7 - i % 8)) & 1)
+          want += i + 1 < n ? SEG : u.size - i * SEG;
+      assert_int_equal(st_upload_have(&u), want);
+      u.committed = true;
+      assert_int_equal(st_upload_have(&u), u.size);
+    }
+  }
+}
+
 static void test_empty_blob(void **state) {
   fixture *f = *state;
   uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
@@ -419,6 +447,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
       cmocka_unit_test_setup_teardown(test_prealloc_ahead, setup, teardown),
+      cmocka_unit_test(test_upload_have),
       cmocka_unit_test_setup_teardown(test_commit_during_commit, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
