@@ -234,7 +234,7 @@ static int h_blob_put(wk_ctx *c) {
   if (!u.committed) {
     int src = st_blobstore_stage(c->blobs, c->terminal, up, (uint64_t)off,
                                  c->task->data, c->task->data_len,
-                                 (uint64_t)size, u.staged);
+                                 st_upload_reserve_end(&u), u.staged);
     if (src == NIMBUS_ECONFLICT) {
       code = wk_fail(c, 409, "ask blob.status, or start a new upload",
                      "upload \"%s\" was committed or discarded while this "

@@ -59,19 +59,21 @@ const char *st_blobstore_errstr(void);
 
 /* Writes `n` bytes of `p` (borrowed) at `offset` of the staging file of
  * (terminal, upload), creating it when absent, and returns only once the
- * bytes are on disk (fdatasync). `blob_size` is the whole blob's (0 when
- * not known): a write that lands beyond the file's end reserves the space
- * of up to 16 MiB past it at once, never past blob_size, so the file may
- * be longer than what it holds (what was received is the upload's bitmap,
- * never the file's length). Unless `entry_durable` says that the file's
- * directory entry is known to be on disk already (an earlier put that
- * answered ok made sure: st_upload.staged), the staging directory is
- * fsynced too. n == 0 only creates the file (an empty blob). Returns 0,
- * NIMBUS_ECONFLICT when a commit moved or dropped the upload meanwhile
- * (nothing written), or NIMBUS_EIO. */
+ * bytes are on disk (fdatasync). When the write lands beyond the file's
+ * end and `reserve_end` lies beyond the write, the space up to
+ * reserve_end is reserved at once (fallocate), so that the puts to come
+ * write into allocated blocks rather than extend the file, which ext4 does
+ * one write at a time (st_upload_reserve_end gives the bound; 0: none).
+ * The file may then be longer than what it holds: what was received is
+ * the upload's bitmap, never the file's length. Unless `entry_durable`
+ * says that the file's directory entry is known to be on disk already (an
+ * earlier put that answered ok made sure: st_upload.staged), the staging
+ * directory is fsynced too. n == 0 only creates the file (an empty blob).
+ * Returns 0, NIMBUS_ECONFLICT when a commit moved or dropped the upload
+ * meanwhile (nothing written), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n, uint64_t blob_size, bool entry_durable);
+                       size_t n, uint64_t reserve_end, bool entry_durable);
 
 /* Called every segment while a file is hashed; returns 0 to go on, or a
  * nimbus_err that stops the hashing and is returned by it. */
@@ -197,6 +199,15 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
                   st_upload *out);
 /* Frees what st_upload_get allocated; safe on a zeroed struct. */
 void st_upload_fini(st_upload *u);
+
+/* How far the staging file of upload `u` may be reserved ahead
+ * (st_blobstore_stage's reserve_end): from the end of the run of segments
+ * received from offset 0, as many bytes as the upload has received, at
+ * most 64 segments (16 MiB), never past the blob's end; 0 (none) for a
+ * blob of one segment. So space reserved but not yet written never
+ * exceeds what the terminal has sent (a first put reserves nothing), and
+ * a put far beyond the run reserves nothing. */
+uint64_t st_upload_reserve_end(const st_upload *u);
 /* True when segment `i` of `u` has arrived. */
 bool st_upload_has_seg(const st_upload *u, uint64_t i);
 /* Bytes of the blob received so far (the last segment counts its real

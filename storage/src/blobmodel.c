@@ -101,6 +101,24 @@ bool st_upload_has_seg(const st_upload *u, uint64_t i) {
   return (u->bits[i / 8] >> (7 - i % 8)) & 1;
 }
 
+#define RESERVE_AHEAD ((uint64_t)64 * ST_SEGMENT)
+
+uint64_t st_upload_reserve_end(const st_upload *u) {
+  if (u->committed || u->size <= ST_SEGMENT)
+    return 0;
+  uint64_t n = st_blob_nsegs(u->size), run = 0;
+  size_t i = 0;
+  while (i < u->bits_len && u->bits[i] == 0xff && (uint64_t)(i + 1) * 8 <= n)
+    i++;
+  run = (uint64_t)i * 8;
+  while (run < n && st_upload_has_seg(u, run))
+    run++;
+  uint64_t have = st_upload_have(u);
+  uint64_t ahead = have < RESERVE_AHEAD ? have : RESERVE_AHEAD;
+  uint64_t start = run * ST_SEGMENT < u->size ? run * ST_SEGMENT : u->size;
+  return u->size - start < ahead ? u->size : start + ahead;
+}
+
 /* Every put answers with this, so it counts bits a byte at a time rather
  * than segment by segment (a 4 GiB upload has 16,384 segments). */
 uint64_t st_upload_have(const st_upload *u) {

@@ -34,7 +34,7 @@
 /* The operations a backend provides; see st_blob.h for each contract. */
 typedef struct blob_backend {
   int (*stage)(st_blobstore *s, const char *terminal, const char *upload,
-               uint64_t offset, const void *p, size_t n, uint64_t blob_size,
+               uint64_t offset, const void *p, size_t n, uint64_t reserve_end,
                bool entry_durable);
   int (*stage_hash)(st_blobstore *s, const char *terminal,
                     const char *upload, uint64_t size, uint8_t whole[32],
@@ -254,19 +254,9 @@ static int write_direct(st_blobstore *s, int fd, const char *path,
   return rc;
 }
 
-/* How far past a write that lands beyond the staging file's end space is
- * reserved at once (fallocate): the puts that follow then write into
- * allocated blocks within the file instead of extending it, which ext4
- * does under a shared inode lock, several at a time, and commits with
- * less metadata (16 threads writing 256 KiB segments with O_DIRECT and
- * fdatasync: 380-443 MB/s extending, 482-490 MB/s with this; see
- * tests/bench/README.md). At most this much beyond the last segment
- * received, never beyond the blob's size. */
-#define PREALLOC_AHEAD ((uint64_t)64 * ST_SEGMENT)
-
 static int local_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n, uint64_t blob_size, bool entry_durable) {
+                       size_t n, uint64_t reserve_end, bool entry_durable) {
   char path[PATH_CAP], dir[PATH_CAP];
   if (stage_path(s, terminal, upload, path, sizeof path) != 0)
     return NIMBUS_EINVAL;
@@ -292,14 +282,14 @@ static int local_stage(st_blobstore *s, const char *terminal,
     rc = NIMBUS_ECONFLICT;
     goto out;
   }
-  /* (A blob of one segment has no later put to gain from it.) */
-  if (blob_size > ST_SEGMENT && blob_size > offset &&
-      offset + n > (uint64_t)a.st_size) {
-    uint64_t end = blob_size - offset > PREALLOC_AHEAD ? offset + PREALLOC_AHEAD
-                                                        : blob_size;
-    /* A filesystem without it (EOPNOTSUPP) just extends the file. */
-    (void)fallocate(fd, 0, (off_t)offset, (off_t)(end - offset));
-  }
+  /* A write beyond the file's end would extend it: ext4 does that under
+   * an exclusive inode lock, one write at a time, with more metadata to
+   * commit. Reserving the space of the puts to come (fallocate) lets them
+   * overwrite allocated blocks instead, several at once (see
+   * st_blobstore_stage). A filesystem without fallocate (EOPNOTSUPP)
+   * just extends the file. */
+  if (reserve_end > offset + n && offset + n > (uint64_t)a.st_size)
+    (void)fallocate(fd, 0, (off_t)offset, (off_t)(reserve_end - offset));
   const char *c = p;
   size_t done = 0;
   if (n == ST_SEGMENT && offset % ST_SEGMENT == 0) {
@@ -801,8 +791,8 @@ void st_blobstore_free(st_blobstore *s) {
 
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
-                       size_t n, uint64_t blob_size, bool entry_durable) {
-  return s->ops->stage(s, terminal, upload, offset, p, n, blob_size,
+                       size_t n, uint64_t reserve_end, bool entry_durable) {
+  return s->ops->stage(s, terminal, upload, offset, p, n, reserve_end,
                        entry_durable);
 }
 

@@ -321,10 +321,10 @@ static void test_leftover_longer_file_is_cut(void **state) {
   assert_int_equal(st.st_size, 100);
 }
 
-/* A segment that lands beyond the staging file's end reserves up to 64
- * segments past it, never past the blob's size; what was reserved reads
- * as zeros and does not count as received (the upload's bitmap does). */
-static void test_prealloc_ahead(void **state) {
+/* A segment that lands beyond the staging file's end reserves the space
+ * up to reserve_end; within the file nothing changes; without a bound
+ * nothing is reserved. */
+static void test_stage_reserve(void **state) {
   fixture *f = *state;
   char key[64], hex[65], path[600];
   uint8_t d[32];
@@ -334,21 +334,18 @@ static void test_prealloc_ahead(void **state) {
   nb_sha256(key, (size_t)n, d);
   nb_hex(d, 32, hex);
   snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
-  assert_int_equal(
-      st_blobstore_stage(f->s, "gus", "p", 0, f->bytes, SEG, big, false), 0);
+  assert_int_equal(st_blobstore_stage(f->s, "gus", "p", 0, f->bytes, SEG,
+                                      64 * (uint64_t)SEG, false), 0);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, 64 * SEG);
-  /* Within the reserved space: no change. */
   assert_int_equal(
       st_blobstore_stage(f->s, "gus", "p", SEG, f->bytes, SEG, big, true), 0);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, 64 * SEG);
-  /* Past it: up to the blob's end, not beyond. */
   assert_int_equal(st_blobstore_stage(f->s, "gus", "p", 90 * (uint64_t)SEG,
                                       f->bytes, SEG, big, true), 0);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal((uint64_t)st.st_size, big);
-  /* Without a size nothing is reserved. */
   assert_int_equal(
       st_blobstore_stage(f->s, "gus", "q", 0, f->bytes, SEG, 0, false), 0);
   n = snprintf(key, sizeof key, "%s\n%s", "gus", "q");
@@ -357,6 +354,41 @@ static void test_prealloc_ahead(void **state) {
   snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, SEG);
+}
+
+static void set_seg(uint8_t *bits, uint64_t i) {
+  bits[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+}
+
+/* The reservation bound: as much as received, at most 64 segments, from
+ * the end of the run received from offset 0, never past the blob. */
+static void test_upload_reserve_end(void **state) {
+  (void)state;
+  uint8_t bits[200];
+  const uint64_t S = SEG;
+  st_upload u = {.exists = true, .size = S, .bits = bits};
+  memset(bits, 0, sizeof bits);
+  assert_int_equal(st_upload_reserve_end(&u), 0); /* one segment */
+  u.size = 1000 * S;
+  u.bits_len = sizeof bits;
+  assert_int_equal(st_upload_reserve_end(&u), 0); /* nothing received */
+  for (uint64_t i = 0; i < 10; i++)
+    set_seg(bits, i);
+  assert_int_equal(st_upload_reserve_end(&u), 20 * S);
+  for (uint64_t i = 10; i < 100; i++)
+    set_seg(bits, i);
+  assert_int_equal(st_upload_reserve_end(&u), 164 * S);
+  u.size = 120 * S + 5;
+  assert_int_equal(st_upload_reserve_end(&u), u.size);
+  /* Scattered: 0, 50 and 90 received; the run ends at segment 1. */
+  memset(bits, 0, sizeof bits);
+  u.size = 1000 * S;
+  set_seg(bits, 0);
+  set_seg(bits, 50);
+  set_seg(bits, 90);
+  assert_int_equal(st_upload_reserve_end(&u), 4 * S);
+  u.committed = true;
+  assert_int_equal(st_upload_reserve_end(&u), 0);
 }
 
 /* st_upload_have against a count segment by segment, over sizes that end
@@ -446,7 +478,8 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_prealloc_ahead, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stage_reserve, setup, teardown),
+      cmocka_unit_test(test_upload_reserve_end),
       cmocka_unit_test(test_upload_have),
       cmocka_unit_test_setup_teardown(test_commit_during_commit, setup,
                                       teardown),
