@@ -4,7 +4,12 @@
  *   - staging files of uploads abandoned for upload_ttl (their Redis
  *     records have expired by then), and
  *   - blobs nothing has referred to for blob_ttl: their records and every
- *     terminal's access in one script (st_blob_gc_take), then the file.
+ *     terminal's access in one script (st_blob_gc_take), then the file;
+ *   - every tenth pass, stored files that no record names (a crash between
+ *     a commit's move and its record, a removal that failed) and that were
+ *     not written for upload_ttl: by then no upload can still commit them,
+ *     and st_blob_orphan_take holds off a commit of the same content while
+ *     the file goes.
  * Every worker of a pool runs one; they may race for the same blob, and
  * the script lets exactly one take it. */
 #include "wk.h"
@@ -80,6 +85,46 @@ static size_t collect(wk_janitor *j, st_redis *r) {
   return removed;
 }
 
+typedef struct orphan_walk {
+  wk_janitor *j;
+  st_redis *r;
+  size_t removed;
+} orphan_walk;
+
+static int orphan_one(void *arg, const uint8_t hash[32]) {
+  orphan_walk *o = arg;
+  char hex[65];
+  bool taken = false;
+  nb_hex(hash, 32, hex);
+  if (st_blob_orphan_take(o->r, hex, GONE_MS, &taken) != 0)
+    return NIMBUS_EREDIS;
+  if (!taken)
+    return 0;
+  if (st_blobstore_remove(o->j->blobs, hash) != 0) {
+    NB_WARN("WK-GC", "orphan blob file %s stays: %s", hex,
+            st_blobstore_errstr());
+    return 0; /* its tombstone ends by itself */
+  }
+  if (st_blob_gc_done(o->r, hex) != 0)
+    NB_WARN("WK-GC", "blob %s: tombstone stays for its ttl: %s", hex,
+            st_redis_errstr(o->r));
+  o->removed++;
+  return 0;
+}
+
+/* One pass of the orphan sweep over files older than max_age_ms. */
+static void orphans(wk_janitor *j, st_redis *r, int64_t max_age_ms) {
+  orphan_walk o = {.j = j, .r = r};
+  int rc = st_blobstore_each_old(j->blobs, max_age_ms, orphan_one, &o);
+  if (rc == NIMBUS_EREDIS)
+    NB_WARN("WK-GC", "orphan sweep: %s", st_redis_errstr(r));
+  else if (rc != 0)
+    NB_WARN("WK-BLOB-IO", "orphan sweep: %s", st_blobstore_errstr());
+  if (o.removed > 0)
+    NB_INFO("WK-GC", "removed %zu stored file%s that no record names",
+            o.removed, o.removed == 1 ? "" : "s");
+}
+
 static void *janitor_main(void *arg) {
   wk_janitor *j = arg;
   const wk_config *cfg = j->cfg;
@@ -93,6 +138,7 @@ static void *janitor_main(void *arg) {
   /* Each job runs about ten times per period, at most once a minute. */
   int64_t every = (ttl < cfg->blob_ttl_ms ? ttl : cfg->blob_ttl_ms) / 10;
   every = every < 100 ? 100 : every > 60000 ? 60000 : every;
+  unsigned pass = 0;
   pthread_mutex_lock(&j->mu);
   while (!j->stop) {
     pthread_mutex_unlock(&j->mu);
@@ -108,6 +154,8 @@ static void *janitor_main(void *arg) {
       NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
     if (r != NULL)
       collect(j, r);
+    if (r != NULL && pass++ % 10 == 9)
+      orphans(j, r, ttl + margin);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     int64_t ns = until.tv_nsec + (every % 1000) * 1000000;

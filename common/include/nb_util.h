@@ -25,6 +25,11 @@ int nb_random_id(char *out, size_t cap, unsigned bits);
 /* Lowercase hex of `n` bytes into `out`, which must hold 2n+1 bytes. */
 void nb_hex(const uint8_t *in, size_t n, char *out);
 
+/* Decodes the 64 hex digits (either case) at `s` (need not end there)
+ * into out[32]. Returns 0, or -1 at the first other character (out is
+ * then partly written). */
+int nb_unhex32(const char *s, uint8_t out[32]);
+
 /* Tunes glibc malloc for a process that moves 256 KiB segments: blocks
  * up to 4 MiB come from the heap rather than a fresh mmap each, and up to
  * 64 MiB of freed heap is kept for reuse. Without it every segment buffer

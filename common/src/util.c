@@ -47,6 +47,26 @@ int nb_random_id(char *out, size_t cap, unsigned bits) {
   return 0;
 }
 
+static int nibble(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int nb_unhex32(const char *s, uint8_t out[32]) {
+  for (size_t i = 0; i < 32; i++) {
+    int hi = nibble(s[2 * i]), lo = hi < 0 ? -1 : nibble(s[2 * i + 1]);
+    if (lo < 0)
+      return -1;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return 0;
+}
+
 void nb_hex(const uint8_t *in, size_t n, char *out) {
   static const char digits[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {

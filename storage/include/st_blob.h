@@ -139,6 +139,15 @@ int st_blobstore_stage_drop(st_blobstore *s, const char *terminal,
  * removed before the error stay removed). */
 int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed);
 
+/* Calls fn(arg, hash) for each stored blob file not modified for more than
+ * max_age_ms (the orphan sweep: st_blob_orphan_take decides). Files whose
+ * names are not 64 lowercase hex digits are left alone. fn returns 0 to go
+ * on, or a nimbus_err that stops the walk and is returned. Returns 0,
+ * NIMBUS_EIO or fn's error. */
+int st_blobstore_each_old(st_blobstore *s, int64_t max_age_ms,
+                          int (*fn)(void *arg, const uint8_t hash[32]),
+                          void *arg);
+
 /* Removes blob `hash` from the store (the collector's last step, after
  * Redis forgot it); an absent one is fine. Returns 0 or NIMBUS_EIO. */
 int st_blobstore_remove(st_blobstore *s, const uint8_t hash[32]);
@@ -306,5 +315,15 @@ int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
 /* Ends the tombstone of blob `hex` once its file is removed, so commits of
  * the same content go ahead at once. */
 int st_blob_gc_done(st_redis *r, const char *hex);
+
+/* For a stored file that may be an orphan (a crash between a commit's
+ * move and its record, or a collection whose removal failed): atomically
+ * takes blob `hex` if Redis knows nothing of it (no metadata, no commit
+ * under way, no tombstone), leaving a tombstone for gone_ms that holds off
+ * commits of the same content, as st_blob_gc_take does. *taken says
+ * whether it was (then st_blobstore_remove, then st_blob_gc_done).
+ * Returns 0 or NIMBUS_EREDIS. */
+int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
+                        bool *taken);
 
 #endif

@@ -501,3 +501,32 @@ int st_blob_gc_done(st_redis *r, const char *hex) {
   const char *argv[2] = {"DEL", gone};
   return st__cmd_ok(r, 2, argv);
 }
+
+/* KEYS: meta, committing, gone. ARGV: gone_ms. */
+static const char orphan_lua[] =
+    "if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], 'orphan', 'PX', ARGV[1])\n"
+    "return 1\n";
+
+int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
+                        bool *taken) {
+  char meta[KEY_CAP], ck[KEY_CAP], gk[KEY_CAP], ttl[24];
+  *taken = false;
+  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);
+  snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)gone_ms);
+  const char *argv[7] = {"EVAL", orphan_lua, "3", meta, ck, gk, ttl};
+  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER)
+    rc = st__fail(r, rep, "unexpected answer taking an orphan blob");
+  else
+    *taken = rep->integer == 1;
+  freeReplyObject(rep);
+  return rc;
+}

@@ -56,6 +56,8 @@ typedef struct blob_backend {
                     const char *upload, int *lock);
   void (*stage_unlock)(st_blobstore *s, int lock);
   int (*remove)(st_blobstore *s, const uint8_t hash[32]);
+  int (*each_old)(st_blobstore *s, int64_t max_age_ms,
+                  int (*fn)(void *arg, const uint8_t hash[32]), void *arg);
 } blob_backend;
 
 struct st_blobstore {
@@ -739,10 +741,50 @@ static int local_sweep(st_blobstore *s, int64_t max_age_ms,
   return rc;
 }
 
+static int local_each_old(st_blobstore *s, int64_t max_age_ms,
+                          int (*fn)(void *arg, const uint8_t hash[32]),
+                          void *arg) {
+  char dir[PATH_CAP];
+  snprintf(dir, sizeof dir, "%s/blobs", s->dir);
+  DIR *top = opendir(dir);
+  if (top == NULL)
+    return fail_io("cannot open directory %s", dir);
+  int64_t now = nb_now_ms();
+  int rc = 0;
+  for (struct dirent *e; rc == 0 && (e = readdir(top)) != NULL;) {
+    if (e->d_name[0] == '.' || strlen(e->d_name) != 2)
+      continue;
+    int fd = openat(dirfd(top), e->d_name,
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+      close(fd);
+      continue;
+    }
+    for (struct dirent *f; rc == 0 && (f = readdir(d)) != NULL;) {
+      uint8_t hash[32];
+      struct stat st;
+      if (strlen(f->d_name) != 64 || nb_unhex32(f->d_name, hash) != 0 ||
+          fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+          !S_ISREG(st.st_mode))
+        continue;
+      int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 +
+                      st.st_mtim.tv_nsec / 1000000;
+      if (now - mtime > max_age_ms)
+        rc = fn(arg, hash);
+    }
+    closedir(d);
+  }
+  closedir(top);
+  return rc;
+}
+
 static const blob_backend local_backend = {
-    local_stage,      local_stage_hash, local_blob_hash, local_stage_commit,
-    local_stage_drop, local_has,        local_read,      local_sweep,
-    local_stage_lock, local_stage_unlock, local_remove,
+    local_stage,      local_stage_hash,   local_blob_hash, local_stage_commit,
+    local_stage_drop, local_has,          local_read,      local_sweep,
+    local_stage_lock, local_stage_unlock, local_remove,    local_each_old,
 };
 
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
@@ -842,6 +884,12 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
 
 int st_blobstore_sweep(st_blobstore *s, int64_t max_age_ms, size_t *removed) {
   return s->ops->sweep(s, max_age_ms, removed);
+}
+
+int st_blobstore_each_old(st_blobstore *s, int64_t max_age_ms,
+                          int (*fn)(void *arg, const uint8_t hash[32]),
+                          void *arg) {
+  return s->ops->each_old(s, max_age_ms, fn, arg);
 }
 
 int st_blobstore_remove(st_blobstore *s, const uint8_t hash[32]) {

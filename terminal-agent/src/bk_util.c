@@ -94,25 +94,7 @@ bool bk_hex_valid(const char *s, size_t n) {
   return true;
 }
 
-static int bk_nibble(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-int bk_unhex32(const char *s, uint8_t out[32]) {
-  for (size_t i = 0; i < 32; i++) {
-    int hi = bk_nibble(s[2 * i]), lo = hi < 0 ? -1 : bk_nibble(s[2 * i + 1]);
-    if (lo < 0)
-      return -1;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
-}
+int bk_unhex32(const char *s, uint8_t out[32]) { return nb_unhex32(s, out); }
 
 /* ---- Files ------------------------------------------------------------- */
 
