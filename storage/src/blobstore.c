@@ -765,8 +765,13 @@ static int local_each_old(st_blobstore *s, int64_t max_age_ms,
     }
     for (struct dirent *f; rc == 0 && (f = readdir(d)) != NULL;) {
       uint8_t hash[32];
+      char hex[65];
       struct stat st;
-      if (strlen(f->d_name) != 64 || nb_unhex32(f->d_name, hash) != 0 ||
+      /* Exactly the name the store gives a blob (blob_path), no other. */
+      if (strlen(f->d_name) != 64 || nb_unhex32(f->d_name, hash) != 0)
+        continue;
+      nb_hex(hash, 32, hex);
+      if (strcmp(hex, f->d_name) != 0 || strncmp(hex, e->d_name, 2) != 0 ||
           fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
           !S_ISREG(st.st_mode))
         continue;
