@@ -438,9 +438,10 @@ static int arg_snapshot(wk_ctx *c, bool required, char id[65]) {
 }
 
 /* Reads the snapshot named by the task (latest when unnamed) into *s, or
- * answers 404. */
+ * answers 400 or 404. *s is always fit for st_snapshot_fini afterwards. */
 static int find_snapshot(wk_ctx *c, bool required, st_snapshot *s) {
   char id[65];
+  memset(s, 0, sizeof *s);
   int code = arg_snapshot(c, required, id);
   if (code != 0)
     return code;

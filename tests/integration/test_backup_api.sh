@@ -160,4 +160,17 @@ expect 404 'r["code"]' "$r" "get of a deleted snapshot"
 nb_assert_eq "1 0" "$(refs "$jpg") $(refs "$man")" "refs after the delete"
 r=$(call backup.list '{}')
 expect "$snap3 $snap1" '" ".join(s["snapshot"] for s in r["result"]["snapshots"])' "$r" "list after the delete"
+# Bad snapshot arguments are a 400, and the worker lives on (they once
+# freed an uninitialised snapshot and killed it).
+r=$(call backup.delete '{}')
+expect 400 'r["code"]' "$r" "delete without a snapshot"
+r=$(call backup.delete '{"snapshot": 5}')
+expect 400 'r["code"]' "$r" "delete with a number for a snapshot"
+r=$(call backup.get '{"snapshot": "not an id!"}')
+expect 400 'r["code"]' "$r" "get with a malformed snapshot id"
+for p in $(nb_pids | awk '$1 ~ /^worker/ {print $2}'); do
+  nb_alive "$p" || nb_fail "worker $p died on a bad argument"
+done
+r=$(call backup.list '{}')
+expect ok 'r["status"]' "$r" "list after the bad arguments"
 nb_log "ok"
