@@ -38,6 +38,22 @@ struct wk_janitor {
   bool stop;
 };
 
+/* Removes a taken blob's file, then ends its tombstone. `what` names it in
+ * a warning. Returns false when the file stays (the tombstone then ends by
+ * itself). */
+static bool remove_taken(wk_janitor *j, st_redis *r, const uint8_t raw[32],
+                         const char *hex, const char *what) {
+  if (st_blobstore_remove(j->blobs, raw) != 0) {
+    NB_WARN("WK-GC", "%s %s: its file stays: %s", what, hex,
+            st_blobstore_errstr());
+    return false;
+  }
+  if (st_blob_gc_done(r, hex) != 0)
+    NB_WARN("WK-GC", "blob %s: tombstone stays for its ttl: %s", hex,
+            st_redis_errstr(r));
+  return true;
+}
+
 /* One pass of the collector; returns the count of blobs removed. */
 static size_t collect(wk_janitor *j, st_redis *r) {
   char(*cand)[65] = malloc(GC_BATCH * sizeof *cand);
@@ -65,12 +81,7 @@ static size_t collect(wk_janitor *j, st_redis *r) {
         continue;
       uint8_t raw[32];
       wk_blob_raw(cand[i], raw);
-      if (st_blobstore_remove(j->blobs, raw) != 0)
-        NB_WARN("WK-GC", "blob %s forgotten but its file stays: %s", cand[i],
-                st_blobstore_errstr());
-      else if (st_blob_gc_done(r, cand[i]) != 0)
-        NB_WARN("WK-GC", "blob %s: tombstone stays for its ttl: %s", cand[i],
-                st_redis_errstr(r));
+      (void)remove_taken(j, r, raw, cand[i], "collected blob");
       removed++;
       bytes += size;
     }
@@ -100,15 +111,8 @@ static int orphan_one(void *arg, const uint8_t hash[32]) {
     return NIMBUS_EREDIS;
   if (!taken)
     return 0;
-  if (st_blobstore_remove(o->j->blobs, hash) != 0) {
-    NB_WARN("WK-GC", "orphan blob file %s stays: %s", hex,
-            st_blobstore_errstr());
-    return 0; /* its tombstone ends by itself */
-  }
-  if (st_blob_gc_done(o->r, hex) != 0)
-    NB_WARN("WK-GC", "blob %s: tombstone stays for its ttl: %s", hex,
-            st_redis_errstr(o->r));
-  o->removed++;
+  if (remove_taken(o->j, o->r, hash, hex, "orphan blob"))
+    o->removed++;
   return 0;
 }
 
