@@ -1361,6 +1361,7 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
     will.qos = 1;
     opts.will = &will;
   }
+  nb_paho_connecting();
   if ((rc = MQTTAsync_connect(w->client, &opts)) != MQTTASYNC_SUCCESS) {
     snprintf(err, errcap, "cannot connect to the broker at %s: %s", uri,
              MQTTAsync_strerror(rc));

@@ -16,4 +16,14 @@
  * work is done once per process). Cannot fail. */
 void nb_paho_init(void);
 
+/* Call right before MQTTAsync_connect. Paho's receive thread, when it has
+ * no socket to wait on, sleeps 100 ms at a time; it starts (or is idle)
+ * before the send thread has made the new connection's socket, so the
+ * CONNACK used to be read up to 100 ms late, on every connect. For the
+ * next 2 s that sleep is 1 ms instead, so the socket is polled as soon as
+ * it exists; after that (no connection: a broker away for long) the
+ * receive thread sleeps 100 ms again, as Paho means it to, not waking a
+ * phone a thousand times a second. Any thread; cannot fail. */
+void nb_paho_connecting(void);
+
 #endif

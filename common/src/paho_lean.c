@@ -20,13 +20,33 @@
  *
  * The third piece of bookkeeping, the trace ring that Log() formats every
  * protocol event into under a third mutex, has a public switch:
- * nb_paho_init() below. */
+ * nb_paho_init() below.
+ *
+ * One wait, too: MQTTAsync_destroy of a process's last client sets
+ * MQTTAsync_tostop and then sleeps 100 ms at a time (usleep(100000)) until
+ * Paho's send and receive threads have stopped, which takes them well
+ * under a millisecond. So every nimbus-agent command, every
+ * nimbus_agent_free and every worker's exit waited a whole 100 ms for
+ * nothing (strace: threads gone at +0.5 ms, exit at +100 ms). usleep is
+ * wrapped too: that one sleep, and only while a stop is under way
+ * (MQTTAsync_tostop set, the caller not one of Paho's two threads),
+ * becomes 1 ms naps that end as soon as both threads have stopped, at most
+ * the 100 ms asked for. The receive thread's own 100 ms sleep when it has
+ * no socket to wait on delayed every connect the same way (nb_paho.h,
+ * nb_paho_connecting): within 2 s of a connect it is a 1 ms nap. Every
+ * other usleep passes straight through. The
+ * globals read here are the archive's own (Debian's libpaho-mqtt 1.3.12,
+ * src/MQTTAsync.c); a Paho without them fails to link rather than
+ * misbehave. */
 #include "nb_paho.h"
 
 #include <MQTTAsync.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 void __wrap_StackTrace_entry(const char *name, int line, int trace_level);
 void __wrap_StackTrace_exit(const char *name, int line, void *rc,
@@ -34,6 +54,14 @@ void __wrap_StackTrace_exit(const char *name, int line, void *rc,
 void *__wrap_mymalloc(char *file, int line, size_t size);
 void *__wrap_myrealloc(char *file, int line, void *p, size_t size);
 void __wrap_myfree(char *file, int line, void *p);
+int __wrap_usleep(useconds_t us);
+int __real_usleep(useconds_t us);
+
+/* Paho's own state (src/MQTTAsync.c): its stop flag, and the state (enum
+ * MQTTAsync_threadStates, STOPPED = 0) and id of its two threads. */
+extern int MQTTAsync_tostop;
+extern int sendThread_state, receiveThread_state;
+extern pthread_t sendThread_id, receiveThread_id;
 
 void __wrap_StackTrace_entry(const char *name, int line, int trace_level) {
   (void)name;
@@ -65,6 +93,47 @@ void __wrap_myfree(char *file, int line, void *p) {
   (void)file;
   (void)line;
   free(p);
+}
+
+#define PAHO_STOP_SLEEP_US 100000u
+
+static int paho_load(const int *v) { return __atomic_load_n(v, __ATOMIC_ACQUIRE); }
+
+#define CONNECT_FAST_MS 2000
+
+/* CLOCK_MONOTONIC ms until which a connect is under way; 0: none. */
+static int64_t connect_until_ms;
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void nb_paho_connecting(void) {
+  __atomic_store_n(&connect_until_ms, mono_ms() + CONNECT_FAST_MS,
+                   __ATOMIC_RELEASE);
+}
+
+int __wrap_usleep(useconds_t us) {
+  pthread_t self = pthread_self();
+  if (us != PAHO_STOP_SLEEP_US)
+    return __real_usleep(us);
+  if (pthread_equal(self, receiveThread_id)) {
+    /* Its sleep when no socket is ready: short while a connect is new. */
+    int64_t until = __atomic_load_n(&connect_until_ms, __ATOMIC_ACQUIRE);
+    return __real_usleep(until != 0 && mono_ms() < until ? 1000 : us);
+  }
+  if (paho_load(&MQTTAsync_tostop) == 0 ||
+      pthread_equal(self, sendThread_id))
+    return __real_usleep(us);
+  for (useconds_t slept = 0; slept < us; slept += 1000) {
+    if (paho_load(&sendThread_state) == 0 &&
+        paho_load(&receiveThread_state) == 0)
+      return 0;
+    (void)__real_usleep(1000);
+  }
+  return 0;
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

@@ -570,6 +570,7 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
   c.onSuccess5 = ag_on_connect_ok;
   c.onFailure5 = ag_on_connect_fail;
   c.context = a;
+  nb_paho_connecting();
   prc = MQTTAsync_connect(client, &c);
   MQTTProperties_free(&props);
   if (prc != MQTTASYNC_SUCCESS) {

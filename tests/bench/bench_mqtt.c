@@ -117,6 +117,7 @@ int bench_mqtt_connect(MQTTAsync *out, const bench_opts *o,
   cn.onSuccess5 = on_ok;
   cn.onFailure5 = on_fail;
   cn.context = w;
+  nb_paho_connecting();
   rc = MQTTAsync_connect(c, &cn);
   int d = rc == MQTTASYNC_SUCCESS ? waiter_wait(w, 10) : -1;
   if (d != 1) {
