@@ -880,8 +880,23 @@ static void test_connect_refused(void **state) {
   nimbus_agent_free(a);
 }
 
+/* common/src/paho_lean.c wraps usleep for Paho's two 100 ms sleeps. Any
+ * other usleep, and that very length outside a Paho stop, must still sleep
+ * the whole time asked (this binary links the wrap: nimbus_paho). */
+static void test_usleep_passes_through(void **state) {
+  (void)state;
+  const useconds_t asks[] = {1000, 50000, 100000};
+  for (size_t i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+    int64_t t0 = nb_mono_ms();
+    assert_int_equal(usleep(asks[i]), 0);
+    int64_t took = nb_mono_ms() - t0;
+    assert_true(took >= (int64_t)(asks[i] / 1000) - 1);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_usleep_passes_through),
       cmocka_unit_test(test_json_to_msgpack_bytes),
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_json_rejects),
