@@ -977,6 +977,8 @@ out:
 
 static void on_connection_lost(void *context, char *cause) {
   wk_worker *w = context;
+  /* Paho reconnects by itself: read that CONNACK at once too. */
+  nb_paho_connecting();
   if (!atomic_load(&w->draining))
     NB_WARN("WK-MQTT-LOST", "broker connection lost (%s); reconnecting",
             cause != NULL ? cause : "no reason given");

@@ -16,7 +16,8 @@
  * work is done once per process). Cannot fail. */
 void nb_paho_init(void);
 
-/* Call right before MQTTAsync_connect. Paho's receive thread, when it has
+/* Call right before MQTTAsync_connect, and when a connection is lost (Paho
+ * then reconnects by itself). Paho's receive thread, when it has
  * no socket to wait on, sleeps 100 ms at a time; it starts (or is idle)
  * before the send thread has made the new connection's socket, so the
  * CONNACK used to be read up to 100 ms late, on every connect. For the

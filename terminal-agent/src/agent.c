@@ -487,6 +487,8 @@ static void ag_on_connection_lost(void *ctx, char *cause) {
   (void)cause;
   nimbus_agent *a = ctx;
   atomic_store(&a->up, false);
+  /* Paho reconnects by itself: read that CONNACK at once too. */
+  nb_paho_connecting();
 }
 
 static int ag_on_message_arrived(void *ctx, char *topic, int topic_len,
