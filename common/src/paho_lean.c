@@ -95,11 +95,14 @@ void __wrap_myfree(char *file, int line, void *p) {
   free(p);
 }
 
+/* The one sleep length Paho uses (MQTTAsync_sleep(100L)), and how long
+ * after nb_paho_connecting the receive thread naps instead. */
 #define PAHO_STOP_SLEEP_US 100000u
-
-static int paho_load(const int *v) { return __atomic_load_n(v, __ATOMIC_ACQUIRE); }
-
 #define CONNECT_FAST_MS 2000
+
+static int paho_load(const int *v) {
+  return __atomic_load_n(v, __ATOMIC_ACQUIRE);
+}
 
 /* CLOCK_MONOTONIC ms until which a connect is under way; 0: none. */
 static int64_t connect_until_ms;
