@@ -62,9 +62,6 @@ bool bk_kind_valid(const char *s, size_t n);
 /* True when `s` (n bytes) is 64 lowercase hex characters. */
 bool bk_hex_valid(const char *s, size_t n);
 
-/* Decodes 64 hex characters (either case) into out[32]. Returns 0 or -1. */
-int bk_unhex32(const char *s, uint8_t out[32]);
-
 /* ---- Files (bk_util.c) -------------------------------------------------- */
 
 /* Called with the bytes just read while hashing, for a progress line. */

@@ -94,8 +94,6 @@ bool bk_hex_valid(const char *s, size_t n) {
   return true;
 }
 
-int bk_unhex32(const char *s, uint8_t out[32]) { return nb_unhex32(s, out); }
-
 /* ---- Files ------------------------------------------------------------- */
 
 int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,

@@ -1398,7 +1398,7 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
       uint8_t sha[32];
       if (h->type != MSGPACK_OBJECT_STR ||
           !bk_hex_valid(h->via.str.ptr, h->via.str.size) ||
-          bk_unhex32(h->via.str.ptr, sha) != 0 || u->bslots == 0)
+          nb_unhex32(h->via.str.ptr, sha) != 0 || u->bslots == 0)
         continue;
       up_blob *b = u->btab[up_bslot(u, sha)];
       if (b == NULL || b->files == NULL ||

@@ -373,7 +373,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
   if (status == CLI_OK &&
       (lseek(fd, 0, SEEK_SET) != 0 ||
        bk_hash_fd(fd, r->buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
-       bk_unhex32(hex, want) != 0 || n != total ||
+       nb_unhex32(hex, want) != 0 || n != total ||
        memcmp(sha, want, 32) != 0)) {
     fprintf(stderr, "nimbus-agent: the manifest's bytes do not have its "
                     "SHA-256 %s\n",
@@ -456,7 +456,7 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
     rs_item *it = &r->items[r->nitems];
     if ((it->name = strndup(name->via.str.ptr, name->via.str.size)) == NULL)
       return cli_usage_error("out of memory");
-    bk_unhex32(blob->via.str.ptr, it->sha);
+    (void)nb_unhex32(blob->via.str.ptr, it->sha);
     it->size = size;
     it->mtime = mtime;
     it->has_mtime = sc_map_get(m, "mtime") != NULL;

@@ -142,7 +142,7 @@ static int bk_hc_unescape(char *s) {
 static bool bk_hc_parse(bk_hcache *c, char *line, int *rc) {
   uint8_t sha[32];
   char *p = line, *end;
-  if (strlen(line) < 66 || line[64] != ' ' || bk_unhex32(line, sha) != 0)
+  if (strlen(line) < 66 || line[64] != ' ' || nb_unhex32(line, sha) != 0)
     return false;
   p = line + 65;
   errno = 0;

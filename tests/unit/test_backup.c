@@ -163,11 +163,11 @@ static void test_hex(void **state) {
   assert_false(bk_hex_valid(up, 64)); /* lowercase only */
   assert_false(bk_hex_valid(BK_EMPTY_SHA256, 63));
   uint8_t b[32], e[32];
-  assert_int_equal(bk_unhex32(up, b), 0); /* either case decodes */
+  assert_int_equal(nb_unhex32(up, b), 0); /* either case decodes */
   nb_sha256("", 0, e);
   assert_memory_equal(b, e, 32);
   up[5] = 'g';
-  assert_int_equal(bk_unhex32(up, b), -1);
+  assert_int_equal(nb_unhex32(up, b), -1);
 }
 
 /* ---- The directory walk ------------------------------------------------ */
