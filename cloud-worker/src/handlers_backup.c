@@ -208,7 +208,7 @@ static int missing_blobs(wk_ctx *c, const char *const *names,
 static int read_manifest(wk_ctx *c, const char *hex, uint64_t size,
                          uint8_t **buf) {
   uint8_t raw[32], got_hash[32];
-  wk_blob_raw(hex, raw);
+  (void)nb_unhex32(hex, raw);
   *buf = malloc(size > 0 ? size : 1);
   if (*buf == NULL)
     return oom(c);
@@ -365,13 +365,13 @@ static int h_backup_commit(wk_ctx *c) {
 
   size_t nraw = 0;
   for (size_t i = 0; i < set.nuniq; i++)
-    wk_blob_raw(set.uniq[i], raw[nraw++]);
+    (void)nb_unhex32(set.uniq[i], raw[nraw++]);
   if (mhex[0] != '\0') {
     /* The manifest is referred to too, unless it also is an item. */
     const char *key = mhex;
     if (bsearch(&key, set.uniq, set.nuniq, sizeof *set.uniq, cmp_hex) ==
         NULL)
-      wk_blob_raw(mhex, raw[nraw++]);
+      (void)nb_unhex32(mhex, raw[nraw++]);
   } else {
     msgpack_packer lp;
     msgpack_packer_init(&lp, &list, msgpack_sbuffer_write);

@@ -66,15 +66,6 @@ bool wk_is_blob_name(const char *s, size_t n) {
   return true;
 }
 
-void wk_blob_raw(const char *hex, uint8_t out[32]) {
-  for (size_t i = 0; i < 32; i++) {
-    int hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
-    int lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0'
-                                   : hex[2 * i + 1] - 'a' + 10;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-}
-
 int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]) {
   const char *s = NULL;
   size_t n = 0;
@@ -87,7 +78,7 @@ int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]) {
   memcpy(hex, s, 64);
   hex[64] = '\0';
   if (raw != NULL)
-    wk_blob_raw(hex, raw);
+    (void)nb_unhex32(hex, raw);
   return 0;
 }
 

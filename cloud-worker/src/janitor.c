@@ -80,7 +80,7 @@ static size_t collect(wk_janitor *j, st_redis *r) {
       if (!taken)
         continue;
       uint8_t raw[32];
-      wk_blob_raw(cand[i], raw);
+      (void)nb_unhex32(cand[i], raw);
       (void)remove_taken(j, r, raw, cand[i], "collected blob");
       removed++;
       bytes += size;

@@ -157,8 +157,6 @@ int wk_redis_down(wk_ctx *c);
 int wk_disk_error(wk_ctx *c, const char *what);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
 bool wk_is_blob_name(const char *s, size_t n);
-/* The 32 bytes named by a valid blob name `hex` (64 chars, checked). */
-void wk_blob_raw(const char *hex, uint8_t out[32]);
 /* Reads the required blob name args.<key> into hex[65] and, when raw is
  * non-NULL, its 32 bytes; else returns 400 after wk_fail. */
 int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]);
