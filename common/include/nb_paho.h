@@ -5,6 +5,10 @@
 #ifndef NB_PAHO_H
 #define NB_PAHO_H
 
+#include <poll.h>
+#include <stddef.h>
+#include <sys/types.h>
+
 /* Turns off Paho's in-memory trace ring before the first client is made:
  * by default the library formats every protocol event into a 400-entry
  * ring under one process-wide mutex, whether or not anyone reads it. Only
@@ -26,5 +30,28 @@ void nb_paho_init(void);
  * receive thread sleeps 100 ms again, as Paho means it to, not waking a
  * phone a thousand times a second. Any thread; cannot fail. */
 void nb_paho_connecting(void);
+
+/* Paho's own recv, poll and close calls land in these three
+ * (common/src/paho_read.c; the build renames them in its copy of Paho's
+ * archive). They read each socket ahead, so that a packet costs one recv
+ * instead of one per header byte plus one for the body. Declared here for
+ * the unit tests; nothing else calls them.
+ *
+ * nb_paho_recv: recv(2) for a socket Paho owns, same contract: returns the
+ * bytes stored in `buf` (1..n), 0 at end of file, -1 with errno (EAGAIN on
+ * a non-blocking socket with nothing to read). flags other than 0 and
+ * n == 0 pass straight to recv. Bytes the kernel gave beyond `n` stay in
+ * the socket's read-ahead (up to 16 KiB, allocated on first use) for the
+ * next call. */
+ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags);
+
+/* poll(2), except that a socket polled for POLLIN whose read-ahead holds
+ * bytes is reported readable at once. Returns the number of entries with
+ * revents set, or -1 with errno from poll. */
+int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout);
+
+/* Drops the socket's read-ahead (any unread bytes with it), then
+ * close(2)s it; returns close's result. */
+int nb_paho_close(int fd);
 
 #endif

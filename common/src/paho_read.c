@@ -1,0 +1,173 @@
+/* Paho MQTT C reading a packet in one system call instead of five.
+ *
+ * Paho's receive thread reads each MQTT packet with a recv of 1 byte for
+ * the fixed header, one recv of 1 byte per remaining-length byte, and one
+ * recv for the rest, and it polls its sockets twice before each packet
+ * (src/Socket.c of Debian's libpaho-mqtt 1.3.12: Socket_getch,
+ * Socket_getdata, Socket_getReadySocket). A small PUBACK thus costs four
+ * system calls to read and a 264-byte reply five, where one recv would
+ * do; on the 2-core VM of tests/bench/README.md half of every process's
+ * CPU time at 64 tasks in flight is the kernel's, and a phone pays for
+ * each wake-up of its radio stack too.
+ *
+ * The build makes a copy of Paho's static archive in which the library's
+ * own calls to recv, poll and close are renamed to the three functions
+ * below (objcopy --redefine-sym, CMakeLists.txt); nothing outside the
+ * archive is affected, and Paho's logic is untouched.
+ *
+ * - nb_paho_recv serves a read from the socket's read-ahead buffer first.
+ *   A small read that finds the buffer empty reads up to RA_CAP bytes into
+ *   it (all the packets the kernel holds, usually) and hands out what was
+ *   asked for; a read of RA_CAP bytes or more (a blob segment's body) goes
+ *   straight into Paho's buffer after what the read-ahead held. A byte
+ *   stream stays a byte stream: the data, its order, end of file (0 once
+ *   the buffer is drained) and errors are what the kernel says.
+ * - nb_paho_poll reports a socket whose buffer holds bytes as readable
+ *   (POLLIN), because the kernel no longer knows about those bytes. Only
+ *   when every polled socket has buffered bytes is the kernel not asked;
+ *   otherwise it is asked without waiting, for the others.
+ * - nb_paho_close drops the socket's buffer before closing it, so a later
+ *   socket with the same number starts empty.
+ *
+ * Paho reads from its one receive thread, but closes from others; one
+ * mutex guards the table. It is never held across a call that waits. */
+#include "nb_paho.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Read-ahead per socket: many small packets, and a good part of a
+ * segment's body. */
+#define RA_CAP 16384
+
+typedef struct {
+  size_t off, len; /* unread bytes: data[off, len) */
+  uint8_t data[RA_CAP];
+} ra_buf;
+
+static pthread_mutex_t ra_mu = PTHREAD_MUTEX_INITIALIZER;
+static ra_buf **ra_tab; /* indexed by file descriptor */
+static size_t ra_cap;
+
+/* The buffer of `fd`, made when `make`; NULL when there is none (or no
+ * memory: the caller then reads without one). Needs ra_mu. */
+static ra_buf *ra_get(int fd, int make) {
+  if (fd < 0)
+    return NULL;
+  size_t i = (size_t)fd;
+  if (i < ra_cap && ra_tab[i] != NULL)
+    return ra_tab[i];
+  if (!make)
+    return NULL;
+  if (i >= ra_cap) {
+    size_t cap = ra_cap != 0 ? ra_cap : 16;
+    while (cap <= i)
+      cap *= 2;
+    ra_buf **tab = realloc(ra_tab, cap * sizeof *tab);
+    if (tab == NULL)
+      return NULL;
+    memset(tab + ra_cap, 0, (cap - ra_cap) * sizeof *tab);
+    ra_tab = tab;
+    ra_cap = cap;
+  }
+  ra_buf *b = malloc(sizeof *b);
+  if (b != NULL) {
+    b->off = b->len = 0;
+    ra_tab[i] = b;
+  }
+  return b;
+}
+
+static size_t ra_take(ra_buf *b, uint8_t *out, size_t n) {
+  size_t have = b->len - b->off;
+  if (n > have)
+    n = have;
+  memcpy(out, b->data + b->off, n);
+  b->off += n;
+  if (b->off == b->len)
+    b->off = b->len = 0;
+  return n;
+}
+
+ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags) {
+  if (flags != 0 || n == 0 || buf == NULL)
+    return recv(fd, buf, n, flags);
+  uint8_t *out = buf;
+  pthread_mutex_lock(&ra_mu);
+  ra_buf *b = ra_get(fd, 0);
+  size_t got = b != NULL ? ra_take(b, out, n) : 0;
+  ssize_t r = 0;
+  if (got < n) {
+    if (n - got < RA_CAP && (b != NULL || (b = ra_get(fd, 1)) != NULL)) {
+      /* The buffer is empty now: fill it, hand out the front. */
+      r = recv(fd, b->data, RA_CAP, 0);
+      if (r > 0) {
+        b->len = (size_t)r;
+        got += ra_take(b, out + got, n - got);
+      }
+    } else {
+      r = recv(fd, out + got, n - got, 0);
+      if (r > 0)
+        got += (size_t)r;
+    }
+  }
+  int saved = errno;
+  pthread_mutex_unlock(&ra_mu);
+  if (got > 0)
+    return (ssize_t)got; /* an error or end of file shows on the next read */
+  errno = saved;
+  return r; /* 0: end of file; -1: errno from recv */
+}
+
+int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
+  nfds_t buffered = 0;
+  pthread_mutex_lock(&ra_mu);
+  for (nfds_t i = 0; i < nfds; i++) {
+    const ra_buf *b =
+        (fds[i].events & POLLIN) != 0 ? ra_get(fds[i].fd, 0) : NULL;
+    if (b != NULL && b->len > b->off)
+      buffered++;
+  }
+  pthread_mutex_unlock(&ra_mu);
+  if (buffered == 0)
+    return poll(fds, nfds, timeout);
+
+  if (buffered < nfds) {
+    if (poll(fds, nfds, 0) < 0)
+      return -1;
+  } else {
+    for (nfds_t i = 0; i < nfds; i++)
+      fds[i].revents = 0;
+  }
+  /* Mark the buffered ones again: only this thread reads, so a buffer
+   * found non-empty above is non-empty still, or closed (then left as the
+   * kernel reported it). */
+  int ready = 0;
+  pthread_mutex_lock(&ra_mu);
+  for (nfds_t i = 0; i < nfds; i++) {
+    const ra_buf *b =
+        (fds[i].events & POLLIN) != 0 ? ra_get(fds[i].fd, 0) : NULL;
+    if (b != NULL && b->len > b->off)
+      fds[i].revents |= POLLIN;
+    if (fds[i].revents != 0)
+      ready++;
+  }
+  pthread_mutex_unlock(&ra_mu);
+  return ready;
+}
+
+int nb_paho_close(int fd) {
+  pthread_mutex_lock(&ra_mu);
+  if (fd >= 0 && (size_t)fd < ra_cap) {
+    free(ra_tab[fd]);
+    ra_tab[fd] = NULL;
+  }
+  pthread_mutex_unlock(&ra_mu);
+  return close(fd);
+}
