@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* Turns off Paho's in-memory trace ring before the first client is made:
  * by default the library formats every protocol event into a 400-entry
@@ -49,6 +50,12 @@ ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags);
  * bytes is reported readable at once. Returns the number of entries with
  * revents set, or -1 with errno from poll. */
 int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout);
+
+/* writev(2), same contract; notes whether everything was written, so that
+ * Paho's next check for writability (a poll for POLLOUT alone, before
+ * every packet it reads) is answered without a system call while the
+ * socket's writes go out whole. */
+ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt);
 
 /* Drops the socket's read-ahead (any unread bytes with it), then
  * close(2)s it; returns close's result. */

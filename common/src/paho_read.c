@@ -1,4 +1,4 @@
-/* Paho MQTT C reading a packet in one system call instead of five.
+/* Paho MQTT C reading a packet in one system call instead of five or six.
  *
  * Paho's receive thread reads each MQTT packet with a recv of 1 byte for
  * the fixed header, one recv of 1 byte per remaining-length byte, and one
@@ -11,8 +11,8 @@
  * each wake-up of its radio stack too.
  *
  * The build makes a copy of Paho's static archive in which the library's
- * own calls to recv, poll and close are renamed to the three functions
- * below (objcopy --redefine-sym, CMakeLists.txt); nothing outside the
+ * own calls to recv, poll, writev and close are renamed to the four
+ * functions below (objcopy --redefine-sym, CMakeLists.txt); nothing outside the
  * archive is affected, and Paho's logic is untouched.
  *
  * - nb_paho_recv serves a read from the socket's read-ahead buffer first.
@@ -25,21 +25,32 @@
  * - nb_paho_poll reports a socket whose buffer holds bytes as readable
  *   (POLLIN), because the kernel no longer knows about those bytes. Only
  *   when every polled socket has buffered bytes is the kernel not asked;
- *   otherwise it is asked without waiting, for the others.
+ *   otherwise it is asked without waiting, for the others. Paho's other
+ *   poll, for POLLOUT alone with no wait before every packet it reads
+ *   (it reads only from a writable socket), is answered the same way for
+ *   a socket whose last write went out whole: had the send buffer filled,
+ *   that write would have come back short or with EAGAIN, and then the
+ *   kernel is asked again until a write goes out whole. A write that runs
+ *   into a full buffer after all is one Paho handles anyway (its pending
+ *   writes).
+ * - nb_paho_writev is writev, noting whether everything went out.
  * - nb_paho_close drops the socket's buffer before closing it, so a later
  *   socket with the same number starts empty.
  *
- * Paho reads from its one receive thread, but closes from others; one
- * mutex guards the table. It is never held across a call that waits. */
+ * Paho reads from its one receive thread, but writes and closes from
+ * others too; one mutex guards the table. It is held across a recv of a
+ * non-blocking socket, never across a call that waits. */
 #include "nb_paho.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Read-ahead per socket: many small packets, and a good part of a
@@ -51,37 +62,58 @@ typedef struct {
   uint8_t data[RA_CAP];
 } ra_buf;
 
+typedef struct {
+  ra_buf *buf;  /* read-ahead, made on the first small read */
+  bool write_ok; /* the last writev wrote everything */
+} ra_fd;
+
 static pthread_mutex_t ra_mu = PTHREAD_MUTEX_INITIALIZER;
-static ra_buf **ra_tab; /* indexed by file descriptor */
+static ra_fd *ra_tab; /* indexed by file descriptor */
 static size_t ra_cap;
 
-/* The buffer of `fd`, made when `make`; NULL when there is none (or no
- * memory: the caller then reads without one). Needs ra_mu. */
-static ra_buf *ra_get(int fd, int make) {
+/* The entry of `fd`, the table grown for it when `make`; NULL when out of
+ * range (or no memory: the caller then does without). Needs ra_mu. */
+static ra_fd *ra_slot(int fd, bool make) {
   if (fd < 0)
     return NULL;
   size_t i = (size_t)fd;
-  if (i < ra_cap && ra_tab[i] != NULL)
-    return ra_tab[i];
+  if (i < ra_cap)
+    return &ra_tab[i];
   if (!make)
     return NULL;
-  if (i >= ra_cap) {
-    size_t cap = ra_cap != 0 ? ra_cap : 16;
-    while (cap <= i)
-      cap *= 2;
-    ra_buf **tab = realloc(ra_tab, cap * sizeof *tab);
-    if (tab == NULL)
-      return NULL;
-    memset(tab + ra_cap, 0, (cap - ra_cap) * sizeof *tab);
-    ra_tab = tab;
-    ra_cap = cap;
-  }
-  ra_buf *b = malloc(sizeof *b);
-  if (b != NULL) {
-    b->off = b->len = 0;
-    ra_tab[i] = b;
-  }
-  return b;
+  size_t cap = ra_cap != 0 ? ra_cap : 16;
+  while (cap <= i)
+    cap *= 2;
+  ra_fd *tab = realloc(ra_tab, cap * sizeof *tab);
+  if (tab == NULL)
+    return NULL;
+  memset(tab + ra_cap, 0, (cap - ra_cap) * sizeof *tab);
+  ra_tab = tab;
+  ra_cap = cap;
+  return &ra_tab[i];
+}
+
+/* The read-ahead of `fd`, made when `make`. Needs ra_mu. */
+static ra_buf *ra_get(int fd, bool make) {
+  ra_fd *f = ra_slot(fd, make);
+  if (f == NULL || f->buf != NULL || !make)
+    return f != NULL ? f->buf : NULL;
+  f->buf = malloc(sizeof *f->buf);
+  if (f->buf != NULL)
+    f->buf->off = f->buf->len = 0;
+  return f->buf;
+}
+
+static bool ra_buffered(int fd) {
+  const ra_buf *b = ra_get(fd, false);
+  return b != NULL && b->len > b->off;
+}
+
+/* Paho's write check (POLLOUT alone) on a socket whose last write went
+ * out whole. Needs ra_mu. */
+static bool ra_writable(const struct pollfd *p) {
+  const ra_fd *f = p->events == POLLOUT ? ra_slot(p->fd, false) : NULL;
+  return f != NULL && f->write_ok;
 }
 
 static size_t ra_take(ra_buf *b, uint8_t *out, size_t n) {
@@ -100,11 +132,11 @@ ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags) {
     return recv(fd, buf, n, flags);
   uint8_t *out = buf;
   pthread_mutex_lock(&ra_mu);
-  ra_buf *b = ra_get(fd, 0);
+  ra_buf *b = ra_get(fd, false);
   size_t got = b != NULL ? ra_take(b, out, n) : 0;
   ssize_t r = 0;
   if (got < n) {
-    if (n - got < RA_CAP && (b != NULL || (b = ra_get(fd, 1)) != NULL)) {
+    if (n - got < RA_CAP && (b != NULL || (b = ra_get(fd, true)) != NULL)) {
       /* The buffer is empty now: fill it, hand out the front. */
       r = recv(fd, b->data, RA_CAP, 0);
       if (r > 0) {
@@ -126,35 +158,33 @@ ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags) {
 }
 
 int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
-  nfds_t buffered = 0;
+  nfds_t known = 0;
   pthread_mutex_lock(&ra_mu);
-  for (nfds_t i = 0; i < nfds; i++) {
-    const ra_buf *b =
-        (fds[i].events & POLLIN) != 0 ? ra_get(fds[i].fd, 0) : NULL;
-    if (b != NULL && b->len > b->off)
-      buffered++;
-  }
+  for (nfds_t i = 0; i < nfds; i++)
+    if (((fds[i].events & POLLIN) != 0 && ra_buffered(fds[i].fd)) ||
+        ra_writable(&fds[i]))
+      known++;
   pthread_mutex_unlock(&ra_mu);
-  if (buffered == 0)
+  if (known == 0)
     return poll(fds, nfds, timeout);
 
-  if (buffered < nfds) {
+  if (known < nfds) {
     if (poll(fds, nfds, 0) < 0)
       return -1;
   } else {
     for (nfds_t i = 0; i < nfds; i++)
       fds[i].revents = 0;
   }
-  /* Mark the buffered ones again: only this thread reads, so a buffer
-   * found non-empty above is non-empty still, or closed (then left as the
+  /* Mark the known ones again: only this thread reads, so a buffer found
+   * non-empty above is non-empty still, or closed (then left as the
    * kernel reported it). */
   int ready = 0;
   pthread_mutex_lock(&ra_mu);
   for (nfds_t i = 0; i < nfds; i++) {
-    const ra_buf *b =
-        (fds[i].events & POLLIN) != 0 ? ra_get(fds[i].fd, 0) : NULL;
-    if (b != NULL && b->len > b->off)
+    if ((fds[i].events & POLLIN) != 0 && ra_buffered(fds[i].fd))
       fds[i].revents |= POLLIN;
+    if (ra_writable(&fds[i]))
+      fds[i].revents |= POLLOUT;
     if (fds[i].revents != 0)
       ready++;
   }
@@ -162,11 +192,28 @@ int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
   return ready;
 }
 
+ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt) {
+  ssize_t r = writev(fd, iov, iovcnt);
+  int saved = errno;
+  size_t want = 0;
+  for (int i = 0; i < iovcnt; i++)
+    want += iov[i].iov_len;
+  pthread_mutex_lock(&ra_mu);
+  ra_fd *f = ra_slot(fd, true);
+  if (f != NULL)
+    f->write_ok = r >= 0 && (size_t)r == want;
+  pthread_mutex_unlock(&ra_mu);
+  errno = saved;
+  return r;
+}
+
 int nb_paho_close(int fd) {
   pthread_mutex_lock(&ra_mu);
-  if (fd >= 0 && (size_t)fd < ra_cap) {
-    free(ra_tab[fd]);
-    ra_tab[fd] = NULL;
+  ra_fd *f = ra_slot(fd, false);
+  if (f != NULL) {
+    free(f->buf);
+    f->buf = NULL;
+    f->write_ok = false;
   }
   pthread_mutex_unlock(&ra_mu);
   return close(fd);

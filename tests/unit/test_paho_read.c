@@ -200,6 +200,58 @@ static void test_poll_merges_kernel_and_buffered(void **state) {
   }
 }
 
+static void test_pollout_after_whole_writes(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  int fl = fcntl(sv[1], F_GETFL);
+  assert_int_equal(fcntl(sv[1], F_SETFL, fl | O_NONBLOCK), 0);
+  char chunk[4096];
+  memset(chunk, 'w', sizeof chunk);
+  struct iovec iov = {.iov_base = chunk, .iov_len = sizeof chunk};
+
+  /* A whole write: the next write check needs no system call, and says
+   * writable. */
+  assert_int_equal(nb_paho_writev(sv[0], &iov, 1), (ssize_t)sizeof chunk);
+  struct pollfd w = {.fd = sv[0], .events = POLLOUT};
+  assert_int_equal(nb_paho_poll(&w, 1, 0), 1);
+  assert_int_equal(w.revents, POLLOUT);
+
+  /* Fill the pair until a write comes back short or EAGAIN... */
+  ssize_t r;
+  do {
+    r = nb_paho_writev(sv[0], &iov, 1);
+  } while (r == (ssize_t)sizeof chunk);
+  assert_true(r < (ssize_t)sizeof chunk);
+  /* ...then the kernel answers, and it says full. */
+  w.revents = 0;
+  assert_int_equal(nb_paho_poll(&w, 1, 0), 0);
+  assert_int_equal(w.revents, 0);
+
+  /* Drained by the reader, a whole write makes it known writable again. */
+  char sink[65536];
+  while (read(sv[1], sink, sizeof sink) > 0)
+    ;
+  w.revents = 0;
+  assert_int_equal(nb_paho_poll(&w, 1, 1000), 1);
+  assert_int_equal(nb_paho_writev(sv[0], &iov, 1), (ssize_t)sizeof chunk);
+  assert_int_equal(nb_paho_close(sv[0]), 0);
+
+  /* Closing forgets it: a new socket with that number, full from the
+   * start, is asked about and reported full. */
+  int old = sv[0];
+  close(sv[1]);
+  int sv2[2];
+  pair(sv2);
+  assert_int_equal(sv2[0], old);
+  while (write(sv2[0], chunk, sizeof chunk) > 0)
+    ;
+  w.revents = 0;
+  assert_int_equal(nb_paho_poll(&w, 1, 0), 0);
+  nb_paho_close(sv2[0]);
+  close(sv2[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_reads_take_one_recv),
@@ -207,6 +259,7 @@ int main(void) {
       cmocka_unit_test(test_end_of_file_after_buffered_bytes),
       cmocka_unit_test(test_close_drops_unread_bytes),
       cmocka_unit_test(test_poll_merges_kernel_and_buffered),
+      cmocka_unit_test(test_pollout_after_whole_writes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
