@@ -12,8 +12,10 @@ int64_t nb_now_ms(void);
 /* Milliseconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 int64_t nb_mono_ms(void);
 
-/* Fills `buf` with `n` cryptographically random bytes (OpenSSL RAND).
- * Returns 0 or NIMBUS_ESYS. */
+/* Fills `buf` with `n` cryptographically random bytes (OpenSSL RAND;
+ * requests of up to 128 bytes are served from a 512-byte pool per thread,
+ * refilled as it runs out and after a fork). Any thread. Returns 0,
+ * NIMBUS_EINVAL (n over 2^31 - 1) or NIMBUS_ESYS. */
 int nb_random_bytes(void *buf, size_t n);
 
 /* Writes a random URL-safe identifier of `bits` random bits (a multiple of

@@ -4,7 +4,10 @@
 #include "nimbus/errors.h"
 
 #include <malloc.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <openssl/sha.h>
 #include <string.h>
 #include <time.h>
@@ -26,10 +29,44 @@ void nb_malloc_for_segments(void) {
   (void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 }
 
+/* Random bytes come from a small pool per thread, refilled from OpenSSL
+ * 512 bytes at a time: every RAND_bytes call asks the kernel for the
+ * process id (OpenSSL's fork check) and takes the generator's lock, which
+ * at thousands of task ids a second was a system call per task. A fork
+ * bumps rand_gen in the child, so no pool is ever shared by two
+ * processes. */
+#define RAND_POOL 512
+
+static atomic_uint rand_gen = 1;
+static pthread_once_t rand_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+  unsigned gen;
+  size_t used;
+  unsigned char bytes[RAND_POOL];
+} rand_pool;
+
+static void rand_forked(void) { atomic_fetch_add(&rand_gen, 1); }
+
+static void rand_init(void) { (void)pthread_atfork(NULL, NULL, rand_forked); }
+
 int nb_random_bytes(void *buf, size_t n) {
   if (n > (size_t)0x7fffffff)
     return NIMBUS_EINVAL;
-  return RAND_bytes(buf, (int)n) == 1 ? 0 : NIMBUS_ESYS;
+  if (n > RAND_POOL / 4)
+    return RAND_bytes(buf, (int)n) == 1 ? 0 : NIMBUS_ESYS;
+  (void)pthread_once(&rand_once, rand_init);
+  unsigned gen = atomic_load(&rand_gen);
+  if (rand_pool.gen != gen || RAND_POOL - rand_pool.used < n) {
+    if (RAND_bytes(rand_pool.bytes, RAND_POOL) != 1)
+      return NIMBUS_ESYS;
+    rand_pool.gen = gen;
+    rand_pool.used = 0;
+  }
+  unsigned char *from = rand_pool.bytes + rand_pool.used;
+  memcpy(buf, from, n);
+  OPENSSL_cleanse(from, n); /* handed out once, kept nowhere */
+  rand_pool.used += n;
+  return 0;
 }
 
 int nb_random_id(char *out, size_t cap, unsigned bits) {

@@ -6,3 +6,6 @@ nimbus_unit_test(test_paho_read
                  SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_paho_read.c
                          ${PROJECT_SOURCE_DIR}/common/src/paho_read.c
                  LIBS nimbus_common)
+# Random bytes from the per-thread pool (common/src/util.c).
+nimbus_unit_test(test_random SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_random.c
+                 LIBS nimbus_common)
