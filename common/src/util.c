@@ -6,9 +6,9 @@
 #include <malloc.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <openssl/sha.h>
 #include <string.h>
 #include <time.h>
 
