@@ -48,9 +48,14 @@ nb_agent call diag.sleep '{"ms": 20000, "key": "k3"}' --id "$cid" \
 caller=$!
 nb_wait_for "nb_redis EXISTS nb:claim:dave:$cid | grep -q 1" 10 ||
   nb_fail "the long task never started"
-s=$(nb_agent call task.status "{\"task\": \"$cid\"}")
+# Asked from a second device of the terminal: the caller keeps its own
+# connection meanwhile. (From the caller's own device, each command would
+# take its session over; the 499 could then reach the command instead, and
+# the caller, reconnecting, would run the unrecorded task again.)
+probe=$NB_DIR/probe
+s=$(NIMBUS_STATE_DIR=$probe nb_agent call task.status "{\"task\": \"$cid\"}")
 [[ $s == *'"state":"running"'* ]] || nb_fail "task.status of a running task: $s"
-s=$(nb_agent call task.cancel "{\"task\": \"$cid\"}")
+s=$(NIMBUS_STATE_DIR=$probe nb_agent call task.cancel "{\"task\": \"$cid\"}")
 [[ $s == *'"state":"running"'* ]] || nb_fail "task.cancel: $s"
 set +e
 wait $caller
