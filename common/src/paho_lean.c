@@ -39,13 +39,13 @@
  * src/MQTTAsync.c); a Paho without them fails to link rather than
  * misbehave. */
 #include "nb_paho.h"
+#include "nb_util.h"
 
 #include <MQTTAsync.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 void __wrap_StackTrace_entry(const char *name, int line, int trace_level);
@@ -107,14 +107,8 @@ static int paho_load(const int *v) {
 /* CLOCK_MONOTONIC ms until which a connect is under way; 0: none. */
 static int64_t connect_until_ms;
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void nb_paho_connecting(void) {
-  __atomic_store_n(&connect_until_ms, mono_ms() + CONNECT_FAST_MS,
+  __atomic_store_n(&connect_until_ms, nb_mono_ms() + CONNECT_FAST_MS,
                    __ATOMIC_RELEASE);
 }
 
@@ -125,7 +119,7 @@ int __wrap_usleep(useconds_t us) {
   if (pthread_equal(self, receiveThread_id)) {
     /* Its sleep when no socket is ready: short while a connect is new. */
     int64_t until = __atomic_load_n(&connect_until_ms, __ATOMIC_ACQUIRE);
-    return __real_usleep(until != 0 && mono_ms() < until ? 1000 : us);
+    return __real_usleep(until != 0 && nb_mono_ms() < until ? 1000 : us);
   }
   if (paho_load(&MQTTAsync_tostop) == 0 ||
       pthread_equal(self, sendThread_id))
