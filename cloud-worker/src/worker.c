@@ -228,7 +228,7 @@ static void publish(wk_worker *w, const char *terminal, const void *buf,
   m.payloadlen = (int)len;
   m.qos = qos;
   m.retained = 0;
-  int rc = MQTTAsync_sendMessage(w->client, topic, &m, NULL);
+  int rc = nb_paho_send(w->client, topic, &m, NULL);
   if (rc != MQTTASYNC_SUCCESS)
     NB_WARN("WK-PUBLISH-FAILED", "reply to %s not sent: %s", terminal,
             MQTTAsync_strerror(rc));

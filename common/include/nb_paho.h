@@ -5,7 +5,9 @@
 #ifndef NB_PAHO_H
 #define NB_PAHO_H
 
+#include <MQTTAsync.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -60,5 +62,25 @@ ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt);
 /* Drops the socket's read-ahead (any unread bytes with it), then
  * close(2)s it; returns close's result. */
 int nb_paho_close(int fd);
+
+/* MQTTAsync_sendMessage, with the packet written on the calling thread
+ * (common/src/paho_send.c) instead of by a wake-up of Paho's send thread.
+ * Same arguments, same result codes, same ownership (Paho copies the
+ * topic and the payload before it returns) and the same order on the
+ * wire as MQTTAsync_sendMessage; the response options' callbacks may run
+ * on the calling thread, before this returns (a failed write's
+ * onFailure5, say), so a caller must not hold a lock those callbacks
+ * take. From inside one of Paho's callbacks the packet goes out as soon
+ * as the callback has returned. A publish that cannot go yet (offline, or
+ * Paho's in-flight window full) is left to Paho's send thread as usual.
+ * Any thread. */
+int nb_paho_send(MQTTAsync client, const char *topic, MQTTAsync_message *msg,
+                 MQTTAsync_responseOptions *opts);
+
+/* Paho's own pthread_cond_signal and pthread_mutex_unlock calls land in
+ * these two (the build renames them in its copy of the archive);
+ * nothing else calls them. Same contracts as the pthread calls. */
+int nb_paho_cond_signal(pthread_cond_t *cond);
+int nb_paho_mutex_unlock(pthread_mutex_t *m);
 
 #endif

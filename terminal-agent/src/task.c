@@ -15,6 +15,7 @@
  * through the task's own condition variable, so 64 waiters are not all
  * woken for every reply. */
 #include "ag_internal.h"
+#include "nb_paho.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -398,7 +399,7 @@ void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t) {
   ro.onSuccess5 = ag_on_pub_ok;
   ro.onFailure5 = ag_on_pub_fail;
   ro.context = t;
-  if (MQTTAsync_sendMessage(client, t->topic, &m, &ro) != MQTTASYNC_SUCCESS)
+  if (nb_paho_send(client, t->topic, &m, &ro) != MQTTASYNC_SUCCESS)
     ag_task_unref(a, t);
 }
 
