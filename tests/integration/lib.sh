@@ -76,7 +76,14 @@ nb_agent() { "$NIMBUS_BIN/nimbus-agent" "$@"; }
 
 # call TYPE [JSON-ARGS] [agent flags]: one task through `nimbus-agent
 # call`; its reply (JSON) on stdout whatever the exit status.
-call() { nb_agent call "$@" 2>/dev/null || true; }
+# The agent's messages go to calls.log in the stack's directory, shown with
+# the servers' logs when a test fails (nb_log_tail).
+call() {
+  local log=/dev/null rc=0
+  [[ -n ${NB_DIR:-} && -d $NB_DIR ]] && log=$NB_DIR/calls.log
+  nb_agent call "$@" 2>>"$log" || rc=$?
+  ((rc == 0)) || echo "(exit $rc: call $1)" >>"$log"
+}
 
 # jf JSON KEY...: top-level numbers, booleans and plain strings of the
 # agent's one-line JSON (backup, restore summaries), space-separated, in
@@ -124,7 +131,7 @@ nb_log_tail() {
   local n=${1:-25} f
   [[ -n $NB_DIR && -d $NB_DIR ]] || return 0
   for f in "$NB_DIR"/broker/mosquitto.log "$NB_DIR"/redis/redis.log \
-           "$NB_DIR"/worker-*/log; do
+           "$NB_DIR"/worker-*/log "$NB_DIR"/calls.log; do
     [[ -f $f ]] || continue
     echo "---- ${f#"$NB_DIR"/} (last $n lines) ----" >&2
     tail -n "$n" "$f" >&2
