@@ -75,7 +75,8 @@ static const nb_opt options[] = {
      "tasks a terminal may have outstanding (advertised by ping)",
      offsetof(wk_config, max_inflight), 1, 100000},
     {"queue", NB_OPT_INT, "1024",
-     "tasks received but not started, at most (then the broker waits)",
+     "tasks received but not started, per lane, at most (then the worker "
+     "stops reading and the broker keeps the rest)",
      offsetof(wk_config, queue), 1, 1000000},
     {"data_dir", NB_OPT_STR, "./var/blobs", "where large objects live",
      offsetof(wk_config, data_dir), 0, 0},

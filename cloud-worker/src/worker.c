@@ -21,6 +21,7 @@
 #include <MQTTAsync.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -63,10 +64,11 @@ typedef struct lane {
   wk_worker *w;
   pthread_mutex_t mu;
   pthread_cond_t cv;    /* a job arrived, or stop */
-  pthread_cond_t space; /* room in the queue */
   pthread_cond_t idle;  /* queue empty and no job running */
   job *head, *tail;
   size_t qlen, busy;
+  size_t cap;           /* qlen at which the lane counts as full */
+  bool full;            /* counted in wk_worker.lanes_full */
   bool stop;
   pthread_t *threads;
   size_t nthreads;
@@ -114,6 +116,12 @@ struct wk_worker {
   st_blobstore *blobs; /* the blob store; shared, thread-safe */
   wk_janitor *janitor; /* when there is a blob store */
   struct thread_state *inline_ts; /* Paho's receive thread's (no Redis) */
+
+  /* Full lanes: while any is, Paho does not read from the broker. */
+  pthread_mutex_t pause_mu;
+  int lanes_full;
+  uint64_t pauses;       /* since the last WK-READS-PAUSED line */
+  int64_t pause_note_ms; /* when that line was written */
 };
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -587,6 +595,37 @@ static void job_free(job *j) {
   free(j);
 }
 
+/* Counts lane `l` (its mu held) as full or not; Paho reads from the
+ * broker only while no lane is full. A pause is noted in the log at most
+ * once a minute, with the number of pauses since the last note. */
+static void lane_set_full(lane *l, bool full) {
+  wk_worker *w = l->w;
+  l->full = full;
+  pthread_mutex_lock(&w->pause_mu);
+  w->lanes_full += full ? 1 : -1;
+  nb_paho_pause_reads(w->lanes_full > 0);
+  bool note = false;
+  uint64_t pauses = 0;
+  if (full) {
+    w->pauses++;
+    int64_t now = nb_mono_ms();
+    if (w->pause_note_ms == 0 || now - w->pause_note_ms >= 60000) {
+      note = true;
+      pauses = w->pauses;
+      w->pauses = 0;
+      w->pause_note_ms = now;
+    }
+  }
+  pthread_mutex_unlock(&w->pause_mu);
+  if (note)
+    NB_INFO("WK-READS-PAUSED",
+            "%s lane full (%zu tasks waiting, queue = %zu): not reading "
+            "from the broker until a thread takes one (%" PRIu64
+            " pause(s) since the last note)",
+            l == &w->lanes[LANE_HEAVY] ? "heavy" : "quick", l->qlen, l->cap,
+            pauses);
+}
+
 static void *pool_main(void *arg) {
   thread_state *ts = arg;
   lane *l = ts->lane;
@@ -604,7 +643,8 @@ static void *pool_main(void *arg) {
       l->tail = NULL;
     l->qlen--;
     l->busy++;
-    pthread_cond_signal(&l->space);
+    if (l->full && l->qlen < l->cap)
+      lane_set_full(l, false);
     pthread_mutex_unlock(&l->mu);
 
     process_job(ts, j);
@@ -627,22 +667,28 @@ static void lane_init(lane *l, wk_worker *w) {
   l->w = w;
   pthread_mutex_init(&l->mu, NULL);
   pthread_cond_init(&l->cv, NULL);
-  pthread_cond_init(&l->space, NULL);
   pthread_cond_init(&l->idle, NULL);
+  l->cap = w->cfg->queue > 0 ? (size_t)w->cfg->queue : 1;
 }
 
-/* Queues `j`; a full queue holds the caller (Paho's thread), so
- * backpressure reaches the broker. */
-static void lane_push(lane *l, job *j, size_t cap) {
+/* Queues `j` (Paho's receive thread, in the arrival callback). A lane
+ * that reaches its cap pauses Paho's reads (lane_set_full), so that the
+ * broker keeps what this worker has no room for and backpressure reaches
+ * it through TCP; the callback never waits. It used to wait here for a
+ * slot, holding Paho's global mutex, which the pool threads' replies
+ * need: a worker whose lane filled up hung for good
+ * (tests/integration/test_worker_backpressure.sh). At most the message
+ * being delivered when the pause begins goes over the cap. */
+static void lane_push(lane *l, job *j) {
   pthread_mutex_lock(&l->mu);
-  while (l->qlen >= cap && !l->stop)
-    pthread_cond_wait(&l->space, &l->mu);
   if (l->tail != NULL)
     l->tail->next = j;
   else
     l->head = j;
   l->tail = j;
   l->qlen++;
+  if (!l->full && l->qlen >= l->cap)
+    lane_set_full(l, true);
   pthread_cond_signal(&l->cv);
   pthread_mutex_unlock(&l->mu);
 }
@@ -655,7 +701,6 @@ static void lane_drain(lane *l) {
     pthread_cond_wait(&l->idle, &l->mu);
   l->stop = true;
   pthread_cond_broadcast(&l->cv);
-  pthread_cond_broadcast(&l->space);
   pthread_mutex_unlock(&l->mu);
   for (size_t i = 0; i < l->nthreads; i++)
     pthread_join(l->threads[i], NULL);
@@ -671,7 +716,6 @@ static void lane_fini(lane *l) {
   free(l->threads);
   pthread_mutex_destroy(&l->mu);
   pthread_cond_destroy(&l->cv);
-  pthread_cond_destroy(&l->space);
   pthread_cond_destroy(&l->idle);
 }
 
@@ -966,7 +1010,7 @@ static int on_message(void *context, char *topic, int topic_len,
   } else {
     lane_push(
         &w->lanes[h != NULL && h->run == WK_RUN_HEAVY ? LANE_HEAVY : LANE_QUICK],
-        j, (size_t)w->cfg->queue);
+        j);
   }
 out:
   if (m != NULL)
@@ -1254,6 +1298,7 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   pthread_cond_init(&w->rcv, NULL);
   pthread_mutex_init(&w->tmu, NULL);
   pthread_mutex_init(&w->cmu, NULL);
+  pthread_mutex_init(&w->pause_mu, NULL);
   pthread_cond_init(&w->ccv, NULL);
   atomic_init(&w->draining, false);
   atomic_init(&w->tasks_ok, 0);
@@ -1496,6 +1541,7 @@ void wk_worker_free(wk_worker *w) {
   pthread_cond_destroy(&w->rcv);
   pthread_mutex_destroy(&w->tmu);
   pthread_mutex_destroy(&w->cmu);
+  pthread_mutex_destroy(&w->pause_mu);
   pthread_cond_destroy(&w->ccv);
   st_blobstore_free(w->blobs);
   free(w);

@@ -8,6 +8,7 @@
 #include <MQTTAsync.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -62,6 +63,19 @@ ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt);
 /* Drops the socket's read-ahead (any unread bytes with it), then
  * close(2)s it; returns close's result. */
 int nb_paho_close(int fd);
+
+/* Pauses (true) or resumes (false) Paho's reads in this process: while
+ * paused, nb_paho_poll does not report any socket readable, so Paho's
+ * receive thread reads and delivers nothing (bytes stay in the kernel and
+ * the read-ahead, and TCP pushes back on the sender); POLLOUT, errors and
+ * hang-ups still show. Resuming ends a poll that is waiting. Meant for a
+ * process with one client whose application has no room for more
+ * messages: it never has to hold Paho's thread inside messageArrived,
+ * where Paho's global mutex is held. A pause longer than the keep-alive
+ * interval costs the connection (the PINGRESP is not read), and Paho
+ * reconnects. Any thread; idempotent; cannot fail (without an eventfd, a
+ * paused poll looks again every 10 ms). */
+void nb_paho_pause_reads(bool pause);
 
 /* MQTTAsync_sendMessage, with the packet written on the calling thread
  * (common/src/paho_send.c) instead of by a wake-up of Paho's send thread.

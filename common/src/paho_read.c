@@ -36,19 +36,28 @@
  * - nb_paho_writev is writev, noting whether everything went out.
  * - nb_paho_close drops the socket's buffer before closing it, so a later
  *   socket with the same number starts empty.
+ * - nb_paho_pause_reads makes nb_paho_poll leave POLLIN out (and the
+ *   read-ahead unreported) until it is called again to resume, which ends
+ *   a poll under way through an eventfd. Paho's receive thread then reads
+ *   nothing and delivers nothing: a worker with no room left stops taking
+ *   messages without holding that thread in its callback.
  *
  * Paho reads from its one receive thread, but writes and closes from
  * others too; one mutex guards the table. It is held across a recv of a
  * non-blocking socket, never across a call that waits. */
 #include "nb_paho.h"
 
+#include "nb_util.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -157,7 +166,84 @@ ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags) {
   return r; /* 0: end of file; -1: errno from recv */
 }
 
+/* Reads paused (nb_paho_pause_reads), and the eventfd that ends a poll
+ * made while they were. */
+static atomic_bool ra_paused;
+static int ra_wake = -1;
+static pthread_once_t ra_wake_once = PTHREAD_ONCE_INIT;
+
+static void ra_wake_make(void) {
+  ra_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+void nb_paho_pause_reads(bool pause) {
+  pthread_once(&ra_wake_once, ra_wake_make);
+  atomic_store(&ra_paused, pause);
+  if (!pause && ra_wake >= 0) {
+    uint64_t one = 1;
+    ssize_t w = write(ra_wake, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is already set, the wake is due */
+  }
+}
+
+/* One poll while reads are paused: POLLIN is not asked for (nor is the
+ * read-ahead reported), the wake eventfd is. Errors and hang-ups still
+ * show, as do POLLOUT waits. Returns what poll returns, counting Paho's
+ * entries only; *woken tells whether the eventfd fired. */
+static int ra_paused_poll(struct pollfd *fds, nfds_t nfds, int timeout,
+                          bool *woken) {
+  struct pollfd local[16];
+  struct pollfd *p = local;
+  *woken = false;
+  if (nfds + 1 > sizeof local / sizeof local[0] &&
+      (p = malloc((nfds + 1) * sizeof *p)) == NULL)
+    return -1; /* errno ENOMEM */
+  for (nfds_t i = 0; i < nfds; i++) {
+    p[i] = fds[i];
+    p[i].events = (short)(p[i].events & ~POLLIN);
+    p[i].revents = 0;
+  }
+  nfds_t n = nfds;
+  if (ra_wake >= 0)
+    p[n++] = (struct pollfd){.fd = ra_wake, .events = POLLIN};
+  else if (timeout < 0 || timeout > 10)
+    timeout = 10; /* no eventfd: look again soon */
+  int r = poll(p, n, timeout);
+  int ready = 0;
+  for (nfds_t i = 0; i < nfds; i++) {
+    fds[i].revents = r > 0 ? p[i].revents : 0;
+    if (fds[i].revents != 0)
+      ready++;
+  }
+  if (r > 0 && n > nfds && p[nfds].revents != 0) {
+    uint64_t v;
+    ssize_t got = read(ra_wake, &v, sizeof v);
+    (void)got;
+    *woken = true;
+  }
+  int saved = errno;
+  if (p != local)
+    free(p);
+  errno = saved;
+  return r < 0 ? -1 : ready;
+}
+
 int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
+  if (atomic_load(&ra_paused)) {
+    int64_t end = timeout > 0 ? nb_mono_ms() + timeout : 0;
+    for (;;) {
+      bool woken;
+      int r = ra_paused_poll(fds, nfds, timeout, &woken);
+      if (r != 0 || !woken)
+        return r; /* a socket to see to, an error, or the time is up */
+      if (timeout > 0) {
+        int64_t left = end - nb_mono_ms();
+        timeout = left > 0 ? (int)left : 0;
+      }
+      if (!atomic_load(&ra_paused))
+        break; /* resumed: poll as usual for the time that is left */
+    }
+  }
   nfds_t known = 0;
   pthread_mutex_lock(&ra_mu);
   for (nfds_t i = 0; i < nfds; i++)

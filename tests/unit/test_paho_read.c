@@ -1,8 +1,9 @@
 /* Unit tests of common/src/paho_read.c, the read-ahead under Paho's socket
  * reads: over a socketpair, every byte arrives once and in order whatever
  * the read sizes, poll reports what only the read-ahead holds, end of file
- * and "nothing yet" come through as the kernel reports them, and a closed
- * socket's unread bytes never reach the next socket with its number. */
+ * and "nothing yet" come through as the kernel reports them, a closed
+ * socket's unread bytes never reach the next socket with its number, and
+ * paused reads report nothing readable until resumed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,12 +14,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A connected pair; [0] is read through the read-ahead, non-blocking as
@@ -252,6 +255,74 @@ static void test_pollout_after_whole_writes(void **state) {
   close(sv2[1]);
 }
 
+static int64_t ms_since(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 +
+         (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static void *resume_later(void *arg) {
+  (void)arg;
+  struct timespec d = {0, 100 * 1000000L};
+  nanosleep(&d, NULL);
+  nb_paho_pause_reads(false);
+  return NULL;
+}
+
+static void test_paused_reads(void **state) {
+  (void)state;
+  int sv[2];
+  pair(sv);
+  const uint8_t msg[4] = {1, 2, 3, 4};
+  put(sv[1], msg, sizeof msg);
+  uint8_t got[4];
+  /* One byte read: the rest sits in the read-ahead, one more byte in the
+   * kernel. */
+  assert_int_equal(nb_paho_recv(sv[0], got, 1, 0), 1);
+  put(sv[1], msg, 1);
+
+  nb_paho_pause_reads(true);
+  struct pollfd p = {.fd = sv[0], .events = POLLIN};
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  /* Neither the read-ahead nor the kernel's byte is reported... */
+  assert_int_equal(nb_paho_poll(&p, 1, 60), 0);
+  assert_int_equal(p.revents, 0);
+  assert_true(ms_since(&t0) >= 50);
+  /* ...but a write check still is. */
+  struct pollfd w = {.fd = sv[0], .events = POLLOUT};
+  assert_int_equal(nb_paho_poll(&w, 1, 0), 1);
+  assert_true((w.revents & POLLOUT) != 0);
+
+  /* Resuming from another thread ends a long poll at once, and the bytes
+   * are there. */
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, resume_later, NULL), 0);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  p.revents = 0;
+  assert_int_equal(nb_paho_poll(&p, 1, 5000), 1);
+  assert_true((p.revents & POLLIN) != 0);
+  int64_t waited = ms_since(&t0);
+  assert_true(waited >= 80 && waited < 2000);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(nb_paho_recv(sv[0], got, 4, 0), 4);
+  assert_memory_equal(got, ((const uint8_t[]){2, 3, 4, 1}), 4);
+
+  /* Paused again, a poll waits its time out with a byte in the kernel;
+   * resumed, the byte shows at once. */
+  put(sv[1], msg, 1);
+  nb_paho_pause_reads(true);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  p.revents = 0;
+  assert_int_equal(nb_paho_poll(&p, 1, 60), 0);
+  assert_true(ms_since(&t0) >= 50);
+  nb_paho_pause_reads(false);
+  assert_int_equal(nb_paho_poll(&p, 1, 0), 1);
+  close(sv[0]);
+  close(sv[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_reads_take_one_recv),
@@ -260,6 +331,7 @@ int main(void) {
       cmocka_unit_test(test_close_drops_unread_bytes),
       cmocka_unit_test(test_poll_merges_kernel_and_buffered),
       cmocka_unit_test(test_pollout_after_whole_writes),
+      cmocka_unit_test(test_paused_reads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
