@@ -34,12 +34,11 @@
  * the 100 ms asked for. The receive thread's own 100 ms sleep when it has
  * no socket to wait on delayed every connect the same way (nb_paho.h,
  * nb_paho_connecting): within 2 s of a connect it is a 1 ms nap. Every
- * other usleep passes straight through. The
- * globals read here are the archive's own (Debian's libpaho-mqtt 1.3.12,
- * src/MQTTAsync.c); a Paho without them fails to link rather than
- * misbehave. */
+ * other usleep passes straight through. The globals read here are the
+ * archive's own (paho_internal.h). */
 #include "nb_paho.h"
 #include "nb_util.h"
+#include "paho_internal.h"
 
 #include <MQTTAsync.h>
 #include <pthread.h>
@@ -56,12 +55,6 @@ void *__wrap_myrealloc(char *file, int line, void *p, size_t size);
 void __wrap_myfree(char *file, int line, void *p);
 int __wrap_usleep(useconds_t us);
 int __real_usleep(useconds_t us);
-
-/* Paho's own state (src/MQTTAsync.c): its stop flag, and the state (enum
- * MQTTAsync_threadStates, STOPPED = 0) and id of its two threads. */
-extern int MQTTAsync_tostop;
-extern int sendThread_state, receiveThread_state;
-extern pthread_t sendThread_id, receiveThread_id;
 
 void __wrap_StackTrace_entry(const char *name, int line, int trace_level) {
   (void)name;

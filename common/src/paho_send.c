@@ -26,23 +26,12 @@
  * releases the mutex: Paho's pthread_mutex_unlock calls are renamed to
  * nb_paho_mutex_unlock, which looks for that one case.
  *
- * The archive's symbols used here are Debian's libpaho-mqtt 1.3.12's
- * (src/MQTTAsyncUtils.c, src/Thread.h); a Paho without them fails to link
- * rather than misbehave. */
+ * The archive's symbols used here are in paho_internal.h. */
 #include "nb_paho.h"
+#include "paho_internal.h"
 
 #include <pthread.h>
 #include <stdbool.h>
-
-/* Paho's (src/MQTTAsyncUtils.c): mutex_type is pthread_mutex_t *,
- * thread_id_type is pthread_t, cond_type a pointer to Paho's own pair of
- * condition and mutex. */
-extern pthread_mutex_t *mqttasync_mutex;
-extern pthread_t receiveThread_id;
-extern pthread_t sendThread_id;
-extern void *send_cond;
-int MQTTAsync_processCommand(void);
-int Thread_signal_cond(void *cond);
 
 /* Set while this thread is inside MQTTAsync_sendMessage for nb_paho_send. */
 static _Thread_local bool tl_hold;
