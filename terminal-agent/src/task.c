@@ -515,8 +515,11 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
     pthread_cond_signal(&a->loop_cond);
   }
   MQTTAsync client = NULL;
-  if (atomic_load(&a->up)) {
-    /* Else the next connect sends it (see ag_loop). */
+  if (atomic_load(&a->up) && !a->resend_all) {
+    /* Else the next connect sends it (see ag_loop). While a connect's
+     * re-send of every task is pending, that re-send takes this one too:
+     * sending it here as well would send it twice, and the second reply
+     * would wait in the session for whoever uses the id next. */
     client = a->client;
     t->refs++;
   }

@@ -1,9 +1,12 @@
-/* Unit tests of libnimbus-agent and its CLI helpers, without a network:
+/* Unit tests of libnimbus-agent and its CLI helpers, mostly without a
+ * network:
  * JSON <-> msgpack, the device id file, option checks, submit's checks and
  * max_inflight, and the life of a task as replies reach it (fed straight
  * into ag_agent_on_message, as Paho's receive thread would): final and
  * progress replies, unknown ids, a broker refusal, timeouts, the re-send
- * clock, notices, releasing a task from its own callback. The agent's
+ * clock, notices, releasing a task from its own callback; and, against a
+ * broker the test plays on a loopback socket, that a task is sent once
+ * around a connect's re-send of every task. The agent's
  * sources are compiled into this test, so its internals are visible. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +27,7 @@
 #include "ag_internal.h"
 #include "ag_json.h"
 #include "nb_util.h"
+#include "test_mqtt_peer.h"
 
 #define DEV "testdevice01"
 
@@ -868,6 +872,105 @@ static void test_free_with_tasks(void **state) {
   rec_fini(&rc);
 }
 
+/* ---- Against a broker the test plays (MQTT 5, by hand) ---------------- */
+
+/* The broker's side: CONNACK, SUBACK for every filter, PUBACK and a count
+ * of every PUBLISH of task `id`; runs until the client disconnects. */
+typedef struct peer {
+  int lfd;
+  const char *id;
+  atomic_int publishes; /* PUBLISHes whose payload holds id */
+  atomic_int subscribed;
+} peer;
+
+static bool body_has(const uint8_t *b, size_t n, const char *s) {
+  size_t k = strlen(s);
+  for (size_t i = 0; i + k <= n; i++)
+    if (memcmp(b + i, s, k) == 0)
+      return true;
+  return false;
+}
+
+static void *peer_run(void *arg) {
+  peer *p = arg;
+  int fd = mqtt_peer_accept(p->lfd);
+  uint8_t body[4096];
+  size_t n;
+  int h;
+  while (fd >= 0 && (h = mqtt_peer_read_packet(fd, body, sizeof body, &n)) >= 0) {
+    int kind = h >> 4;
+    if (kind == 1) { /* CONNECT: accepted, no properties */
+      const uint8_t ack[] = {0x20, 3, 0, 0, 0};
+      (void)mqtt_peer_write_full(fd, ack, sizeof ack);
+    } else if (kind == 8 && n >= 3) { /* SUBSCRIBE: granted QoS 1 each */
+      size_t off = 2 + 1 + body[2]; /* id, properties (short) */
+      uint8_t ack[64] = {0x90, 0, body[0], body[1], 0};
+      size_t k = 5;
+      while (off + 2 <= n && k < sizeof ack) {
+        off += 2 + ((size_t)body[off] << 8 | body[off + 1]) + 1;
+        ack[k++] = 1;
+      }
+      ack[1] = (uint8_t)(k - 2);
+      atomic_store(&p->subscribed, 1);
+      (void)mqtt_peer_write_full(fd, ack, k);
+    } else if (kind == 3 && n >= 2) { /* PUBLISH, QoS 1 */
+      size_t off = 2 + ((size_t)body[0] << 8 | body[1]);
+      if (off + 2 <= n) {
+        const uint8_t ack[] = {0x40, 2, body[off], body[off + 1]};
+        if (body_has(body + off, n - off, p->id))
+          atomic_fetch_add(&p->publishes, 1);
+        (void)mqtt_peer_write_full(fd, ack, sizeof ack);
+      }
+    } else if (kind == 12) { /* PINGREQ */
+      const uint8_t resp[] = {0xd0, 0};
+      (void)mqtt_peer_write_full(fd, resp, sizeof resp);
+    } else if (kind == 14) { /* DISCONNECT */
+      break;
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+/* A task submitted just after a connect, while that connect's re-send of
+ * every outstanding task is still to run on the agent's thread, is sent
+ * once, not once by nimbus_submit and again by the re-send: the second
+ * copy's reply would wait in the session and be taken as the final reply
+ * by the next process that uses the same id. The window is held open
+ * here: the re-send flag is raised again without waking the agent's
+ * thread, as the subscription callback leaves it until that thread runs. */
+static void test_connect_resend_once(void **state) {
+  (void)state;
+  peer p = {.id = "connect-once-0001"};
+  char uri[64];
+  p.lfd = mqtt_peer_listen(uri, sizeof uri);
+  assert_true(p.lfd >= 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, peer_run, &p), 0);
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  o.uri = uri;
+  nimbus_agent *a = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &a), 0);
+  assert_int_equal(nimbus_agent_connect(a, 5000), 0);
+  assert_int_equal(atomic_load(&p.subscribed), 1);
+
+  pthread_mutex_lock(&a->mu);
+  a->resend_all = true;
+  pthread_mutex_unlock(&a->mu);
+  nimbus_task *t = submit_simple(a, p.id, NULL);
+  for (int i = 0; i < 200 && atomic_load(&p.publishes) == 0; i++)
+    mqtt_peer_sleep_ms(10);
+  mqtt_peer_sleep_ms(300); /* time for a second copy to arrive */
+  assert_int_equal(atomic_load(&p.publishes), 1);
+
+  nimbus_task_release(t);
+  nimbus_agent_free(a);
+  pthread_join(th, NULL);
+  close(p.lfd);
+}
+
 /* Without a broker, connect fails with EMQTT and says why. */
 static void test_connect_refused(void **state) {
   (void)state;
@@ -913,6 +1016,7 @@ int main(void) {
       cmocka_unit_test(test_resend_clock),
       cmocka_unit_test(test_free_with_tasks),
       cmocka_unit_test(test_connect_refused),
+      cmocka_unit_test(test_connect_resend_once),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

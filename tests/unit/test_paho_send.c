@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "nb_paho.h"
+#include "test_mqtt_peer.h"
 
 #include <MQTTAsync.h>
 #include <arpa/inet.h>
@@ -43,47 +44,17 @@ typedef struct {
   atomic_int arrived;  /* messages the callback saw */
 } fixture;
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* Reads exactly n bytes (the socket has a 3 s receive timeout). */
-static void read_full(int fd, uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t r = recv(fd, p, n, 0);
-    assert_true(r > 0);
-    p += r;
-    n -= (size_t)r;
-  }
-}
+static void sleep_ms(int ms) { mqtt_peer_sleep_ms(ms); }
 
 static void write_full(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    assert_true(w > 0);
-    p += w;
-    n -= (size_t)w;
-  }
+  assert_int_equal(mqtt_peer_write_full(fd, p, n), 0);
 }
 
 /* One MQTT packet: returns its first byte, stores the body. */
 static uint8_t read_packet(int fd, uint8_t *body, size_t cap, size_t *len) {
-  uint8_t h;
-  read_full(fd, &h, 1);
-  size_t n = 0;
-  for (int shift = 0;; shift += 7) {
-    uint8_t b;
-    read_full(fd, &b, 1);
-    n |= (size_t)(b & 0x7f) << shift;
-    if ((b & 0x80) == 0)
-      break;
-    assert_true(shift < 21);
-  }
-  assert_true(n <= cap);
-  read_full(fd, body, n);
-  *len = n;
-  return h;
+  int h = mqtt_peer_read_packet(fd, body, cap, len);
+  assert_true(h >= 0);
+  return (uint8_t)h;
 }
 
 /* Reads one PUBLISH and checks its topic and payload; acknowledges it when
@@ -182,16 +153,9 @@ static int setup_window(void **state, int window) {
   fixture *f = calloc(1, sizeof *f);
   assert_non_null(f);
   nb_paho_init();
-  f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(f->lfd >= 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(f->lfd, 1), 0);
-  socklen_t al = sizeof a;
-  assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &al), 0);
   char uri[64];
-  snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+  f->lfd = mqtt_peer_listen(uri, sizeof uri);
+  assert_true(f->lfd >= 0);
 
   assert_int_equal(MQTTAsync_create(&f->client, uri, "paho-send-test",
                                     MQTTCLIENT_PERSISTENCE_NONE, NULL),
@@ -208,14 +172,8 @@ static int setup_window(void **state, int window) {
   nb_paho_connecting();
   assert_int_equal(MQTTAsync_connect(f->client, &co), MQTTASYNC_SUCCESS);
 
-  f->fd = accept(f->lfd, NULL, NULL);
+  f->fd = mqtt_peer_accept(f->lfd);
   assert_true(f->fd >= 0);
-  int one = 1; /* as Nimbus's broker does: no 40 ms Nagle waits */
-  assert_int_equal(
-      setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-  struct timeval tv = {3, 0};
-  assert_int_equal(
-      setsockopt(f->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
   uint8_t body[256];
   size_t n;
   assert_int_equal(read_packet(f->fd, body, sizeof body, &n) >> 4, 1);
