@@ -35,6 +35,10 @@
 #define AG_ID_BITS 132
 /* The device id made for a new installation: 16 characters, 96 bits. */
 #define AG_DEVICE_ID_BITS 96
+/* Agents of one installation at once, each on its own session (see
+ * nimbus_agent_new); an extra one's session lasts at most a day. */
+#define AG_SESSION_SLOTS 16
+#define AG_EXTRA_EXPIRY_S 86400
 #define AG_ERRSTR 128
 
 typedef enum ag_task_state {
@@ -93,6 +97,8 @@ struct nimbus_agent {
   size_t reply_topic_len, notify_topic_len;
   int max_inflight, resend_ms, resend_max_ms, coalesce_ms;
   int session_expiry_s, keepalive_s;
+  int slot;    /* the session slot held (0: the installation's own) */
+  int lock_fd; /* holds the slot's lock; -1 when none (a given device id) */
   bool clean_start;
 
   pthread_mutex_t mu;
@@ -209,5 +215,14 @@ nimbus_reply *ag_reply_new(const ag_reply_parts *p);
  * NIMBUS_ESYS when no random bytes could be had. */
 int ag_device_id_load(const char *dir, char *out, size_t cap, char *err,
                       size_t errcap);
+
+/* Takes the first free one of the installation's `slots` session slots:
+ * slot k is an exclusive flock(2) on <dir>/session.<k>.lock, held through
+ * the returned descriptor (close-on-exec) until it is closed or the
+ * process ends, so a crash frees it too. Returns 0 with *slot and *fd,
+ * NIMBUS_EINUSE when every slot is held, NIMBUS_EIO (with a sentence in
+ * err) when a lock file cannot be opened or locked. */
+int ag_session_slot_take(const char *dir, int slots, int *slot, int *fd,
+                         char *err, size_t errcap);
 
 #endif

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nb_paho.h"
 #include "nb_util.h"
@@ -154,6 +155,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
     nb_errf(err, errcap, "no random bytes for task ids");
     return NIMBUS_ESYS;
   }
+  int slot = 0, lock_fd = -1;
   if (opts->device_id != NULL) {
     nb_strlcpy(device, opts->device_id, sizeof device);
   } else {
@@ -164,16 +166,30 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
       return NIMBUS_EINVAL;
     }
     rc = ag_device_id_load(state_dir, device, sizeof device, err, errcap);
+    /* An extra slot's device id is "<device>-<k>", within the 64 bytes. */
+    if (rc == 0)
+      rc = ag_session_slot_take(state_dir,
+                                strlen(device) + 3 <= SC_ID_MAX
+                                    ? AG_SESSION_SLOTS
+                                    : 1,
+                                &slot, &lock_fd, err, errcap);
     free(state_dir);
     if (rc != 0)
       return rc;
   }
 
   a = calloc(1, sizeof *a);
-  if (a == NULL)
+  if (a == NULL) {
+    if (lock_fd >= 0)
+      close(lock_fd);
     return NIMBUS_ENOMEM;
+  }
+  a->slot = slot;
+  a->lock_fd = lock_fd;
   /* Synchronisation first, so that nimbus_agent_free can undo any part. */
   if (pthread_mutex_init(&a->mu, NULL) != 0) {
+    if (lock_fd >= 0)
+      close(lock_fd);
     free(a);
     return NIMBUS_ESYS;
   }
@@ -195,6 +211,8 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   a->coalesce_ms = a->resend_ms / 32 < 250 ? a->resend_ms / 32 : 250;
   a->session_expiry_s =
       opts->session_expiry_s > 0 ? opts->session_expiry_s : AG_DEFAULT_EXPIRY_S;
+  if (a->slot > 0 && a->session_expiry_s > AG_EXTRA_EXPIRY_S)
+    a->session_expiry_s = AG_EXTRA_EXPIRY_S;
   a->keepalive_s =
       opts->keepalive_s > 0 ? opts->keepalive_s : AG_DEFAULT_KEEPALIVE_S;
   a->clean_start = opts->clean_start;
@@ -204,7 +222,10 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   a->terminal = strdup(opts->terminal);
   a->password = strdup(opts->password);
   a->prefix = strdup(prefix);
-  a->client_id = ag_strdup_printf("%s.%s", opts->terminal, device);
+  a->client_id =
+      a->slot == 0
+          ? ag_strdup_printf("%s.%s", opts->terminal, device)
+          : ag_strdup_printf("%s.%s-%d", opts->terminal, device, a->slot);
   a->reply_topic = ag_strdup_printf("%s/reply/%s", prefix, opts->terminal);
   a->notify_topic = ag_strdup_printf("%s/notify/%s", prefix, opts->terminal);
   size_t nb = 16;
@@ -249,9 +270,12 @@ static void ag_on_disconnect_failed(void *ctx, MQTTAsync_failureData5 *d) {
   ag_on_disconnected(ctx, NULL);
 }
 
-/* Ends the session politely (DISCONNECT keeps the broker's session) and
- * destroys the client. Paho calls back inside MQTTAsync_destroy for
- * publishes it still holds, so mu must not be held. */
+/* Ends the session politely and destroys the client. The DISCONNECT keeps
+ * the broker's session of slot 0, the installation's own; an extra slot's
+ * session ends with it (Session Expiry Interval 0), since slot 0's session
+ * gets the same replies and notices. Paho calls back inside
+ * MQTTAsync_destroy for publishes it still holds, so mu must not be
+ * held. */
 static void ag_client_close(nimbus_agent *a, MQTTAsync client,
                             bool disconnect) {
   if (client == NULL)
@@ -262,6 +286,12 @@ static void ag_client_close(nimbus_agent *a, MQTTAsync client,
     d.onSuccess5 = ag_on_disconnected;
     d.onFailure5 = ag_on_disconnect_failed;
     d.context = a;
+    if (a->slot > 0) {
+      MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
+                        .value.integer4 = 0};
+      /* Without the property the session merely lasts its day. */
+      (void)MQTTProperties_add(&d.properties, &p);
+    }
     pthread_mutex_lock(&a->mu);
     a->disconnected = false;
     pthread_mutex_unlock(&a->mu);
@@ -274,6 +304,7 @@ static void ag_client_close(nimbus_agent *a, MQTTAsync client,
         ;
       pthread_mutex_unlock(&a->mu);
     }
+    MQTTProperties_free(&d.properties);
   }
   MQTTAsync_destroy(&client);
 }
@@ -318,6 +349,8 @@ void nimbus_agent_free(nimbus_agent *a) {
   free(a->client_id);
   free(a->reply_topic);
   free(a->notify_topic);
+  if (a->lock_fd >= 0)
+    close(a->lock_fd); /* the session slot is free again */
   pthread_cond_destroy(&a->slot_cond);
   pthread_cond_destroy(&a->loop_cond);
   pthread_cond_destroy(&a->state_cond);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,4 +162,43 @@ fail:
   if (tmp_made)
     unlink(tmp);
   return rc;
+}
+
+/* The session slots: one process's agent holds slot 0, whose client id is
+ * the installation's own; agents running at the same time take slots 1,
+ * 2, ... instead of taking the session over from each other. */
+int ag_session_slot_take(const char *dir, int slots, int *slot, int *fd,
+                         char *err, size_t errcap) {
+  char path[4200];
+  for (int k = 0; k < slots; k++) {
+    if ((size_t)snprintf(path, sizeof path, "%s/session.%d.lock", dir, k) >=
+        sizeof path) {
+      snprintf(err, errcap, "state directory path is too long");
+      return NIMBUS_EIO;
+    }
+    int lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0) {
+      snprintf(err, errcap, "cannot open %s: %s", path, strerror(errno));
+      return NIMBUS_EIO;
+    }
+    int r;
+    while ((r = flock(lfd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+      ;
+    if (r == 0) {
+      *slot = k;
+      *fd = lfd;
+      return 0;
+    }
+    int e = errno;
+    close(lfd);
+    if (e != EWOULDBLOCK) {
+      snprintf(err, errcap, "cannot lock %s: %s", path, strerror(e));
+      return NIMBUS_EIO;
+    }
+  }
+  snprintf(err, errcap,
+           "%d agents of this installation (state directory %s) are "
+           "running already; wait for one to end",
+           slots, dir);
+  return NIMBUS_EINUSE;
 }

@@ -455,6 +455,75 @@ static void test_device_id(void **state) {
   tmpdir_remove(top);
 }
 
+/* Agents of one installation at once each take their own session slot:
+ * the first the installation's client id, the others "<device>-<k>", so
+ * that none takes another's session over; a slot is free again once its
+ * agent is freed; past the 16th, or when the stored id leaves no room for
+ * a suffix, nimbus_agent_new says EINUSE. A given device id takes no
+ * slot. */
+static void test_session_slots(void **state) {
+  (void)state;
+  char dir[64], path[128], err[256];
+  tmpdir_make(dir, sizeof dir);
+  snprintf(path, sizeof path, "%s/device-id", dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("Stored_Device-42\n", f);
+  fclose(f);
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  o.device_id = NULL;
+  o.state_dir = dir;
+  nimbus_agent *v[AG_SESSION_SLOTS + 1] = {0};
+  char want[96];
+  for (int k = 0; k < AG_SESSION_SLOTS; k++) {
+    assert_int_equal(nimbus_agent_new(&o, &v[k]), 0);
+    if (k == 0)
+      snprintf(want, sizeof want, "t1.Stored_Device-42");
+    else
+      snprintf(want, sizeof want, "t1.Stored_Device-42-%d", k);
+    assert_string_equal(nimbus_agent_client_id(v[k]), want);
+  }
+  assert_int_equal(v[1]->session_expiry_s, AG_EXTRA_EXPIRY_S);
+  assert_int_equal(v[0]->session_expiry_s, AG_DEFAULT_EXPIRY_S);
+  err[0] = '\0';
+  assert_int_equal(nimbus_agent_new_err(&o, &v[AG_SESSION_SLOTS], err,
+                                        sizeof err),
+                   NIMBUS_EINUSE);
+  assert_null(v[AG_SESSION_SLOTS]);
+  assert_non_null(strstr(err, "running already"));
+  nimbus_agent_free(v[3]);
+  assert_int_equal(nimbus_agent_new(&o, &v[3]), 0);
+  assert_string_equal(nimbus_agent_client_id(v[3]), "t1.Stored_Device-42-3");
+  nimbus_agent_free(v[0]);
+  assert_int_equal(nimbus_agent_new(&o, &v[0]), 0);
+  assert_string_equal(nimbus_agent_client_id(v[0]), "t1.Stored_Device-42");
+
+  /* A given device id: the same client id every time, no slot taken. */
+  o.device_id = DEV;
+  nimbus_agent *g1 = NULL, *g2 = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &g1), 0);
+  assert_int_equal(nimbus_agent_new(&o, &g2), 0);
+  assert_string_equal(nimbus_agent_client_id(g2), "t1." DEV);
+  nimbus_agent_free(g1);
+  nimbus_agent_free(g2);
+  for (int k = 0; k < AG_SESSION_SLOTS; k++)
+    nimbus_agent_free(v[k]);
+
+  /* A stored id of 62 bytes leaves no room for "-<k>": one slot only. */
+  f = fopen(path, "w");
+  assert_non_null(f);
+  for (int i = 0; i < 62; i++)
+    fputc('d', f);
+  fputc('\n', f);
+  fclose(f);
+  o.device_id = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &v[0]), 0);
+  assert_int_equal(nimbus_agent_new(&o, &v[1]), NIMBUS_EINUSE);
+  nimbus_agent_free(v[0]);
+  tmpdir_remove(dir);
+}
+
 /* ---- Options ----------------------------------------------------------- */
 
 static void test_agent_new_checks(void **state) {
@@ -875,13 +944,61 @@ static void test_free_with_tasks(void **state) {
 /* ---- Against a broker the test plays (MQTT 5, by hand) ---------------- */
 
 /* The broker's side: CONNACK, SUBACK for every filter, PUBACK and a count
- * of every PUBLISH of task `id`; runs until the client disconnects. */
+ * of every PUBLISH of task `id`, and the Session Expiry Interval of the
+ * CONNECT and of the DISCONNECT (-1: absent); runs until the client
+ * disconnects. */
 typedef struct peer {
   int lfd;
   const char *id;
   atomic_int publishes; /* PUBLISHes whose payload holds id */
   atomic_int subscribed;
+  atomic_llong connect_expiry, disconnect_expiry;
 } peer;
+
+/* The Session Expiry Interval among the MQTT 5 properties at b[off..n)
+ * (a length, then the properties), or -1 when absent or unreadable. Knows
+ * the properties a CONNECT or a DISCONNECT may carry. */
+static long long props_expiry(const uint8_t *b, size_t n, size_t off) {
+  size_t len = 0;
+  for (int shift = 0; off < n && shift <= 21; shift += 7) {
+    uint8_t c = b[off++];
+    len |= (size_t)(c & 0x7f) << shift;
+    if ((c & 0x80) == 0)
+      break;
+  }
+  size_t end = off + len;
+  if (end > n)
+    return -1;
+  while (off < end) {
+    uint8_t id = b[off++];
+    size_t fixed = 0;
+    if (id == 0x11 && off + 4 <= end)
+      return (long long)b[off] << 24 | b[off + 1] << 16 | b[off + 2] << 8 |
+             b[off + 3];
+    switch (id) {
+    case 0x17: case 0x19: fixed = 1; break;
+    case 0x21: case 0x22: fixed = 2; break;
+    case 0x11: case 0x27: fixed = 4; break;
+    case 0x15: case 0x16: case 0x1f: /* one string or binary */
+      if (off + 2 > end)
+        return -1;
+      fixed = 2 + ((size_t)b[off] << 8 | b[off + 1]);
+      break;
+    case 0x26: /* user property: two strings */
+      if (off + 2 > end)
+        return -1;
+      fixed = 2 + ((size_t)b[off] << 8 | b[off + 1]);
+      if (off + fixed + 2 > end)
+        return -1;
+      fixed += 2 + ((size_t)b[off + fixed] << 8 | b[off + fixed + 1]);
+      break;
+    default:
+      return -1;
+    }
+    off += fixed;
+  }
+  return -1;
+}
 
 static bool body_has(const uint8_t *b, size_t n, const char *s) {
   size_t k = strlen(s);
@@ -900,6 +1017,8 @@ static void *peer_run(void *arg) {
   while (fd >= 0 && (h = mqtt_peer_read_packet(fd, body, sizeof body, &n)) >= 0) {
     int kind = h >> 4;
     if (kind == 1) { /* CONNECT: accepted, no properties */
+      /* "MQTT", level, flags, keep-alive, then the properties. */
+      atomic_store(&p->connect_expiry, props_expiry(body, n, 10));
       const uint8_t ack[] = {0x20, 3, 0, 0, 0};
       (void)mqtt_peer_write_full(fd, ack, sizeof ack);
     } else if (kind == 8 && n >= 3) { /* SUBSCRIBE: granted QoS 1 each */
@@ -924,13 +1043,39 @@ static void *peer_run(void *arg) {
     } else if (kind == 12) { /* PINGREQ */
       const uint8_t resp[] = {0xd0, 0};
       (void)mqtt_peer_write_full(fd, resp, sizeof resp);
-    } else if (kind == 14) { /* DISCONNECT */
+    } else if (kind == 14) { /* DISCONNECT: reason, properties */
+      atomic_store(&p->disconnect_expiry, props_expiry(body, n, 1));
       break;
     }
   }
   if (fd >= 0)
     close(fd);
   return NULL;
+}
+
+/* Starts the peer on a free port and an agent with `o` connected to it. */
+static nimbus_agent *peer_connect(peer *p, pthread_t *th,
+                                  nimbus_agent_opts *o) {
+  char uri[64];
+  atomic_init(&p->connect_expiry, -1);
+  atomic_init(&p->disconnect_expiry, -1);
+  p->lfd = mqtt_peer_listen(uri, sizeof uri);
+  assert_true(p->lfd >= 0);
+  assert_int_equal(pthread_create(th, NULL, peer_run, p), 0);
+  o->uri = uri;
+  nimbus_agent *a = NULL;
+  assert_int_equal(nimbus_agent_new(o, &a), 0);
+  o->uri = NULL;
+  assert_int_equal(nimbus_agent_connect(a, 5000), 0);
+  assert_int_equal(atomic_load(&p->subscribed), 1);
+  return a;
+}
+
+/* Frees the agent (its DISCONNECT ends the peer) and the peer. */
+static void peer_end(peer *p, pthread_t th, nimbus_agent *a) {
+  nimbus_agent_free(a);
+  pthread_join(th, NULL);
+  close(p->lfd);
 }
 
 /* A task submitted just after a connect, while that connect's re-send of
@@ -943,18 +1088,10 @@ static void *peer_run(void *arg) {
 static void test_connect_resend_once(void **state) {
   (void)state;
   peer p = {.id = "connect-once-0001"};
-  char uri[64];
-  p.lfd = mqtt_peer_listen(uri, sizeof uri);
-  assert_true(p.lfd >= 0);
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, peer_run, &p), 0);
   nimbus_agent_opts o;
   opts_fill(&o);
-  o.uri = uri;
-  nimbus_agent *a = NULL;
-  assert_int_equal(nimbus_agent_new(&o, &a), 0);
-  assert_int_equal(nimbus_agent_connect(a, 5000), 0);
-  assert_int_equal(atomic_load(&p.subscribed), 1);
+  nimbus_agent *a = peer_connect(&p, &th, &o);
 
   pthread_mutex_lock(&a->mu);
   a->resend_all = true;
@@ -966,9 +1103,39 @@ static void test_connect_resend_once(void **state) {
   assert_int_equal(atomic_load(&p.publishes), 1);
 
   nimbus_task_release(t);
-  nimbus_agent_free(a);
-  pthread_join(th, NULL);
-  close(p.lfd);
+  peer_end(&p, th, a);
+}
+
+/* The session of an extra slot lasts at most a day, and ends with a clean
+ * DISCONNECT (Session Expiry Interval 0); slot 0's, the installation's own,
+ * keeps its 7 days through the DISCONNECT. */
+static void test_extra_session_ends(void **state) {
+  (void)state;
+  char dir[64];
+  tmpdir_make(dir, sizeof dir);
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  o.device_id = NULL;
+  o.state_dir = dir;
+  nimbus_agent *first = NULL;
+  assert_int_equal(nimbus_agent_new(&o, &first), 0); /* slot 0, idle */
+
+  peer p = {.id = "extra-session-01"};
+  pthread_t th;
+  nimbus_agent *extra = peer_connect(&p, &th, &o);
+  assert_non_null(strstr(nimbus_agent_client_id(extra), "-1"));
+  peer_end(&p, th, extra);
+  assert_int_equal(atomic_load(&p.connect_expiry), AG_EXTRA_EXPIRY_S);
+  assert_int_equal(atomic_load(&p.disconnect_expiry), 0);
+
+  nimbus_agent_free(first);
+  peer q = {.id = "own-session-0001"};
+  nimbus_agent *own = peer_connect(&q, &th, &o);
+  assert_null(strstr(nimbus_agent_client_id(own), "-1"));
+  peer_end(&q, th, own);
+  assert_int_equal(atomic_load(&q.connect_expiry), AG_DEFAULT_EXPIRY_S);
+  assert_int_equal(atomic_load(&q.disconnect_expiry), -1);
+  tmpdir_remove(dir);
 }
 
 /* Without a broker, connect fails with EMQTT and says why. */
@@ -1006,6 +1173,7 @@ int main(void) {
       cmocka_unit_test(test_msgpack_to_json_kinds),
       cmocka_unit_test(test_reply_to_json),
       cmocka_unit_test(test_device_id),
+      cmocka_unit_test(test_session_slots),
       cmocka_unit_test(test_agent_new_checks),
       cmocka_unit_test(test_submit_checks),
       cmocka_unit_test(test_max_inflight),
@@ -1017,6 +1185,7 @@ int main(void) {
       cmocka_unit_test(test_free_with_tasks),
       cmocka_unit_test(test_connect_refused),
       cmocka_unit_test(test_connect_resend_once),
+      cmocka_unit_test(test_extra_session_ends),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,8 @@ extern "C" {
   X(ECLOSED, "closed")                                                       \
   X(ELOST, "claim lost")                                                     \
   X(ECONFIG, "configuration error")                                          \
-  X(ESYS, "system call failed")
+  X(ESYS, "system call failed")                                              \
+  X(EINUSE, "in use by other processes")
 
 typedef enum nimbus_err {
 #define NIMBUS_ERR_ENUM_(name, text) NIMBUS_##name,

@@ -75,13 +75,28 @@ void nimbus_agent_opts_init(nimbus_agent_opts *o);
  * device id: a file <state_dir>/device-id (mode 0600) holding 16 random
  * characters of [A-Za-z0-9_-], made atomically the first time (the directory
  * is created, mode 0700, if missing) and read every later time. Makes no
- * connection. Returns 0 and *out (owned by the caller: nimbus_agent_free),
+ * connection.
+ *
+ * Agents of one installation (one state directory) may run at the same
+ * time, in one process or several: each holds a session slot, a lock on
+ * <state_dir>/session.<k>.lock, until nimbus_agent_free (or its process
+ * ends). The first holds slot 0 and the client id "<terminal>.<device>",
+ * whose persistent session is the installation's own. An agent started
+ * while that one runs takes the next free slot k (up to 15) and the client
+ * id "<terminal>.<device>-<k>", so that it does not take the other's
+ * session over; that session lasts at most a day (session_expiry_s is
+ * capped) and ends at its nimbus_agent_free, since the installation's own
+ * session receives the same replies and notices. With opts->device_id
+ * given, no slot is taken and the client id is always that one.
+ *
+ * Returns 0 and *out (owned by the caller: nimbus_agent_free),
  * NIMBUS_EINVAL for a missing or malformed option (terminal not 1-64 bytes
  * of [A-Za-z0-9._-], device id not 8-64 of [A-Za-z0-9_-], a prefix with
  * wildcards, a negative number, resend_max_ms below resend_ms,
- * max_inflight over 65535), NIMBUS_EIO when the state directory or the
- * device-id file cannot be used or holds no valid id, NIMBUS_ESYS,
- * NIMBUS_ENOMEM. */
+ * max_inflight over 65535), NIMBUS_EIO when the state directory, the
+ * device-id file or a slot's lock file cannot be used or the file holds no
+ * valid id, NIMBUS_EINUSE when all 16 slots are held (one only when the
+ * stored device id is over 61 bytes), NIMBUS_ESYS, NIMBUS_ENOMEM. */
 int nimbus_agent_new(const nimbus_agent_opts *opts, nimbus_agent **out);
 
 /* nimbus_agent_new, also writing a sentence for a person about a failure
@@ -105,13 +120,15 @@ int nimbus_agent_connect(nimbus_agent *a, int timeout_ms);
 bool nimbus_agent_connected(const nimbus_agent *a);
 
 /* Disconnects (a clean DISCONNECT, so the broker keeps the session for
- * session_expiry_s) and frees. Tasks still outstanding are dropped without
+ * session_expiry_s; an extra slot's session ends here, see
+ * nimbus_agent_new), frees the session slot, and frees. Tasks still outstanding are dropped without
  * their callbacks, and every task handle not yet released is freed too: do
  * not use one afterwards. NULL is a no-op. Must not be called from a
  * callback. */
 void nimbus_agent_free(nimbus_agent *a);
 
-/* The client id in use ("<terminal>.<device id>"), borrowed. */
+/* The client id in use ("<terminal>.<device id>", or
+ * "<terminal>.<device id>-<k>" in an extra session slot), borrowed. */
 const char *nimbus_agent_client_id(const nimbus_agent *a);
 /* Details of the last error on `a` (borrowed; "" when none). */
 const char *nimbus_agent_errstr(const nimbus_agent *a);
