@@ -18,14 +18,17 @@ sub() { # COUNT [TOPIC]: the first COUNT messages, within 10 s
 }
 w1=$(sed -n 's/.*ready id=\([^ ]*\).*/\1/p' "$NB_DIR/worker-1/log")
 w2=$(sed -n 's/.*ready id=\([^ ]*\).*/\1/p' "$NB_DIR/worker-2/log")
-sleep 5.5 # one more status round, with the counts of the pings
+# A worker publishes its status every 5 s, at its lease-renewal ticks, so
+# the counts of the pings show within a round or two.
+ok_sum() { grep -o '"ok":[0-9]*' | awk -F: '{s += $2} END {print s + 0}'; }
+nb_wait_for '(( $(sub 2 | ok_sum) >= 50 ))' 20 || true
 out=$(sub 2) || nb_fail "no retained worker status"
 for w in "$w1" "$w2"; do
   line=$(grep "\"worker\":\"$w\"" <<<"$out") || nb_fail "no status of $w: $out"
   [[ $line == *'"state":"up"'* && $line == *'"types":["ping"'* ]] ||
     nb_fail "unexpected status of $w: $line"
 done
-total=$(grep -o '"ok":[0-9]*' <<<"$out" | awk -F: '{s += $2} END {print s}')
+total=$(ok_sum <<<"$out")
 ((total >= 50)) || nb_fail "task counts do not add up to the 50 pings: $out"
 
 # A monitor reads monitor topics only.
