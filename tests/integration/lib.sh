@@ -74,6 +74,23 @@ nb_stack() {
 
 nb_agent() { "$NIMBUS_BIN/nimbus-agent" "$@"; }
 
+# nb_sub_bg OUT ARGS...: mosquitto_sub in the background (MQTT 5, QoS 1)
+# with ARGS (account, client id, topics, format), its output in OUT, and
+# already subscribed when this returns: a first run (-E) makes a persistent
+# session holding the subscriptions and exits once they are granted; the
+# background run resumes that session, so nothing published in between is
+# missed. Ends with the test. Sets NB_SUB_PID.
+nb_sub_bg() {
+  local out=$1
+  shift
+  local common=(-h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 -c -x 600 -q 1)
+  mosquitto_sub "${common[@]}" "$@" -E -W 10 >/dev/null 2>>"$NB_DIR/sub.err" ||
+    nb_fail "mosquitto_sub $* could not subscribe: $(cat "$NB_DIR/sub.err")"
+  mosquitto_sub "${common[@]}" "$@" >"$out" 2>>"$NB_DIR/sub.err" &
+  NB_SUB_PID=$!
+  nb_on_exit "kill $NB_SUB_PID 2>/dev/null || true"
+}
+
 # call TYPE [JSON-ARGS] [agent flags]: one task through `nimbus-agent
 # call`; its reply (JSON) on stdout whatever the exit status.
 # The agent's messages go to calls.log in the stack's directory, shown with

@@ -6,12 +6,8 @@ nb_stack_up 1
 nb_terminal bob
 
 out=$NB_DIR/replies.hex
-mosquitto_sub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
-  -u bob -P "$NIMBUS_PASSWORD" -i bob.rawsub0001 \
-  -t cloud/v1/reply/bob -F '%x' >"$out" 2>"$NB_DIR/sub.err" &
-sub=$!
-nb_on_exit "kill $sub 2>/dev/null || true"
-sleep 0.5
+nb_sub_bg "$out" -u bob -P "$NIMBUS_PASSWORD" -i bob.rawsub0001 \
+  -t cloud/v1/reply/bob -F '%x'
 
 pub() { # TOPIC-TYPE FILE
   mosquitto_pub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \

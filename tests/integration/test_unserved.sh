@@ -17,12 +17,8 @@ NIMBUS_WORKER_FLAGS="--diag --types ping,diag.echo" nb_stack worker "$NB_DIR" \
 nb_terminal ivan
 
 # An admin watches the unserved topics (admins never count as workers).
-mosquitto_sub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
-  -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i admin-unserved \
-  -t "$PFX/unserved/#" -F '%t' >"$NB_DIR/unserved.topics" 2>/dev/null &
-watcher=$!
-nb_on_exit "kill $watcher 2>/dev/null || true"
-sleep 0.5
+nb_sub_bg "$NB_DIR/unserved.topics" -u "$NIMBUS_ADMIN_USER" \
+  -P "$NIMBUS_ADMIN_PASSWORD" -i admin-unserved -t "$PFX/unserved/#" -F '%t'
 
 # --- a type nobody serves: 400 through the broker's route ----------------
 set +e

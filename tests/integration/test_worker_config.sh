@@ -34,12 +34,8 @@ fi
 # A retained task (only an admin may publish one) reaches the workers'
 # subscriptions when they join, and must be ignored.
 out=$NB_DIR/replies.hex
-mosquitto_sub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
-  -u ivan -P "$NIMBUS_PASSWORD" -i ivan.rawsub0001 \
-  -t cloud/v1/reply/ivan -F '%x' >"$out" 2>/dev/null &
-sub=$!
-nb_on_exit "kill $sub 2>/dev/null || true"
-sleep 0.5
+nb_sub_bg "$out" -u ivan -P "$NIMBUS_PASSWORD" -i ivan.rawsub0001 \
+  -t cloud/v1/reply/ivan -F '%x'
 printf '\x82\xa1v\x01\xa2id\xb3retained-task-00001' >"$NB_DIR/task"
 mosquitto_pub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
   -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i admin-retain \
