@@ -33,7 +33,8 @@ static const nb_opt cli_table[] = {
     CLI_OPT(password, NB_OPT_STR, NULL, "the terminal's password (required)", 0,
             0),
     CLI_OPT(state_dir, NB_OPT_STR, NULL,
-            "directory of the agent's state, the device id "
+            "directory of the agent's state: the device id, backup's hash "
+            "cache, and the session slots that let commands run side by side "
             "(default $HOME/.nimbus)",
             0, 0),
     CLI_OPT(prefix, NB_OPT_STR, "cloud/v1", "topic prefix", 0, 0),
