@@ -76,6 +76,14 @@ struct nimbus_task {
   void *ctx;
 
   int refs;
+  /* Publishes of it that Paho still holds, queued or not yet
+   * acknowledged (each also holds a reference). With the session kept, a
+   * reconnect's re-send leaves these to Paho, which sends the
+   * unacknowledged ones again itself. */
+  int held;
+  /* The connection (ag conn_gen) on which the broker last acknowledged a
+   * publish of it; 0: none. */
+  uint64_t acked_gen;
   ag_task_state state;
   bool released; /* the caller gave it up: no more callbacks */
   bool in_table; /* outstanding: counted against max_inflight */
@@ -123,6 +131,7 @@ struct nimbus_agent {
   } conn_state;
   int connect_rc;    /* why the first connect failed */
   atomic_bool up;    /* connected and subscribed: tasks may go */
+  uint64_t conn_gen; /* counts connections: 1, then one more per loss */
   bool disconnected; /* our DISCONNECT completed */
 
   /* Outstanding tasks: a hash table by id (chained, power-of-two buckets,
@@ -204,6 +213,10 @@ typedef struct ag_reply_parts {
 } ag_reply_parts;
 
 nimbus_reply *ag_reply_new(const ag_reply_parts *p);
+
+/* Makes `t` due for a re-send now and wakes the agent's thread for it.
+ * Needs mu. */
+void ag_task_due_now_locked(nimbus_agent *a, nimbus_task *t);
 
 /* ---- device.c ----------------------------------------------------------- */
 

@@ -201,6 +201,7 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   pthread_cond_init(&a->cb_cond, &a->cond_attr);
   msgpack_sbuffer_init(&a->scratch);
   atomic_init(&a->up, false);
+  a->conn_gen = 1;
   a->loop_deadline = INT64_MAX;
 
   a->max_inflight =
@@ -459,8 +460,11 @@ static void ag_subscribed(nimbus_agent *a, const int *codes, int n) {
     }
   }
   a->conn_state = AG_CONN_UP;
+  /* A second SUBACK on one connection (a SUBSCRIBE queued before a drop
+   * goes out after the reconnect next to the new one) re-sends nothing. */
+  if (!atomic_load(&a->up))
+    a->resend_all = true;
   atomic_store(&a->up, true);
-  a->resend_all = true;
   pthread_cond_signal(&a->loop_cond);
   pthread_cond_broadcast(&a->state_cond);
   pthread_mutex_unlock(&a->mu);
@@ -519,7 +523,10 @@ static void ag_on_connected(void *ctx, char *cause) {
 static void ag_on_connection_lost(void *ctx, char *cause) {
   (void)cause;
   nimbus_agent *a = ctx;
+  pthread_mutex_lock(&a->mu);
+  a->conn_gen++;
   atomic_store(&a->up, false);
+  pthread_mutex_unlock(&a->mu);
   /* Paho reconnects by itself: read that CONNACK at once too. */
   nb_paho_connecting();
 }
@@ -682,8 +689,15 @@ static size_t ag_collect_locked(nimbus_agent *a, int64_t now, bool all) {
       /* Re-sent now (or, offline, by the next connect): restart the clock
        * with the interval now in force. */
       t->next_send = now + t->interval_ms;
-      if (up && n < a->sendcap) {
+      /* A connect's re-send leaves a publish Paho still holds to Paho: it
+       * sends an unacknowledged one again itself when the broker kept the
+       * session (and the broker may acknowledge that copy before the
+       * subscriptions that start this re-send are granted), and drops it
+       * (ag_on_pub_fail makes the task due) when not. */
+      bool paho_has = t->held > 0 || t->acked_gen == a->conn_gen;
+      if (up && n < a->sendcap && !(all && paho_has)) {
         t->refs++;
+        t->held++;
         a->sendv[n++] = t;
       }
     }
@@ -749,10 +763,18 @@ static void *ag_loop(void *arg) {
     }
     if (n > 0) {
       MQTTAsync client = a->client;
-      pthread_mutex_unlock(&a->mu);
-      for (size_t i = 0; i < n; i++)
-        ag_task_send(a, client, a->sendv[i]);
-      pthread_mutex_lock(&a->mu);
+      for (size_t i = 0; i < n; i++) {
+        nimbus_task *t = a->sendv[i];
+        /* Given up since it was collected: not sent any more. */
+        if (!t->in_table) {
+          t->held--;
+          ag_task_unref_locked(a, t);
+          continue;
+        }
+        pthread_mutex_unlock(&a->mu);
+        ag_task_send(a, client, t);
+        pthread_mutex_lock(&a->mu);
+      }
       continue;
     }
     if (a->ev_head != NULL || now >= a->loop_deadline)

@@ -106,12 +106,6 @@ void ag_task_unref_locked(nimbus_agent *a, nimbus_task *t) {
   ag_task_destroy(t);
 }
 
-static void ag_task_unref(nimbus_agent *a, nimbus_task *t) {
-  pthread_mutex_lock(&a->mu);
-  ag_task_unref_locked(a, t);
-  pthread_mutex_unlock(&a->mu);
-}
-
 void ag_event_push_locked(nimbus_agent *a, ag_event *ev) {
   ev->next = NULL;
   if (a->ev_tail != NULL)
@@ -262,9 +256,14 @@ static void ag_on_reply(nimbus_agent *a, const void *payload, size_t len) {
     goto out;
   }
   if (sr.status == SC_STATUS_PROGRESS) {
-    /* The worker is alive and on it: restart the re-send clock. */
+    /* The worker is alive and on it: restart the re-send clock, and bring
+     * the scan forward when the task's doubled interval had set it. */
     t->interval_ms = a->resend_ms;
     t->next_send = nb_mono_ms() + a->resend_ms;
+    if (t->next_send + a->coalesce_ms < a->loop_deadline) {
+      a->loop_deadline = t->next_send + a->coalesce_ms;
+      pthread_cond_signal(&a->loop_cond);
+    }
     bool cb = t->on_progress != NULL && !t->released;
     if (cb)
       t->refs++;
@@ -373,10 +372,32 @@ void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason) {
 
 /* ---- Sending ----------------------------------------------------------- */
 
+void ag_task_due_now_locked(nimbus_agent *a, nimbus_task *t) {
+  t->next_send = nb_mono_ms();
+  if (t->next_send + a->coalesce_ms < a->loop_deadline) {
+    a->loop_deadline = t->next_send + a->coalesce_ms;
+    pthread_cond_signal(&a->loop_cond);
+  }
+}
+
+/* Paho no longer holds one publish of `t`: drops its reference. A publish
+ * that did not reach the broker (`lost`) makes the task due at once, so a
+ * copy that a reconnect's re-send left to Paho is not left to the clock. */
+static void ag_task_unhold(nimbus_agent *a, nimbus_task *t, bool lost) {
+  pthread_mutex_lock(&a->mu);
+  t->held--;
+  if (!lost)
+    t->acked_gen = a->conn_gen;
+  else if (t->in_table)
+    ag_task_due_now_locked(a, t);
+  ag_task_unref_locked(a, t);
+  pthread_mutex_unlock(&a->mu);
+}
+
 static void ag_on_pub_ok(void *ctx, MQTTAsync_successData5 *d) {
   (void)d;
   nimbus_task *t = ctx;
-  ag_task_unref(t->agent, t);
+  ag_task_unhold(t->agent, t, false);
 }
 
 /* Paho also calls this, with reason code 0, for publishes it drops when
@@ -384,9 +405,11 @@ static void ag_on_pub_ok(void *ctx, MQTTAsync_successData5 *d) {
  * 0x80 or more is the broker's refusal. */
 static void ag_on_pub_fail(void *ctx, MQTTAsync_failureData5 *d) {
   nimbus_task *t = ctx;
-  if (d != NULL && (int)d->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR)
+  bool refused =
+      d != NULL && (int)d->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR;
+  if (refused)
     ag_task_refuse(t->agent, t, (int)d->reasonCode);
-  ag_task_unref(t->agent, t);
+  ag_task_unhold(t->agent, t, !refused);
 }
 
 void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t) {
@@ -400,7 +423,7 @@ void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t) {
   ro.onFailure5 = ag_on_pub_fail;
   ro.context = t;
   if (nb_paho_send(client, t->topic, &m, &ro) != MQTTASYNC_SUCCESS)
-    ag_task_unref(a, t);
+    ag_task_unhold(a, t, true);
 }
 
 /* ---- The public task API ---------------------------------------------- */
@@ -522,6 +545,7 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
      * would wait in the session for whoever uses the id next. */
     client = a->client;
     t->refs++;
+    t->held++;
   }
   pthread_mutex_unlock(&a->mu);
 

@@ -921,6 +921,9 @@ static void test_resend_clock(void **state) {
   pthread_mutex_lock(&a->mu);
   assert_int_equal(t->interval_ms, 20);
   assert_true(t->next_send > nb_mono_ms());
+  /* The scan comes as early as the restarted clock, not at the 80 ms the
+   * doubled interval had set. */
+  assert_true(a->loop_deadline <= t->next_send + a->coalesce_ms);
   pthread_mutex_unlock(&a->mu);
   nimbus_task_release(t);
   nimbus_agent_free(a);
@@ -950,8 +953,14 @@ static void test_free_with_tasks(void **state) {
 typedef struct peer {
   int lfd;
   const char *id;
+  /* Connections to serve one after the other (0: 1). With drop_first,
+   * the first connection acknowledges no PUBLISH of id and is closed by
+   * the peer after it; later CONNACKs say whether the session was kept. */
+  int conns;
+  bool drop_first, session_present;
   atomic_int publishes; /* PUBLISHes whose payload holds id */
-  atomic_int subscribed;
+  atomic_int publishes_later, dups_later; /* on connections after the 1st */
+  atomic_int subscribed;                  /* SUBACKs sent, all connections */
   atomic_llong connect_expiry, disconnect_expiry;
 } peer;
 
@@ -1008,18 +1017,17 @@ static bool body_has(const uint8_t *b, size_t n, const char *s) {
   return false;
 }
 
-static void *peer_run(void *arg) {
-  peer *p = arg;
-  int fd = mqtt_peer_accept(p->lfd);
+/* Serves one connection; returns when it ends. */
+static void peer_serve(peer *p, int fd, int conn) {
   uint8_t body[4096];
   size_t n;
   int h;
-  while (fd >= 0 && (h = mqtt_peer_read_packet(fd, body, sizeof body, &n)) >= 0) {
+  while ((h = mqtt_peer_read_packet(fd, body, sizeof body, &n)) >= 0) {
     int kind = h >> 4;
     if (kind == 1) { /* CONNECT: accepted, no properties */
       /* "MQTT", level, flags, keep-alive, then the properties. */
       atomic_store(&p->connect_expiry, props_expiry(body, n, 10));
-      const uint8_t ack[] = {0x20, 3, 0, 0, 0};
+      const uint8_t ack[] = {0x20, 3, conn > 0 && p->session_present, 0, 0};
       (void)mqtt_peer_write_full(fd, ack, sizeof ack);
     } else if (kind == 8 && n >= 3) { /* SUBSCRIBE: granted QoS 1 each */
       size_t off = 2 + 1 + body[2]; /* id, properties (short) */
@@ -1030,14 +1038,23 @@ static void *peer_run(void *arg) {
         ack[k++] = 1;
       }
       ack[1] = (uint8_t)(k - 2);
-      atomic_store(&p->subscribed, 1);
+      atomic_fetch_add(&p->subscribed, 1);
       (void)mqtt_peer_write_full(fd, ack, k);
     } else if (kind == 3 && n >= 2) { /* PUBLISH, QoS 1 */
       size_t off = 2 + ((size_t)body[0] << 8 | body[1]);
       if (off + 2 <= n) {
         const uint8_t ack[] = {0x40, 2, body[off], body[off + 1]};
-        if (body_has(body + off, n - off, p->id))
+        bool ours = body_has(body + off, n - off, p->id);
+        if (ours) {
           atomic_fetch_add(&p->publishes, 1);
+          if (conn > 0) {
+            atomic_fetch_add(&p->publishes_later, 1);
+            if (h & 0x08)
+              atomic_fetch_add(&p->dups_later, 1);
+          } else if (p->drop_first) {
+            return; /* unacknowledged, and the link goes */
+          }
+        }
         (void)mqtt_peer_write_full(fd, ack, sizeof ack);
       }
     } else if (kind == 12) { /* PINGREQ */
@@ -1045,11 +1062,20 @@ static void *peer_run(void *arg) {
       (void)mqtt_peer_write_full(fd, resp, sizeof resp);
     } else if (kind == 14) { /* DISCONNECT: reason, properties */
       atomic_store(&p->disconnect_expiry, props_expiry(body, n, 1));
-      break;
+      return;
     }
   }
-  if (fd >= 0)
+}
+
+static void *peer_run(void *arg) {
+  peer *p = arg;
+  for (int c = 0; c < (p->conns > 0 ? p->conns : 1); c++) {
+    int fd = mqtt_peer_accept(p->lfd);
+    if (fd < 0)
+      break;
+    peer_serve(p, fd, c);
     close(fd);
+  }
   return NULL;
 }
 
@@ -1104,6 +1130,43 @@ static void test_connect_resend_once(void **state) {
 
   nimbus_task_release(t);
   peer_end(&p, th, a);
+}
+
+/* The link drops while a task's publish is unacknowledged. When the broker
+ * kept the session, Paho sends that publish again itself (DUP), and the
+ * reconnect's re-send must not add a copy; when it did not, Paho drops the
+ * publish and the re-send sends the task once. */
+static void reconnect_case(bool session_present, int dups_want) {
+  peer p = {.id = session_present ? "reconnect-kept-01" : "reconnect-new-001",
+            .conns = 2,
+            .drop_first = true,
+            .session_present = session_present};
+  pthread_t th;
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  nimbus_agent *a = peer_connect(&p, &th, &o);
+  nimbus_task *t = submit_simple(a, p.id, NULL);
+  /* Paho reconnects after 1 s; the second SUBACK starts the re-send. */
+  for (int i = 0; i < 500 && atomic_load(&p.subscribed) < 2; i++)
+    mqtt_peer_sleep_ms(10);
+  assert_int_equal(atomic_load(&p.subscribed), 2);
+  for (int i = 0; i < 200 && atomic_load(&p.publishes_later) == 0; i++)
+    mqtt_peer_sleep_ms(10);
+  mqtt_peer_sleep_ms(300); /* time for a second copy to arrive */
+  assert_int_equal(atomic_load(&p.publishes_later), 1);
+  assert_int_equal(atomic_load(&p.dups_later), dups_want);
+  nimbus_task_release(t);
+  peer_end(&p, th, a);
+}
+
+static void test_reconnect_session_kept(void **state) {
+  (void)state;
+  reconnect_case(true, 1);
+}
+
+static void test_reconnect_session_new(void **state) {
+  (void)state;
+  reconnect_case(false, 0);
 }
 
 /* The session of an extra slot lasts at most a day, and ends with a clean
@@ -1186,6 +1249,8 @@ int main(void) {
       cmocka_unit_test(test_connect_refused),
       cmocka_unit_test(test_connect_resend_once),
       cmocka_unit_test(test_extra_session_ends),
+      cmocka_unit_test(test_reconnect_session_kept),
+      cmocka_unit_test(test_reconnect_session_new),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
