@@ -214,10 +214,6 @@ typedef struct ag_reply_parts {
 
 nimbus_reply *ag_reply_new(const ag_reply_parts *p);
 
-/* Makes `t` due for a re-send now and wakes the agent's thread for it.
- * Needs mu. */
-void ag_task_due_now_locked(nimbus_agent *a, nimbus_task *t);
-
 /* ---- device.c ----------------------------------------------------------- */
 
 /* Reads the device id kept in <dir>/device-id, or makes one (16 random

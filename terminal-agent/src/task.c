@@ -35,6 +35,18 @@ void ag_timespec_at(struct timespec *ts, int64_t mono_ms) {
 
 /* ---- The table of outstanding tasks ------------------------------------ */
 
+/* Sets t's next re-send to `when` (monotonic ms). When the agent's scan
+ * is due later than that, brings it forward and wakes the agent's thread;
+ * otherwise (the common case: every task on the same interval) no wake-up
+ * is needed. Needs mu. */
+static void ag_task_due_locked(nimbus_agent *a, nimbus_task *t, int64_t when) {
+  t->next_send = when;
+  if (when + a->coalesce_ms < a->loop_deadline) {
+    a->loop_deadline = when + a->coalesce_ms;
+    pthread_cond_signal(&a->loop_cond);
+  }
+}
+
 /* FNV-1a: ids are random already, any decent mix will do. */
 static size_t ag_hash(const char *s) {
   uint64_t h = 1469598103934665603ULL;
@@ -259,11 +271,7 @@ static void ag_on_reply(nimbus_agent *a, const void *payload, size_t len) {
     /* The worker is alive and on it: restart the re-send clock, and bring
      * the scan forward when the task's doubled interval had set it. */
     t->interval_ms = a->resend_ms;
-    t->next_send = nb_mono_ms() + a->resend_ms;
-    if (t->next_send + a->coalesce_ms < a->loop_deadline) {
-      a->loop_deadline = t->next_send + a->coalesce_ms;
-      pthread_cond_signal(&a->loop_cond);
-    }
+    ag_task_due_locked(a, t, nb_mono_ms() + a->resend_ms);
     bool cb = t->on_progress != NULL && !t->released;
     if (cb)
       t->refs++;
@@ -372,13 +380,6 @@ void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason) {
 
 /* ---- Sending ----------------------------------------------------------- */
 
-void ag_task_due_now_locked(nimbus_agent *a, nimbus_task *t) {
-  t->next_send = nb_mono_ms();
-  if (t->next_send + a->coalesce_ms < a->loop_deadline) {
-    a->loop_deadline = t->next_send + a->coalesce_ms;
-    pthread_cond_signal(&a->loop_cond);
-  }
-}
 
 /* Paho no longer holds one publish of `t`: drops its reference. A publish
  * that did not reach the broker (`lost`) makes the task due at once, so a
@@ -389,7 +390,7 @@ static void ag_task_unhold(nimbus_agent *a, nimbus_task *t, bool lost) {
   if (!lost)
     t->acked_gen = a->conn_gen;
   else if (t->in_table)
-    ag_task_due_now_locked(a, t);
+    ag_task_due_locked(a, t, nb_mono_ms());
   ag_task_unref_locked(a, t);
   pthread_mutex_unlock(&a->mu);
 }
@@ -532,11 +533,7 @@ int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
   if (a->all != NULL)
     a->all->prev = t;
   a->all = t;
-  t->next_send = nb_mono_ms() + a->resend_ms;
-  if (t->next_send + a->coalesce_ms < a->loop_deadline) {
-    a->loop_deadline = t->next_send + a->coalesce_ms;
-    pthread_cond_signal(&a->loop_cond);
-  }
+  ag_task_due_locked(a, t, nb_mono_ms() + a->resend_ms);
   MQTTAsync client = NULL;
   if (atomic_load(&a->up) && !a->resend_all) {
     /* Else the next connect sends it (see ag_loop). While a connect's

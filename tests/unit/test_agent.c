@@ -94,6 +94,21 @@ static void opts_fill(nimbus_agent_opts *o) {
   o->device_id = DEV;
 }
 
+/* Options whose device id comes from the state directory `dir`. */
+static void opts_stored(nimbus_agent_opts *o, const char *dir) {
+  opts_fill(o);
+  o->device_id = NULL;
+  o->state_dir = dir;
+}
+
+/* Writes `text` as the whole of the file at `path`. */
+static void file_put(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
 static nimbus_agent *agent_make(int max_inflight, int resend_ms,
                                 int resend_max_ms) {
   nimbus_agent_opts o;
@@ -413,22 +428,15 @@ static void test_device_id(void **state) {
   assert_string_not_equal(id1, id2);
 
   /* A file without a valid id is an error, not silently replaced. */
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs("bad id!\n", f);
-  fclose(f);
+  file_put(path, "bad id!\n");
   assert_int_equal(ag_device_id_load(dir, id2, sizeof id2, err, sizeof err),
                    NIMBUS_EIO);
   assert_non_null(strstr(err, "device-id"));
 
   /* nimbus_agent_new uses the stored id in the client id. */
-  f = fopen(path, "w");
-  fputs("Stored_Device-42\n", f);
-  fclose(f);
+  file_put(path, "Stored_Device-42\n");
   nimbus_agent_opts o;
-  opts_fill(&o);
-  o.device_id = NULL;
-  o.state_dir = dir;
+  opts_stored(&o, dir);
   nimbus_agent *a = NULL;
   assert_int_equal(nimbus_agent_new(&o, &a), 0);
   assert_string_equal(nimbus_agent_client_id(a), "t1.Stored_Device-42");
@@ -444,8 +452,7 @@ static void test_device_id(void **state) {
 
   /* A state directory that cannot be made. */
   snprintf(dir2, sizeof dir2, "%s/file", top);
-  f = fopen(dir2, "w");
-  fclose(f);
+  file_put(dir2, "");
   snprintf(dir2, sizeof dir2, "%s/file/sub", top);
   o.state_dir = dir2;
   err[0] = '\0';
@@ -466,14 +473,9 @@ static void test_session_slots(void **state) {
   char dir[64], path[128], err[256];
   tmpdir_make(dir, sizeof dir);
   snprintf(path, sizeof path, "%s/device-id", dir);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs("Stored_Device-42\n", f);
-  fclose(f);
+  file_put(path, "Stored_Device-42\n");
   nimbus_agent_opts o;
-  opts_fill(&o);
-  o.device_id = NULL;
-  o.state_dir = dir;
+  opts_stored(&o, dir);
   nimbus_agent *v[AG_SESSION_SLOTS + 1] = {0};
   char want[96];
   for (int k = 0; k < AG_SESSION_SLOTS; k++) {
@@ -511,12 +513,11 @@ static void test_session_slots(void **state) {
     nimbus_agent_free(v[k]);
 
   /* A stored id of 62 bytes leaves no room for "-<k>": one slot only. */
-  f = fopen(path, "w");
-  assert_non_null(f);
-  for (int i = 0; i < 62; i++)
-    fputc('d', f);
-  fputc('\n', f);
-  fclose(f);
+  char longid[64];
+  memset(longid, 'd', 62);
+  longid[62] = '\n';
+  longid[63] = '\0';
+  file_put(path, longid);
   o.device_id = NULL;
   assert_int_equal(nimbus_agent_new(&o, &v[0]), 0);
   assert_int_equal(nimbus_agent_new(&o, &v[1]), NIMBUS_EINUSE);
@@ -1177,9 +1178,7 @@ static void test_extra_session_ends(void **state) {
   char dir[64];
   tmpdir_make(dir, sizeof dir);
   nimbus_agent_opts o;
-  opts_fill(&o);
-  o.device_id = NULL;
-  o.state_dir = dir;
+  opts_stored(&o, dir);
   nimbus_agent *first = NULL;
   assert_int_equal(nimbus_agent_new(&o, &first), 0); /* slot 0, idle */
 
