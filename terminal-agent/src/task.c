@@ -380,16 +380,23 @@ void ag_task_refuse(nimbus_agent *a, nimbus_task *t, int reason) {
 
 /* ---- Sending ----------------------------------------------------------- */
 
+/* How a publish Paho held ended. */
+typedef enum {
+  AG_PUB_ACKED,   /* the broker acknowledged it (or refused it: final) */
+  AG_PUB_DROPPED, /* Paho dropped it: a session cleaned, the client gone */
+  AG_PUB_NOT_SENT /* Paho would not take it: the clock or a connect sends */
+} ag_pub_end;
 
-/* Paho no longer holds one publish of `t`: drops its reference. A publish
- * that did not reach the broker (`lost`) makes the task due at once, so a
- * copy that a reconnect's re-send left to Paho is not left to the clock. */
-static void ag_task_unhold(nimbus_agent *a, nimbus_task *t, bool lost) {
+/* Paho no longer holds one publish of `t`: drops its reference. A dropped
+ * one makes the task due at once, so a copy that a reconnect's re-send
+ * left to Paho is not left to the clock. One Paho would not take is left
+ * to the clock, as retrying it at once could spin. */
+static void ag_task_unhold(nimbus_agent *a, nimbus_task *t, ag_pub_end how) {
   pthread_mutex_lock(&a->mu);
   t->held--;
-  if (!lost)
+  if (how == AG_PUB_ACKED)
     t->acked_gen = a->conn_gen;
-  else if (t->in_table)
+  else if (how == AG_PUB_DROPPED && t->in_table)
     ag_task_due_locked(a, t, nb_mono_ms());
   ag_task_unref_locked(a, t);
   pthread_mutex_unlock(&a->mu);
@@ -398,7 +405,7 @@ static void ag_task_unhold(nimbus_agent *a, nimbus_task *t, bool lost) {
 static void ag_on_pub_ok(void *ctx, MQTTAsync_successData5 *d) {
   (void)d;
   nimbus_task *t = ctx;
-  ag_task_unhold(t->agent, t, false);
+  ag_task_unhold(t->agent, t, AG_PUB_ACKED);
 }
 
 /* Paho also calls this, with reason code 0, for publishes it drops when
@@ -410,7 +417,7 @@ static void ag_on_pub_fail(void *ctx, MQTTAsync_failureData5 *d) {
       d != NULL && (int)d->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR;
   if (refused)
     ag_task_refuse(t->agent, t, (int)d->reasonCode);
-  ag_task_unhold(t->agent, t, !refused);
+  ag_task_unhold(t->agent, t, refused ? AG_PUB_ACKED : AG_PUB_DROPPED);
 }
 
 void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t) {
@@ -424,7 +431,7 @@ void ag_task_send(nimbus_agent *a, MQTTAsync client, nimbus_task *t) {
   ro.onFailure5 = ag_on_pub_fail;
   ro.context = t;
   if (nb_paho_send(client, t->topic, &m, &ro) != MQTTASYNC_SUCCESS)
-    ag_task_unhold(a, t, true);
+    ag_task_unhold(a, t, AG_PUB_NOT_SENT);
 }
 
 /* ---- The public task API ---------------------------------------------- */
