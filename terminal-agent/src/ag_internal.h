@@ -132,6 +132,11 @@ struct nimbus_agent {
   int connect_rc;    /* why the first connect failed */
   atomic_bool up;    /* connected and subscribed: tasks may go */
   uint64_t conn_gen; /* counts connections: 1, then one more per loss */
+  /* A subscription refused (or not sent) on a reconnect: the agent's
+   * thread subscribes again at resub_due (monotonic ms; 0: none), backing
+   * off from 1 s to 60 s. */
+  int64_t resub_due;
+  int resub_delay_ms;
   bool disconnected; /* our DISCONNECT completed */
 
   /* Outstanding tasks: a hash table by id (chained, power-of-two buckets,

@@ -394,6 +394,24 @@ static void ag_first_connect_failed_locked(nimbus_agent *a, int rc) {
   pthread_cond_broadcast(&a->state_cond);
 }
 
+/* The subscriptions failed: the first connect fails; on a reconnect the
+ * agent's thread tries again after a back-off (the agent sends nothing
+ * until they are granted, and nimbus_agent_errstr says why). Needs mu. */
+static void ag_sub_failed_locked(nimbus_agent *a, int rc) {
+  if (a->conn_state == AG_CONN_CONNECTING) {
+    ag_first_connect_failed_locked(a, rc);
+    return;
+  }
+  a->resub_delay_ms = a->resub_delay_ms == 0    ? 1000
+                      : a->resub_delay_ms >= 30000 ? 60000
+                                                   : a->resub_delay_ms * 2;
+  a->resub_due = nb_mono_ms() + a->resub_delay_ms;
+  if (a->resub_due < a->loop_deadline) {
+    a->loop_deadline = a->resub_due;
+    pthread_cond_signal(&a->loop_cond);
+  }
+}
+
 static int ag_connack_err(int code) {
   switch (code) {
   case MQTTREASONCODE_CLIENT_IDENTIFIER_NOT_VALID:
@@ -454,12 +472,14 @@ static void ag_subscribed(nimbus_agent *a, const int *codes, int n) {
                i == 0 ? a->reply_topic : a->notify_topic,
                MQTTReasonCode_toString((enum MQTTReasonCodes)codes[i]),
                codes[i]);
-      ag_first_connect_failed_locked(a, NIMBUS_EREFUSED);
+      ag_sub_failed_locked(a, NIMBUS_EREFUSED);
       pthread_mutex_unlock(&a->mu);
       return;
     }
   }
   a->conn_state = AG_CONN_UP;
+  a->resub_due = 0;
+  a->resub_delay_ms = 0;
   /* A second SUBACK on one connection (a SUBSCRIBE queued before a drop
    * goes out after the reconnect next to the new one) re-sends nothing. */
   if (!atomic_load(&a->up))
@@ -491,19 +511,9 @@ static void ag_on_subfail(void *ctx, MQTTAsync_failureData5 *d) {
   }
 }
 
-/* Every connect, the first and each automatic reconnect: subscribe, even
- * though a persistent session keeps the subscriptions (a new session, or
- * one the broker lost, would not). */
-static void ag_on_connected(void *ctx, char *cause) {
-  (void)cause;
-  nimbus_agent *a = ctx;
-  pthread_mutex_lock(&a->mu);
-  MQTTAsync client = a->client;
-  bool live =
-      a->conn_state == AG_CONN_CONNECTING || a->conn_state == AG_CONN_UP;
-  pthread_mutex_unlock(&a->mu);
-  if (!live || client == NULL)
-    return;
+/* Subscribes to the reply and notice topics; the SUBACK ends in
+ * ag_subscribed. Without mu. */
+static void ag_subscribe(nimbus_agent *a, MQTTAsync client) {
   char *topics[2] = {a->reply_topic, a->notify_topic};
   int qos[2] = {1, 1};
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
@@ -515,9 +525,24 @@ static void ag_on_connected(void *ctx, char *cause) {
     pthread_mutex_lock(&a->mu);
     snprintf(a->errstr, sizeof a->errstr, "cannot subscribe: %s",
              MQTTAsync_strerror(rc));
-    ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
+    ag_sub_failed_locked(a, NIMBUS_EMQTT);
     pthread_mutex_unlock(&a->mu);
   }
+}
+
+/* Every connect, the first and each automatic reconnect: subscribe, even
+ * though a persistent session keeps the subscriptions (a new session, or
+ * one the broker lost, would not). */
+static void ag_on_connected(void *ctx, char *cause) {
+  (void)cause;
+  nimbus_agent *a = ctx;
+  pthread_mutex_lock(&a->mu);
+  MQTTAsync client = a->client;
+  bool live =
+      a->conn_state == AG_CONN_CONNECTING || a->conn_state == AG_CONN_UP;
+  pthread_mutex_unlock(&a->mu);
+  if (live && client != NULL)
+    ag_subscribe(a, client);
 }
 
 static void ag_on_connection_lost(void *ctx, char *cause) {
@@ -525,6 +550,7 @@ static void ag_on_connection_lost(void *ctx, char *cause) {
   nimbus_agent *a = ctx;
   pthread_mutex_lock(&a->mu);
   a->conn_gen++;
+  a->resub_due = 0; /* the reconnect subscribes anyway */
   atomic_store(&a->up, false);
   pthread_mutex_unlock(&a->mu);
   /* Paho reconnects by itself: read that CONNACK at once too. */
@@ -706,6 +732,8 @@ static size_t ag_collect_locked(nimbus_agent *a, int64_t now, bool all) {
   }
   a->loop_deadline =
       earliest == INT64_MAX ? INT64_MAX : earliest + a->coalesce_ms;
+  if (a->resub_due != 0 && a->resub_due < a->loop_deadline)
+    a->loop_deadline = a->resub_due;
   return n;
 }
 
@@ -746,6 +774,14 @@ static void *ag_loop(void *arg) {
   while (!a->closing) {
     int64_t now = nb_mono_ms();
     size_t n = 0;
+    if (a->resub_due != 0 && now >= a->resub_due) {
+      a->resub_due = 0;
+      MQTTAsync client = a->client;
+      pthread_mutex_unlock(&a->mu);
+      ag_subscribe(a, client);
+      pthread_mutex_lock(&a->mu);
+      continue;
+    }
     /* Re-sends before callbacks, so that a stream of replies cannot
      * starve the clock. */
     if (a->resend_all) {

@@ -959,6 +959,8 @@ typedef struct peer {
    * the peer after it; later CONNACKs say whether the session was kept. */
   int conns;
   bool drop_first, session_present;
+  bool refuse_later_once; /* refuse the first SUBSCRIBE after the 1st conn */
+  atomic_int refused;     /* SUBACKs that refused */
   atomic_int publishes; /* PUBLISHes whose payload holds id */
   atomic_int publishes_later, dups_later; /* on connections after the 1st */
   atomic_int subscribed;                  /* SUBACKs sent, all connections */
@@ -1039,7 +1041,12 @@ static void peer_serve(peer *p, int fd, int conn) {
         ack[k++] = 1;
       }
       ack[1] = (uint8_t)(k - 2);
-      atomic_fetch_add(&p->subscribed, 1);
+      if (conn > 0 && p->refuse_later_once && atomic_load(&p->refused) == 0) {
+        memset(ack + 5, 0x87, k - 5); /* not authorised */
+        atomic_fetch_add(&p->refused, 1);
+      } else {
+        atomic_fetch_add(&p->subscribed, 1);
+      }
       (void)mqtt_peer_write_full(fd, ack, k);
     } else if (kind == 3 && n >= 2) { /* PUBLISH, QoS 1 */
       size_t off = 2 + ((size_t)body[0] << 8 | body[1]);
@@ -1170,6 +1177,37 @@ static void test_reconnect_session_new(void **state) {
   reconnect_case(false, 0);
 }
 
+/* A subscription refused on a reconnect does not leave the agent stuck
+ * offline until the link drops again: it says why and subscribes again
+ * after a back-off, and then it is up. */
+static void test_resubscribe_after_refusal(void **state) {
+  (void)state;
+  peer p = {.id = "resubscribe-0001",
+            .conns = 2,
+            .drop_first = true,
+            .session_present = true,
+            .refuse_later_once = true};
+  pthread_t th;
+  nimbus_agent_opts o;
+  opts_fill(&o);
+  nimbus_agent *a = peer_connect(&p, &th, &o);
+  nimbus_task *t = submit_simple(a, p.id, NULL); /* its publish drops */
+  for (int i = 0; i < 500 && atomic_load(&p.refused) == 0; i++)
+    mqtt_peer_sleep_ms(10);
+  assert_int_equal(atomic_load(&p.refused), 1);
+  mqtt_peer_sleep_ms(100);
+  assert_false(nimbus_agent_connected(a));
+  assert_non_null(strstr(nimbus_agent_errstr(a), "refused the subscription"));
+  for (int i = 0; i < 500 && atomic_load(&p.subscribed) < 2; i++)
+    mqtt_peer_sleep_ms(10);
+  assert_int_equal(atomic_load(&p.subscribed), 2);
+  for (int i = 0; i < 100 && !nimbus_agent_connected(a); i++)
+    mqtt_peer_sleep_ms(10);
+  assert_true(nimbus_agent_connected(a));
+  nimbus_task_release(t);
+  peer_end(&p, th, a);
+}
+
 /* The session of an extra slot lasts at most a day, and ends with a clean
  * DISCONNECT (Session Expiry Interval 0); slot 0's, the installation's own,
  * keeps its 7 days through the DISCONNECT. */
@@ -1250,6 +1288,7 @@ int main(void) {
       cmocka_unit_test(test_extra_session_ends),
       cmocka_unit_test(test_reconnect_session_kept),
       cmocka_unit_test(test_reconnect_session_new),
+      cmocka_unit_test(test_resubscribe_after_refusal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

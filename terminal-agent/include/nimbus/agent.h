@@ -112,8 +112,10 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
  * NIMBUS_ENOMEM; nimbus_agent_errstr says more. A failed call may be
  * retried. After a first success the agent reconnects by itself whenever
  * the link drops, subscribes again on every connect and then re-sends
- * every outstanding task; calling again is then a no-op returning 0. Tasks
- * submitted before connecting are sent once connected. */
+ * every outstanding task (a subscription refused then is tried again
+ * after 1 s, doubling to 60 s, with nimbus_agent_errstr saying why, and no
+ * task goes until it is granted); calling again is then a no-op returning
+ * 0. Tasks submitted before connecting are sent once connected. */
 int nimbus_agent_connect(nimbus_agent *a, int timeout_ms);
 
 /* True while the MQTT session is up. */
