@@ -1087,6 +1087,14 @@ static void *peer_run(void *arg) {
   return NULL;
 }
 
+/* Waits (at most max_ms) until the peer's counter reaches n; returns it. */
+static int peer_wait(atomic_int *counter, int n, int max_ms) {
+  for (int waited = 0; atomic_load(counter) < n && waited < max_ms;
+       waited += 10)
+    mqtt_peer_sleep_ms(10);
+  return atomic_load(counter);
+}
+
 /* Starts the peer on a free port and an agent with `o` connected to it. */
 static nimbus_agent *peer_connect(peer *p, pthread_t *th,
                                   nimbus_agent_opts *o) {
@@ -1131,8 +1139,7 @@ static void test_connect_resend_once(void **state) {
   a->resend_all = true;
   pthread_mutex_unlock(&a->mu);
   nimbus_task *t = submit_simple(a, p.id, NULL);
-  for (int i = 0; i < 200 && atomic_load(&p.publishes) == 0; i++)
-    mqtt_peer_sleep_ms(10);
+  (void)peer_wait(&p.publishes, 1, 2000);
   mqtt_peer_sleep_ms(300); /* time for a second copy to arrive */
   assert_int_equal(atomic_load(&p.publishes), 1);
 
@@ -1155,11 +1162,8 @@ static void reconnect_case(bool session_present, int dups_want) {
   nimbus_agent *a = peer_connect(&p, &th, &o);
   nimbus_task *t = submit_simple(a, p.id, NULL);
   /* Paho reconnects after 1 s; the second SUBACK starts the re-send. */
-  for (int i = 0; i < 500 && atomic_load(&p.subscribed) < 2; i++)
-    mqtt_peer_sleep_ms(10);
-  assert_int_equal(atomic_load(&p.subscribed), 2);
-  for (int i = 0; i < 200 && atomic_load(&p.publishes_later) == 0; i++)
-    mqtt_peer_sleep_ms(10);
+  assert_int_equal(peer_wait(&p.subscribed, 2, 5000), 2);
+  (void)peer_wait(&p.publishes_later, 1, 2000);
   mqtt_peer_sleep_ms(300); /* time for a second copy to arrive */
   assert_int_equal(atomic_load(&p.publishes_later), 1);
   assert_int_equal(atomic_load(&p.dups_later), dups_want);
@@ -1192,15 +1196,11 @@ static void test_resubscribe_after_refusal(void **state) {
   opts_fill(&o);
   nimbus_agent *a = peer_connect(&p, &th, &o);
   nimbus_task *t = submit_simple(a, p.id, NULL); /* its publish drops */
-  for (int i = 0; i < 500 && atomic_load(&p.refused) == 0; i++)
-    mqtt_peer_sleep_ms(10);
-  assert_int_equal(atomic_load(&p.refused), 1);
+  assert_int_equal(peer_wait(&p.refused, 1, 5000), 1);
   mqtt_peer_sleep_ms(100);
   assert_false(nimbus_agent_connected(a));
   assert_non_null(strstr(nimbus_agent_errstr(a), "refused the subscription"));
-  for (int i = 0; i < 500 && atomic_load(&p.subscribed) < 2; i++)
-    mqtt_peer_sleep_ms(10);
-  assert_int_equal(atomic_load(&p.subscribed), 2);
+  assert_int_equal(peer_wait(&p.subscribed, 2, 5000), 2);
   for (int i = 0; i < 100 && !nimbus_agent_connected(a); i++)
     mqtt_peer_sleep_ms(10);
   assert_true(nimbus_agent_connected(a));
