@@ -31,7 +31,7 @@ extern "C" {
   X(ELOST, "claim lost")                                                     \
   X(ECONFIG, "configuration error")                                          \
   X(ESYS, "system call failed")                                              \
-  X(EINUSE, "in use by other processes")
+  X(EINUSE, "in use by other agents")
 
 typedef enum nimbus_err {
 #define NIMBUS_ERR_ENUM_(name, text) NIMBUS_##name,
