@@ -553,10 +553,21 @@ static int h_backup_list(wk_ctx *c) {
   return code;
 }
 
-const wk_handler wk_backup_handlers[] = {
-    {"backup.commit", true, false, WK_RUN_HEAVY, h_backup_commit},
-    {"backup.list", false, false, WK_RUN_QUICK, h_backup_list},
-    {"backup.get", false, false, WK_RUN_QUICK, h_backup_get},
-    {"backup.delete", true, false, WK_RUN_QUICK, h_backup_delete},
-    {NULL, false, false, WK_RUN_QUICK, NULL},
+/* backup.commit may read a manifest of up to 100,000 items from the blob
+ * store: the transfer pool's, beside the blob handlers. */
+static const wk_handler backup_handlers[] = {
+    {.type = "backup.commit", .flags = WK_STATEFUL, .pool = "transfer",
+     .fn = h_backup_commit},
+    {.type = "backup.list", .pool = "quick", .fn = h_backup_list},
+    {.type = "backup.get", .pool = "quick", .fn = h_backup_get},
+    {.type = "backup.delete", .flags = WK_STATEFUL, .pool = "quick",
+     .fn = h_backup_delete},
+    {.type = NULL},
+};
+
+const wk_family wk_family_backup = {
+    .abi = WK_FAMILY_ABI,
+    .name = "backup",
+    .needs = WK_NEEDS_BLOBS,
+    .handlers = backup_handlers,
 };

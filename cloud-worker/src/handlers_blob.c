@@ -18,6 +18,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -160,11 +161,11 @@ static int h_blob_put(wk_ctx *c) {
       sc_arg_int(c->args, "offset", true, 0, INT64_MAX, &off, c->error,
                  sizeof c->error) != 0)
     return 400;
-  if (size > c->cfg->blob_max_bytes)
+  if (size > wk_blob_max_bytes)
     return wk_fail(c, 413, "split the data into smaller blobs",
                    "the blob is %lld bytes; this cloud accepts blobs of at "
                    "most %lld bytes",
-                   (long long)size, (long long)c->cfg->blob_max_bytes);
+                   (long long)size, (long long)wk_blob_max_bytes);
   if (!c->task->has_data)
     return wk_fail(c, 400, NULL,
                    "blob.put carries the segment's bytes in the task's "
@@ -586,11 +587,60 @@ out:
   return code;
 }
 
-const wk_handler wk_blob_handlers[] = {
-    {"blob.put", true, false, WK_RUN_HEAVY, h_blob_put},
-    {"blob.status", false, false, WK_RUN_QUICK, h_blob_status},
-    {"blob.commit", true, false, WK_RUN_HEAVY, h_blob_commit},
-    {"blob.has", false, false, WK_RUN_QUICK, h_blob_has},
-    {"blob.get", false, false, WK_RUN_QUICK, h_blob_get},
-    {NULL, false, false, WK_RUN_QUICK, NULL},
+typedef struct blob_config {
+  int64_t blob_max_bytes;
+  int64_t transfer_threads;
+} blob_config;
+
+static blob_config blob_cfg;
+
+int64_t wk_blob_max_bytes;
+
+static const nb_opt blob_options[] = {
+    {"blob_max_bytes", NB_OPT_INT, "4294967296",
+     "largest blob a terminal may upload, bytes (else 413)",
+     offsetof(blob_config, blob_max_bytes), 0,
+     INT64_C(1099511627776), NULL},
+    {"transfer_threads", NB_OPT_INT, "16",
+     "threads of the transfer pool (blob.put, blob.get, blob.commit, "
+     "backup.commit: they wait on the disk), so uploads never wait behind "
+     "other work",
+     offsetof(blob_config, transfer_threads), 1, 1024, NULL},
+    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
+};
+
+static const wk_pool_spec blob_pools[] = {
+    {.name = "transfer", .threads = &blob_cfg.transfer_threads},
+    {.name = NULL},
+};
+
+static int blob_init(const wk_host_api *host, char *err, size_t errcap) {
+  (void)host, (void)err, (void)errcap;
+  wk_blob_max_bytes = blob_cfg.blob_max_bytes;
+  return 0;
+}
+
+static int blob_limits(wk_limits *l) {
+  return wk_limit_add(l, "blob_max", blob_cfg.blob_max_bytes);
+}
+
+static const wk_handler blob_handlers[] = {
+    {.type = "blob.put", .flags = WK_STATEFUL, .fn = h_blob_put},
+    {.type = "blob.status", .pool = "quick", .fn = h_blob_status},
+    {.type = "blob.commit", .flags = WK_STATEFUL, .fn = h_blob_commit},
+    {.type = "blob.has", .pool = "quick", .fn = h_blob_has},
+    {.type = "blob.get", .fn = h_blob_get},
+    {.type = NULL},
+};
+
+const wk_family wk_family_blob = {
+    .abi = WK_FAMILY_ABI,
+    .name = "blob",
+    .needs = WK_NEEDS_BLOBS,
+    .options = blob_options,
+    .config = &blob_cfg,
+    .pools = blob_pools,
+    .init = blob_init,
+    .limits = blob_limits,
+    .handlers = blob_handlers,
 };

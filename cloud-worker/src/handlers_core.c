@@ -5,11 +5,11 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int h_ping(wk_ctx *c) {
-  const wk_config *cfg = c->cfg;
   msgpack_packer *pk = &c->pk;
   msgpack_pack_map(pk, 5);
   wk_pack_str(pk, "worker");
@@ -21,19 +21,7 @@ static int h_ping(wk_ctx *c) {
   wk_pack_str(pk, "types");
   wk_pack_cloud_types(c->w, pk);
   wk_pack_str(pk, "limits");
-  msgpack_pack_map(pk, 12);
-  wk_pack_kv_int(pk, "segment", SC_SEGMENT);
-  wk_pack_kv_int(pk, "blob_max", cfg->blob_max_bytes);
-  wk_pack_kv_int(pk, "message", SC_MAX_MESSAGE);
-  wk_pack_kv_int(pk, "task", SC_MAX_TASK);
-  wk_pack_kv_int(pk, "max_inflight", cfg->max_inflight);
-  wk_pack_kv_int(pk, "result_ttl", cfg->result_ttl_ms);
-  wk_pack_kv_int(pk, "upload_ttl", cfg->upload_ttl_ms);
-  wk_pack_kv_int(pk, "blob_ttl", cfg->blob_ttl_ms);
-  wk_pack_kv_int(pk, "lease", cfg->lease_ms);
-  wk_pack_kv_int(pk, "renew", cfg->renew_ms);
-  wk_pack_kv_int(pk, "resend", 30000);
-  wk_pack_kv_int(pk, "resend_max", 300000);
+  wk_pack_limits(c->w, pk);
   return 0;
 }
 
@@ -89,9 +77,37 @@ static int h_task_cancel(wk_ctx *c) {
   return 0;
 }
 
-const wk_handler wk_core_handlers[] = {
-    {"ping", false, false, WK_RUN_INLINE, h_ping},
-    {"task.status", false, false, WK_RUN_QUICK, h_task_status},
-    {"task.cancel", false, false, WK_RUN_QUICK, h_task_cancel},
-    {NULL, false, false, WK_RUN_QUICK, NULL},
+typedef struct core_config {
+  int64_t threads;
+} core_config;
+
+static core_config core_cfg;
+
+static const nb_opt core_options[] = {
+    {"threads", NB_OPT_INT, "0",
+     "threads of the quick pool (ping, status, blob metadata; one Redis "
+     "connection each); 0: one per core, at least 2",
+     offsetof(core_config, threads), 0, 1024, NULL},
+    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
+};
+
+static const wk_pool_spec core_pools[] = {
+    {.name = "quick", .threads = &core_cfg.threads},
+    {.name = NULL},
+};
+
+static const wk_handler core_handlers[] = {
+    {.type = "ping", .flags = WK_INLINE, .fn = h_ping},
+    {.type = "task.status", .fn = h_task_status},
+    {.type = "task.cancel", .fn = h_task_cancel},
+    {.type = NULL},
+};
+
+const wk_family wk_family_core = {
+    .abi = WK_FAMILY_ABI,
+    .name = "core",
+    .options = core_options,
+    .config = &core_cfg,
+    .pools = core_pools,
+    .handlers = core_handlers,
 };

@@ -11,6 +11,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include <time.h>
@@ -81,8 +82,42 @@ static int h_diag_echo(wk_ctx *c) {
   return 0;
 }
 
-const wk_handler wk_diag_handlers[] = {
-    {"diag.sleep", true, true, WK_RUN_HEAVY, h_diag_sleep},
-    {"diag.echo", false, true, WK_RUN_QUICK, h_diag_echo},
-    {NULL, false, false, WK_RUN_QUICK, NULL},
+typedef struct diag_config {
+  bool diag;
+  int64_t threads;
+} diag_config;
+
+static diag_config diag_cfg;
+
+static const nb_opt diag_options[] = {
+    {"diag", NB_OPT_BOOL, "false",
+     "serve the diagnostic task types (diag.sleep, diag.echo)",
+     offsetof(diag_config, diag), 0, 0, NULL},
+    {"diag_threads", NB_OPT_INT, "16",
+     "threads of the diag pool (diag.sleep holds one for its whole sleep)",
+     offsetof(diag_config, threads), 1, 1024, NULL},
+    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
+};
+
+/* diag.sleep has a pool of its own, like every heavy family: a worker
+ * whose diag pool is busy still answers pings and uploads at once. */
+static const wk_pool_spec diag_pools[] = {
+    {.name = "diag", .threads = &diag_cfg.threads},
+    {.name = NULL},
+};
+
+static const wk_handler diag_handlers[] = {
+    {.type = "diag.sleep", .flags = WK_STATEFUL, .fn = h_diag_sleep},
+    {.type = "diag.echo", .pool = "quick", .fn = h_diag_echo},
+    {.type = NULL},
+};
+
+const wk_family wk_family_diag = {
+    .abi = WK_FAMILY_ABI,
+    .name = "diag",
+    .options = diag_options,
+    .config = &diag_cfg,
+    .enabled = &diag_cfg.diag,
+    .pools = diag_pools,
+    .handlers = diag_handlers,
 };

@@ -17,79 +17,66 @@
 #include <string.h>
 #include <unistd.h>
 
-static const nb_opt options[] = {
+static const nb_opt own_options[] = {
     {"mqtt_host", NB_OPT_STR, "127.0.0.1", "broker host",
-     offsetof(wk_config, mqtt_host), 0, 0},
+     offsetof(wk_config, mqtt_host), 0, 0, NULL},
     {"mqtt_port", NB_OPT_INT, "1883", "broker port",
-     offsetof(wk_config, mqtt_port), 1, 65535},
+     offsetof(wk_config, mqtt_port), 1, 65535, NULL},
     {"mqtt_username", NB_OPT_STR, "worker", "broker account (role worker)",
-     offsetof(wk_config, mqtt_username), 0, 0},
+     offsetof(wk_config, mqtt_username), 0, 0, NULL},
     {"mqtt_password", NB_OPT_STR, NULL, "broker account password",
-     offsetof(wk_config, mqtt_password), 0, 0},
+     offsetof(wk_config, mqtt_password), 0, 0, NULL},
     {"redis_host", NB_OPT_STR, "127.0.0.1", "Redis host",
-     offsetof(wk_config, redis_host), 0, 0},
+     offsetof(wk_config, redis_host), 0, 0, NULL},
     {"redis_port", NB_OPT_INT, "6379", "Redis port",
-     offsetof(wk_config, redis_port), 1, 65535},
+     offsetof(wk_config, redis_port), 1, 65535, NULL},
     {"redis_password", NB_OPT_STR, NULL, "Redis password (AUTH)",
-     offsetof(wk_config, redis_password), 0, 0},
+     offsetof(wk_config, redis_password), 0, 0, NULL},
     {"worker_id", NB_OPT_STR, NULL,
      "this worker's name and MQTT client id (default: worker-<random>)",
-     offsetof(wk_config, worker_id), 0, 0},
-    {"threads", NB_OPT_INT, "0",
-     "threads for quick tasks (ping, status, blob I/O; one Redis "
-     "connection each); 0: one per core, at least 2",
-     offsetof(wk_config, threads), 0, 1024},
-    {"heavy_threads", NB_OPT_INT, "16",
-     "threads for heavy tasks (processing, diag.sleep), so a slow task "
-     "never waits for another",
-     offsetof(wk_config, heavy_threads), 1, 1024},
+     offsetof(wk_config, worker_id), 0, 0, NULL},
     {"types", NB_OPT_STR, NULL,
      "task types to serve, comma-separated (default: all built-in)",
-     offsetof(wk_config, types), 0, 0},
+     offsetof(wk_config, types), 0, 0, NULL},
     {"prefix", NB_OPT_STR, "cloud/v1", "topic prefix",
-     offsetof(wk_config, prefix), 0, 0},
-    {"diag", NB_OPT_BOOL, "false",
-     "serve the diagnostic task types (diag.sleep, diag.echo)",
-     offsetof(wk_config, diag), 0, 0},
+     offsetof(wk_config, prefix), 0, 0, NULL},
     {"unserved", NB_OPT_STR, "broker",
      "tasks of types no worker serves get 400 from: broker (the tasks "
      "nimbus_auth.so re-routes to <prefix>/unserved/+/+), wildcard (a "
      "catch-all group on <prefix>/task/+/+: for other MQTT 5 brokers, but "
      "every task arrives twice) or off",
-     offsetof(wk_config, unserved), 0, 0},
+     offsetof(wk_config, unserved), 0, 0, NULL},
     {"lease_ms", NB_OPT_INT, "10000", "a task claim's lease",
-     offsetof(wk_config, lease_ms), 100, 3600000},
+     offsetof(wk_config, lease_ms), 100, 3600000, NULL},
     {"renew_ms", NB_OPT_INT, "3000", "how often live claims are renewed",
-     offsetof(wk_config, renew_ms), 10, 3600000},
+     offsetof(wk_config, renew_ms), 10, 3600000, NULL},
     {"result_ttl_ms", NB_OPT_INT, "86400000",
      "how long a final ok reply is kept for replay",
-     offsetof(wk_config, result_ttl_ms), 1000, INT64_C(31536000000)},
+     offsetof(wk_config, result_ttl_ms), 1000, INT64_C(31536000000), NULL},
     {"upload_ttl_ms", NB_OPT_INT, "86400000",
      "how long an upload not committed is kept",
-     offsetof(wk_config, upload_ttl_ms), 1000, INT64_C(31536000000)},
+     offsetof(wk_config, upload_ttl_ms), 1000, INT64_C(31536000000), NULL},
     {"blob_ttl_ms", NB_OPT_INT, "86400000",
      "how long a blob nothing refers to (no snapshot) is kept before it is "
      "collected",
-     offsetof(wk_config, blob_ttl_ms), 1000, INT64_C(31536000000)},
+     offsetof(wk_config, blob_ttl_ms), 1000, INT64_C(31536000000), NULL},
     {"max_inflight", NB_OPT_INT, "64",
-     "tasks a terminal may have outstanding (advertised by ping)",
-     offsetof(wk_config, max_inflight), 1, 100000},
+     "tasks a terminal may have queued or running at this worker "
+     "(advertised by ping); one more is answered 429 with retry_after",
+     offsetof(wk_config, max_inflight), 1, 100000, NULL},
     {"queue", NB_OPT_INT, "1024",
-     "tasks received but not started, per lane, at most (then the worker "
+     "tasks received but not started, per pool, at most (then the worker "
      "stops reading and the broker keeps the rest)",
-     offsetof(wk_config, queue), 1, 1000000},
+     offsetof(wk_config, queue), 1, 1000000, NULL},
     {"data_dir", NB_OPT_STR, "./var/blobs", "where large objects live",
-     offsetof(wk_config, data_dir), 0, 0},
-    {"blob_max_bytes", NB_OPT_INT, "4294967296",
-     "largest blob a terminal may upload, bytes (else 413)",
-     offsetof(wk_config, blob_max_bytes), 0, INT64_C(1099511627776)},
+     offsetof(wk_config, data_dir), 0, 0, NULL},
     {"blob_direct", NB_OPT_BOOL, "true",
      "write whole segments and read uploads at commit with O_DIRECT, past "
      "the page cache (falls back by itself where the filesystem refuses)",
-     offsetof(wk_config, blob_direct), 0, 0},
+     offsetof(wk_config, blob_direct), 0, 0, NULL},
     {"log_level", NB_OPT_STR, "info", "debug, info, warn or error",
-     offsetof(wk_config, log_level), 0, 0},
-    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0},
+     offsetof(wk_config, log_level), 0, 0, NULL},
+    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
 static const char usage[] =
@@ -102,10 +89,42 @@ static const char usage[] =
     "A task of a type no worker serves is answered with 400 (--unserved).\n"
     "Prints one line \"nimbus-worker ready ...\" on stderr once it takes\n"
     "tasks. SIGTERM or SIGINT: stop taking tasks, finish those in flight,\n"
-    "exit 0.\n";
+    "exit 0.\n"
+    "\n"
+    "Task types run in pools, each with its own threads and queue, fair\n"
+    "across terminals: quick (ping, status, blob metadata; --threads),\n"
+    "transfer (blob.put, blob.get, blob.commit, backup.commit;\n"
+    "--transfer-threads) and one per heavy family (diag: --diag-threads).\n"
+    "--print-config prints the options in effect as a config file and\n"
+    "exits.\n";
+
+/* True (and the flag taken out of argv) when --print-config is given. */
+static bool take_flag(int *argc, char **argv, const char *flag) {
+  bool found = false;
+  int n = 1;
+  for (int i = 1; i < *argc; i++) {
+    if (strcmp(argv[i], "--") == 0) {
+      while (i < *argc)
+        argv[n++] = argv[i++];
+      break;
+    }
+    if (strcmp(argv[i], flag) == 0)
+      found = true;
+    else
+      argv[n++] = argv[i];
+  }
+  *argc = n;
+  return found;
+}
 
 int main(int argc, char **argv) {
   nb_malloc_for_segments();
+  nb_opt *options = NULL;
+  if (wk_options_merge(own_options, &options) != 0) {
+    fprintf(stderr, "nimbus-worker: out of memory\n");
+    return 1;
+  }
+  bool print_config = take_flag(&argc, argv, "--print-config");
   wk_config cfg;
   memset(&cfg, 0, sizeof cfg);
   char err[512] = "";
@@ -117,23 +136,33 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "nimbus-worker: %s\n", err);
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
+  }
+  if (print_config && !help) {
+    nb_config_print(options, &cfg, stdout);
+    nb_config_free(options, &cfg);
+    free(options);
+    return 0;
   }
   if (help) {
     nb_config_print_help(options, usage, stdout);
     nb_config_free(options, &cfg);
+    free(options);
     return 0;
   }
   if (nrest > 0) {
     fprintf(stderr, "nimbus-worker: unexpected argument \"%s\" (see --help)\n",
             rest[0]);
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
   }
   if (nb_log_set_level(cfg.log_level) != 0) {
     fprintf(stderr, "nimbus-worker: log_level must be debug, info, warn or "
             "error, not \"%s\"\n", cfg.log_level);
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
   }
   static const char *const unserved_modes[] = {"broker", "wildcard", "off"};
@@ -144,6 +173,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nimbus-worker: unserved must be broker, wildcard or "
             "off, not \"%s\"\n", cfg.unserved);
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
   }
   cfg.unserved_mode = (wk_unserved)mode;
@@ -158,17 +188,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nimbus-worker: worker_id must be 1-64 characters of "
             "A-Z a-z 0-9 . _ -\n");
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
-  }
-  if (cfg.threads == 0) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg.threads = cores > 2 ? cores : 2;
   }
   if (cfg.renew_ms >= cfg.lease_ms) {
     fprintf(stderr, "nimbus-worker: renew_ms (%lld) must be shorter than "
             "lease_ms (%lld)\n", (long long)cfg.renew_ms,
             (long long)cfg.lease_ms);
     nb_config_free(options, &cfg);
+    free(options);
     return 2;
   }
 
@@ -189,6 +217,7 @@ int main(int argc, char **argv) {
     NB_ERROR("WK-START", "%s", err);
     wk_worker_free(w);
     nb_config_free(options, &cfg);
+    free(options);
     return 1;
   }
   fprintf(stderr, "nimbus-worker ready id=%s mqtt=%s:%lld redis=%s:%lld "
@@ -205,5 +234,6 @@ int main(int argc, char **argv) {
   wk_worker_free(w);
   NB_INFO("WK-STOPPED", "all tasks finished; bye");
   nb_config_free(options, &cfg);
+  free(options);
   return 0;
 }

@@ -1,19 +1,22 @@
-/* nimbus-worker internals: the worker object, the per-task context that
- * handlers see, and the handler table.
+/* nimbus-worker internals: the worker's config, the per-task context that
+ * handlers see, and the helpers handlers share.
  *
  * The way of a task: Paho's callback thread copies the message into a job
- * and queues it in its handler's lane (quick or heavy); one of the lane's
- * pool threads (each with its own Redis
- * context) decodes it once, finds its handler, and for a state-changing
- * type claims (terminal, id) in Redis before running it. The handler fills
- * a result map (and, if it changes state, a list of Redis commands); the
- * dispatcher commits that effect together with the recorded reply while the
- * claim holds and publishes the reply once. A renewal thread keeps live
- * claims' leases and reports cancellations. */
+ * and queues it in its handler's pool (session.c); the pool takes its
+ * queued jobs round-robin across terminals (pool.c), and one of its
+ * threads (each with its own Redis context) decodes the job once, finds
+ * its handler and, for a state-changing type, claims (terminal, id) in
+ * Redis before running it (dispatch.c). The handler fills a result map
+ * (and, if it changes state, a list of Redis commands); the dispatcher
+ * commits that effect together with the recorded reply while the claim
+ * holds and publishes the reply once. A renewal thread keeps live claims'
+ * leases and reports cancellations (renew.c). Handlers come in families
+ * (wk_family.h), listed in one registry (registry.c). */
 #ifndef WK_H
 #define WK_H
 
 #include "sc.h"
+#include "wk_family.h"
 #include "st.h"
 #include "st_blob.h"
 
@@ -45,11 +48,8 @@ typedef struct wk_config {
   int64_t redis_port;
   char *redis_password;
   char *worker_id;
-  int64_t threads;
-  int64_t heavy_threads;
   char *types;
   char *prefix;
-  bool diag;
   char *unserved;            /* "broker", "wildcard" or "off" */
   wk_unserved unserved_mode; /* parsed from `unserved` by main.c */
   int64_t lease_ms;
@@ -58,9 +58,8 @@ typedef struct wk_config {
   int64_t upload_ttl_ms;
   int64_t blob_ttl_ms;
   int64_t max_inflight;
-  int64_t queue;
+  int64_t queue; /* per pool */
   char *data_dir;
-  int64_t blob_max_bytes;
   bool blob_direct;
   char *log_level;
 } wk_config;
@@ -74,6 +73,7 @@ typedef struct wk_live {
   const char *id;
   atomic_bool cancel;
   atomic_bool lost;
+  uint64_t seq; /* set by wk_live_add: which entry a renewal reply is for */
   struct wk_live *next, *prev;
 } wk_live;
 
@@ -98,37 +98,19 @@ typedef struct wk_ctx {
   /* State-changing handlers queue their Redis effect here. */
   st_txn *effect;
   wk_live *live; /* NULL for read-only types */
+  void *tstate;  /* the handler's family's thread state, or NULL */
   char error[512];
   char help[256];
 } wk_ctx;
 
-/* A handler returns 0 with its result packed, or a reply code (400, 404,
- * 409, 499, 500, 503, ...) after wk_fail filled the message. */
-typedef int (*wk_handler_fn)(wk_ctx *c);
+/* The built-in families (one file each; listed in registry.c). */
+extern const wk_family wk_family_core;
+extern const wk_family wk_family_blob;
+extern const wk_family wk_family_backup;
+extern const wk_family wk_family_diag;
 
-/* Where a handler runs. */
-typedef enum wk_run {
-  WK_RUN_QUICK = 0, /* the quick lane: answers in milliseconds */
-  WK_RUN_HEAVY,     /* the heavy lane: may take seconds (CPU or waiting) */
-  /* On Paho's receive thread itself, with no hop to a pool: only for
-   * read-only handlers that never block and touch no Redis or disk (a
-   * blocked receive thread stalls every task of the worker). */
-  WK_RUN_INLINE,
-} wk_run;
-
-typedef struct wk_handler {
-  const char *type;
-  bool changes_state; /* claimed, committed with its reply, replayed */
-  bool diag;          /* served only when the config turns diag on */
-  wk_run run;
-  wk_handler_fn fn;
-} wk_handler;
-
-/* The built-in handler tables, each terminated by {NULL}. */
-extern const wk_handler wk_core_handlers[];
-extern const wk_handler wk_diag_handlers[];
-extern const wk_handler wk_blob_handlers[];
-extern const wk_handler wk_backup_handlers[];
+/* Options of the built-in families that other files read. */
+extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */
 
 /* Fills c->error (and c->help when non-NULL) and returns `code`, so a
  * handler can `return wk_fail(c, 404, NULL, "no snapshot %s", id);`. */
@@ -161,10 +143,17 @@ bool wk_is_blob_name(const char *s, size_t n);
  * non-NULL, its 32 bytes; else returns 400 after wk_fail. */
 int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]);
 
-/* For ping: this worker's id, and the types the cloud serves (announced by
- * any live worker), packed as an array into `pk`. */
+/* For ping: this worker's id, the types the cloud serves (announced by
+ * any live worker), packed as an array into `pk`, and the limits map of
+ * the worker and its families, packed into `pk`. */
 const char *wk_worker_id(const wk_worker *w);
 void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk);
+void wk_pack_limits(const wk_worker *w, msgpack_packer *pk);
+
+/* The worker's config table `own` (ended by a NULL name) followed by every
+ * built-in family's options (each with its `base`), in one new table the
+ * caller frees with free() (after nb_config_free). 0 or NIMBUS_ENOMEM. */
+int wk_options_merge(const nb_opt *own, nb_opt **out);
 
 /* The janitor thread (janitor.c): sweeps abandoned staging files and
  * collects unreferenced blobs of `blobs` (borrowed, as is cfg: both must

@@ -23,6 +23,10 @@ typedef struct nb_opt {
   const char *help; /* one line */
   size_t offset;    /* offsetof the field in the caller's struct */
   int64_t min, max; /* bounds for NB_OPT_INT */
+  /* When non-NULL, the struct the offset is into, instead of the `cfg`
+   * the table is loaded into: so one table can gather the options of
+   * several structs (the worker's own and each handler family's). */
+  void *base;
 } nb_opt;
 
 /* Loads `table` (terminated by an entry with name NULL) into `cfg`.
@@ -40,6 +44,12 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
 /* Prints `usage` and then every option of `table` with its default and
  * help to `fp` (a FILE*). */
 void nb_config_print_help(const nb_opt *table, const char *usage, void *fp);
+
+/* Prints every option of `table` with its value in `cfg` as INI lines
+ * ("name = value"), the way a config file would set it, to `fp` (a
+ * FILE*). Options whose name ends in "password" print as "(set)" or
+ * nothing. */
+void nb_config_print(const nb_opt *table, const void *cfg, void *fp);
 
 /* Frees the strings the config owns in `cfg`. */
 void nb_config_free(const nb_opt *table, void *cfg);

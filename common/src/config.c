@@ -44,7 +44,7 @@ static const nb_opt *find_opt(const nb_opt *table, const char *s, size_t n) {
 
 static int set_value(const nb_opt *o, void *cfg, const char *val,
                      const char *origin, char *err, size_t errcap) {
-  char *field = (char *)cfg + o->offset;
+  char *field = (char *)(o->base != NULL ? o->base : cfg) + o->offset;
   switch (o->type) {
   case NB_OPT_STR: {
     char *copy = strdup(val != NULL ? val : "");
@@ -122,7 +122,8 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
   *help = false;
   for (const nb_opt *o = table; o->name != NULL; o++) {
     if (o->type == NB_OPT_STR)
-      *(char **)((char *)cfg + o->offset) = NULL;
+      *(char **)((char *)(o->base != NULL ? o->base : cfg) + o->offset) =
+          NULL;
     rc = set_value(o, cfg, o->def != NULL ? o->def : "", "default", errbuf,
                    errcap);
     if (rc != 0)
@@ -275,10 +276,37 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
         "(env NIMBUS_CONFIG)\n  --help\n      print this help\n", f);
 }
 
+void nb_config_print(const nb_opt *table, const void *cfg, void *fp) {
+  FILE *f = fp;
+  for (const nb_opt *o = table; o->name != NULL; o++) {
+    const char *field =
+        (const char *)(o->base != NULL ? o->base : cfg) + o->offset;
+    size_t n = strlen(o->name);
+    bool secret = n >= 8 && strcmp(o->name + n - 8, "password") == 0;
+    switch (o->type) {
+    case NB_OPT_STR: {
+      const char *v = *(char *const *)field;
+      if (secret)
+        v = v != NULL && v[0] != '\0' ? "(set)" : "";
+      fprintf(f, "%s = %s\n", o->name, v != NULL ? v : "");
+      break;
+    }
+    case NB_OPT_INT:
+      fprintf(f, "%s = %lld\n", o->name, (long long)*(const int64_t *)field);
+      break;
+    case NB_OPT_BOOL:
+      fprintf(f, "%s = %s\n", o->name,
+              *(const bool *)field ? "true" : "false");
+      break;
+    }
+  }
+}
+
 void nb_config_free(const nb_opt *table, void *cfg) {
   for (const nb_opt *o = table; o->name != NULL; o++) {
     if (o->type == NB_OPT_STR) {
-      char **p = (char **)((char *)cfg + o->offset);
+      char **p =
+          (char **)((char *)(o->base != NULL ? o->base : cfg) + o->offset);
       free(*p);
       *p = NULL;
     }

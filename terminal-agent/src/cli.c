@@ -21,7 +21,7 @@
 #include "sc.h"
 
 #define CLI_OPT(name, type, def, help, lo, hi)                                 \
-  { #name, type, def, help, offsetof(cli_cfg, name), lo, hi }
+  { #name, type, def, help, offsetof(cli_cfg, name), lo, hi, NULL }
 
 static const nb_opt cli_table[] = {
     CLI_OPT(mqtt_host, NB_OPT_STR, "127.0.0.1",
@@ -71,7 +71,7 @@ static const nb_opt cli_table[] = {
             1000000000),
     CLI_OPT(snapshot, NB_OPT_STR, NULL,
             "restore: the snapshot to restore (default: the latest)", 0, 0),
-    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0},
+    {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
 /* Short flags for the connection, as in the rest of the project's tools. */

@@ -11,8 +11,9 @@
  *
  * Connection from NIMBUS_MQTT_HOST, NIMBUS_MQTT_PORT, NIMBUS_TERMINAL,
  * NIMBUS_PASSWORD, NIMBUS_STATE_DIR; re-send interval from
- * NB_ITEST_RESEND_MS (default 30000); overall bound NB_ITEST_TIMEOUT_MS
- * (default 60000). */
+ * NB_ITEST_RESEND_MS (default 30000); tasks outstanding at most from
+ * NB_ITEST_INFLIGHT (default the agent's, 64); overall bound
+ * NB_ITEST_TIMEOUT_MS (default 60000). */
 #include "nimbus/agent.h"
 
 #include <msgpack.h>
@@ -43,6 +44,7 @@ static nimbus_agent *connect_agent(void) {
   o.state_dir = getenv("NIMBUS_STATE_DIR");
   o.resend_ms = (int)env_long("NB_ITEST_RESEND_MS", 30000);
   o.resend_max_ms = o.resend_ms;
+  o.max_inflight = (int)env_long("NB_ITEST_INFLIGHT", 0);
   nimbus_agent *a = NULL;
   int rc = nimbus_agent_new(&o, &a);
   if (rc == 0)

@@ -6,7 +6,7 @@
 # mutex: the worker hung for good. Now the lane pauses Paho's reads until
 # a slot frees; every task must end ok, each run once.
 source "$(dirname "$0")/lib.sh"
-export NIMBUS_WORKER_FLAGS="--diag --heavy-threads 1 --queue 1"
+export NIMBUS_WORKER_FLAGS="--diag --diag-threads 1 --queue 1"
 nb_stack_up 1
 nb_terminal gina
 

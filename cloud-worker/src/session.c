@@ -1,0 +1,570 @@
+/* The worker's MQTT session: connecting (a clean session each time, with
+ * a will that marks the worker down), the subscriptions to the typed
+ * shared groups and the unserved group, the arrival of a task (read off
+ * its topic, bounded per terminal, handed to its pool), and publishing
+ * replies.
+ *
+ * Paho acknowledges a QoS 1 task before we see it (FINDINGS.md), so nothing
+ * here relies on the broker for delivery: the terminal re-sends until it
+ * holds a final reply, and the claim in Redis makes a re-sent task
+ * harmless. A task of a type no worker of the cloud serves reaches one
+ * worker through the unserved group, which answers it with 400: by
+ * default the group of <prefix>/unserved/+/+, where nimbus_auth.so
+ * re-routes such tasks; with unserved = wildcard a catch-all group on
+ * <prefix>/task/+/+, which also gets a copy of every other task.
+ *
+ * A terminal may have at most max_inflight tasks in this worker, queued
+ * or running (PROTOCOL.md: the agent keeps at most that many outstanding;
+ * the cloud may answer 429 with retry_after): one over gets 429 at once,
+ * without a claim or a record, so a flood from one terminal neither
+ * fills a pool's queue nor pauses the worker's reads for the others. */
+#include "wk_worker.h"
+
+#include "nb_log.h"
+#include "nb_paho.h"
+#include "nb_util.h"
+#include "nimbus/errors.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* MQTT 5 subscription identifiers: the typed groups, the unserved group. */
+enum { SUB_TYPED = 1, SUB_UNSERVED = 2 };
+
+void wk_publish(wk_worker *w, const char *terminal, const void *buf,
+                size_t len, int qos) {
+  char topic[256];
+  snprintf(topic, sizeof topic, "%s/reply/%s", w->cfg->prefix, terminal);
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = (void *)buf;
+  m.payloadlen = (int)len;
+  m.qos = qos;
+  m.retained = 0;
+  int rc = nb_paho_send(w->client, topic, &m, NULL);
+  if (rc != MQTTASYNC_SUCCESS)
+    NB_WARN("WK-PUBLISH-FAILED", "reply to %s not sent: %s", terminal,
+            MQTTAsync_strerror(rc));
+}
+
+/* ---- The in-flight bound -------------------------------------------------- */
+
+typedef struct inflight {
+  wk_tnode node; /* first */
+  size_t n;
+} inflight;
+
+/* The result {retry_after: 1000} of a 429, packed. */
+static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
+                                   'a', 'f', 't', 'e', 'r', 0xcd, 0x03, 0xe8};
+
+/* Counts `j` in its terminal's tasks; false when the terminal already has
+ * max_inflight of them here (or memory ran out): the caller answers 429. */
+static bool inflight_take(wk_worker *w, job *j) {
+  bool ok = true;
+  pthread_mutex_lock(&w->imu);
+  inflight *f = (inflight *)wk_tmap_find(&w->inflight, j->terminal, j->thash);
+  if (f == NULL) {
+    f = calloc(1, sizeof *f);
+    if (f != NULL) {
+      f->node.hash = j->thash;
+      nb_strlcpy(f->node.key, j->terminal, sizeof f->node.key);
+      if (wk_tmap_insert(&w->inflight, &f->node) != 0) {
+        free(f);
+        f = NULL;
+      }
+    }
+  }
+  if (f == NULL || f->n >= (size_t)w->cfg->max_inflight)
+    ok = false;
+  else
+    f->n++;
+  pthread_mutex_unlock(&w->imu);
+  j->counted = ok;
+  return ok;
+}
+
+void wk_inflight_done(wk_worker *w, job *j) {
+  if (!j->counted)
+    return;
+  pthread_mutex_lock(&w->imu);
+  inflight *f = (inflight *)wk_tmap_find(&w->inflight, j->terminal, j->thash);
+  if (f != NULL && --f->n == 0) {
+    wk_tmap_remove(&w->inflight, &f->node);
+    free(f);
+  }
+  pthread_mutex_unlock(&w->imu);
+  j->counted = false;
+}
+
+/* Answers `j` with 429 (on the receive thread: one decode, for its id). */
+static void refuse_over_limit(wk_worker *w, job *j) {
+  thread_state *ts = w->inline_ts;
+  sc_task task;
+  char err[64];
+  if (sc_task_decode(j->payload, j->len, &task, err, sizeof err) != 0 &&
+      task.id[0] == '\0') {
+    sc_task_fini(&task);
+    return; /* no id to answer; the pool would have said 400 */
+  }
+  atomic_fetch_add(&w->refused, 1);
+  char msg[160];
+  snprintf(msg, sizeof msg, "this terminal has %lld tasks in flight at "
+           "this worker, the most it may have (max_inflight in ping)",
+           (long long)w->cfg->max_inflight);
+  wk_send_error(w, &ts->out, j->terminal, task.id, 429, msg,
+                "wait retry_after ms, or for replies to the tasks in "
+                "flight, and send it again", retry_1s, sizeof retry_1s);
+  sc_task_fini(&task);
+}
+
+/* ---- Arrivals --------------------------------------------------------------- */
+
+/* ---- MQTT session ------------------------------------------------------------ */
+
+/* The parts of a task topic, pointing into it. */
+typedef struct topic_parts {
+  const char *type, *terminal;
+  size_t type_len, terminal_len;
+  bool unserved; /* <prefix>/unserved/..., not <prefix>/task/... */
+} topic_parts;
+
+/* Reads "<prefix>/task/<type>/<terminal>" or
+ * "<prefix>/unserved/<type>/<terminal>" (`len` bytes, need not be
+ * NUL-terminated): the type one non-empty level, the terminal a valid
+ * terminal id. The only place a task's topic is read. */
+static bool parse_topic(const wk_worker *w, const char *topic, size_t len,
+                        topic_parts *tp) {
+  size_t pl = w->prefix_len;
+  if (len <= pl + 1 || memcmp(topic, w->cfg->prefix, pl) != 0 ||
+      topic[pl] != '/')
+    return false;
+  const char *p = topic + pl + 1, *end = topic + len;
+  if ((size_t)(end - p) > 5 && memcmp(p, "task/", 5) == 0) {
+    p += 5;
+    tp->unserved = false;
+  } else if ((size_t)(end - p) > 9 && memcmp(p, "unserved/", 9) == 0) {
+    p += 9;
+    tp->unserved = true;
+  } else {
+    return false;
+  }
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  if (slash == NULL || slash == p)
+    return false;
+  tp->type = p;
+  tp->type_len = (size_t)(slash - p);
+  tp->terminal = slash + 1;
+  tp->terminal_len = (size_t)(end - tp->terminal);
+  return nb_valid_terminal(tp->terminal, tp->terminal_len);
+}
+
+
+static int on_message(void *context, char *topic, int topic_len,
+                      MQTTAsync_message *m) {
+  wk_worker *w = context;
+  job *j = NULL;
+  atomic_fetch_add(&w->received, 1);
+  if (m->retained) {
+    /* PROTOCOL.md: workers never act on a retained task. */
+    NB_WARN("WK-RETAINED", "ignored a retained message on %s", topic);
+    goto out;
+  }
+  size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+  topic_parts tp;
+  if (!parse_topic(w, topic, tl, &tp)) {
+    NB_WARN("WK-BAD-TOPIC", "ignored a message on %.*s", (int)tl, topic);
+    goto out;
+  }
+  job_kind kind = JOB_TASK;
+  if (tp.unserved)
+    kind = JOB_UNSERVED;
+  else if (MQTTProperties_getNumericValue(
+               &m->properties, MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER) ==
+           SUB_UNSERVED)
+    kind = JOB_WILDCARD;
+  if (kind == JOB_WILDCARD && wk_cloud_serves(w, tp.type, tp.type_len))
+    goto out; /* the type's own group has it: the common case, made cheap */
+  size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+  j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2);
+  if (j == NULL) {
+    NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
+    goto out;
+  }
+  char *type = (char *)(j + 1);
+  memcpy(type, tp.type, tp.type_len);
+  type[tp.type_len] = '\0';
+  char *terminal = type + tp.type_len + 1;
+  memcpy(terminal, tp.terminal, tp.terminal_len);
+  terminal[tp.terminal_len] = '\0';
+  j->type = type;
+  j->terminal = terminal;
+  /* The job keeps Paho's message (the application frees it, from any
+   * thread) rather than a copy of up to a segment. */
+  j->payload = plen > 0 ? m->payload : (const uint8_t *)"";
+  j->len = plen;
+  j->msg = m;
+  m = NULL;
+  j->kind = kind;
+  j->next = NULL;
+
+  /* A handler that runs inline (ping) is answered here, on Paho's
+   * thread, without the hand-over to a pool thread and back. Any other
+   * task goes to its handler's pool; one without a handler here to the
+   * quick pool, which answers it (or leaves it, see dispatch.c). */
+  const wk_served *sv = wk_find_served(w, tp.type, tp.type_len);
+  j->served = sv;
+  j->thash = wk_tmap_hash(terminal);
+  j->counted = false;
+  if (sv != NULL && (sv->h->flags & WK_INLINE) != 0 && kind == JOB_TASK) {
+    wk_process_job(w->inline_ts, j);
+    wk_job_free(j);
+  } else if (!inflight_take(w, j)) {
+    refuse_over_limit(w, j);
+    wk_job_free(j);
+  } else if (wk_pool_push(sv != NULL ? sv->pool : &w->pools[0], j) != 0) {
+    NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
+    wk_inflight_done(w, j);
+    wk_job_free(j);
+  }
+out:
+  if (m != NULL)
+    MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+static void on_connection_lost(void *context, char *cause) {
+  wk_worker *w = context;
+  /* Paho reconnects by itself: read that CONNACK at once too. */
+  nb_paho_connecting();
+  if (!atomic_load(&w->draining))
+    NB_WARN("WK-MQTT-LOST", "broker connection lost (%s); reconnecting",
+            cause != NULL ? cause : "no reason given");
+}
+
+static void set_sub_state(wk_worker *w, int state, const char *why) {
+  pthread_mutex_lock(&w->cmu);
+  w->sub_state = state;
+  if (why != NULL)
+    nb_strlcpy(w->sub_err, why, sizeof w->sub_err);
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+/* Paho reports a SUBACK's reason codes in alt.sub only for a SUBSCRIBE of
+ * more than one filter; for one filter (whatever call sent it) reasonCode
+ * holds it and alt holds something else. */
+static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
+                      size_t filters) {
+  int worst = 0;
+  if (resp != NULL && filters > 1) {
+    for (int i = 0; i < resp->alt.sub.reasonCodeCount; i++)
+      if ((int)resp->alt.sub.reasonCodes[i] > worst)
+        worst = (int)resp->alt.sub.reasonCodes[i];
+  } else if (resp != NULL) {
+    worst = (int)resp->reasonCode;
+  }
+  if (worst >= 0x80) {
+    const char *rs = MQTTReasonCode_toString((enum MQTTReasonCodes)worst);
+    char why[200];
+    snprintf(why, sizeof why, "the broker refused a subscription (%s)",
+             rs != NULL ? rs : "unknown reason");
+    NB_ERROR("WK-SUB-REFUSED", "%s", why);
+    set_sub_state(w, -1, why);
+    return;
+  }
+  pthread_mutex_lock(&w->cmu);
+  bool done = --w->subs_pending == 0 && w->sub_state == 0;
+  if (done) {
+    w->sub_state = 1;
+    pthread_cond_broadcast(&w->ccv);
+  }
+  pthread_mutex_unlock(&w->cmu);
+  if (done)
+    NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)",
+            w->nfilters);
+}
+
+static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
+  wk_worker *w = context;
+  sub_acked(w, resp, w->nserved);
+}
+
+static void on_unserved_sub_ok(void *context,
+                               MQTTAsync_successData5 *resp) {
+  sub_acked(context, resp, 1);
+}
+
+static void on_sub_fail(void *context, MQTTAsync_failureData5 *resp) {
+  wk_worker *w = context;
+  char why[200];
+  const char *rs =
+      resp != NULL ? MQTTReasonCode_toString(resp->reasonCode) : NULL;
+  snprintf(why, sizeof why, "the broker refused a subscription (%s%s%s)",
+           rs != NULL ? rs : "no reason code",
+           resp != NULL && resp->message != NULL ? ": " : "",
+           resp != NULL && resp->message != NULL ? resp->message : "");
+  NB_ERROR("WK-SUB-REFUSED", "%s (code %d)", why,
+           resp != NULL ? resp->code : 0);
+  set_sub_state(w, -1, why);
+}
+
+/* Sends the SUBSCRIBE packets: the typed groups (QoS 1, subscription id 1),
+ * then the unserved group (id 2): QoS 1 on <prefix>/unserved/+/+, or QoS 0
+ * on the catch-all <prefix>/task/+/+ (only the copies of types nobody
+ * serves are acted on, and the agent re-sends, so QoS 0 loses nothing
+ * there). The typed groups go first: by the time this worker joins the
+ * unserved group, the broker counts its types as served. Workers use clean
+ * sessions, so this runs on every connect. */
+static void subscribe_all(wk_worker *w) {
+  int passes = w->cfg->unserved_mode == WK_UNSERVED_OFF ? 1 : 2;
+  size_t ntyped = w->nfilters - (size_t)(passes - 1);
+  pthread_mutex_lock(&w->cmu);
+  w->sub_state = 0;
+  w->subs_pending = passes;
+  pthread_mutex_unlock(&w->cmu);
+  for (int pass = 0; pass < passes; pass++) {
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    MQTTProperty prop;
+    prop.identifier = MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
+    prop.value.integer4 = pass == 0 ? SUB_TYPED : SUB_UNSERVED;
+    MQTTProperties props = MQTTProperties_initializer;
+    MQTTProperties_add(&props, &prop);
+    ro.properties = props;
+    ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_unserved_sub_ok;
+    ro.onFailure5 = on_sub_fail;
+    ro.context = w;
+    /* A retained task must never be acted on (PROTOCOL.md). A broker
+     * forwards a retained publish to existing subscribers with the flag
+     * cleared unless they asked for it as published; and none is wanted at
+     * subscribe time. */
+    MQTTSubscribe_options so = MQTTSubscribe_options_initializer;
+    so.retainAsPublished = 1;
+    so.retainHandling = 2;
+    ro.subscribeOptions = so;
+    int rc;
+    if (pass == 0) {
+      int *qos = calloc(ntyped, sizeof *qos);
+      MQTTSubscribe_options *opts = calloc(ntyped, sizeof *opts);
+      if (qos == NULL || opts == NULL) {
+        free(qos);
+        free(opts);
+        MQTTProperties_free(&props);
+        set_sub_state(w, -1, "out of memory");
+        return;
+      }
+      for (size_t i = 0; i < ntyped; i++) {
+        qos[i] = 1;
+        opts[i] = so;
+      }
+      ro.subscribeOptionsList = opts;
+      ro.subscribeOptionsCount = (int)ntyped;
+      rc = MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos,
+                                   &ro);
+      free(qos);
+      free(opts);
+    } else {
+      int qos = w->cfg->unserved_mode == WK_UNSERVED_BROKER ? 1 : 0;
+      rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], qos, &ro);
+    }
+    MQTTProperties_free(&props);
+    if (rc != MQTTASYNC_SUCCESS) {
+      char why[200];
+      snprintf(why, sizeof why, "cannot subscribe: %s",
+               MQTTAsync_strerror(rc));
+      set_sub_state(w, -1, why);
+      return;
+    }
+  }
+}
+
+static void on_connected(void *context, char *cause) {
+  wk_worker *w = context;
+  if (atomic_load(&w->draining))
+    return;
+  NB_INFO("WK-MQTT-UP", "connected to the broker (%s)",
+          cause != NULL ? cause : "connect");
+  subscribe_all(w);
+}
+
+static void on_connect_fail(void *context, MQTTAsync_failureData5 *resp) {
+  wk_worker *w = context;
+  char why[200];
+  snprintf(why, sizeof why, "cannot connect to the broker: %s",
+           resp != NULL && resp->message != NULL
+               ? resp->message
+               : (resp != NULL ? MQTTReasonCode_toString(resp->reasonCode)
+                               : "no reason given"));
+  set_sub_state(w, -1, why);
+}
+
+/* ---- Lifecycle ----------------------------------------------------------------- */
+
+
+static int add_filter(wk_worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int add_filter(wk_worker *w, const char *fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof buf)
+    return NIMBUS_EINVAL;
+  char **f = realloc(w->filters, (w->nfilters + 1) * sizeof *f);
+  if (f == NULL)
+    return NIMBUS_ENOMEM;
+  w->filters = f;
+  if ((f[w->nfilters] = strdup(buf)) == NULL)
+    return NIMBUS_ENOMEM;
+  w->nfilters++;
+  return 0;
+}
+
+static void on_unsub_done(void *context, MQTTAsync_successData5 *resp) {
+  (void)resp;
+  wk_worker *w = context;
+  pthread_mutex_lock(&w->cmu);
+  w->unsubscribed = true;
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+static void on_unsub_fail(void *context, MQTTAsync_failureData5 *resp) {
+  (void)resp;
+  on_unsub_done(context, NULL);
+}
+
+static void on_disc_done(void *context, MQTTAsync_successData5 *resp) {
+  (void)resp;
+  wk_worker *w = context;
+  pthread_mutex_lock(&w->cmu);
+  w->disconnected = true;
+  pthread_cond_broadcast(&w->ccv);
+  pthread_mutex_unlock(&w->cmu);
+}
+
+static void on_disc_fail(void *context, MQTTAsync_failureData5 *resp) {
+  (void)resp;
+  on_disc_done(context, NULL);
+}
+
+static void wait_flag(wk_worker *w, bool *flag, int seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += seconds;
+  pthread_mutex_lock(&w->cmu);
+  while (!*flag)
+    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
+      break;
+  pthread_mutex_unlock(&w->cmu);
+}
+
+int wk_session_filters(wk_worker *w) {
+  const wk_config *cfg = w->cfg;
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < w->nserved; i++)
+    rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->served[i].h->type,
+                    cfg->prefix, w->served[i].h->type);
+  if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_BROKER)
+    rc = add_filter(w, "$share/nimbus-unserved/%s/unserved/+/+",
+                    cfg->prefix);
+  else if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_WILDCARD)
+    rc = add_filter(w, "$share/nimbus-unserved/%s/task/+/+", cfg->prefix);
+  return rc;
+}
+
+int wk_session_start(wk_worker *w, char *err, size_t errcap) {
+  const wk_config *cfg = w->cfg;
+  char uri[300];
+  snprintf(uri, sizeof uri, "tcp://%s:%lld", cfg->mqtt_host,
+           (long long)cfg->mqtt_port);
+  nb_paho_init();
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+  co.sendWhileDisconnected = 1;
+  co.maxBufferedMessages = 100000;
+  int rc = MQTTAsync_createWithOptions(&w->client, uri, cfg->worker_id,
+                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+  if (rc != MQTTASYNC_SUCCESS) {
+    snprintf(err, errcap, "cannot create the MQTT client: %s",
+             MQTTAsync_strerror(rc));
+    return NIMBUS_EMQTT;
+  }
+  MQTTAsync_setCallbacks(w->client, w, on_connection_lost, on_message, NULL);
+  MQTTAsync_setConnected(w->client, w, on_connected);
+
+  MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer5;
+  opts.keepAliveInterval = 20;
+  opts.cleanstart = 1;
+  opts.automaticReconnect = 1;
+  opts.minRetryInterval = 1;
+  opts.maxRetryInterval = 5;
+  opts.username = cfg->mqtt_username;
+  opts.password = cfg->mqtt_password;
+  opts.onFailure5 = on_connect_fail;
+  opts.context = w;
+  /* A worker that vanishes is marked down by the broker. */
+  MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+  w->will_payload = wk_monitor_json(w, "down");
+  if (w->will_payload != NULL) {
+    will.topicName = w->monitor_topic;
+    will.message = w->will_payload;
+    will.retained = 1;
+    will.qos = 1;
+    opts.will = &will;
+  }
+  nb_paho_connecting();
+  if ((rc = MQTTAsync_connect(w->client, &opts)) != MQTTASYNC_SUCCESS) {
+    snprintf(err, errcap, "cannot connect to the broker at %s: %s", uri,
+             MQTTAsync_strerror(rc));
+    return NIMBUS_EMQTT;
+  }
+
+  /* Ready once every subscription is acknowledged, bounded. */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 15;
+  pthread_mutex_lock(&w->cmu);
+  while (w->sub_state == 0) {
+    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
+      break;
+  }
+  int state = w->sub_state;
+  if (state != 1)
+    snprintf(err, errcap, "%s",
+             state == 0 ? "the broker did not answer within 15 s"
+                        : w->sub_err);
+  pthread_mutex_unlock(&w->cmu);
+  return state == 1 ? 0 : NIMBUS_EMQTT;
+}
+
+void wk_session_unsubscribe(wk_worker *w) {
+  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
+    return;
+  /* Leave the shared groups first, so the broker hands new tasks to the
+   * rest of the pool; what already reached us is finished by the caller. */
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  ro.onSuccess5 = on_unsub_done;
+  ro.onFailure5 = on_unsub_fail;
+  ro.context = w;
+  if (MQTTAsync_unsubscribeMany(w->client, (int)w->nfilters, w->filters,
+                                &ro) == MQTTASYNC_SUCCESS)
+    wait_flag(w, &w->unsubscribed, 5);
+}
+
+void wk_session_disconnect(wk_worker *w) {
+  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
+    return;
+  /* Disconnect waits up to its timeout for replies still in flight. */
+  MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+  d.timeout = 5000;
+  d.onSuccess5 = on_disc_done;
+  d.onFailure5 = on_disc_fail;
+  d.context = w;
+  if (MQTTAsync_disconnect(w->client, &d) == MQTTASYNC_SUCCESS)
+    wait_flag(w, &w->disconnected, 6);
+}
