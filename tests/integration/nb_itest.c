@@ -6,8 +6,9 @@
  *   nb-itest sleeps N MS KEY       N diag.sleep tasks at once (keys KEY-i);
  *                                  prints "submitted <id> <key>" as each
  *                                  leaves, then "final <id> <key> <code>
- *                                  <runs>" for each final reply; exit 0
- *                                  only if every reply is ok
+ *                                  <runs>" for each final reply (and
+ *                                  " retry_after=<ms>" when the reply has
+ *                                  one); exit 0 only if every reply is ok
  *
  * Connection from NIMBUS_MQTT_HOST, NIMBUS_MQTT_PORT, NIMBUS_TERMINAL,
  * NIMBUS_PASSWORD, NIMBUS_STATE_DIR; re-send interval from
@@ -176,7 +177,7 @@ static int cmd_sleeps(nimbus_agent *a, int n, long ms, const char *key) {
       nimbus_task_release(tasks[i]);
       continue;
     }
-    long long runs = -1;
+    long long runs = -1, retry_after = -1;
     msgpack_zone z;
     msgpack_zone_init(&z, 1024);
     msgpack_object obj;
@@ -186,10 +187,17 @@ static int cmd_sleeps(nimbus_agent *a, int n, long ms, const char *key) {
       const msgpack_object *v = result_get(&obj, "runs");
       if (v != NULL && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         runs = (long long)v->via.u64;
+      v = result_get(&obj, "retry_after");
+      if (v != NULL && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        retry_after = (long long)v->via.u64;
     }
     msgpack_zone_destroy(&z);
-    printf("final %s %s %d %lld\n", nimbus_task_id(tasks[i]), keys[i],
-           r->code, runs);
+    if (retry_after >= 0)
+      printf("final %s %s %d %lld retry_after=%lld\n",
+             nimbus_task_id(tasks[i]), keys[i], r->code, runs, retry_after);
+    else
+      printf("final %s %s %d %lld\n", nimbus_task_id(tasks[i]), keys[i],
+             r->code, runs);
     fflush(stdout);
     bad += r->code != 0;
     nimbus_reply_free(r);
