@@ -238,17 +238,12 @@ static int arg_label(wk_ctx *c, char label[ST_LABEL_MAX + 1]) {
   const char *s = NULL;
   size_t n = 0;
   label[0] = '\0';
-  int rc = sc_arg_str(c->args, "label", false, 0, ST_LABEL_MAX, &s, &n,
-                      c->error, sizeof c->error);
+  int rc = sc_arg_text(c->args, "label", false, 0, ST_LABEL_MAX, &s, &n,
+                       c->error, sizeof c->error);
   if (rc == NIMBUS_ENOTFOUND)
     return 0;
   if (rc != 0)
     return 400;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-      return wk_fail(c, 400, NULL, "args.label holds a control character");
-  if (!nb_valid_utf8(s, n))
-    return wk_fail(c, 400, NULL, "args.label is not valid UTF-8");
   memcpy(label, s, n);
   label[n] = '\0';
   return 0;

@@ -63,14 +63,28 @@ bool nb_valid_token(const char *s, size_t n, size_t min, size_t max);
  * overlong forms, no surrogates, nothing above U+10FFFF. */
 bool nb_valid_utf8(const char *s, size_t n);
 
+/* True when code point `cp` is a control character (Unicode category Cc):
+ * U+0000-U+001F, U+007F or U+0080-U+009F. */
+bool nb_is_control(unsigned cp);
+
+/* The one check of free text a terminal names things with (item names,
+ * labels, every other name field; schemas/SPEC.md): `s` (length `n`, no
+ * NUL needed, borrowed; NULL only with n 0) must be well-formed UTF-8 (as
+ * nb_valid_utf8) holding no control character (nb_is_control, so C1 and
+ * NUL too). Returns NULL when it is, else "is not valid UTF-8" or "holds a
+ * control character" (static storage), for a sentence that starts with
+ * the field's name. */
+const char *nb_text_problem(const char *s, size_t n);
+
 /* Longest item name a snapshot accepts (PROTOCOL.md, Backup and restore). */
 #define NB_RELPATH_MAX 4096
 
 /* Checks that `s` (length `n`) is a safe relative path of a snapshot item:
- * 1..NB_RELPATH_MAX bytes of UTF-8 without control characters, components
- * separated by single '/', no leading or trailing '/', no empty, "." or
- * ".." component. Returns NULL when it is, else a short phrase for a person
- * saying why not (static storage), e.g. "has a \"..\" component". */
+ * 1..NB_RELPATH_MAX bytes that pass nb_text_problem, components separated
+ * by single '/', no leading or trailing '/', no empty, "." or ".."
+ * component. Returns NULL when it
+ * is, else a short phrase for a person saying why not (static storage),
+ * e.g. "has a \"..\" component". */
 const char *nb_relpath_problem(const char *s, size_t n);
 
 /* Formats into `buf` (cap bytes, always NUL-terminated, truncated when

@@ -191,6 +191,13 @@ const msgpack_object *sc_map_get(const msgpack_object *map, const char *key);
 int sc_arg_str(const msgpack_object *args, const char *key, bool required,
                size_t min, size_t max, const char **s, size_t *n, char *err,
                size_t errcap);
+/* sc_arg_str for a name or other free text: also UTF-8 without control
+ * characters (nb_text_problem, the one check every name field uses), else
+ * NIMBUS_EINVAL with "args.<key> holds a control character" or "args.<key>
+ * is not valid UTF-8". */
+int sc_arg_text(const msgpack_object *args, const char *key, bool required,
+                size_t min, size_t max, const char **s, size_t *n, char *err,
+                size_t errcap);
 /* Accepts an int, or a float that is whole (PROTOCOL.md conventions). */
 int sc_arg_int(const msgpack_object *args, const char *key, bool required,
                int64_t min, int64_t max, int64_t *out, char *err,

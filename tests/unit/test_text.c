@@ -1,6 +1,7 @@
-/* Unit tests of common/'s text checks: UTF-8 validity and the relative
- * paths that snapshot items may be named by (the worker refuses the rest,
- * the agent refuses them again before it writes anything). */
+/* Unit tests of common/'s text checks: UTF-8 validity, the one check of
+ * free-text names (no control character, C1 included), the relative paths
+ * that snapshot items may be named by (the worker refuses the rest, the
+ * agent refuses them again before it writes anything). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,46 @@ static void test_utf8(void **state) {
   assert_false(utf8("\xff"));
   /* An embedded NUL is a character, refused by the path check instead. */
   assert_true(nb_valid_utf8("a\0b", 3));
+}
+
+static const char *text(const char *s) { return nb_text_problem(s, strlen(s)); }
+
+static void test_text_controls(void **state) {
+  (void)state;
+  assert_null(text(""));
+  assert_null(nb_text_problem(NULL, 0));
+  assert_null(text("Holiday 2024 (caf\xc3\xa9) \xe2\x82\xac \xf0\x9f\x93\xb7"));
+  assert_null(text("\xc2\xa0"));  /* U+00A0, the first after C1 */
+  assert_null(text("~"));         /* U+007E, the last before DEL */
+  assert_null(text("\xe2\x80\xa8")); /* U+2028 is a separator, not Cc */
+  /* Every C0 character, DEL, and every C1 character U+0080-U+009F. */
+  for (unsigned cp = 0; cp <= 0x9f; cp++) {
+    char b[3];
+    size_t n;
+    if (cp < 0x80) {
+      b[0] = (char)cp;
+      n = 1;
+    } else {
+      b[0] = (char)(0xc0 | cp >> 6);
+      b[1] = (char)(0x80 | (cp & 0x3f));
+      n = 2;
+    }
+    bool control = cp < 0x20 || cp >= 0x7f;
+    assert_int_equal(nb_is_control(cp), control);
+    const char *why = nb_text_problem(b, n);
+    if (control && (why == NULL || strcmp(why, "holds a control character")))
+      fail_msg("U+%04X: %s", cp, why ? why : "accepted");
+    if (!control && why != NULL)
+      fail_msg("U+%04X refused: %s", cp, why);
+  }
+  assert_false(nb_is_control(0xa0));
+  assert_false(nb_is_control(0x202e));
+  /* CSI in the middle of a name, as a terminal would act on it. */
+  assert_string_equal(text("a\xc2\x9b" "31mred"), "holds a control character");
+  /* A lone C1 byte is not UTF-8 at all. */
+  assert_string_equal(text("a\x9b" "31m"), "is not valid UTF-8");
+  assert_string_equal(text("\xc3"), "is not valid UTF-8");
+  assert_string_equal(text("\xc0\x9b"), "is not valid UTF-8"); /* overlong */
 }
 
 static const char *problem(const char *s) {
@@ -65,6 +106,11 @@ static void test_relpath_refused(void **state) {
   assert_string_equal(nb_relpath_problem("a\0b", 3),
                       "holds a control character");
   assert_string_equal(problem("a\xff"), "is not valid UTF-8");
+  assert_string_equal(problem("DCIM/\xc2\x9b" "2J.jpg"),
+                      "holds a control character");
+  assert_string_equal(problem("\xc2\x85"), "holds a control character");
+  assert_string_equal(problem("a/\xc2\x80/b"), "holds a control character");
+  assert_string_equal(problem("a/\xc2\x9f"), "holds a control character");
 }
 
 int main(void) {
@@ -72,6 +118,7 @@ int main(void) {
       cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_relpath_ok),
       cmocka_unit_test(test_relpath_refused),
+      cmocka_unit_test(test_text_controls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
