@@ -1,13 +1,15 @@
 /* Error buffers, whole writes and the text rules of the protocol: UTF-8
  * without control characters (every free-text name a terminal sends) and
- * the relative paths snapshot items are named by. One copy of each rule, so
- * the worker that refuses a name and the agent that checks it again agree. No
+ * the relative paths snapshot items are named by, with the path order that
+ * puts a directory's contents right after it. One copy of each rule, so the
+ * worker that refuses a name and the agent that checks it again agree. No
  * dependency beyond libc, so the fuzz targets can compile this file alone. */
 #include "nb_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 void nb_errf(char *buf, size_t cap, const char *fmt, ...) {
@@ -117,7 +119,29 @@ const char *nb_relpath_problem(const char *s, size_t n) {
       return "has a \".\" component";
     if (len == 2 && s[start] == '.' && s[start + 1] == '.')
       return "has a \"..\" component";
+    if (len > NB_COMPONENT_MAX)
+      return "has a component longer than 255 bytes";
     start = i + 1;
   }
   return NULL;
+}
+
+/* The byte's rank in path order: '/' below every other byte. */
+static unsigned path_rank(unsigned char c) {
+  return c == '/' ? 0 : (unsigned)c + 1;
+}
+
+int nb_relpath_cmp(const char *a, size_t an, const char *b, size_t bn) {
+  size_t n = an < bn ? an : bn;
+  for (size_t i = 0; i < n; i++) {
+    unsigned x = path_rank((unsigned char)a[i]);
+    unsigned y = path_rank((unsigned char)b[i]);
+    if (x != y)
+      return x < y ? -1 : 1;
+  }
+  return (an > bn) - (an < bn);
+}
+
+bool nb_relpath_within(const char *dir, size_t dn, const char *s, size_t n) {
+  return n > dn && s[dn] == '/' && memcmp(s, dir, dn) == 0;
 }

@@ -1,7 +1,8 @@
 /* Unit tests of common/'s text checks: UTF-8 validity, the one check of
  * free-text names (no control character, C1 included), the relative paths
  * that snapshot items may be named by (the worker refuses the rest, the
- * agent refuses them again before it writes anything). */
+ * agent refuses them again before it writes anything) and the path order
+ * that finds a name which is also another item's directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 
 #include "nb_util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool utf8(const char *s) { return nb_valid_utf8(s, strlen(s)); }
@@ -85,6 +87,8 @@ static void test_relpath_ok(void **state) {
   assert_null(problem("caf\xc3\xa9/men\xc3\xbc.txt"));
   char longest[NB_RELPATH_MAX + 1];
   memset(longest, 'x', NB_RELPATH_MAX);
+  for (size_t i = 200; i < NB_RELPATH_MAX; i += 200)
+    longest[i] = '/';
   assert_null(nb_relpath_problem(longest, NB_RELPATH_MAX));
   assert_non_null(nb_relpath_problem(longest, NB_RELPATH_MAX + 1));
 }
@@ -113,12 +117,91 @@ static void test_relpath_refused(void **state) {
   assert_string_equal(problem("a/\xc2\x9f"), "holds a control character");
 }
 
+/* A component of 255 bytes is the most a filesystem can name (NAME_MAX);
+ * 256 can never be restored. */
+static void test_relpath_component(void **state) {
+  (void)state;
+  char b[NB_RELPATH_MAX];
+  memset(b, 'x', sizeof b);
+  assert_null(nb_relpath_problem(b, NB_COMPONENT_MAX));
+  assert_string_equal(nb_relpath_problem(b, NB_COMPONENT_MAX + 1),
+                      "has a component longer than 255 bytes");
+  /* In the middle and at the end of a longer name. */
+  memcpy(b, "d/", 2);
+  b[2 + NB_COMPONENT_MAX] = '/';
+  assert_null(nb_relpath_problem(b, 2 + NB_COMPONENT_MAX + 2));
+  b[2 + NB_COMPONENT_MAX] = 'x';
+  b[2 + NB_COMPONENT_MAX + 1] = '/';
+  assert_string_equal(nb_relpath_problem(b, 2 + NB_COMPONENT_MAX + 3),
+                      "has a component longer than 255 bytes");
+  memset(b, 'x', sizeof b);
+  b[0] = 'd';
+  b[1] = '/';
+  assert_string_equal(nb_relpath_problem(b, 2 + NB_COMPONENT_MAX + 1),
+                      "has a component longer than 255 bytes");
+  /* 255 bytes of a three-byte character (85 of them) are fine. */
+  for (size_t i = 0; i < NB_COMPONENT_MAX; i += 3)
+    memcpy(b + i, "\xe5\x90\x8d", 3);
+  assert_null(nb_relpath_problem(b, NB_COMPONENT_MAX));
+  /* The longest name: 16 components of 255 bytes and 15 slashes, then 1. */
+  memset(b, 'y', sizeof b);
+  for (size_t i = NB_COMPONENT_MAX; i < sizeof b - 1; i += NB_COMPONENT_MAX + 1)
+    b[i] = '/';
+  assert_null(nb_relpath_problem(b, 16 * NB_COMPONENT_MAX + 15));
+  assert_string_equal(nb_relpath_problem(b, 16 * NB_COMPONENT_MAX + 16),
+                      "has a component longer than 255 bytes");
+}
+
+static int cmp(const char *a, const char *b) {
+  int d = nb_relpath_cmp(a, strlen(a), b, strlen(b));
+  return (d > 0) - (d < 0);
+}
+
+static int cmp_qsort(const void *a, const void *b) {
+  return cmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void test_relpath_order(void **state) {
+  (void)state;
+  assert_int_equal(cmp("a", "a"), 0);
+  assert_int_equal(cmp("a", "b"), -1);
+  assert_int_equal(cmp("b", "a"), 1);
+  assert_int_equal(cmp("a", "a/b"), -1);   /* a prefix first */
+  assert_int_equal(cmp("a/b", "a-b"), -1); /* '/' below '-' (0x2d) */
+  assert_int_equal(cmp("a/b", "a.b"), -1); /* and '.' (0x2e) */
+  assert_int_equal(cmp("a/z", "a!"), -1);  /* and '!' (0x21) */
+  assert_int_equal(cmp("a-b", "a/b"), 1);
+  assert_int_equal(cmp("a\xc3\xa9", "a/"), 1);
+  assert_true(nb_relpath_within("a", 1, "a/b", 3));
+  assert_true(nb_relpath_within("a/b", 3, "a/b/c/d", 7));
+  assert_false(nb_relpath_within("a", 1, "a", 1));
+  assert_false(nb_relpath_within("a", 1, "ab", 2));
+  assert_false(nb_relpath_within("a", 1, "a-b", 3));
+  assert_false(nb_relpath_within("a/b", 3, "a/c/b", 5));
+  /* Sorted in path order, a name's contents follow it at once, so a
+   * neighbour test finds "a" and "a/b" even with "a-b" and "a.b" (which
+   * bytewise order would put between them) in the list. */
+  const char *names[] = {"a.b", "a/b", "b", "a-b", "a", "a!", "a/b/c"};
+  size_t n = sizeof names / sizeof names[0];
+  qsort(names, n, sizeof names[0], cmp_qsort);
+  const char *want[] = {"a", "a/b", "a/b/c", "a!", "a-b", "a.b", "b"};
+  for (size_t i = 0; i < n; i++)
+    assert_string_equal(names[i], want[i]);
+  size_t clashes = 0;
+  for (size_t i = 1; i < n; i++)
+    clashes += nb_relpath_within(names[i - 1], strlen(names[i - 1]), names[i],
+                                 strlen(names[i]));
+  assert_int_equal(clashes, 2); /* a above a/b, a/b above a/b/c */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_relpath_ok),
       cmocka_unit_test(test_relpath_refused),
       cmocka_unit_test(test_text_controls),
+      cmocka_unit_test(test_relpath_component),
+      cmocka_unit_test(test_relpath_order),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
