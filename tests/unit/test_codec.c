@@ -274,7 +274,7 @@ static void test_golden_encode_replies(void **state) {
   mb_str(&res, "segment");
   mb_int(&res, SC_SEGMENT);
   mb_str(&res, "message");
-  mb_int(&res, SC_MAX_TASK);
+  mb_int(&res, SC_MAX_MESSAGE);
   memset(&r, 0, sizeof r);
   r.id = ID2;
   r.status = SC_STATUS_OK;
