@@ -63,15 +63,46 @@ bool nb_valid_token(const char *s, size_t n, size_t min, size_t max);
  * overlong forms, no surrogates, nothing above U+10FFFF. */
 bool nb_valid_utf8(const char *s, size_t n);
 
+/* True when code point `cp` is a control character (Unicode category Cc):
+ * U+0000-U+001F, U+007F or U+0080-U+009F. */
+bool nb_is_control(unsigned cp);
+
+/* The one check of free text a terminal names things with (item names,
+ * labels, every other name field; schemas/SPEC.md): `s` (length `n`, no
+ * NUL needed, borrowed; NULL only with n 0) must be well-formed UTF-8 (as
+ * nb_valid_utf8) holding no control character (nb_is_control, so C1 and
+ * NUL too). Returns NULL when it is, else "is not valid UTF-8" or "holds a
+ * control character" (static storage), for a sentence that starts with
+ * the field's name. */
+const char *nb_text_problem(const char *s, size_t n);
+
 /* Longest item name a snapshot accepts (PROTOCOL.md, Backup and restore). */
 #define NB_RELPATH_MAX 4096
+/* Longest component of an item name: NAME_MAX of every filesystem restore
+ * may write to (ext4, xfs, btrfs, tmpfs, and 255 UTF-16 units or more on
+ * the others), so that every accepted name can be laid out. */
+#define NB_COMPONENT_MAX 255
 
 /* Checks that `s` (length `n`) is a safe relative path of a snapshot item:
- * 1..NB_RELPATH_MAX bytes of UTF-8 without control characters, components
- * separated by single '/', no leading or trailing '/', no empty, "." or
- * ".." component. Returns NULL when it is, else a short phrase for a person
- * saying why not (static storage), e.g. "has a \"..\" component". */
+ * 1..NB_RELPATH_MAX bytes that pass nb_text_problem, components separated
+ * by single '/', no leading or trailing '/', no empty, "." or ".."
+ * component, none longer than NB_COMPONENT_MAX bytes. Returns NULL when it
+ * is, else a short phrase for a person saying why not (static storage),
+ * e.g. "has a \"..\" component". */
 const char *nb_relpath_problem(const char *s, size_t n);
+
+/* Compares two item names in path order: bytewise, except that '/' sorts
+ * below every other byte, and a name before every longer name it is a
+ * prefix of. Sorted so, the names inside a directory "d" ("d/...") come
+ * right after "d" itself, before "d-x" or "d.x"; so a name that is also
+ * the directory of another name is followed at once by such a name, and
+ * one pass over neighbours finds every clash (nb_relpath_within) and every
+ * duplicate. Returns <0, 0 or >0; arguments are borrowed. */
+int nb_relpath_cmp(const char *a, size_t an, const char *b, size_t bn);
+
+/* True when the name `s` (n bytes) lies inside the directory `dir` (dn
+ * bytes), i.e. starts with dir followed by '/'. Borrowed, no NUL needed. */
+bool nb_relpath_within(const char *dir, size_t dn, const char *s, size_t n);
 
 /* Formats into `buf` (cap bytes, always NUL-terminated, truncated when
  * long); a NULL buf or zero cap is a no-op. For functions that report

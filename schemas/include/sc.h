@@ -25,8 +25,14 @@
 /* The broker's hard limit on any message. */
 #define SC_MAX_MESSAGE (1024 * 1024)
 #define SC_SEGMENT (256 * 1024)
-/* Deepest nesting of arrays and maps accepted anywhere in a message. */
+/* Deepest nesting of arrays and maps accepted in a task, a notice or a
+ * bare value (the top map is level 1). */
 #define SC_MAX_DEPTH 16
+/* Deepest nesting in a reply: one level more than a task, because a reply
+ * carries back under `result` what a task carried under `args` one level
+ * further down (diag.echo's result.args), and whatever a terminal may send
+ * must be answerable. The reply encoder and decoder both use it. */
+#define SC_MAX_REPLY_DEPTH (SC_MAX_DEPTH + 1)
 /* Longest string accepted anywhere in a message. */
 #define SC_MAX_STR (64 * 1024)
 #define SC_ID_MIN 16
@@ -100,7 +106,8 @@ typedef struct sc_reply {
   msgpack_object root_;
 } sc_reply;
 
-/* Decodes and validates one reply. Errors as for sc_task_decode. */
+/* Decodes and validates one reply. Errors as for sc_task_decode, except
+ * that a reply may nest SC_MAX_REPLY_DEPTH levels, one more than a task. */
 int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
                     size_t errcap);
 void sc_reply_fini(sc_reply *r);
@@ -191,6 +198,13 @@ const msgpack_object *sc_map_get(const msgpack_object *map, const char *key);
 int sc_arg_str(const msgpack_object *args, const char *key, bool required,
                size_t min, size_t max, const char **s, size_t *n, char *err,
                size_t errcap);
+/* sc_arg_str for a name or other free text: also UTF-8 without control
+ * characters (nb_text_problem, the one check every name field uses), else
+ * NIMBUS_EINVAL with "args.<key> holds a control character" or "args.<key>
+ * is not valid UTF-8". */
+int sc_arg_text(const msgpack_object *args, const char *key, bool required,
+                size_t min, size_t max, const char **s, size_t *n, char *err,
+                size_t errcap);
 /* Accepts an int, or a float that is whole (PROTOCOL.md conventions). */
 int sc_arg_int(const msgpack_object *args, const char *key, bool required,
                int64_t min, int64_t max, int64_t *out, char *err,

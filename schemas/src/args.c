@@ -61,6 +61,24 @@ int sc_arg_str(const msgpack_object *args, const char *key, bool required,
   return 0;
 }
 
+int sc_arg_text(const msgpack_object *args, const char *key, bool required,
+                size_t min, size_t max, const char **s, size_t *n, char *err,
+                size_t errcap) {
+  const char *p = NULL;
+  size_t len = 0;
+  int rc = sc_arg_str(args, key, required, min, max, &p, &len, err, errcap);
+  if (rc != 0)
+    return rc;
+  const char *why = nb_text_problem(p, len);
+  if (why != NULL) {
+    nb_errf(err, errcap, "args.%s %s", key, why);
+    return NIMBUS_EINVAL;
+  }
+  *s = p;
+  *n = len;
+  return 0;
+}
+
 int sc_arg_int(const msgpack_object *args, const char *key, bool required,
                int64_t min, int64_t max, int64_t *out, char *err,
                size_t errcap) {

@@ -16,9 +16,9 @@
 
 /* Walks, then unpacks. On success *zone holds the tree of *root. */
 static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
-                       size_t max_values, msgpack_zone **zone,
+                       size_t max_depth, size_t max_values, msgpack_zone **zone,
                        msgpack_object *root, char *err, size_t errcap) {
-  sc_walk_limits lim = {SC_MAX_DEPTH, max_values};
+  sc_walk_limits lim = {max_depth, max_values};
   msgpack_zone *z = NULL;
   size_t off = 0;
   int rc;
@@ -90,8 +90,8 @@ int sc_task_decode(const uint8_t *buf, size_t len, sc_task *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
-                   err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES,
+                   &z, &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -195,8 +195,8 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
-                   err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_REPLY_DEPTH,
+                   SC_MAX_VALUES, &z, &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -319,8 +319,8 @@ int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_VALUES, &z, &out->root_,
-                   err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES,
+                   &z, &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -366,8 +366,8 @@ int sc_value_decode_limits(const uint8_t *buf, size_t len, size_t max_bytes,
                            msgpack_zone **out_zone, char *err, size_t errcap) {
   nb_errf(err, errcap, "%s", "");
   memset(out, 0, sizeof *out);
-  return decode_root(buf, len, max_bytes, max_values, out_zone, out, err,
-                     errcap);
+  return decode_root(buf, len, max_bytes, SC_MAX_DEPTH, max_values, out_zone,
+                     out, err, errcap);
 }
 
 int sc_value_decode(const uint8_t *buf, size_t len, msgpack_object *out,

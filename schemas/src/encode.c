@@ -35,7 +35,7 @@ int sc_task_encode(msgpack_sbuffer *out, const char *id, const uint8_t *args,
   if (has_data && data_len > UINT32_MAX)
     return NIMBUS_EINVAL;
   if (has_args) {
-    rc = sc_check_packed_map(args, args_len);
+    rc = sc_check_packed_map(args, args_len, SC_MAX_DEPTH);
     if (rc != 0)
       return rc;
   }
@@ -103,7 +103,7 @@ int sc_reply_encode(msgpack_sbuffer *out, const sc_reply_enc *r) {
   if (out == NULL || r == NULL || !reply_valid(r))
     return NIMBUS_EINVAL;
   if (r->result != NULL) {
-    rc = sc_check_packed_map(r->result, r->result_len);
+    rc = sc_check_packed_map(r->result, r->result_len, SC_MAX_REPLY_DEPTH);
     if (rc != 0)
       return rc;
   }

@@ -12,7 +12,7 @@
 
 /* What one walk enforces besides SC_MAX_STR, which always holds. */
 typedef struct sc_walk_limits {
-  size_t max_depth;  /* at most SC_MAX_DEPTH */
+  size_t max_depth;  /* at most SC_MAX_REPLY_DEPTH */
   size_t max_values; /* every array element, map key and value, the root */
 } sc_walk_limits;
 
@@ -48,8 +48,9 @@ bool sc_obj_int(const msgpack_object *o, int64_t *out);
 bool sc_obj_is(const msgpack_object *o, const char *s);
 
 /* Checks that [p, p+n) is exactly one strictly valid msgpack map that can
- * sit at depth 2 of a message (args, result). Returns 0 or NIMBUS_EINVAL
- * (NIMBUS_ENOMEM when scratch space failed). */
-int sc_check_packed_map(const uint8_t *p, size_t n);
+ * sit at depth 2 of a message whose limit is `msg_depth` (a task's args:
+ * SC_MAX_DEPTH; a reply's result: SC_MAX_REPLY_DEPTH). Returns 0 or
+ * NIMBUS_EINVAL (NIMBUS_ENOMEM when scratch space failed). */
+int sc_check_packed_map(const uint8_t *p, size_t n, size_t msg_depth);
 
 #endif

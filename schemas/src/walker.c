@@ -214,7 +214,7 @@ static void dup_err(const keyref *k, char *err, size_t errcap) {
 /* ---- The walk ---------------------------------------------------------- */
 
 typedef struct walker {
-  frame frames[SC_MAX_DEPTH];
+  frame frames[SC_MAX_REPLY_DEPTH];
   size_t depth;
   msgpack_zone *scratch; /* created on the first large map */
 } walker;
@@ -279,7 +279,8 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   w.depth = 0;
   w.scratch = NULL;
   size_t max_depth =
-      lim->max_depth < SC_MAX_DEPTH ? lim->max_depth : SC_MAX_DEPTH;
+      lim->max_depth < SC_MAX_REPLY_DEPTH ? lim->max_depth
+                                          : SC_MAX_REPLY_DEPTH;
   size_t pos = 0, values = 0;
   uint64_t pending = 1; /* declared values not read yet: the root */
   int rc = NIMBUS_EPROTO;
@@ -481,8 +482,8 @@ bool sc_id_valid(const char *s, size_t n) {
   return true;
 }
 
-int sc_check_packed_map(const uint8_t *p, size_t n) {
-  sc_walk_limits lim = {SC_MAX_DEPTH - 1, SC_MAX_VALUES};
+int sc_check_packed_map(const uint8_t *p, size_t n, size_t msg_depth) {
+  sc_walk_limits lim = {msg_depth - 1, SC_MAX_VALUES};
   if (p == NULL || n == 0 ||
       !((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
     return NIMBUS_EINVAL;

@@ -2,8 +2,9 @@
  * reply and notice envelopes, bare values, and the canonical form (both
  * kinds) of each task that decodes. Besides "no crash, no leak, no undefined behaviour"
  * it checks the promises sc.h makes: a failed decode leaves nothing to
- * release and a valid or empty id, and a decoded task re-encodes into a
- * task that decodes to the same canonical bytes.
+ * release and a valid or empty id, a decoded task re-encodes into a
+ * task that decodes to the same canonical bytes, and its args can be
+ * echoed in a reply (diag.echo).
  *
  * Seeds: the golden files are hex text, so an input made only of hex
  * digits and whitespace is also decoded as hex and fed in as bytes; that
@@ -50,6 +51,24 @@ static void one_task(const uint8_t *buf, size_t len) {
   check(sc_task_encode(&enc, t.id, (const uint8_t *)args.data, args.size,
                        t.data, t.data_len, t.has_data) == 0,
         "a decoded task re-encodes");
+  /* What a task may carry, a reply can carry back one level down, as
+   * diag.echo does: {result: {args: <args>}}. */
+  msgpack_sbuffer echo, echoed;
+  msgpack_sbuffer_init(&echo);
+  msgpack_sbuffer_init(&echoed);
+  msgpack_packer epk;
+  msgpack_packer_init(&epk, &echo, msgpack_sbuffer_write);
+  check(msgpack_pack_map(&epk, 1) == 0 &&
+            msgpack_pack_str_with_body(&epk, "args", 4) == 0 &&
+            msgpack_pack_object(&epk, *t.args) == 0,
+        "pack the echo");
+  sc_reply_enc er = {.id = t.id,
+                     .status = SC_STATUS_OK,
+                     .result = (const uint8_t *)echo.data,
+                     .result_len = echo.size};
+  check(sc_reply_encode(&echoed, &er) == 0, "a decoded task's args echo");
+  msgpack_sbuffer_destroy(&echo);
+  msgpack_sbuffer_destroy(&echoed);
   sc_task t2;
   check(sc_task_decode((const uint8_t *)enc.data, enc.size, &t2, err,
                        sizeof err) == 0,

@@ -4,6 +4,8 @@
 # - a task of a type nobody serves gets 400 through that route;
 # - every task reaches the workers exactly once: the messages the workers
 #   received (their monitor status) equal the final replies they sent;
+# - diag.echo answers the deepest task a decoder accepts (its reply nests
+#   one level deeper);
 # - when a type's only worker disconnects, its tasks are re-routed; while
 #   the type's announcement is recent they are left unanswered (the agent
 #   sends them again), once it is old they get 400; a worker for the type
@@ -39,6 +41,12 @@ nb_log "task.status: 400 through $PFX/unserved/task.status/ivan"
 for i in 1 2 3 4 5; do
   out=$(nb_agent call diag.echo "{\"i\": $i}") || nb_fail "diag.echo $i: $out"
 done
+# The deepest task a decoder accepts (16 levels: the task, args and 14
+# arrays) is echoed, in a reply one level deeper (once a 500).
+deep="{\"a\": $(printf '[%.0s' {1..14})$(printf ']%.0s' {1..14})}"
+out=$(nb_agent call diag.echo "$deep") || nb_fail "diag.echo of a 16-level task: $out"
+nb_assert_eq "$deep" "$(jget "$out" 'json.dumps(r["result"]["args"])')" \
+  "diag.echo of a 16-level task"
 if grep -qv "^$PFX/unserved/task.status/ivan\$" "$NB_DIR/unserved.topics"; then
   nb_fail "a task of a served type went to $PFX/unserved/: $(cat "$NB_DIR/unserved.topics")"
 fi

@@ -274,7 +274,7 @@ static void test_golden_encode_replies(void **state) {
   mb_str(&res, "segment");
   mb_int(&res, SC_SEGMENT);
   mb_str(&res, "message");
-  mb_int(&res, SC_MAX_TASK);
+  mb_int(&res, SC_MAX_MESSAGE);
   memset(&r, 0, sizeof r);
   r.id = ID2;
   r.status = SC_STATUS_OK;
@@ -946,6 +946,131 @@ static void test_depth(void **state) {
     }
     sc_task_fini(&t);
     mb_fini(&m);
+  }
+}
+
+/* Whatever a task may carry, a reply can carry back one level further
+ * down (diag.echo's {result: {args: <args>}}): a reply may nest
+ * SC_MAX_REPLY_DEPTH levels, one more than a task, and its encoder and
+ * decoder agree on that. Once the reply encoder refused the echo of a
+ * 16-level task, and diag.echo answered 500. */
+static void test_echo_depth(void **state) {
+  (void)state;
+  assert_int_equal(SC_MAX_REPLY_DEPTH, SC_MAX_DEPTH + 1);
+  uint8_t b[256];
+  char err[256];
+  for (int maps = 0; maps < 2; maps++) {
+    /* Every depth a task may have: args, then 0-14 levels inside it. */
+    for (size_t inner = 0; inner + 2 <= SC_MAX_DEPTH; inner++) {
+      mb args, res, task;
+      mb_init(&args);
+      mb_map(&args, 1);
+      mb_str(&args, "a");
+      if (inner == 0)
+        mb_int(&args, 1);
+      else
+        assert_int_equal(msgpack_sbuffer_write(&args.sb, (const char *)b,
+                                               nest(b, inner, maps)),
+                         0);
+      mb_init(&task);
+      assert_int_equal(sc_task_encode(&task.sb, ID,
+                                      (const uint8_t *)args.sb.data,
+                                      args.sb.size, NULL, 0, false),
+                       0);
+      sc_task t;
+      assert_int_equal(sc_task_decode((const uint8_t *)task.sb.data,
+                                      task.sb.size, &t, err, sizeof err),
+                       0);
+      /* What h_diag_echo writes. */
+      mb_init(&res);
+      mb_map(&res, 1);
+      mb_str(&res, "args");
+      assert_int_equal(msgpack_pack_object(&res.pk, *t.args), 0);
+      sc_reply_enc r;
+      memset(&r, 0, sizeof r);
+      r.id = ID;
+      r.status = SC_STATUS_OK;
+      r.result = (const uint8_t *)res.sb.data;
+      r.result_len = res.sb.size;
+      msgpack_sbuffer out;
+      msgpack_sbuffer_init(&out);
+      if (sc_reply_encode(&out, &r) != 0)
+        fail_msg("the echo of a task %zu levels deep (%s) is refused",
+                 inner + 2, maps ? "maps" : "arrays");
+      sc_reply rd;
+      if (sc_reply_decode((const uint8_t *)out.data, out.size, &rd, err,
+                          sizeof err) != 0)
+        fail_msg("the echo of a task %zu levels deep does not decode: %s",
+                 inner + 2, err);
+      /* The args came back as they went. */
+      const msgpack_object *back = sc_map_get(rd.result, "args");
+      assert_non_null(back);
+      mb again;
+      mb_init(&again);
+      assert_int_equal(msgpack_pack_object(&again.pk, *back), 0);
+      assert_int_equal(again.sb.size, args.sb.size);
+      assert_memory_equal(again.sb.data, args.sb.data, args.sb.size);
+      mb_fini(&again);
+      sc_reply_fini(&rd);
+      msgpack_sbuffer_destroy(&out);
+      sc_task_fini(&t);
+      mb_fini(&res);
+      mb_fini(&task);
+      mb_fini(&args);
+    }
+    /* A result one level deeper than a reply may be: the encoder refuses
+     * it and the decoder would too. result is level 2, so it may hold
+     * SC_MAX_REPLY_DEPTH - 1 levels itself. */
+    for (size_t levels = SC_MAX_REPLY_DEPTH - 1; levels <= SC_MAX_REPLY_DEPTH;
+         levels++) {
+      uint8_t res[256];
+      size_t rn = 0;
+      res[rn++] = 0x81; /* {k: <levels - 1 more>} */
+      res[rn++] = 0xa1;
+      res[rn++] = 'k';
+      rn += nest(res + rn, levels - 1, maps);
+      sc_reply_enc r;
+      memset(&r, 0, sizeof r);
+      r.id = ID;
+      r.status = SC_STATUS_OK;
+      r.result = res;
+      r.result_len = rn;
+      msgpack_sbuffer out;
+      msgpack_sbuffer_init(&out);
+      int rc = sc_reply_encode(&out, &r);
+      if (levels == SC_MAX_REPLY_DEPTH - 1) {
+        assert_int_equal(rc, 0);
+        sc_reply rd;
+        assert_int_equal(sc_reply_decode((const uint8_t *)out.data, out.size,
+                                         &rd, err, sizeof err),
+                         0);
+        sc_reply_fini(&rd);
+        /* The same bytes one level deeper: the reply decoder's limit. */
+        uint8_t deeper[300];
+        memcpy(deeper, out.data, out.size);
+        size_t dn = out.size;
+        /* Replace the innermost empty container with a one-element one
+         * holding an empty one: one level more, same shape. */
+        assert_true(deeper[dn - 1] == (maps ? 0x80 : 0x90));
+        if (maps) {
+          deeper[dn - 1] = 0x81;
+          deeper[dn++] = 0xa1;
+          deeper[dn++] = 'k';
+          deeper[dn++] = 0x80;
+        } else {
+          deeper[dn - 1] = 0x91;
+          deeper[dn++] = 0x90;
+        }
+        assert_int_equal(sc_reply_decode(deeper, dn, &rd, err, sizeof err),
+                         NIMBUS_EPROTO);
+        assert_string_equal(err, "nesting deeper than 17 levels");
+        sc_reply_fini(&rd);
+      } else {
+        assert_int_equal(rc, NIMBUS_EINVAL);
+        assert_int_equal(out.size, 0);
+      }
+      msgpack_sbuffer_destroy(&out);
+    }
   }
 }
 
@@ -1742,6 +1867,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_everywhere),
       cmocka_unit_test(test_trailing_bytes),
       cmocka_unit_test(test_depth),
+      cmocka_unit_test(test_echo_depth),
       cmocka_unit_test(test_huge_lengths),
       cmocka_unit_test(test_long_strings),
       cmocka_unit_test(test_duplicate_keys),

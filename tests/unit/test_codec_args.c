@@ -103,6 +103,57 @@ static void test_arg_str(void **state) {
   doc_free(&d);
 }
 
+/* Free text (labels, names): a string as sc_arg_str reads it, and UTF-8
+ * without a control character, C1 (U+0080-U+009F, CSI among them) as much
+ * as C0 and DEL. */
+static void test_arg_text(void **state) {
+  (void)state;
+  doc d;
+  char err[256];
+  const char *s = "default";
+  size_t n = 99;
+  /* {ok: "Caf\u00e9 \u00a0", c1: "a\u009b2J", nel: "\u0085", c0: "a\tb",
+   *  del: "\u007f", bad: "a\x9b", num: 5} */
+  const msgpack_object *a = doc_load(
+      &d, "87 a2 6f 6b a8 43 61 66 c3 a9 20 c2 a0 a2 63 31 a5 61 c2 9b 32 4a "
+          "a3 6e 65 6c a2 c2 85 a2 63 30 a3 61 09 62 a3 64 65 6c a1 7f "
+          "a3 62 61 64 a2 61 9b a3 6e 75 6d 05");
+  assert_int_equal(sc_arg_text(a, "ok", true, 0, 255, &s, &n, err, sizeof err),
+                   0);
+  assert_int_equal(n, 8);
+  assert_memory_equal(s, "Caf\xc3\xa9 \xc2\xa0", 8);
+  static const char *const controls[] = {"c1", "nel", "c0", "del"};
+  for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++) {
+    char want[64];
+    s = "default";
+    n = 99;
+    snprintf(want, sizeof want, "args.%s holds a control character",
+             controls[i]);
+    assert_int_equal(
+        sc_arg_text(a, controls[i], true, 0, 255, &s, &n, err, sizeof err),
+        NIMBUS_EINVAL);
+    assert_string_equal(err, want);
+    assert_string_equal(s, "default"); /* outputs untouched on failure */
+    assert_int_equal(n, 99);
+  }
+  assert_int_equal(sc_arg_text(a, "bad", true, 0, 255, &s, &n, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_string_equal(err, "args.bad is not valid UTF-8");
+  /* Type, bounds and absence read as sc_arg_str reads them. */
+  assert_int_equal(sc_arg_text(a, "num", true, 0, 255, &s, &n, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_string_equal(err, "args.num must be a string of 0 to 255 bytes");
+  assert_int_equal(sc_arg_text(a, "ok", true, 0, 4, &s, &n, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_string_equal(err, "args.ok must be a string of 0 to 4 bytes");
+  assert_int_equal(sc_arg_text(a, "x", false, 0, 4, &s, &n, err, sizeof err),
+                   NIMBUS_ENOTFOUND);
+  assert_int_equal(sc_arg_text(a, "x", true, 0, 4, &s, &n, err, sizeof err),
+                   NIMBUS_EINVAL);
+  assert_string_equal(err, "args.x is missing");
+  doc_free(&d);
+}
+
 static void test_arg_int(void **state) {
   (void)state;
   doc d;
@@ -462,6 +513,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_map_get),
       cmocka_unit_test(test_arg_str),
+      cmocka_unit_test(test_arg_text),
       cmocka_unit_test(test_arg_int),
       cmocka_unit_test(test_arg_num_bool),
       cmocka_unit_test(test_arg_id_array),
