@@ -366,7 +366,18 @@ const char *nimbus_agent_client_id(const nimbus_agent *a) {
 }
 
 const char *nimbus_agent_errstr(const nimbus_agent *a) {
-  return a != NULL ? a->errstr : "";
+  /* The agent's threads write errstr (under mu) whenever a connect or a
+   * subscription fails; the caller gets a copy taken under the same lock,
+   * so it never reads a line half rewritten. */
+  static _Thread_local char copy[sizeof a->errstr];
+  if (a == NULL)
+    return "";
+  nimbus_agent *m = (nimbus_agent *)a;
+  pthread_mutex_lock(&m->mu);
+  memcpy(copy, a->errstr, sizeof copy);
+  pthread_mutex_unlock(&m->mu);
+  copy[sizeof copy - 1] = '\0';
+  return copy;
 }
 
 bool nimbus_agent_connected(const nimbus_agent *a) {

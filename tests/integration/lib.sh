@@ -165,7 +165,7 @@ nb_log_tail() {
 # Sanitizer reports in the stack's logs (ASan, UBSan, LSan).
 nb__sanitizer_reports() {
   [[ -n $NB_DIR && -d $NB_DIR ]] || return 1
-  grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' \
+  grep -l -E 'ERROR: (Address|Leak|Undefined)Sanitizer|WARNING: ThreadSanitizer|runtime error: ' \
     "$NB_DIR"/broker/mosquitto.log "$NB_DIR"/worker-*/log 2>/dev/null
 }
 
@@ -193,7 +193,7 @@ nb__cleanup() {
       nb_log "FAIL: sanitizer report in: $reports"
       local f
       for f in $reports; do
-        grep -n -A 30 -E 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error: ' "$f" | head -n 60 >&2
+        grep -n -A 30 -E 'ERROR: (Address|Leak|Undefined)Sanitizer|WARNING: ThreadSanitizer|runtime error: ' "$f" | head -n 60 >&2
       done
       rc=1
     fi

@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,28 +189,33 @@ static void test_same_content_stored_once(void **state) {
   assert_int_equal(count_files(dir), 1);
 }
 
+/* rc is read by the test's thread while the other may still write it. */
 typedef struct late_put {
   fixture *f;
-  int rc;
+  atomic_int rc;
 } late_put;
 
 static void *put_first_segment(void *arg) {
   late_put *lp = arg;
   uint8_t junk[64];
   memset(junk, 0x5a, sizeof junk);
-  lp->rc = st_blobstore_stage(lp->f->s, "alice", "a", 0, junk, sizeof junk,
-                              0, false);
+  atomic_store(&lp->rc, st_blobstore_stage(lp->f->s, "alice", "a", 0, junk,
+                                           sizeof junk, 0, false));
   return NULL;
 }
 
 typedef struct late_lock {
   fixture *f;
-  int rc, lock;
+  atomic_int rc;
+  int lock;
 } late_lock;
 
 static void *lock_staging(void *arg) {
   late_lock *ll = arg;
-  ll->rc = st_blobstore_stage_lock(ll->f->s, "alice", "a", &ll->lock);
+  int lock = -1;
+  int rc = st_blobstore_stage_lock(ll->f->s, "alice", "a", &lock);
+  ll->lock = lock;
+  atomic_store(&ll->rc, rc);
   return NULL;
 }
 
@@ -221,16 +227,17 @@ static void test_commit_during_commit(void **state) {
   stage_all(f, "alice", "a");
   int lock = -1;
   assert_int_equal(st_blobstore_stage_lock(f->s, "alice", "a", &lock), 0);
-  late_lock ll = {f, -1, -1};
+  late_lock ll = {.f = f, .lock = -1};
+  atomic_init(&ll.rc, -1);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, lock_staging, &ll), 0);
   usleep(100 * 1000); /* the second commit now waits for the lock */
-  assert_int_equal(ll.rc, -1);
+  assert_int_equal(atomic_load(&ll.rc), -1);
   assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
                                              f->sha), 0);
   st_blobstore_stage_unlock(f->s, lock);
   assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(ll.rc, NIMBUS_ENOTFOUND);
+  assert_int_equal(atomic_load(&ll.rc), NIMBUS_ENOTFOUND);
   assert_int_equal(ll.lock, -1);
 }
 
@@ -242,16 +249,17 @@ static void test_put_during_commit(void **state) {
   stage_all(f, "alice", "a");
   int lock = -1;
   assert_int_equal(st_blobstore_stage_lock(f->s, "alice", "a", &lock), 0);
-  late_put lp = {f, -1};
+  late_put lp = {.f = f};
+  atomic_init(&lp.rc, -1);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, put_first_segment, &lp), 0);
   usleep(100 * 1000); /* the put is now waiting for the lock */
-  assert_int_equal(lp.rc, -1);
+  assert_int_equal(atomic_load(&lp.rc), -1);
   assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
                                              f->sha), 0);
   st_blobstore_stage_unlock(f->s, lock);
   assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(lp.rc, NIMBUS_ECONFLICT);
+  assert_int_equal(atomic_load(&lp.rc), NIMBUS_ECONFLICT);
   uint8_t whole[32];
   uint8_t(*segs)[ST_SEGSUM] = calloc(st_blob_nsegs(SIZE), ST_SEGSUM);
   assert_non_null(segs);

@@ -132,7 +132,10 @@ void nimbus_agent_free(nimbus_agent *a);
 /* The client id in use ("<terminal>.<device id>", or
  * "<terminal>.<device id>-<k>" in an extra session slot), borrowed. */
 const char *nimbus_agent_client_id(const nimbus_agent *a);
-/* Details of the last error on `a` (borrowed; "" when none). */
+/* Details of the last error on `a` ("" when none): a copy taken under the
+ * agent's lock, so any thread may ask while the agent's own threads record
+ * a new failure. Borrowed: the calling thread's, valid until its next call
+ * of nimbus_agent_errstr. */
 const char *nimbus_agent_errstr(const nimbus_agent *a);
 
 /* A reply as the callbacks and nimbus_task_wait see it. `status` is "ok",
