@@ -26,19 +26,18 @@
 #include <string.h>
 
 /* A manifest blob is read whole into memory; these bound it. */
-#define MANIFEST_MAX_BYTES (64u * 1024 * 1024)
-#define MANIFEST_MAX_ITEMS 200000
+#define MANIFEST_MAX_BYTES ((unsigned)SC_MANIFEST_MAX_BYTES)
+#define MANIFEST_MAX_ITEMS SC_MANIFEST_MAX_ITEMS
 /* Values a manifest may hold: an item map with its five keys is 11, and
  * unknown keys are allowed, so room for 16 per item. */
-#define MANIFEST_MAX_VALUES (16u * MANIFEST_MAX_ITEMS + 1)
+#define MANIFEST_MAX_VALUES (SC_MANIFEST_VALUES_PER_ITEM * MANIFEST_MAX_ITEMS + 1u)
 /* A 409 names at most this many missing blobs (PROTOCOL.md). */
-#define MISSING_MAX 1000
+#define MISSING_MAX SC_MISSING_MAX
 /* backup.list pages. */
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
+#define LIST_DEFAULT SC_LIST_DEFAULT
+#define LIST_MAX SC_LIST_MAX
 
-static const char *const kinds[] = {"contact", "sms", "photo", "video",
-                                    "file"};
+static const char *const kinds[] = SC_ITEM_KINDS;
 
 static int oom(wk_ctx *c) {
   return wk_fail(c, 500, NULL, "the worker is out of memory");

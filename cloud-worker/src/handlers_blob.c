@@ -28,7 +28,7 @@
 #define COMMITTING_MS 60000
 
 /* blob.has takes at most this many names (PROTOCOL.md). */
-#define HAS_MAX 1000
+#define HAS_MAX SC_HAS_MAX
 
 int wk_redis_down(wk_ctx *c) {
   return wk_fail(c, 503, "try again in a moment",

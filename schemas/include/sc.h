@@ -24,7 +24,7 @@
 #define SC_MAX_TASK (272 * 1024)
 /* The broker's hard limit on any message. */
 #define SC_MAX_MESSAGE (1024 * 1024)
-#define SC_SEGMENT (256 * 1024)
+#include "sc_const.h" /* SC_SEGMENT and the other protocol constants */
 /* Deepest nesting of arrays and maps accepted in a task, a notice or a
  * bare value (the top map is level 1). */
 #define SC_MAX_DEPTH 16

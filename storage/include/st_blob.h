@@ -23,6 +23,7 @@
 #ifndef ST_BLOB_H
 #define ST_BLOB_H
 
+#include "sc_const.h"
 #include "st.h"
 
 #include <stdbool.h>
@@ -30,7 +31,7 @@
 #include <stdint.h>
 
 /* Every segment but the last is exactly this long (PROTOCOL.md). */
-#define ST_SEGMENT (256 * 1024)
+#define ST_SEGMENT SC_SEGMENT
 
 /* Number of segments of a blob of `size` bytes (an empty blob has none). */
 uint64_t st_blob_nsegs(uint64_t size);
