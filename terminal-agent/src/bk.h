@@ -26,23 +26,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "bk_pipe.h"
+#include "sc_const.h"
 #include "nimbus/agent.h"
 
 #include <msgpack.h>
 
-/* Blob segments: what one blob.put carries and one blob.get returns. */
-#define BK_SEGMENT (256 * 1024)
-/* Longest item name (bytes), as the cloud accepts. */
-/* Longest snapshot label (bytes). */
-#define BK_LABEL_MAX 255
 /* Items go inline in backup.commit up to this many encoded bytes, else in
  * a manifest blob: a task may be 272 KiB whole (SC_MAX_TASK). */
 #define BK_INLINE_MAX (200 * 1024)
-/* The cloud refuses a manifest over 64 MiB or with more items. */
-#define BK_MANIFEST_MAX_BYTES (64 * 1024 * 1024)
-#define BK_MANIFEST_MAX_ITEMS 200000
-/* blob.has takes at most this many hashes. */
-#define BK_HAS_BATCH 1000
 /* The SHA-256 of no bytes, the empty blob. */
 #define BK_EMPTY_SHA256                                                      \
   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -88,7 +80,7 @@ int bk_open_parent(int rootfd, const char *name, bool create,
 
 /* Copies `n` bytes from the start of `in` to `out` (both regular files),
  * in the kernel when it can (copy_file_range), else through a buffer of
- * BK_SEGMENT bytes. Returns 0 or -1 with errno set (EIO when `in` is
+ * SC_SEGMENT bytes. Returns 0 or -1 with errno set (EIO when `in` is
  * shorter). */
 int bk_copy_fd(int in, int out, int64_t n);
 
@@ -113,6 +105,10 @@ void bk_catch_signals(void);
 
 /* The exit status of a run stopped by bk_interrupted: 128 + the signal. */
 static inline int bk_signal_status(void) { return 128 + (int)bk_interrupted; }
+
+/* True once bk_interrupted is set: the stop hook of bk_pipe and of the
+ * transfer engine (ctx unused). */
+bool bk_stopped(void *ctx);
 
 /* Sleeps `ms`, less when bk_interrupted is set. */
 void bk_sleep_ms(int64_t ms);
@@ -160,73 +156,6 @@ int bk_hcache_save(bk_hcache *c, char *err, size_t errcap);
 
 void bk_hcache_free(bk_hcache *c);
 
-/* ---- The pipeline (bk_pipe.c) ------------------------------------------- */
-
-typedef struct bk_op bk_op;
-/* Finishes an op in the thread that called bk_pipe_step. `reply` is the
- * final reply (the callee may keep it: set *keep, else it is freed), NULL
- * when there is none: op->err is then NIMBUS_EREFUSED (the broker refused
- * the task) or NIMBUS_ECANCELED (bk_pipe_abandon: only free what the op
- * holds). */
-typedef void (*bk_op_fn)(bk_op *op, nimbus_reply *reply, bool *keep);
-
-struct bk_op {
-  bk_op_fn fn;
-  void *ctx;      /* the caller's */
-  int64_t a, b;   /* the caller's (offset, length, ...) */
-  int err;        /* 0, or NIMBUS_EREFUSED */
-  /* private */
-  bk_op *next;         /* the ended list */
-  bk_op *lprev, *lnext; /* the list of ops in flight */
-  nimbus_task *task;
-  struct bk_pipe *pipe;
-};
-
-typedef struct bk_pipe {
-  nimbus_agent *agent;
-  int max;      /* tasks in flight at most */
-  int inflight; /* submitted, not yet finished by bk_pipe_step */
-  int stall_ms; /* bk_pipe_step gives up after this long without a reply */
-  pthread_mutex_t mu;
-  pthread_cond_t cond; /* CLOCK_MONOTONIC */
-  bk_op *head, *tail;  /* ended, to be finished; guarded by mu */
-  bk_op *live;         /* in flight (the caller's thread only) */
-  int64_t last_reply;  /* nb_mono_ms of the last reply; guarded by mu */
-} bk_pipe;
-
-int bk_pipe_init(bk_pipe *p, nimbus_agent *a, int max, int stall_ms);
-void bk_pipe_fini(bk_pipe *p);
-
-/* True when another task may go now. */
-static inline bool bk_pipe_room(const bk_pipe *p) {
-  return p->inflight < p->max;
-}
-
-/* Submits a task; `op` (the caller's, with fn set) is finished later by
- * bk_pipe_step and must stay valid until then. Returns 0, or the error of
- * nimbus_submit (then op is not used). */
-int bk_pipe_submit(bk_pipe *p, bk_op *op, const char *type,
-                   const uint8_t *args, size_t args_len, const uint8_t *data,
-                   size_t data_len, bool has_data);
-
-/* Submits one task and runs bk_pipe_step until it has ended (finishing
- * any other that ends meanwhile). Returns 0 and *out, the final reply (the
- * caller frees it); NIMBUS_EREFUSED (the broker refused it; *out NULL);
- * NIMBUS_ETIMEDOUT; or the error of nimbus_submit. */
-int bk_pipe_call(bk_pipe *p, const char *type, const uint8_t *args,
-                 size_t args_len, nimbus_reply **out);
-
-/* Gives up every task in flight (nimbus_task_release: no callback after
- * this) and finishes each op with reply NULL and err NIMBUS_ECANCELED. */
-void bk_pipe_abandon(bk_pipe *p);
-
-/* Waits until at least one task in flight has ended and finishes every
- * ended one (calls their fn). Returns 0; NIMBUS_ETIMEDOUT when no reply,
- * final or progress, came for stall_ms while tasks were in flight;
- * NIMBUS_ECANCELED when bk_interrupted is set (within 200 ms); 0 at once
- * when none is in flight. */
-int bk_pipe_step(bk_pipe *p);
-
 /* ---- Progress (bk_util.c) ----------------------------------------------- */
 
 typedef struct bk_progress {
@@ -261,23 +190,5 @@ void bk_fmt_bytes(int64_t n, char *buf, size_t cap);
  * the progress line of `p` (drawn again by its next bk_progress_show). */
 void bk_say(bk_progress *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-/* ---- msgpack ------------------------------------------------------------ */
-
-/* Packs a str; k: v entries with a str or an int value. */
-void bk_pk_str(msgpack_packer *pk, const char *s);
-void bk_pk_kv_str(msgpack_packer *pk, const char *k, const char *v);
-void bk_pk_kv_int(msgpack_packer *pk, const char *k, int64_t v);
-/* True, with *v, when `o` (may be NULL) is an int that fits int64. */
-bool bk_obj_int(const msgpack_object *o, int64_t *v);
-/* True when `o` (may be NULL) is the str `s`. */
-bool bk_obj_str_eq(const msgpack_object *o, const char *s);
-/* Decodes the reply's result strictly into *out when it is a map: true,
- * and *zone (free with msgpack_zone_free) holds it; false (and *zone
- * NULL) when the result is absent, malformed or not a map. */
-bool bk_result_map(const nimbus_reply *r, msgpack_object *out,
-                   msgpack_zone **zone);
-/* True for a reply with status "ok". */
-bool bk_reply_ok(const nimbus_reply *r);
 
 #endif

@@ -4,7 +4,7 @@
  * nimbus_task_wait (a copy it owns), releases the task and calls the op's
  * function. So every piece of the caller's state is touched by one thread,
  * and no lock is held while it runs. */
-#include "bk.h"
+#include "bk_pipe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -130,13 +130,15 @@ void bk_pipe_abandon(bk_pipe *p) {
   }
 }
 
-int bk_pipe_step(bk_pipe *p) {
+int bk_pipe_step(bk_pipe *p) { return bk_pipe_step_until(p, -1); }
+
+int bk_pipe_step_until(bk_pipe *p, int64_t wake) {
   if (p->inflight == 0)
     return 0;
   pthread_mutex_lock(&p->mu);
   while (p->head == NULL) {
     int64_t now = nb_mono_ms(), deadline = p->last_reply + p->stall_ms;
-    if (bk_interrupted) {
+    if (p->stop != NULL && p->stop(p->stop_ctx)) {
       pthread_mutex_unlock(&p->mu);
       return NIMBUS_ECANCELED;
     }
@@ -144,8 +146,14 @@ int bk_pipe_step(bk_pipe *p) {
       pthread_mutex_unlock(&p->mu);
       return NIMBUS_ETIMEDOUT;
     }
+    if (wake >= 0 && now >= wake) {
+      pthread_mutex_unlock(&p->mu);
+      return 0;
+    }
     /* A signal does not wake the condition: look again now and then. */
     int64_t until = deadline < now + 200 ? deadline : now + 200;
+    if (wake >= 0 && wake < until)
+      until = wake;
     struct timespec ts = {.tv_sec = until / 1000,
                           .tv_nsec = (long)(until % 1000) * 1000000};
     pthread_cond_timedwait(&p->cond, &p->mu, &ts);

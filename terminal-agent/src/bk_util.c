@@ -44,6 +44,11 @@ void bk_sleep_ms(int64_t ms) {
   }
 }
 
+bool bk_stopped(void *ctx) {
+  (void)ctx;
+  return bk_interrupted != 0;
+}
+
 /* ---- Names ------------------------------------------------------------- */
 
 static bool bk_ends_with(const char *s, size_t n, const char *suffix) {
@@ -77,8 +82,7 @@ const char *bk_kind_of(const char *name) {
 }
 
 bool bk_kind_valid(const char *s, size_t n) {
-  static const char *const kinds[] = {"contact", "sms", "photo", "video",
-                                      "file"};
+  static const char *const kinds[] = SC_ITEM_KINDS;
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
     if (strlen(kinds[i]) == n && memcmp(kinds[i], s, n) == 0)
       return true;
@@ -201,11 +205,11 @@ int bk_copy_fd(int in, int out, int64_t n) {
         continue;
       }
     } else {
-      if (buf == NULL && (buf = malloc(BK_SEGMENT)) == NULL) {
+      if (buf == NULL && (buf = malloc(SC_SEGMENT)) == NULL) {
         errno = ENOMEM;
         return -1;
       }
-      r = pread(in, buf, want < BK_SEGMENT ? want : BK_SEGMENT, done);
+      r = pread(in, buf, want < SC_SEGMENT ? want : SC_SEGMENT, done);
       if (r > 0 && pwrite(out, buf, (size_t)r, done) != r) {
         int e = errno;
         free(buf);
@@ -391,54 +395,3 @@ void bk_say(bk_progress *p, const char *fmt, ...) {
 }
 
 /* ---- msgpack ------------------------------------------------------------ */
-
-void bk_pk_str(msgpack_packer *pk, const char *s) {
-  msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-void bk_pk_kv_str(msgpack_packer *pk, const char *k, const char *v) {
-  bk_pk_str(pk, k);
-  bk_pk_str(pk, v);
-}
-
-void bk_pk_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
-  bk_pk_str(pk, k);
-  msgpack_pack_int64(pk, v);
-}
-
-bool bk_obj_int(const msgpack_object *o, int64_t *v) {
-  if (o == NULL)
-    return false;
-  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
-    *v = (int64_t)o->via.u64;
-    return true;
-  }
-  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-    *v = o->via.i64;
-    return true;
-  }
-  return false;
-}
-
-bool bk_obj_str_eq(const msgpack_object *o, const char *s) {
-  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
-         o->via.str.size == strlen(s) &&
-         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
-}
-
-bool bk_result_map(const nimbus_reply *r, msgpack_object *out,
-                   msgpack_zone **zone) {
-  char err[128];
-  *zone = NULL;
-  if (r->result == NULL || sc_value_decode(r->result, r->result_len, out, zone,
-                                           err, sizeof err) != 0)
-    return false;
-  if (out->type != MSGPACK_OBJECT_MAP) {
-    msgpack_zone_free(*zone);
-    *zone = NULL;
-    return false;
-  }
-  return true;
-}
-
-bool bk_reply_ok(const nimbus_reply *r) { return strcmp(r->status, "ok") == 0; }

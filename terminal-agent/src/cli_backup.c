@@ -2,11 +2,14 @@
  *
  * backup: walk the PATHs (regular files only; symbolic links are never
  * followed below a PATH), give every file an item name and kind, hash each
- * file with SHA-256 (unless the hash cache knows it unchanged), ask the
- * cloud which contents it lacks (blob.has), upload those (blob.status to
- * resume what an earlier run left, blob.put of the missing segments with
- * up to --jobs tasks in flight across files, blob.commit), then commit the
- * snapshot: the items inline, or in a manifest blob when they are large.
+ * file with SHA-256 (unless the hash cache knows it unchanged), hand every
+ * distinct content to libnimbus-agent's transfer engine (nimbus_blob_upload:
+ * blob.has, blob.status to resume, blob.put with up to --jobs tasks in
+ * flight across blobs, blob.commit, transient answers retried), then commit
+ * the snapshot: the items inline, or in a manifest blob (uploaded the same
+ * way) when they are large. This file keeps the walk, the files that share
+ * a content, the files that change while they are read, the summary and
+ * the progress line; the engine moves the bytes.
  *
  * Every upload is named by the blob's SHA-256 hex, so a later run finds
  * what an interrupted one sent through blob.status, with no local record.
@@ -106,6 +109,7 @@ const char cli_usage_forget[] =
 /* ---- State ------------------------------------------------------------- */
 
 typedef struct up_blob up_blob;
+typedef struct up_run up_run;
 
 typedef struct up_file {
   char *name; /* the item name */
@@ -122,39 +126,30 @@ typedef struct up_file {
 } up_file;
 
 enum {
-  BL_UNKNOWN = 0, /* ask blob.has */
-  BL_ASKING,      /* blob.has in flight */
+  BL_UNKNOWN = 0, /* to hand to the transfer engine */
+  BL_QUEUED,      /* in the engine (nimbus_blob_upload) */
   BL_PRESENT,     /* the cloud has it for us */
-  BL_MISSING,     /* to upload, waiting its turn */
-  BL_STATUS,      /* blob.status in flight */
-  BL_PUTTING,     /* segments going */
-  BL_COMMITTING,  /* blob.commit in flight */
   BL_DONE,        /* committed by this run */
   BL_DROPPED      /* no file has this content any more */
 };
 
+/* One content: the engine uploads it from its first file (any will do);
+ * the others are the same bytes. */
 struct up_blob {
   uint8_t sha[32];
   char hex[65];
   int64_t size;
   int state;
-  up_file *files; /* the first is the one read (any will do) */
-  up_blob *qnext; /* the unknown or missing queue */
-  /* While uploading. */
-  int fd;
-  int64_t *ranges; /* [off, len] pairs still to send */
-  size_t nranges, rcap, ri;
-  int64_t roff; /* next offset within ranges[ri] */
-  bool sent_empty; /* the one put of an empty blob went */
-  int puts;     /* in flight */
-  bool draining, failed_src;
-  int restarts, retries;
-  bool counted; /* its bytes are in the progress total */
+  up_file *files;
+  up_run *run;
+  int64_t done;  /* bytes the engine said are done, in the progress line */
+  bool counted;  /* its bytes are in the progress total */
 };
 
-typedef struct up_run {
+struct up_run {
   const cli_cfg *cfg;
-  bk_pipe pipe;
+  bk_pipe pipe;       /* backup.commit */
+  nimbus_xfer *xfer;  /* every blob */
   bk_progress prog;
   bk_hcache cache;
   bool have_cache;
@@ -162,10 +157,6 @@ typedef struct up_run {
   size_t nfiles, capfiles;
   up_blob **btab; /* open addressing by hash */
   size_t bslots, nblobs;
-  up_blob *unknown_head, *unknown_tail;
-  up_blob *missing_head, *missing_tail;
-  up_blob **active;
-  size_t nactive, max_active;
   up_file **rehash; /* changed files, to hash again */
   size_t nrehash, caprehash;
   int64_t rehash_at; /* not before (monotonic ms) */
@@ -174,7 +165,7 @@ typedef struct up_run {
   int64_t files_hashed, files_cached, blobs_uploaded, bytes_sent;
   int64_t skipped, failed;
   int status; /* an exit status once something fatal happened */
-} up_run;
+};
 
 /* A file that changed is hashed again once it has not changed for this
  * long (a writer may still be at it). */
@@ -182,22 +173,14 @@ typedef struct up_run {
 /* ... waiting at most this long for it to settle. */
 #define UP_SETTLE_MAX_MS 10000
 
-typedef struct up_op {
-  bk_op op;
-  up_run *run;
-  up_blob *blob;
-  up_blob **batch; /* blob.has: the blobs asked about */
-  size_t nbatch;
-  int64_t off, len;
-} up_op;
-
-/* Sets a fatal exit status (the first one wins). */
+/* Sets a fatal exit status (the first one wins) and stops the transfers
+ * under way. */
 static void up_fatal(up_run *u, int status) {
   if (u->status == CLI_OK)
     u->status = status;
+  if (u->xfer != NULL)
+    nimbus_xfer_cancel(u->xfer);
 }
-
-/* ---- msgpack helpers --------------------------------------------------- */
 
 /* ---- Blobs ------------------------------------------------------------- */
 
@@ -210,32 +193,7 @@ static size_t up_bslot(const up_run *u, const uint8_t sha[32]) {
   return i;
 }
 
-static void up_queue_push(up_blob **head, up_blob **tail, up_blob *b,
-                          bool front) {
-  b->qnext = NULL;
-  if (*head == NULL) {
-    *head = *tail = b;
-  } else if (front) {
-    b->qnext = *head;
-    *head = b;
-  } else {
-    (*tail)->qnext = b;
-    *tail = b;
-  }
-}
-
-static up_blob *up_queue_pop(up_blob **head, up_blob **tail) {
-  up_blob *b = *head;
-  if (b != NULL) {
-    *head = b->qnext;
-    if (*head == NULL)
-      *tail = NULL;
-    b->qnext = NULL;
-  }
-  return b;
-}
-
-/* The blob of this content, made (and queued for blob.has) when new. */
+/* The blob of this content, made (to be uploaded) when new. */
 static up_blob *up_blob_for(up_run *u, const uint8_t sha[32], int64_t size) {
   if (2 * (u->nblobs + 1) > u->bslots) {
     size_t ns = u->bslots != 0 ? 2 * u->bslots : 1024;
@@ -260,11 +218,10 @@ static up_blob *up_blob_for(up_run *u, const uint8_t sha[32], int64_t size) {
   memcpy(b->sha, sha, 32);
   nb_hex(sha, 32, b->hex);
   b->size = size;
-  b->fd = -1;
+  b->run = u;
   b->state = BL_UNKNOWN;
   u->btab[i] = b;
   u->nblobs++;
-  up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
   return b;
 }
 
@@ -295,66 +252,6 @@ static void up_file_fail(up_run *u, up_file *f, const char *why) {
     up_blob_detach(f->blob, f);
 }
 
-static void up_active_remove(up_run *u, up_blob *b) {
-  for (size_t i = 0; i < u->nactive; i++) {
-    if (u->active[i] == b) {
-      memmove(&u->active[i], &u->active[i + 1],
-              (u->nactive - i - 1) * sizeof *u->active);
-      u->nactive--;
-      break;
-    }
-  }
-  if (b->fd >= 0) {
-    close(b->fd);
-    b->fd = -1;
-  }
-}
-
-static int up_ranges_add(up_blob *b, int64_t off, int64_t len) {
-  if (b->nranges + 2 > b->rcap) {
-    size_t cap = b->rcap != 0 ? 2 * b->rcap : 16;
-    int64_t *r = realloc(b->ranges, cap * sizeof *r);
-    if (r == NULL)
-      return -1;
-    b->ranges = r;
-    b->rcap = cap;
-  }
-  b->ranges[b->nranges++] = off;
-  b->ranges[b->nranges++] = len;
-  return 0;
-}
-
-static void up_ranges_reset(up_blob *b) {
-  b->nranges = b->ri = 0;
-  b->roff = 0;
-  b->sent_empty = false;
-}
-
-/* Queues b for upload, counting its bytes in the progress total once. */
-static void up_mark_missing(up_run *u, up_blob *b, bool front) {
-  b->state = BL_MISSING;
-  if (!b->counted) {
-    b->counted = true;
-    u->prog.bytes_total += b->size;
-    u->prog.files_total++;
-  }
-  up_queue_push(&u->missing_head, &u->missing_tail, b, front);
-}
-
-/* The blob goes back to the missing queue (front: it was started). */
-static void up_blob_requeue(up_run *u, up_blob *b) {
-  up_active_remove(u, b);
-  up_ranges_reset(b);
-  b->draining = false;
-  if (b->files == NULL) {
-    b->state = BL_DROPPED;
-    return;
-  }
-  up_mark_missing(u, b, true);
-}
-
-/* Hashes f again (it changed since), and moves it to the blob of its new
- * content. */
 /* f changed since it was hashed (or vanished): it leaves its blob and
  * waits to be hashed again once the file has been still for a while
  * (up_rehash_all), unless it changed before. */
@@ -394,7 +291,7 @@ static void up_file_rehash(up_run *u, up_file *f) {
     why = strerror(errno);
   else if (!S_ISREG(st.st_mode))
     why = "not a regular file";
-  else if (bk_hash_fd(fd, u->buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+  else if (bk_hash_fd(fd, u->buf, SC_SEGMENT, sha, &n, NULL, NULL) != 0 ||
            fstat(fd, &st2) != 0)
     why = strerror(errno);
   if (fd >= 0)
@@ -425,497 +322,120 @@ static void up_file_rehash(up_run *u, up_file *f) {
     return;
   }
   up_blob_attach(b, f);
-  if (b->state == BL_DROPPED) {
-    /* Content seen before and given up: ask again. */
-    b->state = BL_UNKNOWN;
-    up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
-  }
-}
-
-/* b's source file changed under us (or failed): it is hashed again, and b
- * goes on with its next file, once its puts in flight are back. */
-static void up_source_changed(up_run *u, up_blob *b) {
-  up_file *f = b->files;
-  if (f != NULL)
-    up_file_changed(u, f);
-  if (b->puts > 0) {
-    b->draining = true;
-    if (b->fd >= 0) {
-      close(b->fd);
-      b->fd = -1;
-    }
-    return;
-  }
-  up_blob_requeue(u, b);
+  if (b->state == BL_DROPPED)
+    b->state = BL_UNKNOWN; /* content seen before and given up: again */
 }
 
 /* Gives up on b (the cloud refused it): its files are left out. */
 static void up_blob_fail(up_run *u, up_blob *b, const char *why) {
   while (b->files != NULL)
     up_file_fail(u, b->files, why);
-  up_active_remove(u, b);
   b->state = BL_DROPPED;
 }
 
-static int64_t up_nsegs(int64_t size) {
-  return size == 0 ? 1 : (size + BK_SEGMENT - 1) / BK_SEGMENT;
-}
+/* ---- Uploads, through the library's transfer engine -------------------- */
 
-/* ---- Tasks ------------------------------------------------------------- */
+static void up_on_done(void *ctx, const nimbus_blob_result *r);
 
-static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep);
-static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep);
-static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep);
-static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep);
-
-static up_op *up_op_new(up_run *u, up_blob *b, bk_op_fn fn) {
-  up_op *o = calloc(1, sizeof *o);
-  if (o == NULL)
-    return NULL;
-  o->op.fn = fn;
-  o->op.ctx = o;
-  o->run = u;
-  o->blob = b;
-  return o;
-}
-
-/* Submits `o` with the packed args in sb; false (and o freed, the run
- * failed) when it cannot go. */
-static bool up_submit(up_run *u, up_op *o, const char *type,
-                      msgpack_sbuffer *sb, const uint8_t *data, size_t len,
-                      bool has_data) {
-  int rc = bk_pipe_submit(&u->pipe, &o->op, type, (const uint8_t *)sb->data,
-                          sb->size, data, len, has_data);
-  msgpack_sbuffer_destroy(sb);
-  if (rc != 0) {
-    bk_say(&u->prog, "cannot send a %s task: %s", type, nimbus_strerror(rc));
-    free(o->batch);
-    free(o);
-    up_fatal(u, rc == NIMBUS_EBUSY ? CLI_TIMEOUT : CLI_USAGE);
-    return false;
+static void up_on_progress(void *ctx, int64_t done, int64_t total) {
+  up_blob *b = ctx;
+  up_run *u = b->run;
+  if (!b->counted) {
+    /* Counted once it is known to need sending. */
+    b->counted = true;
+    u->prog.bytes_total += total;
+    u->prog.files_total++;
   }
-  return true;
+  u->prog.bytes_done += done - b->done;
+  b->done = done;
+  bk_progress_show(&u->prog, false);
 }
 
-/* A reply the run cannot go on from: said, and the run ends. */
-static void up_refused(up_run *u, int err, const char *what) {
-  if (err == NIMBUS_ECANCELED)
-    return; /* the run is ending */
-  if (err == NIMBUS_EREFUSED) {
-    bk_say(&u->prog, "%s: %s", what, nimbus_agent_errstr(u->pipe.agent));
-    up_fatal(u, CLI_CONNECT);
-  } else {
-    bk_say(&u->prog, "%s: %s", what, nimbus_strerror(err));
-    up_fatal(u, CLI_USAGE);
-  }
-}
-
-/* Transient answers worth sending again: 429, 500, 503. */
-static bool up_transient(const nimbus_reply *r) {
-  return r->code == 429 || r->code == 500 || r->code == 503;
-}
-
-static void up_cloud_said(up_run *u, const char *what, const nimbus_reply *r) {
-  bk_say(&u->prog, "%s: error %d: %s", what, r->code,
-         r->error != NULL ? r->error : "(no message)");
-}
-
-static void up_send_has(up_run *u) {
-  up_op *o = up_op_new(u, NULL, up_on_has);
-  if (o == NULL || (o->batch = malloc(BK_HAS_BATCH * sizeof *o->batch)) ==
-                       NULL) {
-    free(o);
-    bk_say(&u->prog, "out of memory");
-    up_fatal(u, CLI_USAGE);
-    return;
-  }
-  while (o->nbatch < BK_HAS_BATCH && u->unknown_head != NULL) {
-    up_blob *b = up_queue_pop(&u->unknown_head, &u->unknown_tail);
-    if (b->state != BL_UNKNOWN)
-      continue;
-    b->state = BL_ASKING;
-    o->batch[o->nbatch++] = b;
-  }
-  if (o->nbatch == 0) {
-    free(o->batch);
-    free(o);
-    return;
-  }
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_map(&pk, 1);
-  bk_pk_str(&pk, "blobs");
-  msgpack_pack_array(&pk, o->nbatch);
-  for (size_t i = 0; i < o->nbatch; i++)
-    bk_pk_str(&pk, o->batch[i]->hex);
-  up_submit(u, o, "blob.has", &sb, NULL, 0, false);
-}
-
-static void up_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
-  up_op *o = op->ctx;
-  int err = op->err; /* op lives in o, freed below */
-  up_run *u = o->run;
-  msgpack_object res;
-  msgpack_zone *z = NULL;
-  if (r == NULL) {
-    up_refused(u, err, "blob.has");
-  } else if (!bk_reply_ok(r)) {
-    if (up_transient(r)) {
-      for (size_t i = 0; i < o->nbatch; i++) {
-        o->batch[i]->state = BL_UNKNOWN;
-        up_queue_push(&u->unknown_head, &u->unknown_tail, o->batch[i],
-                      false);
-      }
-      if (++o->batch[0]->retries > 10) {
-        up_cloud_said(u, "blob.has", r);
-        up_fatal(u, CLI_CLOUD_ERROR);
-      }
-    } else {
-      up_cloud_said(u, "blob.has", r);
-      up_fatal(u, CLI_CLOUD_ERROR);
-    }
-  } else if (!bk_result_map(r, &res, &z) ||
-             sc_map_get(&res, "missing") == NULL ||
-             sc_map_get(&res, "missing")->type != MSGPACK_OBJECT_ARRAY) {
-    bk_say(&u->prog, "blob.has answered without a list of missing blobs");
-    up_fatal(u, CLI_CLOUD_ERROR);
-  } else {
-    /* `missing` lists blobs in the order asked. */
-    const msgpack_object *m = sc_map_get(&res, "missing");
-    uint32_t j = 0;
-    for (size_t i = 0; i < o->nbatch; i++) {
-      up_blob *b = o->batch[i];
-      if (j < m->via.array.size &&
-          bk_obj_str_eq(&m->via.array.ptr[j], b->hex)) {
-        j++;
-        if (b->files == NULL) {
-          b->state = BL_DROPPED;
-          continue;
-        }
-        up_mark_missing(u, b, false);
-      } else {
-        b->state = BL_PRESENT;
-      }
-    }
-    if (j != m->via.array.size) {
-      bk_say(&u->prog, "blob.has answered with blobs not asked about");
-      up_fatal(u, CLI_CLOUD_ERROR);
-    }
-  }
-  msgpack_zone_free(z);
-  free(o->batch);
-  free(o);
-}
-
-static void up_pack_upload(msgpack_packer *pk, const up_blob *b) {
-  msgpack_pack_map(pk, 1);
-  bk_pk_kv_str(pk, "upload", b->hex);
-}
-
-/* Sends `type` {upload: b's name} for b, which enters `state`; its reply
- * goes to `done`. */
-static void up_send_upload_task(up_run *u, up_blob *b, const char *type,
-                                int state, bk_op_fn done) {
-  up_op *o = up_op_new(u, b, done);
-  if (o == NULL) {
-    bk_say(&u->prog, "out of memory");
-    up_fatal(u, CLI_USAGE);
-    return;
-  }
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  up_pack_upload(&pk, b);
-  b->state = state;
-  up_submit(u, o, type, &sb, NULL, 0, false);
-}
-
-static void up_send_commit(up_run *u, up_blob *b) {
-  up_send_upload_task(u, b, "blob.commit", BL_COMMITTING, up_on_commit);
-}
-
-/* Opens b's first file and checks it is as hashed; on to the next file
- * when it is not. Returns true when b->fd is ready. */
-static bool up_blob_open(up_run *u, up_blob *b) {
-  while (b->files != NULL) {
-    up_file *f = b->files;
-    int fd = f->fixed_fd >= 0 ? dup(f->fixed_fd)
-                              : open(f->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size == f->size &&
-        (f->fixed_fd >= 0 ||
-         ((uint64_t)st.st_ino == f->ino &&
-          (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec ==
-              f->mtime_ns))) {
-      b->fd = fd;
-      return true;
-    }
-    if (fd < 0 && errno != ENOENT) {
-      char why[160];
-      snprintf(why, sizeof why, "cannot open it: %s", strerror(errno));
-      up_file_fail(u, f, why);
-      continue;
-    }
-    if (fd >= 0)
-      close(fd);
-    up_file_changed(u, f); /* changed or gone: moves f off b */
-  }
-  return false;
-}
-
-static void up_activate(up_run *u, up_blob *b) {
-  if (!up_blob_open(u, b)) {
+/* Hands b to the engine, read from its first file. */
+static void up_blob_send(up_run *u, up_blob *b) {
+  up_file *f = b->files;
+  if (f == NULL) {
     b->state = BL_DROPPED;
     return;
   }
-  u->active[u->nactive++] = b;
-  up_ranges_reset(b);
-  if (up_nsegs(b->size) > 1) {
-    /* What an earlier run sent already. */
-    up_send_upload_task(u, b, "blob.status", BL_STATUS, up_on_status);
+  nimbus_blob_upload_opts o;
+  nimbus_blob_upload_opts_init(&o);
+  if (f->fixed_fd >= 0) {
+    o.fd = f->fixed_fd;
   } else {
-    /* One segment: status would cost as much as sending it. */
-    up_ranges_add(b, 0, b->size);
-    b->state = BL_PUTTING;
+    /* Read only while it is as hashed (size, mtime, inode). */
+    o.path = f->abs;
+    o.mtime_ns = f->mtime_ns;
+    o.ino = f->ino;
   }
-}
-
-static void up_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
-  up_op *o = op->ctx;
-  int err = op->err; /* op lives in o, freed below */
-  up_run *u = o->run;
-  up_blob *b = o->blob;
-  free(o);
-  msgpack_object res;
-  msgpack_zone *z = NULL;
-  if (r == NULL) {
-    up_refused(u, err, "blob.status");
-    return;
-  }
-  up_ranges_reset(b);
-  if (!bk_reply_ok(r) && r->code == 404) {
-    up_ranges_add(b, 0, b->size);
-  } else if (!bk_reply_ok(r)) {
-    if (up_transient(r) && ++b->retries <= 10) {
-      up_blob_requeue(u, b);
-      return;
-    }
-    up_cloud_said(u, "blob.status", r);
-    up_fatal(u, CLI_CLOUD_ERROR);
-    return;
-  } else {
-    int64_t size = -1;
-    const msgpack_object *m = NULL;
-    if (bk_result_map(r, &res, &z)) {
-      bk_obj_int(sc_map_get(&res, "size"), &size);
-      m = sc_map_get(&res, "missing");
-    }
-    if (size != b->size || m == NULL || m->type != MSGPACK_OBJECT_ARRAY) {
-      bk_say(&u->prog,
-             "blob.status of %s answered size %" PRId64
-             " for a blob of %" PRId64 " bytes",
-             b->hex, size, b->size);
-      up_fatal(u, CLI_CLOUD_ERROR);
-      msgpack_zone_free(z);
-      return;
-    }
-    int64_t missing = 0;
-    for (uint32_t i = 0; i < m->via.array.size; i++) {
-      const msgpack_object *p = &m->via.array.ptr[i];
-      int64_t off, len;
-      if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
-          !bk_obj_int(&p->via.array.ptr[0], &off) ||
-          !bk_obj_int(&p->via.array.ptr[1], &len) || off < 0 || len <= 0 ||
-          off % BK_SEGMENT != 0 || off + len > b->size) {
-        bk_say(&u->prog, "blob.status of %s answered a range that is not one",
-               b->hex);
-        up_fatal(u, CLI_CLOUD_ERROR);
-        msgpack_zone_free(z);
-        return;
-      }
-      up_ranges_add(b, off, len);
-      missing += len;
-    }
-    /* What the cloud has already counts as done. */
-    u->prog.bytes_done += b->size - missing;
-    msgpack_zone_free(z);
-  }
-  b->state = BL_PUTTING;
-}
-
-/* Sends b's next segment. False when b cannot go on now. */
-static bool up_send_put(up_run *u, up_blob *b) {
-  /* An empty blob is one put of nothing at offset 0. */
-  while (b->ri < b->nranges && b->roff >= b->ranges[b->ri + 1] &&
-         !(b->size == 0 && !b->sent_empty)) {
-    b->ri += 2;
-    b->roff = 0;
-  }
-  if (b->ri >= b->nranges)
-    return false;
-  int64_t off = b->ranges[b->ri] + b->roff;
-  int64_t len = b->size - off < BK_SEGMENT ? b->size - off : BK_SEGMENT;
-  /* A range from the cloud ends on a segment end (or the blob's). */
-  if (len > b->ranges[b->ri + 1] - b->roff)
-    len = b->ranges[b->ri + 1] - b->roff;
-  ssize_t got = len > 0 ? pread(b->fd, u->buf, (size_t)len, off) : 0;
-  struct stat st;
-  up_file *f = b->files;
-  if (got != len || fstat(b->fd, &st) != 0 || st.st_size != f->size ||
-      (f->fixed_fd < 0 &&
-       (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec !=
-           f->mtime_ns)) {
-    up_source_changed(u, b);
-    return false;
-  }
-  up_op *o = up_op_new(u, b, up_on_put);
-  if (o == NULL) {
-    bk_say(&u->prog, "out of memory");
+  o.size = f->size;
+  o.sha256 = b->sha;
+  o.on_done = up_on_done;
+  o.on_progress = up_on_progress;
+  o.ctx = b;
+  int rc = nimbus_blob_upload(u->xfer, &o);
+  if (rc != 0) {
+    bk_say(&u->prog, "cannot upload %s: %s", f->abs, nimbus_strerror(rc));
     up_fatal(u, CLI_USAGE);
-    return false;
+    return;
   }
-  o->off = off;
-  o->len = len;
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_map(&pk, 4);
-  bk_pk_kv_str(&pk, "upload", b->hex);
-  bk_pk_kv_int(&pk, "offset", off);
-  bk_pk_kv_int(&pk, "size", b->size);
-  bk_pk_kv_str(&pk, "sha256", b->hex);
-  if (!up_submit(u, o, "blob.put", &sb, u->buf, (size_t)len, true))
-    return false;
-  b->roff += len;
-  b->sent_empty = true;
-  b->puts++;
-  u->bytes_sent += len;
-  return true;
+  b->state = BL_QUEUED;
 }
 
-static void up_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
-  up_op *o = op->ctx;
-  int err = op->err; /* op lives in o, freed below */
-  up_run *u = o->run;
-  up_blob *b = o->blob;
-  int64_t off = o->off, len = o->len;
-  free(o);
-  b->puts--;
-  if (r == NULL) {
-    up_refused(u, err, "blob.put");
-    return;
-  }
-  if (b->draining) {
-    if (b->puts == 0)
-      up_blob_requeue(u, b);
-    return;
-  }
-  if (bk_reply_ok(r)) {
-    u->prog.bytes_done += len;
-  } else if (up_transient(r) && ++b->retries <= 10) {
-    up_ranges_add(b, off, len); /* again, later */
-  } else if (r->code == 413) {
-    char why[300];
-    snprintf(why, sizeof why, "the cloud refused it: %s",
-             r->error != NULL ? r->error : "too large");
-    up_blob_fail(u, b, why);
-  } else {
-    up_cloud_said(u, "blob.put", r);
-    up_fatal(u, CLI_CLOUD_ERROR);
-  }
-}
-
-static void up_on_commit(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
-  up_op *o = op->ctx;
-  int err = op->err; /* op lives in o, freed below */
-  up_run *u = o->run;
-  up_blob *b = o->blob;
-  free(o);
-  if (r == NULL) {
-    up_refused(u, err, "blob.commit");
-    return;
-  }
-  msgpack_object res;
-  msgpack_zone *z = NULL;
-  bool have = bk_result_map(r, &res, &z);
-  if (bk_reply_ok(r)) {
-    int64_t size = -1;
-    if (!have || !bk_obj_str_eq(sc_map_get(&res, "blob"), b->hex) ||
-        !bk_obj_int(sc_map_get(&res, "size"), &size) || size != b->size) {
-      bk_say(&u->prog, "blob.commit of %s answered another blob", b->hex);
-      up_fatal(u, CLI_CLOUD_ERROR);
-    } else {
-      b->state = BL_DONE;
+static void up_on_done(void *ctx, const nimbus_blob_result *r) {
+  up_blob *b = ctx;
+  up_run *u = b->run;
+  u->bytes_sent += r->bytes;
+  b->state = BL_DROPPED;
+  switch (r->err) {
+  case 0:
+    b->state = r->moved ? BL_DONE : BL_PRESENT;
+    if (r->moved) {
       u->blobs_uploaded++;
       u->prog.files_done++;
-      up_active_remove(u, b);
     }
-  } else if ((r->code == 409 || r->code == 404) && ++b->restarts <= 3) {
-    /* Incomplete (segments lost) or the staging file vanished: send what
-     * the cloud lacks. */
-    up_blob_requeue(u, b);
-  } else if (r->code == 422 && ++b->restarts <= 3) {
-    /* The bytes sent are not the content hashed: the file changed (the
-     * cloud has discarded the upload). */
-    up_source_changed(u, b);
-  } else if (up_transient(r) && ++b->retries <= 10) {
-    b->state = BL_PUTTING; /* commits again, nothing left to put */
-  } else if (r->code == 413) {
-    char why[300];
-    snprintf(why, sizeof why, "the cloud refused it: %s",
-             r->error != NULL ? r->error : "too large");
+    return;
+  case NIMBUS_ECONFLICT:
+  case NIMBUS_EIO:
+    if (r->err == NIMBUS_EIO && r->code != 0)
+      break; /* the cloud's error */
+    /* Its first file changed, vanished or cannot be read: on with the
+     * next file of the same content, from what the cloud has. */
+    u->prog.bytes_done -= b->done;
+    b->done = 0;
+    if (b->files != NULL && r->err == NIMBUS_ECONFLICT)
+      up_file_changed(u, b->files);
+    else if (b->files != NULL)
+      up_file_fail(u, b->files, r->error);
+    if (b->files != NULL && u->status == CLI_OK)
+      up_blob_send(u, b);
+    return;
+  case NIMBUS_ETOOBIG: {
+    char why[400];
+    snprintf(why, sizeof why, "the cloud refused it: %s", r->error);
     up_blob_fail(u, b, why);
-  } else {
-    up_cloud_said(u, "blob.commit", r);
-    up_fatal(u, CLI_CLOUD_ERROR);
+    return;
   }
-  msgpack_zone_free(z);
-}
-
-/* Fills the window: blob.has batches, then the segments and commits of
- * the uploads under way, then new uploads. */
-static void up_fill(up_run *u) {
-  bool moved = true;
-  while (moved && u->status == CLI_OK && bk_pipe_room(&u->pipe)) {
-    moved = false;
-    if (u->unknown_head != NULL) {
-      up_send_has(u);
-      moved = true;
-      continue;
-    }
-    for (size_t i = 0; i < u->nactive && bk_pipe_room(&u->pipe); i++) {
-      up_blob *b = u->active[i];
-      if (b->state != BL_PUTTING || b->draining)
-        continue;
-      while (bk_pipe_room(&u->pipe) && u->status == CLI_OK &&
-             b->state == BL_PUTTING && up_send_put(u, b))
-        moved = true;
-      if (b->state == BL_PUTTING && !b->draining && b->puts == 0 &&
-          b->ri >= b->nranges && bk_pipe_room(&u->pipe)) {
-        up_send_commit(u, b);
-        moved = true;
-      }
-      /* `active` may have changed under us (a source that changed). */
-      if (i < u->nactive && u->active[i] != b)
-        i--;
-    }
-    while (bk_pipe_room(&u->pipe) && u->status == CLI_OK &&
-           u->nactive < u->max_active && u->missing_head != NULL) {
-      up_blob *b = up_queue_pop(&u->missing_head, &u->missing_tail);
-      if (b->state != BL_MISSING)
-        continue;
-      up_activate(u, b);
-      moved = true;
-    }
+  case NIMBUS_ECANCELED:
+    return; /* the run is ending: said once by up_transfer */
+  case NIMBUS_EREFUSED:
+    bk_say(&u->prog, "%s", r->error);
+    up_fatal(u, CLI_CONNECT);
+    return;
+  case NIMBUS_ETIMEDOUT:
+    if (u->status == CLI_OK)
+      bk_say(&u->prog, "%s; run the same backup again to resume", r->error);
+    up_fatal(u, CLI_TIMEOUT);
+    return;
+  case NIMBUS_ENOMEM:
+    bk_say(&u->prog, "out of memory");
+    up_fatal(u, CLI_USAGE);
+    return;
+  default:
+    break;
   }
+  bk_say(&u->prog, "%s", r->error != NULL ? r->error : nimbus_strerror(r->err));
+  up_fatal(u, CLI_CLOUD_ERROR);
 }
 
 /* Hashes the files that changed again, once each has been still for
@@ -947,46 +467,42 @@ static void up_rehash_all(up_run *u) {
   u->nrehash = 0;
 }
 
-/* Runs blob.has and the uploads until every blob is present or done. */
+/* Uploads every blob the cloud may lack (the engine asks blob.has, sends
+ * what is missing, resumes what an earlier run left), until every blob is
+ * present or done, hashing again the files that changed meanwhile. */
 static int up_transfer(up_run *u) {
   for (;;) {
-    up_fill(u);
-    bk_progress_show(&u->prog, false);
+    size_t sent = 0;
+    for (size_t i = 0; i < u->bslots && u->status == CLI_OK; i++) {
+      up_blob *b = u->btab[i];
+      if (b != NULL && b->state == BL_UNKNOWN) {
+        up_blob_send(u, b);
+        sent++;
+      }
+    }
     if (u->status != CLI_OK)
       break;
-    if (u->pipe.inflight == 0) {
-      if (u->unknown_head == NULL && u->missing_head == NULL &&
-          u->nactive == 0) {
-        if (u->nrehash == 0)
-          break;
-        up_rehash_all(u);
-        continue;
-      }
-      /* Work that cannot go on with nothing in flight. */
-      bool stuck = true;
-      for (size_t i = 0; i < u->nactive; i++)
-        if (u->active[i]->state == BL_PUTTING)
-          stuck = false;
-      if (stuck && u->unknown_head == NULL && u->missing_head == NULL) {
-        bk_say(&u->prog, "internal error: uploads stuck");
-        up_fatal(u, CLI_USAGE);
-        break;
-      }
-      continue;
-    }
-    int rc = bk_pipe_step(&u->pipe);
+    if (sent == 0 && u->nrehash == 0)
+      break;
+    int rc = nimbus_xfer_run(u->xfer);
+    bk_progress_show(&u->prog, false);
     if (rc == NIMBUS_ETIMEDOUT) {
       bk_say(&u->prog,
              "no reply from the cloud for %d ms; run the same backup "
              "again to resume",
              u->pipe.stall_ms);
       up_fatal(u, CLI_TIMEOUT);
-    } else if (rc == NIMBUS_ECANCELED) {
-      up_fatal(u, bk_signal_status());
+    } else if (rc == NIMBUS_ECANCELED && u->status == CLI_OK) {
+      up_fatal(u, bk_interrupted ? bk_signal_status() : CLI_USAGE);
+    } else if (rc != 0 && u->status == CLI_OK) {
+      bk_say(&u->prog, "uploads: %s", nimbus_strerror(rc));
+      up_fatal(u, CLI_USAGE);
     }
+    if (u->status != CLI_OK)
+      break;
+    if (u->nrehash > 0)
+      up_rehash_all(u);
   }
-  /* Nothing in flight may outlive the run (its ops point into it). */
-  bk_pipe_abandon(&u->pipe);
   return u->status;
 }
 
@@ -1181,7 +697,7 @@ static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
       }
       (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
       int rc = S_ISREG(st.st_mode)
-                   ? bk_hash_fd(fd, u->buf, BK_SEGMENT, f->sha, &n, up_tick, u)
+                   ? bk_hash_fd(fd, u->buf, SC_SEGMENT, f->sha, &n, up_tick, u)
                    : -1;
       int e = errno;
       if (rc != 0 && bk_interrupted) {
@@ -1404,8 +920,7 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
       if (b == NULL || b->files == NULL ||
           (b->state != BL_PRESENT && b->state != BL_DONE))
         continue;
-      b->restarts = b->retries = 0;
-      up_mark_missing(u, b, false);
+      b->state = BL_UNKNOWN; /* blob.has again, then sent */
       queued++;
     }
     if (more != NULL && more->type == MSGPACK_OBJECT_BOOLEAN &&
@@ -1416,7 +931,6 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
         if (b != NULL && b->files != NULL &&
             (b->state == BL_PRESENT || b->state == BL_DONE)) {
           b->state = BL_UNKNOWN;
-          up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
           queued++;
         }
       }
@@ -1446,7 +960,6 @@ static int up_commit(up_run *u, int items_fd, int64_t items_len,
       if (b != NULL && b->files != NULL &&
           (b->state == BL_PRESENT || b->state == BL_DONE)) {
         b->state = BL_UNKNOWN;
-        up_queue_push(&u->unknown_head, &u->unknown_tail, b, false);
       }
     }
     bk_sleep_ms(wait < 0 ? 0 : wait > 10000 ? 10000 : wait);
@@ -1468,15 +981,9 @@ static void up_free(up_run *u) {
   }
   free(u->files);
   for (size_t i = 0; i < u->bslots; i++) {
-    if (u->btab[i] != NULL) {
-      if (u->btab[i]->fd >= 0)
-        close(u->btab[i]->fd);
-      free(u->btab[i]->ranges);
-      free(u->btab[i]);
-    }
+    free(u->btab[i]);
   }
   free(u->btab);
-  free(u->active);
   free(u->rehash);
   free(u->buf);
   if (u->have_cache)
@@ -1522,7 +1029,7 @@ static void up_summary_print(up_run *u, cJSON *sum, bool json,
 int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   if (argc < 2)
     return cli_usage_error("backup needs at least one PATH");
-  if (strlen(cfg->label) > BK_LABEL_MAX)
+  if (strlen(cfg->label) > SC_LABEL_MAX)
     return cli_usage_error("--label must be at most 255 bytes");
   int64_t t0 = nb_mono_ms();
   bk_catch_signals();
@@ -1537,7 +1044,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   bool manifest = false;
   up_file *mf = NULL;
   cJSON *sum = cJSON_CreateObject();
-  if (sum == NULL || (u.buf = malloc(BK_SEGMENT)) == NULL) {
+  if (sum == NULL || (u.buf = malloc(SC_SEGMENT)) == NULL) {
     status = cli_usage_error("out of memory");
     goto out;
   }
@@ -1574,12 +1081,17 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   if ((status = cli_connect(cfg, (int)cfg->jobs + 1, CLI_BULK_RESEND_MS,
                             CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
     goto out;
-  if (bk_pipe_init(&u.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
+  if (bk_pipe_init(&u.pipe, a, 1, (int)cfg->timeout) != 0) {
     status = cli_usage_error("cannot set up the task pipeline");
     goto out;
   }
-  u.max_active = (size_t)cfg->jobs;
-  if ((u.active = calloc(u.max_active, sizeof *u.active)) == NULL ||
+  u.pipe.stop = bk_stopped;
+  nimbus_xfer_opts xo;
+  nimbus_xfer_opts_init(&xo);
+  xo.jobs = (int)cfg->jobs;
+  xo.timeout_ms = (int)cfg->timeout;
+  xo.stop = bk_stopped;
+  if (nimbus_xfer_new(a, &xo, &u.xfer) != 0 ||
       (state = bk_state_dir(cfg->state_dir)) == NULL) {
     status = cli_usage_error("out of memory, or no state directory");
     goto out_pipe;
@@ -1660,11 +1172,11 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
     up_blob *mb = NULL;
     manifest = len > BK_INLINE_MAX;
     if (manifest) {
-      if (count > BK_MANIFEST_MAX_ITEMS || len > BK_MANIFEST_MAX_BYTES) {
+      if (count > SC_MANIFEST_MAX_ITEMS || len > SC_MANIFEST_MAX_BYTES) {
         bk_say(&u.prog,
                "%zu items (%" PRId64 " bytes listed) are more than a "
                "snapshot holds (%d items, %d bytes)",
-               count, len, BK_MANIFEST_MAX_ITEMS, BK_MANIFEST_MAX_BYTES);
+               count, len, SC_MANIFEST_MAX_ITEMS, SC_MANIFEST_MAX_BYTES);
         status = CLI_USAGE;
         break;
       }
@@ -1674,7 +1186,7 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
       mf = calloc(1, sizeof *mf);
       if (mf == NULL || (mf->abs = strdup("(the list of items)")) == NULL ||
           lseek(items_fd, 0, SEEK_SET) != 0 ||
-          bk_hash_fd(items_fd, u.buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+          bk_hash_fd(items_fd, u.buf, SC_SEGMENT, sha, &n, NULL, NULL) != 0 ||
           (mb = up_blob_for(&u, sha, n)) == NULL) {
         bk_say(&u.prog, "cannot hash the list of items: %s", strerror(errno));
         status = CLI_USAGE;
@@ -1686,10 +1198,8 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
       mf->fixed_fd = items_fd;
       memcpy(mf->sha, sha, 32);
       up_blob_attach(mb, mf);
-      if (mb->state == BL_DROPPED) {
+      if (mb->state == BL_DROPPED)
         mb->state = BL_UNKNOWN;
-        up_queue_push(&u.unknown_head, &u.unknown_tail, mb, false);
-      }
       if ((status = up_transfer(&u)) != CLI_OK)
         break;
       if (mb->state != BL_PRESENT && mb->state != BL_DONE) {
@@ -1734,6 +1244,8 @@ out_stopped:
 
 out_pipe:
   bk_pipe_abandon(&u.pipe);
+  nimbus_xfer_free(u.xfer);
+  u.xfer = NULL;
   nimbus_agent_free(a);
   bk_pipe_fini(&u.pipe);
 out:
@@ -1797,6 +1309,7 @@ static int one_by_one_open(cli_cfg *cfg, nimbus_agent **a, bk_pipe *pipe) {
     *a = NULL;
     return cli_usage_error("cannot set up the task pipeline");
   }
+  pipe->stop = bk_stopped;
   return CLI_OK;
 }
 

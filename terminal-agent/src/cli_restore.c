@@ -83,7 +83,8 @@ const char cli_usage_restore[] =
 #define RS_BATCH_BYTES (64 * 1024 * 1024)
 /* Values a manifest may hold: as many as the cloud accepts in one
  * (schemas/SPEC.md, backup.commit): 16 per item and the array. */
-#define RS_MANIFEST_VALUES (1 + (size_t)BK_MANIFEST_MAX_ITEMS * 16)
+#define RS_MANIFEST_VALUES \
+  (1 + (size_t)SC_MANIFEST_MAX_ITEMS * SC_MANIFEST_VALUES_PER_ITEM)
 
 enum { RS_TODO = 0, RS_KEPT, RS_DONE, RS_FAILED };
 
@@ -264,9 +265,9 @@ static void rs_on_mget(bk_op *op, nimbus_reply *r, bool *keep) {
     }
   } else {
     int64_t size = *m->total;
-    const uint8_t *d = rs_get_check(r, m->off, BK_SEGMENT, &size, err,
+    const uint8_t *d = rs_get_check(r, m->off, SC_SEGMENT, &size, err,
                                     sizeof err);
-    if (d == NULL || size > BK_MANIFEST_MAX_BYTES) {
+    if (d == NULL || size > SC_MANIFEST_MAX_BYTES) {
       if (*m->status == CLI_OK) {
         fprintf(stderr, "nimbus-agent: the snapshot's manifest: %s\n",
                 d == NULL ? err : "larger than 64 MiB");
@@ -332,7 +333,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
       rs_mop *m = rs_mop_new(fd, next, &total, &status, &got);
       msgpack_sbuffer sb;
       msgpack_sbuffer_init(&sb);
-      rs_get_args(&sb, hex, next, BK_SEGMENT);
+      rs_get_args(&sb, hex, next, SC_SEGMENT);
       int rc = m == NULL ? NIMBUS_ENOMEM
                          : bk_pipe_submit(&r->pipe, &m->op, "blob.get",
                                           (const uint8_t *)sb.data, sb.size,
@@ -345,7 +346,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
         status = CLI_USAGE;
         break;
       }
-      next += BK_SEGMENT;
+      next += SC_SEGMENT;
       if (total < 0)
         break; /* wait for the size */
     }
@@ -372,7 +373,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
   int64_t n = 0;
   if (status == CLI_OK &&
       (lseek(fd, 0, SEEK_SET) != 0 ||
-       bk_hash_fd(fd, r->buf, BK_SEGMENT, sha, &n, NULL, NULL) != 0 ||
+       bk_hash_fd(fd, r->buf, SC_SEGMENT, sha, &n, NULL, NULL) != 0 ||
        nb_unhex32(hex, want) != 0 || n != total ||
        memcmp(sha, want, 32) != 0)) {
     fprintf(stderr, "nimbus-agent: the manifest's bytes do not have its "
@@ -786,7 +787,7 @@ static bool rs_blob_start(rs_run *r, rs_blob *b) {
       have = -1;
     for (int64_t off = 0; have > 0 && off < have;) {
       size_t want =
-          (size_t)(have - off < BK_SEGMENT ? have - off : BK_SEGMENT);
+          (size_t)(have - off < SC_SEGMENT ? have - off : SC_SEGMENT);
       ssize_t got = pread(b->fd, r->buf, want, off);
       if (got <= 0) {
         have = -1;
@@ -901,7 +902,7 @@ static bool rs_send_get(rs_run *r, rs_blob *b) {
   o->run = r;
   o->blob = b;
   o->off = b->nredo > 0 ? b->redo[b->nredo - 1] : b->next_req;
-  o->len = b->size - o->off < BK_SEGMENT ? b->size - o->off : BK_SEGMENT;
+  o->len = b->size - o->off < SC_SEGMENT ? b->size - o->off : SC_SEGMENT;
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   rs_get_args(&sb, b->hex, o->off, o->len);
@@ -1126,7 +1127,7 @@ static void rs_check_existing(rs_run *r) {
       if (h != NULL) {
         same = memcmp(h, it->sha, 32) == 0;
         r->prog.bytes_done += it->size;
-      } else if (bk_hash_fd(fd, r->buf, BK_SEGMENT, sha, &got, NULL, NULL) ==
+      } else if (bk_hash_fd(fd, r->buf, SC_SEGMENT, sha, &got, NULL, NULL) ==
                      0 &&
                  got == it->size) {
         same = memcmp(sha, it->sha, 32) == 0;
@@ -1239,7 +1240,7 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
                   size > 0 ? strerror(errno) : "it is empty");
           status = CLI_CLOUD_ERROR;
         } else if (sc_value_decode_limits(map, (size_t)size,
-                                          BK_MANIFEST_MAX_BYTES,
+                                          SC_MANIFEST_MAX_BYTES,
                                           RS_MANIFEST_VALUES, &arr, &mz, err,
                                           sizeof err) != 0) {
           fprintf(stderr, "nimbus-agent: the manifest does not decode: %s\n",
@@ -1305,7 +1306,7 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   int status;
   cJSON *sum = cJSON_CreateObject();
   r.max_active = (size_t)cfg->jobs;
-  if (sum == NULL || (r.buf = malloc(BK_SEGMENT)) == NULL ||
+  if (sum == NULL || (r.buf = malloc(SC_SEGMENT)) == NULL ||
       (r.active = calloc(r.max_active, sizeof *r.active)) == NULL ||
       (r.pend = calloc(RS_BATCH_FILES, sizeof *r.pend)) == NULL ||
       (state = bk_state_dir(cfg->state_dir)) == NULL) {

@@ -294,7 +294,7 @@ static void test_copy_fd(void **state) {
   tmpdir_make(dir, sizeof dir);
   snprintf(a, sizeof a, "%s/a", dir);
   snprintf(b, sizeof b, "%s/b", dir);
-  size_t n = 3 * BK_SEGMENT + 11;
+  size_t n = 3 * SC_SEGMENT + 11;
   uint8_t *data = malloc(n), *back = malloc(n);
   assert_non_null(data);
   assert_non_null(back);

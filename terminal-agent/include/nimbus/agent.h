@@ -213,6 +213,207 @@ typedef void (*nimbus_notice_cb)(void *ctx, const char *kind,
                                  const uint8_t *notice, size_t len);
 void nimbus_agent_on_notice(nimbus_agent *a, nimbus_notice_cb cb, void *ctx);
 
+/* ---- Blobs: the transfer engine ----------------------------------------
+ *
+ * A transfer engine moves blobs (PROTOCOL.md, Large objects) over one
+ * agent: uploads (SHA-256, blob.has, blob.status to resume what an earlier
+ * upload of the same content left, blob.put of the missing segments,
+ * blob.commit) and downloads (blob.get of the ranges, written in order into
+ * a part file, its SHA-256 checked, then renamed into place; a part file
+ * left by an earlier download is resumed). Up to `jobs` tasks are in
+ * flight at once, across every transfer queued, so many small blobs move
+ * as fast as one large one; blob.has asks about up to 1,000 queued uploads
+ * in one task.
+ *
+ * Transient answers (429, 500 and 503) are not surfaced: the task is sent
+ * again after the reply's retry_after (1 s when it has none, with up to a
+ * quarter more of random jitter so that many terminals do not come back in
+ * step), for as long as timeout_ms allows; only then does the transfer end
+ * with NIMBUS_ETIMEDOUT.
+ *
+ * Threading: an engine is driven by one thread at a time, the one calling
+ * nimbus_xfer_run, and every callback of its transfers runs on that thread,
+ * from inside nimbus_xfer_run. Callbacks may queue more transfers
+ * (nimbus_blob_upload, nimbus_blob_download: they are run by the same
+ * nimbus_xfer_run) and must not call nimbus_xfer_run or nimbus_xfer_free.
+ * nimbus_xfer_cancel may be called from any thread and from a signal
+ * handler. The engine's tasks go through the agent as any other (its
+ * max_inflight should leave room for `jobs` of them); other tasks may be
+ * submitted on the same agent meanwhile.
+ *
+ * Errors: nimbus_blob_upload and nimbus_blob_download return 0 or a
+ * nimbus_err. One that fails never calls its callback; one that succeeds
+ * calls on_done exactly once, from a later nimbus_xfer_run (unless the
+ * engine is freed first), with the outcome in nimbus_blob_result.err. */
+
+typedef struct nimbus_xfer nimbus_xfer;
+
+typedef struct nimbus_xfer_opts {
+  int jobs;       /* tasks in flight at most; 0: 16 */
+  int timeout_ms; /* a transfer ends with NIMBUS_ETIMEDOUT after this long
+                     without any reply while tasks are in flight, or after
+                     this long of transient answers; 0: 10000 */
+  /* Polled at least every 200 ms by nimbus_xfer_run: true stops it as
+   * nimbus_xfer_cancel does. NULL: never. Called on the run's thread. */
+  bool (*stop)(void *ctx);
+  void *stop_ctx;
+} nimbus_xfer_opts;
+
+/* Fills `o` with the defaults (all zero/NULL). */
+void nimbus_xfer_opts_init(nimbus_xfer_opts *o);
+
+/* Creates an engine over agent `a` (borrowed: it must outlive the engine;
+ * it need not be connected yet). `opts` may be NULL (the defaults); it is
+ * copied. Returns 0 and *out (owned by the caller: nimbus_xfer_free),
+ * NIMBUS_EINVAL (a NULL agent, a negative number), NIMBUS_ENOMEM,
+ * NIMBUS_ESYS. */
+int nimbus_xfer_new(nimbus_agent *a, const nimbus_xfer_opts *opts,
+                    nimbus_xfer **out);
+
+/* Gives up every transfer not yet ended, without its callback (tasks in
+ * flight are released; part files stay, for a later download to resume),
+ * and frees. NULL is a no-op. Must not be called from a callback or while
+ * nimbus_xfer_run runs. */
+void nimbus_xfer_free(nimbus_xfer *x);
+
+/* Runs the queued transfers until every one has ended, calling their
+ * callbacks (on this thread). Returns 0 when all have ended (each with its
+ * own outcome in its callback); NIMBUS_ECANCELED when nimbus_xfer_cancel
+ * or opts.stop asked it to stop, or NIMBUS_ETIMEDOUT when no reply came
+ * for timeout_ms while tasks were in flight: then every transfer not yet
+ * ended ends with that error (its callback is called), part files stay
+ * for a later download, and what the cloud acknowledged stays for a later
+ * upload. NIMBUS_EINVAL when called from a callback. Returns at once when
+ * nothing is queued. A cancel is consumed by the run it stops. */
+int nimbus_xfer_run(nimbus_xfer *x);
+
+/* Asks nimbus_xfer_run to stop at its next step (within 200 ms). Any
+ * thread; async-signal-safe. A cancel made while no run is going stops the
+ * next one at once. */
+void nimbus_xfer_cancel(nimbus_xfer *x);
+
+/* How a transfer ended, borrowed by on_done for the call. */
+typedef struct nimbus_blob_result {
+  /* 0; NIMBUS_ECONFLICT when an upload's source is not what was hashed (it
+   * changed or vanished, or the cloud found other bytes than the SHA-256:
+   * it then discarded the upload); NIMBUS_ENOTFOUND (the cloud has no such
+   * blob for this terminal, download); NIMBUS_ETOOBIG (413: over a limit
+   * or the quota); NIMBUS_EPROTO (a reply that is not what PROTOCOL.md
+   * says, or downloaded bytes without the blob's SHA-256, twice); NIMBUS_EIO
+   * (a file could not be read or written, or the cloud answered another
+   * error: see code); NIMBUS_EREFUSED (the broker refused a task);
+   * NIMBUS_ETIMEDOUT, NIMBUS_ECANCELED (see nimbus_xfer_run). */
+  int err;
+  int code;          /* the cloud's code when an answer of it ended this */
+  const char *error; /* a sentence for a person when err != 0, else NULL */
+  char blob[65];     /* the blob's SHA-256, hex ("" when never known) */
+  int64_t size;      /* the blob's size (-1 when never known) */
+  /* Upload: true when this transfer committed it, false when the cloud had
+   * it already. Download: true when bytes were fetched (false when a part
+   * file held them all). */
+  bool moved;
+  int64_t bytes;     /* segment bytes sent (blob.put) or received (blob.get) */
+  /* Download, err 0: the verified file, open read-only and positioned
+   * nowhere in particular (use pread), valid during the callback (the
+   * engine closes it afterwards; dup it to keep it). Else -1. */
+  int fd;
+} nimbus_blob_result;
+
+/* on_done gets the outcome; on_progress (may be NULL) how many bytes of
+ * the blob's size are done: first when the transfer learns what it must
+ * move (done = what the cloud or the part file already holds), then after
+ * every segment acknowledged or written. Both borrow what they get. */
+typedef void (*nimbus_blob_done_cb)(void *ctx, const nimbus_blob_result *r);
+typedef void (*nimbus_blob_progress_cb)(void *ctx, int64_t done,
+                                        int64_t total);
+
+/* Reads exactly `n` bytes at offset `off` of an upload's source into
+ * `buf`. Returns 0, NIMBUS_ECONFLICT when the source changed since it was
+ * hashed, or NIMBUS_EIO (the transfer ends with that error). Called on
+ * the run's thread. */
+typedef int (*nimbus_blob_read_fn)(void *ctx, uint8_t *buf, size_t n,
+                                   int64_t off);
+
+typedef struct nimbus_blob_upload_opts {
+  /* The source, one of: */
+  const char *path; /* a regular file (copied), opened with O_NOFOLLOW when
+                       the upload starts, closed when it ends */
+  int fd;           /* -1, or a file read with pread (borrowed: it must stay
+                       open until on_done) */
+  nimbus_blob_read_fn read; /* or a reader of the caller's */
+  void *read_ctx;
+  /* Its size: -1 (the default) to take it from the file when it is
+   * hashed; required (>= 0) with `read`. */
+  int64_t size;
+  /* Its SHA-256 (32 bytes, copied) when the caller knows it; NULL: the
+   * engine reads the source once to hash it before anything is sent
+   * (then a source that changes between that and the upload is
+   * NIMBUS_ECONFLICT). A wrong one is NIMBUS_ECONFLICT at blob.commit. */
+  const uint8_t *sha256;
+  /* With path and sha256: the identity the file had when it was hashed
+   * (st_mtim in ns, st_ino), both 0 to check nothing. A file found
+   * otherwise is NIMBUS_ECONFLICT. A path or fd source whose size or
+   * mtime changes during the upload is NIMBUS_ECONFLICT too. */
+  int64_t mtime_ns;
+  uint64_t ino;
+  nimbus_blob_done_cb on_done; /* required */
+  nimbus_blob_progress_cb on_progress;
+  void *ctx;
+} nimbus_blob_upload_opts;
+
+/* Fills `o` with the defaults: no source, fd -1, size -1. */
+void nimbus_blob_upload_opts_init(nimbus_blob_upload_opts *o);
+
+/* Queues an upload; it runs in nimbus_xfer_run. The upload's name on the
+ * cloud is the blob's SHA-256 hex, so an upload of the same content that
+ * an earlier run (of any process of this terminal) left unfinished is
+ * resumed: only the segments blob.status lists as missing are sent. A
+ * blob the cloud already has for this terminal is not sent at all
+ * (result.moved false). Returns 0; NIMBUS_EINVAL (no source or two, no
+ * on_done, a reader without a size, a negative size); NIMBUS_ENOMEM. */
+int nimbus_blob_upload(nimbus_xfer *x, const nimbus_blob_upload_opts *o);
+
+typedef struct nimbus_blob_download_opts {
+  const char *blob; /* the SHA-256 hex (copied); required */
+  int64_t size;     /* its size when known; -1 (the default): learnt */
+  /* Where: the final name `name` in directory `dirfd` (AT_FDCWD: the
+   * current one), by way of the part file `part` in the same directory
+   * (NULL: ".<name>.part"; both copied, neither may hold a '/' unless
+   * dirfd is AT_FDCWD). dirfd is borrowed: it must stay open until
+   * on_done. Files are opened with O_NOFOLLOW: a link in their place is
+   * an error, never followed. */
+  int dirfd;
+  const char *name;
+  const char *part;
+  int64_t mtime_ms; /* with set_mtime: the file's mtime, ms since 1970 */
+  bool set_mtime;
+  /* Leave the verified part file where it is, not renamed (the caller
+   * renames it, e.g. a batch at once after one syncfs); name is then
+   * unused. */
+  bool keep_part;
+  /* No fsync of the file and the directory (the caller syncs). */
+  bool no_sync;
+  nimbus_blob_done_cb on_done; /* required */
+  nimbus_blob_progress_cb on_progress;
+  void *ctx;
+} nimbus_blob_download_opts;
+
+/* Fills `o` with the defaults: size -1, dirfd AT_FDCWD, the rest 0. */
+void nimbus_blob_download_opts_init(nimbus_blob_download_opts *o);
+
+/* Queues a download; it runs in nimbus_xfer_run. The part file is opened
+ * (created, mode 0666 & ~umask); what it holds up to the blob's size is
+ * taken as the blob's first bytes (hashed again, then the rest fetched).
+ * Once all bytes are there and their SHA-256 is the blob's, the file gets
+ * its mtime, is fsynced, renamed to `name` and the directory fsynced
+ * (unless keep_part, no_sync). Bytes without the blob's SHA-256 are
+ * fetched once more from the start. A download that ends with an error
+ * removes its part file (nothing is left behind for a blob given up),
+ * except on NIMBUS_ETIMEDOUT and NIMBUS_ECANCELED, where it stays for a
+ * later download to resume. Returns 0; NIMBUS_EINVAL (blob not 64
+ * lowercase hex, no name, no on_done, a '/' in a name); NIMBUS_ENOMEM. */
+int nimbus_blob_download(nimbus_xfer *x, const nimbus_blob_download_opts *o);
+
 #ifdef __cplusplus
 }
 #endif
