@@ -8,17 +8,20 @@
  * (bk_open_parent), files with openat(..., O_NOFOLLOW), so nothing is ever
  * written outside DIR, whatever links DIR holds.
  *
- * Each content is downloaded once (blob.get, up to --jobs ranges in flight
- * across blobs) into a temporary file next to its first item,
- * ".nimbus-<24 hex>.part" (the hex a hash of the item's name and blob),
- * written strictly in order through a small reorder buffer, so that its
- * size is always how much of it is done and a later run resumes it. Its
- * whole SHA-256 is checked before it gets its final name; other items with
- * the same content are copies of it. Files are then synced (syncfs, once
- * per batch of files rather than one fsync each), renamed into place, and
- * the file system synced again at the end so the new names last too. An
- * item whose file is already there with the right size and SHA-256 is
- * kept. */
+ * Each content is downloaded once by libnimbus-agent's transfer engine
+ * (nimbus_blob_download: blob.get, up to --jobs ranges in flight across
+ * blobs, transient answers retried) into a temporary file next to its
+ * first item, ".nimbus-<24 hex>.part" (the hex a hash of the item's name
+ * and blob), written strictly in order, so that its size is always how
+ * much of it is done and a later run resumes it. Its whole SHA-256 is
+ * checked before it gets its final name; other items with the same
+ * content are copies of it. Files are then synced (syncfs, once per batch
+ * of files rather than one fsync each), renamed into place, and the file
+ * system synced again at the end so the new names last too. A part file
+ * of an item given up (its name cannot be made, its content cannot be
+ * had) is removed; only a stopped or timed-out run leaves part files, for
+ * the next. An item whose file is already there with the right size and
+ * SHA-256 is kept. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -100,29 +103,18 @@ typedef struct rs_item {
   struct rs_item *bnext; /* the next item of the blob still to write */
 } rs_item;
 
-typedef struct rs_chunk {
-  struct rs_chunk *next;
-  int64_t off;
-  nimbus_reply *reply; /* holds the bytes */
-} rs_chunk;
-
 struct rs_blob {
   uint8_t sha[32];
   char hex[65];
   int64_t size;
   rs_item *todo;   /* items still to write */
   rs_item *source; /* an item whose final file holds this content */
-  /* Download into target's part file. */
+  /* Downloaded (by the engine) into target's part file `tmp` in dirfd. */
   rs_item *target;
-  int dirfd, fd;
+  int dirfd;
   char tmp[48];
-  int64_t next_req, written;
-  EVP_MD_CTX *md;
-  rs_chunk *chunks; /* arrived out of order, by offset */
-  int64_t *redo;    /* offsets to ask for again (a transient error) */
-  size_t nredo, credo;
-  int gets, restarts, retries;
-  bool active, failed;
+  int64_t done; /* bytes the engine said are done, in the progress line */
+  struct rs_run *run;
 };
 
 typedef struct rs_pending {
@@ -133,7 +125,8 @@ typedef struct rs_pending {
 
 typedef struct rs_run {
   const cli_cfg *cfg;
-  bk_pipe pipe;
+  bk_pipe pipe;      /* backup.get */
+  nimbus_xfer *xfer; /* every blob, the manifest included */
   bk_progress prog;
   bk_hcache cache;
   bool have_cache;
@@ -145,8 +138,7 @@ typedef struct rs_run {
   size_t bslots, nblobs;
   rs_blob **queue; /* blobs to download, in order */
   size_t nqueue, qnext;
-  rs_blob **active;
-  size_t nactive, max_active;
+  size_t outstanding; /* handed to the engine, not yet ended */
   /* The directory of the last item (items come sorted, so mostly the
    * next one's too): its path below DIR and an fd; and the last path
    * found missing. */
@@ -163,16 +155,13 @@ typedef struct rs_run {
   int status;
 } rs_run;
 
-typedef struct rs_op {
-  bk_op op;
-  rs_run *run;
-  rs_blob *blob;
-  int64_t off, len;
-} rs_op;
-
+/* Sets a fatal exit status (the first one wins) and stops the downloads
+ * under way (their part files stay for the next run). */
 static void rs_fatal(rs_run *r, int status) {
   if (r->status == CLI_OK)
     r->status = status;
+  if (r->xfer != NULL)
+    nimbus_xfer_cancel(r->xfer);
 }
 
 static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
@@ -194,118 +183,46 @@ static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
   bk_say(&r->prog, "%s: %s; not restored", it->name, msg);
 }
 
-/* ---- msgpack ----------------------------------------------------------- */
-
-static void rs_get_args(msgpack_sbuffer *sb, const char *hex, int64_t off,
-                        int64_t len) {
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-  msgpack_pack_map(&pk, 3);
-  bk_pk_str(&pk, "blob");
-  bk_pk_str(&pk, hex);
-  bk_pk_str(&pk, "offset");
-  msgpack_pack_int64(&pk, off);
-  bk_pk_str(&pk, "length");
-  msgpack_pack_int64(&pk, len);
-}
-
-/* Checks a blob.get reply for the range [off, off+len) of a blob of
- * `size` bytes (-1: unknown yet). Returns the bytes or NULL (why in err). */
-static const uint8_t *rs_get_check(const nimbus_reply *r, int64_t off,
-                                   int64_t len, int64_t *size, char *err,
-                                   size_t errcap) {
-  msgpack_object res;
-  msgpack_zone *z = NULL;
-  int64_t bsize = -1, roff = -1;
-  if (bk_result_map(r, &res, &z)) {
-    bk_obj_int(sc_map_get(&res, "size"), &bsize);
-    bk_obj_int(sc_map_get(&res, "offset"), &roff);
-  }
-  msgpack_zone_free(z);
-  if (bsize < 0 || (*size >= 0 && bsize != *size) || roff != off) {
-    nb_errf(err, errcap, "blob.get answered size %" PRId64 " offset %" PRId64
-                         " for %" PRId64 " at %" PRId64,
-            bsize, roff, *size, off);
-    return NULL;
-  }
-  int64_t want = bsize - off < len ? bsize - off : len;
-  if (want < 0 || (int64_t)r->data_len != want ||
-      (want > 0 && r->data == NULL)) {
-    nb_errf(err, errcap, "blob.get answered %zu bytes at %" PRId64
-                         " where %" PRId64 " were due",
-            r->data_len, off, want);
-    return NULL;
-  }
-  *size = bsize;
-  return r->data != NULL ? r->data : (const uint8_t *)"";
-}
-
 /* ---- The manifest ------------------------------------------------------ */
 
-typedef struct rs_mop {
-  bk_op op;
-  int fd;
-  int64_t off, size;
-  int64_t *total; /* learnt from the first reply */
-  int *status;
-  int64_t *got;
-} rs_mop;
+typedef struct rs_mf {
+  rs_run *run;
+  int fd;        /* the verified manifest (dup), or -1 */
+  int64_t size;
+  bool too_big;
+  int err;
+  char error[320];
+} rs_mf;
 
-static void rs_on_mget(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
-  rs_mop *m = op->ctx;
-  char err[256];
-  if (r == NULL) {
-    if (op->err != NIMBUS_ECANCELED && *m->status == CLI_OK)
-      *m->status = CLI_CONNECT;
-  } else if (!bk_reply_ok(r)) {
-    if (*m->status == CLI_OK) {
-      fprintf(stderr, "nimbus-agent: the snapshot's manifest: ");
-      *m->status = cli_cloud_error(r);
-    }
-  } else {
-    int64_t size = *m->total;
-    const uint8_t *d = rs_get_check(r, m->off, SC_SEGMENT, &size, err,
-                                    sizeof err);
-    if (d == NULL || size > SC_MANIFEST_MAX_BYTES) {
-      if (*m->status == CLI_OK) {
-        fprintf(stderr, "nimbus-agent: the snapshot's manifest: %s\n",
-                d == NULL ? err : "larger than 64 MiB");
-        *m->status = CLI_CLOUD_ERROR;
-      }
-    } else if (r->data_len > 0 &&
-               pwrite(m->fd, d, r->data_len, m->off) != (ssize_t)r->data_len) {
-      if (*m->status == CLI_OK) {
-        fprintf(stderr, "nimbus-agent: cannot write the manifest: %s\n",
-                strerror(errno));
-        *m->status = CLI_USAGE;
-      }
-    } else {
-      *m->total = size;
-      *m->got += (int64_t)r->data_len;
-    }
+static void rs_mf_progress(void *ctx, int64_t done, int64_t total) {
+  rs_mf *m = ctx;
+  (void)done;
+  if (total > SC_MANIFEST_MAX_BYTES && !m->too_big) {
+    m->too_big = true;
+    nimbus_xfer_cancel(m->run->xfer);
   }
-  free(m);
+  m->run->prog.bytes_total = total;
+  m->run->prog.bytes_done = done;
+  bk_progress_show(&m->run->prog, false);
 }
 
-static rs_mop *rs_mop_new(int fd, int64_t off, int64_t *total, int *status,
-                          int64_t *got) {
-  rs_mop *m = calloc(1, sizeof *m);
-  if (m != NULL) {
-    m->op.fn = rs_on_mget;
-    m->op.ctx = m;
-    m->fd = fd;
-    m->off = off;
-    m->total = total;
-    m->status = status;
-    m->got = got;
+static void rs_mf_done(void *ctx, const nimbus_blob_result *res) {
+  rs_mf *m = ctx;
+  m->err = res->err;
+  m->run->bytes_received += res->bytes;
+  if (res->err == 0) {
+    m->fd = dup(res->fd);
+    m->size = res->size;
+    if (m->fd < 0)
+      m->err = NIMBUS_ESYS;
+  } else if (res->error != NULL) {
+    snprintf(m->error, sizeof m->error, "%s", res->error);
   }
-  return m;
 }
 
 /* Downloads the manifest `hex` into an unlinked file in the state
- * directory and checks its SHA-256. Returns CLI_OK and the file (*fd) and
- * size (*size), or an exit status. */
+ * directory through the transfer engine (which checks its SHA-256).
+ * Returns CLI_OK and the file (*fd) and size (*size), or an exit status. */
 static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
                              int *fdp, int64_t *sizep) {
   size_t dl = strlen(state);
@@ -320,75 +237,54 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
     free(tmp);
     return CLI_USAGE;
   }
-  unlink(tmp);
+  close(fd);
+  rs_mf m = {.run = r, .fd = -1};
+  nimbus_blob_download_opts o;
+  nimbus_blob_download_opts_init(&o);
+  o.blob = hex;
+  o.part = tmp;
+  o.keep_part = true;
+  o.no_sync = true; /* read now, unlinked: never needed after a crash */
+  o.on_done = rs_mf_done;
+  o.on_progress = rs_mf_progress;
+  o.ctx = &m;
+  bk_progress_phase(&r->prog, "manifest", 0, 1);
+  int rc = nimbus_blob_download(r->xfer, &o);
+  if (rc == 0)
+    rc = nimbus_xfer_run(r->xfer);
+  unlink(tmp); /* the engine leaves it on a stop or a timeout */
   free(tmp);
   int status = CLI_OK;
-  int64_t total = -1, got = 0;
-  /* The first range tells the size, then the rest, --jobs at a time. */
-  int64_t next = 0;
-  bk_progress_phase(&r->prog, "manifest", 0, 1);
-  while (status == CLI_OK) {
-    while (status == CLI_OK && bk_pipe_room(&r->pipe) &&
-           (next == 0 || (total >= 0 && next < total))) {
-      rs_mop *m = rs_mop_new(fd, next, &total, &status, &got);
-      msgpack_sbuffer sb;
-      msgpack_sbuffer_init(&sb);
-      rs_get_args(&sb, hex, next, SC_SEGMENT);
-      int rc = m == NULL ? NIMBUS_ENOMEM
-                         : bk_pipe_submit(&r->pipe, &m->op, "blob.get",
-                                          (const uint8_t *)sb.data, sb.size,
-                                          NULL, 0, false);
-      msgpack_sbuffer_destroy(&sb);
-      if (rc != 0) {
-        free(m);
-        fprintf(stderr, "nimbus-agent: cannot send blob.get: %s\n",
-                nimbus_strerror(rc));
-        status = CLI_USAGE;
-        break;
-      }
-      next += SC_SEGMENT;
-      if (total < 0)
-        break; /* wait for the size */
-    }
-    if (r->pipe.inflight == 0)
-      break;
-    int rc = bk_pipe_step(&r->pipe);
-    if (rc == NIMBUS_ETIMEDOUT) {
-      fprintf(stderr, "nimbus-agent: no reply from the cloud for %d ms\n",
-              r->pipe.stall_ms);
-      status = CLI_TIMEOUT;
-    } else if (rc == NIMBUS_ECANCELED) {
-      status = bk_signal_status();
-    }
-    r->prog.bytes_total = total > 0 ? total : 0;
-    r->prog.bytes_done = got;
-    bk_progress_show(&r->prog, false);
-  }
-  bk_pipe_abandon(&r->pipe);
-  if (status == CLI_OK && (total < 0 || got != total)) {
-    fprintf(stderr, "nimbus-agent: the manifest came incomplete\n");
+  if (m.too_big) {
+    fprintf(stderr, "nimbus-agent: the snapshot's manifest: larger than "
+                    "64 MiB\n");
     status = CLI_CLOUD_ERROR;
-  }
-  uint8_t sha[32], want[32];
-  int64_t n = 0;
-  if (status == CLI_OK &&
-      (lseek(fd, 0, SEEK_SET) != 0 ||
-       bk_hash_fd(fd, r->buf, SC_SEGMENT, sha, &n, NULL, NULL) != 0 ||
-       nb_unhex32(hex, want) != 0 || n != total ||
-       memcmp(sha, want, 32) != 0)) {
-    fprintf(stderr, "nimbus-agent: the manifest's bytes do not have its "
-                    "SHA-256 %s\n",
-            hex);
+  } else if (rc == NIMBUS_ECANCELED || m.err == NIMBUS_ECANCELED) {
+    status = bk_signal_status();
+  } else if (rc == NIMBUS_ETIMEDOUT || m.err == NIMBUS_ETIMEDOUT) {
+    fprintf(stderr, "nimbus-agent: no reply from the cloud for %d ms\n",
+            r->pipe.stall_ms);
+    status = CLI_TIMEOUT;
+  } else if (rc != 0) {
+    fprintf(stderr, "nimbus-agent: cannot fetch the manifest: %s\n",
+            nimbus_strerror(rc));
+    status = CLI_USAGE;
+  } else if (m.err == NIMBUS_EREFUSED) {
+    fprintf(stderr, "nimbus-agent: %s\n", m.error);
+    status = CLI_CONNECT;
+  } else if (m.err != 0) {
+    fprintf(stderr, "nimbus-agent: the snapshot's manifest: %s\n",
+            m.error[0] != '\0' ? m.error : nimbus_strerror(m.err));
     status = CLI_CLOUD_ERROR;
   }
   if (status != CLI_OK) {
-    close(fd);
+    if (m.fd >= 0)
+      close(m.fd);
     return status;
   }
   bk_progress_clear(&r->prog);
-  r->bytes_received += total;
-  *fdp = fd;
-  *sizep = total;
+  *fdp = m.fd;
+  *sizep = m.size;
   return CLI_OK;
 }
 
@@ -498,7 +394,8 @@ static int rs_blobs_make(rs_run *r) {
       memcpy(b->sha, it->sha, 32);
       nb_hex(b->sha, 32, b->hex);
       b->size = it->size;
-      b->dirfd = b->fd = -1;
+      b->dirfd = -1;
+      b->run = r;
       r->btab[k] = b;
       r->nblobs++;
     }
@@ -567,8 +464,12 @@ static void rs_flush(rs_run *r) {
     base = base != NULL ? base + 1 : it->name;
     struct stat st;
     if (renameat(p->dirfd, p->tmp, p->dirfd, base) != 0) {
+      /* Given up (a directory of that name, a name too long): the part
+       * file must not stay behind, as no later run could use it. */
+      int e = errno;
+      (void)unlinkat(p->dirfd, p->tmp, 0);
       rs_item_fail(r, it, false, "cannot rename %s into place: %s", p->tmp,
-                   strerror(errno));
+                   strerror(e));
     } else {
       it->state = RS_DONE;
       r->restored++;
@@ -709,343 +610,142 @@ static void rs_copies(rs_run *r, rs_blob *b, int src, rs_item *except) {
       rs_copy_to(r, it, src);
 }
 
-/* ---- Downloads --------------------------------------------------------- */
-
-static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep);
-
-static void rs_blob_close(rs_run *r, rs_blob *b) {
-  for (rs_chunk *c = b->chunks, *n; c != NULL; c = n) {
-    n = c->next;
-    nimbus_reply_free(c->reply);
-    free(c);
-  }
-  b->chunks = NULL;
-  if (b->fd >= 0)
-    close(b->fd);
-  if (b->dirfd >= 0)
-    close(b->dirfd);
-  b->fd = b->dirfd = -1;
-  EVP_MD_CTX_free(b->md);
-  b->md = NULL;
-  free(b->redo);
-  b->redo = NULL;
-  b->nredo = b->credo = 0;
-  if (b->active) {
-    for (size_t i = 0; i < r->nactive; i++) {
-      if (r->active[i] == b) {
-        memmove(&r->active[i], &r->active[i + 1],
-                (r->nactive - i - 1) * sizeof *r->active);
-        r->nactive--;
-        break;
-      }
-    }
-    b->active = false;
-  }
-}
+/* ---- Downloads, through the library's transfer engine ------------------ */
 
 static void rs_blob_fail(rs_run *r, rs_blob *b, bool cloud, const char *why) {
-  b->failed = true;
   for (rs_item *it = b->todo; it != NULL; it = it->bnext)
     if (it->state == RS_TODO)
       rs_item_fail(r, it, cloud, "%s", why);
-  if (b->gets == 0)
-    rs_blob_close(r, b);
 }
 
-/* Starts (or resumes) the download of b into its target's part file: the
- * first item still to write whose file can be made. Returns false when b
- * needs no download after all. */
-static bool rs_blob_start(rs_run *r, rs_blob *b) {
+static void rs_feed(rs_run *r);
+
+static void rs_on_progress(void *ctx, int64_t done, int64_t total) {
+  rs_blob *b = ctx;
+  (void)total;
+  b->run->prog.bytes_done += done - b->done;
+  b->done = done;
+  bk_progress_show(&b->run->prog, false);
+}
+
+static void rs_on_done(void *ctx, const nimbus_blob_result *res) {
+  rs_blob *b = ctx;
+  rs_run *r = b->run;
+  rs_item *t = b->target;
+  int dirfd = b->dirfd;
+  b->dirfd = -1;
+  r->outstanding--;
+  r->bytes_received += res->bytes;
+  switch (res->err) {
+  case 0:
+    r->blobs_downloaded++;
+    r->prog.files_done++;
+    /* The other items with this content, from the verified bytes. */
+    rs_copies(r, b, res->fd, t);
+    rs_pend(r, t, dirfd, b->tmp);
+    dirfd = -1;
+    break;
+  case NIMBUS_ECANCELED:
+  case NIMBUS_ETIMEDOUT:
+    /* The part file stays for the next run; said by rs_download. */
+    if (res->err == NIMBUS_ETIMEDOUT && r->status == CLI_OK)
+      bk_say(&r->prog, "%s; run the same restore again to resume",
+             res->error);
+    rs_fatal(r, res->err == NIMBUS_ETIMEDOUT ? CLI_TIMEOUT : r->status);
+    break;
+  case NIMBUS_EREFUSED:
+    bk_say(&r->prog, "%s", res->error);
+    rs_fatal(r, CLI_CONNECT);
+    break;
+  case NIMBUS_ENOMEM:
+    bk_say(&r->prog, "out of memory");
+    rs_fatal(r, CLI_USAGE);
+    break;
+  case NIMBUS_EIO:
+    if (res->code == 0) {
+      /* Here, not the cloud: the part file could not be written. */
+      rs_blob_fail(r, b, false, res->error);
+      break;
+    }
+    /* fall through */
+  default: {
+    char why[400];
+    snprintf(why, sizeof why, "the cloud cannot give its content: %s",
+             res->error);
+    rs_blob_fail(r, b, true, why);
+    break;
+  }
+  }
+  if (dirfd >= 0)
+    close(dirfd);
+  rs_feed(r);
+}
+
+/* Hands b to the engine, into the part file of the first item still to
+ * write whose directory can be made. False when there is none. */
+static bool rs_blob_send(rs_run *r, rs_blob *b) {
   for (rs_item *t = b->todo; t != NULL; t = t->bnext) {
     if (t->state != RS_TODO)
       continue;
     const char *base;
+    int dirfd = rs_dir(r, t, &base);
+    if (dirfd < 0)
+      continue;
     b->target = t;
-    b->dirfd = rs_dir(r, t, &base);
-    if (b->dirfd < 0)
-      continue;
+    b->dirfd = dirfd;
+    b->done = 0;
     rs_tmp_name(t, b->tmp);
-    b->fd = openat(b->dirfd, b->tmp,
-                   O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
-    struct stat st;
-    if (b->fd < 0 || fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      rs_item_fail(r, t, false, "cannot write %s: %s", b->tmp,
-                   b->fd < 0 ? strerror(errno) : "not a regular file");
-      rs_blob_close(r, b);
-      continue;
-    }
-    b->md = EVP_MD_CTX_new();
-    if (b->md == NULL || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
-      bk_say(&r->prog, "out of memory");
+    nimbus_blob_download_opts o;
+    nimbus_blob_download_opts_init(&o);
+    o.blob = b->hex;
+    o.size = b->size;
+    o.dirfd = dirfd;
+    o.part = b->tmp;
+    o.keep_part = true; /* renamed in batches after one syncfs: rs_flush */
+    o.no_sync = true;
+    o.set_mtime = t->has_mtime;
+    o.mtime_ms = t->mtime;
+    o.on_done = rs_on_done;
+    o.on_progress = rs_on_progress;
+    o.ctx = b;
+    int rc = nimbus_blob_download(r->xfer, &o);
+    if (rc != 0) {
+      close(dirfd);
+      b->dirfd = -1;
+      bk_say(&r->prog, "cannot download %s: %s", b->hex, nimbus_strerror(rc));
       rs_fatal(r, CLI_USAGE);
-      rs_blob_close(r, b);
       return false;
     }
-    /* What an earlier run wrote, in order, is kept: hash it and go on. */
-    int64_t have = st.st_size > b->size ? 0 : st.st_size;
-    if (st.st_size > b->size && ftruncate(b->fd, 0) != 0)
-      have = -1;
-    for (int64_t off = 0; have > 0 && off < have;) {
-      size_t want =
-          (size_t)(have - off < SC_SEGMENT ? have - off : SC_SEGMENT);
-      ssize_t got = pread(b->fd, r->buf, want, off);
-      if (got <= 0) {
-        have = -1;
-        break;
-      }
-      EVP_DigestUpdate(b->md, r->buf, (size_t)got);
-      off += got;
-    }
-    if (have < 0) {
-      rs_item_fail(r, t, false, "cannot read back %s: %s", b->tmp,
-                   strerror(errno));
-      rs_blob_close(r, b);
-      continue;
-    }
-    b->written = b->next_req = have;
-    r->prog.bytes_done += have;
-    b->active = true;
-    r->active[r->nactive++] = b;
+    r->outstanding++;
     return true;
   }
   return false;
 }
 
-/* The download is complete: check, then the target and the copies. */
-static void rs_blob_finish(rs_run *r, rs_blob *b) {
-  uint8_t sha[32];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(b->md, sha, &len);
-  rs_item *t = b->target;
-  if (memcmp(sha, b->sha, 32) != 0) {
-    /* Not the content named (a damaged part file from an earlier run):
-     * once more from the start. */
-    r->prog.bytes_done -= b->written;
-    if (++b->restarts <= 1 && ftruncate(b->fd, 0) == 0 &&
-        EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) == 1) {
-      bk_say(&r->prog,
-             "%s: the downloaded bytes do not match; downloading again",
-             t->name);
-      b->written = b->next_req = 0;
-      return;
-    }
-    rs_blob_fail(r, b, true, "the downloaded bytes do not have the blob's "
-                             "SHA-256");
-    unlinkat(b->dirfd, b->tmp, 0);
-    rs_blob_close(r, b);
-    return;
-  }
-  r->blobs_downloaded++;
-  bool ok = rs_set_mtime(b->fd, t) == 0;
-  if (!ok)
-    rs_item_fail(r, t, false, "cannot set the mtime of %s: %s", b->tmp,
-                 strerror(errno));
-  else
-    r->prog.files_done++;
-  /* The other items with this content, from the verified bytes. */
-  rs_copies(r, b, b->fd, t);
-  if (!ok) {
-    unlinkat(b->dirfd, b->tmp, 0);
-    rs_blob_close(r, b);
-    return;
-  }
-  int dirfd = b->dirfd;
-  b->dirfd = -1;
-  rs_blob_close(r, b);
-  rs_pend(r, t, dirfd, b->tmp);
-}
-
-/* Writes the chunks that are next in order. */
-static void rs_blob_drain(rs_run *r, rs_blob *b) {
-  while (b->chunks != NULL && b->chunks->off < b->written) {
-    /* Asked twice (never happens unless a reply was duplicated). */
-    rs_chunk *c = b->chunks;
-    b->chunks = c->next;
-    nimbus_reply_free(c->reply);
-    free(c);
-  }
-  while (b->chunks != NULL && b->chunks->off == b->written) {
-    rs_chunk *c = b->chunks;
-    b->chunks = c->next;
-    size_t n = c->reply->data_len;
-    if (n > 0 && pwrite(b->fd, c->reply->data, n, c->off) != (ssize_t)n) {
-      char why[256];
-      snprintf(why, sizeof why, "cannot write %s: %s", b->tmp,
-               strerror(errno));
-      nimbus_reply_free(c->reply);
-      free(c);
-      rs_blob_fail(r, b, false, why);
-      return;
-    }
-    EVP_DigestUpdate(b->md, c->reply->data, n);
-    b->written += (int64_t)n;
-    r->prog.bytes_done += (int64_t)n;
-    nimbus_reply_free(c->reply);
-    free(c);
-  }
-  if (b->written == b->size && b->gets == 0 && b->chunks == NULL)
-    rs_blob_finish(r, b);
-}
-
-static bool rs_send_get(rs_run *r, rs_blob *b) {
-  if ((b->nredo == 0 && b->next_req >= b->size) || b->failed ||
-      b->fd < 0)
-    return false;
-  rs_op *o = calloc(1, sizeof *o);
-  if (o == NULL) {
-    bk_say(&r->prog, "out of memory");
-    rs_fatal(r, CLI_USAGE);
-    return false;
-  }
-  o->op.fn = rs_on_get;
-  o->op.ctx = o;
-  o->run = r;
-  o->blob = b;
-  o->off = b->nredo > 0 ? b->redo[b->nredo - 1] : b->next_req;
-  o->len = b->size - o->off < SC_SEGMENT ? b->size - o->off : SC_SEGMENT;
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  rs_get_args(&sb, b->hex, o->off, o->len);
-  int rc = bk_pipe_submit(&r->pipe, &o->op, "blob.get",
-                          (const uint8_t *)sb.data, sb.size, NULL, 0, false);
-  msgpack_sbuffer_destroy(&sb);
-  if (rc != 0) {
-    free(o);
-    bk_say(&r->prog, "cannot send blob.get: %s", nimbus_strerror(rc));
-    rs_fatal(r, CLI_USAGE);
-    return false;
-  }
-  if (b->nredo > 0)
-    b->nredo--;
-  else
-    b->next_req += o->len;
-  b->gets++;
-  return true;
-}
-
-static void rs_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
-  rs_op *o = op->ctx;
-  rs_run *r = o->run;
-  rs_blob *b = o->blob;
-  int64_t off = o->off, len = o->len;
-  int oerr = op->err; /* op lives in o */
-  free(o);
-  b->gets--;
-  if (reply == NULL) {
-    if (oerr == NIMBUS_EREFUSED) {
-      bk_say(&r->prog, "blob.get: %s", nimbus_agent_errstr(r->pipe.agent));
-      rs_fatal(r, CLI_CONNECT);
-    }
-    return;
-  }
-  if (b->failed) {
-    if (b->gets == 0)
-      rs_blob_close(r, b);
-    return;
-  }
-  char err[256];
-  if (!bk_reply_ok(reply)) {
-    if ((reply->code == 429 || reply->code == 503) && ++b->retries <= 10) {
-      /* Asked for again before any new range. */
-      if (b->nredo == b->credo) {
-        size_t cap = b->credo != 0 ? 2 * b->credo : 8;
-        int64_t *v = realloc(b->redo, cap * sizeof *v);
-        if (v == NULL) {
-          rs_blob_fail(r, b, false, "out of memory");
-          return;
-        }
-        b->redo = v;
-        b->credo = cap;
-      }
-      b->redo[b->nredo++] = off;
-      return;
-    }
-    snprintf(err, sizeof err, "the cloud cannot give its content: error %d: %s",
-             reply->code, reply->error != NULL ? reply->error : "");
-    rs_blob_fail(r, b, true, err);
-    return;
-  }
-  int64_t size = b->size;
-  const uint8_t *d = rs_get_check(reply, off, len, &size, err, sizeof err);
-  if (d == NULL || (int64_t)reply->data_len != len) {
-    rs_blob_fail(r, b, true, d == NULL ? err : "blob.get answered a short range");
-    return;
-  }
-  r->bytes_received += (int64_t)reply->data_len;
-  rs_chunk *c = malloc(sizeof *c);
-  if (c == NULL) {
-    bk_say(&r->prog, "out of memory");
-    rs_fatal(r, CLI_USAGE);
-    return;
-  }
-  c->off = off;
-  c->reply = reply;
-  *keep = true;
-  rs_chunk **pp = &b->chunks;
-  while (*pp != NULL && (*pp)->off < off)
-    pp = &(*pp)->next;
-  c->next = *pp;
-  *pp = c;
-  rs_blob_drain(r, b);
-}
-
-static void rs_fill(rs_run *r) {
-  bool moved = true;
-  while (moved && r->status == CLI_OK && bk_pipe_room(&r->pipe)) {
-    moved = false;
-    for (size_t i = 0; i < r->nactive && bk_pipe_room(&r->pipe); i++) {
-      rs_blob *b = r->active[i];
-      while (bk_pipe_room(&r->pipe) && r->status == CLI_OK &&
-             rs_send_get(r, b))
-        moved = true;
-    }
-    while (r->status == CLI_OK && bk_pipe_room(&r->pipe) &&
-           r->nactive < r->max_active && r->qnext < r->nqueue) {
-      rs_blob *b = r->queue[r->qnext++];
-      if (!rs_blob_start(r, b))
-        continue;
-      moved = true;
-      /* Resumed whole: finish it now. */
-      if (b->written == b->size)
-        rs_blob_drain(r, b);
-    }
-  }
+/* Keeps the engine fed: a few more blobs than it moves at once (each holds
+ * an open directory until it ends). */
+static void rs_feed(rs_run *r) {
+  while (r->status == CLI_OK && r->qnext < r->nqueue &&
+         r->outstanding < 2 * (size_t)r->cfg->jobs)
+    (void)rs_blob_send(r, r->queue[r->qnext++]);
 }
 
 static void rs_download(rs_run *r) {
-  for (;;) {
-    rs_fill(r);
-    bk_progress_show(&r->prog, false);
-    if (r->status != CLI_OK)
-      break;
-    if (r->pipe.inflight == 0) {
-      if (r->qnext >= r->nqueue && r->nactive == 0)
-        break;
-      bool waiting = false;
-      for (size_t i = 0; i < r->nactive; i++)
-        waiting = waiting || r->active[i]->next_req < r->active[i]->size ||
-                  r->active[i]->nredo > 0;
-      if (!waiting && r->qnext >= r->nqueue) {
-        bk_say(&r->prog, "internal error: downloads stuck");
-        rs_fatal(r, CLI_USAGE);
-        break;
-      }
-      continue;
-    }
-    int rc = bk_pipe_step(&r->pipe);
-    if (rc == NIMBUS_ETIMEDOUT) {
+  rs_feed(r);
+  int rc = nimbus_xfer_run(r->xfer);
+  if (rc == NIMBUS_ETIMEDOUT) {
+    if (r->status == CLI_OK)
       bk_say(&r->prog,
              "no reply from the cloud for %d ms; run the same restore "
              "again to resume",
              r->pipe.stall_ms);
-      rs_fatal(r, CLI_TIMEOUT);
-    } else if (rc == NIMBUS_ECANCELED) {
-      rs_fatal(r, bk_signal_status());
-    }
+    rs_fatal(r, CLI_TIMEOUT);
+  } else if (rc == NIMBUS_ECANCELED && r->status == CLI_OK) {
+    rs_fatal(r, bk_interrupted ? bk_signal_status() : CLI_USAGE);
+  } else if (rc != 0 && r->status == CLI_OK) {
+    bk_say(&r->prog, "downloads: %s", nimbus_strerror(rc));
+    rs_fatal(r, CLI_USAGE);
   }
-  bk_pipe_abandon(&r->pipe);
-  while (r->nactive > 0)
-    rs_blob_close(r, r->active[0]);
 }
 
 /* ---- What is there already --------------------------------------------- */
@@ -1267,13 +967,13 @@ static void rs_free(rs_run *r) {
   free(r->items);
   for (size_t i = 0; i < r->bslots; i++) {
     if (r->btab[i] != NULL) {
-      rs_blob_close(r, r->btab[i]);
+      if (r->btab[i]->dirfd >= 0)
+        close(r->btab[i]->dirfd);
       free(r->btab[i]);
     }
   }
   free(r->btab);
   free(r->queue);
-  free(r->active);
   for (size_t i = 0; i < r->npend; i++)
     close(r->pend[i].dirfd);
   free(r->pend);
@@ -1305,9 +1005,7 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   char *state = NULL;
   int status;
   cJSON *sum = cJSON_CreateObject();
-  r.max_active = (size_t)cfg->jobs;
   if (sum == NULL || (r.buf = malloc(SC_SEGMENT)) == NULL ||
-      (r.active = calloc(r.max_active, sizeof *r.active)) == NULL ||
       (r.pend = calloc(RS_BATCH_FILES, sizeof *r.pend)) == NULL ||
       (state = bk_state_dir(cfg->state_dir)) == NULL) {
     status = cli_usage_error("out of memory, or no state directory");
@@ -1316,12 +1014,19 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   if ((status = cli_connect(cfg, (int)cfg->jobs + 1, CLI_BULK_RESEND_MS,
                             CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
     goto out;
-  if (bk_pipe_init(&r.pipe, a, (int)cfg->jobs, (int)cfg->timeout) != 0) {
+  nimbus_xfer_opts xo;
+  nimbus_xfer_opts_init(&xo);
+  xo.jobs = (int)cfg->jobs;
+  xo.timeout_ms = (int)cfg->timeout;
+  xo.stop = bk_stopped;
+  if (bk_pipe_init(&r.pipe, a, 1, (int)cfg->timeout) != 0 ||
+      nimbus_xfer_new(a, &xo, &r.xfer) != 0) {
     nimbus_agent_free(a);
     a = NULL;
     status = cli_usage_error("cannot set up the task pipeline");
     goto out;
   }
+  r.pipe.stop = bk_stopped;
   if ((status = rs_snapshot(&r, state, sum)) != CLI_OK)
     goto out_pipe;
 
@@ -1454,6 +1159,8 @@ out_pipe:
     status = bk_signal_status();
   }
   bk_pipe_abandon(&r.pipe);
+  nimbus_xfer_free(r.xfer);
+  r.xfer = NULL;
   nimbus_agent_free(a);
   bk_pipe_fini(&r.pipe);
 out:
