@@ -254,7 +254,21 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
     fprintf(stderr, "nimbus-agent: %s: %s\n", nimbus_strerror(rc), err);
     return CLI_USAGE;
   }
-  rc = nimbus_agent_connect(a, (int)cfg->timeout);
+  /* No broker there yet (it is starting, or restarting): tried again with
+   * backoff, 100 ms doubling to 2 s, for as long as --timeout allows. A
+   * refusal (credentials, ACL) is final at once. */
+  int64_t deadline = nb_mono_ms() + cfg->timeout;
+  for (int64_t pause = 100;; pause = pause < 1000 ? 2 * pause : 2000) {
+    int64_t left = deadline - nb_mono_ms();
+    rc = nimbus_agent_connect(a, left > 0 ? (int)left : 0);
+    left = deadline - nb_mono_ms();
+    if (rc != NIMBUS_EMQTT || left <= 0)
+      break;
+    struct timespec ts = {.tv_sec = (pause < left ? pause : left) / 1000,
+                          .tv_nsec = (long)((pause < left ? pause : left) %
+                                            1000) * 1000000};
+    nanosleep(&ts, NULL);
+  }
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n", uri,
             nimbus_agent_client_id(a), nimbus_strerror(rc),

@@ -402,8 +402,9 @@ typedef struct nimbus_blob_download_opts {
 void nimbus_blob_download_opts_init(nimbus_blob_download_opts *o);
 
 /* Queues a download; it runs in nimbus_xfer_run. The part file is opened
- * (created, mode 0666 & ~umask); what it holds up to the blob's size is
- * taken as the blob's first bytes (hashed again, then the rest fetched).
+ * (created, mode 0666 & ~umask); with opts.size given, what it holds up
+ * to that size is taken as the blob's first bytes (hashed again, then the
+ * rest fetched); with size -1 it is started over.
  * Once all bytes are there and their SHA-256 is the blob's, the file gets
  * its mtime, is fsynced, renamed to `name` and the directory fsynced
  * (unless keep_part, no_sync). Bytes without the blob's SHA-256 are
