@@ -255,19 +255,9 @@ static void set_sub_state(wk_worker *w, int state, const char *why) {
   pthread_mutex_unlock(&w->cmu);
 }
 
-/* Paho reports a SUBACK's reason codes in alt.sub only for a SUBSCRIBE of
- * more than one filter; for one filter (whatever call sent it) reasonCode
- * holds it and alt holds something else. */
 static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
                       size_t filters) {
-  int worst = 0;
-  if (resp != NULL && filters > 1) {
-    for (int i = 0; i < resp->alt.sub.reasonCodeCount; i++)
-      if ((int)resp->alt.sub.reasonCodes[i] > worst)
-        worst = (int)resp->alt.sub.reasonCodes[i];
-  } else if (resp != NULL) {
-    worst = (int)resp->reasonCode;
-  }
+  int worst = nb_paho_suback_worst(resp, filters);
   if (worst >= 0x80) {
     const char *rs = MQTTReasonCode_toString((enum MQTTReasonCodes)worst);
     char why[200];
@@ -393,12 +383,9 @@ static void on_connected(void *context, char *cause) {
 
 static void on_connect_fail(void *context, MQTTAsync_failureData5 *resp) {
   wk_worker *w = context;
-  char why[200];
-  snprintf(why, sizeof why, "cannot connect to the broker: %s",
-           resp != NULL && resp->message != NULL
-               ? resp->message
-               : (resp != NULL ? MQTTReasonCode_toString(resp->reasonCode)
-                               : "no reason given"));
+  char what[160], why[200];
+  nb_paho_failure_text(resp, what, sizeof what);
+  snprintf(why, sizeof why, "cannot connect to the broker: %s", what);
   set_sub_state(w, -1, why);
 }
 

@@ -97,4 +97,22 @@ int nb_paho_send(MQTTAsync client, const char *topic, MQTTAsync_message *msg,
 int nb_paho_cond_signal(pthread_cond_t *cond);
 int nb_paho_mutex_unlock(pthread_mutex_t *m);
 
+/* ---- Reading the broker's answers (paho_session.c) -------------------- */
+
+/* The worst reason code of a SUBACK for a SUBSCRIBE of `filters` filters
+ * (0x80 or more is a refusal); 0 for a NULL `d`. */
+int nb_paho_suback_worst(const MQTTAsync_successData5 *d, size_t filters);
+/* The SUBACK's reason codes, one per filter in order, into codes (at most
+ * cap); returns how many. */
+size_t nb_paho_suback_codes(const MQTTAsync_successData5 *d, size_t filters,
+                            int *codes, size_t cap);
+/* The CONNACK reason code of a failed CONNECT the broker refused, or 0
+ * when it did not answer (no broker there, the link dropped). */
+int nb_paho_connack_reason(const MQTTAsync_failureData5 *d);
+/* Why a CONNECT (or another request) failed, as a phrase for a person:
+ * the broker's reason with its code, else Paho's message, else Paho's
+ * error text; into buf (cap bytes). `d` may be NULL. */
+void nb_paho_failure_text(const MQTTAsync_failureData5 *d, char *buf,
+                          size_t cap);
+
 #endif

@@ -445,24 +445,23 @@ static void ag_on_connect_ok(void *ctx, MQTTAsync_successData5 *d) {
 
 static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
   nimbus_agent *a = ctx;
-  int code = d != NULL ? d->code : MQTTASYNC_FAILURE;
+  int reason = nb_paho_connack_reason(d);
+  char what[160];
+  nb_paho_failure_text(d, what, sizeof what);
   pthread_mutex_lock(&a->mu);
   if (a->conn_state != AG_CONN_CONNECTING) {
     /* Paho also calls this while we destroy a client we gave up on. */
     pthread_mutex_unlock(&a->mu);
     return;
   }
-  if (code >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
-    /* Paho passes the CONNACK reason code in `code`. */
-    snprintf(a->errstr, sizeof a->errstr,
-             "the broker refused the connection as %s: %s (reason 0x%02x)",
-             a->client_id, MQTTReasonCode_toString((enum MQTTReasonCodes)code),
-             code);
-    ag_first_connect_failed_locked(a, ag_connack_err(code));
+  if (reason != 0) {
+    nb_errf(a->errstr, sizeof a->errstr,
+            "the broker refused the connection as %s: %s", a->client_id,
+            what);
+    ag_first_connect_failed_locked(a, ag_connack_err(reason));
   } else {
-    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
-             d != NULL && d->message != NULL ? d->message
-                                             : MQTTAsync_strerror(code));
+    nb_errf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
+            what);
     ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
   }
   pthread_mutex_unlock(&a->mu);
@@ -503,14 +502,8 @@ static void ag_subscribed(nimbus_agent *a, const int *codes, int n) {
 
 static void ag_on_suback(void *ctx, MQTTAsync_successData5 *d) {
   int codes[2] = {0, 0};
-  int n = 1;
-  codes[0] = (int)d->reasonCode;
-  if (d->alt.sub.reasonCodeCount > 1 && d->alt.sub.reasonCodes != NULL) {
-    n = d->alt.sub.reasonCodeCount < 2 ? d->alt.sub.reasonCodeCount : 2;
-    for (int i = 0; i < n; i++)
-      codes[i] = (int)d->alt.sub.reasonCodes[i];
-  }
-  ag_subscribed(ctx, codes, n);
+  size_t n = nb_paho_suback_codes(d, 2, codes, 2);
+  ag_subscribed(ctx, codes, (int)n);
 }
 
 static void ag_on_subfail(void *ctx, MQTTAsync_failureData5 *d) {
