@@ -196,6 +196,10 @@ typedef struct st_upload {
   bool committed;  /* blob.commit succeeded; `blob` names it */
   bool staged;     /* a put answered ok: the staging file's directory
                       entry is on disk (st_blobstore_stage) */
+  bool verified;   /* a commit hashed the staged bytes, found them to be
+                      `sha256` and began moving them into the store
+                      (st_blob_commit_begin): should it die before its
+                      record, the blob is in the store under that name */
   char blob[65];   /* hex, "" unless committed */
   uint8_t *bits;   /* owned: the received-segments bitmap, bits_len bytes */
   size_t bits_len;
@@ -254,14 +258,21 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
                             uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
                             uint64_t nsegs, int64_t ttl_ms);
 
-/* Marks that a commit of blob `hex` is about to move it into the store,
- * for ttl_ms or until its commit effect lands (which removes the mark):
- * meanwhile the collector leaves the blob alone. When the collector is
- * removing it right now, *gone is true and nothing is marked: wait a
- * moment (st_blob_gc_done ends that within milliseconds) and try again.
- * `owner` (borrowed) is recorded for diagnosis. */
-int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
-                         int64_t ttl_ms, bool *gone);
+/* Marks that a commit of upload (terminal, upload), whose bytes were
+ * hashed and found to be blob `hex`, is about to move them into the
+ * store: for ttl_ms or until its commit effect lands (which removes the
+ * mark) the collector leaves the blob alone, and the upload's record
+ * (when it still exists) is marked verified for as long as it lives
+ * (st_upload.verified), so that a commit sent again after this one died
+ * between the move and its record finds the blob in the store rather
+ * than nothing staged. When the collector is removing the blob right now,
+ * *gone is true and nothing is marked: wait a moment (st_blob_gc_done
+ * ends that within milliseconds) and try again. All strings borrowed;
+ * `owner` is recorded for diagnosis. Returns 0, NIMBUS_EINVAL or
+ * NIMBUS_EREDIS. */
+int st_blob_commit_begin(st_redis *r, const char *terminal,
+                         const char *upload, const char *hex,
+                         const char *owner, int64_t ttl_ms, bool *gone);
 
 /* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
  * one error that changes state). Returns 0 or NIMBUS_EREDIS. */

@@ -38,7 +38,7 @@ static unsigned long long parse_u64(const char *s) {
  * between the two reads (it deletes the bitmap). */
 static const char upload_get_lua[] =
     "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob', "
-    "'staged'), "
+    "'staged', 'verified'), "
     "redis.call('GET', KEYS[2])}";
 
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
@@ -54,7 +54,7 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
     return NIMBUS_EREDIS;
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
       rep->element[0]->type != REDIS_REPLY_ARRAY ||
-      rep->element[0]->elements != 4) {
+      rep->element[0]->elements != 5) {
     rc = st__fail(r, rep, "unexpected answer reading an upload");
     goto out;
   }
@@ -67,6 +67,11 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
   out->size = parse_u64(e[0]->str);
   memcpy(out->sha256, e[1]->str, 32);
   out->staged = e[3]->type == REDIS_REPLY_STRING;
+  if (e[4]->type == REDIS_REPLY_STRING && e[4]->len == 64) {
+    char want[65];
+    nb_hex(out->sha256, 32, want);
+    out->verified = memcmp(e[4]->str, want, 64) == 0;
+  }
   if (e[2]->type == REDIS_REPLY_STRING && e[2]->len == 64) {
     out->committed = true;
     memcpy(out->blob, e[2]->str, 64);
@@ -279,20 +284,28 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   return rc;
 }
 
-/* KEYS: gone, committing. ARGV: owner, ttl_ms. */
+/* KEYS: gone, committing, upload record. ARGV: owner, ttl_ms, hex. The
+ * record is marked only while it exists: a bare field would make a record
+ * that a later upload of the same name inherits. */
 static const char begin_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "  redis.call('HSET', KEYS[3], 'verified', ARGV[3])\n"
+    "end\n"
     "return 1\n";
 
-int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
-                         int64_t ttl_ms, bool *gone) {
-  char gk[KEY_CAP], ck[KEY_CAP], ttl[24];
+int st_blob_commit_begin(st_redis *r, const char *terminal,
+                         const char *upload, const char *hex,
+                         const char *owner, int64_t ttl_ms, bool *gone) {
+  char gk[KEY_CAP], ck[KEY_CAP], rec[KEY_CAP], bits[KEY_CAP], ttl[24];
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
   snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
   snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *argv[7] = {"EVAL", begin_lua, "2", gk, ck, owner, ttl};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  const char *argv[9] = {"EVAL", begin_lua, "3", gk, ck, rec, owner, ttl, hex};
+  redisReply *rep = st__cmd(r, 9, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
