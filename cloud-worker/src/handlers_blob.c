@@ -20,6 +20,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +36,36 @@ int wk_redis_down(wk_ctx *c) {
   return wk_fail(c, 503, "try again in a moment",
                  "the cloud's state store is unavailable: %s",
                  st_redis_errstr(c->redis));
+}
+
+/* A full store: how long a terminal is asked to wait before it sends
+ * again (space comes back when an operator frees it, or the collector
+ * removes what nothing refers to), and how often the condition is logged
+ * while it lasts (once, not once per segment refused). */
+#define FULL_RETRY_MS 30000
+#define FULL_LOG_MS 60000
+
+static _Atomic int64_t full_logged;
+static atomic_uint_fast64_t full_refused;
+
+/* The answer to a write the store refused for want of space
+ * (NIMBUS_ENOSPC): 503 with retry_after, logged at most once a minute with
+ * the count of writes refused since the last line. */
+static int storage_full(wk_ctx *c, const char *what) {
+  atomic_fetch_add(&full_refused, 1);
+  int64_t now = nb_now_ms(), last = atomic_load(&full_logged);
+  if (now - last >= FULL_LOG_MS &&
+      atomic_compare_exchange_strong(&full_logged, &last, now)) {
+    unsigned long long n = atomic_exchange(&full_refused, 0);
+    NB_ERROR("WK-STORAGE-FULL", "the blob store is full: %s; %llu write%s "
+             "refused since the last report (reported at most once a "
+             "minute)", st_blobstore_errstr(), n, n == 1 ? "" : "s");
+  }
+  msgpack_pack_map(&c->pk, 1);
+  wk_pack_kv_int(&c->pk, "retry_after", FULL_RETRY_MS);
+  return wk_fail(c, 503, "send it again after retry_after; what the cloud "
+                 "acknowledged is kept",
+                 "the cloud's storage is full: it could not %s", what);
 }
 
 int wk_disk_error(wk_ctx *c, const char *what) {
@@ -260,6 +291,21 @@ static int h_blob_put(wk_ctx *c) {
       code = wk_fail(c, 409, "ask blob.status, or start a new upload",
                      "upload \"%s\" was committed or discarded while this "
                      "segment arrived; it was not stored", up);
+      goto out;
+    }
+    if (src == NIMBUS_ENOSPC) {
+      /* Keep what was acknowledged; give back what this put wrote of a
+       * segment nobody acknowledged, and the record of an upload of which
+       * nothing was (this put's reserve made it). */
+      if (!st_upload_has_seg(&u, seg) &&
+          st_blobstore_stage_undo(c->blobs, c->terminal, up, (uint64_t)off,
+                                  c->task->data_len) != 0)
+        NB_WARN("WK-BLOB-IO", "%s", st_blobstore_errstr());
+      if (!u.staged && have == 0 &&
+          st_upload_abandon(c->redis, c->terminal, up, NULL) != 0)
+        NB_WARN("WK-REDIS", "cannot drop the record of upload %s/%s: %s",
+                c->terminal, up, st_redis_errstr(c->redis));
+      code = storage_full(c, "store the segment");
       goto out;
     }
     if (src != 0) {
@@ -518,9 +564,11 @@ static int h_blob_commit(wk_ctx *c) {
   }
   if ((code = commit_begin(c, up, hex)) != 0)
     goto out;
-  if (st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
-      0) {
-    code = wk_disk_error(c, "move the upload into the blob store");
+  rc = st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole);
+  if (rc != 0) {
+    code = rc == NIMBUS_ENOSPC
+               ? storage_full(c, "move the upload into the blob store")
+               : wk_disk_error(c, "move the upload into the blob store");
     goto out;
   }
   /* From here until the dispatcher records the effect, a crash leaves the

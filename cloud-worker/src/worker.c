@@ -890,6 +890,9 @@ static char *monitor_json(wk_worker *w, const char *state) {
     }
     cJSON_AddNumberToObject(o, "queued", (double)queued);
     cJSON_AddNumberToObject(o, "running", (double)running);
+    if (w->blobs != NULL) /* the blob store refuses writes: disk full */
+      cJSON_AddBoolToObject(o, "storage_full",
+                            st_blobstore_full_since(w->blobs) != 0);
   }
   char *text = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);

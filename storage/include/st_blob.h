@@ -17,9 +17,11 @@
  *
  * Every function returns 0 or a nimbus_err. Those that touch the disk
  * return NIMBUS_EIO with a sentence (strerror included) in the store's
- * errstr; those that talk to Redis return NIMBUS_EREDIS with the reason in
- * st_redis_errstr. A store is safe to share between threads: it changes
- * no state after st_blobstore_open but one atomic flag (O_DIRECT refused). */
+ * errstr, and those that write return NIMBUS_ENOSPC (with the same kind
+ * of sentence) when the filesystem, or its quota, is full; those that talk
+ * to Redis return NIMBUS_EREDIS with the reason in st_redis_errstr. A
+ * store is safe to share between threads: it changes no state after
+ * st_blobstore_open but atomic flags (O_DIRECT refused, full since). */
 #ifndef ST_BLOB_H
 #define ST_BLOB_H
 
@@ -70,10 +72,28 @@ const char *st_blobstore_errstr(void);
  * earlier put that answered ok made sure: st_upload.staged), the staging
  * directory is fsynced too. n == 0 only creates the file (an empty blob).
  * Returns 0, NIMBUS_ECONFLICT when a commit moved or dropped the upload
- * meanwhile (nothing written), or NIMBUS_EIO. */
+ * meanwhile (nothing written), NIMBUS_ENOSPC when the filesystem is full
+ * (part of the segment may be on disk: st_blobstore_stage_undo gives its
+ * blocks back), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
                        size_t n, uint64_t reserve_end, bool entry_durable);
+
+/* Gives back the disk blocks of [offset, offset + n) of the staging file
+ * of (terminal, upload): for a put whose st_blobstore_stage failed, of a
+ * segment that no earlier put acknowledged (the caller checks the upload's
+ * bitmap; bytes of an acknowledged segment would be lost). Nothing when
+ * there is no staging file, or it was moved into the store meanwhile, or
+ * the filesystem cannot punch holes. Returns 0 or NIMBUS_EIO. */
+int st_blobstore_stage_undo(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t offset, size_t n);
+
+/* Since when (ms since the epoch) the store has been refusing writes for
+ * want of space (NIMBUS_ENOSPC), or 0 when it is not: from the first
+ * write refused until one succeeds, or until the filesystem has 1 MiB
+ * free again (looked at at most once a second, by this call). For the
+ * worker's monitor status. */
+int64_t st_blobstore_full_since(st_blobstore *s);
 
 /* Called every segment while a file is hashed; returns 0 to go on, or a
  * nimbus_err that stops the hashing and is returned by it. */
@@ -111,7 +131,8 @@ int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
  * directory. When the store already holds `hash`, the staging file is
  * removed instead (identical content is stored once). The caller has
  * checked that the content hashes to `hash`. Returns 0, NIMBUS_ENOTFOUND
- * (no staging file) or NIMBUS_EIO. */
+ * (no staging file), NIMBUS_ENOSPC (the staging file stays as it was) or
+ * NIMBUS_EIO. */
 int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]);
@@ -277,6 +298,16 @@ int st_blob_commit_begin(st_redis *r, const char *terminal,
 /* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
  * one error that changes state). Returns 0 or NIMBUS_EREDIS. */
 int st_upload_discard(st_redis *r, const char *terminal, const char *upload);
+
+/* Deletes the record of upload (terminal, upload) if nothing of it was
+ * ever acknowledged (no segment in its bitmap, no put answered ok, not
+ * committed): what a first put leaves that fixed the upload's size and
+ * hash (st_upload_reserve) and then could not write. A put racing it that
+ * did write records the size and hash again with its segment
+ * (st_upload_put_effect). *removed (may be NULL) says whether it went.
+ * Returns 0, NIMBUS_EINVAL or NIMBUS_EREDIS. */
+int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
+                      bool *removed);
 
 /* For each of the `n` hex names in `blobs` (borrowed), sets may_read[i]
  * (caller storage) to whether `terminal` may read it. One round trip.

@@ -326,6 +326,33 @@ int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
   return st__cmd_ok(r, 3, argv);
 }
 
+/* KEYS: rec, bits. */
+static const char abandon_lua[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "local f = redis.call('HMGET', KEYS[1], 'staged', 'blob')\n"
+    "if f[1] or f[2] then return 0 end\n"
+    "return redis.call('DEL', KEYS[1])\n";
+
+int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
+                      bool *removed) {
+  char rec[KEY_CAP], bits[KEY_CAP];
+  if (removed != NULL)
+    *removed = false;
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  const char *argv[5] = {"EVAL", abandon_lua, "2", rec, bits};
+  redisReply *rep = st__cmd(r, 5, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER)
+    rc = st__fail(r, rep, "unexpected answer abandoning an upload");
+  else if (removed != NULL)
+    *removed = rep->integer == 1;
+  freeReplyObject(rep);
+  return rc;
+}
+
 int st_blob_access(st_redis *r, const char *terminal,
                    const char *const *blobs, size_t n, bool *may_read) {
   char acc[KEY_CAP];
