@@ -18,6 +18,9 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,11 +39,66 @@ int wk_redis_down(wk_ctx *c) {
                  st_redis_errstr(c->redis));
 }
 
+/* A full store: how long a terminal is asked to wait before it sends
+ * again (space comes back when an operator frees it, or the collector
+ * removes what nothing refers to), and how often the condition is logged
+ * while it lasts (once, not once per segment refused). */
+#define FULL_RETRY_MS 30000
+#define FULL_LOG_MS 60000
+
+static _Atomic int64_t full_logged;
+static atomic_uint_fast64_t full_refused;
+
+/* The answer to a write the store refused for want of space
+ * (NIMBUS_ENOSPC): 503 with retry_after, logged at most once a minute with
+ * the count of writes refused since the last line. */
+static int storage_full(wk_ctx *c, const char *what) {
+  atomic_fetch_add(&full_refused, 1);
+  int64_t now = nb_now_ms(), last = atomic_load(&full_logged);
+  if (now - last >= FULL_LOG_MS &&
+      atomic_compare_exchange_strong(&full_logged, &last, now)) {
+    unsigned long long n = atomic_exchange(&full_refused, 0);
+    NB_ERROR("WK-STORAGE-FULL", "the blob store is full: %s; %llu write%s "
+             "refused since the last report (reported at most once a "
+             "minute)", st_blobstore_errstr(), n, n == 1 ? "" : "s");
+  }
+  msgpack_pack_map(&c->pk, 1);
+  wk_pack_kv_int(&c->pk, "retry_after", FULL_RETRY_MS);
+  return wk_fail(c, 503, "send it again after retry_after; what the cloud "
+                 "acknowledged is kept",
+                 "the cloud's storage is full: it could not %s", what);
+}
+
 int wk_disk_error(wk_ctx *c, const char *what) {
   NB_ERROR("WK-BLOB-IO", "%s: %s", what, st_blobstore_errstr());
   return wk_fail(c, 500, "try again later; if it persists, tell the "
                  "cloud's operators",
                  "the cloud could not %s", what);
+}
+
+/* ---- Fault injection --------------------------------------------------
+ * NIMBUS_TEST_FAULT=<point> in the worker's environment kills the worker
+ * with SIGKILL when it reaches that point, as a crash there would, so a
+ * test can stop it exactly inside a window that no signal sent from
+ * outside can hit reliably (between a commit's move into the store and
+ * its record). Unset, which it is in production, it costs one string
+ * comparison against NULL. Points: "blob.commit:moved". */
+
+static const char *fault_want;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void fault_read(void) {
+  const char *v = getenv("NIMBUS_TEST_FAULT");
+  fault_want = v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static void fault_point(const char *point) {
+  pthread_once(&fault_once, fault_read);
+  if (fault_want == NULL || strcmp(fault_want, point) != 0)
+    return;
+  NB_ERROR("WK-FAULT", "NIMBUS_TEST_FAULT=%s: the worker kills itself here",
+           point);
+  raise(SIGKILL);
 }
 
 /* Reads args.upload into up[65]: 1-64 of [A-Za-z0-9_-]. */
@@ -223,7 +281,10 @@ static int h_blob_put(wk_ctx *c) {
   u.size = (uint64_t)size;
   uint64_t seg = (uint64_t)off / ST_SEGMENT;
   uint64_t have = st_upload_have(&u);
-  if (!u.committed) {
+  /* A verified upload has every segment, and its bytes may be in the store
+   * already (a commit that died before its record): a stray put must not
+   * start a new staging file that the commit sent again would hash. */
+  if (!u.committed && !u.verified) {
     int src = st_blobstore_stage(c->blobs, c->terminal, up, (uint64_t)off,
                                  c->task->data, c->task->data_len,
                                  st_upload_reserve_end(&u), u.staged);
@@ -231,6 +292,21 @@ static int h_blob_put(wk_ctx *c) {
       code = wk_fail(c, 409, "ask blob.status, or start a new upload",
                      "upload \"%s\" was committed or discarded while this "
                      "segment arrived; it was not stored", up);
+      goto out;
+    }
+    if (src == NIMBUS_ENOSPC) {
+      /* Keep what was acknowledged; give back what this put wrote of a
+       * segment nobody acknowledged, and the record of an upload of which
+       * nothing was (this put's reserve made it). */
+      if (!st_upload_has_seg(&u, seg) &&
+          st_blobstore_stage_undo(c->blobs, c->terminal, up, (uint64_t)off,
+                                  c->task->data_len) != 0)
+        NB_WARN("WK-BLOB-IO", "%s", st_blobstore_errstr());
+      if (!u.staged && have == 0 &&
+          st_upload_abandon(c->redis, c->terminal, up, NULL) != 0)
+        NB_WARN("WK-REDIS", "cannot drop the record of upload %s/%s: %s",
+                c->terminal, up, st_redis_errstr(c->redis));
+      code = storage_full(c, "store the segment");
       goto out;
     }
     if (src != 0) {
@@ -296,6 +372,86 @@ static void pack_committed(wk_ctx *c, const st_upload *u) {
   wk_pack_kv_int(&c->pk, "size", (int64_t)u->size);
 }
 
+/* Keeps the collector off blob `hex` from before the store is looked at
+ * until the commit of upload `up` is recorded, and marks the upload
+ * verified (st_blob_commit_begin); should the collector be removing an old
+ * copy right now, waits until the file is gone. Returns 0 or a reply code
+ * after wk_fail. */
+static int commit_begin(wk_ctx *c, const char *up, const char *hex) {
+  bool gone = true;
+  for (int tries = 0; gone && tries < 100; tries++) {
+    if (tries > 0)
+      nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+    if (st_blob_commit_begin(c->redis, c->terminal, up, hex,
+                             c->cfg->worker_id, COMMITTING_MS, &gone) != 0)
+      return wk_redis_down(c);
+  }
+  if (gone)
+    return wk_fail(c, 503, "send blob.commit again in a moment",
+                   "an old copy of blob %s is being removed", hex);
+  return 0;
+}
+
+/* Queues the commit's effect (st_upload_commit_effect) and packs its
+ * result {blob, size}. Returns 0 or a reply code after wk_fail. */
+static int commit_record(wk_ctx *c, const char *up, const uint8_t blob[32],
+                         uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
+                         uint64_t nsegs) {
+  char hex[65];
+  if (st_upload_commit_effect(c->effect, c->terminal, up, blob, size, sums,
+                              nsegs, c->cfg->upload_ttl_ms) != 0)
+    return wk_fail(c, 500, NULL, "the worker is out of memory");
+  nb_hex(blob, 32, hex);
+  msgpack_pack_map(&c->pk, 2);
+  wk_pack_str(&c->pk, "blob");
+  wk_pack_str(&c->pk, hex);
+  wk_pack_kv_int(&c->pk, "size", (int64_t)size);
+  return 0;
+}
+
+/* The commit of a verified upload whose staging file is gone: a commit
+ * before this one hashed the staged bytes, found them to be the declared
+ * blob, moved them into the store (or found the same content there) and
+ * died before its record. The blob is then in the store under the hash
+ * the upload's first put declared: it is hashed again, so that what is
+ * recorded is what the store holds, and recorded as that commit would
+ * have. Sets *absent (and answers nothing) when the store does not hold
+ * it. Returns 0 or a reply code after wk_fail. */
+static int commit_stored(wk_ctx *c, const char *up, const st_upload *u,
+                         uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
+                         bool *absent) {
+  char hex[65];
+  uint8_t whole[32];
+  *absent = false;
+  nb_hex(u->sha256, 32, hex);
+  int code = commit_begin(c, up, hex);
+  if (code != 0)
+    return code;
+  int rc = st_blobstore_blob_hash(c->blobs, u->sha256, u->size, whole, sums,
+                                  commit_progress, c);
+  if (rc == NIMBUS_ENOTFOUND) {
+    *absent = true;
+    return 0;
+  }
+  if (rc == NIMBUS_ECANCELED)
+    return wk_fail(c, 499, NULL, "blob.commit was cancelled by task.cancel");
+  if (rc == NIMBUS_ELOST)
+    return wk_fail(c, 500, NULL, "the task's claim lapsed");
+  if (rc != 0)
+    return wk_disk_error(c, "read the committed blob");
+  if (memcmp(whole, u->sha256, 32) != 0) {
+    NB_ERROR("WK-BLOB-DAMAGED", "blob %s: its file in the store does not "
+             "hash to its name", hex);
+    return wk_fail(c, 500, "the cloud's operators must restore it",
+                   "blob %s is damaged on disk", hex);
+  }
+  NB_INFO("WK-BLOB-RECOVER", "upload %s/%s: its blob %s was moved into the "
+          "store by a commit that did not record it; recorded now",
+          c->terminal, up, hex);
+  return commit_record(c, up, u->sha256, u->size,
+                       (const uint8_t(*)[ST_SEGSUM])sums, nsegs);
+}
+
 static int h_blob_commit(wk_ctx *c) {
   char up[65], hex[65], want_hex[65];
   st_upload u = {0};
@@ -356,10 +512,18 @@ static int h_blob_commit(wk_ctx *c) {
       pack_committed(c, &u);
       goto out;
     }
-    /* Its segments were swept, or a worker died between moving them and
-     * recording the commit. The declared hash alone grants nothing (a
-     * terminal could name another's blob): the upload starts over, which
-     * costs little when the content is stored already. */
+    if (u.exists && u.verified) {
+      bool absent = false;
+      code = commit_stored(c, up, &u, sums, nsegs, &absent);
+      if (code != 0 || !absent)
+        goto out;
+    }
+    /* Its segments were swept, or the blob a commit moved into the store
+     * before it died was removed since. The declared hash alone grants
+     * nothing (a terminal could name another's blob; only a commit that
+     * hashed the staged bytes marks the upload verified): the upload
+     * starts over, which costs little when the content is stored
+     * already. */
     if (st_upload_discard(c->redis, c->terminal, up) != 0)
       NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
               up, st_redis_errstr(c->redis));
@@ -399,39 +563,20 @@ static int h_blob_commit(wk_ctx *c) {
                    up, hex, want_hex);
     goto out;
   }
-  /* Keep the collector off this content from before the store is looked
-   * at until the commit is recorded; should it be removing an old copy
-   * right now, wait until the file is gone. */
-  bool gone = true;
-  for (int tries = 0; gone && tries < 100; tries++) {
-    if (tries > 0)
-      nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
-    if (st_blob_commit_begin(c->redis, hex, c->cfg->worker_id,
-                             COMMITTING_MS, &gone) != 0) {
-      code = wk_redis_down(c);
-      goto out;
-    }
-  }
-  if (gone) {
-    code = wk_fail(c, 503, "send blob.commit again in a moment",
-                   "an old copy of blob %s is being removed", hex);
+  if ((code = commit_begin(c, up, hex)) != 0)
+    goto out;
+  rc = st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole);
+  if (rc != 0) {
+    code = rc == NIMBUS_ENOSPC
+               ? storage_full(c, "move the upload into the blob store")
+               : wk_disk_error(c, "move the upload into the blob store");
     goto out;
   }
-  if (st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole) !=
-      0) {
-    code = wk_disk_error(c, "move the upload into the blob store");
-    goto out;
-  }
-  if (st_upload_commit_effect(c->effect, c->terminal, up, whole, u.size,
-                              (const uint8_t(*)[ST_SEGSUM])sums, nsegs,
-                              c->cfg->upload_ttl_ms) != 0) {
-    code = wk_fail(c, 500, NULL, "the worker is out of memory");
-    goto out;
-  }
-  msgpack_pack_map(&c->pk, 2);
-  wk_pack_str(&c->pk, "blob");
-  wk_pack_str(&c->pk, hex);
-  wk_pack_kv_int(&c->pk, "size", (int64_t)u.size);
+  /* From here until the dispatcher records the effect, a crash leaves the
+   * blob in the store and the upload verified: commit_stored. */
+  fault_point("blob.commit:moved");
+  code = commit_record(c, up, whole, u.size,
+                       (const uint8_t(*)[ST_SEGSUM])sums, nsegs);
 out:
   st_blobstore_stage_unlock(c->blobs, lock);
   free(sums);

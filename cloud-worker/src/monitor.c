@@ -5,7 +5,8 @@
  * "pools" {pool: {"threads", "queued", "running", "done"}}, "tasks" {"ok",
  * "error" (final replies), "received" (messages the broker delivered, the
  * catch-all group's copies included), "refused" (429s past max_inflight)},
- * "queued", "running" (over every pool)}. */
+ * "queued", "running" (over every pool), "storage_full" (on workers with
+ * the blob store: writes are being refused for want of space)}. */
 #include "wk_worker.h"
 
 #include "nb_util.h"
@@ -58,6 +59,9 @@ char *wk_monitor_json(wk_worker *w, const char *state) {
     }
     cJSON_AddNumberToObject(o, "queued", (double)queued);
     cJSON_AddNumberToObject(o, "running", (double)running);
+    if (w->blobs != NULL) /* the blob store refuses writes: disk full */
+      cJSON_AddBoolToObject(o, "storage_full",
+                            st_blobstore_full_since(w->blobs) != 0);
   }
   char *text = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);

@@ -74,8 +74,13 @@ typedef struct st_txn st_txn;
  * when out of memory. */
 st_txn *st_txn_new(void);
 void st_txn_free(st_txn *t);
-/* Appends one command of `argc` arguments (copied; `argv`/`lens` borrowed).
- * Returns 0 or NIMBUS_ENOMEM. */
+/* Appends one command of `argc` (1-64) arguments (copied; `argv`/`lens`
+ * borrowed; lens NULL: C strings). argv[0] is one of the commands the
+ * effect knows the keys of (HSET HSETNX HDEL HINCRBY SET SETBIT DEL UNLINK
+ * PEXPIRE EXPIRE SADD SREM ZADD ZREM INCR INCRBY), so that every key
+ * reaches the script in KEYS, as Redis Cluster requires. Returns 0,
+ * NIMBUS_EINVAL (another command, or argc out of range) or
+ * NIMBUS_ENOMEM. */
 int st_txn_add(st_txn *t, int argc, const char *const *argv,
                const size_t *lens);
 /* Makes the whole effect conditional on `key` (copied) existing when it is

@@ -17,9 +17,11 @@
  *
  * Every function returns 0 or a nimbus_err. Those that touch the disk
  * return NIMBUS_EIO with a sentence (strerror included) in the store's
- * errstr; those that talk to Redis return NIMBUS_EREDIS with the reason in
- * st_redis_errstr. A store is safe to share between threads: it changes
- * no state after st_blobstore_open but one atomic flag (O_DIRECT refused). */
+ * errstr, and those that write return NIMBUS_ENOSPC (with the same kind
+ * of sentence) when the filesystem, or its quota, is full; those that talk
+ * to Redis return NIMBUS_EREDIS with the reason in st_redis_errstr. A
+ * store is safe to share between threads: it changes no state after
+ * st_blobstore_open but atomic flags (O_DIRECT refused, full since). */
 #ifndef ST_BLOB_H
 #define ST_BLOB_H
 
@@ -71,10 +73,28 @@ const char *st_blobstore_errstr(void);
  * earlier put that answered ok made sure: st_upload.staged), the staging
  * directory is fsynced too. n == 0 only creates the file (an empty blob).
  * Returns 0, NIMBUS_ECONFLICT when a commit moved or dropped the upload
- * meanwhile (nothing written), or NIMBUS_EIO. */
+ * meanwhile (nothing written), NIMBUS_ENOSPC when the filesystem is full
+ * (part of the segment may be on disk: st_blobstore_stage_undo gives its
+ * blocks back), or NIMBUS_EIO. */
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
                        size_t n, uint64_t reserve_end, bool entry_durable);
+
+/* Gives back the disk blocks of [offset, offset + n) of the staging file
+ * of (terminal, upload): for a put whose st_blobstore_stage failed, of a
+ * segment that no earlier put acknowledged (the caller checks the upload's
+ * bitmap; bytes of an acknowledged segment would be lost). Nothing when
+ * there is no staging file, or it was moved into the store meanwhile, or
+ * the filesystem cannot punch holes. Returns 0 or NIMBUS_EIO. */
+int st_blobstore_stage_undo(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t offset, size_t n);
+
+/* Since when (ms since the epoch) the store has been refusing writes for
+ * want of space (NIMBUS_ENOSPC), or 0 when it is not: from the first
+ * write refused until one succeeds, or until the filesystem has 1 MiB
+ * free again (looked at at most once a second, by this call). For the
+ * worker's monitor status. */
+int64_t st_blobstore_full_since(st_blobstore *s);
 
 /* Called every segment while a file is hashed; returns 0 to go on, or a
  * nimbus_err that stops the hashing and is returned by it. */
@@ -112,7 +132,8 @@ int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
  * directory. When the store already holds `hash`, the staging file is
  * removed instead (identical content is stored once). The caller has
  * checked that the content hashes to `hash`. Returns 0, NIMBUS_ENOTFOUND
- * (no staging file) or NIMBUS_EIO. */
+ * (no staging file), NIMBUS_ENOSPC (the staging file stays as it was) or
+ * NIMBUS_EIO. */
 int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]);
@@ -197,6 +218,10 @@ typedef struct st_upload {
   bool committed;  /* blob.commit succeeded; `blob` names it */
   bool staged;     /* a put answered ok: the staging file's directory
                       entry is on disk (st_blobstore_stage) */
+  bool verified;   /* a commit hashed the staged bytes, found them to be
+                      `sha256` and began moving them into the store
+                      (st_blob_commit_begin): should it die before its
+                      record, the blob is in the store under that name */
   char blob[65];   /* hex, "" unless committed */
   uint8_t *bits;   /* owned: the received-segments bitmap, bits_len bytes */
   size_t bits_len;
@@ -255,18 +280,35 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
                             uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
                             uint64_t nsegs, int64_t ttl_ms);
 
-/* Marks that a commit of blob `hex` is about to move it into the store,
- * for ttl_ms or until its commit effect lands (which removes the mark):
- * meanwhile the collector leaves the blob alone. When the collector is
- * removing it right now, *gone is true and nothing is marked: wait a
- * moment (st_blob_gc_done ends that within milliseconds) and try again.
- * `owner` (borrowed) is recorded for diagnosis. */
-int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
-                         int64_t ttl_ms, bool *gone);
+/* Marks that a commit of upload (terminal, upload), whose bytes were
+ * hashed and found to be blob `hex`, is about to move them into the
+ * store: for ttl_ms or until its commit effect lands (which removes the
+ * mark) the collector leaves the blob alone, and the upload's record
+ * (when it still exists) is marked verified for as long as it lives
+ * (st_upload.verified), so that a commit sent again after this one died
+ * between the move and its record finds the blob in the store rather
+ * than nothing staged. When the collector is removing the blob right now,
+ * *gone is true and nothing is marked: wait a moment (st_blob_gc_done
+ * ends that within milliseconds) and try again. All strings borrowed;
+ * `owner` is recorded for diagnosis. Returns 0, NIMBUS_EINVAL or
+ * NIMBUS_EREDIS. */
+int st_blob_commit_begin(st_redis *r, const char *terminal,
+                         const char *upload, const char *hex,
+                         const char *owner, int64_t ttl_ms, bool *gone);
 
 /* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
  * one error that changes state). Returns 0 or NIMBUS_EREDIS. */
 int st_upload_discard(st_redis *r, const char *terminal, const char *upload);
+
+/* Deletes the record of upload (terminal, upload) if nothing of it was
+ * ever acknowledged (no segment in its bitmap, no put answered ok, not
+ * committed): what a first put leaves that fixed the upload's size and
+ * hash (st_upload_reserve) and then could not write. A put racing it that
+ * did write records the size and hash again with its segment
+ * (st_upload_put_effect). *removed (may be NULL) says whether it went.
+ * Returns 0, NIMBUS_EINVAL or NIMBUS_EREDIS. */
+int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
+                      bool *removed);
 
 /* For each of the `n` hex names in `blobs` (borrowed), sets may_read[i]
  * (caller storage) to whether `terminal` may read it. One round trip.

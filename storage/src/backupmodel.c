@@ -52,36 +52,45 @@ static int keyf(char *out, const char *fmt, const char *a, const char *b) {
 
 /* ---- Which blobs a terminal may name ----------------------------------- */
 
-/* KEYS: the access set. ARGV: blob names. Per name its size, or -1. */
-static const char readable_lua[] =
+/* KEYS: the access set, then each blob's metadata. ARGV: the blob names,
+ * in the same order. Per name its size, or -1. */
+static st_script readable_script = ST_SCRIPT(
     "local out = {}\n"
     "for i, h in ipairs(ARGV) do\n"
     "  out[i] = -1\n"
     "  if redis.call('SISMEMBER', KEYS[1], h) == 1 then\n"
-    "    local s = redis.call('HGET', 'nb:blob:' .. h, 'size')\n"
+    "    local s = redis.call('HGET', KEYS[1 + i], 'size')\n"
     "    if s then out[i] = tonumber(s) end\n"
     "  end\n"
     "end\n"
-    "return out\n";
+    "return out\n");
 
 int st_blobs_readable(st_redis *r, const char *terminal,
                       const char *const *hex, size_t n, int64_t *sizes) {
   char acc[KEY_CAP];
   if (keyf(acc, "nb:access:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
-  const char **argv = calloc(4 + READABLE_BATCH, sizeof *argv);
-  if (argv == NULL)
+  const char **argv = calloc(4 + 2 * READABLE_BATCH, sizeof *argv);
+  char(*meta)[KEY_CAP] = calloc(READABLE_BATCH, sizeof *meta);
+  if (argv == NULL || meta == NULL) {
+    free(argv);
+    free(meta);
     return NIMBUS_ENOMEM;
+  }
   int rc = 0;
   for (size_t done = 0; rc == 0 && done < n; done += READABLE_BATCH) {
     size_t k = n - done < READABLE_BATCH ? n - done : READABLE_BATCH;
-    argv[0] = "EVAL";
-    argv[1] = readable_lua;
-    argv[2] = "1";
     argv[3] = acc;
-    for (size_t i = 0; i < k; i++)
-      argv[4 + i] = hex[done + i];
-    redisReply *rep = st__cmd(r, (int)(4 + k), argv, NULL);
+    for (size_t i = 0; rc == 0 && i < k; i++) {
+      rc = keyf(meta[i], "nb:blob:%.64s%s", hex[done + i], "");
+      argv[4 + i] = meta[i];
+      argv[4 + k + i] = hex[done + i];
+    }
+    if (rc != 0)
+      break;
+    redisReply *rep =
+        st__eval(r, &readable_script, (int)(1 + k), (int)(4 + 2 * k), argv,
+                 NULL);
     if (rep == NULL) {
       rc = NIMBUS_EREDIS;
       break;
@@ -97,6 +106,7 @@ int st_blobs_readable(st_redis *r, const char *terminal,
     freeReplyObject(rep);
   }
   free(argv);
+  free(meta);
   return rc;
 }
 
@@ -191,69 +201,94 @@ static long long num_of(const redisReply *e) {
   return e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
 }
 
-/* KEYS: index. ARGV: id ("" = newest), record key prefix. Returns {} or
- * {id, ts, items, bytes, label, list, manifest, blobs}. */
-static const char get_lua[] =
-    "local id = ARGV[1]\n"
-    "if id == '' then\n"
-    "  local r = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', 0,"
-    " 1)\n"
-    "  if #r == 0 then return {} end\n"
-    "  id = r[1]\n"
-    "end\n"
-    "local h = redis.call('HMGET', ARGV[2] .. id, 'ts', 'items', 'bytes',"
-    " 'label', 'list', 'manifest', 'blobs')\n"
-    "if not h[1] then return {} end\n"
-    "return {id, h[1], h[2], h[3], h[4], h[5], h[6], h[7]}\n";
+static const char *const snap_fields[7] = {"ts",   "items",    "bytes",
+                                           "label", "list",    "manifest",
+                                           "blobs"};
 
-int st_snap_get(st_redis *r, const char *terminal, const char *id,
-                st_snapshot *out) {
-  char idx[KEY_CAP], prefix[KEY_CAP];
-  memset(out, 0, sizeof *out);
-  if (id != NULL && !snap_id_valid(id))
-    return 0;
-  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0 ||
-      keyf(prefix, "nb:snap:%s:%s", terminal, "") != 0)
-    return NIMBUS_EINVAL;
-  const char *argv[6] = {"EVAL", get_lua, "1", idx, id != NULL ? id : "",
-                         prefix};
-  redisReply *rep = st__cmd(r, 6, argv, NULL);
+/* The id of the newest snapshot in index `idx` into id[]; "" when none. */
+static int newest_id(st_redis *r, const char *idx,
+                     char id[ST_SNAP_ID_LEN + 1]) {
+  const char *argv[7] = {"ZREVRANGEBYLEX", idx, "+", "-", "LIMIT", "0", "1"};
+  redisReply *rep = st__cmd(r, 7, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY ||
-      (rep->elements != 0 && rep->elements != 8)) {
-    rc = st__fail(r, rep, "unexpected answer reading a snapshot");
-    goto out;
+  id[0] = '\0';
+  if (rep->type != REDIS_REPLY_ARRAY)
+    rc = st__fail(r, rep, "unexpected answer finding the newest snapshot");
+  else if (rep->elements > 0)
+    copy_str(id, ST_SNAP_ID_LEN + 1, rep->element[0]);
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_snap_get(st_redis *r, const char *terminal, const char *id,
+                st_snapshot *out) {
+  char idx[KEY_CAP], rec[KEY_CAP], want[ST_SNAP_ID_LEN + 1];
+  memset(out, 0, sizeof *out);
+  if (id != NULL && !snap_id_valid(id))
+    return 0;
+  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+    return NIMBUS_EINVAL;
+  redisReply *rep = NULL;
+  int rc = 0;
+  /* The newest is looked up first, then read: a deletion in between (the
+   * record gone) makes it look again, at the one after. */
+  for (int tries = 0; tries < 5; tries++) {
+    if (id != NULL) {
+      memcpy(want, id, ST_SNAP_ID_LEN + 1);
+    } else {
+      if ((rc = newest_id(r, idx, want)) != 0)
+        return rc;
+      if (!snap_id_valid(want))
+        return 0;
+    }
+    if (keyf(rec, "nb:snap:%s:%s", terminal, want) != 0)
+      return NIMBUS_EINVAL;
+    const char *argv[9] = {"HMGET", rec};
+    memcpy(argv + 2, snap_fields, sizeof snap_fields);
+    rep = st__cmd(r, 9, argv, NULL);
+    if (rep == NULL)
+      return NIMBUS_EREDIS;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 7) {
+      rc = st__fail(r, rep, "unexpected answer reading a snapshot");
+      goto out;
+    }
+    if (rep->element[0]->type == REDIS_REPLY_STRING)
+      break;
+    freeReplyObject(rep);
+    rep = NULL;
+    if (id != NULL)
+      return 0;
   }
-  if (rep->elements == 0)
-    goto out;
+  if (rep == NULL)
+    return 0;
   redisReply **e = rep->element;
   out->exists = true;
-  copy_str(out->info.id, sizeof out->info.id, e[0]);
-  out->info.ts = num_of(e[1]);
-  out->info.items = (uint64_t)num_of(e[2]);
-  out->info.bytes = (uint64_t)num_of(e[3]);
-  copy_str(out->info.label, sizeof out->info.label, e[4]);
-  if (e[5]->type == REDIS_REPLY_STRING) {
-    out->list = malloc(e[5]->len > 0 ? e[5]->len : 1);
+  memcpy(out->info.id, want, ST_SNAP_ID_LEN + 1);
+  out->info.ts = num_of(e[0]);
+  out->info.items = (uint64_t)num_of(e[1]);
+  out->info.bytes = (uint64_t)num_of(e[2]);
+  copy_str(out->info.label, sizeof out->info.label, e[3]);
+  if (e[4]->type == REDIS_REPLY_STRING) {
+    out->list = malloc(e[4]->len > 0 ? e[4]->len : 1);
     if (out->list == NULL) {
       rc = NIMBUS_ENOMEM;
       goto out;
     }
-    memcpy(out->list, e[5]->str, e[5]->len);
-    out->list_len = e[5]->len;
+    memcpy(out->list, e[4]->str, e[4]->len);
+    out->list_len = e[4]->len;
   }
-  copy_str(out->manifest, sizeof out->manifest, e[6]);
-  if (e[7]->type == REDIS_REPLY_STRING && e[7]->len >= 32) {
-    out->nblobs = e[7]->len / 32;
+  copy_str(out->manifest, sizeof out->manifest, e[5]);
+  if (e[6]->type == REDIS_REPLY_STRING && e[6]->len >= 32) {
+    out->nblobs = e[6]->len / 32;
     out->blobs = malloc(out->nblobs * 32);
     if (out->blobs == NULL) {
       out->nblobs = 0;
       rc = NIMBUS_ENOMEM;
       goto out;
     }
-    memcpy(out->blobs, e[7]->str, out->nblobs * 32);
+    memcpy(out->blobs, e[6]->str, out->nblobs * 32);
   }
 out:
   freeReplyObject(rep);
@@ -268,57 +303,91 @@ void st_snapshot_fini(st_snapshot *s) {
   s->list_len = s->nblobs = 0;
 }
 
-/* KEYS: index. ARGV: max ('+' or '(' .. cursor), count, record prefix.
- * Returns id, ts, items, bytes, label for each. */
-static const char list_lua[] =
-    "local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-',"
-    " 'LIMIT', 0, tonumber(ARGV[2]))\n"
+/* KEYS: snapshot records. Returns ts, items, bytes, label for each ('' for
+ * a field that is not there; no ts: the snapshot was deleted). */
+static st_script list_script = ST_SCRIPT(
     "local out = {}\n"
-    "for _, id in ipairs(ids) do\n"
-    "  local h = redis.call('HMGET', ARGV[3] .. id, 'ts', 'items', 'bytes',"
-    " 'label')\n"
-    "  out[#out + 1] = id\n"
-    "  for k = 1, 4 do out[#out + 1] = h[k] or '' end\n"
+    "for _, k in ipairs(KEYS) do\n"
+    "  local h = redis.call('HMGET', k, 'ts', 'items', 'bytes', 'label')\n"
+    "  for j = 1, 4 do out[#out + 1] = h[j] or '' end\n"
     "end\n"
-    "return out\n";
+    "return out\n");
 
 int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
                  size_t limit, st_snap_info *out, size_t *n, bool *more) {
-  char idx[KEY_CAP], prefix[KEY_CAP], max[ST_SNAP_ID_LEN + 2], count[24];
+  char idx[KEY_CAP], max[ST_SNAP_ID_LEN + 2], count[24];
   *n = 0;
   *more = false;
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0 ||
-      keyf(prefix, "nb:snap:%s:%s", terminal, "") != 0)
+  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0') {
     /* Any cursor orders somewhere; one that is no id simply starts there. */
     snprintf(max, sizeof max, "(%.*s", ST_SNAP_ID_LEN, cursor);
   } else {
-    strcpy(max, "+");
+    snprintf(max, sizeof max, "+");
   }
   snprintf(count, sizeof count, "%zu", limit + 1);
-  const char *argv[7] = {"EVAL", list_lua, "1", idx, max, count, prefix};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
-  if (rep == NULL)
+  /* The page's ids, then their records (the keys of the second call come
+   * from the first, so both cannot be one script): a snapshot deleted in
+   * between is left out. */
+  const char *zargv[7] = {"ZREVRANGEBYLEX", idx, max, "-", "LIMIT", "0",
+                          count};
+  redisReply *ids = st__cmd(r, 7, zargv, NULL);
+  if (ids == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
-    rc = st__fail(r, rep, "unexpected answer listing snapshots");
-  } else {
-    size_t got = rep->elements / 5;
-    *more = got > limit;
-    *n = got > limit ? limit : got;
-    for (size_t i = 0; i < *n; i++) {
-      redisReply **e = rep->element + 5 * i;
-      copy_str(out[i].id, sizeof out[i].id, e[0]);
-      out[i].ts = num_of(e[1]);
-      out[i].items = (uint64_t)num_of(e[2]);
-      out[i].bytes = (uint64_t)num_of(e[3]);
-      copy_str(out[i].label, sizeof out[i].label, e[4]);
-    }
+  redisReply *rep = NULL;
+  const char **argv = NULL;
+  char(*recs)[KEY_CAP] = NULL;
+  if (ids->type != REDIS_REPLY_ARRAY) {
+    rc = st__fail(r, ids, "unexpected answer listing snapshots");
+    goto out;
   }
+  *more = ids->elements > limit;
+  size_t k = ids->elements > limit ? limit : ids->elements;
+  if (k == 0)
+    goto out;
+  argv = calloc(3 + k, sizeof *argv);
+  recs = calloc(k, sizeof *recs);
+  if (argv == NULL || recs == NULL) {
+    rc = NIMBUS_ENOMEM;
+    goto out;
+  }
+  for (size_t i = 0; i < k; i++) {
+    const redisReply *e = ids->element[i];
+    if (keyf(recs[i], "nb:snap:%s:%s", terminal,
+             e->type == REDIS_REPLY_STRING ? e->str : "") != 0) {
+      rc = NIMBUS_EINVAL;
+      goto out;
+    }
+    argv[3 + i] = recs[i];
+  }
+  rep = st__eval(r, &list_script, (int)k, (int)(3 + k), argv, NULL);
+  if (rep == NULL) {
+    rc = NIMBUS_EREDIS;
+    goto out;
+  }
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 * k) {
+    rc = st__fail(r, rep, "unexpected answer listing snapshots");
+    goto out;
+  }
+  for (size_t i = 0; i < k; i++) {
+    redisReply **e = rep->element + 4 * i;
+    if (e[0]->type != REDIS_REPLY_STRING || e[0]->len == 0)
+      continue; /* deleted meanwhile */
+    st_snap_info *o = &out[(*n)++];
+    copy_str(o->id, sizeof o->id, ids->element[i]);
+    o->ts = num_of(e[0]);
+    o->items = (uint64_t)num_of(e[1]);
+    o->bytes = (uint64_t)num_of(e[2]);
+    copy_str(o->label, sizeof o->label, e[3]);
+  }
+out:
   freeReplyObject(rep);
+  freeReplyObject(ids);
+  free(argv);
+  free(recs);
   return rc;
 }

@@ -36,10 +36,10 @@ static unsigned long long parse_u64(const char *s) {
 
 /* The record and its segment bitmap in one script, so a commit cannot land
  * between the two reads (it deletes the bitmap). */
-static const char upload_get_lua[] =
+static st_script upload_get_script = ST_SCRIPT(
     "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob', "
-    "'staged'), "
-    "redis.call('GET', KEYS[2])}";
+    "'staged', 'verified'), "
+    "redis.call('GET', KEYS[2])}");
 
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
                   st_upload *out) {
@@ -47,14 +47,14 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
   memset(out, 0, sizeof *out);
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
-  const char *argv[5] = {"EVAL", upload_get_lua, "2", rec, bits};
-  redisReply *rep = st__cmd(r, 5, argv, NULL);
+  const char *argv[5] = {NULL, NULL, NULL, rec, bits};
+  redisReply *rep = st__eval(r, &upload_get_script, 2, 5, argv, NULL);
   int rc = 0;
   if (rep == NULL)
     return NIMBUS_EREDIS;
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
       rep->element[0]->type != REDIS_REPLY_ARRAY ||
-      rep->element[0]->elements != 4) {
+      rep->element[0]->elements != 5) {
     rc = st__fail(r, rep, "unexpected answer reading an upload");
     goto out;
   }
@@ -67,6 +67,11 @@ int st_upload_get(st_redis *r, const char *terminal, const char *upload,
   out->size = parse_u64(e[0]->str);
   memcpy(out->sha256, e[1]->str, 32);
   out->staged = e[3]->type == REDIS_REPLY_STRING;
+  if (e[4]->type == REDIS_REPLY_STRING && e[4]->len == 64) {
+    char want[65];
+    nb_hex(out->sha256, 32, want);
+    out->verified = memcmp(e[4]->str, want, 64) == 0;
+  }
   if (e[2]->type == REDIS_REPLY_STRING && e[2]->len == 64) {
     out->committed = true;
     memcpy(out->blob, e[2]->str, 64);
@@ -142,7 +147,7 @@ uint64_t st_upload_have(const st_upload *u) {
 
 /* KEYS: rec. ARGV: size, sha256, ttl_ms. 1 when the record now says this
  * size and hash (made here or before), 0 when it says others. */
-static const char reserve_lua[] =
+static st_script reserve_script = ST_SCRIPT(
     "local s = redis.call('HMGET', KEYS[1], 'size', 'sha256')\n"
     "if not s[1] then\n"
     "  redis.call('HSET', KEYS[1], 'size', ARGV[1], 'sha256', ARGV[2])\n"
@@ -150,7 +155,7 @@ static const char reserve_lua[] =
     "  return 1\n"
     "end\n"
     "if s[1] == ARGV[1] and s[2] == ARGV[2] then return 1 end\n"
-    "return 0\n";
+    "return 0\n");
 
 int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
                       uint64_t size, const uint8_t sha256[32], int64_t ttl_ms,
@@ -161,11 +166,10 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
     return NIMBUS_EINVAL;
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *argv[7] = {"EVAL", reserve_lua, "1", rec,
-                         num,    (const char *)sha256, ttl};
-  size_t lens[7] = {4, sizeof reserve_lua - 1, 1, strlen(rec), strlen(num),
-                    32, strlen(ttl)};
-  redisReply *rep = st__cmd(r, 7, argv, lens);
+  const char *argv[7] = {NULL, NULL, NULL, rec, num, (const char *)sha256,
+                         ttl};
+  size_t lens[7] = {0, 0, 0, strlen(rec), strlen(num), 32, strlen(ttl)};
+  redisReply *rep = st__eval(r, &reserve_script, 1, 7, argv, lens);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -279,20 +283,28 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   return rc;
 }
 
-/* KEYS: gone, committing. ARGV: owner, ttl_ms. */
-static const char begin_lua[] =
+/* KEYS: gone, committing, upload record. ARGV: owner, ttl_ms, hex. The
+ * record is marked only while it exists: a bare field would make a record
+ * that a later upload of the same name inherits. */
+static st_script begin_script = ST_SCRIPT(
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
-    "return 1\n";
+    "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "  redis.call('HSET', KEYS[3], 'verified', ARGV[3])\n"
+    "end\n"
+    "return 1\n");
 
-int st_blob_commit_begin(st_redis *r, const char *hex, const char *owner,
-                         int64_t ttl_ms, bool *gone) {
-  char gk[KEY_CAP], ck[KEY_CAP], ttl[24];
+int st_blob_commit_begin(st_redis *r, const char *terminal,
+                         const char *upload, const char *hex,
+                         const char *owner, int64_t ttl_ms, bool *gone) {
+  char gk[KEY_CAP], ck[KEY_CAP], rec[KEY_CAP], bits[KEY_CAP], ttl[24];
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
   snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
   snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *argv[7] = {"EVAL", begin_lua, "2", gk, ck, owner, ttl};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  const char *argv[9] = {NULL, NULL, NULL, gk, ck, rec, owner, ttl, hex};
+  redisReply *rep = st__eval(r, &begin_script, 3, 9, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -311,6 +323,33 @@ int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
     return NIMBUS_EINVAL;
   const char *argv[3] = {"DEL", rec, bits};
   return st__cmd_ok(r, 3, argv);
+}
+
+/* KEYS: rec, bits. */
+static st_script abandon_script = ST_SCRIPT(
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "local f = redis.call('HMGET', KEYS[1], 'staged', 'blob')\n"
+    "if f[1] or f[2] then return 0 end\n"
+    "return redis.call('DEL', KEYS[1])\n");
+
+int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
+                      bool *removed) {
+  char rec[KEY_CAP], bits[KEY_CAP];
+  if (removed != NULL)
+    *removed = false;
+  if (upload_keys(rec, bits, terminal, upload) != 0)
+    return NIMBUS_EINVAL;
+  const char *argv[5] = {NULL, NULL, NULL, rec, bits};
+  redisReply *rep = st__eval(r, &abandon_script, 2, 5, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER)
+    rc = st__fail(r, rep, "unexpected answer abandoning an upload");
+  else if (removed != NULL)
+    *removed = rep->integer == 1;
+  freeReplyObject(rep);
+  return rc;
 }
 
 int st_blob_access(st_redis *r, const char *terminal,
@@ -441,12 +480,14 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
 }
 
 /* KEYS: nb:gc, meta, sums, readers, gone, committing, segs (the sums of
- * blobs committed before XXH3). ARGV: hex, cutoff,
- * gone_ms. Returns -1 when the blob is kept (still referred to, referred
- * to again since it was listed, or being committed again), else its size
- * (0 when unknown): its records are gone and the tombstone holds off
- * commits of the same content until the file is removed. */
-static const char gc_lua[] =
+ * blobs committed before XXH3), then the access set of each reader the
+ * caller read (SMEMBERS readers). ARGV: hex, cutoff, gone_ms, then those
+ * readers' terminal ids. Returns -2 when the readers are no longer those
+ * (read them again), -1 when the blob is kept (still referred to,
+ * referred to again since it was listed, or being committed again), else
+ * its size (0 when unknown): its records are gone and the tombstone holds
+ * off commits of the same content until the file is removed. */
+static st_script gc_script = ST_SCRIPT(
     "local since = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
     "if not since or tonumber(since) > tonumber(ARGV[2]) then return -1 end\n"
     "if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end\n"
@@ -455,43 +496,106 @@ static const char gc_lua[] =
     "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "  return -1\n"
     "end\n"
+    "local n = #KEYS - 7\n"
+    "if redis.call('SCARD', KEYS[4]) ~= n then return -2 end\n"
+    "for i = 1, n do\n"
+    "  if redis.call('SISMEMBER', KEYS[4], ARGV[3 + i]) == 0 then\n"
+    "    return -2\n"
+    "  end\n"
+    "end\n"
     "local size = tonumber(redis.call('HGET', KEYS[2], 'size') or '0')\n"
-    "for _, t in ipairs(redis.call('SMEMBERS', KEYS[4])) do\n"
-    "  redis.call('SREM', 'nb:access:' .. t, ARGV[1])\n"
+    "for i = 1, n do\n"
+    "  redis.call('SREM', KEYS[7 + i], ARGV[1])\n"
     "end\n"
     "redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[7])\n"
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])\n"
-    "return size\n";
+    "return size\n");
 
-int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
-                    int64_t gone_ms, bool *taken, uint64_t *size) {
-  char meta[KEY_CAP], sums[KEY_CAP], segk[KEY_CAP], readers[KEY_CAP],
-      gone[KEY_CAP], committing[KEY_CAP], cut[24], gms[24];
-  *taken = false;
-  *size = 0;
-  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
-  snprintf(sums, sizeof sums, "nb:blob:%.64s:sums", hex);
-  snprintf(segk, sizeof segk, "nb:blob:%.64s:segs", hex);
-  snprintf(readers, sizeof readers, "nb:blob:%.64s:readers", hex);
-  snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
-  snprintf(committing, sizeof committing, "nb:blob:%.64s:committing", hex);
-  snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
-  snprintf(gms, sizeof gms, "%lld", (long long)gone_ms);
-  const char *argv[13] = {"EVAL", gc_lua, "7",        "nb:gc", meta,
-                          sums,   readers, gone,      committing, segk,
-                          hex,    cut,     gms};
-  redisReply *rep = st__cmd(r, 13, argv, NULL);
-  if (rep == NULL)
+/* One try of gc_script with the readers as SMEMBERS gives them now; *again
+ * when they changed in between. */
+static int gc_take_once(st_redis *r, const char *hex, const char *cut,
+                        const char *gms, bool *again, bool *taken,
+                        uint64_t *size) {
+  char keys[7][KEY_CAP];
+  const char *suffix[7] = {NULL, "", ":sums", ":readers", ":gone",
+                           ":committing", ":segs"};
+  snprintf(keys[0], KEY_CAP, "nb:gc");
+  for (int i = 1; i < 7; i++)
+    snprintf(keys[i], KEY_CAP, "nb:blob:%.64s%s", hex, suffix[i]);
+  *again = false;
+  const char *sm[2] = {"SMEMBERS", keys[3]};
+  redisReply *readers = st__cmd(r, 2, sm, NULL);
+  if (readers == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER) {
+  const char **argv = NULL;
+  char(*acc)[KEY_CAP] = NULL;
+  redisReply *rep = NULL;
+  if (readers->type != REDIS_REPLY_ARRAY) {
+    rc = st__fail(r, readers, "unexpected answer listing a blob's readers");
+    goto out;
+  }
+  size_t n = readers->elements;
+  argv = calloc(3 + 7 + 2 * n + 3, sizeof *argv);
+  acc = calloc(n > 0 ? n : 1, sizeof *acc);
+  if (argv == NULL || acc == NULL) {
+    rc = NIMBUS_ENOMEM;
+    goto out;
+  }
+  size_t k = 3;
+  for (int i = 0; i < 7; i++)
+    argv[k++] = keys[i];
+  for (size_t i = 0; i < n; i++) {
+    const redisReply *e = readers->element[i];
+    int w = snprintf(acc[i], KEY_CAP, "nb:access:%s",
+                     e->type == REDIS_REPLY_STRING ? e->str : "");
+    if (w < 0 || w >= KEY_CAP) {
+      rc = NIMBUS_EINVAL;
+      goto out;
+    }
+    argv[k++] = acc[i];
+  }
+  argv[k++] = hex;
+  argv[k++] = cut;
+  argv[k++] = gms;
+  for (size_t i = 0; i < n; i++)
+    argv[k++] = readers->element[i]->type == REDIS_REPLY_STRING
+                    ? readers->element[i]->str
+                    : "";
+  rep = st__eval(r, &gc_script, (int)(7 + n), (int)k, argv, NULL);
+  if (rep == NULL) {
+    rc = NIMBUS_EREDIS;
+  } else if (rep->type != REDIS_REPLY_INTEGER) {
     rc = st__fail(r, rep, "unexpected answer collecting a blob");
+  } else if (rep->integer == -2) {
+    *again = true;
   } else if (rep->integer >= 0) {
     *taken = true;
     *size = (uint64_t)rep->integer;
   }
+out:
   freeReplyObject(rep);
+  freeReplyObject(readers);
+  free(argv);
+  free(acc);
+  return rc;
+}
+
+int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
+                    int64_t gone_ms, bool *taken, uint64_t *size) {
+  char cut[24], gms[24];
+  *taken = false;
+  *size = 0;
+  snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
+  snprintf(gms, sizeof gms, "%lld", (long long)gone_ms);
+  /* Readers change only when a terminal commits the same content meanwhile
+   * (which also makes the blob referred to again): a few tries suffice,
+   * and a blob not taken now is a candidate again at the next pass. */
+  bool again = true;
+  int rc = 0;
+  for (int tries = 0; rc == 0 && again && tries < 3; tries++)
+    rc = gc_take_once(r, hex, cut, gms, &again, taken, size);
   return rc;
 }
 
@@ -503,12 +607,12 @@ int st_blob_gc_done(st_redis *r, const char *hex) {
 }
 
 /* KEYS: meta, committing, gone. ARGV: gone_ms. */
-static const char orphan_lua[] =
+static st_script orphan_script = ST_SCRIPT(
     "if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then\n"
     "  return 0\n"
     "end\n"
     "redis.call('SET', KEYS[3], 'orphan', 'PX', ARGV[1])\n"
-    "return 1\n";
+    "return 1\n");
 
 int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
                         bool *taken) {
@@ -518,8 +622,8 @@ int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
   snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);
   snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
   snprintf(ttl, sizeof ttl, "%lld", (long long)gone_ms);
-  const char *argv[7] = {"EVAL", orphan_lua, "3", meta, ck, gk, ttl};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  const char *argv[7] = {NULL, NULL, NULL, meta, ck, gk, ttl};
+  redisReply *rep = st__eval(r, &orphan_script, 3, 7, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;

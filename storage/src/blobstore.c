@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* The operations a backend provides; see st_blob.h for each contract. */
@@ -58,12 +59,21 @@ typedef struct blob_backend {
   int (*remove)(st_blobstore *s, const uint8_t hash[32]);
   int (*each_old)(st_blobstore *s, int64_t max_age_ms,
                   int (*fn)(void *arg, const uint8_t hash[32]), void *arg);
+  int (*stage_undo)(st_blobstore *s, const char *terminal,
+                    const char *upload, uint64_t offset, size_t n);
+  /* Bytes a write may still use where the store keeps its files. */
+  int (*space)(st_blobstore *s, uint64_t *avail);
 } blob_backend;
 
 struct st_blobstore {
   const blob_backend *ops;
   char *dir;             /* the local backend's root */
   atomic_bool no_direct; /* O_DIRECT refused here, or turned off */
+  /* Since when (ms) writes are refused for want of space, 0 while they
+   * are not, and when the free space was last looked at
+   * (st_blobstore_full_since). */
+  _Atomic int64_t full_since;
+  _Atomic int64_t full_checked;
 };
 
 static _Thread_local char errstr[256];
@@ -72,7 +82,8 @@ const char *st_blobstore_errstr(void) { return errstr; }
 
 static int fail_io(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Records "<what>: <strerror(errno)>" and returns NIMBUS_EIO. */
+/* Records "<what>: <strerror(errno)>" and returns NIMBUS_EIO, or
+ * NIMBUS_ENOSPC when the filesystem (or the user's quota) is full. */
 static int fail_io(const char *fmt, ...) {
   int e = errno;
   char what[160];
@@ -81,7 +92,7 @@ static int fail_io(const char *fmt, ...) {
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
   snprintf(errstr, sizeof errstr, "%s: %s", what, strerror(e));
-  return NIMBUS_EIO;
+  return e == ENOSPC || e == EDQUOT ? NIMBUS_ENOSPC : NIMBUS_EIO;
 }
 
 uint64_t st_blob_nsegs(uint64_t size) {
@@ -786,10 +797,66 @@ static int local_each_old(st_blobstore *s, int64_t max_age_ms,
   return rc;
 }
 
+/* Gives back the blocks of [offset, offset + n) of a staging file, which a
+ * put that failed for want of space may have written in part (a short
+ * write before ENOSPC): on a full disk every block counts, and these hold
+ * nothing acknowledged. Under the shared lock and only while the name is
+ * still the file staged, like a put, so a file that a commit moved into
+ * the store is never touched. A filesystem that cannot punch holes keeps
+ * the blocks until the file goes. */
+static int local_stage_undo(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t offset, size_t n) {
+  char path[PATH_CAP];
+  if (n == 0)
+    return 0;
+  if (stage_path(s, terminal, upload, path, sizeof path) != 0)
+    return NIMBUS_EINVAL;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : fail_io("cannot open staging file %s", path);
+  int rc = 0;
+  struct stat a, b;
+  while (flock(fd, LOCK_SH) != 0) {
+    if (errno != EINTR) {
+      rc = fail_io("cannot lock staging file %s", path);
+      goto out;
+    }
+  }
+  if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino ||
+      a.st_dev != b.st_dev || (uint64_t)a.st_size <= offset)
+    goto out;
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                (off_t)n) != 0 &&
+      errno != EOPNOTSUPP)
+    rc = fail_io("cannot release a failed write in staging file %s", path);
+out:
+  close(fd);
+  return rc;
+}
+
+static int local_space(st_blobstore *s, uint64_t *avail) {
+  struct statvfs v;
+  if (statvfs(s->dir, &v) != 0)
+    return fail_io("cannot stat the filesystem of %s", s->dir);
+  *avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+  return 0;
+}
+
 static const blob_backend local_backend = {
-    local_stage,      local_stage_hash,   local_blob_hash, local_stage_commit,
-    local_stage_drop, local_has,          local_read,      local_sweep,
-    local_stage_lock, local_stage_unlock, local_remove,    local_each_old,
+    .stage = local_stage,
+    .stage_hash = local_stage_hash,
+    .blob_hash = local_blob_hash,
+    .stage_commit = local_stage_commit,
+    .stage_drop = local_stage_drop,
+    .has = local_has,
+    .read = local_read,
+    .sweep = local_sweep,
+    .stage_lock = local_stage_lock,
+    .stage_unlock = local_stage_unlock,
+    .remove = local_remove,
+    .each_old = local_each_old,
+    .stage_undo = local_stage_undo,
+    .space = local_space,
 };
 
 int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
@@ -802,6 +869,8 @@ int st_blobstore_open(const char *dir, st_blobstore **out, char *errbuf,
   s->ops = &local_backend;
   s->dir = strdup(dir);
   atomic_init(&s->no_direct, false);
+  atomic_init(&s->full_since, 0);
+  atomic_init(&s->full_checked, 0);
   if (s->dir == NULL)
     goto fail;
   snprintf(errstr, sizeof errstr, "out of memory");
@@ -836,11 +905,48 @@ void st_blobstore_free(st_blobstore *s) {
 
 /* ---- Public calls: dispatch to the backend ------------------------------ */
 
+/* A full store is one that refused a write for want of space; a write that
+ * succeeds ends that (one relaxed load on the way, nothing more). */
+static void note_write(st_blobstore *s, int rc) {
+  if (rc == NIMBUS_ENOSPC) {
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&s->full_since, &zero, nb_now_ms());
+  } else if (rc == 0 &&
+             atomic_load_explicit(&s->full_since, memory_order_relaxed) != 0) {
+    atomic_store(&s->full_since, 0);
+  }
+}
+
+/* Free space at which a store that was full is no longer said to be. */
+#define FULL_CLEAR_BYTES ((uint64_t)4 * ST_SEGMENT)
+
+int64_t st_blobstore_full_since(st_blobstore *s) {
+  int64_t since = atomic_load(&s->full_since);
+  if (since == 0)
+    return 0;
+  int64_t now = nb_now_ms(), checked = atomic_load(&s->full_checked);
+  uint64_t avail = 0;
+  if (now - checked >= 1000 &&
+      atomic_compare_exchange_strong(&s->full_checked, &checked, now) &&
+      s->ops->space(s, &avail) == 0 && avail >= FULL_CLEAR_BYTES) {
+    atomic_compare_exchange_strong(&s->full_since, &since, 0);
+    return 0;
+  }
+  return since;
+}
+
 int st_blobstore_stage(st_blobstore *s, const char *terminal,
                        const char *upload, uint64_t offset, const void *p,
                        size_t n, uint64_t reserve_end, bool entry_durable) {
-  return s->ops->stage(s, terminal, upload, offset, p, n, reserve_end,
-                       entry_durable);
+  int rc = s->ops->stage(s, terminal, upload, offset, p, n, reserve_end,
+                         entry_durable);
+  note_write(s, rc);
+  return rc;
+}
+
+int st_blobstore_stage_undo(st_blobstore *s, const char *terminal,
+                            const char *upload, uint64_t offset, size_t n) {
+  return s->ops->stage_undo(s, terminal, upload, offset, n);
 }
 
 int st_blobstore_stage_hash(st_blobstore *s, const char *terminal,
@@ -861,7 +967,9 @@ int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
 int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
                               const char *upload, uint64_t size,
                               const uint8_t hash[32]) {
-  return s->ops->stage_commit(s, terminal, upload, size, hash);
+  int rc = s->ops->stage_commit(s, terminal, upload, size, hash);
+  note_write(s, rc);
+  return rc;
 }
 
 int st_blobstore_stage_lock(st_blobstore *s, const char *terminal,

@@ -4,10 +4,13 @@
  *
  * Every state change that must be atomic runs as one Lua script, so a claim,
  * its renewal and the commit of a task's effect with its reply cannot
- * interleave with another worker's. Scripts are loaded once per connection
- * and called by SHA; a server that forgot them (restart, SCRIPT FLUSH) gets
- * them again. A broken connection is re-made once per call before the call
- * gives up with NIMBUS_EREDIS. */
+ * interleave with another worker's. Scripts are called by SHA, computed
+ * once per process; a server that does not know one (new, restarted,
+ * SCRIPT FLUSH) is sent its text instead, once (st__eval). Every key a
+ * script touches comes in KEYS, the keys of a task's effect included
+ * (st_txn knows which arguments of each command are keys). A broken
+ * connection is re-made once per call before the call gives up with
+ * NIMBUS_EREDIS. */
 #include "st.h"
 #include "st_internal.h"
 
@@ -15,9 +18,12 @@
 #include "nimbus/errors.h"
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define KEY_PREFIX "nb:"
 
@@ -32,13 +38,8 @@ struct st_redis {
 
 /* ---- Scripts ------------------------------------------------------------ */
 
-typedef struct script {
-  const char *src;
-  char sha[41];
-} script;
-
 /* KEYS: claim, done. ARGV: digest, owner, lease_ms. */
-static script claim_script = {
+static st_script claim_script = ST_SCRIPT(
     "local d = redis.call('HMGET', KEYS[2], 'digest', 'reply')\n"
     "if d[1] then\n"
     "  if d[1] ~= ARGV[1] then return {'conflict'} end\n"
@@ -51,12 +52,11 @@ static script claim_script = {
     "end\n"
     "redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'digest', ARGV[1])\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
-    "return {'taken'}\n",
-    ""};
+    "return {'taken'}\n");
 
 /* KEYS: claims. ARGV: owner, lease_ms. Per claim 0 lost, 1 held,
  * 2 held and cancelled. */
-static script renew_script = {
+static st_script renew_script = ST_SCRIPT(
     "local out = {}\n"
     "for i, k in ipairs(KEYS) do\n"
     "  local c = redis.call('HMGET', k, 'owner', 'cancel')\n"
@@ -67,67 +67,69 @@ static script renew_script = {
     "    out[i] = 0\n"
     "  end\n"
     "end\n"
-    "return out\n",
-    ""};
+    "return out\n");
 
-/* KEYS: claim, done. ARGV: owner, digest, reply, ttl_ms, ncmds, then per
- * command its argc and arguments. The effect runs only while the claim is
- * ours, every key it requires exists, every key it forbids does not and
- * every hash field it pins is absent or holds the pinned value
- * (pseudo-commands NB-REQUIRE, NB-FORBID and NB-IFEQ, checked before
- * anything is written; no real command starts with "NB-"), and the reply is recorded in the same script: both or neither.
+/* KEYS: claim, done, then every key of the effect's commands in order.
+ * ARGV: owner, digest, reply, ttl_ms, ncmds, then per command its argc,
+ * its spec (one letter per argument: 'k' a key, taken from KEYS in turn,
+ * 'v' a value, taken from ARGV in turn) and its values. The effect runs
+ * only while the claim is ours, every key it requires exists, every key
+ * it forbids does not and every hash field it pins is absent or holds the
+ * pinned value (pseudo-commands NB-REQUIRE, NB-FORBID and NB-IFEQ, all
+ * checked before anything is written; no real command starts with
+ * "NB-"), and the reply is recorded in the same script: both or neither.
  * Returns 1 done, 0 claim lost, 2 a condition failed. */
-static script commit_script = {
+static st_script commit_script = ST_SCRIPT(
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
-    "local i = 6\n"
+    "local cmds, k, i = {}, 2, 6\n"
     "for n = 1, tonumber(ARGV[5]) do\n"
-    "  local argc = tonumber(ARGV[i])\n"
-    "  if ARGV[i + 1] == 'NB-REQUIRE' and\n"
-    "     redis.call('EXISTS', ARGV[i + 2]) == 0 then return 2 end\n"
-    "  if ARGV[i + 1] == 'NB-FORBID' and\n"
-    "     redis.call('EXISTS', ARGV[i + 2]) == 1 then return 2 end\n"
-    "  if ARGV[i + 1] == 'NB-IFEQ' then\n"
-    "    local v = redis.call('HGET', ARGV[i + 2], ARGV[i + 3])\n"
-    "    if v and v ~= ARGV[i + 4] then return 2 end\n"
+    "  local argc, spec, c = tonumber(ARGV[i]), ARGV[i + 1], {}\n"
+    "  i = i + 2\n"
+    "  for a = 1, argc do\n"
+    "    if string.byte(spec, a) == 107 then\n"
+    "      k = k + 1\n"
+    "      c[a] = KEYS[k]\n"
+    "    else\n"
+    "      c[a] = ARGV[i]\n"
+    "      i = i + 1\n"
+    "    end\n"
     "  end\n"
-    "  i = i + argc + 1\n"
+    "  cmds[n] = c\n"
     "end\n"
-    "i = 6\n"
-    "for n = 1, tonumber(ARGV[5]) do\n"
-    "  local argc = tonumber(ARGV[i])\n"
-    "  if string.sub(ARGV[i + 1], 1, 3) ~= 'NB-' then\n"
-    "    redis.call(unpack(ARGV, i + 1, i + argc))\n"
+    "for _, c in ipairs(cmds) do\n"
+    "  if c[1] == 'NB-REQUIRE' and\n"
+    "     redis.call('EXISTS', c[2]) == 0 then return 2 end\n"
+    "  if c[1] == 'NB-FORBID' and\n"
+    "     redis.call('EXISTS', c[2]) == 1 then return 2 end\n"
+    "  if c[1] == 'NB-IFEQ' then\n"
+    "    local v = redis.call('HGET', c[2], c[3])\n"
+    "    if v and v ~= c[4] then return 2 end\n"
     "  end\n"
-    "  i = i + argc + 1\n"
+    "end\n"
+    "for _, c in ipairs(cmds) do\n"
+    "  if string.sub(c[1], 1, 3) ~= 'NB-' then redis.call(unpack(c)) end\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
     "redis.call('HSET', KEYS[2], 'digest', ARGV[2], 'reply', ARGV[3])\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
-    "return 1\n",
-    ""};
+    "return 1\n");
 
 /* KEYS: claim. ARGV: owner. */
-static script release_script = {
+static st_script release_script = ST_SCRIPT(
     "if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  return 1\n"
     "end\n"
-    "return 0\n",
-    ""};
+    "return 0\n");
 
 /* KEYS: claim, done. Returns 0 unknown, 1 running (now cancelled), 2 done. */
-static script cancel_script = {
+static st_script cancel_script = ST_SCRIPT(
     "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  redis.call('HSET', KEYS[1], 'cancel', '1')\n"
     "  return 1\n"
     "end\n"
-    "return 0\n",
-    ""};
-
-static script *const all_scripts[] = {&claim_script, &renew_script,
-                                      &commit_script, &release_script,
-                                      &cancel_script};
+    "return 0\n");
 
 /* ---- Connection --------------------------------------------------------- */
 
@@ -136,25 +138,6 @@ static void set_err(st_redis *r, const char *what) {
     snprintf(r->errstr, sizeof r->errstr, "%.60s: %.60s", what, r->c->errstr);
   else
     snprintf(r->errstr, sizeof r->errstr, "%.120s", what);
-}
-
-static int load_scripts(st_redis *r) {
-  for (size_t i = 0; i < sizeof all_scripts / sizeof all_scripts[0]; i++) {
-    script *s = all_scripts[i];
-    redisReply *rep = redisCommand(r->c, "SCRIPT LOAD %s", s->src);
-    if (rep == NULL || rep->type != REDIS_REPLY_STRING || rep->len != 40) {
-      set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR
-                     ? rep->str
-                     : "cannot load a Lua script");
-      freeReplyObject(rep);
-      return NIMBUS_EREDIS;
-    }
-    /* Same text, same SHA on every server: writing it again is harmless. */
-    memcpy(s->sha, rep->str, 40);
-    s->sha[40] = '\0';
-    freeReplyObject(rep);
-  }
-  return 0;
 }
 
 static int do_connect(st_redis *r) {
@@ -187,7 +170,7 @@ static int do_connect(st_redis *r) {
     if (!ok)
       return NIMBUS_EREDIS;
   }
-  return load_scripts(r);
+  return 0;
 }
 
 int st_redis_connect(const char *host, int port, const char *password,
@@ -246,37 +229,74 @@ static redisReply *cmd_argv(st_redis *r, int argc, const char **argv,
   return NULL;
 }
 
-/* Calls a loaded script by SHA; loads the scripts again when the server no
- * longer knows it (restart without persistence of the script cache). */
-static redisReply *eval(st_redis *r, script *s, int numkeys, int argc,
-                        const char **argv, size_t *lens) {
-  /* argv[0..2] are reserved for EVALSHA sha numkeys. */
+/* ---- Scripts: one way to run them ---------------------------------------- */
+
+/* Serialises the first computation of each script's SHA; afterwards the
+ * flag alone is read. */
+static pthread_mutex_t sha_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *script_sha(st_script *s) {
+  if (atomic_load_explicit(&s->ready, memory_order_acquire))
+    return s->sha;
+  pthread_mutex_lock(&sha_mu);
+  if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(s->src, s->len, d, &n, EVP_sha1(), NULL) == 1 && n == 20) {
+      nb_hex(d, 20, s->sha);
+      atomic_store_explicit(&s->ready, true, memory_order_release);
+    }
+  }
+  pthread_mutex_unlock(&sha_mu);
+  /* Should OpenSSL fail (it does not for SHA-1 short of memory), the text
+   * is sent each time instead: slower, never wrong. */
+  return atomic_load_explicit(&s->ready, memory_order_acquire) ? s->sha
+                                                               : NULL;
+}
+
+redisReply *st__eval(st_redis *r, st_script *s, int numkeys, int argc,
+                     const char **argv, size_t *lens) {
   char nk[16];
-  snprintf(nk, sizeof nk, "%d", numkeys);
-  for (int attempt = 0; attempt < 2; attempt++) {
-    argv[0] = "EVALSHA";
-    lens[0] = 7;
-    argv[1] = s->sha;
-    lens[1] = 40;
-    argv[2] = nk;
-    lens[2] = strlen(nk);
-    redisReply *rep = cmd_argv(r, argc, argv, lens);
-    if (rep == NULL)
+  size_t mine[16];
+  size_t *l = lens;
+  if (l == NULL) {
+    l = argc <= 16 ? mine : malloc((size_t)argc * sizeof *l);
+    if (l == NULL) {
+      set_err(r, "out of memory");
       return NULL;
-    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+    }
+    for (int i = 3; i < argc; i++)
+      l[i] = strlen(argv[i]);
+  }
+  snprintf(nk, sizeof nk, "%d", numkeys);
+  const char *sha = script_sha(s);
+  redisReply *rep = NULL;
+  for (int attempt = sha != NULL ? 0 : 1; attempt < 2; attempt++) {
+    argv[0] = attempt == 0 ? "EVALSHA" : "EVAL";
+    l[0] = strlen(argv[0]);
+    argv[1] = attempt == 0 ? sha : s->src;
+    l[1] = attempt == 0 ? 40 : s->len;
+    argv[2] = nk;
+    l[2] = strlen(nk);
+    rep = cmd_argv(r, argc, argv, l);
+    if (rep == NULL)
+      break;
+    if (attempt == 0 && rep->type == REDIS_REPLY_ERROR &&
+        strncmp(rep->str, "NOSCRIPT", 8) == 0) {
       freeReplyObject(rep);
-      if (load_scripts(r) != 0)
-        return NULL;
+      rep = NULL;
       continue;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
       set_err(r, rep->str);
       freeReplyObject(rep);
-      return NULL;
+      rep = NULL;
     }
-    return rep;
+    break;
   }
-  return NULL;
+  if (l != lens && l != mine)
+    free(l);
+  return rep;
 }
 
 /* ---- Keys ---------------------------------------------------------------- */
@@ -305,7 +325,7 @@ int st_task_claim(st_redis *r, const char *terminal, const char *id,
                          owner, lease};
   size_t lens[8] = {0, 0, 0, strlen(ck), strlen(dk), 32, strlen(owner),
                     strlen(lease)};
-  redisReply *rep = eval(r, &claim_script, 2, 8, argv, lens);
+  redisReply *rep = st__eval(r, &claim_script, 2, 8, argv, lens);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -368,7 +388,7 @@ int st_claims_renew(st_redis *r, const char *owner, int64_t lease_ms,
   lens[3 + n] = strlen(owner);
   argv[4 + n] = lease;
   lens[4 + n] = strlen(lease);
-  rep = eval(r, &renew_script, (int)n, (int)argc, argv, lens);
+  rep = st__eval(r, &renew_script, (int)n, (int)argc, argv, lens);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
     goto fail;
@@ -399,13 +419,40 @@ fail:
 typedef struct txn_arg {
   char *p;
   size_t n;
+  bool key; /* goes to KEYS, not ARGV */
 } txn_arg;
 
 struct st_txn {
-  txn_arg *args; /* for each command: its argc as text, then its args */
+  txn_arg *args; /* for each command: its argc as text, its spec (see
+                    commit_script), then its args */
   size_t nargs, cap;
   size_t ncmds;
+  size_t nkeys;
 };
+
+/* The commands an effect may hold, and which of their arguments are keys:
+ * from `first` to `last` (-1: to the end). The pseudo-commands of the
+ * conditions name their key first too. */
+static const struct txn_cmd {
+  const char *name;
+  int first, last;
+} txn_cmds[] = {
+    {"HSET", 1, 1},       {"HSETNX", 1, 1},    {"HDEL", 1, 1},
+    {"HINCRBY", 1, 1},    {"SET", 1, 1},       {"SETBIT", 1, 1},
+    {"DEL", 1, -1},       {"UNLINK", 1, -1},   {"PEXPIRE", 1, 1},
+    {"EXPIRE", 1, 1},     {"SADD", 1, 1},      {"SREM", 1, 1},
+    {"ZADD", 1, 1},       {"ZREM", 1, 1},      {"INCR", 1, 1},
+    {"INCRBY", 1, 1},     {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
+    {"NB-IFEQ", 1, 1},
+};
+
+static const struct txn_cmd *txn_cmd_find(const char *name, size_t n) {
+  for (size_t i = 0; i < sizeof txn_cmds / sizeof txn_cmds[0]; i++)
+    if (strlen(txn_cmds[i].name) == n &&
+        strncasecmp(txn_cmds[i].name, name, n) == 0)
+      return &txn_cmds[i];
+  return NULL;
+}
 
 st_txn *st_txn_new(void) { return calloc(1, sizeof(st_txn)); }
 
@@ -420,7 +467,7 @@ void st_txn_free(st_txn *t) {
 
 size_t st_txn_count(const st_txn *t) { return t != NULL ? t->ncmds : 0; }
 
-static int txn_push(st_txn *t, const char *p, size_t n) {
+static int txn_push(st_txn *t, const char *p, size_t n, bool key) {
   if (t->nargs == t->cap) {
     size_t cap = t->cap != 0 ? t->cap * 2 : 16;
     txn_arg *a = realloc(t->args, cap * sizeof *a);
@@ -436,6 +483,7 @@ static int txn_push(st_txn *t, const char *p, size_t n) {
   copy[n] = '\0';
   t->args[t->nargs].p = copy;
   t->args[t->nargs].n = n;
+  t->args[t->nargs].key = key;
   t->nargs++;
   return 0;
 }
@@ -459,18 +507,34 @@ int st_txn_pin_field(st_txn *t, const char *key, const char *field,
 
 int st_txn_add(st_txn *t, int argc, const char *const *argv,
                const size_t *lens) {
-  char num[16];
+  if (argc < 1 || argc > 64)
+    return NIMBUS_EINVAL;
+  const struct txn_cmd *cmd =
+      txn_cmd_find(argv[0], lens != NULL ? lens[0] : strlen(argv[0]));
+  if (cmd == NULL)
+    return NIMBUS_EINVAL;
+  char num[16], spec[65];
+  size_t keys = 0;
+  for (int i = 0; i < argc; i++) {
+    bool key = i >= cmd->first && (cmd->last < 0 || i <= cmd->last);
+    spec[i] = key ? 'k' : 'v';
+    keys += key;
+  }
   int n = snprintf(num, sizeof num, "%d", argc);
   size_t mark = t->nargs;
-  int rc = txn_push(t, num, (size_t)n);
+  int rc = txn_push(t, num, (size_t)n, false);
+  if (rc == 0)
+    rc = txn_push(t, spec, (size_t)argc, false);
   for (int i = 0; rc == 0 && i < argc; i++)
-    rc = txn_push(t, argv[i], lens != NULL ? lens[i] : strlen(argv[i]));
+    rc = txn_push(t, argv[i], lens != NULL ? lens[i] : strlen(argv[i]),
+                  spec[i] == 'k');
   if (rc != 0) {
     while (t->nargs > mark)
       free(t->args[--t->nargs].p);
     return rc;
   }
   t->ncmds++;
+  t->nkeys += keys;
   return 0;
 }
 
@@ -483,6 +547,7 @@ int st_task_commit(st_redis *r, const char *terminal, const char *id,
       task_key(dk, sizeof dk, "done", terminal, id) != 0)
     return NIMBUS_EINVAL;
   size_t extra = effect != NULL ? effect->nargs : 0;
+  size_t nkeys = effect != NULL ? effect->nkeys : 0;
   size_t argc = 3 + 2 + 5 + extra;
   const char **argv = calloc(argc, sizeof *argv);
   size_t *lens = calloc(argc, sizeof *lens);
@@ -492,25 +557,28 @@ int st_task_commit(st_redis *r, const char *terminal, const char *id,
     goto fail;
   snprintf(ttl, sizeof ttl, "%lld", (long long)result_ttl_ms);
   snprintf(ncmds, sizeof ncmds, "%zu", st_txn_count(effect));
-  argv[3] = ck;
-  lens[3] = strlen(ck);
-  argv[4] = dk;
-  lens[4] = strlen(dk);
-  argv[5] = owner;
-  lens[5] = strlen(owner);
-  argv[6] = (const char *)digest;
-  lens[6] = 32;
-  argv[7] = reply;
-  lens[7] = reply_len;
-  argv[8] = ttl;
-  lens[8] = strlen(ttl);
-  argv[9] = ncmds;
-  lens[9] = strlen(ncmds);
+  /* KEYS: the claim, the record, the effect's keys; then ARGV. */
+  size_t k = 3, v = 5 + nkeys;
+  argv[k] = ck;
+  lens[k++] = strlen(ck);
+  argv[k] = dk;
+  lens[k++] = strlen(dk);
+  argv[v] = owner;
+  lens[v++] = strlen(owner);
+  argv[v] = (const char *)digest;
+  lens[v++] = 32;
+  argv[v] = reply;
+  lens[v++] = reply_len;
+  argv[v] = ttl;
+  lens[v++] = strlen(ttl);
+  argv[v] = ncmds;
+  lens[v++] = strlen(ncmds);
   for (size_t i = 0; i < extra; i++) {
-    argv[10 + i] = effect->args[i].p;
-    lens[10 + i] = effect->args[i].n;
+    size_t *at = effect->args[i].key ? &k : &v;
+    argv[*at] = effect->args[i].p;
+    lens[(*at)++] = effect->args[i].n;
   }
-  rep = eval(r, &commit_script, 2, (int)argc, argv, lens);
+  rep = st__eval(r, &commit_script, (int)(2 + nkeys), (int)argc, argv, lens);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
     goto fail;
@@ -536,7 +604,7 @@ int st_task_release(st_redis *r, const char *terminal, const char *id,
     return NIMBUS_EINVAL;
   const char *argv[5] = {NULL, NULL, NULL, ck, owner};
   size_t lens[5] = {0, 0, 0, strlen(ck), strlen(owner)};
-  redisReply *rep = eval(r, &release_script, 1, 5, argv, lens);
+  redisReply *rep = st__eval(r, &release_script, 1, 5, argv, lens);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   freeReplyObject(rep);
@@ -588,7 +656,7 @@ int st_task_cancel(st_redis *r, const char *terminal, const char *id,
     return NIMBUS_EINVAL;
   const char *argv[5] = {NULL, NULL, NULL, ck, dk};
   size_t lens[5] = {0, 0, 0, strlen(ck), strlen(dk)};
-  redisReply *rep = eval(r, &cancel_script, 2, 5, argv, lens);
+  redisReply *rep = st__eval(r, &cancel_script, 2, 5, argv, lens);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;

@@ -1,12 +1,36 @@
 /* What the storage module's own files share and nothing outside sees: the
- * raw command call of redis.c, for the model files beside it (blobmodel.c)
- * that need plain commands rather than a script. */
+ * raw command and script calls of redis.c, for the model files beside it
+ * (blobmodel.c, backupmodel.c). */
 #ifndef ST_INTERNAL_H
 #define ST_INTERNAL_H
 
 #include "st.h"
 
 #include <hiredis/hiredis.h>
+#include <stdatomic.h>
+
+/* A Lua script, run one way: EVALSHA with its SHA-1, computed from the
+ * text once per process (the first call that needs it), and on NOSCRIPT
+ * (a server that never saw it, restarted, or flushed its cache) EVAL of
+ * the text, which also loads it there. Every key the script touches is
+ * passed in KEYS, never built inside it or passed in ARGV, so Redis
+ * Cluster can route it. Define with ST_SCRIPT at file scope. */
+typedef struct st_script {
+  const char *src;
+  size_t len;
+  atomic_bool ready; /* sha is computed (release/acquire) */
+  char sha[41];
+} st_script;
+#define ST_SCRIPT(text) {(text), sizeof(text) - 1, false, ""}
+
+/* Runs script `s` with `numkeys` keys: argv[3 .. argc-1] are its KEYS
+ * then its ARGV (argv[0..2] are the caller's to leave empty: they are
+ * filled here); `lens` gives their lengths, or NULL when all are C
+ * strings. Reconnects once on a broken connection. Returns the reply
+ * (caller frees), or NULL with the reason in st_redis_errstr, an error
+ * reply of the script included. */
+redisReply *st__eval(st_redis *r, st_script *s, int numkeys, int argc,
+                     const char **argv, size_t *lens);
 
 /* Runs one command given as argv (lens NULL: C strings), reconnecting once
  * on a broken connection. Returns the reply, which the caller frees, or

@@ -31,7 +31,8 @@ extern "C" {
   X(ELOST, "claim lost")                                                     \
   X(ECONFIG, "configuration error")                                          \
   X(ESYS, "system call failed")                                              \
-  X(EINUSE, "in use by other agents")
+  X(EINUSE, "in use by other agents")                                       \
+  X(ENOSPC, "no space left on the storage")
 
 typedef enum nimbus_err {
 #define NIMBUS_ERR_ENUM_(name, text) NIMBUS_##name,
