@@ -295,6 +295,24 @@ static void ag_on_reply(nimbus_agent *a, const void *payload, size_t len) {
     goto out;
   }
 
+  if (sr.status == SC_STATUS_ERROR && sr.code == 429) {
+    /* Too many tasks in flight at the worker: nothing was done and the
+     * task is not answered; it goes again after retry_after (PROTOCOL.md,
+     * Delivery), with up to a quarter more so a burst does not come back
+     * at one instant. The caller sees its real answer, or its timeout. */
+    int64_t wait = 1000;
+    const msgpack_object *ra =
+        sr.result != NULL ? sc_map_get(sr.result, "retry_after") : NULL;
+    if (ra != NULL && ra->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        ra->via.u64 <= 3600000)
+      wait = (int64_t)ra->via.u64;
+    uint8_t r8 = 0;
+    (void)nb_random_bytes(&r8, 1);
+    wait += wait / 4 * r8 / 255;
+    ag_task_due_locked(a, t, nb_mono_ms() + wait);
+    pthread_mutex_unlock(&a->mu);
+    goto out;
+  }
   t->refs++;
   pthread_mutex_unlock(&a->mu);
   /* Copy outside the lock: data may be 256 KiB. Only this thread ends

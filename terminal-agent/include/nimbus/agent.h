@@ -9,6 +9,10 @@
  * (doubling up to resend_max_ms; a progress reply restarts the clock) and
  * after every reconnect, until its final reply or until the caller gives it
  * up with nimbus_task_release. Waiting with a timeout never gives a task up.
+ * A 429 from the cloud (the terminal has max_inflight tasks at a worker
+ * already: nothing was done) is not a final reply: the task is sent again
+ * after the reply's retry_after (plus up to a quarter, at random), and the
+ * caller sees its real answer.
  *
  * Threading: every function may be called from any thread; one mutex per
  * agent guards its state. The agent runs one thread of its own, which calls
