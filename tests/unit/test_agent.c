@@ -234,6 +234,21 @@ static void rec_wait(rec *r, const int *counter, int n) {
   assert_int_equal(got, n);
 }
 
+/* Returns once every callback the agent's thread had queued has run: a
+ * marker task's final reply is fed after them, and its callback comes
+ * last (the thread calls back one at a time, in order). What must not
+ * have happened by then did not happen at all, without sleeping on it. */
+static void flush_callbacks(nimbus_agent *a, const char *marker_id) {
+  rec m;
+  rec_init(&m);
+  nimbus_submit_opts so = {.on_final = on_final, .ctx = &m};
+  nimbus_task *t = submit_simple(a, marker_id, &so);
+  feed_ok(a, marker_id);
+  rec_wait(&m, &m.finals, 1);
+  nimbus_task_release(t);
+  rec_fini(&m);
+}
+
 static int outstanding(nimbus_agent *a) {
   pthread_mutex_lock(&a->mu);
   int n = a->outstanding;
@@ -824,7 +839,7 @@ static void test_callbacks(void **state) {
   assert_true(rc.order_ok);
   /* A late duplicate does not call on_final again. */
   feed_ok(a, "callback-task-001");
-  usleep(50000);
+  flush_callbacks(a, "callback-marker-01");
   pthread_mutex_lock(&rc.mu);
   assert_int_equal(rc.finals, 1);
   pthread_mutex_unlock(&rc.mu);
@@ -836,7 +851,7 @@ static void test_callbacks(void **state) {
   t = submit_simple(a, "callback-task-002", &so);
   nimbus_task_release(t);
   feed_ok(a, "callback-task-002");
-  usleep(50000);
+  flush_callbacks(a, "callback-marker-02");
   assert_int_equal(rc.finals, 0);
 
   /* A callback may release its own task (ASan checks the rest). */
