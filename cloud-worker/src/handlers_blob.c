@@ -34,6 +34,14 @@
 #define HAS_MAX SC_HAS_MAX
 
 int wk_redis_down(wk_ctx *c) {
+  /* Logged at most once every 10 s per worker: an outage fails every
+   * task, and one line says it as well as thousands. */
+  static _Atomic int64_t last_ms;
+  int64_t now = nb_mono_ms(), last = atomic_load(&last_ms);
+  if ((last == 0 || now - last >= 10000) &&
+      atomic_compare_exchange_strong(&last_ms, &last, now))
+    NB_WARN("WK-REDIS", "%s from %s: 503, the state store is unavailable: "
+            "%s", c->type, c->terminal, st_redis_errstr(c->redis));
   return wk_fail(c, 503, "try again in a moment",
                  "the cloud's state store is unavailable: %s",
                  st_redis_errstr(c->redis));

@@ -288,8 +288,13 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
   nimbus_task *t = NULL;
   double start = cli_now_ms();
 
-  /* One task: max_inflight 1 is plenty. */
-  if ((status = cli_connect(cfg, 1, 0, 0, &a)) != CLI_OK)
+  /* One task: max_inflight 1 is plenty. Re-sent after 4 s without a
+   * reply (doubling to 30 s), not the library's 30 s: a command waits for
+   * its answer, and a task that reached the broker while no worker was
+   * subscribed (the workers reconnecting) is lost until it is sent again;
+   * sending it again is harmless (same id). */
+  if ((status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS,
+                            CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
     return status;
 
   nimbus_submit_opts so = {0};
