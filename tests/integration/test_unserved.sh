@@ -105,7 +105,14 @@ NIMBUS_WORKER_FLAGS="--diag --types diag.echo" nb_stack worker "$NB_DIR" \
 n=$(grep -c "^$PFX/unserved/diag.echo/ivan\$" "$NB_DIR/unserved.topics")
 out=$(nb_agent call diag.echo '{"back": true}') || nb_fail "diag.echo with worker 3: $out"
 [[ $out == *'"back":true'* ]] || nb_fail "unexpected diag.echo reply: $out"
-sleep 0.3
+# A marker on a topic under unserved/ that no worker's group matches: had
+# the task been re-routed, the broker would have done so before worker 3
+# saw it, so that copy reaches the admin's subscription before the marker.
+mosquitto_pub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
+  -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i admin-marker \
+  -q 1 -t "$PFX/unserved/marker/after/back" -m marker
+nb_wait_for "grep -qx '$PFX/unserved/marker/after/back' '$NB_DIR/unserved.topics'" 10 ||
+  nb_fail "the marker never reached the admin's subscription"
 nb_assert_eq "$n" "$(grep -c "^$PFX/unserved/diag.echo/ivan\$" "$NB_DIR/unserved.topics")" \
   "diag.echo tasks re-routed after worker 3 subscribed"
 nb_log "ok"

@@ -41,8 +41,20 @@ mosquitto_pub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" -V 5 \
   -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i admin-retain \
   -q 1 -r -t cloud/v1/task/ping/ivan -f "$NB_DIR/task"
 n=$(nb_stack worker "$NB_DIR") || nb_fail "cannot start another worker"
-nb_agent ping >/dev/null || nb_fail "ping after the retained task"
-sleep 1
+# Marker pings, sent after the retained task reached both workers, until
+# each worker has answered one: a worker takes its messages in order, so by
+# then each has met the retained task (worker 1 when it was published, the
+# new one when it subscribed); once the last marker's reply is in $out,
+# a reply to the retained task would be there too.
+declare -A answered=()
+for ((k = 10; k < 50 && ${#answered[@]} < 2; k++)); do
+  mid=retained-marker-$k-00
+  r=$(nb_agent call ping --id "$mid") || nb_fail "marker ping $k: $r"
+  answered[$(jget "$r" 'r["result"]["worker"]')]=1
+done
+((${#answered[@]} == 2)) || nb_fail "40 marker pings did not reach both workers"
+nb_wait_for "grep -q '$(printf %s "$mid" | xxd -p | tr -d '\n')' '$out'" 10 ||
+  nb_fail "the last marker's reply never reached the raw subscriber"
 if grep -q "$(printf 'retained-task-00001' | xxd -p | tr -d '\n')" "$out"; then
   nb_fail "a worker answered a retained task"
 fi
