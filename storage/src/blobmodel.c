@@ -440,16 +440,6 @@ int st_blob_sums_get(st_redis *r, const char *hex, uint64_t first,
   return sums_range(r, key, ST_SEGSUM_SHA256, first, count, sums);
 }
 
-bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum,
-                  size_t width) {
-  uint8_t d[32];
-  if (width == ST_SEGSUM_SHA256)
-    nb_sha256(p, n, d);
-  else
-    nb_xxh128(p, n, d);
-  return memcmp(d, sum, width) == 0;
-}
-
 /* ---- Collection of unreferenced blobs ---------------------------------- */
 
 int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,

@@ -99,6 +99,18 @@ uint64_t st_blob_nsegs(uint64_t size) {
   return (size + ST_SEGMENT - 1) / ST_SEGMENT;
 }
 
+/* Checks a segment read back against the sum recorded at commit: the
+ * hashing lives here, beside the commit's, not in the Redis model. */
+bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum,
+                  size_t width) {
+  uint8_t d[32];
+  if (width == ST_SEGSUM_SHA256)
+    nb_sha256(p, n, d);
+  else
+    nb_xxh128(p, n, d);
+  return memcmp(d, sum, width) == 0;
+}
+
 /* ---- Local filesystem backend ------------------------------------------- */
 
 #define PATH_CAP 4096
