@@ -11,9 +11,10 @@
  * content is stored once. Redis says which segments of an upload arrived,
  * what each committed blob's segments hash to, and who may read what.
  *
- * The local filesystem is the only backend today; st_blobstore's
- * operations go through a table of functions so that an S3-compatible one
- * can take its place without the worker changing.
+ * The store's calls do the hashing and the checks themselves and keep
+ * the bytes behind a backend, a table of operations (st_blob_backend.h):
+ * the local filesystem (st_blobstore_open) is the only one today, and an
+ * S3-compatible one can take its place without the worker changing.
  *
  * Every function returns 0 or a nimbus_err. Those that touch the disk
  * return NIMBUS_EIO with a sentence (strerror included) in the store's
