@@ -130,8 +130,10 @@ struct st_blob_backend {
                    unsigned flags, st_blob_rd **rd);
   /* One read of up to `n` bytes at `offset` into `buf` (caller storage):
    * *got is the count, short when the backend returns less at once, 0
-   * only at the object's end. The caller loops; a backend does not, so
-   * that each call is one request to its medium. */
+   * only at the object's end; on a handle opened ST_BLOB_RD_UNCACHED a
+   * short count is a multiple of 4096 but at the end, so that the
+   * caller's next read stays aligned. The caller loops; a backend does
+   * not, so that each call is one request to its medium. */
   int (*read)(st_blob_rd *rd, uint64_t offset, void *buf, size_t n,
               size_t *got);
   /* Closes a handle from read_open; NULL is a no-op. Cannot fail. */

@@ -2,8 +2,11 @@
  * staged segments out of order and their hashes, a commit's atomic move
  * into the content-addressed layout, identical content stored once,
  * ranges read back, staging names that hold no terminal string, a
- * longer leftover staging file cut to the blob's size, and the sweep of
- * abandoned staging files. */
+ * longer leftover staging file cut to the blob's size, the blocks of a
+ * failed write given back, and the sweep of abandoned staging files.
+ * And the store over its backend interface (st_blob_backend.h), through a
+ * spy backend wrapped around the local one: what the backend is handed,
+ * reads that come back short, and a full store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +16,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 #include "st_blob.h"
+#include "st_blob_backend.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -473,6 +477,270 @@ static void test_sweep(void **state) {
   assert_int_equal(count_files(dir), 1);
 }
 
+/* The blocks a failed put may have written are given back, the file's
+ * length and the other segments' bytes kept; nothing happens without a
+ * staging file, or once a commit moved it into the store. */
+static void test_stage_undo(void **state) {
+  fixture *f = *state;
+  char key[64], hex[65], path[600];
+  uint8_t d[32];
+  struct stat st;
+  int n = snprintf(key, sizeof key, "%s\n%s", "hal", "u");
+  nb_sha256(key, (size_t)n, d);
+  nb_hex(d, 32, hex);
+  snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
+  stage_all(f, "hal", "u");
+  assert_int_equal(stat(path, &st), 0);
+  blkcnt_t before = st.st_blocks;
+  assert_int_equal(st_blobstore_stage_undo(f->s, "hal", "u", SEG, SEG), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, SIZE);
+  assert_true(st.st_blocks <= before - SEG / 512);
+  /* Segment 1 reads back as zeros, the others as they were. */
+  uint8_t whole[32], segs[3][ST_SEGSUM], want[ST_SEGSUM];
+  assert_int_equal(st_blobstore_stage_hash(f->s, "hal", "u", SIZE, whole,
+                                           segs, NULL, NULL), 0);
+  nb_xxh128(f->bytes, SEG, want);
+  assert_memory_equal(segs[0], want, ST_SEGSUM);
+  uint8_t *zero = calloc(1, SEG);
+  assert_non_null(zero);
+  nb_xxh128(zero, SEG, want);
+  assert_memory_equal(segs[1], want, ST_SEGSUM);
+  free(zero);
+  assert_int_equal(st_blobstore_stage_undo(f->s, "hal", "none", 0, SEG), 0);
+  assert_int_equal(st_blobstore_stage_undo(f->s, "hal", "u", 0, 0), 0);
+  /* After the move into the store, undo leaves the blob alone. */
+  stage_all(f, "hal", "u");
+  assert_int_equal(st_blobstore_stage_commit(f->s, "hal", "u", SIZE, f->sha),
+                   0);
+  assert_int_equal(st_blobstore_stage_undo(f->s, "hal", "u", 0, SEG), 0);
+  assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
+                                          NULL, NULL), 0);
+  assert_memory_equal(whole, f->sha, 32);
+}
+
+/* ---- The store over its backend interface --------------------------------
+ * A spy backend forwards every operation to a local one and notes what it
+ * was given; it can refuse writes for want of space, say how much space
+ * there is, and return reads in short pieces. */
+
+typedef struct spy_be {
+  st_blob_be base;
+  st_blob_be *in;
+  uint8_t staged[32]; /* the last staging name stage_write got */
+  int write_rc;       /* when not 0, stage_write returns it */
+  uint64_t avail;     /* what space says */
+  size_t max_read;    /* when not 0, no read returns more */
+  atomic_size_t reads;
+} spy_be;
+
+static spy_be *spy_of(st_blob_be *be) { return (spy_be *)be; }
+#define IN(be) (spy_of(be)->in)
+
+static int spy_stage_write(st_blob_be *be, const uint8_t name[32],
+                           uint64_t offset, const void *p, size_t n,
+                           uint64_t reserve_end, bool entry_durable) {
+  memcpy(spy_of(be)->staged, name, 32);
+  if (spy_of(be)->write_rc != 0)
+    return spy_of(be)->write_rc;
+  return IN(be)->ops->stage_write(IN(be), name, offset, p, n, reserve_end,
+                                  entry_durable);
+}
+static int spy_stage_undo(st_blob_be *be, const uint8_t name[32],
+                          uint64_t offset, size_t n) {
+  return IN(be)->ops->stage_undo(IN(be), name, offset, n);
+}
+static int spy_stage_lock(st_blob_be *be, const uint8_t name[32], int *lock) {
+  return IN(be)->ops->stage_lock(IN(be), name, lock);
+}
+static void spy_stage_unlock(st_blob_be *be, int lock) {
+  IN(be)->ops->stage_unlock(IN(be), lock);
+}
+static int spy_stage_drop(st_blob_be *be, const uint8_t name[32]) {
+  return IN(be)->ops->stage_drop(IN(be), name);
+}
+static int spy_stage_commit(st_blob_be *be, const uint8_t name[32],
+                            uint64_t size, const uint8_t hash[32]) {
+  return IN(be)->ops->stage_commit(IN(be), name, size, hash);
+}
+static int spy_stage_sweep(st_blob_be *be, int64_t max_age_ms,
+                           size_t *removed) {
+  return IN(be)->ops->stage_sweep(IN(be), max_age_ms, removed);
+}
+
+/* The spy's handle: the local backend's, and the cap on each read. */
+typedef struct spy_rd {
+  st_blob_rd base;
+  st_blob_rd *in;
+  const st_blob_backend *ops;
+  spy_be *be;
+} spy_rd;
+
+static int spy_read_open(st_blob_be *be, st_blob_ns ns, const uint8_t name[32],
+                         unsigned flags, st_blob_rd **rd) {
+  spy_rd *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return NIMBUS_ENOMEM;
+  int rc = IN(be)->ops->read_open(IN(be), ns, name, flags, &r->in);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  r->base.what = r->in->what;
+  r->ops = IN(be)->ops;
+  r->be = spy_of(be);
+  *rd = &r->base;
+  return 0;
+}
+static int spy_read(st_blob_rd *rd, uint64_t offset, void *buf, size_t n,
+                    size_t *got) {
+  spy_rd *r = (spy_rd *)rd;
+  atomic_fetch_add(&r->be->reads, 1);
+  if (r->be->max_read != 0 && n > r->be->max_read)
+    n = r->be->max_read;
+  return r->ops->read(r->in, offset, buf, n, got);
+}
+static void spy_read_close(st_blob_rd *rd) {
+  spy_rd *r = (spy_rd *)rd;
+  r->ops->read_close(r->in);
+  free(r);
+}
+static int spy_has(st_blob_be *be, const uint8_t hash[32], bool *exists) {
+  return IN(be)->ops->has(IN(be), hash, exists);
+}
+static int spy_each_old(st_blob_be *be, int64_t max_age_ms, st_blob_each_fn fn,
+                        void *arg) {
+  return IN(be)->ops->each_old(IN(be), max_age_ms, fn, arg);
+}
+static int spy_remove(st_blob_be *be, const uint8_t hash[32]) {
+  return IN(be)->ops->remove(IN(be), hash);
+}
+static int spy_space(st_blob_be *be, uint64_t *avail) {
+  *avail = spy_of(be)->avail;
+  return 0;
+}
+static void spy_free(st_blob_be *be) {
+  IN(be)->ops->free(IN(be));
+  free(be);
+}
+
+/* No set_direct: the store must do without it. */
+static const st_blob_backend spy_ops = {
+    .name = "spy",
+    .stage_write = spy_stage_write,
+    .stage_undo = spy_stage_undo,
+    .stage_lock = spy_stage_lock,
+    .stage_unlock = spy_stage_unlock,
+    .stage_drop = spy_stage_drop,
+    .stage_commit = spy_stage_commit,
+    .stage_sweep = spy_stage_sweep,
+    .read_open = spy_read_open,
+    .read = spy_read,
+    .read_close = spy_read_close,
+    .has = spy_has,
+    .each_old = spy_each_old,
+    .remove = spy_remove,
+    .space = spy_space,
+    .free = spy_free,
+};
+
+/* A store over a spy around a local backend in f->tmp/spy; *spy stays the
+ * store's (freed with it). */
+static st_blobstore *spy_store(fixture *f, spy_be **spy) {
+  char dir[200];
+  snprintf(dir, sizeof dir, "%s/spy", f->tmp);
+  spy_be *b = calloc(1, sizeof *b);
+  assert_non_null(b);
+  b->base.ops = &spy_ops;
+  atomic_init(&b->reads, 0);
+  assert_int_equal(st_blob_fs_open(dir, &b->in), 0);
+  st_blobstore *s = NULL;
+  assert_int_equal(st_blobstore_new(&b->base, &s), 0);
+  st_blobstore_set_direct(s, true); /* a no-op without the operation */
+  *spy = b;
+  return s;
+}
+
+/* The backend is handed the SHA-256 of "<terminal>\n<upload>" as the
+ * staging name, never the strings; the hashing and ranged reads above it
+ * take reads that come back a few bytes at a time. */
+static void test_backend_names_short_reads(void **state) {
+  fixture *f = *state;
+  spy_be *spy = NULL;
+  st_blobstore *s = spy_store(f, &spy);
+  const char *up = "../../etc/passwd";
+  uint8_t want[32];
+  char key[64];
+  int n = snprintf(key, sizeof key, "mallory\n%s", up);
+  nb_sha256(key, (size_t)n, want);
+  assert_int_equal(st_blobstore_stage(s, "mallory", up, 0, f->bytes, SIZE, 0,
+                                      false), 0);
+  assert_memory_equal(spy->staged, want, 32);
+  spy->max_read = 1000;
+  uint8_t whole[32], segs[3][ST_SEGSUM];
+  assert_int_equal(st_blobstore_stage_hash(s, "mallory", up, SIZE, whole,
+                                           segs, NULL, NULL), 0);
+  assert_memory_equal(whole, f->sha, 32);
+  assert_true(atomic_load(&spy->reads) >= SIZE / 1000);
+  for (size_t i = 0; i < 3; i++) {
+    size_t len = SIZE - i * SEG < SEG ? SIZE - i * SEG : SEG;
+    assert_true(st_segsum_ok(f->bytes + i * SEG, len, segs[i], ST_SEGSUM));
+  }
+  assert_int_equal(st_blobstore_stage_commit(s, "mallory", up, SIZE, f->sha),
+                   0);
+  uint8_t *buf = malloc(SIZE);
+  assert_non_null(buf);
+  size_t got = 0;
+  assert_int_equal(st_blobstore_read(s, f->sha, 10, buf, SIZE, &got), 0);
+  assert_int_equal(got, SIZE - 10);
+  assert_memory_equal(buf, f->bytes + 10, SIZE - 10);
+  free(buf);
+  /* A stored blob hashed through short reads too. */
+  memset(whole, 0, sizeof whole);
+  assert_int_equal(st_blobstore_blob_hash(s, f->sha, SIZE, whole, segs, NULL,
+                                          NULL), 0);
+  assert_memory_equal(whole, f->sha, 32);
+  /* A blob the backend does not hold, and a short staging object. */
+  uint8_t other[32] = {1};
+  assert_int_equal(st_blobstore_read(s, other, 0, whole, 8, &got),
+                   NIMBUS_ENOTFOUND);
+  assert_int_equal(st_blobstore_stage(s, "mallory", "b", 0, f->bytes, 100, 0,
+                                      false), 0);
+  assert_int_equal(st_blobstore_stage_hash(s, "mallory", "b", SIZE, whole,
+                                           segs, NULL, NULL), NIMBUS_EIO);
+  assert_non_null(strstr(st_blobstore_errstr(), "shorter"));
+  st_blobstore_free(s);
+}
+
+/* A write the backend refuses for want of space makes the store full
+ * since then; a write that succeeds ends it, and so does free space found
+ * at the first look. */
+static void test_backend_full(void **state) {
+  fixture *f = *state;
+  spy_be *spy = NULL;
+  st_blobstore *s = spy_store(f, &spy);
+  assert_int_equal(st_blobstore_full_since(s), 0);
+  spy->write_rc = NIMBUS_ENOSPC;
+  int64_t t0 = nb_now_ms();
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
+                                      false), NIMBUS_ENOSPC);
+  int64_t since = st_blobstore_full_since(s); /* looks: avail is 0 */
+  assert_true(since >= t0 && since <= nb_now_ms());
+  spy->write_rc = 0;
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
+                                      false), 0);
+  assert_int_equal(st_blobstore_full_since(s), 0);
+  st_blobstore_free(s);
+
+  s = spy_store(f, &spy);
+  spy->write_rc = NIMBUS_ENOSPC;
+  spy->avail = 1 << 30;
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
+                                      false), NIMBUS_ENOSPC);
+  assert_int_equal(st_blobstore_full_since(s), 0);
+  st_blobstore_free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_nsegs),
@@ -493,6 +761,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_stage_undo, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backend_names_short_reads, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_backend_full, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
