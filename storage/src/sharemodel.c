@@ -369,9 +369,9 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
                           expires,   "max",   max,       "to",
                           s->nto > 0 ? "1" : "0"};
   size_t hlens[20];
+  /* The name is counted, not NUL-terminated (it borrows from the task). */
   for (size_t i = 0; i < 20; i++)
-    hlens[i] = strlen(hset[i]);
-  hlens[5] = s->name_len;
+    hlens[i] = i == 5 ? s->name_len : strlen(hset[i]);
   const char *zidx[4] = {"ZADD", idx, "0", member};
   const char *zexp[4] = {"ZADD", "nb:share:expiry", expires, s->token};
   const char *name[4] = {"HSET", nkey, "token", s->token};
