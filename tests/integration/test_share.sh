@@ -8,7 +8,7 @@
 # releases its blob, which the janitor then collects; every bad input
 # gets its 400/404/409; the same task id twice makes one share.
 source "$(dirname "$0")/lib.sh"
-NIMBUS_WORKER_FLAGS="--blob-ttl-ms 4000 --share-max-expires-ms 600000" \
+NIMBUS_WORKER_FLAGS="--blob-ttl-ms 8000 --share-max-expires-ms 600000" \
   nb_stack_up 2
 
 declare -A PW SD
@@ -118,16 +118,17 @@ nb_assert_eq "0 2 2" "$(jget "$r" '" ".join(str(x) for x in (r["code"], r["resul
   "the owner's get does not count"
 
 # ---- expiry: a short expires_in; the configured maximum ------------------
-# (Content of its own: bob may hold a live share of photo.jpg's blob.)
+# (Content of its own: bob may hold a live share of photo.jpg's blob. 5 s:
+# time for the two checks before it ends, also on a loaded machine.)
 head -c 3000 /dev/urandom >brief.txt
-s=$(nb_agent share brief.txt --expires 1500ms) || nb_fail "share brief"
+s=$(nb_agent share brief.txt --expires 5s) || nb_fail "share brief"
 tok3=$(jget "$s" 'r["token"]')
 b3=$(jget "$s" 'r["blob"]')
 r=$(as bob call share.get "{\"token\": \"$tok3\"}")
 nb_assert_eq 0 "$(code "$r")" "before expiry"
 r=$(as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 0 "$(code "$r")" "blob.get before expiry"
-nb_wait_for "[[ \$(code \"\$(as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 30 ||
+nb_wait_for "[[ \$(code \"\$(as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
   nb_fail "the share did not expire"
 r=$(as bob call share.get "{\"token\": \"$tok3\"}")
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "expired"
