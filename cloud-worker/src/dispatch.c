@@ -106,7 +106,47 @@ void wk_progress(wk_ctx *c, int64_t done, int64_t total) {
 
 
 
+/* A notice waiting for its task's commit. */
+typedef struct wk_notice {
+  struct wk_notice *next;
+  char terminal[65];
+  size_t len;
+  uint8_t buf[]; /* len bytes */
+} wk_notice;
+
+int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf,
+                  size_t len) {
+  wk_notice *n = malloc(sizeof *n + len);
+  if (n == NULL)
+    return NIMBUS_ENOMEM;
+  nb_strlcpy(n->terminal, terminal, sizeof n->terminal);
+  n->len = len;
+  memcpy(n->buf, buf, len);
+  n->next = c->notices;
+  c->notices = n;
+  return 0;
+}
+
+/* Publishes the task's notices (in the order they were added). */
+static void send_notices(wk_worker *w, wk_ctx *c) {
+  wk_notice *rev = NULL;
+  while (c->notices != NULL) {
+    wk_notice *n = c->notices;
+    c->notices = n->next;
+    n->next = rev;
+    rev = n;
+  }
+  c->notices = rev;
+  for (const wk_notice *n = rev; n != NULL; n = n->next)
+    wk_publish_notice(w, n->terminal, n->buf, n->len);
+}
+
 static void ctx_fini(wk_ctx *c) {
+  while (c->notices != NULL) {
+    wk_notice *n = c->notices;
+    c->notices = n->next;
+    free(n);
+  }
   msgpack_sbuffer_destroy(&c->result);
   free(c->data);
   st_txn_free(c->effect);
@@ -294,6 +334,9 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
     return;
   }
   wk_publish(w, c->terminal, ts->out.data, ts->out.size, 1);
+  /* After the reply: the effect is committed, so what the notices tell is
+   * already there for whoever acts on them. */
+  send_notices(w, c);
   wk_count_final(w, 0);
 }
 

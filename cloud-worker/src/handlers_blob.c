@@ -17,6 +17,7 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_share.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -661,6 +662,10 @@ static int h_blob_get(wk_ctx *c) {
   uint64_t size = 0;
   const char *name = hex;
   if (st_blob_access(c->redis, c->terminal, &name, 1, &may) != 0 ||
+      /* Or through a share this terminal got, while it lives (checked on
+       * every read: st_share.h). */
+      (!may && st_share_grant_check(c->redis, c->terminal, hex, nb_now_ms(),
+                                    &may) != 0) ||
       (may && st_blob_meta_get(c->redis, hex, &exists, &size) != 0))
     return wk_redis_down(c);
   if (!may || !exists)

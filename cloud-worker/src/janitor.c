@@ -3,6 +3,9 @@
  * waits for it:
  *   - staging files of uploads abandoned for upload_ttl (their Redis
  *     records have expired by then), and
+ *   - shares that ended (expired, revoked, replaced): their records and
+ *     their references on blobs (st_share_sweep), before the blobs' pass
+ *     so a blob whose last share ended is a candidate already;
  *   - blobs nothing has referred to for blob_ttl: their records and every
  *     terminal's access in one script (st_blob_gc_take), then the file;
  *   - every tenth pass, stored files that no record names (a crash between
@@ -17,6 +20,7 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_share.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -96,6 +100,21 @@ static size_t collect(wk_janitor *j, st_redis *r) {
   return removed;
 }
 
+/* Releases the shares that ended, a batch at a time. */
+static void sweep_shares(st_redis *r) {
+  size_t released = 0, total = 0;
+  do {
+    if (st_share_sweep(r, nb_now_ms(), GC_BATCH, &released) != 0) {
+      NB_WARN("WK-GC", "cannot release ended shares: %s", st_redis_errstr(r));
+      break;
+    }
+    total += released;
+  } while (released == GC_BATCH);
+  if (total > 0)
+    NB_INFO("WK-GC", "released %zu ended share%s", total,
+            total == 1 ? "" : "s");
+}
+
 typedef struct orphan_walk {
   wk_janitor *j;
   st_redis *r;
@@ -156,6 +175,8 @@ static void *janitor_main(void *arg) {
                          cfg->redis_password, 2000, &r, err,
                          sizeof err) != 0)
       NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
+    if (r != NULL)
+      sweep_shares(r);
     if (r != NULL)
       collect(j, r);
     if (r != NULL && pass++ % 10 == 9)

@@ -20,6 +20,7 @@ static const wk_family *const builtin[] = {
     &wk_family_core,
     &wk_family_blob,
     &wk_family_backup,
+    &wk_family_share,
     &wk_family_diag,
 };
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])

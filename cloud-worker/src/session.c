@@ -35,10 +35,11 @@
 /* MQTT 5 subscription identifiers: the typed groups, the unserved group. */
 enum { SUB_TYPED = 1, SUB_UNSERVED = 2 };
 
-void wk_publish(wk_worker *w, const char *terminal, const void *buf,
-                size_t len, int qos) {
+/* Publishes to <prefix>/<what>/<terminal>. */
+static void publish_to(wk_worker *w, const char *what, const char *terminal,
+                       const void *buf, size_t len, int qos) {
   char topic[256];
-  snprintf(topic, sizeof topic, "%s/reply/%s", w->cfg->prefix, terminal);
+  snprintf(topic, sizeof topic, "%s/%s/%s", w->cfg->prefix, what, terminal);
   MQTTAsync_message m = MQTTAsync_message_initializer;
   m.payload = (void *)buf;
   m.payloadlen = (int)len;
@@ -46,8 +47,18 @@ void wk_publish(wk_worker *w, const char *terminal, const void *buf,
   m.retained = 0;
   int rc = nb_paho_send(w->client, topic, &m, NULL);
   if (rc != MQTTASYNC_SUCCESS)
-    NB_WARN("WK-PUBLISH-FAILED", "reply to %s not sent: %s", terminal,
+    NB_WARN("WK-PUBLISH-FAILED", "%s to %s not sent: %s", what, terminal,
             MQTTAsync_strerror(rc));
+}
+
+void wk_publish(wk_worker *w, const char *terminal, const void *buf,
+                size_t len, int qos) {
+  publish_to(w, "reply", terminal, buf, len, qos);
+}
+
+void wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
+                       size_t len) {
+  publish_to(w, "notify", terminal, buf, len, 1);
 }
 
 /* ---- The in-flight bound -------------------------------------------------- */

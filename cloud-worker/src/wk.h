@@ -98,6 +98,9 @@ typedef struct wk_ctx {
   /* State-changing handlers queue their Redis effect here. */
   st_txn *effect;
   wk_live *live; /* NULL for read-only types */
+  /* Notices to publish once the task's effect is committed
+   * (wk_notice_add); owned, freed with the context. */
+  struct wk_notice *notices;
   void *tstate;  /* the handler's family's thread state, or NULL */
   char error[512];
   char help[256];
@@ -107,6 +110,7 @@ typedef struct wk_ctx {
 extern const wk_family wk_family_core;
 extern const wk_family wk_family_blob;
 extern const wk_family wk_family_backup;
+extern const wk_family wk_family_share;
 extern const wk_family wk_family_diag;
 
 /* Options of the built-in families that other files read. */
@@ -123,6 +127,14 @@ int wk_reply_data(wk_ctx *c, const void *p, size_t n);
 /* A checkpoint for long handlers: returns 0 to go on, NIMBUS_ECANCELED when
  * task.cancel asked to stop, NIMBUS_ELOST when the claim lapsed. */
 int wk_checkpoint(wk_ctx *c);
+
+/* Queues a notice (`buf`, len bytes: an encoded notice, sc_notice_encode;
+ * copied) for <prefix>/notify/<terminal> (copied), published at QoS 1 once
+ * the task's effect is committed, and only then: a task that fails, is
+ * replayed from its record or loses its claim sends none. For
+ * state-changing types only. Returns 0 or NIMBUS_ENOMEM. */
+int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf,
+                  size_t len);
 
 /* Publishes a progress reply (QoS 0) for the task. */
 void wk_progress(wk_ctx *c, int64_t done, int64_t total);

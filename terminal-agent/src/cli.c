@@ -71,6 +71,29 @@ static const nb_opt cli_table[] = {
             1000000000),
     CLI_OPT(snapshot, NB_OPT_STR, NULL,
             "restore: the snapshot to restore (default: the latest)", 0, 0),
+    CLI_OPT(name, NB_OPT_STR, NULL,
+            "share: the name others fetch it by (default: the file's name)",
+            0, 0),
+    CLI_OPT(to, NB_OPT_STR, NULL,
+            "share: only these terminals may fetch it, comma-separated ids "
+            "(they get a notice); default: anyone with the token or name",
+            0, 0),
+    CLI_OPT(expires, NB_OPT_STR, NULL,
+            "share: how long it lasts: a number and a unit, ms s m h d "
+            "(e.g. 7d; default: the cloud's longest, 365 days)",
+            0, 0),
+    CLI_OPT(max_downloads, NB_OPT_INT, "0",
+            "share: at most this many terminals may fetch it (0: no limit)",
+            0, 1000000000),
+    CLI_OPT(mime, NB_OPT_STR, NULL,
+            "share: its MIME type, e.g. image/jpeg (default: "
+            "application/octet-stream)",
+            0, 0),
+    CLI_OPT(replace, NB_OPT_BOOL, "false",
+            "share: replace the share of the same name", 0, 0),
+    CLI_OPT(count, NB_OPT_INT, "0",
+            "listen: exit after this many notices (0: until Ctrl-C)", 0,
+            1000000000),
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -100,6 +123,15 @@ static const char cli_usage[] =
     "  restore [--snapshot S] DIR\n"
     "                         restore a snapshot (default: the latest) into\n"
     "                         DIR; an interrupted run resumes\n"
+    "  share FILE             share a file: prints its token and its\n"
+    "                         owner/name address (--to, --expires,\n"
+    "                         --max-downloads, --mime, --replace)\n"
+    "  fetch TOKEN|OWNER/NAME [OUT]\n"
+    "                         download a shared file, verified\n"
+    "  shares                 list own shares and those meant for this\n"
+    "                         terminal\n"
+    "  unshare TOKEN...       revoke own shares\n"
+    "  listen [--count N]     print notices (new shares) as they arrive\n"
     "  help [VERB]            this text, or a verb's (also VERB --help)\n"
     "\n"
     "Exit status:\n"
@@ -168,6 +200,11 @@ static const cli_verb cli_verbs[] = {
     {"backups", cli_usage_backups, cli_backups},
     {"forget", cli_usage_forget, cli_forget},
     {"restore", cli_usage_restore, cli_restore},
+    {"share", cli_usage_share, cli_share},
+    {"fetch", cli_usage_fetch, cli_fetch},
+    {"shares", cli_usage_shares, cli_shares},
+    {"unshare", cli_usage_unshare, cli_unshare},
+    {"listen", cli_usage_listen, cli_listen},
 };
 
 static const cli_verb *cli_verb_find(const char *name) {
@@ -221,8 +258,24 @@ static void cli_on_progress(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   cJSON_Delete(j);
 }
 
+static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
+                          int resend_max_ms, nimbus_notice_cb cb, void *ctx,
+                          nimbus_agent **out);
+
 int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
                 int resend_max_ms, nimbus_agent **out) {
+  return cli_connect_cb(cfg, max_inflight, resend_ms, resend_max_ms, NULL,
+                        NULL, out);
+}
+
+int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
+                        nimbus_notice_cb cb, void *ctx, nimbus_agent **out) {
+  return cli_connect_cb(cfg, max_inflight, 0, 0, cb, ctx, out);
+}
+
+static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
+                          int resend_max_ms, nimbus_notice_cb cb, void *ctx,
+                          nimbus_agent **out) {
   nimbus_agent *a = NULL;
   char uri[300], err[256];
 
@@ -254,6 +307,8 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
     fprintf(stderr, "nimbus-agent: %s: %s\n", nimbus_strerror(rc), err);
     return CLI_USAGE;
   }
+  if (cb != NULL)
+    nimbus_agent_on_notice(a, cb, ctx);
   /* No broker there yet (it is starting, or restarting): tried again with
    * backoff, 100 ms doubling to 2 s, for as long as --timeout allows. A
    * refusal (credentials, ACL) is final at once. */

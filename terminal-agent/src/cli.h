@@ -1,6 +1,6 @@
 /* The nimbus-agent CLI's shared parts: its configuration (one nb_config
  * table, cli.c), exit statuses, and the helpers the verbs in cli.c,
- * cli_backup.c and cli_restore.c use. */
+ * cli_backup.c, cli_restore.c and cli_share.c use. */
 #ifndef CLI_H
 #define CLI_H
 
@@ -34,6 +34,14 @@ typedef struct cli_cfg {
   int64_t jobs;
   int64_t limit;
   char *snapshot;
+  /* share, fetch, listen (cli_share.c) */
+  char *name;
+  char *to;
+  char *expires;
+  int64_t max_downloads;
+  char *mime;
+  bool replace;
+  int64_t count;
 } cli_cfg;
 
 /* Prints "nimbus-agent: <what>" and a pointer to --help; CLI_USAGE. */
@@ -63,6 +71,11 @@ int cli_print_json(cJSON *j);
  * after saying why on stderr. */
 int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
                 int resend_max_ms, nimbus_agent **out);
+/* cli_connect that also hands every notice to `cb` (with `ctx`, on the
+ * agent's thread: nimbus_agent_on_notice), set before the connection so
+ * that notices queued while the terminal was away are not missed. */
+int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
+                        nimbus_notice_cb cb, void *ctx, nimbus_agent **out);
 
 /* Verbs in their own files. */
 extern const char cli_usage_backup[], cli_usage_backups[], cli_usage_forget[],
@@ -72,5 +85,14 @@ int cli_backups(cli_cfg *cfg, int argc, char **argv);
 /* nimbus-agent forget SNAPSHOT...: backup.delete of each (cli_backup.c). */
 int cli_forget(cli_cfg *cfg, int argc, char **argv);
 int cli_restore(cli_cfg *cfg, int argc, char **argv);
+/* Sharing (cli_share.c): share FILE, fetch TOKEN|OWNER/NAME [OUT], shares,
+ * unshare TOKEN..., listen. */
+extern const char cli_usage_share[], cli_usage_fetch[], cli_usage_shares[],
+    cli_usage_unshare[], cli_usage_listen[];
+int cli_share(cli_cfg *cfg, int argc, char **argv);
+int cli_fetch(cli_cfg *cfg, int argc, char **argv);
+int cli_shares(cli_cfg *cfg, int argc, char **argv);
+int cli_unshare(cli_cfg *cfg, int argc, char **argv);
+int cli_listen(cli_cfg *cfg, int argc, char **argv);
 
 #endif

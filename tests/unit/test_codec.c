@@ -210,6 +210,9 @@ static const struct {
     {"reply_error_noid", "reply"},
     {"reply_progress", "reply"},
     {"notice_agent_offer", "notice"},
+    {"task_share_create", "task"},
+    {"reply_share_get", "reply"},
+    {"notice_share_new", "notice"},
 };
 
 /* ---- Golden: encode ---------------------------------------------------- */

@@ -210,9 +210,12 @@ void nimbus_task_release(nimbus_task *t);
 /* Frees a reply from nimbus_task_wait. NULL is a no-op. */
 void nimbus_reply_free(nimbus_reply *r);
 
-/* Called (on the agent's thread) for each valid notice on
- * <prefix>/notify/<terminal>; `kind` and `notice`, the packed msgpack map,
- * are borrowed for the call. Set before connecting. */
+/* Called (on the agent's thread, one callback at a time, like every other
+ * callback) for each valid notice on <prefix>/notify/<terminal>; `kind`
+ * and `notice`, the packed msgpack map (PROTOCOL.md: e.g. kind share.new
+ * with token, name, owner, size, mime, expires_at), are borrowed for the
+ * call: copy what the app keeps. Set before connecting, so that notices
+ * the broker kept while the terminal was away reach it. */
 typedef void (*nimbus_notice_cb)(void *ctx, const char *kind,
                                  const uint8_t *notice, size_t len);
 void nimbus_agent_on_notice(nimbus_agent *a, nimbus_notice_cb cb, void *ctx);

@@ -1,0 +1,216 @@
+# Sharing end to end (PROTOCOL.md, Sharing; schemas/SPEC.md, Shares), on
+# one stack of two workers with a short blob_ttl and a short
+# share_max_expires: alice shares, bob fetches by token and by owner/name
+# byte for byte; `to` is enforced (carol gets 404 and no notice) and a
+# notice reaches a recipient that was offline when the share was made;
+# max_downloads 2 lets exactly two of three terminals asking at once get
+# it; expiry and revoke end both share.get and blob.get; an ended share
+# releases its blob, which the janitor then collects; every bad input
+# gets its 400/404/409; the same task id twice makes one share.
+source "$(dirname "$0")/lib.sh"
+NIMBUS_WORKER_FLAGS="--blob-ttl-ms 8000 --share-max-expires-ms 600000" \
+  nb_stack_up 2
+
+declare -A PW SD
+for t in carol dave bob alice; do
+  nb_terminal "$t"
+  PW[$t]=$NIMBUS_PASSWORD
+  SD[$t]=$NIMBUS_STATE_DIR
+done
+# as T CMD...: CMD as terminal T (alice is the default).
+as() {
+  local t=$1
+  shift
+  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
+}
+code() { jget "$1" 'r["code"]'; }
+# "CODE ERROR" of a reply.
+ce() { jget "$1" 'str(r["code"]) + " " + r.get("error", "")'; }
+NOSHARE='there is no share of that name or token for this terminal'
+
+# Everyone's persistent session subscribes once, then goes offline, so the
+# notices of shares made meanwhile wait for them at the broker.
+for t in bob carol dave; do as "$t" nb_agent ping >/dev/null; done
+
+cd "$NB_DIR"
+head -c 700000 /dev/urandom >photo.jpg
+
+# ---- share to bob, who is offline; a second share to carol ----------------
+s=$(nb_agent share photo.jpg --to bob --mime image/jpeg) || nb_fail "share"
+tokA=$(jget "$s" 'r["token"]')
+blob=$(jget "$s" 'r["blob"]')
+nb_assert_eq alice/photo.jpg "$(jget "$s" 'r["address"]')" "address"
+nb_assert_eq 700000 "$(jget "$s" 'r["size"]')" "size"
+nb_assert_eq 1 "$(nb_redis hget "nb:blob:$blob" refs)" "refs while shared"
+s=$(nb_agent share photo.jpg --name for-carol --to carol) || nb_fail "share 2"
+tokB=$(jget "$s" 'r["token"]')
+[[ $tokA =~ ^[A-Za-z0-9_-]{24}$ && $tokA != "$tokB" ]] || nb_fail "tokens $tokA $tokB"
+
+# The notices, kept while they were offline. carol's first is her own
+# share's: she got none of bob's.
+n=$(as bob timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
+  nb_fail "bob got no notice"
+nb_assert_eq "share.new $tokA photo.jpg alice 700000 image/jpeg" \
+  "$(jget "$n" '" ".join(str(r[k]) for k in ("kind","token","name","owner","size","mime"))')" \
+  "bob's notice"
+n=$(as carol timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
+  nb_fail "carol got no notice"
+nb_assert_eq "$tokB" "$(jget "$n" 'r["token"]')" "carol's first notice"
+
+# ---- fetch by token and by owner/name, byte for byte -----------------------
+mkdir bob
+as bob nb_agent fetch "$tokA" bob/ >/dev/null || nb_fail "fetch by token"
+cmp photo.jpg bob/photo.jpg || nb_fail "fetched bytes differ"
+as bob nb_agent fetch alice/photo.jpg bob/again.jpg >/dev/null ||
+  nb_fail "fetch by owner/name"
+cmp photo.jpg bob/again.jpg || nb_fail "bytes by name differ"
+[[ ! -e bob/.photo.jpg.part && ! -e bob/.again.jpg.part ]] ||
+  nb_fail "part files left: $(ls -A bob)"
+
+# `to` holds: carol gets the same 404 as for a share that does not exist.
+r=$(as carol call share.get "{\"token\": \"$tokA\"}")
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "carol"
+r=$(as carol call share.get '{"owner": "alice", "name": "photo.jpg"}')
+nb_assert_eq 404 "$(code "$r")" "carol by name"
+r=$(as carol call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 404 "$(code "$r")" "carol's blob.get"
+r=$(call share.get '{"token": "AAAAAAAAAAAAAAAAAAAAAAAA"}')
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "no such token"
+
+# Lists: alice's own in full, bob's inbox.
+r=$(call share.list '{}')
+nb_assert_eq "for-carol:carol photo.jpg:bob" \
+  "$(jget "$r" '" ".join(s["name"]+":"+",".join(s["to"]) for s in r["result"]["shares"])')" \
+  "alice's shares"
+r=$(as bob call share.list '{"inbox": true}')
+nb_assert_eq "$tokA" "$(jget "$r" '" ".join(s["token"] for s in r["result"]["shares"])')" "bob's inbox"
+
+# ---- revoke ends share.get and blob.get ---------------------------------
+r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 0 "$(code "$r")" "bob's blob.get while shared"
+r=$(as bob call share.revoke "{\"token\": \"$tokA\"}")
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "revoke by bob"
+nb_agent unshare "$tokA" >/dev/null || nb_fail "unshare"
+r=$(as bob call share.get "{\"token\": \"$tokA\"}")
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "after revoke"
+r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 404 "$(code "$r")" "bob's blob.get after revoke"
+r=$(call share.revoke "{\"token\": \"$tokA\"}")
+nb_assert_eq 404 "$(code "$r")" "revoke twice"
+
+# ---- max_downloads 2, three terminals at the same instant -----------------
+s=$(nb_agent share photo.jpg --name two --max-downloads 2) || nb_fail "share two"
+tok2=$(jget "$s" 'r["token"]')
+pids=()
+for t in bob carol dave; do
+  as "$t" call share.get "{\"token\": \"$tok2\"}" >"race.$t" &
+  pids+=($!)
+done
+wait "${pids[@]}" # (not a bare wait: the stack's watcher is a job too)
+got=$(for t in bob carol dave; do code "$(cat "race.$t")"; done | sort | tr '\n' ' ')
+nb_assert_eq "0 0 404 " "$got" "three at once, two may"
+for t in bob carol dave; do
+  r=$(as "$t" call share.get "{\"token\": \"$tok2\"}")
+  nb_assert_eq "$(code "$(cat "race.$t")")" "$(code "$r")" "$t again"
+done
+r=$(call share.get "{\"token\": \"$tok2\"}")
+nb_assert_eq "0 2 2" "$(jget "$r" '" ".join(str(x) for x in (r["code"], r["result"]["downloads"], r["result"]["max_downloads"]))')" \
+  "the owner's get does not count"
+
+# ---- expiry: a short expires_in; the configured maximum ------------------
+# (Content of its own: bob may hold a live share of photo.jpg's blob. 5 s:
+# time for the two checks before it ends, also on a loaded machine.)
+head -c 3000 /dev/urandom >brief.txt
+s=$(nb_agent share brief.txt --expires 5s) || nb_fail "share brief"
+tok3=$(jget "$s" 'r["token"]')
+b3=$(jget "$s" 'r["blob"]')
+r=$(as bob call share.get "{\"token\": \"$tok3\"}")
+nb_assert_eq 0 "$(code "$r")" "before expiry"
+r=$(as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 0 "$(code "$r")" "blob.get before expiry"
+nb_wait_for "[[ \$(code \"\$(as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
+  nb_fail "the share did not expire"
+r=$(as bob call share.get "{\"token\": \"$tok3\"}")
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "expired"
+r=$(as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 404 "$(code "$r")" "blob.get after expiry"
+r=$(call share.get '{"owner": "alice", "name": "for-carol"}')
+left=$(jget "$r" 'r["result"]["expires_at"] - r["result"]["created"]')
+nb_assert_eq 600000 "$left" "default lifetime (share_max_expires_ms)"
+
+# ---- an ended share releases its blob; the janitor collects it -----------
+head -c 5000 /dev/urandom >gone.txt
+s=$(nb_agent share gone.txt --name gone) || nb_fail "share gone"
+tok4=$(jget "$s" 'r["token"]')
+b4=$(jget "$s" 'r["blob"]')
+nb_assert_eq 1 "$(nb_redis hget "nb:blob:$b4" refs)" "refs of gone.txt"
+nb_agent unshare "$tok4" >/dev/null || nb_fail "unshare gone"
+nb_wait_for "[[ \$(nb_redis exists nb:share:$tok4) == 0 ]]" 30 ||
+  nb_fail "the revoked share was not released"
+nb_assert_eq 0 "$(nb_redis hget "nb:blob:$b4" refs)" "refs after release"
+nb_wait_for "[[ \$(nb_redis exists nb:blob:$b4) == 0 ]]" 30 ||
+  nb_fail "the released blob was not collected"
+r=$(call share.list '{}')
+nb_assert_eq "for-carol two" "$(jget "$r" '" ".join(sorted(s["name"] for s in r["result"]["shares"]))')" \
+  "live shares (photo.jpg revoked, brief expired, gone released)"
+
+# ---- bad inputs ------------------------------------------------------------
+long=$(printf 'n%.0s' {1..256})
+# A blob of bob's own, which alice may not read.
+head -c 1000 /dev/urandom >bobs.bin
+bobs=$(jget "$(as bob nb_agent share bobs.bin --name b)" 'r["blob"]')
+while IFS='|' read -r want args; do
+  r=$(call share.create "$args")
+  got="$(code "$r")"
+  [[ $got == "$want" ]] || nb_fail "share.create $args: expected $want, got $r"
+done <<EOF
+400|{"name": "a/b", "blob": "$blob"}
+400|{"name": "", "blob": "$blob"}
+400|{"name": "$long", "blob": "$blob"}
+400|{"name": "tab\there", "blob": "$blob"}
+400|{"name": "x", "blob": "nothex"}
+400|{"name": "x", "blob": "$blob", "to": ["no/such id"]}
+400|{"name": "x", "blob": "$blob", "to": []}
+400|{"name": "x", "blob": "$blob", "expires_in": 0}
+400|{"name": "x", "blob": "$blob", "expires_in": 600001}
+400|{"name": "x", "blob": "$blob", "max_downloads": 0}
+400|{"name": "x", "blob": "$blob", "mime": "not a type"}
+409|{"name": "two", "blob": "$blob"}
+404|{"name": "x", "blob": "$bobs"}
+404|{"name": "x", "blob": "$(printf 'f%.0s' {1..64})"}
+EOF
+r1=$(call share.create "{\"name\": \"x\", \"blob\": \"$bobs\"}")
+r2=$(call share.create "{\"name\": \"x\", \"blob\": \"$(printf 'f%.0s' {1..64})\"}")
+same='str(r["code"]) + " " + __import__("re").sub("[0-9a-f]{64}", "X", r["error"])'
+nb_assert_eq "404 there is no blob X that this terminal may read" \
+  "$(jget "$r1" "$same")" "not readable"
+nb_assert_eq "$(jget "$r1" "$same")" "$(jget "$r2" "$same")" \
+  "not readable and absent answer alike"
+r=$(call share.get '{"owner": "alice"}')
+nb_assert_eq 400 "$(code "$r")" "share.get without name"
+r=$(call share.get "{\"token\": \"$tok2\", \"owner\": \"alice\", \"name\": \"two\"}")
+nb_assert_eq 400 "$(code "$r")" "share.get with both"
+
+# replace: the name now gives the new share; the old token is gone.
+r=$(call share.create "{\"name\": \"two\", \"blob\": \"$blob\", \"replace\": true}")
+tok5=$(jget "$r" 'r["result"]["token"]')
+r=$(as bob call share.get '{"owner": "alice", "name": "two"}')
+nb_assert_eq "$tok5" "$(jget "$r" 'r["result"]["token"]')" "replaced"
+r=$(as bob call share.get "{\"token\": \"$tok2\"}")
+nb_assert_eq 404 "$(code "$r")" "the replaced share"
+
+# ---- the same task id twice makes one share --------------------------------
+id=share-once-0123456789abcdef
+a1=$(call share.create "{\"name\": \"once\", \"blob\": \"$blob\"}" --id "$id")
+a2=$(call share.create "{\"name\": \"once\", \"blob\": \"$blob\"}" --id "$id")
+nb_assert_eq 0 "$(code "$a2")" "the same id again"
+nb_assert_eq "$(jget "$a1" 'r["result"]["token"]')" "$(jget "$a2" 'r["result"]["token"]')" "one token"
+r=$(call share.list '{}')
+nb_assert_eq 1 "$(jget "$r" 'sum(s["name"] == "once" for s in r["result"]["shares"])')" "one share"
+r=$(call share.create "{\"name\": \"once\", \"blob\": \"$blob\"}")
+nb_assert_eq 409 "$(code "$r")" "a new id meets the name"
+
+for p in $(nb_pids | awk '$1 ~ /^worker/ {print $2}'); do
+  nb_alive "$p" || nb_fail "worker $p died"
+done
+nb_log "ok"
