@@ -5,7 +5,8 @@
  * lives. Key names hold only terminal ids ([A-Za-z0-9._-]), tokens
  * ([A-Za-z0-9_-]) and hex, none of which holds ':'; a share's name appears
  * in a key only as its SHA-256. Every script names the keys it touches in
- * KEYS (some are found by a read first, which is safe: see each). */
+ * KEYS (some are found by a read first, which is safe: see each), and runs
+ * through st__eval (EVALSHA). */
 #include "st_share.h"
 #include "st_internal.h"
 
@@ -143,12 +144,12 @@ static int ids_of(const redisReply *e, char (**out)[65], size_t *n) {
 /* ---- Reading -------------------------------------------------------------- */
 
 /* KEYS: record, got, to. Returns {} or {fields..., to[], got[]}. */
-static const char read_lua[] =
+static st_script read_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], " FIELDS ")\n"
     "if not h[1] then return {} end\n"
     "h[10] = redis.call('SMEMBERS', KEYS[3])\n"
     "h[11] = redis.call('SMEMBERS', KEYS[2])\n"
-    "return h\n";
+    "return h\n");
 
 static int share_keys(const char *token, char rec[KEY_CAP], char got[KEY_CAP],
                       char to[KEY_CAP]) {
@@ -166,8 +167,8 @@ int st_share_read(st_redis *r, const char *token, st_share *out) {
     return 0;
   if (share_keys(token, rec, got, to) != 0)
     return NIMBUS_EINVAL;
-  const char *argv[6] = {"EVAL", read_lua, "3", rec, got, to};
-  redisReply *rep = st__cmd(r, 6, argv, NULL);
+  const char *argv[6] = {NULL, NULL, NULL, rec, got, to};
+  redisReply *rep = st__eval(r, &read_script, 3, 6, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -208,7 +209,7 @@ int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
 /* ---- share.get: check and count in one step -------------------------------
  * KEYS: record, got, to, the terminal's grants. ARGV: terminal, now,
  * token. Returns {0}, or {1, fields..., downloads}. */
-static const char take_lua[] =
+static st_script take_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], " FIELDS ", 'to')\n"
     "if not h[1] or h[9] == '1' then return {0} end\n"
     "if tonumber(h[7]) <= tonumber(ARGV[2]) then return {0} end\n"
@@ -224,7 +225,7 @@ static const char take_lua[] =
     "  end\n"
     "end\n"
     "return {1, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9],"
-    " redis.call('SCARD', KEYS[2])}\n";
+    " redis.call('SCARD', KEYS[2])}\n");
 
 int st_share_take(st_redis *r, const char *token, const char *terminal,
                   int64_t now_ms, st_share *out) {
@@ -236,9 +237,9 @@ int st_share_take(st_redis *r, const char *token, const char *terminal,
       keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  const char *argv[10] = {"EVAL", take_lua, "4",      rec,  got,
-                          to,     grants,   terminal, now,  token};
-  redisReply *rep = st__cmd(r, 10, argv, NULL);
+  const char *argv[10] = {NULL, NULL,   NULL,     rec, got,
+                          to,   grants, terminal, now, token};
+  redisReply *rep = st__eval(r, &take_script, 4, 10, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -255,13 +256,13 @@ int st_share_take(st_redis *r, const char *token, const char *terminal,
 
 /* ---- blob.get's check ------------------------------------------------------
  * KEYS: share records. ARGV: now. 1 when any is live. */
-static const char live_lua[] =
+static st_script live_script = ST_SCRIPT(
     "for _, k in ipairs(KEYS) do\n"
     "  local h = redis.call('HMGET', k, 'expires_at', 'revoked')\n"
     "  if h[1] and h[2] ~= '1' and tonumber(h[1]) > tonumber(ARGV[1]) then"
     " return 1 end\n"
     "end\n"
-    "return 0\n";
+    "return 0\n");
 
 int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
                          int64_t now_ms, bool *ok) {
@@ -298,17 +299,12 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
   freeReplyObject(rep);
   if (n == 0)
     return 0;
-  const char *argv[4 + GRANTS_MAX];
-  char nk[16];
-  snprintf(nk, sizeof nk, "%zu", n);
+  const char *argv[4 + GRANTS_MAX] = {NULL};
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  argv[0] = "EVAL";
-  argv[1] = live_lua;
-  argv[2] = nk;
   for (size_t i = 0; i < n; i++)
     argv[3 + i] = keys[i];
   argv[3 + n] = now;
-  rep = st__cmd(r, (int)(4 + n), argv, NULL);
+  rep = st__eval(r, &live_script, (int)n, (int)(4 + n), argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
@@ -417,7 +413,7 @@ int st_share_revoke_effect(st_txn *t, const st_share *s, int64_t now_ms) {
 
 /* KEYS: per share its record, got and to. Per share {} or {fields...,
  * downloads, to[]}. */
-static const char list_lua[] =
+static st_script list_script = ST_SCRIPT(
     "local out = {}\n"
     "for i = 1, #KEYS, 3 do\n"
     "  local h = redis.call('HMGET', KEYS[i], " FIELDS ")\n"
@@ -429,7 +425,7 @@ static const char list_lua[] =
     "    out[#out + 1] = {}\n"
     "  end\n"
     "end\n"
-    "return out\n";
+    "return out\n");
 
 int st_share_list(st_redis *r, const char *terminal, bool inbox,
                   const char *owner, const char *cursor, size_t limit,
@@ -477,11 +473,6 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
     rc = NIMBUS_ENOMEM;
     goto out;
   }
-  char nk[24];
-  snprintf(nk, sizeof nk, "%zu", 3 * got);
-  argv[0] = "EVAL";
-  argv[1] = list_lua;
-  argv[2] = nk;
   for (size_t i = 0; i < got; i++) {
     const char *token = ids->element[i]->str + 14;
     if ((rc = share_keys(token, keys[3 * i], keys[3 * i + 1],
@@ -490,7 +481,8 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
     for (size_t k = 0; k < 3; k++)
       argv[3 + 3 * i + k] = keys[3 * i + k];
   }
-  rep = st__cmd(r, (int)(3 + 3 * got), argv, NULL);
+  rep = st__eval(r, &list_script, (int)(3 * got), (int)(3 + 3 * got), argv,
+                NULL);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
     goto out;
@@ -537,7 +529,7 @@ out:
  * final state: an ended share gains no addressee and no download (the
  * record's check below makes sure it has ended). Returns 1 when released,
  * 0 when not (gone already, or not ended: no index was stale then). */
-static const char sweep_lua[] =
+static st_script sweep_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], 'expires_at', 'revoked')\n"
     "if not h[1] then redis.call('ZREM', KEYS[4], ARGV[1]) return 0 end\n"
     "if h[2] ~= '1' and tonumber(h[1]) > tonumber(ARGV[3]) then return 0"
@@ -555,17 +547,17 @@ static const char sweep_lua[] =
     "local ni = tonumber(ARGV[5])\n"
     "for i = 9, 8 + ni do redis.call('ZREM', KEYS[i], ARGV[2]) end\n"
     "for i = 9 + ni, #KEYS do redis.call('ZREM', KEYS[i], ARGV[6]) end\n"
-    "return 1\n";
+    "return 1\n");
 
 /* KEYS: record, expiry. ARGV: token, now. An index entry of a share that
  * is gone is dropped; one of a live share gets its expiry back. */
-static const char mend_lua[] =
+static st_script mend_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], 'expires_at', 'revoked')\n"
     "if not h[1] then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end\n"
     "if h[2] ~= '1' and tonumber(h[1]) > tonumber(ARGV[2]) then\n"
     "  redis.call('ZADD', KEYS[2], h[1], ARGV[1])\n"
     "end\n"
-    "return 0\n";
+    "return 0\n");
 
 /* Releases one ended share; *done says whether this call did. */
 static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
@@ -583,13 +575,11 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     /* Gone already, or due later (a stale score): mend the index. */
     char rec[KEY_CAP], got[KEY_CAP], to[KEY_CAP];
     if ((rc = share_keys(token, rec, got, to)) == 0) {
-      const char *argv[7] = {"EVAL", mend_lua, "2", rec, "nb:share:expiry",
+      const char *argv[7] = {NULL,  NULL, NULL, rec, "nb:share:expiry",
                              token, now};
-      redisReply *rep = st__cmd(r, 7, argv, NULL);
+      redisReply *rep = st__eval(r, &mend_script, 2, 7, argv, NULL);
       if (rep == NULL)
         rc = NIMBUS_EREDIS;
-      else if (rep->type == REDIS_REPLY_ERROR)
-        rc = st__fail(r, rep, NULL);
       freeReplyObject(rep);
     }
     st_share_fini(&s);
@@ -598,14 +588,13 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
   size_t nkeys = 8 + s.nto + s.ngot;
   char(*keys)[KEY_CAP] = calloc(nkeys, sizeof *keys);
   const char **argv = calloc(3 + nkeys + 6, sizeof *argv);
-  char member[ST_SHARE_MEMBER_LEN + 1], gmember[64 + 1 + 25], nk[24], nto[24];
+  char member[ST_SHARE_MEMBER_LEN + 1], gmember[64 + 1 + 25], nto[24];
   if (keys == NULL || argv == NULL) {
     rc = NIMBUS_ENOMEM;
     goto out;
   }
   member_of(member, s.created, s.token);
   snprintf(gmember, sizeof gmember, "%.64s.%s", s.blob, s.token);
-  snprintf(nk, sizeof nk, "%zu", nkeys);
   snprintf(nto, sizeof nto, "%zu", s.nto);
   if ((rc = share_keys(s.token, keys[0], keys[1], keys[2])) != 0 ||
       (rc = keyf(keys[4], "nb:shares:%s%s", s.owner, "")) != 0 ||
@@ -620,15 +609,13 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     rc = keyf(keys[8 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
   if (rc != 0)
     goto out;
-  argv[0] = "EVAL";
-  argv[1] = sweep_lua;
-  argv[2] = nk;
   for (size_t i = 0; i < nkeys; i++)
     argv[3 + i] = keys[i];
   const char *tail[6] = {s.token, member, now, s.blob, nto, gmember};
   for (size_t i = 0; i < 6; i++)
     argv[3 + nkeys + i] = tail[i];
-  redisReply *rep = st__cmd(r, (int)(3 + nkeys + 6), argv, NULL);
+  redisReply *rep = st__eval(r, &sweep_script, (int)nkeys,
+                             (int)(3 + nkeys + 6), argv, NULL);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
   } else if (rep->type != REDIS_REPLY_INTEGER) {
