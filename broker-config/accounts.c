@@ -38,8 +38,8 @@
 
 /* ---- Roles and names ---------------------------------------------------*/
 
-static const char *const role_names[] = {"none", "terminal", "worker",
-                                         "admin", "monitor"};
+static const char *const role_names[] = {"none", "terminal", "worker", "admin",
+                                         "monitor"};
 
 const char *ba_role_name(ba_role role) {
   if ((unsigned)role >= sizeof role_names / sizeof role_names[0])
@@ -75,8 +75,8 @@ static bool b64_char(char c) {
 /* Decodes standard padded base64 of exactly `n` chars into `out` (cap
  * bytes). EVP_DecodeBlock skips blanks and counts padding as zero bytes,
  * so the text is checked strictly here first. */
-static bool b64_decode(const char *s, size_t n, unsigned char *out,
-                       size_t cap, size_t *outlen) {
+static bool b64_decode(const char *s, size_t n, unsigned char *out, size_t cap,
+                       size_t *outlen) {
   if (n == 0 || n % 4 != 0 || n / 4 * 3 > cap || n > 0x7fffffff)
     return false;
   size_t pad = 0;
@@ -331,13 +331,12 @@ static int cmp_account(const void *a, const void *b) {
 
 /* Parses one non-blank, non-comment line (NUL-terminated copy in `line`,
  * which it cuts in place) and appends it unsorted. */
-static int parse_line(ba_accounts *t, char *line, size_t lineno,
-                      char *errbuf, size_t errcap) {
+static int parse_line(ba_accounts *t, char *line, size_t lineno, char *errbuf,
+                      size_t errcap) {
   char *c1 = strchr(line, ':');
   char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
   if (c2 == NULL) {
-    nb_errf(errbuf, errcap, "line %zu: expected <name>:<role>:<hash>",
-            lineno);
+    nb_errf(errbuf, errcap, "line %zu: expected <name>:<role>:<hash>", lineno);
     return NIMBUS_EPROTO;
   }
   *c1 = '\0';
@@ -345,18 +344,16 @@ static int parse_line(ba_accounts *t, char *line, size_t lineno,
   const char *name = line, *role_s = c1 + 1, *hash = c2 + 1;
   ba_role role;
   if (!ba_name_valid(name)) {
-    nb_errf(errbuf, errcap,
-            "line %zu: invalid name (1-64 of [A-Za-z0-9._-])", lineno);
+    nb_errf(errbuf, errcap, "line %zu: invalid name (1-64 of [A-Za-z0-9._-])",
+            lineno);
     return NIMBUS_EPROTO;
   }
   if (ba_role_parse(role_s, &role) != 0) {
-    nb_errf(errbuf, errcap, "line %zu: unknown role \"%.16s\"", lineno,
-            role_s);
+    nb_errf(errbuf, errcap, "line %zu: unknown role \"%.16s\"", lineno, role_s);
     return NIMBUS_EPROTO;
   }
   if (!ba_hash_valid(hash)) {
-    nb_errf(errbuf, errcap, "line %zu: malformed or unsupported hash",
-            lineno);
+    nb_errf(errbuf, errcap, "line %zu: malformed or unsupported hash", lineno);
     return NIMBUS_EPROTO;
   }
   char *n = strdup(name), *h = strdup(hash);
@@ -410,8 +407,7 @@ int ba_accounts_parse(const char *text, size_t len, ba_accounts **out,
     qsort(t->v, t->n, sizeof t->v[0], cmp_account);
   for (size_t i = 1; i < t->n; i++) {
     if (strcmp(t->v[i - 1].name, t->v[i].name) == 0) {
-      nb_errf(errbuf, errcap, "account \"%s\" is listed twice",
-              t->v[i].name);
+      nb_errf(errbuf, errcap, "account \"%s\" is listed twice", t->v[i].name);
       rc = NIMBUS_EPROTO;
       goto fail;
     }
@@ -480,8 +476,7 @@ int ba_accounts_load(const char *path, ba_accounts **out, ba_file_id *id,
   for (;;) {
     if (len == cap) {
       if (cap > FILE_MAX) {
-        nb_errf(errbuf, errcap, "%s is larger than %zu bytes", path,
-                FILE_MAX);
+        nb_errf(errbuf, errcap, "%s is larger than %zu bytes", path, FILE_MAX);
         goto fail;
       }
       char *nb = realloc(buf, cap * 2);
@@ -630,8 +625,7 @@ fail:
   return NIMBUS_EIO;
 }
 
-int ba_accounts_lock(const char *path, int *fd, char *errbuf,
-                     size_t errcap) {
+int ba_accounts_lock(const char *path, int *fd, char *errbuf, size_t errcap) {
   char lock[4096 + 32];
   int n = snprintf(lock, sizeof lock, "%s.nimbusctl.lock", path);
   *fd = -1;

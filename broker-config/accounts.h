@@ -193,8 +193,7 @@ bool ba_prefix_valid(const char *prefix);
  * (all borrowed; NULL never passes). A terminal T must use `T.<device>`,
  * the device 8-64 bytes of [A-Za-z0-9_-]; other roles may use any
  * non-empty client id. */
-bool ba_client_id_ok(ba_role role, const char *username,
-                     const char *client_id);
+bool ba_client_id_ok(ba_role role, const char *username, const char *client_id);
 
 /* True when the client (`role`, `username`, `client_id`) may do `access`
  * (one BA_ACCESS_* value) on `topic` under `prefix` (all borrowed).

@@ -123,8 +123,7 @@ static bool covered_by(const char *prefix, const char *mid, const char *rest,
 static bool is_own(const char *prefix, const char *mid, const char *name,
                    const char *topic) {
   char want[PREFIX_MAX + 96];
-  return join(want, sizeof want, prefix, mid, name) &&
-         strcmp(want, topic) == 0;
+  return join(want, sizeof want, prefix, mid, name) && strcmp(want, topic) == 0;
 }
 
 /* `<prefix>/task/<type>/<name>` with one non-empty, wildcard-free level of
@@ -231,8 +230,7 @@ bool ba_acl_check(ba_role role, const char *username, const char *client_id,
     return access == BA_ACCESS_READ || access == BA_ACCESS_WRITE ||
            access == BA_ACCESS_SUBSCRIBE;
   case BA_ROLE_TERMINAL:
-    return terminal_rules(username, client_id, topic, access, retain,
-                          prefix);
+    return terminal_rules(username, client_id, topic, access, retain, prefix);
   case BA_ROLE_WORKER:
     return worker_rules(topic, access, prefix);
   case BA_ROLE_MONITOR:

@@ -171,8 +171,7 @@ static int add_fn(ba_accounts *t, ctx *c, const char *hash) {
     if (a->role == BA_ROLE_TERMINAL)
       say("terminal %s already exists", c->name);
     else
-      say("%s already exists, as a %s account", c->name,
-          ba_role_name(a->role));
+      say("%s already exists, as a %s account", c->name, ba_role_name(a->role));
     return EXIT_REFUSED;
   }
   if (ba_accounts_add(t, c->name, c->role, hash) != 0) {
@@ -187,8 +186,7 @@ static int add_fn(ba_accounts *t, ctx *c, const char *hash) {
 static int check_exists(const ba_accounts *t, ctx *c) {
   const ba_account *a = ba_accounts_find(t, c->name);
   if (a == NULL) {
-    say("no %s named %s", c->terminal_only ? "terminal" : "account",
-        c->name);
+    say("no %s named %s", c->terminal_only ? "terminal" : "account", c->name);
     return EXIT_REFUSED;
   }
   if (c->terminal_only && a->role != BA_ROLE_TERMINAL) {
@@ -441,8 +439,7 @@ static int run_command(const command *cmd, const char *path, int argc,
   }
   if (cmd->opts & OPT_ROLE) {
     if (role == NULL) {
-      say("%s %s needs --role worker|admin|monitor", cmd->object,
-          cmd->verb);
+      say("%s %s needs --role worker|admin|monitor", cmd->object, cmd->verb);
       return EXIT_USAGE;
     }
     if (ba_role_parse(role, &c.role) != 0) {

@@ -54,8 +54,7 @@
 _Static_assert(BA_ACCESS_READ == MOSQ_ACL_READ, "access values");
 _Static_assert(BA_ACCESS_WRITE == MOSQ_ACL_WRITE, "access values");
 _Static_assert(BA_ACCESS_SUBSCRIBE == MOSQ_ACL_SUBSCRIBE, "access values");
-_Static_assert(BA_ACCESS_UNSUBSCRIBE == MOSQ_ACL_UNSUBSCRIBE,
-               "access values");
+_Static_assert(BA_ACCESS_UNSUBSCRIBE == MOSQ_ACL_UNSUBSCRIBE, "access values");
 
 #define EXPORT __attribute__((visibility("default")))
 #define CHECK_EVERY_MS 1000
@@ -205,8 +204,7 @@ static bool cache_mac(const auth_cache *c, const char *name, const char *hash,
 }
 
 /* Verifies `password` for account `a`, through the cache when it can. */
-static bool password_ok(plugin *pl, const ba_account *a,
-                        const char *password) {
+static bool password_ok(plugin *pl, const ba_account *a, const char *password) {
   uint8_t mac[32];
   bool have_mac = pl->cache != NULL &&
                   cache_mac(pl->cache, a->name, a->hash, password, mac);
@@ -266,7 +264,8 @@ deny:
  * subscription right after its SUBSCRIBE check passes and removes one right
  * after its UNSUBSCRIBE check, on this same thread. Only workers count: an
  * admin watching the task topics serves nothing. */
-static void track_subscription(plugin *pl, const struct mosquitto_evt_acl_check *ev,
+static void track_subscription(plugin *pl,
+                               const struct mosquitto_evt_acl_check *ev,
                                ba_role role, bool allowed) {
   if (pl->route == NULL)
     return;
@@ -294,21 +293,19 @@ static int on_acl_check(int event, void *event_data, void *userdata) {
   const char *user = mosquitto_client_username(ev->client);
   const ba_account *a = ba_accounts_find(pl->table, user);
   ba_role role = a ? a->role : BA_ROLE_NONE;
-  bool ok = ba_acl_check(role, user, mosquitto_client_id(ev->client),
-                         ev->topic, ev->access, ev->retain, pl->prefix);
+  bool ok = ba_acl_check(role, user, mosquitto_client_id(ev->client), ev->topic,
+                         ev->access, ev->retain, pl->prefix);
   if (ev->access == MOSQ_ACL_SUBSCRIBE || ev->access == MOSQ_ACL_UNSUBSCRIBE)
     track_subscription(pl, ev, role, ok);
   if (!ok && ev->access != MOSQ_ACL_READ) {
     /* A refused READ is routine (a terminal's persistent session outliving
      * its account); a refused SUBSCRIBE or PUBLISH is worth a line. */
     char ubuf[72], tbuf[72];
-    mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                         "BA-ACL-DENY nimbus_auth: user %s %s %s%s",
-                         printable(user, ubuf, sizeof ubuf),
-                         ev->access == MOSQ_ACL_SUBSCRIBE ? "subscribe"
-                                                          : "publish",
-                         printable(ev->topic, tbuf, sizeof tbuf),
-                         ev->retain ? " (retain)" : "");
+    mosquitto_log_printf(
+        MOSQ_LOG_NOTICE, "BA-ACL-DENY nimbus_auth: user %s %s %s%s",
+        printable(user, ubuf, sizeof ubuf),
+        ev->access == MOSQ_ACL_SUBSCRIBE ? "subscribe" : "publish",
+        printable(ev->topic, tbuf, sizeof tbuf), ev->retain ? " (retain)" : "");
   }
   return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
@@ -336,9 +333,8 @@ static int on_message(int event, void *event_data, void *userdata) {
   size_t n = ba_unserved_topic(pl->prefix, rest, NULL, 0);
   char *topic = malloc(n + 1);
   void *payload = NULL;
-  if (topic == NULL ||
-      (ev->payloadlen > 0 &&
-       (payload = mosquitto_malloc(ev->payloadlen)) == NULL)) {
+  if (topic == NULL || (ev->payloadlen > 0 &&
+                        (payload = mosquitto_malloc(ev->payloadlen)) == NULL)) {
     free(topic);
     mosquitto_log_printf(MOSQ_LOG_ERR,
                          "BA-ROUTE-NOMEM nimbus_auth: out of memory: a task "
@@ -444,8 +440,7 @@ EXPORT int mosquitto_plugin_version(int supported_version_count,
 }
 
 EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
-                                 void **userdata,
-                                 struct mosquitto_opt *options,
+                                 void **userdata, struct mosquitto_opt *options,
                                  int option_count) {
   char err[256];
   int rc = MOSQ_ERR_NOMEM;
@@ -511,8 +506,8 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
     rc = MOSQ_ERR_INVAL;
     goto fail;
   }
-  int lrc = ba_accounts_load(pl->path, &pl->table, &pl->loaded, err,
-                             sizeof err);
+  int lrc =
+      ba_accounts_load(pl->path, &pl->table, &pl->loaded, err, sizeof err);
   if (lrc == NIMBUS_ENOTFOUND) {
     /* Let the broker come up before the first account exists; every
      * CONNECT looks again. */
@@ -526,8 +521,7 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
   } else if (lrc != 0) {
     /* At start there is no older table to fall back on: refuse to run
      * rather than run with no accounts. */
-    mosquitto_log_printf(MOSQ_LOG_ERR, "BA-ACCOUNTS-BAD nimbus_auth: %s",
-                         err);
+    mosquitto_log_printf(MOSQ_LOG_ERR, "BA-ACCOUNTS-BAD nimbus_auth: %s", err);
     rc = MOSQ_ERR_INVAL;
     goto fail;
   } else {
@@ -538,15 +532,14 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                          pl->table->n, pl->path, pl->prefix);
   }
   pl->checked_ms = mono_ms();
-  if (route_unserved &&
-      (pl->route = ba_route_new(on_route_change, pl)) == NULL)
+  if (route_unserved && (pl->route = ba_route_new(on_route_change, pl)) == NULL)
     goto fail;
   if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH,
                                   on_basic_auth, NULL, pl) != 0 ||
-      mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK,
-                                  on_acl_check, NULL, pl) != 0 ||
-      mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload,
+      mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check,
                                   NULL, pl) != 0 ||
+      mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL,
+                                  pl) != 0 ||
       (pl->route != NULL &&
        (mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, on_message,
                                     NULL, pl) != 0 ||
@@ -565,13 +558,13 @@ EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                                            "(route_unserved false)");
   /* Without ticks, deleted accounts still lose every right at once; only
    * their idle connections stay open. */
-  pl->tick_ok = mosquitto_callback_register(identifier, MOSQ_EVT_TICK,
-                                            on_tick, NULL, pl) == 0;
+  pl->tick_ok = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick,
+                                            NULL, pl) == 0;
   *userdata = pl;
   return MOSQ_ERR_SUCCESS;
 fail_registered:
-  mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH,
-                                on_basic_auth, NULL);
+  mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth,
+                                NULL);
   mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check,
                                 NULL);
   mosquitto_callback_unregister(identifier, MOSQ_EVT_RELOAD, on_reload, NULL);
@@ -596,8 +589,7 @@ EXPORT int mosquitto_plugin_cleanup(void *userdata,
     return MOSQ_ERR_SUCCESS;
   mosquitto_callback_unregister(pl->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth,
                                 NULL);
-  mosquitto_callback_unregister(pl->id, MOSQ_EVT_ACL_CHECK, on_acl_check,
-                                NULL);
+  mosquitto_callback_unregister(pl->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
   mosquitto_callback_unregister(pl->id, MOSQ_EVT_RELOAD, on_reload, NULL);
   if (pl->tick_ok)
     mosquitto_callback_unregister(pl->id, MOSQ_EVT_TICK, on_tick, NULL);

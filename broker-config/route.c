@@ -177,8 +177,7 @@ static int type_add(ba_route *r, const char *type, size_t len) {
   if (copy == NULL)
     return NIMBUS_ENOMEM;
   memcpy(copy, type, len);
-  memmove(&r->types[i + 1], &r->types[i],
-          (r->ntypes - i) * sizeof r->types[0]);
+  memmove(&r->types[i + 1], &r->types[i], (r->ntypes - i) * sizeof r->types[0]);
   r->types[i].type = copy;
   r->types[i].len = len;
   r->types[i].n = 1;
@@ -253,8 +252,7 @@ static void sub_drop(ba_route *r, size_t i) {
   free(rec.filter);
 }
 
-void ba_route_unsubscribe(ba_route *r, const void *client,
-                          const char *filter) {
+void ba_route_unsubscribe(ba_route *r, const void *client, const char *filter) {
   if (filter == NULL)
     return;
   size_t i = sub_find(r, client, filter);

@@ -64,8 +64,7 @@ int ba_route_subscribe(ba_route *r, const void *client, const char *filter,
 
 /* `client` unsubscribed from `filter`: forgets that subscription, if it
  * was recorded. */
-void ba_route_unsubscribe(ba_route *r, const void *client,
-                          const char *filter);
+void ba_route_unsubscribe(ba_route *r, const void *client, const char *filter);
 
 /* `client` is gone (disconnected): forgets every subscription it had. */
 void ba_route_client_gone(ba_route *r, const void *client);

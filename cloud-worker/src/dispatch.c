@@ -20,7 +20,6 @@
 
 /* ---- Small helpers ----------------------------------------------------- */
 
-
 void wk_pack_str(msgpack_packer *pk, const char *s) {
   size_t n = strlen(s);
   msgpack_pack_str(pk, n);
@@ -66,8 +65,8 @@ void wk_count_final(wk_worker *w, int code) {
 
 /* Encodes and publishes one reply; `c` may be NULL for replies made before a
  * handler context exists. */
-static void send_reply(wk_worker *w, msgpack_sbuffer *out,
-                       const char *terminal, const sc_reply_enc *r, int qos) {
+static void send_reply(wk_worker *w, msgpack_sbuffer *out, const char *terminal,
+                       const sc_reply_enc *r, int qos) {
   out->size = 0;
   if (sc_reply_encode(out, r) != 0) {
     NB_ERROR("WK-ENCODE", "cannot encode a reply for %s", terminal);
@@ -76,10 +75,9 @@ static void send_reply(wk_worker *w, msgpack_sbuffer *out,
   wk_publish(w, terminal, out->data, out->size, qos);
 }
 
-void wk_send_error(wk_worker *w, msgpack_sbuffer *out,
-                       const char *terminal, const char *id, int code,
-                       const char *error, const char *help,
-                       const uint8_t *result, size_t result_len) {
+void wk_send_error(wk_worker *w, msgpack_sbuffer *out, const char *terminal,
+                   const char *id, int code, const char *error,
+                   const char *help, const uint8_t *result, size_t result_len) {
   sc_reply_enc r = {0};
   r.id = id;
   r.status = SC_STATUS_ERROR;
@@ -103,8 +101,6 @@ void wk_progress(wk_ctx *c, int64_t done, int64_t total) {
   send_reply(c->w, &out, c->terminal, &r, 0);
   msgpack_sbuffer_destroy(&out);
 }
-
-
 
 /* A notice waiting for its task's commit. */
 typedef struct wk_notice {
@@ -213,8 +209,8 @@ static int task_digest(const char *type, const sc_task *t, sc_canon_data how,
 }
 
 /* The result {retry_after: 1000} of a 503, packed. */
-static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
-                                   'a', 'f', 't', 'e', 'r', 0xcd, 0x03, 0xe8};
+static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r',  'y',  '_',
+                                   'a',  'f',  't', 'e', 'r', 0xcd, 0x03, 0xe8};
 
 static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   wk_worker *w = ts->w;
@@ -239,12 +235,12 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
                          &stored_len);
   }
   if (rc != 0) {
-    NB_WARN("WK-REDIS", "claim of %s/%s failed: %s", c->terminal,
-            c->task->id, st_redis_errstr(ts->redis));
+    NB_WARN("WK-REDIS", "claim of %s/%s failed: %s", c->terminal, c->task->id,
+            st_redis_errstr(ts->redis));
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 503,
-               "the cloud's state store is unavailable right now",
-               "the agent sends the task again by itself; nothing was done",
-               retry_1s, sizeof retry_1s);
+                  "the cloud's state store is unavailable right now",
+                  "the agent sends the task again by itself; nothing was done",
+                  retry_1s, sizeof retry_1s);
     return;
   }
   switch (state) {
@@ -259,7 +255,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
              "task id %s was already used for a task with other content",
              c->task->id);
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 409, msg,
-               "give every new task a new id", NULL, 0);
+                  "give every new task a new id", NULL, 0);
     return;
   }
   case ST_CLAIM_RUNNING: {
@@ -296,8 +292,8 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   sc_reply_enc r;
   encode_outcome(ts, c, code, &r);
   if (code != 0) {
-    if (st_task_release(ts->redis, c->terminal, c->task->id,
-                        cfg->worker_id) != 0)
+    if (st_task_release(ts->redis, c->terminal, c->task->id, cfg->worker_id) !=
+        0)
       NB_WARN("WK-REDIS", "release of %s/%s failed: %s", c->terminal,
               c->task->id, st_redis_errstr(ts->redis));
     wk_publish(w, c->terminal, ts->out.data, ts->out.size, 1);
@@ -315,22 +311,20 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   if (rc == NIMBUS_ECONFLICT) {
     /* Something the effect builds on (a blob, a snapshot) went away while
      * the task ran; a new run sees the current state and answers by it. */
-    (void)st_task_release(ts->redis, c->terminal, c->task->id,
-                          cfg->worker_id);
+    (void)st_task_release(ts->redis, c->terminal, c->task->id, cfg->worker_id);
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 503,
-               "the cloud's state changed while the task ran; nothing was "
-               "changed",
-               "send the task again", retry_1s, sizeof retry_1s);
+                  "the cloud's state changed while the task ran; nothing was "
+                  "changed",
+                  "send the task again", retry_1s, sizeof retry_1s);
     return;
   }
   if (rc != 0) {
-    NB_WARN("WK-REDIS", "commit of %s/%s failed: %s", c->terminal,
-            c->task->id, st_redis_errstr(ts->redis));
-    (void)st_task_release(ts->redis, c->terminal, c->task->id,
-                          cfg->worker_id);
+    NB_WARN("WK-REDIS", "commit of %s/%s failed: %s", c->terminal, c->task->id,
+            st_redis_errstr(ts->redis));
+    (void)st_task_release(ts->redis, c->terminal, c->task->id, cfg->worker_id);
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 503,
-               "the cloud could not record the result; nothing was changed",
-               "the agent sends the task again by itself", NULL, 0);
+                  "the cloud could not record the result; nothing was changed",
+                  "the agent sends the task again by itself", NULL, 0);
     return;
   }
   wk_publish(w, c->terminal, ts->out.data, ts->out.size, 1);
@@ -358,7 +352,8 @@ void wk_process_job(thread_state *ts, job *j) {
      * for a moment (restarting, reconnecting): it gets no answer now, the
      * agent sends it again, and by then the broker routes it to them. */
     if (wk_cloud_serves(w, type, type_len)) {
-      NB_INFO("WK-UNSERVED-HELD", "%s: a %.64s task left unanswered: its "
+      NB_INFO("WK-UNSERVED-HELD",
+              "%s: a %.64s task left unanswered: its "
               "workers are away, but one announced the type lately",
               terminal, type);
       return;
@@ -371,20 +366,24 @@ void wk_process_job(thread_state *ts, job *j) {
   int rc = sc_task_decode(j->payload, j->len, &task, err, sizeof err);
   if (unknown) {
     char msg[160];
-    snprintf(msg, sizeof msg, "no worker of this cloud serves task type "
-             "\"%.64s\"", type);
+    snprintf(msg, sizeof msg,
+             "no worker of this cloud serves task type "
+             "\"%.64s\"",
+             type);
     NB_INFO("WK-UNKNOWN-TYPE", "%s: %s", terminal, msg);
     wk_send_error(w, &ts->out, terminal, task.id, 400, msg,
-               "ping lists the task types this cloud serves", NULL, 0);
+                  "ping lists the task types this cloud serves", NULL, 0);
     goto done;
   }
   if (j->len > SC_MAX_TASK) {
     char msg[160];
-    snprintf(msg, sizeof msg, "the task is %zu bytes; a task may be at "
-             "most %d bytes", j->len, SC_MAX_TASK);
+    snprintf(msg, sizeof msg,
+             "the task is %zu bytes; a task may be at "
+             "most %d bytes",
+             j->len, SC_MAX_TASK);
     NB_INFO("WK-TOO-BIG", "%s: %s", terminal, msg);
     wk_send_error(w, &ts->out, terminal, task.id, 413, msg,
-               "send larger data as a blob, in 256 KiB segments", NULL, 0);
+                  "send larger data as a blob, in 256 KiB segments", NULL, 0);
     goto done;
   }
   if (rc != 0) {
@@ -394,8 +393,10 @@ void wk_process_job(thread_state *ts, job *j) {
   }
   if (h == NULL) {
     char msg[160];
-    snprintf(msg, sizeof msg, "this worker does not serve task type "
-             "\"%.64s\"", type);
+    snprintf(msg, sizeof msg,
+             "this worker does not serve task type "
+             "\"%.64s\"",
+             type);
     wk_send_error(w, &ts->out, terminal, task.id, 400, msg, NULL, NULL, 0);
     goto done;
   }
@@ -420,8 +421,8 @@ void wk_process_job(thread_state *ts, job *j) {
     sc_reply_enc r;
     encode_outcome(ts, &c, code, &r);
     if (code >= 400 && code < 500)
-      NB_INFO("WK-TASK-ERROR", "%s %s/%s: %d %s", type, terminal, task.id,
-              code, c.error);
+      NB_INFO("WK-TASK-ERROR", "%s %s/%s: %d %s", type, terminal, task.id, code,
+              c.error);
     wk_publish(w, terminal, ts->out.data, ts->out.size, 1);
     wk_count_final(w, code);
   }

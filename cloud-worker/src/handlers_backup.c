@@ -30,7 +30,8 @@
 #define MANIFEST_MAX_ITEMS SC_MANIFEST_MAX_ITEMS
 /* Values a manifest may hold: an item map with its five keys is 11, and
  * unknown keys are allowed, so room for 16 per item. */
-#define MANIFEST_MAX_VALUES (SC_MANIFEST_VALUES_PER_ITEM * MANIFEST_MAX_ITEMS + 1u)
+#define MANIFEST_MAX_VALUES                                                    \
+  (SC_MANIFEST_VALUES_PER_ITEM * MANIFEST_MAX_ITEMS + 1u)
 /* A 409 names at most this many missing blobs (PROTOCOL.md). */
 #define MISSING_MAX SC_MISSING_MAX
 /* backup.list pages. */
@@ -43,7 +44,7 @@ static int oom(wk_ctx *c) {
   return wk_fail(c, 500, NULL, "the worker is out of memory");
 }
 
-/* ---- Items ---------------------------------------------------------------- */
+/* ---- Items --------------------------------------------------------------- */
 
 /* One checked item; pointers borrow from the decoded document. */
 typedef struct item {
@@ -98,8 +99,8 @@ static int check_item(wk_ctx *c, const char *where, size_t i,
                  sizeof scratch) != 0)
     return item_fail(c, where, i, ".size must be a whole number of bytes");
   int64_t mtime = 0;
-  int rc = sc_arg_int(o, "mtime", false, INT64_MIN, INT64_MAX, &mtime,
-                      scratch, sizeof scratch);
+  int rc = sc_arg_int(o, "mtime", false, INT64_MIN, INT64_MAX, &mtime, scratch,
+                      sizeof scratch);
   if (rc != 0 && rc != NIMBUS_ENOTFOUND)
     return item_fail(c, where, i,
                      ".mtime must be a whole number of ms since 1970");
@@ -173,14 +174,14 @@ static int check_items(wk_ctx *c, const char *where, const msgpack_object *arr,
       goto out;
     }
     if (nb_relpath_within(x->name, x->name_len, y->name, y->name_len)) {
-      code = wk_fail(c, 400,
-                     "a name cannot be both a file and a directory: rename "
-                     "one of the two",
-                     "%s[%zu] (\"%.*s\") is inside %s[%zu] (\"%.*s\"), "
-                     "which is a file, not a directory",
-                     where, (size_t)(y - s->items), shown(y->name_len),
-                     y->name, where, (size_t)(x - s->items),
-                     shown(x->name_len), x->name);
+      code =
+          wk_fail(c, 400,
+                  "a name cannot be both a file and a directory: rename "
+                  "one of the two",
+                  "%s[%zu] (\"%.*s\") is inside %s[%zu] (\"%.*s\"), "
+                  "which is a file, not a directory",
+                  where, (size_t)(y - s->items), shown(y->name_len), y->name,
+                  where, (size_t)(x - s->items), shown(x->name_len), x->name);
       goto out;
     }
   }
@@ -222,7 +223,7 @@ static int missing_blobs(wk_ctx *c, const char *const *names,
                  nmissing == 1 ? "is" : "are");
 }
 
-/* ---- Manifests ------------------------------------------------------------ */
+/* ---- Manifests ----------------------------------------------------------- */
 
 /* Reads the manifest blob `hex` (size bytes) whole into *buf (malloc'd)
  * and checks it against its name. */
@@ -253,7 +254,7 @@ static int read_manifest(wk_ctx *c, const char *hex, uint64_t size,
   return 0;
 }
 
-/* ---- backup.commit -------------------------------------------------------- */
+/* ---- backup.commit ------------------------------------------------------- */
 
 static int arg_label(wk_ctx *c, char label[ST_LABEL_MAX + 1]) {
   const char *s = NULL;
@@ -382,8 +383,7 @@ static int h_backup_commit(wk_ctx *c) {
   if (mhex[0] != '\0') {
     /* The manifest is referred to too, unless it also is an item. */
     const char *key = mhex;
-    if (bsearch(&key, set.uniq, set.nuniq, sizeof *set.uniq, cmp_hex) ==
-        NULL)
+    if (bsearch(&key, set.uniq, set.nuniq, sizeof *set.uniq, cmp_hex) == NULL)
       (void)nb_unhex32(mhex, raw[nraw++]);
   } else {
     msgpack_packer lp;
@@ -402,8 +402,7 @@ static int h_backup_commit(wk_ctx *c) {
                     .items = set.n,
                     .bytes = set.bytes,
                     .label = label,
-                    .list = mhex[0] == '\0' ? (const uint8_t *)list.data
-                                            : NULL,
+                    .list = mhex[0] == '\0' ? (const uint8_t *)list.data : NULL,
                     .list_len = list.size,
                     .manifest = mhex,
                     .blobs = (const uint8_t(*)[32])raw,
@@ -428,7 +427,7 @@ out:
   return code;
 }
 
-/* ---- backup.get / backup.delete ------------------------------------------- */
+/* ---- backup.get / backup.delete ------------------------------------------ */
 
 /* Reads args.snapshot (optional unless `required`) into id; "" = absent.
  * An argument that is no snapshot id of ours is simply not found later. */
@@ -518,15 +517,15 @@ static int h_backup_delete(wk_ctx *c) {
   return code;
 }
 
-/* ---- backup.list ---------------------------------------------------------- */
+/* ---- backup.list --------------------------------------------------------- */
 
 static int h_backup_list(wk_ctx *c) {
   const char *cur = NULL;
   size_t curlen = 0;
   char cursor[ST_SNAP_ID_LEN + 1] = "";
   int64_t limit = LIST_DEFAULT;
-  int rc = sc_arg_str(c->args, "cursor", false, 0, 64, &cur, &curlen,
-                      c->error, sizeof c->error);
+  int rc = sc_arg_str(c->args, "cursor", false, 0, 64, &cur, &curlen, c->error,
+                      sizeof c->error);
   if (rc != 0 && rc != NIMBUS_ENOTFOUND)
     return 400;
   if (rc == 0) {
@@ -569,11 +568,15 @@ static int h_backup_list(wk_ctx *c) {
 /* backup.commit may read a manifest of up to 100,000 items from the blob
  * store: the transfer pool's, beside the blob handlers. */
 static const wk_handler backup_handlers[] = {
-    {.type = "backup.commit", .flags = WK_STATEFUL, .pool = "transfer",
+    {.type = "backup.commit",
+     .flags = WK_STATEFUL,
+     .pool = "transfer",
      .fn = h_backup_commit},
     {.type = "backup.list", .pool = "quick", .fn = h_backup_list},
     {.type = "backup.get", .pool = "quick", .fn = h_backup_get},
-    {.type = "backup.delete", .flags = WK_STATEFUL, .pool = "quick",
+    {.type = "backup.delete",
+     .flags = WK_STATEFUL,
+     .pool = "quick",
      .fn = h_backup_delete},
     {.type = NULL},
 };

@@ -41,8 +41,10 @@ int wk_redis_down(wk_ctx *c) {
   int64_t now = nb_mono_ms(), last = atomic_load(&last_ms);
   if ((last == 0 || now - last >= 10000) &&
       atomic_compare_exchange_strong(&last_ms, &last, now))
-    NB_WARN("WK-REDIS", "%s from %s: 503, the state store is unavailable: "
-            "%s", c->type, c->terminal, st_redis_errstr(c->redis));
+    NB_WARN("WK-REDIS",
+            "%s from %s: 503, the state store is unavailable: "
+            "%s",
+            c->type, c->terminal, st_redis_errstr(c->redis));
   return wk_fail(c, 503, "try again in a moment",
                  "the cloud's state store is unavailable: %s",
                  st_redis_errstr(c->redis));
@@ -67,20 +69,24 @@ static int storage_full(wk_ctx *c, const char *what) {
   if (now - last >= FULL_LOG_MS &&
       atomic_compare_exchange_strong(&full_logged, &last, now)) {
     unsigned long long n = atomic_exchange(&full_refused, 0);
-    NB_ERROR("WK-STORAGE-FULL", "the blob store is full: %s; %llu write%s "
+    NB_ERROR("WK-STORAGE-FULL",
+             "the blob store is full: %s; %llu write%s "
              "refused since the last report (reported at most once a "
-             "minute)", st_blobstore_errstr(), n, n == 1 ? "" : "s");
+             "minute)",
+             st_blobstore_errstr(), n, n == 1 ? "" : "s");
   }
   msgpack_pack_map(&c->pk, 1);
   wk_pack_kv_int(&c->pk, "retry_after", FULL_RETRY_MS);
-  return wk_fail(c, 503, "send it again after retry_after; what the cloud "
+  return wk_fail(c, 503,
+                 "send it again after retry_after; what the cloud "
                  "acknowledged is kept",
                  "the cloud's storage is full: it could not %s", what);
 }
 
 int wk_disk_error(wk_ctx *c, const char *what) {
   NB_ERROR("WK-BLOB-IO", "%s: %s", what, st_blobstore_errstr());
-  return wk_fail(c, 500, "try again later; if it persists, tell the "
+  return wk_fail(c, 500,
+                 "try again later; if it persists, tell the "
                  "cloud's operators",
                  "the cloud could not %s", what);
 }
@@ -244,9 +250,8 @@ static int h_blob_put(wk_ctx *c) {
                    "args.offset %lld is not the start of a segment of a "
                    "%lld-byte blob",
                    (long long)off, (long long)size);
-  uint64_t want = (uint64_t)(size - off) < ST_SEGMENT
-                      ? (uint64_t)(size - off)
-                      : ST_SEGMENT;
+  uint64_t want =
+      (uint64_t)(size - off) < ST_SEGMENT ? (uint64_t)(size - off) : ST_SEGMENT;
   if (c->task->data_len != want)
     return wk_fail(c, 400,
                    "every segment is 262144 bytes; only the last is "
@@ -263,11 +268,11 @@ static int h_blob_put(wk_ctx *c) {
   if (u.exists && (u.size != (uint64_t)size || memcmp(u.sha256, sha, 32))) {
     char had[65];
     nb_hex(u.sha256, 32, had);
-    code = wk_fail(c, 409, "give other content a new upload name",
-                   "upload \"%s\" was started for a blob of %llu bytes with "
-                   "SHA-256 %s; this segment says %lld bytes and %s",
-                   up, (unsigned long long)u.size, had, (long long)size,
-                   sha_hex);
+    code =
+        wk_fail(c, 409, "give other content a new upload name",
+                "upload \"%s\" was started for a blob of %llu bytes with "
+                "SHA-256 %s; this segment says %lld bytes and %s",
+                up, (unsigned long long)u.size, had, (long long)size, sha_hex);
     goto out;
   }
   if (!u.exists) {
@@ -283,7 +288,8 @@ static int h_blob_put(wk_ctx *c) {
       code = wk_fail(c, 409, "give other content a new upload name",
                      "upload \"%s\" was just started by another put for a "
                      "blob of another size or SHA-256; this segment was not "
-                     "stored", up);
+                     "stored",
+                     up);
       goto out;
     }
   }
@@ -300,7 +306,8 @@ static int h_blob_put(wk_ctx *c) {
     if (src == NIMBUS_ECONFLICT) {
       code = wk_fail(c, 409, "ask blob.status, or start a new upload",
                      "upload \"%s\" was committed or discarded while this "
-                     "segment arrived; it was not stored", up);
+                     "segment arrived; it was not stored",
+                     up);
       goto out;
     }
     if (src == NIMBUS_ENOSPC) {
@@ -391,8 +398,8 @@ static int commit_begin(wk_ctx *c, const char *up, const char *hex) {
   for (int tries = 0; gone && tries < 100; tries++) {
     if (tries > 0)
       nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
-    if (st_blob_commit_begin(c->redis, c->terminal, up, hex,
-                             c->cfg->worker_id, COMMITTING_MS, &gone) != 0)
+    if (st_blob_commit_begin(c->redis, c->terminal, up, hex, c->cfg->worker_id,
+                             COMMITTING_MS, &gone) != 0)
       return wk_redis_down(c);
   }
   if (gone)
@@ -449,12 +456,15 @@ static int commit_stored(wk_ctx *c, const char *up, const st_upload *u,
   if (rc != 0)
     return wk_disk_error(c, "read the committed blob");
   if (memcmp(whole, u->sha256, 32) != 0) {
-    NB_ERROR("WK-BLOB-DAMAGED", "blob %s: its file in the store does not "
-             "hash to its name", hex);
+    NB_ERROR("WK-BLOB-DAMAGED",
+             "blob %s: its file in the store does not "
+             "hash to its name",
+             hex);
     return wk_fail(c, 500, "the cloud's operators must restore it",
                    "blob %s is damaged on disk", hex);
   }
-  NB_INFO("WK-BLOB-RECOVER", "upload %s/%s: its blob %s was moved into the "
+  NB_INFO("WK-BLOB-RECOVER",
+          "upload %s/%s: its blob %s was moved into the "
           "store by a commit that did not record it; recorded now",
           c->terminal, up, hex);
   return commit_record(c, up, u->sha256, u->size,
@@ -486,7 +496,8 @@ static int h_blob_commit(wk_ctx *c) {
   if (st_upload_have(&u) != u.size) {
     msgpack_pack_map(&c->pk, 1);
     pack_missing(&c->pk, &u);
-    code = wk_fail(c, 409, "send the missing segments with blob.put, then "
+    code = wk_fail(c, 409,
+                   "send the missing segments with blob.put, then "
                    "commit again",
                    "upload \"%s\" is incomplete: %llu of %llu bytes arrived",
                    up, (unsigned long long)st_upload_have(&u),
@@ -534,16 +545,17 @@ static int h_blob_commit(wk_ctx *c) {
      * starts over, which costs little when the content is stored
      * already. */
     if (st_upload_discard(c->redis, c->terminal, up) != 0)
-      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
-              up, st_redis_errstr(c->redis));
+      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal, up,
+              st_redis_errstr(c->redis));
     code = wk_fail(c, 404, "upload the file again under a new upload name",
                    "the uploaded segments of \"%s\" are no longer on the "
-                   "cloud's disk", up);
+                   "cloud's disk",
+                   up);
     goto out;
   }
   if (rc == 0)
-    rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole,
-                                 sums, commit_progress, c);
+    rc = st_blobstore_stage_hash(c->blobs, c->terminal, up, u.size, whole, sums,
+                                 commit_progress, c);
   if (rc == NIMBUS_ECANCELED) {
     code = wk_fail(c, 499, NULL, "blob.commit was cancelled by task.cancel");
     goto out;
@@ -561,11 +573,11 @@ static int h_blob_commit(wk_ctx *c) {
     /* The one error that changes state (PROTOCOL.md): bytes that do not
      * match their declared hash are of no use to anyone. */
     if (st_upload_discard(c->redis, c->terminal, up) != 0)
-      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal,
-              up, st_redis_errstr(c->redis));
+      NB_WARN("WK-REDIS", "cannot discard upload %s/%s: %s", c->terminal, up,
+              st_redis_errstr(c->redis));
     if (st_blobstore_stage_drop(c->blobs, c->terminal, up) != 0)
-      NB_WARN("WK-BLOB-IO", "cannot drop staging of %s/%s: %s", c->terminal,
-              up, st_blobstore_errstr());
+      NB_WARN("WK-BLOB-IO", "cannot drop staging of %s/%s: %s", c->terminal, up,
+              st_blobstore_errstr());
     code = wk_fail(c, 422, "upload the file again from the start",
                    "the uploaded bytes of \"%s\" have SHA-256 %s, not the "
                    "declared %s; the upload was discarded",
@@ -584,8 +596,8 @@ static int h_blob_commit(wk_ctx *c) {
   /* From here until the dispatcher records the effect, a crash leaves the
    * blob in the store and the upload verified: commit_stored. */
   fault_point("blob.commit:moved");
-  code = commit_record(c, up, whole, u.size,
-                       (const uint8_t(*)[ST_SEGSUM])sums, nsegs);
+  code = commit_record(c, up, whole, u.size, (const uint8_t(*)[ST_SEGSUM])sums,
+                       nsegs);
 out:
   st_blobstore_stage_unlock(c->blobs, lock);
   free(sums);
@@ -615,7 +627,8 @@ static int h_blob_has(wk_ctx *c) {
         !wk_is_blob_name(o->via.str.ptr, o->via.str.size)) {
       code = wk_fail(c, 400, NULL,
                      "args.blobs[%zu] must be a SHA-256: 64 lowercase hex "
-                     "characters", i);
+                     "characters",
+                     i);
       goto out;
     }
     memcpy(copies[i], o->via.str.ptr, 64);
@@ -684,8 +697,8 @@ static int h_blob_get(wk_ctx *c) {
     uint64_t s1 = ((uint64_t)off + n - 1) / ST_SEGMENT;
     uint64_t count = s1 - s0 + 1;
     uint64_t start = s0 * ST_SEGMENT;
-    uint64_t span = count * ST_SEGMENT < size - start ? count * ST_SEGMENT
-                                                      : size - start;
+    uint64_t span =
+        count * ST_SEGMENT < size - start ? count * ST_SEGMENT : size - start;
     /* Aligned, and whole 4 KiB blocks, so the store can read past the
      * page cache (st_blobstore_read). */
     size_t cap = ((size_t)span + 4095) & ~(size_t)4095;
@@ -720,10 +733,12 @@ static int h_blob_get(wk_ctx *c) {
         rc = NIMBUS_EIO;
     }
     if (rc != 0) {
-      NB_ERROR("WK-BLOB-DAMAGED", "blob %s, segments %llu-%llu: missing, "
+      NB_ERROR("WK-BLOB-DAMAGED",
+               "blob %s, segments %llu-%llu: missing, "
                "short or not matching the hashes recorded at commit",
                hex, (unsigned long long)s0, (unsigned long long)s1);
-      code = wk_fail(c, 500, "the cloud's operators must restore it; the "
+      code = wk_fail(c, 500,
+                     "the cloud's operators must restore it; the "
                      "bytes are not handed out",
                      "blob %s is damaged on disk", hex);
       goto out;
@@ -757,8 +772,7 @@ int64_t wk_blob_max_bytes;
 static const nb_opt blob_options[] = {
     {"blob_max_bytes", NB_OPT_INT, "4294967296",
      "largest blob a terminal may upload, bytes (else 413)",
-     offsetof(blob_config, blob_max_bytes), 0,
-     INT64_C(1099511627776), NULL},
+     offsetof(blob_config, blob_max_bytes), 0, INT64_C(1099511627776), NULL},
     {"transfer_threads", NB_OPT_INT, "16",
      "threads of the transfer pool (blob.put, blob.get, blob.commit, "
      "backup.commit: they wait on the disk), so uploads never wait behind "

@@ -55,7 +55,7 @@ static int oom(wk_ctx *c) {
   return wk_fail(c, 500, NULL, "the worker is out of memory");
 }
 
-/* ---- Arguments ------------------------------------------------------------ */
+/* ---- Arguments ----------------------------------------------------------- */
 
 /* A share name: 1-255 bytes of UTF-8 without control characters and
  * without '/'. Required unless `optional`; *n 0 when absent. */
@@ -67,12 +67,15 @@ static int arg_name(wk_ctx *c, bool optional, const char **s, size_t *n) {
   if (rc == NIMBUS_ENOTFOUND)
     return 0;
   if (rc != 0) {
-    nb_strlcpy(c->help, "a name is 1-255 bytes of text, such as "
-               "\"holiday.jpg\"", sizeof c->help);
+    nb_strlcpy(c->help,
+               "a name is 1-255 bytes of text, such as "
+               "\"holiday.jpg\"",
+               sizeof c->help);
     return 400;
   }
   if (memchr(*s, '/', *n) != NULL)
-    return wk_fail(c, 400, "a name is one file name, such as "
+    return wk_fail(c, 400,
+                   "a name is one file name, such as "
                    "\"holiday.jpg\", not a path",
                    "args.name holds a \"/\"");
   return 0;
@@ -116,7 +119,8 @@ static int arg_to(wk_ctx *c, char (**to)[65], size_t *n) {
   if (rc != 0)
     return 400;
   if (arr->via.array.size == 0)
-    return wk_fail(c, 400, "leave args.to out to share with anyone who has "
+    return wk_fail(c, 400,
+                   "leave args.to out to share with anyone who has "
                    "the token or the name",
                    "args.to names no terminal");
   *to = calloc(arr->via.array.size, sizeof **to);
@@ -126,10 +130,12 @@ static int arg_to(wk_ctx *c, char (**to)[65], size_t *n) {
     const msgpack_object *e = &arr->via.array.ptr[i];
     if (e->type != MSGPACK_OBJECT_STR ||
         !nb_valid_terminal(e->via.str.ptr, e->via.str.size))
-      return wk_fail(c, 400, "a terminal id is its MQTT user name, such as "
+      return wk_fail(c, 400,
+                     "a terminal id is its MQTT user name, such as "
                      "\"4915123456789\"",
                      "args.to[%u] is not a terminal id: 1-64 characters of "
-                     "A-Z a-z 0-9 . _ -", i);
+                     "A-Z a-z 0-9 . _ -",
+                     i);
     bool seen = false;
     for (size_t k = 0; k < *n && !seen; k++)
       seen = strlen((*to)[k]) == e->via.str.size &&
@@ -146,8 +152,8 @@ static int arg_to(wk_ctx *c, char (**to)[65], size_t *n) {
  * wk_fail, or 0 with *out unchanged when absent. */
 static int arg_int_opt(wk_ctx *c, const char *key, int64_t lo, int64_t hi,
                        int64_t *out, const char *help) {
-  int rc = sc_arg_int(c->args, key, false, lo, hi, out, c->error,
-                      sizeof c->error);
+  int rc =
+      sc_arg_int(c->args, key, false, lo, hi, out, c->error, sizeof c->error);
   if (rc == 0 || rc == NIMBUS_ENOTFOUND)
     return 0;
   if (help != NULL)
@@ -155,7 +161,7 @@ static int arg_int_opt(wk_ctx *c, const char *key, int64_t lo, int64_t hi,
   return 400;
 }
 
-/* ---- Results and notices ---------------------------------------------------- */
+/* ---- Results and notices ------------------------------------------------- */
 
 static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v,
                         size_t n) {
@@ -183,8 +189,8 @@ static int queue_notice(wk_ctx *c, const char *to, const char *token,
   msgpack_object o;
   msgpack_zone *z = NULL;
   char err[128];
-  int rc = sc_value_decode((const uint8_t *)f.data, f.size, &o, &z, err,
-                           sizeof err);
+  int rc =
+      sc_value_decode((const uint8_t *)f.data, f.size, &o, &z, err, sizeof err);
   if (rc == 0)
     rc = sc_notice_encode(&out, "share.new", &o);
   if (rc == 0)
@@ -216,7 +222,7 @@ static void pack_get(wk_ctx *c, const st_share *s) {
   }
 }
 
-/* ---- share.create --------------------------------------------------------- */
+/* ---- share.create -------------------------------------------------------- */
 
 /* The size of blob `hex` when the caller may read it (its own access, or a
  * live share it got), else -1. */
@@ -228,8 +234,8 @@ static int readable_size(wk_ctx *c, const char *hex, int64_t *size) {
     return 0;
   bool granted = false, exists = false;
   uint64_t sz = 0;
-  if (st_share_grant_check(c->redis, c->terminal, hex, nb_now_ms(),
-                           &granted) != 0 ||
+  if (st_share_grant_check(c->redis, c->terminal, hex, nb_now_ms(), &granted) !=
+          0 ||
       (granted && st_blob_meta_get(c->redis, hex, &exists, &sz) != 0))
     return NIMBUS_EREDIS;
   if (granted && exists)
@@ -271,8 +277,8 @@ static int h_share_create(wk_ctx *c) {
                           &expires_in,
                           "expires_in is in ms; ping's "
                           "limits.share_max_expires is the longest")) != 0 ||
-      (code = arg_int_opt(c, "max_downloads", 1, DOWNLOADS_MAX,
-                          &max_downloads, "leave it out for no limit")) != 0)
+      (code = arg_int_opt(c, "max_downloads", 1, DOWNLOADS_MAX, &max_downloads,
+                          "leave it out for no limit")) != 0)
     return code;
   rc = sc_arg_bool(c->args, "replace", false, &replace, c->error,
                    sizeof c->error);
@@ -291,8 +297,8 @@ static int h_share_create(wk_ctx *c) {
     goto out;
   }
   int64_t now = nb_now_ms();
-  if (st_share_name_lookup(c->redis, c->terminal, name, name_len,
-                           old_token) != 0 ||
+  if (st_share_name_lookup(c->redis, c->terminal, name, name_len, old_token) !=
+          0 ||
       (old_token[0] != '\0' && st_share_read(c->redis, old_token, &old) != 0)) {
     code = wk_redis_down(c);
     goto out;
@@ -339,8 +345,8 @@ static int h_share_create(wk_ctx *c) {
   }
   for (size_t i = 0; i < nto; i++)
     if (strcmp(to[i], c->terminal) != 0 &&
-        queue_notice(c, to[i], token, name, name_len, size, mime,
-                     expires_at) != 0) {
+        queue_notice(c, to[i], token, name, name_len, size, mime, expires_at) !=
+            0) {
       code = oom(c);
       goto out;
     }
@@ -359,14 +365,14 @@ out:
   return code;
 }
 
-/* ---- share.get ------------------------------------------------------------ */
+/* ---- share.get ----------------------------------------------------------- */
 
 static int h_share_get(wk_ctx *c) {
   const char *tok = NULL, *owner = NULL, *name = NULL;
   size_t tok_len = 0, owner_len = 0, name_len = 0;
   char token[ST_SHARE_TOKEN_LEN + 1] = "", owner_id[65];
-  int rc = sc_arg_str(c->args, "token", false, 0, 256, &tok, &tok_len,
-                      c->error, sizeof c->error);
+  int rc = sc_arg_str(c->args, "token", false, 0, 256, &tok, &tok_len, c->error,
+                      sizeof c->error);
   if (rc != 0 && rc != NIMBUS_ENOTFOUND)
     return 400;
   int orc = sc_arg_str(c->args, "owner", false, 0, 256, &owner, &owner_len,
@@ -378,7 +384,8 @@ static int h_share_get(wk_ctx *c) {
     return code;
   bool by_token = rc == 0, by_name = orc == 0 || name != NULL;
   if (by_token == by_name || (by_name && (orc != 0 || name == NULL)))
-    return wk_fail(c, 400, "the token is what share.create answered; the "
+    return wk_fail(c, 400,
+                   "the token is what share.create answered; the "
                    "name is the owner's name for the file",
                    "share.get takes args.token, or args.owner and "
                    "args.name");
@@ -408,7 +415,7 @@ static int h_share_get(wk_ctx *c) {
   return code;
 }
 
-/* ---- share.list ----------------------------------------------------------- */
+/* ---- share.list ---------------------------------------------------------- */
 
 static void pack_item(msgpack_packer *pk, const st_share *s, bool own) {
   msgpack_pack_map(pk, own ? 11 : 7);
@@ -463,8 +470,7 @@ static int h_share_list(wk_ctx *c) {
                   sizeof c->error);
   if (rc != 0 && rc != NIMBUS_ENOTFOUND)
     return 400;
-  rc = sc_arg_bool(c->args, "inbox", false, &inbox, c->error,
-                   sizeof c->error);
+  rc = sc_arg_bool(c->args, "inbox", false, &inbox, c->error, sizeof c->error);
   if (rc != 0 && rc != NIMBUS_ENOTFOUND)
     return 400;
   /* Another owner's shares: only those addressed to this terminal. */
@@ -498,14 +504,14 @@ static int h_share_list(wk_ctx *c) {
   return code;
 }
 
-/* ---- share.revoke --------------------------------------------------------- */
+/* ---- share.revoke -------------------------------------------------------- */
 
 static int h_share_revoke(wk_ctx *c) {
   const char *tok = NULL;
   size_t tok_len = 0;
   char token[ST_SHARE_TOKEN_LEN + 1];
-  int rc = sc_arg_str(c->args, "token", true, 1, 256, &tok, &tok_len,
-                      c->error, sizeof c->error);
+  int rc = sc_arg_str(c->args, "token", true, 1, 256, &tok, &tok_len, c->error,
+                      sizeof c->error);
   if (rc != 0)
     return 400;
   if (!st_share_token_valid(tok, tok_len))
@@ -529,14 +535,13 @@ static int h_share_revoke(wk_ctx *c) {
   return code;
 }
 
-/* ---- The family ----------------------------------------------------------- */
+/* ---- The family ---------------------------------------------------------- */
 
 static const nb_opt share_options[] = {
     {"share_max_expires_ms", NB_OPT_INT, "31536000000",
      "longest a share may last, ms (share.create's expires_in, and its "
      "default; 365 days)",
-     offsetof(share_config, max_expires_ms), 1, INT64_C(3153600000000),
-     NULL},
+     offsetof(share_config, max_expires_ms), 1, INT64_C(3153600000000), NULL},
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -546,12 +551,18 @@ static int share_limits(wk_limits *l) {
 
 /* Redis only, a few round trips each: the quick pool. */
 static const wk_handler share_handlers[] = {
-    {.type = "share.create", .flags = WK_STATEFUL, .pool = "quick",
+    {.type = "share.create",
+     .flags = WK_STATEFUL,
+     .pool = "quick",
      .fn = h_share_create},
-    {.type = "share.get", .flags = WK_STATEFUL, .pool = "quick",
+    {.type = "share.get",
+     .flags = WK_STATEFUL,
+     .pool = "quick",
      .fn = h_share_get},
     {.type = "share.list", .pool = "quick", .fn = h_share_list},
-    {.type = "share.revoke", .flags = WK_STATEFUL, .pool = "quick",
+    {.type = "share.revoke",
+     .flags = WK_STATEFUL,
+     .pool = "quick",
      .fn = h_share_revoke},
     {.type = NULL},
 };

@@ -94,8 +94,8 @@ static size_t collect(wk_janitor *j, st_redis *r) {
      * time is past the cutoff: the loop ends. */
   } while (n == GC_BATCH);
   if (removed > 0)
-    NB_INFO("WK-GC", "collected %zu unreferenced blob%s (%llu bytes)",
-            removed, removed == 1 ? "" : "s", (unsigned long long)bytes);
+    NB_INFO("WK-GC", "collected %zu unreferenced blob%s (%llu bytes)", removed,
+            removed == 1 ? "" : "s", (unsigned long long)bytes);
   free(cand);
   return removed;
 }
@@ -172,8 +172,7 @@ static void *janitor_main(void *arg) {
       NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files", swept);
     if (r == NULL &&
         st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
-                         cfg->redis_password, 2000, &r, err,
-                         sizeof err) != 0)
+                         cfg->redis_password, 2000, &r, err, sizeof err) != 0)
       NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
     if (r != NULL)
       sweep_shares(r);

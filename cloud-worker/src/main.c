@@ -131,8 +131,8 @@ int main(int argc, char **argv) {
   bool help = false;
   int nrest = 0;
   char **rest = NULL;
-  int rc = nb_config_load(options, &cfg, argc, argv, NULL, &help, &nrest,
-                          &rest, err, sizeof err);
+  int rc = nb_config_load(options, &cfg, argc, argv, NULL, &help, &nrest, &rest,
+                          err, sizeof err);
   if (rc != 0) {
     fprintf(stderr, "nimbus-worker: %s\n", err);
     nb_config_free(options, &cfg);
@@ -159,8 +159,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (nb_log_set_level(cfg.log_level) != 0) {
-    fprintf(stderr, "nimbus-worker: log_level must be debug, info, warn or "
-            "error, not \"%s\"\n", cfg.log_level);
+    fprintf(stderr,
+            "nimbus-worker: log_level must be debug, info, warn or "
+            "error, not \"%s\"\n",
+            cfg.log_level);
     nb_config_free(options, &cfg);
     free(options);
     return 2;
@@ -170,8 +172,10 @@ int main(int argc, char **argv) {
   while (mode < 3 && strcmp(cfg.unserved, unserved_modes[mode]) != 0)
     mode++;
   if (mode == 3) {
-    fprintf(stderr, "nimbus-worker: unserved must be broker, wildcard or "
-            "off, not \"%s\"\n", cfg.unserved);
+    fprintf(stderr,
+            "nimbus-worker: unserved must be broker, wildcard or "
+            "off, not \"%s\"\n",
+            cfg.unserved);
     nb_config_free(options, &cfg);
     free(options);
     return 2;
@@ -183,18 +187,19 @@ int main(int argc, char **argv) {
     free(cfg.worker_id);
     cfg.worker_id = strdup(id);
   }
-  if (cfg.worker_id == NULL || !nb_valid_terminal(cfg.worker_id,
-                                                  strlen(cfg.worker_id))) {
+  if (cfg.worker_id == NULL ||
+      !nb_valid_terminal(cfg.worker_id, strlen(cfg.worker_id))) {
     fprintf(stderr, "nimbus-worker: worker_id must be 1-64 characters of "
-            "A-Z a-z 0-9 . _ -\n");
+                    "A-Z a-z 0-9 . _ -\n");
     nb_config_free(options, &cfg);
     free(options);
     return 2;
   }
   if (cfg.renew_ms >= cfg.lease_ms) {
-    fprintf(stderr, "nimbus-worker: renew_ms (%lld) must be shorter than "
-            "lease_ms (%lld)\n", (long long)cfg.renew_ms,
-            (long long)cfg.lease_ms);
+    fprintf(stderr,
+            "nimbus-worker: renew_ms (%lld) must be shorter than "
+            "lease_ms (%lld)\n",
+            (long long)cfg.renew_ms, (long long)cfg.lease_ms);
     nb_config_free(options, &cfg);
     free(options);
     return 2;
@@ -220,10 +225,11 @@ int main(int argc, char **argv) {
     free(options);
     return 1;
   }
-  fprintf(stderr, "nimbus-worker ready id=%s mqtt=%s:%lld redis=%s:%lld "
-          "types=%s unserved=%s\n", cfg.worker_id, cfg.mqtt_host,
-          (long long)cfg.mqtt_port, cfg.redis_host,
-          (long long)cfg.redis_port,
+  fprintf(stderr,
+          "nimbus-worker ready id=%s mqtt=%s:%lld redis=%s:%lld "
+          "types=%s unserved=%s\n",
+          cfg.worker_id, cfg.mqtt_host, (long long)cfg.mqtt_port,
+          cfg.redis_host, (long long)cfg.redis_port,
           cfg.types != NULL && cfg.types[0] != '\0' ? cfg.types : "all",
           cfg.unserved);
 

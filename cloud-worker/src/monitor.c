@@ -39,8 +39,8 @@ char *wk_monitor_json(wk_worker *w, const char *state) {
       running += b;
       if (th != NULL)
         cJSON_AddNumberToObject(th, p->name, (double)p->want);
-      cJSON *po = pools != NULL ? cJSON_AddObjectToObject(pools, p->name)
-                                : NULL;
+      cJSON *po =
+          pools != NULL ? cJSON_AddObjectToObject(pools, p->name) : NULL;
       if (po != NULL) {
         cJSON_AddNumberToObject(po, "threads", (double)p->want);
         cJSON_AddNumberToObject(po, "queued", (double)q);

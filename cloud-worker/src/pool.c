@@ -239,22 +239,22 @@ int wk_pool_start(wk_pool *p, char *err, size_t errcap) {
     ts->w = w;
     ts->pool = p;
     msgpack_sbuffer_init(&ts->out);
-    ts->fstate = calloc(w->nfamilies > 0 ? w->nfamilies : 1,
-                        sizeof *ts->fstate);
+    ts->fstate =
+        calloc(w->nfamilies > 0 ? w->nfamilies : 1, sizeof *ts->fstate);
     int rc = ts->fstate != NULL ? 0 : NIMBUS_ENOMEM;
     for (size_t f = 0; rc == 0 && f < w->nfamilies; f++) {
       if (w->families[f]->thread_init == NULL || !pool_serves_family(p, f))
         continue;
       rc = w->families[f]->thread_init(&ts->fstate[f]);
       if (rc != 0)
-        snprintf(err, errcap, "family %s: a %s pool thread could not be "
-                 "set up: %s", w->families[f]->name, p->name,
-                 nimbus_strerror(rc));
+        snprintf(err, errcap,
+                 "family %s: a %s pool thread could not be "
+                 "set up: %s",
+                 w->families[f]->name, p->name, nimbus_strerror(rc));
     }
     if (rc == 0)
       rc = st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
-                            cfg->redis_password, 2000, &ts->redis, err,
-                            errcap);
+                            cfg->redis_password, 2000, &ts->redis, err, errcap);
     if (rc == 0 && pthread_create(&p->threads[i], NULL, pool_main, ts) != 0) {
       snprintf(err, errcap, "cannot start the %s pool's threads", p->name);
       rc = NIMBUS_ESYS;

@@ -17,11 +17,8 @@
 #include <unistd.h>
 
 static const wk_family *const builtin[] = {
-    &wk_family_core,
-    &wk_family_blob,
-    &wk_family_backup,
-    &wk_family_share,
-    &wk_family_diag,
+    &wk_family_core,  &wk_family_blob, &wk_family_backup,
+    &wk_family_share, &wk_family_diag,
 };
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])
 
@@ -30,7 +27,7 @@ const wk_family *const *wk_registry(size_t *n) {
   return builtin;
 }
 
-/* ---- The config table ----------------------------------------------------- */
+/* ---- The config table ---------------------------------------------------- */
 
 int wk_options_merge(const nb_opt *own, nb_opt **out) {
   size_t n = 0;
@@ -138,8 +135,7 @@ static bool family_on(const wk_family *f) {
 static const wk_handler *lookup(const char *type, size_t n,
                                 const wk_family **fam) {
   for (size_t f = 0; f < NBUILTIN; f++)
-    for (const wk_handler *h = builtin[f]->handlers; h != NULL && h->type;
-         h++)
+    for (const wk_handler *h = builtin[f]->handlers; h != NULL && h->type; h++)
       if (strlen(h->type) == n && strncmp(h->type, type, n) == 0) {
         *fam = builtin[f];
         return h;
@@ -149,8 +145,7 @@ static const wk_handler *lookup(const char *type, size_t n,
 
 static const wk_pool_spec *find_pool_spec(const char *name) {
   for (size_t f = 0; f < NBUILTIN; f++)
-    for (const wk_pool_spec *p = builtin[f]->pools; p != NULL && p->name;
-         p++)
+    for (const wk_pool_spec *p = builtin[f]->pools; p != NULL && p->name; p++)
       if (strcmp(p->name, name) == 0)
         return p;
   return NULL;
@@ -196,13 +191,17 @@ static int serve(wk_worker *w, const wk_family *f, const wk_handler *h,
   if (pname == NULL && f->pools != NULL && f->pools[0].name != NULL)
     pname = f->pools[0].name;
   if (pname == NULL) {
-    snprintf(err, errcap, "family %s: %s names no pool and the family has "
-             "none", f->name, h->type);
+    snprintf(err, errcap,
+             "family %s: %s names no pool and the family has "
+             "none",
+             f->name, h->type);
     return NIMBUS_ECONFIG;
   }
   if ((h->flags & WK_INLINE) != 0 && (h->flags & WK_STATEFUL) != 0) {
-    snprintf(err, errcap, "family %s: %s cannot be both inline and "
-             "state-changing", f->name, h->type);
+    snprintf(err, errcap,
+             "family %s: %s cannot be both inline and "
+             "state-changing",
+             f->name, h->type);
     return NIMBUS_ECONFIG;
   }
   wk_pool *p = pool_for(w, pname, err, errcap);
@@ -221,15 +220,15 @@ int wk_registry_choose(wk_worker *w, char *err, size_t errcap) {
   size_t nh = 0, np = 1;
   for (size_t f = 0; f < NBUILTIN; f++) {
     if (builtin[f]->abi != WK_FAMILY_ABI) {
-      snprintf(err, errcap, "family %s: built for ABI %d, this worker has "
-               "%d", builtin[f]->name, builtin[f]->abi, WK_FAMILY_ABI);
+      snprintf(err, errcap,
+               "family %s: built for ABI %d, this worker has "
+               "%d",
+               builtin[f]->name, builtin[f]->abi, WK_FAMILY_ABI);
       return NIMBUS_ECONFIG;
     }
-    for (const wk_handler *h = builtin[f]->handlers; h != NULL && h->type;
-         h++)
+    for (const wk_handler *h = builtin[f]->handlers; h != NULL && h->type; h++)
       nh++;
-    for (const wk_pool_spec *p = builtin[f]->pools; p != NULL && p->name;
-         p++)
+    for (const wk_pool_spec *p = builtin[f]->pools; p != NULL && p->name; p++)
       np++;
   }
   w->served = calloc(nh > 0 ? nh : 1, sizeof *w->served);
@@ -261,9 +260,10 @@ int wk_registry_choose(wk_worker *w, char *err, size_t errcap) {
       const wk_family *f = NULL;
       const wk_handler *h = lookup(p, n, &f);
       if (h == NULL || !family_on(f)) {
-        snprintf(err, errcap, "types: \"%.*s\" is not a task type this "
-                 "worker can serve%s%s%s", (int)n, p,
-                 h != NULL ? " (its family is off: see --" : "",
+        snprintf(err, errcap,
+                 "types: \"%.*s\" is not a task type this "
+                 "worker can serve%s%s%s",
+                 (int)n, p, h != NULL ? " (its family is off: see --" : "",
                  h != NULL ? f->name : "", h != NULL ? ")" : "");
         return NIMBUS_ECONFIG;
       }
@@ -293,7 +293,7 @@ void wk_registry_fini(wk_worker *w) {
   w->nfamilies = 0;
 }
 
-/* ---- The host table -------------------------------------------------------- */
+/* ---- The host table ------------------------------------------------------ */
 
 static msgpack_packer *host_packer(wk_ctx *c) { return &c->pk; }
 static const msgpack_object *host_args(const wk_ctx *c) { return c->args; }
@@ -306,8 +306,8 @@ static const uint8_t *host_data(const wk_ctx *c, size_t *len) {
 static void *host_thread_state(const wk_ctx *c) { return c->tstate; }
 
 static void host_log(int level, const char *id, const char *fmt, ...) {
-  static const nb_log_level levels[] = {NB_LOG_DEBUG, NB_LOG_INFO,
-                                        NB_LOG_WARN, NB_LOG_ERROR};
+  static const nb_log_level levels[] = {NB_LOG_DEBUG, NB_LOG_INFO, NB_LOG_WARN,
+                                        NB_LOG_ERROR};
   nb_log_level lv = levels[level < 0 ? 0 : (level > 3 ? 3 : level)];
   if (lv < nb_log_threshold)
     return;

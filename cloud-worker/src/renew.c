@@ -45,19 +45,18 @@ void wk_pack_cloud_types(wk_worker *w, msgpack_packer *pk) {
   pthread_mutex_lock(&w->tmu);
   size_t n = w->nserved;
   for (size_t i = 0; i < w->ncloud; i++)
-    n += wk_find_served(w, w->cloud_types[i], strlen(w->cloud_types[i])) ==
-         NULL;
+    n +=
+        wk_find_served(w, w->cloud_types[i], strlen(w->cloud_types[i])) == NULL;
   msgpack_pack_array(pk, n);
   for (size_t i = 0; i < w->nserved; i++)
     wk_pack_str(pk, w->served[i].h->type);
   for (size_t i = 0; i < w->ncloud; i++)
-    if (wk_find_served(w, w->cloud_types[i], strlen(w->cloud_types[i])) ==
-        NULL)
+    if (wk_find_served(w, w->cloud_types[i], strlen(w->cloud_types[i])) == NULL)
       wk_pack_str(pk, w->cloud_types[i]);
   pthread_mutex_unlock(&w->tmu);
 }
 
-/* ---- Live claims ---------------------------------------------------------- */
+/* ---- Live claims --------------------------------------------------------- */
 
 void wk_live_add(wk_worker *w, wk_live *l) {
   pthread_mutex_lock(&w->lmu);
@@ -76,7 +75,7 @@ void wk_live_del(wk_worker *w, wk_live *l) {
   pthread_mutex_unlock(&w->lmu);
 }
 
-/* ---- Renewal and type registry --------------------------------------------- */
+/* ---- Renewal and type registry ------------------------------------------- */
 
 static void refresh_types(wk_worker *w, st_redis *r) {
   const char **own = calloc(w->nserved + 1, sizeof *own);
@@ -104,7 +103,6 @@ static void refresh_types(wk_worker *w, st_redis *r) {
     free(old[i]);
   free(old);
 }
-
 
 /* One claim as the renewal round saw it: copies, so the round trip runs
  * without the lock (a handler that ends meanwhile takes its wk_live off
@@ -143,8 +141,7 @@ static void renew_live(wk_worker *w, st_redis *r) {
   }
   pthread_mutex_unlock(&w->lmu);
 
-  if (st_claims_renew(r, w->cfg->worker_id, w->cfg->lease_ms, refs, n) !=
-      0) {
+  if (st_claims_renew(r, w->cfg->worker_id, w->cfg->lease_ms, refs, n) != 0) {
     NB_WARN("WK-REDIS", "lease renewal failed: %s", st_redis_errstr(r));
   } else {
     /* Both the list and the copies fall in seq: one merge walk applies

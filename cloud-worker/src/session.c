@@ -51,8 +51,8 @@ static void publish_to(wk_worker *w, const char *what, const char *terminal,
             MQTTAsync_strerror(rc));
 }
 
-void wk_publish(wk_worker *w, const char *terminal, const void *buf,
-                size_t len, int qos) {
+void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
+                int qos) {
   publish_to(w, "reply", terminal, buf, len, qos);
 }
 
@@ -61,7 +61,7 @@ void wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
   publish_to(w, "notify", terminal, buf, len, 1);
 }
 
-/* ---- The in-flight bound -------------------------------------------------- */
+/* ---- The in-flight bound ------------------------------------------------- */
 
 typedef struct inflight {
   wk_tnode node; /* first */
@@ -69,8 +69,8 @@ typedef struct inflight {
 } inflight;
 
 /* The result {retry_after: 1000} of a 429, packed. */
-static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r', 'y', '_',
-                                   'a', 'f', 't', 'e', 'r', 0xcd, 0x03, 0xe8};
+static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r',  'y',  '_',
+                                   'a',  'f',  't', 'e', 'r', 0xcd, 0x03, 0xe8};
 
 /* Counts `j` in its terminal's tasks; false when the terminal already has
  * max_inflight of them here (or memory ran out): the caller answers 429. */
@@ -123,18 +123,20 @@ static void refuse_over_limit(wk_worker *w, job *j) {
   }
   atomic_fetch_add(&w->refused, 1);
   char msg[160];
-  snprintf(msg, sizeof msg, "this terminal has %lld tasks in flight at "
+  snprintf(msg, sizeof msg,
+           "this terminal has %lld tasks in flight at "
            "this worker, the most it may have (max_inflight in ping)",
            (long long)w->cfg->max_inflight);
   wk_send_error(w, &ts->out, j->terminal, task.id, 429, msg,
                 "wait retry_after ms, or for replies to the tasks in "
-                "flight, and send it again", retry_1s, sizeof retry_1s);
+                "flight, and send it again",
+                retry_1s, sizeof retry_1s);
   sc_task_fini(&task);
 }
 
-/* ---- Arrivals --------------------------------------------------------------- */
+/* ---- Arrivals ------------------------------------------------------------ */
 
-/* ---- MQTT session ------------------------------------------------------------ */
+/* ---- MQTT session -------------------------------------------------------- */
 
 /* The parts of a task topic, pointing into it. */
 typedef struct topic_parts {
@@ -172,7 +174,6 @@ static bool parse_topic(const wk_worker *w, const char *topic, size_t len,
   tp->terminal_len = (size_t)(end - tp->terminal);
   return nb_valid_terminal(tp->terminal, tp->terminal_len);
 }
-
 
 static int on_message(void *context, char *topic, int topic_len,
                       MQTTAsync_message *m) {
@@ -286,8 +287,7 @@ static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
   }
   pthread_mutex_unlock(&w->cmu);
   if (done)
-    NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)",
-            w->nfilters);
+    NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)", w->nfilters);
 }
 
 static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
@@ -295,8 +295,7 @@ static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
   sub_acked(w, resp, w->nserved);
 }
 
-static void on_unserved_sub_ok(void *context,
-                               MQTTAsync_successData5 *resp) {
+static void on_unserved_sub_ok(void *context, MQTTAsync_successData5 *resp) {
   sub_acked(context, resp, 1);
 }
 
@@ -364,8 +363,8 @@ static void subscribe_all(wk_worker *w) {
       }
       ro.subscribeOptionsList = opts;
       ro.subscribeOptionsCount = (int)ntyped;
-      rc = MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos,
-                                   &ro);
+      rc =
+          MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos, &ro);
       free(qos);
       free(opts);
     } else {
@@ -375,8 +374,7 @@ static void subscribe_all(wk_worker *w) {
     MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {
       char why[200];
-      snprintf(why, sizeof why, "cannot subscribe: %s",
-               MQTTAsync_strerror(rc));
+      snprintf(why, sizeof why, "cannot subscribe: %s", MQTTAsync_strerror(rc));
       set_sub_state(w, -1, why);
       return;
     }
@@ -400,8 +398,7 @@ static void on_connect_fail(void *context, MQTTAsync_failureData5 *resp) {
   set_sub_state(w, -1, why);
 }
 
-/* ---- Lifecycle ----------------------------------------------------------------- */
-
+/* ---- Lifecycle ----------------------------------------------------------- */
 
 static int add_filter(wk_worker *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -469,8 +466,7 @@ int wk_session_filters(wk_worker *w) {
     rc = add_filter(w, "$share/nimbus-%s/%s/task/%s/+", w->served[i].h->type,
                     cfg->prefix, w->served[i].h->type);
   if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_BROKER)
-    rc = add_filter(w, "$share/nimbus-unserved/%s/unserved/+/+",
-                    cfg->prefix);
+    rc = add_filter(w, "$share/nimbus-unserved/%s/unserved/+/+", cfg->prefix);
   else if (rc == 0 && cfg->unserved_mode == WK_UNSERVED_WILDCARD)
     rc = add_filter(w, "$share/nimbus-unserved/%s/task/+/+", cfg->prefix);
   return rc;
@@ -534,8 +530,7 @@ int wk_session_start(wk_worker *w, char *err, size_t errcap) {
   int state = w->sub_state;
   if (state != 1)
     snprintf(err, errcap, "%s",
-             state == 0 ? "the broker did not answer within 15 s"
-                        : w->sub_err);
+             state == 0 ? "the broker did not answer within 15 s" : w->sub_err);
   pthread_mutex_unlock(&w->cmu);
   return state == 1 ? 0 : NIMBUS_EMQTT;
 }
@@ -549,8 +544,8 @@ void wk_session_unsubscribe(wk_worker *w) {
   ro.onSuccess5 = on_unsub_done;
   ro.onFailure5 = on_unsub_fail;
   ro.context = w;
-  if (MQTTAsync_unsubscribeMany(w->client, (int)w->nfilters, w->filters,
-                                &ro) == MQTTASYNC_SUCCESS)
+  if (MQTTAsync_unsubscribeMany(w->client, (int)w->nfilters, w->filters, &ro) ==
+      MQTTASYNC_SUCCESS)
     wait_flag(w, &w->unsubscribed, 5);
 }
 

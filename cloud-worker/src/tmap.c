@@ -13,9 +13,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-uint64_t wk_tmap_hash(const char *key) {
-  return XXH3_64bits(key, strlen(key));
-}
+uint64_t wk_tmap_hash(const char *key) { return XXH3_64bits(key, strlen(key)); }
 
 wk_tnode *wk_tmap_find(const wk_tmap *m, const char *key, uint64_t hash) {
   if (m->nb == 0)

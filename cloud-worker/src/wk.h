@@ -101,7 +101,7 @@ typedef struct wk_ctx {
   /* Notices to publish once the task's effect is committed
    * (wk_notice_add); owned, freed with the context. */
   struct wk_notice *notices;
-  void *tstate;  /* the handler's family's thread state, or NULL */
+  void *tstate; /* the handler's family's thread state, or NULL */
   char error[512];
   char help[256];
 } wk_ctx;
@@ -133,8 +133,7 @@ int wk_checkpoint(wk_ctx *c);
  * the task's effect is committed, and only then: a task that fails, is
  * replayed from its record or loses its claim sends none. For
  * state-changing types only. Returns 0 or NIMBUS_ENOMEM. */
-int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf,
-                  size_t len);
+int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf, size_t len);
 
 /* Publishes a progress reply (QoS 0) for the task. */
 void wk_progress(wk_ctx *c, int64_t done, int64_t total);

@@ -107,7 +107,7 @@ int wk_registry_choose(wk_worker *w, char *err, size_t errcap);
 /* Calls the families' fini. */
 void wk_registry_fini(wk_worker *w);
 
-/* ---- pool.c --------------------------------------------------------------- */
+/* ---- pool.c -------------------------------------------------------------- */
 
 typedef struct tqueue tqueue;
 
@@ -119,9 +119,9 @@ typedef struct wk_pool {
   const char *name; /* the spec's */
   size_t want;      /* threads to start */
   pthread_mutex_t mu;
-  pthread_cond_t cv;   /* a job arrived, or stop */
-  pthread_cond_t idle; /* nothing queued and no job running */
-  wk_tmap terms;       /* terminal -> its tqueue, while it has jobs */
+  pthread_cond_t cv;             /* a job arrived, or stop */
+  pthread_cond_t idle;           /* nothing queued and no job running */
+  wk_tmap terms;                 /* terminal -> its tqueue, while it has jobs */
   tqueue *ring_head, *ring_tail; /* terminals with jobs, in turn */
   size_t qlen, busy;
   size_t cap; /* qlen at which the pool counts as full */
@@ -162,14 +162,13 @@ void wk_process_job(thread_state *ts, job *j);
  * NULL. Counts it as a final reply. */
 void wk_send_error(wk_worker *w, msgpack_sbuffer *out, const char *terminal,
                    const char *id, int code, const char *error,
-                   const char *help, const uint8_t *result,
-                   size_t result_len);
+                   const char *help, const uint8_t *result, size_t result_len);
 
-/* ---- session.c ------------------------------------------------------------ */
+/* ---- session.c ----------------------------------------------------------- */
 
 /* Publishes `buf` to <prefix>/reply/<terminal>. */
-void wk_publish(wk_worker *w, const char *terminal, const void *buf,
-                size_t len, int qos);
+void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
+                int qos);
 /* Publishes `buf` (a notice) to <prefix>/notify/<terminal> at QoS 1. */
 void wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
                        size_t len);
@@ -184,7 +183,7 @@ int wk_session_filters(wk_worker *w);
 /* A job left the worker: its terminal's in-flight count goes down. */
 void wk_inflight_done(wk_worker *w, job *j);
 
-/* ---- renew.c -------------------------------------------------------------- */
+/* ---- renew.c ------------------------------------------------------------- */
 
 void wk_live_add(wk_worker *w, wk_live *l);
 void wk_live_del(wk_worker *w, wk_live *l);
@@ -197,13 +196,13 @@ bool wk_cloud_serves(wk_worker *w, const char *type, size_t len);
 const wk_served *wk_find_served(const wk_worker *w, const char *type,
                                 size_t len);
 
-/* ---- monitor.c ------------------------------------------------------------ */
+/* ---- monitor.c ----------------------------------------------------------- */
 
 /* The worker's state as JSON (malloc'd, cJSON_free), or NULL. */
 char *wk_monitor_json(wk_worker *w, const char *state);
 void wk_monitor_publish(wk_worker *w, const char *state);
 
-/* ---- The worker ----------------------------------------------------------- */
+/* ---- The worker ---------------------------------------------------------- */
 
 struct wk_worker {
   const wk_config *cfg;
@@ -255,8 +254,8 @@ struct wk_worker {
   atomic_uint_fast64_t received; /* messages the broker delivered */
   char monitor_topic[256];
   char *will_payload;
-  st_blobstore *blobs; /* the blob store; shared, thread-safe */
-  wk_janitor *janitor; /* when there is a blob store */
+  st_blobstore *blobs;     /* the blob store; shared, thread-safe */
+  wk_janitor *janitor;     /* when there is a blob store */
   thread_state *inline_ts; /* Paho's receive thread's (no Redis) */
 
   /* Full pools: while any is, Paho does not read from the broker. */

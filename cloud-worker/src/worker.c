@@ -84,8 +84,8 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
   /* Redis first: a worker that cannot keep state must not take tasks. */
   st_redis *probe = NULL;
   if ((rc = st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
-                             cfg->redis_password, 2000, &probe, err,
-                             errcap)) != 0)
+                             cfg->redis_password, 2000, &probe, err, errcap)) !=
+      0)
     return rc;
   st_redis_free(probe);
 
@@ -96,8 +96,7 @@ int wk_worker_start(wk_worker *w, char *err, size_t errcap) {
     snprintf(err, errcap, "cannot start the renewal thread");
     return NIMBUS_ESYS;
   }
-  if (w->blobs != NULL &&
-      wk_janitor_start(cfg, w->blobs, &w->janitor) != 0) {
+  if (w->blobs != NULL && wk_janitor_start(cfg, w->blobs, &w->janitor) != 0) {
     snprintf(err, errcap, "cannot start the janitor thread");
     return NIMBUS_ESYS;
   }

@@ -17,7 +17,8 @@ typedef enum nb_opt_type {
 } nb_opt_type;
 
 typedef struct nb_opt {
-  const char *name; /* e.g. "mqtt_host"; flag --mqtt-host, env NIMBUS_MQTT_HOST */
+  const char
+      *name; /* e.g. "mqtt_host"; flag --mqtt-host, env NIMBUS_MQTT_HOST */
   nb_opt_type type;
   const char *def;  /* default as text; NULL for an empty string */
   const char *help; /* one line */

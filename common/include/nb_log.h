@@ -24,10 +24,10 @@ int nb_log_set_level(const char *name);
 void nb_log_write(nb_log_level level, const char *id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define NB_LOG(level, id, ...)                                               \
-  do {                                                                       \
-    if ((level) >= nb_log_threshold)                                         \
-      nb_log_write((level), (id), __VA_ARGS__);                              \
+#define NB_LOG(level, id, ...)                                                 \
+  do {                                                                         \
+    if ((level) >= nb_log_threshold)                                           \
+      nb_log_write((level), (id), __VA_ARGS__);                                \
   } while (0)
 #define NB_DEBUG(id, ...) NB_LOG(NB_LOG_DEBUG, id, __VA_ARGS__)
 #define NB_INFO(id, ...) NB_LOG(NB_LOG_INFO, id, __VA_ARGS__)

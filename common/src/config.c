@@ -59,8 +59,8 @@ static int set_value(const nb_opt *o, void *cfg, const char *val,
     errno = 0;
     long long v = strtoll(val != NULL ? val : "", &end, 10);
     if (val == NULL || *val == '\0' || *end != '\0' || errno != 0) {
-      snprintf(err, errcap, "%s: %s must be a whole number, not \"%s\"",
-               origin, o->name, val != NULL ? val : "");
+      snprintf(err, errcap, "%s: %s must be a whole number, not \"%s\"", origin,
+               o->name, val != NULL ? val : "");
       return NIMBUS_ECONFIG;
     }
     if (v < o->min || v > o->max) {
@@ -93,7 +93,7 @@ static int set_value(const nb_opt *o, void *cfg, const char *val,
 }
 
 static int on_ini_entry(void *user, const char *section, const char *name,
-                       const char *value) {
+                        const char *value) {
   (void)section;
   load_ctx *lc = user;
   if (lc->rc != 0)
@@ -122,8 +122,7 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
   *help = false;
   for (const nb_opt *o = table; o->name != NULL; o++) {
     if (o->type == NB_OPT_STR)
-      *(char **)((char *)(o->base != NULL ? o->base : cfg) + o->offset) =
-          NULL;
+      *(char **)((char *)(o->base != NULL ? o->base : cfg) + o->offset) = NULL;
     rc = set_value(o, cfg, o->def != NULL ? o->def : "", "default", errbuf,
                    errcap);
     if (rc != 0)
@@ -196,8 +195,8 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
     }
     const nb_opt *o = find_opt(table, name, nlen);
     if (o == NULL) {
-      snprintf(errbuf, errcap, "unknown option --%.*s (see --help)",
-               (int)nlen, name);
+      snprintf(errbuf, errcap, "unknown option --%.*s (see --help)", (int)nlen,
+               name);
       return NIMBUS_ECONFIG;
     }
     const char *val = NULL;
@@ -263,7 +262,8 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
     flag[n] = '\0';
     env_name(o->name, env, sizeof env);
     fprintf(f, "  --%s%s\n", flag,
-            o->type == NB_OPT_BOOL ? "" : (o->type == NB_OPT_INT ? " N" : " VALUE"));
+            o->type == NB_OPT_BOOL ? ""
+                                   : (o->type == NB_OPT_INT ? " N" : " VALUE"));
     char text[1024];
     if (o->def != NULL && o->def[0] != '\0')
       snprintf(text, sizeof text, "%s (default: %s)", o->help, o->def);
@@ -273,7 +273,8 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
     fprintf(f, "      env %s, key %s\n", env, o->name);
   }
   fputs("  --config FILE\n      read options from an INI file first "
-        "(env NIMBUS_CONFIG)\n  --help\n      print this help\n", f);
+        "(env NIMBUS_CONFIG)\n  --help\n      print this help\n",
+        f);
 }
 
 void nb_config_print(const nb_opt *table, const void *cfg, void *fp) {
@@ -295,8 +296,7 @@ void nb_config_print(const nb_opt *table, const void *cfg, void *fp) {
       fprintf(f, "%s = %lld\n", o->name, (long long)*(const int64_t *)field);
       break;
     case NB_OPT_BOOL:
-      fprintf(f, "%s = %s\n", o->name,
-              *(const bool *)field ? "true" : "false");
+      fprintf(f, "%s = %s\n", o->name, *(const bool *)field ? "true" : "false");
       break;
     }
   }

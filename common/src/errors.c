@@ -3,8 +3,8 @@
 
 const char *nimbus_strerror(int err) {
   switch (err) {
-#define NIMBUS_ERR_TEXT_(name, text)                                         \
-  case NIMBUS_##name:                                                        \
+#define NIMBUS_ERR_TEXT_(name, text)                                           \
+  case NIMBUS_##name:                                                          \
     return text;
     NIMBUS_ERRNO_MAP(NIMBUS_ERR_TEXT_)
 #undef NIMBUS_ERR_TEXT_
@@ -15,8 +15,8 @@ const char *nimbus_strerror(int err) {
 
 const char *nimbus_errname(int err) {
   switch (err) {
-#define NIMBUS_ERR_NAME_(name, text)                                         \
-  case NIMBUS_##name:                                                        \
+#define NIMBUS_ERR_NAME_(name, text)                                           \
+  case NIMBUS_##name:                                                          \
     return #name;
     NIMBUS_ERRNO_MAP(NIMBUS_ERR_NAME_)
 #undef NIMBUS_ERR_NAME_

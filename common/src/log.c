@@ -31,10 +31,11 @@ void nb_log_write(nb_log_level level, const char *id, const char *fmt, ...) {
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
-  int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                   tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-                   tags[level > NB_LOG_OFF ? NB_LOG_OFF : level], id);
+  int n =
+      snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
+               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+               tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
+               tags[level > NB_LOG_OFF ? NB_LOG_OFF : level], id);
   if (n < 0 || (size_t)n >= sizeof line)
     n = 0;
   va_list ap;

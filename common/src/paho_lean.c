@@ -114,8 +114,7 @@ int __wrap_usleep(useconds_t us) {
     int64_t until = __atomic_load_n(&connect_until_ms, __ATOMIC_ACQUIRE);
     return __real_usleep(until != 0 && nb_mono_ms() < until ? 1000 : us);
   }
-  if (paho_load(&MQTTAsync_tostop) == 0 ||
-      pthread_equal(self, sendThread_id))
+  if (paho_load(&MQTTAsync_tostop) == 0 || pthread_equal(self, sendThread_id))
     return __real_usleep(us);
   for (useconds_t slept = 0; slept < us; slept += 1000) {
     if (paho_load(&sendThread_state) == 0 &&

@@ -72,7 +72,7 @@ typedef struct {
 } ra_buf;
 
 typedef struct {
-  ra_buf *buf;  /* read-ahead, made on the first small read */
+  ra_buf *buf;   /* read-ahead, made on the first small read */
   bool write_ok; /* the last writev wrote everything */
 } ra_fd;
 

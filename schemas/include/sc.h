@@ -121,8 +121,8 @@ typedef struct sc_notice {
   msgpack_object root_;
 } sc_notice;
 
-int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out,
-                     char *err, size_t errcap);
+int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
+                     size_t errcap);
 void sc_notice_fini(sc_notice *n);
 
 /* Decodes any one msgpack value with the same strict checks (used for
@@ -230,8 +230,7 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
  * when these bytes are equal; the worker stores their SHA-256. Returns 0 or
  * NIMBUS_ENOMEM (NIMBUS_EINVAL for a NULL argument). schemas/SPEC.md
  * section 4 gives the exact form. */
-int sc_task_canonical(msgpack_sbuffer *out, const char *type,
-                      const sc_task *t);
+int sc_task_canonical(msgpack_sbuffer *out, const char *type, const sc_task *t);
 /* How sc_task_canonical_write represents the task's data. */
 typedef enum {
   SC_CANON_DATA_BYTES,  /* the bytes themselves, as sc_task_canonical */

@@ -28,7 +28,8 @@
 #define SC_LABEL_MAX 255
 /* The kinds of a backup item, as an initialiser for an array of strings
  * (`static const char *const kinds[] = SC_ITEM_KINDS;`), and their count. */
-#define SC_ITEM_KINDS {"contact", "sms", "photo", "video", "file"}
+#define SC_ITEM_KINDS                                                          \
+  { "contact", "sms", "photo", "video", "file" }
 #define SC_ITEM_KINDS_N 5
 
 #endif

@@ -50,10 +50,10 @@ int sc_arg_str(const msgpack_object *args, const char *key, bool required,
       o->via.str.size > max) {
     if (min == max)
       nb_errf(err, errcap, "args.%s must be a string of exactly %zu bytes", key,
-             min);
+              min);
     else
       nb_errf(err, errcap, "args.%s must be a string of %zu to %zu bytes", key,
-             min, max);
+              min, max);
     return NIMBUS_EINVAL;
   }
   *s = o->via.str.ptr;
@@ -89,8 +89,8 @@ int sc_arg_int(const msgpack_object *args, const char *key, bool required,
     return rc;
   if (!sc_obj_int(o, &v) || v < min || v > max) {
     nb_errf(err, errcap,
-           "args.%s must be a whole number from %" PRId64 " to %" PRId64, key,
-           min, max);
+            "args.%s must be a whole number from %" PRId64 " to %" PRId64, key,
+            min, max);
     return NIMBUS_EINVAL;
   }
   *out = v;
@@ -152,8 +152,8 @@ int sc_arg_id(const msgpack_object *args, const char *key, bool required,
   if (o->type != MSGPACK_OBJECT_STR ||
       !sc_id_valid(o->via.str.ptr, o->via.str.size)) {
     nb_errf(err, errcap,
-           "args.%s must be a task id: 16-64 characters of A-Z a-z 0-9 _ -",
-           key);
+            "args.%s must be a task id: 16-64 characters of A-Z a-z 0-9 _ -",
+            key);
     return NIMBUS_EINVAL;
   }
   memcpy(out, o->via.str.ptr, o->via.str.size);
@@ -170,7 +170,7 @@ int sc_arg_array(const msgpack_object *args, const char *key, bool required,
     return rc;
   if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > max_items) {
     nb_errf(err, errcap, "args.%s must be an array of at most %zu item%s", key,
-           max_items, max_items == 1 ? "" : "s");
+            max_items, max_items == 1 ? "" : "s");
     return NIMBUS_EINVAL;
   }
   *arr = o;

@@ -30,9 +30,9 @@ static int decode_root(const uint8_t *buf, size_t len, size_t max_bytes,
   }
   if (len > max_bytes) {
     nb_errf(err, errcap,
-           "the message is %zu bytes, more than the %zu "
-           "accepted",
-           len, max_bytes);
+            "the message is %zu bytes, more than the %zu "
+            "accepted",
+            len, max_bytes);
     return NIMBUS_ETOOBIG;
   }
   rc = sc_walk(buf, len, &lim, err, errcap);
@@ -74,9 +74,9 @@ static bool check_v(const msgpack_object *root, const char *who, char *err,
   if (o != NULL && sc_obj_int(o, &v) && v == SC_VERSION)
     return true;
   nb_errf(err, errcap,
-         "unsupported protocol version: field v must be %d (this %s speaks "
-         "protocol version %d)",
-         SC_VERSION, who, SC_VERSION);
+          "unsupported protocol version: field v must be %d (this %s speaks "
+          "protocol version %d)",
+          SC_VERSION, who, SC_VERSION);
   return false;
 }
 
@@ -90,8 +90,8 @@ int sc_task_decode(const uint8_t *buf, size_t len, sc_task *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES,
-                   &z, &out->root_, err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES, &z,
+                   &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -177,7 +177,7 @@ static bool opt_str(const msgpack_object *root, const char *key, const char **s,
     return true;
   if (o->type != MSGPACK_OBJECT_STR) {
     nb_errf(err, errcap, "field %s must be a string, not %s", key,
-           sc_type_name(o));
+            sc_type_name(o));
     return false;
   }
   *s = o->via.str.ptr;
@@ -195,8 +195,8 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_REPLY_DEPTH,
-                   SC_MAX_VALUES, &z, &out->root_, err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_REPLY_DEPTH, SC_MAX_VALUES,
+                   &z, &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -224,7 +224,7 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
     out->status = SC_STATUS_PROGRESS;
   } else {
     nb_errf(err, errcap,
-           "field status must be \"ok\", \"error\" or \"progress\"");
+            "field status must be \"ok\", \"error\" or \"progress\"");
     goto fail;
   }
   o = sc_map_get(&out->root_, "code");
@@ -234,7 +234,7 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
   }
   if (out->status != SC_STATUS_ERROR && code != 0) {
     nb_errf(err, errcap, "a reply with status %s must have code 0",
-           sc_status_name(out->status));
+            sc_status_name(out->status));
     goto fail;
   }
   if (out->status == SC_STATUS_ERROR && code == 0) {
@@ -248,8 +248,8 @@ int sc_reply_decode(const uint8_t *buf, size_t len, sc_reply *out, char *err,
     goto fail;
   if (out->status == SC_STATUS_ERROR && out->error == NULL) {
     nb_errf(err, errcap,
-           "an error reply must say what went wrong in field "
-           "error");
+            "an error reply must say what went wrong in field "
+            "error");
     goto fail;
   }
   o = sc_map_get(&out->root_, "result");
@@ -319,8 +319,8 @@ int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
 
   memset(out, 0, sizeof *out);
   nb_errf(err, errcap, "%s", "");
-  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES,
-                   &z, &out->root_, err, errcap);
+  rc = decode_root(buf, len, SC_MAX_MESSAGE, SC_MAX_DEPTH, SC_MAX_VALUES, &z,
+                   &out->root_, err, errcap);
   if (rc != 0)
     goto fail;
   rc = NIMBUS_EPROTO;
@@ -334,7 +334,7 @@ int sc_notice_decode(const uint8_t *buf, size_t len, sc_notice *out, char *err,
   if (o == NULL || o->type != MSGPACK_OBJECT_STR ||
       !sc_kind_valid(o->via.str.ptr, o->via.str.size)) {
     nb_errf(err, errcap,
-           "field kind must be 1-64 characters of A-Z a-z 0-9 . _ -");
+            "field kind must be 1-64 characters of A-Z a-z 0-9 . _ -");
     goto fail;
   }
   memcpy(out->kind, o->via.str.ptr, o->via.str.size);

@@ -279,8 +279,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   w.depth = 0;
   w.scratch = NULL;
   size_t max_depth =
-      lim->max_depth < SC_MAX_REPLY_DEPTH ? lim->max_depth
-                                          : SC_MAX_REPLY_DEPTH;
+      lim->max_depth < SC_MAX_REPLY_DEPTH ? lim->max_depth : SC_MAX_REPLY_DEPTH;
   size_t pos = 0, values = 0;
   uint64_t pending = 1; /* declared values not read yet: the root */
   int rc = NIMBUS_EPROTO;
@@ -301,13 +300,13 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
     }
     if (h.kind == HEAD_EXT) {
       nb_errf(err, errcap,
-             "the message holds a msgpack ext value, which this protocol "
-             "does not use");
+              "the message holds a msgpack ext value, which this protocol "
+              "does not use");
       goto fail;
     }
     if (++values > lim->max_values) {
       nb_errf(err, errcap, "the message holds more than %zu values",
-             lim->max_values);
+              lim->max_values);
       goto fail;
     }
     pending--;
@@ -315,7 +314,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
     bool is_key = top && top->is_map && top->left % 2 == 0;
     if (is_key && h.kind != HEAD_STR) {
       nb_errf(err, errcap, "a map key must be a string, not %s",
-             head_name(&h, buf[pos]));
+              head_name(&h, buf[pos]));
       goto fail;
     }
     if (top)
@@ -364,7 +363,7 @@ int sc_walk(const uint8_t *buf, size_t len, const sc_walk_limits *lim,
   if (pos != len) {
     size_t extra = len - pos;
     nb_errf(err, errcap, "the message has %zu byte%s after its end", extra,
-           extra == 1 ? "" : "s");
+            extra == 1 ? "" : "s");
     goto fail;
   }
   if (w.scratch)

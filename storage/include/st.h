@@ -136,8 +136,7 @@ int st_task_cancel(st_redis *r, const char *terminal, const char *id,
 int st_types_announce(st_redis *r, const char *const *types, size_t n);
 /* Returns, as a malloc'd array of malloc'd strings (free each, then the
  * array), the types announced within max_age_ms. */
-int st_types_list(st_redis *r, int64_t max_age_ms, char ***types,
-                  size_t *n);
+int st_types_list(st_redis *r, int64_t max_age_ms, char ***types, size_t *n);
 
 /* ---- Diagnostics ------------------------------------------------------- */
 

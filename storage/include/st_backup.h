@@ -42,8 +42,8 @@ int st_snap_id_new(int64_t ts_ms, char out[ST_SNAP_ID_LEN + 1]);
 /* For each of the `n` blob names (64-char hex, borrowed) in `hex`, sets
  * sizes[i] (caller storage) to the blob's size when it exists and
  * `terminal` may read it, else to -1. One round trip per 1,000 names. */
-int st_blobs_readable(st_redis *r, const char *terminal,
-                      const char *const *hex, size_t n, int64_t *sizes);
+int st_blobs_readable(st_redis *r, const char *terminal, const char *const *hex,
+                      size_t n, int64_t *sizes);
 
 /* What a new snapshot holds; everything borrowed. Exactly one of list
  * (the packed items array) and manifest (hex) is set. */
@@ -81,7 +81,7 @@ typedef struct st_snapshot {
   st_snap_info info;
   uint8_t *list; /* owned: the packed items array, or NULL */
   size_t list_len;
-  char manifest[65]; /* hex, or "" */
+  char manifest[65];    /* hex, or "" */
   uint8_t (*blobs)[32]; /* owned: distinct blobs referred to */
   size_t nblobs;
 } st_snapshot;

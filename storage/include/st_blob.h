@@ -184,8 +184,8 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
  * end). With `offset` and `n` multiples of 4096 and `buf` aligned to 4096
  * (posix_memalign) it reads past the page cache (st_blobstore_set_direct).
  * Returns 0, NIMBUS_ENOTFOUND or NIMBUS_EIO. */
-int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
-                      uint64_t offset, void *buf, size_t n, size_t *got);
+int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
+                      void *buf, size_t n, size_t *got);
 
 /* ---- The Redis model -------------------------------------------------------
  * Keys (prefix nb:):
@@ -216,15 +216,15 @@ typedef struct st_upload {
   bool exists;
   uint64_t size;
   uint8_t sha256[32];
-  bool committed;  /* blob.commit succeeded; `blob` names it */
-  bool staged;     /* a put answered ok: the staging file's directory
-                      entry is on disk (st_blobstore_stage) */
-  bool verified;   /* a commit hashed the staged bytes, found them to be
-                      `sha256` and began moving them into the store
-                      (st_blob_commit_begin): should it die before its
-                      record, the blob is in the store under that name */
-  char blob[65];   /* hex, "" unless committed */
-  uint8_t *bits;   /* owned: the received-segments bitmap, bits_len bytes */
+  bool committed; /* blob.commit succeeded; `blob` names it */
+  bool staged;    /* a put answered ok: the staging file's directory
+                     entry is on disk (st_blobstore_stage) */
+  bool verified;  /* a commit hashed the staged bytes, found them to be
+                     `sha256` and began moving them into the store
+                     (st_blob_commit_begin): should it die before its
+                     record, the blob is in the store under that name */
+  char blob[65];  /* hex, "" unless committed */
+  uint8_t *bits;  /* owned: the received-segments bitmap, bits_len bytes */
   size_t bits_len;
 } st_upload;
 
@@ -266,8 +266,8 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
  * fsync the directory) and the ttl on both keys. Strings borrowed.
  * Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
-                         uint64_t size, const uint8_t sha256[32],
-                         uint64_t seg, int64_t ttl_ms);
+                         uint64_t size, const uint8_t sha256[32], uint64_t seg,
+                         int64_t ttl_ms);
 
 /* Appends to `t` the effect of a commit of blob `blob` (its SHA-256): the
  * blob's metadata (size and the `nsegs` segment sums of `sums`), read
@@ -276,10 +276,10 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
  * answer), and the blob's grace period restarted. The effect fails
  * (st_task_commit: NIMBUS_ECONFLICT) while the collector removes the
  * blob. */
-int st_upload_commit_effect(st_txn *t, const char *terminal,
-                            const char *upload, const uint8_t blob[32],
-                            uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
-                            uint64_t nsegs, int64_t ttl_ms);
+int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
+                            const uint8_t blob[32], uint64_t size,
+                            const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
+                            int64_t ttl_ms);
 
 /* Marks that a commit of upload (terminal, upload), whose bytes were
  * hashed and found to be blob `hex`, is about to move them into the
@@ -293,9 +293,9 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
  * ends that within milliseconds) and try again. All strings borrowed;
  * `owner` is recorded for diagnosis. Returns 0, NIMBUS_EINVAL or
  * NIMBUS_EREDIS. */
-int st_blob_commit_begin(st_redis *r, const char *terminal,
-                         const char *upload, const char *hex,
-                         const char *owner, int64_t ttl_ms, bool *gone);
+int st_blob_commit_begin(st_redis *r, const char *terminal, const char *upload,
+                         const char *hex, const char *owner, int64_t ttl_ms,
+                         bool *gone);
 
 /* Deletes the upload's record and bitmap now (the 422 of blob.commit, the
  * one error that changes state). Returns 0 or NIMBUS_EREDIS. */
@@ -314,8 +314,8 @@ int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
 /* For each of the `n` hex names in `blobs` (borrowed), sets may_read[i]
  * (caller storage) to whether `terminal` may read it. One round trip.
  * Returns 0, NIMBUS_EREDIS or NIMBUS_ENOMEM. */
-int st_blob_access(st_redis *r, const char *terminal,
-                   const char *const *blobs, size_t n, bool *may_read);
+int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
+                   size_t n, bool *may_read);
 
 /* Reads the size of blob `hex`; *exists false when there is no metadata.
  * Returns 0 or NIMBUS_EREDIS. */

@@ -175,8 +175,7 @@ int st_blobstore_new(st_blob_be *be, st_blobstore **out);
  * and returns NIMBUS_ENOSPC when errno says the medium or a quota is full
  * (ENOSPC, EDQUOT), else NIMBUS_EIO. Call right after the failing call,
  * before anything can change errno. */
-int st_blob_fail_io(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+int st_blob_fail_io(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Records a sentence as the calling thread's error text. */
 void st_blob_set_err(const char *fmt, ...)

@@ -82,7 +82,7 @@ typedef struct st_share {
   int64_t downloads;     /* terminals whose download counted */
   char (*to)[65];        /* owned: the addressees, or NULL */
   size_t nto;
-  char (*got)[65];       /* owned, st_share_read only: who counted */
+  char (*got)[65]; /* owned, st_share_read only: who counted */
   size_t ngot;
 } st_share;
 
@@ -169,7 +169,6 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
  * on the blob, which becomes a candidate of the collector. Each share goes
  * in one script that first checks it has ended, so workers racing for the
  * same share release it once. *released (may be NULL) counts them. */
-int st_share_sweep(st_redis *r, int64_t now_ms, size_t max,
-                   size_t *released);
+int st_share_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released);
 
 #endif

@@ -23,8 +23,9 @@ int st_snap_id_new(int64_t ts_ms, char out[ST_SNAP_ID_LEN + 1]) {
     return NIMBUS_ESYS;
   nb_hex(rnd, sizeof rnd, hex);
   /* 13 digits of ms last until the year 2286. */
-  long long ms = ts_ms < 0 ? 0 : ts_ms > 9999999999999LL ? 9999999999999LL
-                                                         : ts_ms;
+  long long ms = ts_ms < 0                 ? 0
+                 : ts_ms > 9999999999999LL ? 9999999999999LL
+                                           : ts_ms;
   char buf[48];
   snprintf(buf, sizeof buf, "%013lld-%s", ms, hex);
   memcpy(out, buf, ST_SNAP_ID_LEN + 1);
@@ -54,19 +55,19 @@ static int keyf(char *out, const char *fmt, const char *a, const char *b) {
 
 /* KEYS: the access set, then each blob's metadata. ARGV: the blob names,
  * in the same order. Per name its size, or -1. */
-static st_script readable_script = ST_SCRIPT(
-    "local out = {}\n"
-    "for i, h in ipairs(ARGV) do\n"
-    "  out[i] = -1\n"
-    "  if redis.call('SISMEMBER', KEYS[1], h) == 1 then\n"
-    "    local s = redis.call('HGET', KEYS[1 + i], 'size')\n"
-    "    if s then out[i] = tonumber(s) end\n"
-    "  end\n"
-    "end\n"
-    "return out\n");
+static st_script readable_script =
+    ST_SCRIPT("local out = {}\n"
+              "for i, h in ipairs(ARGV) do\n"
+              "  out[i] = -1\n"
+              "  if redis.call('SISMEMBER', KEYS[1], h) == 1 then\n"
+              "    local s = redis.call('HGET', KEYS[1 + i], 'size')\n"
+              "    if s then out[i] = tonumber(s) end\n"
+              "  end\n"
+              "end\n"
+              "return out\n");
 
-int st_blobs_readable(st_redis *r, const char *terminal,
-                      const char *const *hex, size_t n, int64_t *sizes) {
+int st_blobs_readable(st_redis *r, const char *terminal, const char *const *hex,
+                      size_t n, int64_t *sizes) {
   char acc[KEY_CAP];
   if (keyf(acc, "nb:access:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
@@ -88,9 +89,8 @@ int st_blobs_readable(st_redis *r, const char *terminal,
     }
     if (rc != 0)
       break;
-    redisReply *rep =
-        st__eval(r, &readable_script, (int)(1 + k), (int)(4 + 2 * k), argv,
-                 NULL);
+    redisReply *rep = st__eval(r, &readable_script, (int)(1 + k),
+                               (int)(4 + 2 * k), argv, NULL);
     if (rep == NULL) {
       rc = NIMBUS_EREDIS;
       break;
@@ -110,7 +110,7 @@ int st_blobs_readable(st_redis *r, const char *terminal,
   return rc;
 }
 
-/* ---- Commit and delete ---------------------------------------------------- */
+/* ---- Commit and delete --------------------------------------------------- */
 
 static int add_refs(st_txn *t, const uint8_t (*blobs)[32], size_t n,
                     const char *delta, bool require) {
@@ -138,16 +138,33 @@ int st_snap_commit_effect(st_txn *t, const char *terminal,
   snprintf(items, sizeof items, "%llu", (unsigned long long)s->items);
   snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)s->bytes);
   const char *label = s->label != NULL ? s->label : "";
-  const char *argv[14] = {"HSET",  rec,   "ts",    ts,          "items",
-                          items,   "bytes", bytes, "label",     label,
+  const char *argv[14] = {"HSET",
+                          rec,
+                          "ts",
+                          ts,
+                          "items",
+                          items,
+                          "bytes",
+                          bytes,
+                          "label",
+                          label,
                           s->list != NULL ? "list" : "manifest",
-                          s->list != NULL ? (const char *)s->list
-                                          : s->manifest,
-                          "blobs", (const char *)s->blobs};
-  size_t lens[14] = {4, strlen(rec), 2, strlen(ts), 5, strlen(items), 5,
-                     strlen(bytes), 5, strlen(label),
+                          s->list != NULL ? (const char *)s->list : s->manifest,
+                          "blobs",
+                          (const char *)s->blobs};
+  size_t lens[14] = {4,
+                     strlen(rec),
+                     2,
+                     strlen(ts),
+                     5,
+                     strlen(items),
+                     5,
+                     strlen(bytes),
+                     5,
+                     strlen(label),
                      s->list != NULL ? 4 : 8,
-                     s->list != NULL ? s->list_len : strlen(s->manifest), 5,
+                     s->list != NULL ? s->list_len : strlen(s->manifest),
+                     5,
                      s->nblobs * 32};
   const char *zadd[4] = {"ZADD", idx, "0", s->id};
   int rc = add_refs(t, s->blobs, s->nblobs, "1", true);
@@ -186,7 +203,7 @@ int st_snap_delete_effect(st_txn *t, const char *terminal,
   return rc;
 }
 
-/* ---- Reading ---------------------------------------------------------------- */
+/* ---- Reading ------------------------------------------------------------- */
 
 static void copy_str(char *dst, size_t cap, const redisReply *e) {
   dst[0] = '\0';
@@ -201,9 +218,8 @@ static long long num_of(const redisReply *e) {
   return e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
 }
 
-static const char *const snap_fields[7] = {"ts",   "items",    "bytes",
-                                           "label", "list",    "manifest",
-                                           "blobs"};
+static const char *const snap_fields[7] = {"ts",   "items",    "bytes", "label",
+                                           "list", "manifest", "blobs"};
 
 /* The id of the newest snapshot in index `idx` into id[]; "" when none. */
 static int newest_id(st_redis *r, const char *idx,
@@ -332,8 +348,7 @@ int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
   /* The page's ids, then their records (the keys of the second call come
    * from the first, so both cannot be one script): a snapshot deleted in
    * between is left out. */
-  const char *zargv[7] = {"ZREVRANGEBYLEX", idx, max, "-", "LIMIT", "0",
-                          count};
+  const char *zargv[7] = {"ZREVRANGEBYLEX", idx, max, "-", "LIMIT", "0", count};
   redisReply *ids = st__cmd(r, 7, zargv, NULL);
   if (ids == NULL)
     return NIMBUS_EREDIS;

@@ -75,8 +75,8 @@ static int fsync_dir(const char *dir) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return st_blob_fail_io("cannot open directory %s", dir);
-  int rc = fsync(fd) == 0 ? 0
-                          : st_blob_fail_io("cannot fsync directory %s", dir);
+  int rc =
+      fsync(fd) == 0 ? 0 : st_blob_fail_io("cannot fsync directory %s", dir);
   close(fd);
   return rc;
 }
@@ -208,8 +208,7 @@ static int write_direct(fs_be *f, int fd, const char *path, uint64_t off,
     done += (size_t)w;
   }
   if (fcntl(fd, F_SETFL, fl) != 0 && rc == 0)
-    rc = st_blob_fail_io("cannot switch O_DIRECT off on staging file %s",
-                         path);
+    rc = st_blob_fail_io("cannot switch O_DIRECT off on staging file %s", path);
   return rc;
 }
 
@@ -455,8 +454,7 @@ static int fs_stage_commit(st_blob_be *be, const uint8_t name[32],
   return fsync_dir(dir);
 }
 
-static int fs_stage_sweep(st_blob_be *be, int64_t max_age_ms,
-                          size_t *removed) {
+static int fs_stage_sweep(st_blob_be *be, int64_t max_age_ms, size_t *removed) {
   char dir[PATH_CAP];
   size_t n = 0;
   int rc = 0;
@@ -472,8 +470,8 @@ static int fs_stage_sweep(st_blob_be *be, int64_t max_age_ms,
       continue;
     if (fstatat(dfd, e->d_name, &st, 0) != 0)
       continue; /* gone meanwhile: committed or discarded */
-    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 +
-                    st.st_mtim.tv_nsec / 1000000;
+    int64_t mtime =
+        (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
     if (now - mtime <= max_age_ms)
       continue;
     if (unlinkat(dfd, e->d_name, 0) == 0)
@@ -596,8 +594,8 @@ static int fs_each_old(st_blob_be *be, int64_t max_age_ms, st_blob_each_fn fn,
           fstatat(dirfd(d), g->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
           !S_ISREG(st.st_mode))
         continue;
-      int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 +
-                      st.st_mtim.tv_nsec / 1000000;
+      int64_t mtime =
+          (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
       if (now - mtime > max_age_ms)
         rc = fn(arg, hash);
     }

@@ -36,10 +36,10 @@ static unsigned long long parse_u64(const char *s) {
 
 /* The record and its segment bitmap in one script, so a commit cannot land
  * between the two reads (it deletes the bitmap). */
-static st_script upload_get_script = ST_SCRIPT(
-    "return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob', "
-    "'staged', 'verified'), "
-    "redis.call('GET', KEYS[2])}");
+static st_script upload_get_script =
+    ST_SCRIPT("return {redis.call('HMGET', KEYS[1], 'size', 'sha256', 'blob', "
+              "'staged', 'verified'), "
+              "redis.call('GET', KEYS[2])}");
 
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
                   st_upload *out) {
@@ -166,8 +166,7 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
     return NIMBUS_EINVAL;
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *argv[7] = {NULL, NULL, NULL, rec, num, (const char *)sha256,
-                         ttl};
+  const char *argv[7] = {NULL, NULL, NULL, rec, num, (const char *)sha256, ttl};
   size_t lens[7] = {0, 0, 0, strlen(rec), strlen(num), 32, strlen(ttl)};
   redisReply *rep = st__eval(r, &reserve_script, 1, 7, argv, lens);
   if (rep == NULL)
@@ -182,8 +181,8 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
 }
 
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
-                         uint64_t size, const uint8_t sha256[32],
-                         uint64_t seg, int64_t ttl_ms) {
+                         uint64_t size, const uint8_t sha256[32], uint64_t seg,
+                         int64_t ttl_ms) {
   char rec[KEY_CAP], bits[KEY_CAP], num[24], idx[24], ttl[24];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
@@ -220,12 +219,12 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   return rc;
 }
 
-int st_upload_commit_effect(st_txn *t, const char *terminal,
-                            const char *upload, const uint8_t blob[32],
-                            uint64_t size, const uint8_t (*sums)[ST_SEGSUM],
-                            uint64_t nsegs, int64_t ttl_ms) {
-  char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP],
-      acc[KEY_CAP], num[24], ttl[24], blob_hex[65];
+int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
+                            const uint8_t blob[32], uint64_t size,
+                            const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
+                            int64_t ttl_ms) {
+  char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP], acc[KEY_CAP],
+      num[24], ttl[24], blob_hex[65];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   nb_hex(blob, 32, blob_hex);
@@ -243,8 +242,8 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   /* The record is written whole again, so a commit whose record expired
    * meanwhile leaves a complete one, never a bare "blob" field that a later
    * upload of the same name would inherit. */
-  const char *c4[8] = {"HSET", rec, "size", num, "sha256", (const char *)blob,
-                       "blob", blob_hex};
+  const char *c4[8] = {
+      "HSET", rec, "size", num, "sha256", (const char *)blob, "blob", blob_hex};
   size_t l4[8] = {4, strlen(rec), 4, strlen(num), 6, 32, 4, 64};
   const char *c5[3] = {"PEXPIRE", rec, ttl};
   const char *c6[2] = {"DEL", bits};
@@ -253,8 +252,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
   char readers[KEY_CAP], gone[KEY_CAP], committing[KEY_CAP], now[24];
   snprintf(readers, sizeof readers, "nb:blob:%s:readers", blob_hex);
   snprintf(gone, sizeof gone, "nb:blob:%s:gone", blob_hex);
-  snprintf(committing, sizeof committing, "nb:blob:%s:committing",
-           blob_hex);
+  snprintf(committing, sizeof committing, "nb:blob:%s:committing", blob_hex);
   snprintf(now, sizeof now, "%lld", (long long)nb_now_ms());
   const char *c7[3] = {"SADD", readers, terminal};
   const char *c8[4] = {"ZADD", "nb:gc", now, blob_hex};
@@ -286,17 +284,17 @@ int st_upload_commit_effect(st_txn *t, const char *terminal,
 /* KEYS: gone, committing, upload record. ARGV: owner, ttl_ms, hex. The
  * record is marked only while it exists: a bare field would make a record
  * that a later upload of the same name inherits. */
-static st_script begin_script = ST_SCRIPT(
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
-    "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
-    "  redis.call('HSET', KEYS[3], 'verified', ARGV[3])\n"
-    "end\n"
-    "return 1\n");
+static st_script begin_script =
+    ST_SCRIPT("if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+              "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+              "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
+              "  redis.call('HSET', KEYS[3], 'verified', ARGV[3])\n"
+              "end\n"
+              "return 1\n");
 
-int st_blob_commit_begin(st_redis *r, const char *terminal,
-                         const char *upload, const char *hex,
-                         const char *owner, int64_t ttl_ms, bool *gone) {
+int st_blob_commit_begin(st_redis *r, const char *terminal, const char *upload,
+                         const char *hex, const char *owner, int64_t ttl_ms,
+                         bool *gone) {
   char gk[KEY_CAP], ck[KEY_CAP], rec[KEY_CAP], bits[KEY_CAP], ttl[24];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
@@ -326,11 +324,11 @@ int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
 }
 
 /* KEYS: rec, bits. */
-static st_script abandon_script = ST_SCRIPT(
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
-    "local f = redis.call('HMGET', KEYS[1], 'staged', 'blob')\n"
-    "if f[1] or f[2] then return 0 end\n"
-    "return redis.call('DEL', KEYS[1])\n");
+static st_script abandon_script =
+    ST_SCRIPT("if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+              "local f = redis.call('HMGET', KEYS[1], 'staged', 'blob')\n"
+              "if f[1] or f[2] then return 0 end\n"
+              "return redis.call('DEL', KEYS[1])\n");
 
 int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
                       bool *removed) {
@@ -352,8 +350,8 @@ int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
   return rc;
 }
 
-int st_blob_access(st_redis *r, const char *terminal,
-                   const char *const *blobs, size_t n, bool *may_read) {
+int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
+                   size_t n, bool *may_read) {
   char acc[KEY_CAP];
   if (n == 0)
     return 0;
@@ -415,8 +413,7 @@ static int sums_range(st_redis *r, const char *key, size_t width,
   int rc = 0;
   if (rep->type == REDIS_REPLY_ERROR)
     rc = st__fail(r, rep, NULL);
-  else if (rep->type != REDIS_REPLY_STRING ||
-           rep->len != (size_t)count * width)
+  else if (rep->type != REDIS_REPLY_STRING || rep->len != (size_t)count * width)
     rc = NIMBUS_ENOTFOUND;
   else
     memcpy(out, rep->str, rep->len);
@@ -449,7 +446,7 @@ int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
   snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
   snprintf(lim, sizeof lim, "%zu", max);
   const char *argv[7] = {"ZRANGEBYSCORE", "nb:gc", "-inf", cut,
-                         "LIMIT",          "0",     lim};
+                         "LIMIT",         "0",     lim};
   redisReply *rep = st__cmd(r, 7, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
@@ -508,7 +505,7 @@ static int gc_take_once(st_redis *r, const char *hex, const char *cut,
                         const char *gms, bool *again, bool *taken,
                         uint64_t *size) {
   char keys[7][KEY_CAP];
-  const char *suffix[7] = {NULL, "", ":sums", ":readers", ":gone",
+  const char *suffix[7] = {NULL,          "",     ":sums", ":readers", ":gone",
                            ":committing", ":segs"};
   snprintf(keys[0], KEY_CAP, "nb:gc");
   for (int i = 1; i < 7; i++)
@@ -597,12 +594,12 @@ int st_blob_gc_done(st_redis *r, const char *hex) {
 }
 
 /* KEYS: meta, committing, gone. ARGV: gone_ms. */
-static st_script orphan_script = ST_SCRIPT(
-    "if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then\n"
-    "  return 0\n"
-    "end\n"
-    "redis.call('SET', KEYS[3], 'orphan', 'PX', ARGV[1])\n"
-    "return 1\n");
+static st_script orphan_script =
+    ST_SCRIPT("if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then\n"
+              "  return 0\n"
+              "end\n"
+              "redis.call('SET', KEYS[3], 'orphan', 'PX', ARGV[1])\n"
+              "return 1\n");
 
 int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
                         bool *taken) {

@@ -194,8 +194,8 @@ static void *reader_main(void *arg) {
     pthread_mutex_unlock(&r->mu);
     if (stop)
       break;
-    size_t n = r->size - off < READ_CHUNK ? (size_t)(r->size - off)
-                                          : READ_CHUNK;
+    size_t n =
+        r->size - off < READ_CHUNK ? (size_t)(r->size - off) : READ_CHUNK;
     int rc = read_chunk(r, off, r->buf[slot], n);
     pthread_mutex_lock(&r->mu);
     if (rc != 0)
@@ -262,8 +262,7 @@ static int hash_rd(const st_blob_backend *ops, st_blob_rd *rd, uint64_t size,
       break;
     }
     for (size_t at = 0; at < r.len[slot] && rc == 0; at += ST_SEGMENT) {
-      size_t n = r.len[slot] - at < ST_SEGMENT ? r.len[slot] - at
-                                               : ST_SEGMENT;
+      size_t n = r.len[slot] - at < ST_SEGMENT ? r.len[slot] - at : ST_SEGMENT;
       if (EVP_DigestUpdate(all, r.buf[slot] + at, n) != 1) {
         rc = NIMBUS_ENOMEM;
         break;
@@ -302,8 +301,8 @@ out:
 
 static int hash_object(st_blobstore *s, st_blob_ns ns, const uint8_t name[32],
                        uint64_t size, uint8_t whole[32],
-                       uint8_t (*sums)[ST_SEGSUM],
-                       st_blob_progress_fn progress, void *arg) {
+                       uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
+                       void *arg) {
   /* A small upload's bytes are likely still in the page cache (only
    * whole segments skip it): read them from there. A big one is read in
    * whole aligned chunks into aligned buffers (read_chunk), past it. */
@@ -332,12 +331,10 @@ int st_blobstore_blob_hash(st_blobstore *s, const uint8_t hash[32],
                            uint64_t size, uint8_t whole[32],
                            uint8_t (*sums)[ST_SEGSUM],
                            st_blob_progress_fn progress, void *arg) {
-  return hash_object(s, ST_BLOB_STORE, hash, size, whole, sums, progress,
-                     arg);
+  return hash_object(s, ST_BLOB_STORE, hash, size, whole, sums, progress, arg);
 }
 
-bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum,
-                  size_t width) {
+bool st_segsum_ok(const void *p, size_t n, const uint8_t *sum, size_t width) {
   uint8_t d[32];
   if (width == ST_SEGSUM_SHA256)
     nb_sha256(p, n, d);
@@ -412,15 +409,15 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
   return s->ops->has(s->be, hash, exists);
 }
 
-int st_blobstore_read(st_blobstore *s, const uint8_t hash[32],
-                      uint64_t offset, void *buf, size_t n, size_t *got) {
+int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
+                      void *buf, size_t n, size_t *got) {
   st_blob_rd *rd = NULL;
   *got = 0;
   /* Aligned whole blocks into an aligned buffer: past the page cache. */
-  unsigned flags = offset % 4096 == 0 && n % 4096 == 0 &&
-                           (uintptr_t)buf % 4096 == 0
-                       ? ST_BLOB_RD_UNCACHED
-                       : 0;
+  unsigned flags =
+      offset % 4096 == 0 && n % 4096 == 0 && (uintptr_t)buf % 4096 == 0
+          ? ST_BLOB_RD_UNCACHED
+          : 0;
   int rc = s->ops->read_open(s->be, ST_BLOB_STORE, hash, flags, &rd);
   if (rc != 0)
     return rc;

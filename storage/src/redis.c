@@ -56,18 +56,18 @@ static st_script claim_script = ST_SCRIPT(
 
 /* KEYS: claims. ARGV: owner, lease_ms. Per claim 0 lost, 1 held,
  * 2 held and cancelled. */
-static st_script renew_script = ST_SCRIPT(
-    "local out = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local c = redis.call('HMGET', k, 'owner', 'cancel')\n"
-    "  if c[1] == ARGV[1] then\n"
-    "    redis.call('PEXPIRE', k, ARGV[2])\n"
-    "    if c[2] then out[i] = 2 else out[i] = 1 end\n"
-    "  else\n"
-    "    out[i] = 0\n"
-    "  end\n"
-    "end\n"
-    "return out\n");
+static st_script renew_script =
+    ST_SCRIPT("local out = {}\n"
+              "for i, k in ipairs(KEYS) do\n"
+              "  local c = redis.call('HMGET', k, 'owner', 'cancel')\n"
+              "  if c[1] == ARGV[1] then\n"
+              "    redis.call('PEXPIRE', k, ARGV[2])\n"
+              "    if c[2] then out[i] = 2 else out[i] = 1 end\n"
+              "  else\n"
+              "    out[i] = 0\n"
+              "  end\n"
+              "end\n"
+              "return out\n");
 
 /* KEYS: claim, done, then every key of the effect's commands in order.
  * ARGV: owner, digest, reply, ttl_ms, ncmds, then per command its argc,
@@ -115,21 +115,21 @@ static st_script commit_script = ST_SCRIPT(
     "return 1\n");
 
 /* KEYS: claim. ARGV: owner. */
-static st_script release_script = ST_SCRIPT(
-    "if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n");
+static st_script release_script =
+    ST_SCRIPT("if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then\n"
+              "  redis.call('DEL', KEYS[1])\n"
+              "  return 1\n"
+              "end\n"
+              "return 0\n");
 
 /* KEYS: claim, done. Returns 0 unknown, 1 running (now cancelled), 2 done. */
-static st_script cancel_script = ST_SCRIPT(
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  redis.call('HSET', KEYS[1], 'cancel', '1')\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n");
+static st_script cancel_script =
+    ST_SCRIPT("if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end\n"
+              "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+              "  redis.call('HSET', KEYS[1], 'cancel', '1')\n"
+              "  return 1\n"
+              "end\n"
+              "return 0\n");
 
 /* ---- Connection --------------------------------------------------------- */
 
@@ -250,8 +250,7 @@ static const char *script_sha(st_script *s) {
   pthread_mutex_unlock(&sha_mu);
   /* Should OpenSSL fail (it does not for SHA-1 short of memory), the text
    * is sent each time instead: slower, never wrong. */
-  return atomic_load_explicit(&s->ready, memory_order_acquire) ? s->sha
-                                                               : NULL;
+  return atomic_load_explicit(&s->ready, memory_order_acquire) ? s->sha : NULL;
 }
 
 redisReply *st__eval(st_redis *r, st_script *s, int numkeys, int argc,
@@ -309,7 +308,7 @@ static int task_key(char *out, size_t cap, const char *kind,
 
 #define KEY_CAP 160
 
-/* ---- Claims --------------------------------------------------------------- */
+/* ---- Claims -------------------------------------------------------------- */
 
 int st_task_claim(st_redis *r, const char *terminal, const char *id,
                   const uint8_t digest[32], const char *owner, int64_t lease_ms,
@@ -321,10 +320,10 @@ int st_task_claim(st_redis *r, const char *terminal, const char *id,
       task_key(dk, sizeof dk, "done", terminal, id) != 0)
     return NIMBUS_EINVAL;
   snprintf(lease, sizeof lease, "%lld", (long long)lease_ms);
-  const char *argv[8] = {NULL, NULL, NULL, ck, dk, (const char *)digest,
+  const char *argv[8] = {NULL,  NULL, NULL, ck, dk, (const char *)digest,
                          owner, lease};
-  size_t lens[8] = {0, 0, 0, strlen(ck), strlen(dk), 32, strlen(owner),
-                    strlen(lease)};
+  size_t lens[8] = {
+      0, 0, 0, strlen(ck), strlen(dk), 32, strlen(owner), strlen(lease)};
   redisReply *rep = st__eval(r, &claim_script, 2, 8, argv, lens);
   if (rep == NULL)
     return NIMBUS_EREDIS;
@@ -376,7 +375,8 @@ int st_claims_renew(st_redis *r, const char *owner, int64_t lease_ms,
   if (argv == NULL || lens == NULL || keys == NULL)
     goto fail;
   for (size_t i = 0; i < n; i++) {
-    if (task_key(keys[i], KEY_CAP, "claim", refs[i].terminal, refs[i].id) != 0) {
+    if (task_key(keys[i], KEY_CAP, "claim", refs[i].terminal, refs[i].id) !=
+        0) {
       rc = NIMBUS_EINVAL;
       goto fail;
     }
@@ -414,7 +414,7 @@ fail:
   return rc;
 }
 
-/* ---- Effects ---------------------------------------------------------------- */
+/* ---- Effects ------------------------------------------------------------- */
 
 typedef struct txn_arg {
   char *p;
@@ -437,12 +437,12 @@ static const struct txn_cmd {
   const char *name;
   int first, last;
 } txn_cmds[] = {
-    {"HSET", 1, 1},       {"HSETNX", 1, 1},    {"HDEL", 1, 1},
-    {"HINCRBY", 1, 1},    {"SET", 1, 1},       {"SETBIT", 1, 1},
-    {"DEL", 1, -1},       {"UNLINK", 1, -1},   {"PEXPIRE", 1, 1},
-    {"EXPIRE", 1, 1},     {"SADD", 1, 1},      {"SREM", 1, 1},
-    {"ZADD", 1, 1},       {"ZREM", 1, 1},      {"INCR", 1, 1},
-    {"INCRBY", 1, 1},     {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
+    {"HSET", 1, 1},    {"HSETNX", 1, 1},     {"HDEL", 1, 1},
+    {"HINCRBY", 1, 1}, {"SET", 1, 1},        {"SETBIT", 1, 1},
+    {"DEL", 1, -1},    {"UNLINK", 1, -1},    {"PEXPIRE", 1, 1},
+    {"EXPIRE", 1, 1},  {"SADD", 1, 1},       {"SREM", 1, 1},
+    {"ZADD", 1, 1},    {"ZREM", 1, 1},       {"INCR", 1, 1},
+    {"INCRBY", 1, 1},  {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
     {"NB-IFEQ", 1, 1},
 };
 
@@ -588,7 +588,7 @@ int st_task_commit(st_redis *r, const char *terminal, const char *id,
     rc = NIMBUS_ECONFLICT;
   } else {
     rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 ? 0
-                                                              : NIMBUS_ELOST;
+                                                               : NIMBUS_ELOST;
   }
 fail:
   freeReplyObject(rep);
@@ -665,7 +665,7 @@ int st_task_cancel(st_redis *r, const char *terminal, const char *id,
   return 0;
 }
 
-/* ---- Types ------------------------------------------------------------------- */
+/* ---- Types --------------------------------------------------------------- */
 
 int st_types_announce(st_redis *r, const char *const *types, size_t n) {
   if (n == 0)
@@ -693,8 +693,7 @@ int st_types_announce(st_redis *r, const char *const *types, size_t n) {
   return rc;
 }
 
-int st_types_list(st_redis *r, int64_t max_age_ms, char ***types,
-                  size_t *n) {
+int st_types_list(st_redis *r, int64_t max_age_ms, char ***types, size_t *n) {
   *types = NULL;
   *n = 0;
   const char *argv[2] = {"HGETALL", KEY_PREFIX "types"};
@@ -736,7 +735,7 @@ done:
   return rc;
 }
 
-/* ---- Diagnostics ------------------------------------------------------------- */
+/* ---- Diagnostics --------------------------------------------------------- */
 
 int st_diag_count_effect(st_txn *t, const char *key) {
   char k[KEY_CAP];
@@ -771,9 +770,9 @@ redisReply *st__cmd(st_redis *r, int argc, const char **argv,
 void st__set_err(st_redis *r, const char *what) { set_err(r, what); }
 
 int st__fail(st_redis *r, const redisReply *rep, const char *what) {
-  set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR
-                 ? rep->str
-                 : what != NULL ? what : "unexpected answer from Redis");
+  set_err(r, rep != NULL && rep->type == REDIS_REPLY_ERROR ? rep->str
+             : what != NULL                                ? what
+                            : "unexpected answer from Redis");
   return NIMBUS_EREDIS;
 }
 

@@ -34,8 +34,7 @@ static bool token_char(char c) {
 
 int st_share_token_new(char out[ST_SHARE_TOKEN_LEN + 1]) {
   /* 24 characters of 6 random bits each: 144 bits. */
-  return nb_random_id(out, ST_SHARE_TOKEN_LEN + 1, 6 * ST_SHARE_TOKEN_LEN) ==
-                 0
+  return nb_random_id(out, ST_SHARE_TOKEN_LEN + 1, 6 * ST_SHARE_TOKEN_LEN) == 0
              ? 0
              : NIMBUS_ESYS;
 }
@@ -60,7 +59,7 @@ bool st_share_member_valid(const char *s, size_t n) {
 
 static void member_of(char out[ST_SHARE_MEMBER_LEN + 1], int64_t created,
                       const char *token) {
-  long long ms = created < 0                ? 0
+  long long ms = created < 0                 ? 0
                  : created > 9999999999999LL ? 9999999999999LL
                                              : created;
   char buf[64];
@@ -89,7 +88,7 @@ void st_share_fini(st_share *s) {
   s->nto = s->ngot = 0;
 }
 
-/* ---- Decoding script answers ---------------------------------------------- */
+/* ---- Decoding script answers --------------------------------------------- */
 
 static void copy_str(char *dst, size_t cap, const redisReply *e) {
   dst[0] = '\0';
@@ -107,8 +106,8 @@ static int64_t num_of(const redisReply *e) {
 }
 
 /* The fields every script returns first, in this order. */
-#define FIELDS                                                               \
-  "'owner', 'name', 'blob', 'mime', 'size', 'created', 'expires_at', "      \
+#define FIELDS                                                                 \
+  "'owner', 'name', 'blob', 'mime', 'size', 'created', 'expires_at', "         \
   "'max', 'revoked'"
 #define NFIELDS 9
 
@@ -123,8 +122,8 @@ static void fill(st_share *s, const char *token, redisReply **e) {
   s->created = num_of(e[5]);
   s->expires_at = num_of(e[6]);
   s->max_downloads = num_of(e[7]);
-  s->revoked = e[8]->type == REDIS_REPLY_STRING && e[8]->len == 1 &&
-               e[8]->str[0] == '1';
+  s->revoked =
+      e[8]->type == REDIS_REPLY_STRING && e[8]->len == 1 && e[8]->str[0] == '1';
 }
 
 /* An array reply of terminal ids into a new array (*out, *n). */
@@ -141,15 +140,15 @@ static int ids_of(const redisReply *e, char (**out)[65], size_t *n) {
   return 0;
 }
 
-/* ---- Reading -------------------------------------------------------------- */
+/* ---- Reading ------------------------------------------------------------- */
 
 /* KEYS: record, got, to. Returns {} or {fields..., to[], got[]}. */
-static st_script read_script = ST_SCRIPT(
-    "local h = redis.call('HMGET', KEYS[1], " FIELDS ")\n"
-    "if not h[1] then return {} end\n"
-    "h[10] = redis.call('SMEMBERS', KEYS[3])\n"
-    "h[11] = redis.call('SMEMBERS', KEYS[2])\n"
-    "return h\n");
+static st_script read_script =
+    ST_SCRIPT("local h = redis.call('HMGET', KEYS[1], " FIELDS ")\n"
+              "if not h[1] then return {} end\n"
+              "h[10] = redis.call('SMEMBERS', KEYS[3])\n"
+              "h[11] = redis.call('SMEMBERS', KEYS[2])\n"
+              "return h\n");
 
 static int share_keys(const char *token, char rec[KEY_CAP], char got[KEY_CAP],
                       char to[KEY_CAP]) {
@@ -316,7 +315,7 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
   return rc;
 }
 
-/* ---- Effects -------------------------------------------------------------- */
+/* ---- Effects ------------------------------------------------------------- */
 
 static int add(st_txn *t, int argc, const char *const *argv) {
   return st_txn_add(t, argc, argv, NULL);
@@ -359,11 +358,11 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
       rc = add(t, 4, due);
   }
   const char *ref[4] = {"HINCRBY", meta, "refs", "1"};
-  const char *hset[20] = {"HSET",    rec,     "owner",   s->owner, "name",
-                          s->name,   "blob",  s->blob,   "mime",   s->mime,
-                          "size",    size,    "created", created,  "expires_at",
-                          expires,   "max",   max,       "to",
-                          s->nto > 0 ? "1" : "0"};
+  const char *hset[20] = {
+      "HSET",  rec,    "owner",   s->owner, "name",
+      s->name, "blob", s->blob,   "mime",   s->mime,
+      "size",  size,   "created", created,  "expires_at",
+      expires, "max",  max,       "to",     s->nto > 0 ? "1" : "0"};
   size_t hlens[20];
   /* The name is counted, not NUL-terminated (it borrows from the task). */
   for (size_t i = 0; i < 20; i++)
@@ -409,23 +408,23 @@ int st_share_revoke_effect(st_txn *t, const st_share *s, int64_t now_ms) {
   return rc;
 }
 
-/* ---- Listing -------------------------------------------------------------- */
+/* ---- Listing ------------------------------------------------------------- */
 
 /* KEYS: per share its record, got and to. Per share {} or {fields...,
  * downloads, to[]}. */
-static st_script list_script = ST_SCRIPT(
-    "local out = {}\n"
-    "for i = 1, #KEYS, 3 do\n"
-    "  local h = redis.call('HMGET', KEYS[i], " FIELDS ")\n"
-    "  if h[1] then\n"
-    "    h[10] = redis.call('SCARD', KEYS[i + 1])\n"
-    "    h[11] = redis.call('SMEMBERS', KEYS[i + 2])\n"
-    "    out[#out + 1] = h\n"
-    "  else\n"
-    "    out[#out + 1] = {}\n"
-    "  end\n"
-    "end\n"
-    "return out\n");
+static st_script list_script =
+    ST_SCRIPT("local out = {}\n"
+              "for i = 1, #KEYS, 3 do\n"
+              "  local h = redis.call('HMGET', KEYS[i], " FIELDS ")\n"
+              "  if h[1] then\n"
+              "    h[10] = redis.call('SCARD', KEYS[i + 1])\n"
+              "    h[11] = redis.call('SMEMBERS', KEYS[i + 2])\n"
+              "    out[#out + 1] = h\n"
+              "  else\n"
+              "    out[#out + 1] = {}\n"
+              "  end\n"
+              "end\n"
+              "return out\n");
 
 int st_share_list(st_redis *r, const char *terminal, bool inbox,
                   const char *owner, const char *cursor, size_t limit,
@@ -435,16 +434,15 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
   next[0] = '\0';
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (keyf(idx, inbox ? "nb:shares:in:%s%s" : "nb:shares:%s%s", terminal,
-           "") != 0)
+  if (keyf(idx, inbox ? "nb:shares:in:%s%s" : "nb:shares:%s%s", terminal, "") !=
+      0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0')
     snprintf(max, sizeof max, "(%.*s", ST_SHARE_MEMBER_LEN, cursor);
   else
     nb_strlcpy(max, "+", sizeof max);
   snprintf(count, sizeof count, "%zu", limit + 1);
-  const char *zargv[7] = {"ZREVRANGEBYLEX", idx, max, "-",
-                          "LIMIT",          "0", count};
+  const char *zargv[7] = {"ZREVRANGEBYLEX", idx, max, "-", "LIMIT", "0", count};
   redisReply *ids = st__cmd(r, 7, zargv, NULL);
   if (ids == NULL)
     return NIMBUS_EREDIS;
@@ -481,8 +479,8 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
     for (size_t k = 0; k < 3; k++)
       argv[3 + 3 * i + k] = keys[3 * i + k];
   }
-  rep = st__eval(r, &list_script, (int)(3 * got), (int)(3 + 3 * got), argv,
-                NULL);
+  rep =
+      st__eval(r, &list_script, (int)(3 * got), (int)(3 + 3 * got), argv, NULL);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
     goto out;
@@ -614,8 +612,8 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
   const char *tail[6] = {s.token, member, now, s.blob, nto, gmember};
   for (size_t i = 0; i < 6; i++)
     argv[3 + nkeys + i] = tail[i];
-  redisReply *rep = st__eval(r, &sweep_script, (int)nkeys,
-                             (int)(3 + nkeys + 6), argv, NULL);
+  redisReply *rep =
+      st__eval(r, &sweep_script, (int)nkeys, (int)(3 + nkeys + 6), argv, NULL);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
   } else if (rep->type != REDIS_REPLY_INTEGER) {
@@ -631,15 +629,14 @@ out:
   return rc;
 }
 
-int st_share_sweep(st_redis *r, int64_t now_ms, size_t max,
-                   size_t *released) {
+int st_share_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released) {
   char now[24], lim[24];
   if (released != NULL)
     *released = 0;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
   snprintf(lim, sizeof lim, "%zu", max);
-  const char *argv[7] = {"ZRANGEBYSCORE", "nb:share:expiry", "-inf", now,
-                         "LIMIT",         "0",               lim};
+  const char *argv[7] = {
+      "ZRANGEBYSCORE", "nb:share:expiry", "-inf", now, "LIMIT", "0", lim};
   redisReply *rep = st__cmd(r, 7, argv, NULL);
   if (rep == NULL)
     return NIMBUS_EREDIS;
@@ -652,8 +649,7 @@ int st_share_sweep(st_redis *r, int64_t now_ms, size_t max,
   for (size_t i = 0; i < rep->elements && rc == 0; i++) {
     const redisReply *e = rep->element[i];
     char token[ST_SHARE_TOKEN_LEN + 1];
-    if (e->type != REDIS_REPLY_STRING ||
-        !st_share_token_valid(e->str, e->len))
+    if (e->type != REDIS_REPLY_STRING || !st_share_token_valid(e->str, e->len))
       continue;
     memcpy(token, e->str, ST_SHARE_TOKEN_LEN);
     token[ST_SHARE_TOKEN_LEN] = '\0';

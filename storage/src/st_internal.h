@@ -21,7 +21,8 @@ typedef struct st_script {
   atomic_bool ready; /* sha is computed (release/acquire) */
   char sha[41];
 } st_script;
-#define ST_SCRIPT(text) {(text), sizeof(text) - 1, false, ""}
+#define ST_SCRIPT(text)                                                        \
+  { (text), sizeof(text) - 1, false, "" }
 
 /* Runs script `s` with `numkeys` keys: argv[3 .. argc-1] are its KEYS
  * then its ARGV (argv[0..2] are the caller's to leave empty: they are

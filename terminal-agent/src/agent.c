@@ -83,8 +83,8 @@ static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
   }
   if (!nb_valid_terminal(o->terminal, strlen(o->terminal))) {
     nb_errf(err, errcap,
-              "terminal id \"%.64s\" is not 1-64 bytes of [A-Za-z0-9._-]",
-              o->terminal);
+            "terminal id \"%.64s\" is not 1-64 bytes of [A-Za-z0-9._-]",
+            o->terminal);
     return NIMBUS_EINVAL;
   }
   if (o->password == NULL) {
@@ -98,9 +98,9 @@ static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
   }
   if (o->prefix != NULL && !ag_prefix_valid(o->prefix)) {
     nb_errf(err, errcap,
-              "topic prefix \"%.64s\" is empty, has a wildcard or a "
-              "leading or trailing /",
-              o->prefix);
+            "topic prefix \"%.64s\" is empty, has a wildcard or a "
+            "leading or trailing /",
+            o->prefix);
     return NIMBUS_EINVAL;
   }
   if (o->max_inflight < 0 || o->max_inflight > AG_MAX_INFLIGHT ||
@@ -114,7 +114,7 @@ static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
       o->resend_max_ms > 0 ? o->resend_max_ms : AG_DEFAULT_RESEND_MAX_MS;
   if (resend_max < resend) {
     nb_errf(err, errcap, "resend_max_ms (%d) is below resend_ms (%d)",
-              resend_max, resend);
+            resend_max, resend);
     return NIMBUS_EINVAL;
   }
   return 0;
@@ -161,18 +161,15 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   } else {
     state_dir = ag_state_dir(opts);
     if (state_dir == NULL) {
-      nb_errf(err, errcap,
-                "no state directory: set NIMBUS_STATE_DIR or HOME");
+      nb_errf(err, errcap, "no state directory: set NIMBUS_STATE_DIR or HOME");
       return NIMBUS_EINVAL;
     }
     rc = ag_device_id_load(state_dir, device, sizeof device, err, errcap);
     /* An extra slot's device id is "<device>-<k>", within the 64 bytes. */
     if (rc == 0)
-      rc = ag_session_slot_take(state_dir,
-                                strlen(device) + 3 <= SC_ID_MAX
-                                    ? AG_SESSION_SLOTS
-                                    : 1,
-                                &slot, &lock_fd, err, errcap);
+      rc = ag_session_slot_take(
+          state_dir, strlen(device) + 3 <= SC_ID_MAX ? AG_SESSION_SLOTS : 1,
+          &slot, &lock_fd, err, errcap);
     free(state_dir);
     if (rc != 0)
       return rc;
@@ -413,7 +410,7 @@ static void ag_sub_failed_locked(nimbus_agent *a, int rc) {
     ag_first_connect_failed_locked(a, rc);
     return;
   }
-  a->resub_delay_ms = a->resub_delay_ms == 0    ? 1000
+  a->resub_delay_ms = a->resub_delay_ms == 0       ? 1000
                       : a->resub_delay_ms >= 30000 ? 60000
                                                    : a->resub_delay_ms * 2;
   a->resub_due = nb_mono_ms() + a->resub_delay_ms;
@@ -456,8 +453,7 @@ static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
   }
   if (reason != 0) {
     nb_errf(a->errstr, sizeof a->errstr,
-            "the broker refused the connection as %s: %s", a->client_id,
-            what);
+            "the broker refused the connection as %s: %s", a->client_id, what);
     ag_first_connect_failed_locked(a, ag_connack_err(reason));
   } else {
     nb_errf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,

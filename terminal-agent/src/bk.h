@@ -36,11 +36,10 @@
  * a manifest blob: a task may be 272 KiB whole (SC_MAX_TASK). */
 #define BK_INLINE_MAX (200 * 1024)
 /* The SHA-256 of no bytes, the empty blob. */
-#define BK_EMPTY_SHA256                                                      \
+#define BK_EMPTY_SHA256                                                        \
   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 /* ---- Names and kinds (bk_util.c) --------------------------------------- */
-
 
 /* The kind of a file named `name` (its last component is what counts):
  * "contact" (.vcf), "sms" (.sms.jsonl), "photo" (jpg jpeg png gif heic
@@ -75,8 +74,8 @@ int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
  * component of `name`; or -1 with errno set (ELOOP or ENOTDIR for a link
  * or a file on the way, ENOENT when missing and !create) and a sentence
  * in err. */
-int bk_open_parent(int rootfd, const char *name, bool create,
-                   const char **base, char *err, size_t errcap);
+int bk_open_parent(int rootfd, const char *name, bool create, const char **base,
+                   char *err, size_t errcap);
 
 /* Copies `n` bytes from the start of `in` to `out` (both regular files),
  * in the kernel when it can (copy_file_range), else through a buffer of

@@ -68,9 +68,9 @@ void bk_pipe_fini(bk_pipe *p) {
   pthread_cond_destroy(&p->cond);
 }
 
-int bk_pipe_submit(bk_pipe *p, bk_op *op, const char *type,
-                   const uint8_t *args, size_t args_len, const uint8_t *data,
-                   size_t data_len, bool has_data) {
+int bk_pipe_submit(bk_pipe *p, bk_op *op, const char *type, const uint8_t *args,
+                   size_t args_len, const uint8_t *data, size_t data_len,
+                   bool has_data) {
   op->pipe = p;
   op->task = NULL;
   op->err = 0;

@@ -19,7 +19,6 @@
 
 #include "nimbus/agent.h"
 
-
 typedef struct bk_op bk_op;
 /* Finishes an op in the thread that called bk_pipe_step. `reply` is the
  * final reply (the callee may keep it: set *keep, else it is freed), NULL
@@ -30,11 +29,11 @@ typedef void (*bk_op_fn)(bk_op *op, nimbus_reply *reply, bool *keep);
 
 struct bk_op {
   bk_op_fn fn;
-  void *ctx;      /* the caller's */
-  int64_t a, b;   /* the caller's (offset, length, ...) */
-  int err;        /* 0, or NIMBUS_EREFUSED */
+  void *ctx;    /* the caller's */
+  int64_t a, b; /* the caller's (offset, length, ...) */
+  int err;      /* 0, or NIMBUS_EREFUSED */
   /* private */
-  bk_op *next;         /* the ended list */
+  bk_op *next;          /* the ended list */
   bk_op *lprev, *lnext; /* the list of ops in flight */
   nimbus_task *task;
   struct bk_pipe *pipe;
@@ -67,9 +66,9 @@ static inline bool bk_pipe_room(const bk_pipe *p) {
 /* Submits a task; `op` (the caller's, with fn set) is finished later by
  * bk_pipe_step and must stay valid until then. Returns 0, or the error of
  * nimbus_submit (then op is not used). */
-int bk_pipe_submit(bk_pipe *p, bk_op *op, const char *type,
-                   const uint8_t *args, size_t args_len, const uint8_t *data,
-                   size_t data_len, bool has_data);
+int bk_pipe_submit(bk_pipe *p, bk_op *op, const char *type, const uint8_t *args,
+                   size_t args_len, const uint8_t *data, size_t data_len,
+                   bool has_data);
 
 /* Submits one task and runs bk_pipe_step until it has ended (finishing
  * any other that ends meanwhile). Returns 0 and *out, the final reply (the

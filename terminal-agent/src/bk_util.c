@@ -57,7 +57,7 @@ static bool bk_ends_with(const char *s, size_t n, const char *suffix) {
 }
 
 const char *bk_kind_of(const char *name) {
-  static const char *const photo[] = {"jpg",  "jpeg", "png", "gif",
+  static const char *const photo[] = {"jpg",  "jpeg", "png",  "gif",
                                       "heic", "heif", "webp", "bmp",
                                       "tif",  "tiff", "dng"};
   static const char *const video[] = {"mp4", "mov",  "m4v", "3gp",
@@ -138,8 +138,8 @@ int bk_hash_fd(int fd, uint8_t *buf, size_t cap, uint8_t out[32], int64_t *n,
   return 0;
 }
 
-int bk_open_parent(int rootfd, const char *name, bool create,
-                   const char **base, char *err, size_t errcap) {
+int bk_open_parent(int rootfd, const char *name, bool create, const char **base,
+                   char *err, size_t errcap) {
   const char *last = strrchr(name, '/');
   int fd = dup(rootfd);
   if (fd < 0) {
@@ -333,8 +333,7 @@ void bk_progress_show(bk_progress *p, bool force) {
   double rate = p->rate;
   if (rate == 0 && now > p->start_ms)
     rate = (double)p->bytes_done * 1000.0 / (double)(now - p->start_ms);
-  double eta = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate
-                        : -1;
+  double eta = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate : -1;
   if (p->mode == 2) {
     fprintf(p->fp,
             "{\"phase\":\"%s\",\"bytes_done\":%lld,\"bytes_total\":%lld,"
@@ -357,8 +356,7 @@ void bk_progress_show(bk_progress *p, bool force) {
   memset(bar, '#', (size_t)fill);
   memset(bar + fill, '.', (size_t)(width - fill));
   bar[width] = '\0';
-  fprintf(p->fp,
-          "\r\033[K%-9s [%s] %s / %s  %s/s  ETA %s  files %lld/%lld",
+  fprintf(p->fp, "\r\033[K%-9s [%s] %s / %s  %s/s  ETA %s  files %lld/%lld",
           p->phase, bar, done, total, r, e, (long long)p->files_done,
           (long long)p->files_total);
   fflush(p->fp);

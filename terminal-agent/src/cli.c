@@ -72,8 +72,8 @@ static const nb_opt cli_table[] = {
     CLI_OPT(snapshot, NB_OPT_STR, NULL,
             "restore: the snapshot to restore (default: the latest)", 0, 0),
     CLI_OPT(name, NB_OPT_STR, NULL,
-            "share: the name others fetch it by (default: the file's name)",
-            0, 0),
+            "share: the name others fetch it by (default: the file's name)", 0,
+            0),
     CLI_OPT(to, NB_OPT_STR, NULL,
             "share: only these terminals may fetch it, comma-separated ids "
             "(they get a notice); default: anyone with the token or name",
@@ -83,8 +83,8 @@ static const nb_opt cli_table[] = {
             "(e.g. 7d; default: the cloud's longest, 365 days)",
             0, 0),
     CLI_OPT(max_downloads, NB_OPT_INT, "0",
-            "share: at most this many terminals may fetch it (0: no limit)",
-            0, 1000000000),
+            "share: at most this many terminals may fetch it (0: no limit)", 0,
+            1000000000),
     CLI_OPT(mime, NB_OPT_STR, NULL,
             "share: its MIME type, e.g. image/jpeg (default: "
             "application/octet-stream)",
@@ -264,8 +264,8 @@ static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
 
 int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
                 int resend_max_ms, nimbus_agent **out) {
-  return cli_connect_cb(cfg, max_inflight, resend_ms, resend_max_ms, NULL,
-                        NULL, out);
+  return cli_connect_cb(cfg, max_inflight, resend_ms, resend_max_ms, NULL, NULL,
+                        out);
 }
 
 int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
@@ -319,9 +319,9 @@ static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
     left = deadline - nb_mono_ms();
     if (rc != NIMBUS_EMQTT || left <= 0)
       break;
-    struct timespec ts = {.tv_sec = (pause < left ? pause : left) / 1000,
-                          .tv_nsec = (long)((pause < left ? pause : left) %
-                                            1000) * 1000000};
+    struct timespec ts = {
+        .tv_sec = (pause < left ? pause : left) / 1000,
+        .tv_nsec = (long)((pause < left ? pause : left) % 1000) * 1000000};
     nanosleep(&ts, NULL);
   }
   if (rc != 0) {
@@ -348,8 +348,8 @@ static int cli_run_task(const cli_cfg *cfg, cli_task *ct) {
    * its answer, and a task that reached the broker while no worker was
    * subscribed (the workers reconnecting) is lost until it is sent again;
    * sending it again is harmless (same id). */
-  if ((status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS,
-                            CLI_BULK_RESEND_MAX_MS, &a)) != CLI_OK)
+  if ((status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
+                            &a)) != CLI_OK)
     return status;
 
   nimbus_submit_opts so = {0};
@@ -396,9 +396,8 @@ int cli_cloud_error(const nimbus_reply *r) {
 
 int cli_call_failed(nimbus_agent *a, const char *what, int rc) {
   fprintf(stderr, "nimbus-agent: %s: %s\n", what,
-          rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a)
-                                : nimbus_strerror(rc));
-  return rc == NIMBUS_ETIMEDOUT   ? CLI_TIMEOUT
+          rc == NIMBUS_EREFUSED ? nimbus_agent_errstr(a) : nimbus_strerror(rc));
+  return rc == NIMBUS_ETIMEDOUT  ? CLI_TIMEOUT
          : rc == NIMBUS_EREFUSED ? CLI_CONNECT
                                  : CLI_USAGE;
 }

@@ -66,7 +66,8 @@ const char cli_usage_backup[] =
     "On a terminal it shows a progress line on stderr and ends with one\n"
     "line for a person. Otherwise (or with --json) it prints one JSON\n"
     "object on stdout:\n"
-    "  {\"snapshot\": \"...\", \"items\": N, \"bytes\": N, \"files_hashed\": N,\n"
+    "  {\"snapshot\": \"...\", \"items\": N, \"bytes\": N, \"files_hashed\": "
+    "N,\n"
     "   \"files_cached\": N, \"blobs_uploaded\": N, \"bytes_sent\": N,\n"
     "   \"skipped\": N, \"failed\": N, \"manifest\": true|false,\n"
     "   \"seconds\": S}\n"
@@ -142,14 +143,14 @@ struct up_blob {
   int state;
   up_file *files;
   up_run *run;
-  int64_t done;  /* bytes the engine said are done, in the progress line */
-  bool counted;  /* its bytes are in the progress total */
+  int64_t done; /* bytes the engine said are done, in the progress line */
+  bool counted; /* its bytes are in the progress total */
 };
 
 struct up_run {
   const cli_cfg *cfg;
-  bk_pipe pipe;       /* backup.commit */
-  nimbus_xfer *xfer;  /* every blob */
+  bk_pipe pipe;      /* backup.commit */
+  nimbus_xfer *xfer; /* every blob */
   bk_progress prog;
   bk_hcache cache;
   bool have_cache;
@@ -160,7 +161,7 @@ struct up_run {
   up_file **rehash; /* changed files, to hash again */
   size_t nrehash, caprehash;
   int64_t rehash_at; /* not before (monotonic ms) */
-  uint8_t *buf; /* one segment */
+  uint8_t *buf;      /* one segment */
   /* Counters for the summary. */
   int64_t files_hashed, files_cached, blobs_uploaded, bytes_sent;
   int64_t skipped, failed;
@@ -673,10 +674,9 @@ static void up_tick(void *ctx, size_t n) {
 
 /* Hashes f (or finds it in the cache) and attaches it to its blob. */
 static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
-  const uint8_t *h =
-      u->have_cache
-          ? bk_hcache_get(&u->cache, f->abs, f->size, f->mtime_ns, f->ino)
-          : NULL;
+  const uint8_t *h = u->have_cache ? bk_hcache_get(&u->cache, f->abs, f->size,
+                                                   f->mtime_ns, f->ino)
+                                   : NULL;
   if (h != NULL) {
     memcpy(f->sha, h, 32);
     u->files_cached++;
@@ -730,9 +730,8 @@ static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
       }
     }
     u->files_hashed++;
-    if (u->have_cache &&
-        bk_hcache_put(&u->cache, f->abs, f->size, f->mtime_ns, f->ino,
-                      f->sha) != 0)
+    if (u->have_cache && bk_hcache_put(&u->cache, f->abs, f->size, f->mtime_ns,
+                                       f->ino, f->sha) != 0)
       return -1;
   }
   up_blob *b = up_blob_for(u, f->sha, f->size);
@@ -792,9 +791,8 @@ static int up_write_items(up_run *u, const char *dir, int *fdp, int64_t *n,
     up_file *fl = u->files[i];
     /* Every file's content is in the cloud by now; anything else is a bug
      * that must not reach the snapshot. */
-    if (!fl->failed &&
-        (fl->blob == NULL ||
-         (fl->blob->state != BL_PRESENT && fl->blob->state != BL_DONE)))
+    if (!fl->failed && (fl->blob == NULL || (fl->blob->state != BL_PRESENT &&
+                                             fl->blob->state != BL_DONE)))
       up_file_fail(u, fl, "internal error: its content was not uploaded");
     c += !fl->failed;
   }
@@ -990,16 +988,15 @@ static void up_free(up_run *u) {
     bk_hcache_free(&u->cache);
 }
 
-static void up_summary_print(up_run *u, cJSON *sum, bool json,
-                             double seconds) {
+static void up_summary_print(up_run *u, cJSON *sum, bool json, double seconds) {
   cJSON_AddNumberToObject(sum, "files_hashed", (double)u->files_hashed);
   cJSON_AddNumberToObject(sum, "files_cached", (double)u->files_cached);
   cJSON_AddNumberToObject(sum, "blobs_uploaded", (double)u->blobs_uploaded);
   cJSON_AddNumberToObject(sum, "bytes_sent", (double)u->bytes_sent);
   cJSON_AddNumberToObject(sum, "skipped", (double)u->skipped);
   cJSON_AddNumberToObject(sum, "failed", (double)u->failed);
-  cJSON_AddNumberToObject(sum, "seconds", (double)(int64_t)(seconds * 1000) /
-                                              1000.0);
+  cJSON_AddNumberToObject(sum, "seconds",
+                          (double)(int64_t)(seconds * 1000) / 1000.0);
   if (json) {
     cli_print_json(sum);
     return;
@@ -1100,8 +1097,9 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   if (crc == 0) {
     u.have_cache = true;
   } else {
-    fprintf(stderr, "nimbus-agent: cannot read %s/hash-cache (%s); every "
-                    "file is read\n",
+    fprintf(stderr,
+            "nimbus-agent: cannot read %s/hash-cache (%s); every "
+            "file is read\n",
             state, nimbus_strerror(crc));
     bk_hcache_free(&u.cache);
   }
@@ -1291,17 +1289,16 @@ static void bl_row(const msgpack_object *s, bool table) {
          label != NULL && label->type == MSGPACK_OBJECT_STR
              ? (int)label->via.str.size
              : 0,
-         label != NULL && label->type == MSGPACK_OBJECT_STR
-             ? label->via.str.ptr
-             : "");
+         label != NULL && label->type == MSGPACK_OBJECT_STR ? label->via.str.ptr
+                                                            : "");
 }
 
 /* The connection of the verbs that send one small task at a time
  * (backups, forget): an agent and a pipeline of one. Returns CLI_OK, or
  * the exit status (the error printed). */
 static int one_by_one_open(cli_cfg *cfg, nimbus_agent **a, bk_pipe *pipe) {
-  int status = cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS,
-                           a);
+  int status =
+      cli_connect(cfg, 1, CLI_BULK_RESEND_MS, CLI_BULK_RESEND_MAX_MS, a);
   if (status != CLI_OK)
     return status;
   if (bk_pipe_init(pipe, *a, 1, (int)cfg->timeout) != 0) {

@@ -86,7 +86,7 @@ const char cli_usage_restore[] =
 #define RS_BATCH_BYTES (64 * 1024 * 1024)
 /* Values a manifest may hold: as many as the cloud accepts in one
  * (schemas/SPEC.md, backup.commit): 16 per item and the array. */
-#define RS_MANIFEST_VALUES \
+#define RS_MANIFEST_VALUES                                                     \
   (1 + (size_t)SC_MANIFEST_MAX_ITEMS * SC_MANIFEST_VALUES_PER_ITEM)
 
 enum { RS_TODO = 0, RS_KEPT, RS_DONE, RS_FAILED };
@@ -187,7 +187,7 @@ static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
 
 typedef struct rs_mf {
   rs_run *run;
-  int fd;        /* the verified manifest (dup), or -1 */
+  int fd; /* the verified manifest (dup), or -1 */
   int64_t size;
   bool too_big;
   int err;
@@ -317,8 +317,8 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
       blob = sc_map_get(m, "blob");
       if (name == NULL || name->type != MSGPACK_OBJECT_STR)
         why = "no name";
-      else if ((why = nb_relpath_problem(name->via.str.ptr, name->via.str.size)) !=
-               NULL) {
+      else if ((why = nb_relpath_problem(name->via.str.ptr,
+                                         name->via.str.size)) != NULL) {
       } else if (kind == NULL || kind->type != MSGPACK_OBJECT_STR ||
                  !bk_kind_valid(kind->via.str.ptr, kind->via.str.size))
         why = "no valid kind";
@@ -343,8 +343,8 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
           shown[k++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
         }
         shown[k] = '\0';
-        fprintf(stderr, "nimbus-agent: item %u \"%s\": %s; not restored\n",
-                i, shown, why);
+        fprintf(stderr, "nimbus-agent: item %u \"%s\": %s; not restored\n", i,
+                shown, why);
       } else {
         fprintf(stderr, "nimbus-agent: item %u: %s; not restored\n", i, why);
       }
@@ -649,8 +649,7 @@ static void rs_on_done(void *ctx, const nimbus_blob_result *res) {
   case NIMBUS_ETIMEDOUT:
     /* The part file stays for the next run; said by rs_download. */
     if (res->err == NIMBUS_ETIMEDOUT && r->status == CLI_OK)
-      bk_say(&r->prog, "%s; run the same restore again to resume",
-             res->error);
+      bk_say(&r->prog, "%s; run the same restore again to resume", res->error);
     rs_fatal(r, res->err == NIMBUS_ETIMEDOUT ? CLI_TIMEOUT : r->status);
     break;
   case NIMBUS_EREFUSED:
@@ -768,8 +767,7 @@ static void rs_check_existing(rs_run *r) {
       continue;
     const char *base;
     char err[512];
-    int dirfd =
-        rs_open_parent(r, it->name, false, &base, err, sizeof err);
+    int dirfd = rs_open_parent(r, it->name, false, &base, err, sizeof err);
     if (dirfd < 0) {
       if (errno != ENOENT)
         rs_item_fail(r, it, false, "%s", err);
@@ -778,9 +776,8 @@ static void rs_check_existing(rs_run *r) {
     struct stat st;
     if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (!S_ISREG(st.st_mode))
-        rs_item_fail(r, it, false,
-                     "%s is in the way and is not a regular file",
-                     S_ISLNK(st.st_mode)  ? "a symbolic link"
+        rs_item_fail(r, it, false, "%s is in the way and is not a regular file",
+                     S_ISLNK(st.st_mode)   ? "a symbolic link"
                      : S_ISDIR(st.st_mode) ? "a directory"
                                            : "something");
       else if (st.st_size == it->size) {
@@ -803,11 +800,9 @@ static void rs_check_existing(rs_run *r) {
     rs_item *it = &r->items[i];
     const char *base;
     char err[512];
-    int dirfd =
-        rs_open_parent(r, it->name, false, &base, err, sizeof err);
-    int fd = dirfd >= 0
-                 ? openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                 : -1;
+    int dirfd = rs_open_parent(r, it->name, false, &base, err, sizeof err);
+    int fd = dirfd >= 0 ? openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                        : -1;
     struct stat st;
     uint8_t sha[32];
     bool same = false;
@@ -818,11 +813,10 @@ static void rs_check_existing(rs_run *r) {
       if ((abs = malloc(n)) != NULL)
         snprintf(abs, n, "%s/%s", r->rootabs, it->name);
       int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-      const uint8_t *h =
-          r->have_cache && abs != NULL
-              ? bk_hcache_get(&r->cache, abs, st.st_size, mt,
-                              (uint64_t)st.st_ino)
-              : NULL;
+      const uint8_t *h = r->have_cache && abs != NULL
+                             ? bk_hcache_get(&r->cache, abs, st.st_size, mt,
+                                             (uint64_t)st.st_ino)
+                             : NULL;
       int64_t got = 0;
       if (h != NULL) {
         same = memcmp(h, it->sha, 32) == 0;
@@ -905,16 +899,14 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
     bk_obj_int(sc_map_get(&res, "bytes"), &bytes);
   }
   if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
-      (items == NULL &&
-       (man == NULL || man->type != MSGPACK_OBJECT_STR ||
-        !bk_hex_valid(man->via.str.ptr, man->via.str.size)))) {
+      (items == NULL && (man == NULL || man->type != MSGPACK_OBJECT_STR ||
+                         !bk_hex_valid(man->via.str.ptr, man->via.str.size)))) {
     fprintf(stderr, "nimbus-agent: backup.get answered neither items nor a "
                     "manifest\n");
     status = CLI_CLOUD_ERROR;
   } else {
     char id[512];
-    snprintf(id, sizeof id, "%.*s", (int)snap->via.str.size,
-             snap->via.str.ptr);
+    snprintf(id, sizeof id, "%.*s", (int)snap->via.str.size, snap->via.str.ptr);
     cJSON_AddStringToObject(sum, "snapshot", id);
     if (count >= 0)
       cJSON_AddNumberToObject(sum, "items", (double)count);
@@ -929,9 +921,9 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
       int64_t size = 0;
       status = rs_manifest_fetch(r, state, hex, &fd, &size);
       if (status == CLI_OK) {
-        void *map = size > 0 ? mmap(NULL, (size_t)size, PROT_READ,
-                                    MAP_PRIVATE, fd, 0)
-                             : MAP_FAILED;
+        void *map =
+            size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0)
+                     : MAP_FAILED;
         msgpack_object arr;
         msgpack_zone *mz = NULL;
         char err[256];
@@ -939,10 +931,9 @@ static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
           fprintf(stderr, "nimbus-agent: cannot map the manifest: %s\n",
                   size > 0 ? strerror(errno) : "it is empty");
           status = CLI_CLOUD_ERROR;
-        } else if (sc_value_decode_limits(map, (size_t)size,
-                                          SC_MANIFEST_MAX_BYTES,
-                                          RS_MANIFEST_VALUES, &arr, &mz, err,
-                                          sizeof err) != 0) {
+        } else if (sc_value_decode_limits(
+                       map, (size_t)size, SC_MANIFEST_MAX_BYTES,
+                       RS_MANIFEST_VALUES, &arr, &mz, err, sizeof err) != 0) {
           fprintf(stderr, "nimbus-agent: the manifest does not decode: %s\n",
                   err);
           status = CLI_CLOUD_ERROR;
@@ -1141,9 +1132,8 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
       const cJSON *snap = cJSON_GetObjectItem(sum, "snapshot");
       printf("snapshot %s into %s: %lld restored, %lld already there, %lld "
              "failed; %s received in %.1f s (%s/s)\n",
-             snap != NULL ? snap->valuestring : "?", dir,
-             (long long)r.restored, (long long)r.kept, (long long)r.failed,
-             got, secs, rate);
+             snap != NULL ? snap->valuestring : "?", dir, (long long)r.restored,
+             (long long)r.kept, (long long)r.failed, got, secs, rate);
       fflush(stdout);
     }
     status = r.cloud_failed > 0 ? CLI_CLOUD_ERROR

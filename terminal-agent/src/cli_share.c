@@ -70,7 +70,7 @@ const char cli_usage_listen[] =
     "terminal, one JSON object per line on a pipe, until Ctrl-C or, with\n"
     "--count, N notices.\n";
 
-/* ---- Helpers ---------------------------------------------------------------- */
+/* ---- Helpers ------------------------------------------------------------- */
 
 static bool sh_table(const cli_cfg *cfg) {
   return !cfg->json && isatty(STDOUT_FILENO);
@@ -86,8 +86,8 @@ static int64_t sh_duration(const char *s) {
   static const struct {
     const char *unit;
     int64_t ms;
-  } units[] = {{"ms", 1},         {"s", 1000},        {"m", 60000},
-               {"h", 3600000},    {"d", 86400000}};
+  } units[] = {
+      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
     if (strcmp(end, units[i].unit) == 0)
       return v > INT64_MAX / units[i].ms ? -1 : v * units[i].ms;
@@ -113,12 +113,11 @@ static void sh_date(int64_t ms, char *buf, size_t cap) {
  * error reply), or the exit status after saying why. */
 static int sh_call(nimbus_agent *a, bk_pipe *p, const char *type,
                    msgpack_sbuffer *args, nimbus_reply **out) {
-  int rc = bk_pipe_call(p, type, (const uint8_t *)args->data, args->size,
-                        out);
+  int rc = bk_pipe_call(p, type, (const uint8_t *)args->data, args->size, out);
   return rc == 0 ? CLI_OK : cli_call_failed(a, type, rc);
 }
 
-/* ---- Transfers: one blob through the engine --------------------------------- */
+/* ---- Transfers: one blob through the engine ------------------------------ */
 
 typedef struct sh_xfer {
   bk_progress prog;
@@ -210,8 +209,8 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
   const char *path = argv[1];
   const char *slash = strrchr(path, '/');
   const char *name = cfg->name[0] != '\0' ? cfg->name
-                     : slash != NULL     ? slash + 1
-                                         : path;
+                     : slash != NULL      ? slash + 1
+                                          : path;
   if (name[0] == '\0')
     return cli_usage_error("FILE names a directory: give --name");
   int64_t expires = -1;
@@ -234,7 +233,10 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
     return status;
   sh_xfer x;
   memset(&x, 0, sizeof x);
-  bk_progress_init(&x.prog, isatty(STDERR_FILENO) ? 1 : cfg->progress ? 2 : 0,
+  bk_progress_init(&x.prog,
+                   isatty(STDERR_FILENO) ? 1
+                   : cfg->progress       ? 2
+                                         : 0,
                    stderr);
   bk_progress_phase(&x.prog, "upload", st.st_size, 1);
   nimbus_blob_upload_opts o;
@@ -261,8 +263,8 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
       nto += *p == ',';
   }
   msgpack_pack_map(&pk, 2 + (nto > 0) + (expires > 0) +
-                            (cfg->max_downloads > 0) +
-                            (cfg->mime[0] != '\0') + cfg->replace);
+                            (cfg->max_downloads > 0) + (cfg->mime[0] != '\0') +
+                            cfg->replace);
   bk_pk_kv_str(&pk, "name", name);
   bk_pk_kv_str(&pk, "blob", x.blob);
   if (nto > 0) {
@@ -353,15 +355,17 @@ static int sh_target(const char *out, const char *sname, int *dirfd,
     /* The cloud's name becomes a file name here: only a plain one. */
     if (strcmp(sname, ".") == 0 || strcmp(sname, "..") == 0 ||
         strchr(sname, '/') != NULL || sname[0] == '\0') {
-      fprintf(stderr, "nimbus-agent: the share is named \"%s\", which is "
-                      "no file name: give OUT\n", sname);
+      fprintf(stderr,
+              "nimbus-agent: the share is named \"%s\", which is "
+              "no file name: give OUT\n",
+              sname);
       return CLI_USAGE;
     }
     dir = strdup(out != NULL ? out : ".");
     *base = strdup(sname);
   } else {
     const char *slash = strrchr(out, '/');
-    dir = slash == NULL ? strdup(".")
+    dir = slash == NULL  ? strdup(".")
           : slash == out ? strdup("/")
                          : strndup(out, (size_t)(slash - out));
     *base = strdup(slash != NULL ? slash + 1 : out);
@@ -446,12 +450,15 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   sname = sh_str(sc_map_get(&res, "name"));
   blob = sh_str(sc_map_get(&res, "blob"));
   bk_obj_int(sc_map_get(&res, "size"), &size);
-  if ((status = sh_target(argc == 3 ? argv[2] : NULL, sname, &dirfd,
-                          &base)) != CLI_OK)
+  if ((status = sh_target(argc == 3 ? argv[2] : NULL, sname, &dirfd, &base)) !=
+      CLI_OK)
     goto out;
   sh_xfer x;
   memset(&x, 0, sizeof x);
-  bk_progress_init(&x.prog, isatty(STDERR_FILENO) ? 1 : cfg->progress ? 2 : 0,
+  bk_progress_init(&x.prog,
+                   isatty(STDERR_FILENO) ? 1
+                   : cfg->progress       ? 2
+                                         : 0,
                    stderr);
   bk_progress_phase(&x.prog, "download", size, 1);
   nimbus_blob_download_opts o;
@@ -475,8 +482,8 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
     bool dir = stat(argv[2], &st) == 0 && S_ISDIR(st.st_mode);
     size_t n = strlen(argv[2]);
     bool sep = n > 0 && argv[2][n - 1] == '/';
-    if (asprintf(&full, dir ? (sep ? "%s%s" : "%s/%s") : "%s", argv[2],
-                 base) < 0)
+    if (asprintf(&full, dir ? (sep ? "%s%s" : "%s/%s") : "%s", argv[2], base) <
+        0)
       full = NULL;
   } else {
     full = strdup(base);
@@ -531,8 +538,8 @@ static void sh_row(const msgpack_object *s, bool table) {
     snprintf(dl, sizeof dl, "%lld/%lld", (long long)got, (long long)max);
   else if (got >= 0)
     snprintf(dl, sizeof dl, "%lld", (long long)got);
-  printf("%-24s %-16.16s %10s %-16s %9s  %s\n", token, owner, bytes, date,
-         dl, name);
+  printf("%-24s %-16.16s %10s %-16s %9s  %s\n", token, owner, bytes, date, dl,
+         name);
   free(token);
   free(name);
   free(owner);
@@ -582,16 +589,15 @@ int cli_shares(cli_cfg *cfg, int argc, char **argv) {
         list = sc_map_get(&res, "shares");
         next = sc_map_get(&res, "next_cursor");
       }
-      if (status == CLI_OK && (list == NULL ||
-                               list->type != MSGPACK_OBJECT_ARRAY)) {
+      if (status == CLI_OK &&
+          (list == NULL || list->type != MSGPACK_OBJECT_ARRAY)) {
         fprintf(stderr, "nimbus-agent: share.list answered no shares\n");
         status = CLI_CLOUD_ERROR;
       }
-      for (uint32_t i = 0; status == CLI_OK && i < list->via.array.size;
-           i++) {
+      for (uint32_t i = 0; status == CLI_OK && i < list->via.array.size; i++) {
         if (table && shown == 0)
-          printf("%-24s %-16s %10s %-16s %9s  %s\n", "TOKEN", "OWNER",
-                 "SIZE", "EXPIRES", "FETCHED", "NAME");
+          printf("%-24s %-16s %10s %-16s %9s  %s\n", "TOKEN", "OWNER", "SIZE",
+                 "EXPIRES", "FETCHED", "NAME");
         sh_row(&list->via.array.ptr[i], table);
         shown++;
       }

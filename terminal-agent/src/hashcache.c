@@ -236,8 +236,8 @@ int bk_hcache_save(bk_hcache *c, char *err, size_t errcap) {
   int fd = mkostemp(tmp, O_CLOEXEC);
   FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
   if (f == NULL) {
-    nb_errf(err, errcap, "cannot write the hash cache next to %s: %s",
-            c->file, strerror(errno));
+    nb_errf(err, errcap, "cannot write the hash cache next to %s: %s", c->file,
+            strerror(errno));
     if (fd >= 0) {
       close(fd);
       unlink(tmp);

@@ -437,14 +437,14 @@ void nimbus_xfer_free(nimbus_xfer *x) {
   free(x);
 }
 
-#define XF_PUSH(h, t, e)                                                     \
-  do {                                                                       \
-    (e)->qnext = NULL;                                                       \
-    if ((h) == NULL)                                                         \
-      (h) = (e);                                                             \
-    else                                                                     \
-      (t)->qnext = (e);                                                      \
-    (t) = (e);                                                               \
+#define XF_PUSH(h, t, e)                                                       \
+  do {                                                                         \
+    (e)->qnext = NULL;                                                         \
+    if ((h) == NULL)                                                           \
+      (h) = (e);                                                               \
+    else                                                                       \
+      (t)->qnext = (e);                                                        \
+    (t) = (e);                                                                 \
   } while (0)
 
 static xf_up *xf_up_pop(xf_up **h, xf_up **t) {
@@ -571,8 +571,8 @@ static void xf_up_hash(xf_up *u) {
   }
   int rc = 0;
   for (int64_t off = 0; off < u->size && rc == 0;) {
-    size_t n = (size_t)(u->size - off < SC_SEGMENT ? u->size - off
-                                                    : SC_SEGMENT);
+    size_t n =
+        (size_t)(u->size - off < SC_SEGMENT ? u->size - off : SC_SEGMENT);
     rc = xf_up_read(u, x->buf, n, off);
     if (rc == 0)
       EVP_DigestUpdate(md, x->buf, n);
@@ -754,8 +754,8 @@ static void xf_on_has(bk_op *op, nimbus_reply *r, bool *keep) {
     uint32_t j = 0;
     for (size_t i = 0; i < o->nbatch; i++) {
       xf_up *u = o->batch[i];
-      bool missing = j < m->via.array.size &&
-                     bk_obj_str_eq(&m->via.array.ptr[j], u->hex);
+      bool missing =
+          j < m->via.array.size && bk_obj_str_eq(&m->via.array.ptr[j], u->hex);
       j += missing;
       if (u->state != U_ASKING)
         continue;
@@ -1212,8 +1212,7 @@ static void xf_down_finish(xf_down *d) {
     }
   }
   if (!d->no_sync && fsync(d->fd) != 0) {
-    xf_endf(&e, NIMBUS_EIO, 0, "cannot sync %s: %s", d->part,
-            strerror(errno));
+    xf_endf(&e, NIMBUS_EIO, 0, "cannot sync %s: %s", d->part, strerror(errno));
     xf_down_end(d, &e, false);
     return;
   }
@@ -1331,8 +1330,8 @@ static const uint8_t *xf_get_check(xf_down *d, const nimbus_reply *r,
   msgpack_zone_free(z);
   if (bsize < 0 || (d->size >= 0 && bsize != d->size) || roff != off) {
     xf_endf(e, NIMBUS_EPROTO, 0,
-            "blob.get answered size %" PRId64 " offset %" PRId64
-            " for %" PRId64 " at %" PRId64,
+            "blob.get answered size %" PRId64 " offset %" PRId64 " for %" PRId64
+            " at %" PRId64,
             bsize, roff, d->size, off);
     return NULL;
   }
@@ -1436,10 +1435,10 @@ static void xf_on_get(bk_op *op, nimbus_reply *reply, bool *keep) {
  * or -1 when none. */
 static int64_t xf_fill(nimbus_xfer *x) {
   int64_t timer = -1;
-#define XF_TIMER(t)                                                          \
-  do {                                                                       \
-    if (timer < 0 || (t) < timer)                                            \
-      timer = (t);                                                           \
+#define XF_TIMER(t)                                                            \
+  do {                                                                         \
+    if (timer < 0 || (t) < timer)                                              \
+      timer = (t);                                                             \
   } while (0)
   bool moved = true;
   while (moved && bk_pipe_room(&x->pipe)) {

@@ -92,8 +92,7 @@ int bench_mqtt_connect(MQTTAsync *out, const bench_opts *o,
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
   MQTTAsync c = NULL;
   int rc = MQTTAsync_createWithOptions(&c, uri, client_id,
-                                       MQTTCLIENT_PERSISTENCE_NONE, NULL,
-                                       &co);
+                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
   if (rc != MQTTASYNC_SUCCESS) {
     fprintf(stderr, "MQTTAsync_create: %s\n", MQTTAsync_strerror(rc));
     return -1;
@@ -121,8 +120,8 @@ int bench_mqtt_connect(MQTTAsync *out, const bench_opts *o,
   rc = MQTTAsync_connect(c, &cn);
   int d = rc == MQTTASYNC_SUCCESS ? waiter_wait(w, 10) : -1;
   if (d != 1) {
-    fprintf(stderr, "connect to %s as %s failed: %s (%d)\n", uri,
-            client_id, d == 0 ? "timed out" : "refused or unreachable",
+    fprintf(stderr, "connect to %s as %s failed: %s (%d)\n", uri, client_id,
+            d == 0 ? "timed out" : "refused or unreachable",
             rc != MQTTASYNC_SUCCESS ? rc : w->rc);
     MQTTAsync_destroy(&c);
     waiter_destroy(w, d);

@@ -14,19 +14,19 @@
 /* Options every benchmark program understands. Strings are borrowed from
  * argv or the environment. */
 typedef struct bench_opts {
-  const char *host;      /* --host, $NIMBUS_MQTT_HOST, "127.0.0.1" */
-  int port;              /* --port, $NIMBUS_MQTT_PORT, 1883 */
-  const char *user;      /* --user; NULL: anonymous */
-  const char *password;  /* --password */
-  const char *client_id; /* --client-id; NULL: the program picks one */
-  int inflight;          /* --inflight, 1 */
-  long count;            /* --count: measured round trips; 0: by time */
-  double seconds;        /* --seconds: measured time when count is 0; 5 */
-  long warmup;           /* --warmup: round trips not measured; 1000 */
+  const char *host;        /* --host, $NIMBUS_MQTT_HOST, "127.0.0.1" */
+  int port;                /* --port, $NIMBUS_MQTT_PORT, 1883 */
+  const char *user;        /* --user; NULL: anonymous */
+  const char *password;    /* --password */
+  const char *client_id;   /* --client-id; NULL: the program picks one */
+  int inflight;            /* --inflight, 1 */
+  long count;              /* --count: measured round trips; 0: by time */
+  double seconds;          /* --seconds: measured time when count is 0; 5 */
+  long warmup;             /* --warmup: round trips not measured; 1000 */
   const char *req_topic;   /* --req-topic, "bench/raw/req" */
   const char *reply_topic; /* --reply-topic, "bench/raw/reply" */
   const char *state_dir;   /* --state-dir (nb-ping-load only) */
-  int pool; /* --pool: threads behind a queue hop (raw pair only); 0 */
+  int pool;        /* --pool: threads behind a queue hop (raw pair only); 0 */
   long size;       /* --size: request payload bytes (nb-raw-load); 64 */
   long reply_size; /* --reply-size: echo only this many bytes of each
                     * request (nb-raw-echo); 0: all of it */

@@ -45,7 +45,7 @@ struct load {
   int failed;
   int64_t t0, t_end, t_last;
   int64_t cpu0, cpu1; /* this process's CPU time at t0 and t_last */
-  long errors; /* final replies that are not ok, failed submits */
+  long errors;        /* final replies that are not ok, failed submits */
   /* Slots whose refill the callback could not submit (the agent was
    * still full): the main thread submits them, blocking. */
   int *refill;
@@ -208,8 +208,8 @@ int main(int argc, char **argv) {
   }
   rc = nimbus_agent_connect(l.agent, 10000);
   if (rc != 0) {
-    fprintf(stderr, "nb-ping-load: connect to %s as %s: %s (%s)\n", uri,
-            o.user, nimbus_strerror(rc), nimbus_agent_errstr(l.agent));
+    fprintf(stderr, "nb-ping-load: connect to %s as %s: %s (%s)\n", uri, o.user,
+            nimbus_strerror(rc), nimbus_agent_errstr(l.agent));
     goto out;
   }
 
@@ -248,10 +248,9 @@ int main(int argc, char **argv) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 10;
-    if (pthread_cond_timedwait(&l.cv, &l.mu, &dl) != 0 &&
-        l.replies == seen && !l.done && l.nrefill == 0) {
-      fprintf(stderr, "nb-ping-load: no reply for 10 s after %ld\n",
-              l.replies);
+    if (pthread_cond_timedwait(&l.cv, &l.mu, &dl) != 0 && l.replies == seen &&
+        !l.done && l.nrefill == 0) {
+      fprintf(stderr, "nb-ping-load: no reply for 10 s after %ld\n", l.replies);
       l.failed = 1;
     }
   }
@@ -263,12 +262,13 @@ int main(int argc, char **argv) {
   nimbus_agent_free(l.agent);
   l.agent = NULL;
   if (failed) {
-    fprintf(stderr, "nb-ping-load: run failed after %ld replies\n",
-            l.replies);
+    fprintf(stderr, "nb-ping-load: run failed after %ld replies\n", l.replies);
   } else {
     if (l.nbusy > 0)
-      fprintf(stderr, "nb-ping-load: %ld refills found the agent full and "
-                      "went through the main thread\n", l.nbusy);
+      fprintf(stderr,
+              "nb-ping-load: %ld refills found the agent full and "
+              "went through the main thread\n",
+              l.nbusy);
     bench_report(&l.lat, o.inflight, secs, l.errors, l.cpu1 - l.cpu0);
     status = 0;
   }

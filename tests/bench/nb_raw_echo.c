@@ -47,8 +47,8 @@ static void echo_back(void *ctx, void *payload, size_t len) {
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
   if (e->reply_size > 0 && len > e->reply_size)
     len = e->reply_size;
-  int rc = MQTTAsync_send(e->client, e->reply_topic, (int)len, payload, 1,
-                          0, &ro);
+  int rc =
+      MQTTAsync_send(e->client, e->reply_topic, (int)len, payload, 1, 0, &ro);
   if (rc == MQTTASYNC_SUCCESS)
     atomic_fetch_add(&e->echoed, 1);
   else
@@ -103,8 +103,7 @@ int main(int argc, char **argv) {
   atomic_init(&e.failed, 0);
   atomic_init(&e.lost, 0);
 
-  if (o.pool > 0 && (e.pool = bench_queue_new(o.pool, echo_back, &e)) ==
-                        NULL) {
+  if (o.pool > 0 && (e.pool = bench_queue_new(o.pool, echo_back, &e)) == NULL) {
     fprintf(stderr, "nb-raw-echo: cannot start the pool\n");
     return 1;
   }

@@ -60,15 +60,15 @@ typedef struct load {
   pthread_cond_t cv;
   slot *slots;
   uint64_t next_seq;
-  uint64_t run;      /* see req.run */
-  long stale;        /* echoes of an earlier run, skipped */
-  long replies;      /* every accepted echo, warm-up included */
-  int measuring;     /* warm-up done */
-  int done;          /* measurement finished: stop refilling */
-  int failed;        /* connection lost or a send failed */
+  uint64_t run;  /* see req.run */
+  long stale;    /* echoes of an earlier run, skipped */
+  long replies;  /* every accepted echo, warm-up included */
+  int measuring; /* warm-up done */
+  int done;      /* measurement finished: stop refilling */
+  int failed;    /* connection lost or a send failed */
   int64_t t0, t_end, t_last;
   int64_t cpu0, cpu1; /* this process's CPU time at t0 and t_last */
-  long errors;       /* sends refused by Paho, unexpected messages */
+  long errors;        /* sends refused by Paho, unexpected messages */
   bench_lat lat;
   bench_queue *pool; /* NULL: handle replies in Paho's callback */
 } load;
@@ -214,8 +214,7 @@ int main(int argc, char **argv) {
   }
   l.measuring = o.warmup == 0;
   l.run = ((uint64_t)getpid() << 40) ^ (uint64_t)bench_now_ns();
-  if (o.pool > 0 && (l.pool = bench_queue_new(o.pool, on_reply, &l)) ==
-                        NULL) {
+  if (o.pool > 0 && (l.pool = bench_queue_new(o.pool, on_reply, &l)) == NULL) {
     fprintf(stderr, "nb-raw-load: cannot start the pool\n");
     return 1;
   }
@@ -258,10 +257,9 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 10;
     seen = l.replies;
-    if (pthread_cond_timedwait(&l.cv, &l.mu, &dl) != 0 &&
-        l.replies == seen && !l.done) {
-      fprintf(stderr, "nb-raw-load: no reply for 10 s after %ld\n",
-              l.replies);
+    if (pthread_cond_timedwait(&l.cv, &l.mu, &dl) != 0 && l.replies == seen &&
+        !l.done) {
+      fprintf(stderr, "nb-raw-load: no reply for 10 s after %ld\n", l.replies);
       l.failed = 1;
     }
   }
@@ -272,8 +270,7 @@ int main(int argc, char **argv) {
   bench_mqtt_close(&l.client);
   bench_queue_free(l.pool);
   if (failed) {
-    fprintf(stderr, "nb-raw-load: run failed after %ld replies\n",
-            l.replies);
+    fprintf(stderr, "nb-raw-load: run failed after %ld replies\n", l.replies);
     return 1;
   }
   if (l.stale > 0)

@@ -1,10 +1,10 @@
 /* libFuzzer target for every decoder of the protocol module: the task,
  * reply and notice envelopes, bare values, and the canonical form (both
- * kinds) of each task that decodes. Besides "no crash, no leak, no undefined behaviour"
- * it checks the promises sc.h makes: a failed decode leaves nothing to
- * release and a valid or empty id, a decoded task re-encodes into a
- * task that decodes to the same canonical bytes, and its args can be
- * echoed in a reply (diag.echo).
+ * kinds) of each task that decodes. Besides "no crash, no leak, no undefined
+ * behaviour" it checks the promises sc.h makes: a failed decode leaves nothing
+ * to release and a valid or empty id, a decoded task re-encodes into a task
+ * that decodes to the same canonical bytes, and its args can be echoed in a
+ * reply (diag.echo).
  *
  * Seeds: the golden files are hex text, so an input made only of hex
  * digits and whitespace is also decoded as hex and fed in as bytes; that

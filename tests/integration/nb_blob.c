@@ -32,8 +32,8 @@ static void on_done(void *ctx, const nimbus_blob_result *r) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3 || (strcmp(argv[1], "upload") != 0 &&
-                   strcmp(argv[1], "download") != 0) ||
+  if (argc < 3 ||
+      (strcmp(argv[1], "upload") != 0 && strcmp(argv[1], "download") != 0) ||
       (strcmp(argv[1], "download") == 0 && argc != 4 && argc != 5)) {
     fprintf(stderr, "usage: nb-blob upload FILE | download HEX NAME [SIZE]\n");
     return 2;

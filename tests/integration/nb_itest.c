@@ -51,8 +51,8 @@ static nimbus_agent *connect_agent(void) {
   if (rc == 0)
     rc = nimbus_agent_connect(a, 10000);
   if (rc != 0) {
-    fprintf(stderr, "nb-itest: cannot connect: %s (%s)\n",
-            nimbus_strerror(rc), a != NULL ? nimbus_agent_errstr(a) : "");
+    fprintf(stderr, "nb-itest: cannot connect: %s (%s)\n", nimbus_strerror(rc),
+            a != NULL ? nimbus_agent_errstr(a) : "");
     nimbus_agent_free(a);
     return NULL;
   }
@@ -141,7 +141,7 @@ static int cmd_pings(nimbus_agent *a, int n) {
 
 static int cmd_sleeps(nimbus_agent *a, int n, long ms, const char *key) {
   nimbus_task **tasks = calloc((size_t)n, sizeof *tasks);
-  char (*keys)[64] = calloc((size_t)n, 64);
+  char(*keys)[64] = calloc((size_t)n, 64);
   long timeout = env_long("NB_ITEST_TIMEOUT_MS", 60000);
   int bad = 0;
   if (tasks == NULL || keys == NULL)
@@ -193,8 +193,8 @@ static int cmd_sleeps(nimbus_agent *a, int n, long ms, const char *key) {
     }
     msgpack_zone_destroy(&z);
     if (retry_after >= 0)
-      printf("final %s %s %d %lld retry_after=%lld\n",
-             nimbus_task_id(tasks[i]), keys[i], r->code, runs, retry_after);
+      printf("final %s %s %d %lld retry_after=%lld\n", nimbus_task_id(tasks[i]),
+             keys[i], r->code, runs, retry_after);
     else
       printf("final %s %s %d %lld\n", nimbus_task_id(tasks[i]), keys[i],
              r->code, runs);

@@ -504,9 +504,9 @@ static void test_session_slots(void **state) {
   assert_int_equal(v[1]->session_expiry_s, AG_EXTRA_EXPIRY_S);
   assert_int_equal(v[0]->session_expiry_s, AG_DEFAULT_EXPIRY_S);
   err[0] = '\0';
-  assert_int_equal(nimbus_agent_new_err(&o, &v[AG_SESSION_SLOTS], err,
-                                        sizeof err),
-                   NIMBUS_EINUSE);
+  assert_int_equal(
+      nimbus_agent_new_err(&o, &v[AG_SESSION_SLOTS], err, sizeof err),
+      NIMBUS_EINUSE);
   assert_null(v[AG_SESSION_SLOTS]);
   assert_non_null(strstr(err, "running already"));
   nimbus_agent_free(v[3]);
@@ -976,7 +976,7 @@ typedef struct peer {
   bool drop_first, session_present;
   bool refuse_later_once; /* refuse the first SUBSCRIBE after the 1st conn */
   atomic_int refused;     /* SUBACKs that refused */
-  atomic_int publishes; /* PUBLISHes whose payload holds id */
+  atomic_int publishes;   /* PUBLISHes whose payload holds id */
   atomic_int publishes_later, dups_later; /* on connections after the 1st */
   atomic_int subscribed;                  /* SUBACKs sent, all connections */
   atomic_llong connect_expiry, disconnect_expiry;
@@ -1003,10 +1003,21 @@ static long long props_expiry(const uint8_t *b, size_t n, size_t off) {
       return (long long)b[off] << 24 | b[off + 1] << 16 | b[off + 2] << 8 |
              b[off + 3];
     switch (id) {
-    case 0x17: case 0x19: fixed = 1; break;
-    case 0x21: case 0x22: fixed = 2; break;
-    case 0x11: case 0x27: fixed = 4; break;
-    case 0x15: case 0x16: case 0x1f: /* one string or binary */
+    case 0x17:
+    case 0x19:
+      fixed = 1;
+      break;
+    case 0x21:
+    case 0x22:
+      fixed = 2;
+      break;
+    case 0x11:
+    case 0x27:
+      fixed = 4;
+      break;
+    case 0x15:
+    case 0x16:
+    case 0x1f: /* one string or binary */
       if (off + 2 > end)
         return -1;
       fixed = 2 + ((size_t)b[off] << 8 | b[off + 1]);
@@ -1048,7 +1059,7 @@ static void peer_serve(peer *p, int fd, int conn) {
       const uint8_t ack[] = {0x20, 3, conn > 0 && p->session_present, 0, 0};
       (void)mqtt_peer_write_full(fd, ack, sizeof ack);
     } else if (kind == 8 && n >= 3) { /* SUBSCRIBE: granted QoS 1 each */
-      size_t off = 2 + 1 + body[2]; /* id, properties (short) */
+      size_t off = 2 + 1 + body[2];   /* id, properties (short) */
       uint8_t ack[64] = {0x90, 0, body[0], body[1], 0};
       size_t k = 5;
       while (off + 2 <= n && k < sizeof ack) {

@@ -48,7 +48,9 @@ static void write_file(const char *path, const void *p, size_t n) {
   close(fd);
 }
 
-static bool name_ok(const char *s) { return nb_relpath_problem(s, strlen(s)) == NULL; }
+static bool name_ok(const char *s) {
+  return nb_relpath_problem(s, strlen(s)) == NULL;
+}
 
 /* ---- Names ------------------------------------------------------------- */
 
@@ -58,16 +60,16 @@ static void test_names_valid(void **state) {
   assert_true(name_ok("Phone/photos/IMG_0001.jpg"));
   assert_true(name_ok("..a/b..c/...")); /* dots inside names are fine */
   assert_true(name_ok(".hidden/.x"));
-  assert_true(name_ok("a b/c d ")); /* spaces are fine */
+  assert_true(name_ok("a b/c d "));  /* spaces are fine */
   assert_false(name_ok("a b/c\td")); /* a tab is a control character */
 }
 
 static void test_names_valid_utf8(void **state) {
   (void)state;
-  assert_true(name_ok("Fotos/M\xc3\xbcnchen.jpg"));         /* ü */
-  assert_true(name_ok("\xe5\x90\x8d\xe5\x89\x8d.txt"));     /* 名前 */
-  assert_true(name_ok("\xf0\x9f\x93\xb7/x"));               /* U+1F4F7 */
-  assert_true(name_ok("\xf4\x8f\xbf\xbf"));                 /* U+10FFFF */
+  assert_true(name_ok("Fotos/M\xc3\xbcnchen.jpg"));     /* ü */
+  assert_true(name_ok("\xe5\x90\x8d\xe5\x89\x8d.txt")); /* 名前 */
+  assert_true(name_ok("\xf0\x9f\x93\xb7/x"));           /* U+1F4F7 */
+  assert_true(name_ok("\xf4\x8f\xbf\xbf"));             /* U+10FFFF */
   char big[NB_RELPATH_MAX + 2];
   memset(big, 'x', sizeof big);
   for (size_t i = 100; i < NB_RELPATH_MAX; i += 100)
@@ -79,10 +81,9 @@ static void test_names_valid_utf8(void **state) {
 static void test_names_invalid(void **state) {
   (void)state;
   static const char *const bad[] = {
-      "",          "/etc/passwd", "../evil",    "a/../../evil", "a/..",
-      "..",        ".",           "./a",        "a/./b",        "a//b",
-      "a/",        "/",           "a\nb",       "a\x01",        "a\x7f",
-      "\x1b[31m",  "a/b/",        "//",
+      "",     "/etc/passwd", "../evil", "a/../../evil", "a/..", "..",
+      ".",    "./a",         "a/./b",   "a//b",         "a/",   "/",
+      "a\nb", "a\x01",       "a\x7f",   "\x1b[31m",     "a/b/", "//",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     if (nb_relpath_problem(bad[i], strlen(bad[i])) == NULL)
@@ -102,11 +103,11 @@ static void test_names_invalid_utf8(void **state) {
       "\xed\xa0\x80",     /* a surrogate */
       "\xf4\x90\x80\x80", /* above U+10FFFF */
       "\xf8\x88\x80\x80\x80",
-      "\xe2\x82",   /* cut short */
-      "a\x80",      /* a lone continuation byte */
-      "\xff",       /* never valid */
-      "x/\xc3",     /* cut short at the end */
-      "\xc3\x28",   /* not a continuation */
+      "\xe2\x82", /* cut short */
+      "a\x80",    /* a lone continuation byte */
+      "\xff",     /* never valid */
+      "x/\xc3",   /* cut short at the end */
+      "\xc3\x28", /* not a continuation */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const char *why = nb_relpath_problem(bad[i], strlen(bad[i]));
@@ -179,8 +180,8 @@ static void test_open_parent_creates(void **state) {
   int root = open(dir, O_RDONLY | O_DIRECTORY);
   assert_true(root >= 0);
   const char *base = NULL;
-  int fd = bk_open_parent(root, "Phone/photos/a.jpg", true, &base, err,
-                          sizeof err);
+  int fd =
+      bk_open_parent(root, "Phone/photos/a.jpg", true, &base, err, sizeof err);
   assert_true(fd >= 0);
   assert_string_equal(base, "a.jpg");
   int f = openat(fd, base, O_WRONLY | O_CREAT | O_NOFOLLOW, 0644);
@@ -405,7 +406,8 @@ static void test_hcache_prune(void **state) {
   sha_of("x", h);
   bk_hcache c;
   assert_int_equal(bk_hcache_load(&c, dir), 0);
-#define MT(st) ((int64_t)(st).st_mtim.tv_sec * 1000000000 + (st).st_mtim.tv_nsec)
+#define MT(st)                                                                 \
+  ((int64_t)(st).st_mtim.tv_sec * 1000000000 + (st).st_mtim.tv_nsec)
   bk_hcache_put(&c, keep, sk.st_size, MT(sk), sk.st_ino, h);
   bk_hcache_put(&c, gone, sg.st_size, MT(sg), sg.st_ino, h);
   bk_hcache_put(&c, changed, sc.st_size, MT(sc), sc.st_ino, h);

@@ -91,9 +91,9 @@ static void stage_all(fixture *f, const char *terminal, const char *up) {
   for (size_t k = 0; k < 3; k++) {
     size_t off = order[k] * SEG;
     size_t n = SIZE - off < SEG ? SIZE - off : SEG;
-    assert_int_equal(
-        st_blobstore_stage(f->s, terminal, up, off, f->bytes + off, n,
-                           SIZE, false), 0);
+    assert_int_equal(st_blobstore_stage(f->s, terminal, up, off, f->bytes + off,
+                                        n, SIZE, false),
+                     0);
   }
 }
 
@@ -137,8 +137,7 @@ static void test_stage_hash_commit_read(void **state) {
     /* One changed byte fails either kind. */
     f->bytes[i * SEG + n / 2] ^= 0x40;
     assert_false(st_segsum_ok(f->bytes + i * SEG, n, segs[i], ST_SEGSUM));
-    assert_false(
-        st_segsum_ok(f->bytes + i * SEG, n, want, ST_SEGSUM_SHA256));
+    assert_false(st_segsum_ok(f->bytes + i * SEG, n, want, ST_SEGSUM_SHA256));
     f->bytes[i * SEG + n / 2] ^= 0x40;
   }
   bool has = true;
@@ -160,19 +159,19 @@ static void test_stage_hash_commit_read(void **state) {
   /* A range across a segment boundary, and one cut short at the end. */
   uint8_t buf[2000];
   size_t got = 0;
-  assert_int_equal(st_blobstore_read(f->s, f->sha, SEG - 500, buf, 1000,
-                                     &got), 0);
+  assert_int_equal(st_blobstore_read(f->s, f->sha, SEG - 500, buf, 1000, &got),
+                   0);
   assert_int_equal(got, 1000);
   assert_memory_equal(buf, f->bytes + SEG - 500, 1000);
-  assert_int_equal(st_blobstore_read(f->s, f->sha, SIZE - 10, buf, 2000,
-                                     &got), 0);
+  assert_int_equal(st_blobstore_read(f->s, f->sha, SIZE - 10, buf, 2000, &got),
+                   0);
   assert_int_equal(got, 10);
   assert_memory_equal(buf, f->bytes + SIZE - 10, 10);
 
   /* The stored blob hashes the same. */
   memset(segs, 0, sizeof segs);
-  assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
-                                          NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs, NULL, NULL), 0);
   assert_memory_equal(whole, f->sha, 32);
 }
 
@@ -183,8 +182,8 @@ static void test_same_content_stored_once(void **state) {
   stage_all(f, "bob", "b");
   snprintf(dir, sizeof dir, "%s/staging", f->root);
   assert_int_equal(count_files(dir), 2);
-  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
-                                             f->sha), 0);
+  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE, f->sha),
+                   0);
   assert_int_equal(st_blobstore_stage_commit(f->s, "bob", "b", SIZE, f->sha),
                    0);
   assert_int_equal(count_files(dir), 0);
@@ -237,8 +236,8 @@ static void test_commit_during_commit(void **state) {
   assert_int_equal(pthread_create(&t, NULL, lock_staging, &ll), 0);
   usleep(100 * 1000); /* the second commit now waits for the lock */
   assert_int_equal(atomic_load(&ll.rc), -1);
-  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
-                                             f->sha), 0);
+  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE, f->sha),
+                   0);
   st_blobstore_stage_unlock(f->s, lock);
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(atomic_load(&ll.rc), NIMBUS_ENOTFOUND);
@@ -259,16 +258,16 @@ static void test_put_during_commit(void **state) {
   assert_int_equal(pthread_create(&t, NULL, put_first_segment, &lp), 0);
   usleep(100 * 1000); /* the put is now waiting for the lock */
   assert_int_equal(atomic_load(&lp.rc), -1);
-  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE,
-                                             f->sha), 0);
+  assert_int_equal(st_blobstore_stage_commit(f->s, "alice", "a", SIZE, f->sha),
+                   0);
   st_blobstore_stage_unlock(f->s, lock);
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(atomic_load(&lp.rc), NIMBUS_ECONFLICT);
   uint8_t whole[32];
   uint8_t(*segs)[ST_SEGSUM] = calloc(st_blob_nsegs(SIZE), ST_SEGSUM);
   assert_non_null(segs);
-  assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
-                                          NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs, NULL, NULL), 0);
   assert_memory_equal(whole, f->sha, 32);
   free(segs);
   /* Without a staging file there is nothing to lock. */
@@ -287,28 +286,28 @@ static void test_missing_short_cancel_drop(void **state) {
   uint8_t whole[32], segs[3][ST_SEGSUM];
   size_t got = 0;
   uint8_t buf[8];
-  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "none", SIZE,
-                                           whole, segs, NULL, NULL),
+  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "none", SIZE, whole,
+                                           segs, NULL, NULL),
                    NIMBUS_ENOTFOUND);
   assert_int_equal(st_blobstore_read(f->s, f->sha, 0, buf, 8, &got),
                    NIMBUS_ENOTFOUND);
   /* One segment staged: the file is shorter than the blob. */
-  assert_int_equal(st_blobstore_stage(f->s, "carol", "short", 0, f->bytes,
-                                      SEG, 0, false), 0);
-  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SIZE,
-                                           whole, segs, NULL, NULL),
+  assert_int_equal(
+      st_blobstore_stage(f->s, "carol", "short", 0, f->bytes, SEG, 0, false),
+      0);
+  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SIZE, whole,
+                                           segs, NULL, NULL),
                    NIMBUS_EIO);
   assert_non_null(strstr(st_blobstore_errstr(), "shorter"));
   uint64_t done = 0;
-  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SEG,
-                                           whole, segs, stop_after_first,
-                                           &done),
+  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SEG, whole,
+                                           segs, stop_after_first, &done),
                    NIMBUS_ECANCELED);
   assert_int_equal(done, SEG);
   assert_int_equal(st_blobstore_stage_drop(f->s, "carol", "short"), 0);
   assert_int_equal(st_blobstore_stage_drop(f->s, "carol", "short"), 0);
-  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SEG,
-                                           whole, segs, NULL, NULL),
+  assert_int_equal(st_blobstore_stage_hash(f->s, "carol", "short", SEG, whole,
+                                           segs, NULL, NULL),
                    NIMBUS_ENOTFOUND);
 }
 
@@ -323,8 +322,9 @@ static void test_leftover_longer_file_is_cut(void **state) {
   nb_sha256(f->bytes, 100, sha);
   assert_int_equal(
       st_blobstore_stage(f->s, "dan", "u", 0, f->bytes, 100, 100, false), 0);
-  assert_int_equal(st_blobstore_stage_hash(f->s, "dan", "u", 100, whole,
-                                           segs, NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_stage_hash(f->s, "dan", "u", 100, whole, segs, NULL, NULL),
+      0);
   assert_memory_equal(whole, sha, 32);
   assert_int_equal(st_blobstore_stage_commit(f->s, "dan", "u", 100, sha), 0);
   nb_hex(sha, 32, hex);
@@ -347,7 +347,8 @@ static void test_stage_reserve(void **state) {
   nb_hex(d, 32, hex);
   snprintf(path, sizeof path, "%s/staging/%s", f->root, hex);
   assert_int_equal(st_blobstore_stage(f->s, "gus", "p", 0, f->bytes, SEG,
-                                      64 * (uint64_t)SEG, false), 0);
+                                      64 * (uint64_t)SEG, false),
+                   0);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, 64 * SEG);
   assert_int_equal(
@@ -355,7 +356,8 @@ static void test_stage_reserve(void **state) {
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, 64 * SEG);
   assert_int_equal(st_blobstore_stage(f->s, "gus", "p", 90 * (uint64_t)SEG,
-                                      f->bytes, SEG, big, true), 0);
+                                      f->bytes, SEG, big, true),
+                   0);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal((uint64_t)st.st_size, big);
   assert_int_equal(
@@ -409,8 +411,13 @@ static void test_upload_have(void **state) {
   (void)state;
   uint8_t bits[40];
   uint64_t seed = 12345;
-  const uint64_t sizes[] = {0, 1, SEG, SEG + 1, 8 * (uint64_t)SEG,
-                            9 * (uint64_t)SEG - 7, 100 * (uint64_t)SEG + 5,
+  const uint64_t sizes[] = {0,
+                            1,
+                            SEG,
+                            SEG + 1,
+                            8 * (uint64_t)SEG,
+                            9 * (uint64_t)SEG - 7,
+                            100 * (uint64_t)SEG + 5,
                             300 * (uint64_t)SEG};
   for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
     for (int round = 0; round < 20; round++) {
@@ -418,7 +425,9 @@ static void test_upload_have(void **state) {
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
         bits[i] = (uint8_t)(seed >> 56);
       }
-      st_upload u = {.exists = true, .size = sizes[k], .bits = bits,
+      st_upload u = {.exists = true,
+                     .size = sizes[k],
+                     .bits = bits,
                      .bits_len = (size_t)(round % 5) * 10};
       uint64_t n = st_blob_nsegs(u.size), want = 0;
       for (uint64_t i = 0; i < n; i++)
@@ -435,10 +444,11 @@ static void test_empty_blob(void **state) {
   fixture *f = *state;
   uint8_t whole[32], segs[1][ST_SEGSUM], sha[32];
   nb_sha256("", 0, sha);
+  assert_int_equal(st_blobstore_stage(f->s, "erin", "e", 0, "", 0, 0, false),
+                   0);
   assert_int_equal(
-      st_blobstore_stage(f->s, "erin", "e", 0, "", 0, 0, false), 0);
-  assert_int_equal(st_blobstore_stage_hash(f->s, "erin", "e", 0, whole, segs,
-                                           NULL, NULL), 0);
+      st_blobstore_stage_hash(f->s, "erin", "e", 0, whole, segs, NULL, NULL),
+      0);
   assert_memory_equal(whole, sha, 32);
   assert_int_equal(st_blobstore_stage_commit(f->s, "erin", "e", 0, sha), 0);
   bool has = false;
@@ -498,8 +508,9 @@ static void test_stage_undo(void **state) {
   assert_true(st.st_blocks <= before - SEG / 512);
   /* Segment 1 reads back as zeros, the others as they were. */
   uint8_t whole[32], segs[3][ST_SEGSUM], want[ST_SEGSUM];
-  assert_int_equal(st_blobstore_stage_hash(f->s, "hal", "u", SIZE, whole,
-                                           segs, NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_stage_hash(f->s, "hal", "u", SIZE, whole, segs, NULL, NULL),
+      0);
   nb_xxh128(f->bytes, SEG, want);
   assert_memory_equal(segs[0], want, ST_SEGSUM);
   uint8_t *zero = calloc(1, SEG);
@@ -514,8 +525,8 @@ static void test_stage_undo(void **state) {
   assert_int_equal(st_blobstore_stage_commit(f->s, "hal", "u", SIZE, f->sha),
                    0);
   assert_int_equal(st_blobstore_stage_undo(f->s, "hal", "u", 0, SEG), 0);
-  assert_int_equal(st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs,
-                                          NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_blob_hash(f->s, f->sha, SIZE, whole, segs, NULL, NULL), 0);
   assert_memory_equal(whole, f->sha, 32);
 }
 
@@ -673,13 +684,14 @@ static void test_backend_names_short_reads(void **state) {
   char key[64];
   int n = snprintf(key, sizeof key, "mallory\n%s", up);
   nb_sha256(key, (size_t)n, want);
-  assert_int_equal(st_blobstore_stage(s, "mallory", up, 0, f->bytes, SIZE, 0,
-                                      false), 0);
+  assert_int_equal(
+      st_blobstore_stage(s, "mallory", up, 0, f->bytes, SIZE, 0, false), 0);
   assert_memory_equal(spy->staged, want, 32);
   spy->max_read = 1000;
   uint8_t whole[32], segs[3][ST_SEGSUM];
-  assert_int_equal(st_blobstore_stage_hash(s, "mallory", up, SIZE, whole,
-                                           segs, NULL, NULL), 0);
+  assert_int_equal(
+      st_blobstore_stage_hash(s, "mallory", up, SIZE, whole, segs, NULL, NULL),
+      0);
   assert_memory_equal(whole, f->sha, 32);
   assert_true(atomic_load(&spy->reads) >= SIZE / 1000);
   for (size_t i = 0; i < 3; i++) {
@@ -697,17 +709,18 @@ static void test_backend_names_short_reads(void **state) {
   free(buf);
   /* A stored blob hashed through short reads too. */
   memset(whole, 0, sizeof whole);
-  assert_int_equal(st_blobstore_blob_hash(s, f->sha, SIZE, whole, segs, NULL,
-                                          NULL), 0);
+  assert_int_equal(
+      st_blobstore_blob_hash(s, f->sha, SIZE, whole, segs, NULL, NULL), 0);
   assert_memory_equal(whole, f->sha, 32);
   /* A blob the backend does not hold, and a short staging object. */
   uint8_t other[32] = {1};
   assert_int_equal(st_blobstore_read(s, other, 0, whole, 8, &got),
                    NIMBUS_ENOTFOUND);
-  assert_int_equal(st_blobstore_stage(s, "mallory", "b", 0, f->bytes, 100, 0,
-                                      false), 0);
-  assert_int_equal(st_blobstore_stage_hash(s, "mallory", "b", SIZE, whole,
-                                           segs, NULL, NULL), NIMBUS_EIO);
+  assert_int_equal(
+      st_blobstore_stage(s, "mallory", "b", 0, f->bytes, 100, 0, false), 0);
+  assert_int_equal(
+      st_blobstore_stage_hash(s, "mallory", "b", SIZE, whole, segs, NULL, NULL),
+      NIMBUS_EIO);
   assert_non_null(strstr(st_blobstore_errstr(), "shorter"));
   st_blobstore_free(s);
 }
@@ -722,21 +735,21 @@ static void test_backend_full(void **state) {
   assert_int_equal(st_blobstore_full_since(s), 0);
   spy->write_rc = NIMBUS_ENOSPC;
   int64_t t0 = nb_now_ms();
-  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
-                                      false), NIMBUS_ENOSPC);
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0, false),
+                   NIMBUS_ENOSPC);
   int64_t since = st_blobstore_full_since(s); /* looks: avail is 0 */
   assert_true(since >= t0 && since <= nb_now_ms());
   spy->write_rc = 0;
-  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
-                                      false), 0);
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0, false),
+                   0);
   assert_int_equal(st_blobstore_full_since(s), 0);
   st_blobstore_free(s);
 
   s = spy_store(f, &spy);
   spy->write_rc = NIMBUS_ENOSPC;
   spy->avail = 1 << 30;
-  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0,
-                                      false), NIMBUS_ENOSPC);
+  assert_int_equal(st_blobstore_stage(s, "ivy", "a", 0, f->bytes, 10, 0, false),
+                   NIMBUS_ENOSPC);
   assert_int_equal(st_blobstore_full_since(s), 0);
   st_blobstore_free(s);
 }
@@ -750,8 +763,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_missing_short_cancel_drop, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_leftover_longer_file_is_cut,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_leftover_longer_file_is_cut, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stage_reserve, setup, teardown),
@@ -759,8 +772,7 @@ int main(void) {
       cmocka_unit_test(test_upload_have),
       cmocka_unit_test_setup_teardown(test_commit_during_commit, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_put_during_commit, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_put_during_commit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stage_undo, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backend_names_short_reads, setup,
                                       teardown),

@@ -26,10 +26,9 @@ static char hash_a[BA_HASH_MAX], hash_b[BA_HASH_MAX];
 
 static int setup_hashes(void **state) {
   (void)state;
-  if (ba_hash_password("alice-pw", BA_ITERATIONS_MIN, hash_a,
-                       sizeof hash_a) != 0 ||
-      ba_hash_password("bob-pw", BA_ITERATIONS_MIN, hash_b,
-                       sizeof hash_b) != 0)
+  if (ba_hash_password("alice-pw", BA_ITERATIONS_MIN, hash_a, sizeof hash_a) !=
+          0 ||
+      ba_hash_password("bob-pw", BA_ITERATIONS_MIN, hash_b, sizeof hash_b) != 0)
     return -1;
   return 0;
 }
@@ -39,9 +38,8 @@ static int setup_hashes(void **state) {
 static void test_hash_verify(void **state) {
   (void)state;
   char h1[BA_HASH_MAX], h2[BA_HASH_MAX];
-  assert_int_equal(ba_hash_password("s3cret", BA_ITERATIONS_DEFAULT, h1,
-                                    sizeof h1),
-                   0);
+  assert_int_equal(
+      ba_hash_password("s3cret", BA_ITERATIONS_DEFAULT, h1, sizeof h1), 0);
   assert_int_equal(strncmp(h1, "$pbkdf2-sha256$20000$", 21), 0);
   /* 16 bytes of salt and 32 of hash, standard padded base64. */
   const char *salt = h1 + 21, *dk = strchr(salt, '$');
@@ -51,9 +49,8 @@ static void test_hash_verify(void **state) {
   assert_true(ba_hash_valid(h1));
   assert_true(ba_verify_password(h1, "s3cret"));
   /* A fresh salt each time. */
-  assert_int_equal(ba_hash_password("s3cret", BA_ITERATIONS_DEFAULT, h2,
-                                    sizeof h2),
-                   0);
+  assert_int_equal(
+      ba_hash_password("s3cret", BA_ITERATIONS_DEFAULT, h2, sizeof h2), 0);
   assert_string_not_equal(h1, h2);
   assert_true(ba_verify_password(h2, "s3cret"));
 }
@@ -108,10 +105,8 @@ static void test_hash_malformed(void **state) {
   }
   assert_false(ba_hash_valid(NULL));
   char out[BA_HASH_MAX];
-  assert_int_equal(ba_hash_password("", 20000, out, sizeof out),
-                   NIMBUS_EINVAL);
-  assert_int_equal(ba_hash_password("x", 10, out, sizeof out),
-                   NIMBUS_EINVAL);
+  assert_int_equal(ba_hash_password("", 20000, out, sizeof out), NIMBUS_EINVAL);
+  assert_int_equal(ba_hash_password("x", 10, out, sizeof out), NIMBUS_EINVAL);
   assert_int_equal(ba_hash_password("x", 20000, out, 20), NIMBUS_EINVAL);
 }
 
@@ -514,13 +509,12 @@ static const rule_case rules[] = {
     /* a terminal acting under a client id not its own: nothing */
     {BA_ROLE_TERMINAL, "alice", "bob.dev00001", PFX "/task/ping/alice", W,
      false, false},
-    {BA_ROLE_TERMINAL, "alice", "alice", PFX "/reply/alice", S, false,
-     false},
+    {BA_ROLE_TERMINAL, "alice", "alice", PFX "/reply/alice", S, false, false},
 
     /* worker: only the shared task groups */
     {WORK, "$share/nimbus-ping/" PFX "/task/ping/+", S, false, true},
-    {WORK, "$share/nimbus-process.image/" PFX "/task/process.image/+", S,
-     false, true},
+    {WORK, "$share/nimbus-process.image/" PFX "/task/process.image/+", S, false,
+     true},
     {WORK, "$share/nimbus-all/" PFX "/task/+/+", S, false, true},
     {WORK, PFX "/task/ping/+", S, false, false},
     {WORK, PFX "/task/+/+", S, false, false},
@@ -537,13 +531,11 @@ static const rule_case rules[] = {
     {WORK, PFX "/reply/alice", S, false, false},
     {WORK, PFX "/monitor/#", S, false, false},
     {WORK, "$share/nimbus-unserved/" PFX "/unserved/+/+", S, false, true},
-    {WORK, "$share/nimbus-unserved/" PFX "/unserved/ping/+", S, false,
-     true},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/ping/+", S, false, true},
     {WORK, PFX "/unserved/+/+", S, false, false},
     {WORK, PFX "/unserved/#", S, false, false},
     {WORK, "$share/nimbus-unserved/" PFX "/unserved/#", S, false, false},
-    {WORK, "$share/nimbus-unserved/" PFX "/unserved/+/alice", S, false,
-     false},
+    {WORK, "$share/nimbus-unserved/" PFX "/unserved/+/alice", S, false, false},
     {WORK, "$share/nimbus-unserved/" PFX "/unservedx/+/+", S, false, false},
     {WORK, "$share/nimbus-unserved/" PFX "/+/+/+", S, false, false},
     {WORK, "$share/unserved/" PFX "/unserved/+/+", S, false, false},
@@ -585,8 +577,8 @@ static const rule_case rules[] = {
     /* no account: nothing but unsubscribing */
     {BA_ROLE_NONE, "ghost", "ghost.dev00001", PFX "/reply/ghost", S, false,
      false},
-    {BA_ROLE_NONE, "ghost", "ghost.dev00001", PFX "/task/ping/ghost", W,
-     false, false},
+    {BA_ROLE_NONE, "ghost", "ghost.dev00001", PFX "/task/ping/ghost", W, false,
+     false},
     {BA_ROLE_NONE, "ghost", "ghost.dev00001", PFX "/reply/ghost", U, false,
      true},
     /* published or delivered topics never hold wildcards */
@@ -600,8 +592,8 @@ static void test_rule_table(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
     const rule_case *c = &rules[i];
-    bool got = ba_acl_check(c->role, c->user, c->client_id, c->topic,
-                            c->access, c->retain, PFX);
+    bool got = ba_acl_check(c->role, c->user, c->client_id, c->topic, c->access,
+                            c->retain, PFX);
     if (got != c->allowed)
       fail_msg("row %zu: %s %s %s %s%s: expected %s, got %s", i,
                ba_role_name(c->role), c->user,
@@ -610,8 +602,7 @@ static void test_rule_table(void **state) {
                : c->access == S ? "subscribe"
                                 : "other",
                c->topic, c->retain ? " (retain)" : "",
-               c->allowed ? "allowed" : "denied",
-               got ? "allowed" : "denied");
+               c->allowed ? "allowed" : "denied", got ? "allowed" : "denied");
   }
 }
 
@@ -622,10 +613,10 @@ static void test_rule_prefix(void **state) {
   assert_false(ba_acl_check(TERM, PFX "/task/ping/alice", W, false, p));
   assert_true(ba_acl_check(TERM, "acme/nimbus/reply/alice", S, false, p));
   assert_false(ba_acl_check(TERM, PFX "/reply/alice", S, false, p));
-  assert_true(ba_acl_check(
-      WORK, "$share/nimbus-ping/acme/nimbus/task/ping/+", S, false, p));
-  assert_false(ba_acl_check(WORK, "$share/nimbus-ping/" PFX "/task/ping/+",
-                            S, false, p));
+  assert_true(ba_acl_check(WORK, "$share/nimbus-ping/acme/nimbus/task/ping/+",
+                           S, false, p));
+  assert_false(ba_acl_check(WORK, "$share/nimbus-ping/" PFX "/task/ping/+", S,
+                            false, p));
   assert_true(ba_acl_check(MON, "acme/nimbus/monitor/#", S, false, p));
   /* A bad prefix allows nothing. */
   assert_false(ba_acl_check(ADM, "#", S, false, "a/+"));
@@ -717,8 +708,7 @@ int main(void) {
       cmocka_unit_test(test_random_password),
       cmocka_unit_test(test_parse_good),
       cmocka_unit_test(test_parse_corrupt),
-      cmocka_unit_test_setup_teardown(test_save_load, setup_dir,
-                                      teardown_dir),
+      cmocka_unit_test_setup_teardown(test_save_load, setup_dir, teardown_dir),
       cmocka_unit_test(test_table_edit),
       cmocka_unit_test_setup_teardown(test_lock_no_lost_update, setup_dir,
                                       teardown_dir),

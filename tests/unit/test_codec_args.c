@@ -432,9 +432,9 @@ static void test_canonical_write(void **state) {
   assert_int_equal(sc_task_canonical_write(&small, pieces_write, "diag.echo",
                                            &t, SC_CANON_DATA_BYTES),
                    NIMBUS_ENOMEM);
-  assert_int_equal(sc_task_canonical_write(&w, NULL, "diag.echo", &t,
-                                           SC_CANON_DATA_BYTES),
-                   NIMBUS_EINVAL);
+  assert_int_equal(
+      sc_task_canonical_write(&w, NULL, "diag.echo", &t, SC_CANON_DATA_BYTES),
+      NIMBUS_EINVAL);
   assert_int_equal(sc_task_canonical_write(&w, pieces_write, "diag.echo", &t,
                                            (sc_canon_data)7),
                    NIMBUS_EINVAL);

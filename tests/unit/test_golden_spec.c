@@ -202,8 +202,7 @@ static void skip_ws(const char **p) {
 static void expect_char(const char **p, char c, const char *file) {
   skip_ws(p);
   if (**p != c)
-    fail_msg("%s: SPEC.md's notation: expected '%c' at \"%.20s\"", file, c,
-             *p);
+    fail_msg("%s: SPEC.md's notation: expected '%c' at \"%.20s\"", file, c, *p);
   (*p)++;
 }
 
@@ -248,8 +247,8 @@ static const char *type_of(const msgpack_object *o) {
 }
 
 static void want_type(const msgpack_object *o, msgpack_object_type a,
-                      msgpack_object_type b, const char *want,
-                      const char *file, const char *path) {
+                      msgpack_object_type b, const char *want, const char *file,
+                      const char *path) {
   if (o->type != a && o->type != b)
     fail_msg("%s: %s: SPEC.md says %s, the golden file has %s", file, path,
              want, type_of(o));
@@ -276,8 +275,7 @@ static void match(const char **p, const msgpack_object *o, const char *file,
       snprintf(sub, sizeof sub, "%.300s%s%.100s", path, *path ? "." : "", s);
       const msgpack_object *v = sc_map_get(o, s);
       if (v == NULL)
-        fail_msg("%s: %s: SPEC.md has it, the golden file does not", file,
-                 sub);
+        fail_msg("%s: %s: SPEC.md has it, the golden file does not", file, sub);
       match(p, v, file, sub);
       keys++;
       skip_ws(p);
@@ -304,8 +302,8 @@ static void match(const char **p, const msgpack_object *o, const char *file,
     }
     (*p)++;
     if (i != o->via.array.size)
-      fail_msg("%s: %s: SPEC.md lists %u values, the golden file has %u",
-               file, path, i, o->via.array.size);
+      fail_msg("%s: %s: SPEC.md lists %u values, the golden file has %u", file,
+               path, i, o->via.array.size);
   } else if (**p == '"' || strncmp(*p, "bin ", 4) == 0) {
     bool bin = **p == 'b';
     if (bin)
@@ -323,8 +321,8 @@ static void match(const char **p, const msgpack_object *o, const char *file,
     char *end = NULL;
     long long want = strtoll(*p, &end, 10);
     if (end == *p)
-      fail_msg("%s: %s: SPEC.md's notation: no value at \"%.20s\"", file,
-               path, *p);
+      fail_msg("%s: %s: SPEC.md's notation: no value at \"%.20s\"", file, path,
+               *p);
     *p = end;
     want_type(o, MSGPACK_OBJECT_POSITIVE_INTEGER,
               MSGPACK_OBJECT_NEGATIVE_INTEGER, "an int", file, path);
@@ -432,8 +430,8 @@ static void check_payload(const char *type, const char *lead,
                 MSGPACK_OBJECT_NEGATIVE_INTEGER, "an int", file, name);
       long long got = (long long)kv->val.via.u64;
       if (got != want)
-        fail_msg("%s: %s%s.%s is %lld; SPEC.md's table of %s says %lld",
-                 file, prefix, key, name, got, key, want);
+        fail_msg("%s: %s%s.%s is %lld; SPEC.md's table of %s says %lld", file,
+                 prefix, key, name, got, key, want);
     }
   }
 }
@@ -511,9 +509,8 @@ static void check_one(const char *name, const table *golden) {
   char type[64];
   unquote(r->cell[2], type, sizeof type);
   const msgpack_object *status = sc_map_get(&o, "status");
-  bool ok = status == NULL ||
-            (status->via.str.size == 2 &&
-             memcmp(status->via.str.ptr, "ok", 2) == 0);
+  bool ok = status == NULL || (status->via.str.size == 2 &&
+                               memcmp(status->via.str.ptr, "ok", 2) == 0);
   if (strcmp(envelope, "### Notice") != 0 && ok && type[0] == '\0')
     fail_msg("%s: its row in SPEC.md names no task type", name);
   if (type[0] != '\0') {

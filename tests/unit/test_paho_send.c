@@ -37,11 +37,11 @@
 #define N_MSGS 200
 
 typedef struct {
-  int lfd;             /* listening socket */
-  int fd;              /* the client's connection, broker side */
+  int lfd; /* listening socket */
+  int fd;  /* the client's connection, broker side */
   MQTTAsync client;
   atomic_int connected;
-  atomic_int arrived;  /* messages the callback saw */
+  atomic_int arrived; /* messages the callback saw */
 } fixture;
 
 static void sleep_ms(int ms) { mqtt_peer_sleep_ms(ms); }
@@ -160,9 +160,9 @@ static int setup_window(void **state, int window) {
   assert_int_equal(MQTTAsync_create(&f->client, uri, "paho-send-test",
                                     MQTTCLIENT_PERSISTENCE_NONE, NULL),
                    MQTTASYNC_SUCCESS);
-  assert_int_equal(MQTTAsync_setCallbacks(f->client, f, on_lost, on_message,
-                                          NULL),
-                   MQTTASYNC_SUCCESS);
+  assert_int_equal(
+      MQTTAsync_setCallbacks(f->client, f, on_lost, on_message, NULL),
+      MQTTASYNC_SUCCESS);
   MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
   co.cleansession = 1;
   co.keepAliveInterval = 60;

@@ -26,8 +26,8 @@ typedef struct filter_case {
 static const filter_case filters[] = {
     /* what workers subscribe to */
     {"$share/nimbus-ping/" PFX "/task/ping/+", BA_SERVES_TYPE, "ping"},
-    {"$share/nimbus-process.image/" PFX "/task/process.image/+",
-     BA_SERVES_TYPE, "process.image"},
+    {"$share/nimbus-process.image/" PFX "/task/process.image/+", BA_SERVES_TYPE,
+     "process.image"},
     {"$share/nimbus-unserved/" PFX "/task/+/+", BA_SERVES_ALL, NULL},
     /* unshared, and other groups: the same */
     {PFX "/task/ping/+", BA_SERVES_TYPE, "ping"},
@@ -75,8 +75,7 @@ static void test_filters(void **state) {
     size_t len = 0;
     ba_serves got = ba_filter_serves(c->filter, PFX, &type, &len);
     if (got != c->want)
-      fail_msg("row %zu: %s: expected %d, got %d", i, c->filter, c->want,
-               got);
+      fail_msg("row %zu: %s: expected %d, got %d", i, c->filter, c->want, got);
     if (got == BA_SERVES_TYPE &&
         (len != strlen(c->type) || memcmp(type, c->type, len) != 0))
       fail_msg("row %zu: %s: type %.*s, expected %s", i, c->filter, (int)len,
@@ -101,9 +100,8 @@ static void test_filter_prefix(void **state) {
                    BA_SERVES_NONE);
   assert_int_equal(ba_filter_serves("a/#", "a/b/c", &type, &len),
                    BA_SERVES_ALL);
-  assert_int_equal(
-      ba_filter_serves(PFX "/task/ping/+", "acme", &type, &len),
-      BA_SERVES_NONE);
+  assert_int_equal(ba_filter_serves(PFX "/task/ping/+", "acme", &type, &len),
+                   BA_SERVES_NONE);
   assert_int_equal(ba_filter_serves(NULL, PFX, &type, &len), BA_SERVES_NONE);
   assert_int_equal(ba_filter_serves("#", NULL, &type, &len), BA_SERVES_NONE);
 }
@@ -136,18 +134,25 @@ static void test_subscribe_and_disconnect(void **state) {
   assert_non_null(r);
   assert_false(served(r, "ping"));
 
-  assert_int_equal(ba_route_subscribe(r, &w1, "$share/nimbus-ping/" PFX
-                                              "/task/ping/+", PFX), 0);
-  assert_int_equal(ba_route_subscribe(r, &w1, "$share/nimbus-blob.put/" PFX
-                                              "/task/blob.put/+", PFX), 0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w1, "$share/nimbus-ping/" PFX "/task/ping/+", PFX),
+      0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w1,
+                         "$share/nimbus-blob.put/" PFX "/task/blob.put/+", PFX),
+      0);
   /* the unserved group serves no type: not recorded */
-  assert_int_equal(ba_route_subscribe(r, &w1, "$share/nimbus-unserved/" PFX
-                                              "/unserved/+/+", PFX), 0);
-  assert_int_equal(ba_route_subscribe(r, &w2, "$share/nimbus-ping/" PFX
-                                              "/task/ping/+", PFX), 0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w1, "$share/nimbus-unserved/" PFX "/unserved/+/+",
+                         PFX),
+      0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w2, "$share/nimbus-ping/" PFX "/task/ping/+", PFX),
+      0);
   /* the same filter again from the same client counts once */
-  assert_int_equal(ba_route_subscribe(r, &w2, "$share/nimbus-ping/" PFX
-                                              "/task/ping/+", PFX), 0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w2, "$share/nimbus-ping/" PFX "/task/ping/+", PFX),
+      0);
   assert_int_equal(ba_route_subscriptions(r), 3);
   assert_int_equal(ba_route_types(r), 2);
   assert_true(served(r, "ping"));
@@ -237,8 +242,8 @@ static void test_many(void **state) {
     for (int t = 0; t < 30; t++) {
       if ((c + t) % 3 != 0)
         continue;
-      snprintf(filter, sizeof filter, "$share/nimbus-t%d/" PFX "/task/t%d/+",
-               t, t);
+      snprintf(filter, sizeof filter, "$share/nimbus-t%d/" PFX "/task/t%d/+", t,
+               t);
       assert_int_equal(ba_route_subscribe(r, &clients[c], filter, PFX), 0);
     }
   assert_int_equal(ba_route_types(r), 30);
@@ -266,8 +271,9 @@ static void test_unserved_topics(void **state) {
   (void)state;
   ba_route *r = ba_route_new(NULL, NULL);
   assert_non_null(r);
-  assert_int_equal(ba_route_subscribe(r, &w1, "$share/nimbus-ping/" PFX
-                                              "/task/ping/+", PFX), 0);
+  assert_int_equal(
+      ba_route_subscribe(r, &w1, "$share/nimbus-ping/" PFX "/task/ping/+", PFX),
+      0);
   /* a served type goes where it was sent */
   assert_null(ba_route_unserved(r, PFX "/task/ping/alice", PFX));
   /* an unserved one is re-routed: the rest after <prefix>/task/ */

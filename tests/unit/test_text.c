@@ -21,14 +21,14 @@ static void test_utf8(void **state) {
   assert_true(utf8(""));
   assert_true(utf8("plain ascii"));
   assert_true(utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xb7"));
-  assert_true(utf8("\xf4\x8f\xbf\xbf"));   /* U+10FFFF */
-  assert_false(utf8("\xc3"));              /* truncated */
-  assert_false(utf8("\xe2\x82"));          /* truncated */
-  assert_false(utf8("\x80"));              /* lone continuation */
-  assert_false(utf8("\xc0\xaf"));          /* overlong '/' */
-  assert_false(utf8("\xe0\x80\xaf"));      /* overlong '/' */
-  assert_false(utf8("\xed\xa0\x80"));      /* surrogate */
-  assert_false(utf8("\xf4\x90\x80\x80"));  /* above U+10FFFF */
+  assert_true(utf8("\xf4\x8f\xbf\xbf"));  /* U+10FFFF */
+  assert_false(utf8("\xc3"));             /* truncated */
+  assert_false(utf8("\xe2\x82"));         /* truncated */
+  assert_false(utf8("\x80"));             /* lone continuation */
+  assert_false(utf8("\xc0\xaf"));         /* overlong '/' */
+  assert_false(utf8("\xe0\x80\xaf"));     /* overlong '/' */
+  assert_false(utf8("\xed\xa0\x80"));     /* surrogate */
+  assert_false(utf8("\xf4\x90\x80\x80")); /* above U+10FFFF */
   assert_false(utf8("\xff"));
   /* An embedded NUL is a character, refused by the path check instead. */
   assert_true(nb_valid_utf8("a\0b", 3));
@@ -41,8 +41,8 @@ static void test_text_controls(void **state) {
   assert_null(text(""));
   assert_null(nb_text_problem(NULL, 0));
   assert_null(text("Holiday 2024 (caf\xc3\xa9) \xe2\x82\xac \xf0\x9f\x93\xb7"));
-  assert_null(text("\xc2\xa0"));  /* U+00A0, the first after C1 */
-  assert_null(text("~"));         /* U+007E, the last before DEL */
+  assert_null(text("\xc2\xa0"));     /* U+00A0, the first after C1 */
+  assert_null(text("~"));            /* U+007E, the last before DEL */
   assert_null(text("\xe2\x80\xa8")); /* U+2028 is a separator, not Cc */
   /* Every C0 character, DEL, and every C1 character U+0080-U+009F. */
   for (unsigned cp = 0; cp <= 0x9f; cp++) {
@@ -67,9 +67,13 @@ static void test_text_controls(void **state) {
   assert_false(nb_is_control(0xa0));
   assert_false(nb_is_control(0x202e));
   /* CSI in the middle of a name, as a terminal would act on it. */
-  assert_string_equal(text("a\xc2\x9b" "31mred"), "holds a control character");
+  assert_string_equal(text("a\xc2\x9b"
+                           "31mred"),
+                      "holds a control character");
   /* A lone C1 byte is not UTF-8 at all. */
-  assert_string_equal(text("a\x9b" "31m"), "is not valid UTF-8");
+  assert_string_equal(text("a\x9b"
+                           "31m"),
+                      "is not valid UTF-8");
   assert_string_equal(text("\xc3"), "is not valid UTF-8");
   assert_string_equal(text("\xc0\x9b"), "is not valid UTF-8"); /* overlong */
 }
@@ -110,7 +114,8 @@ static void test_relpath_refused(void **state) {
   assert_string_equal(nb_relpath_problem("a\0b", 3),
                       "holds a control character");
   assert_string_equal(problem("a\xff"), "is not valid UTF-8");
-  assert_string_equal(problem("DCIM/\xc2\x9b" "2J.jpg"),
+  assert_string_equal(problem("DCIM/\xc2\x9b"
+                              "2J.jpg"),
                       "holds a control character");
   assert_string_equal(problem("\xc2\x85"), "holds a control character");
   assert_string_equal(problem("a/\xc2\x80/b"), "holds a control character");

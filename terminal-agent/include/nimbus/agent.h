@@ -55,9 +55,9 @@ typedef struct nimbus_agent nimbus_agent;
 typedef struct nimbus_task nimbus_task;
 
 typedef struct nimbus_agent_opts {
-  const char *uri;       /* "tcp://host:port"; required */
-  const char *terminal;  /* terminal id = MQTT username; required */
-  const char *password;  /* required */
+  const char *uri;      /* "tcp://host:port"; required */
+  const char *terminal; /* terminal id = MQTT username; required */
+  const char *password; /* required */
   /* Directory for the agent's own state (the device id, made once per
    * installation and kept in <state_dir>/device-id). NULL: $NIMBUS_STATE_DIR
    * or ~/.nimbus. */
@@ -127,10 +127,10 @@ bool nimbus_agent_connected(const nimbus_agent *a);
 
 /* Disconnects (a clean DISCONNECT, so the broker keeps the session for
  * session_expiry_s; an extra slot's session ends here, see
- * nimbus_agent_new), frees the session slot, and frees. Tasks still outstanding are dropped without
- * their callbacks, and every task handle not yet released is freed too: do
- * not use one afterwards. NULL is a no-op. Must not be called from a
- * callback. */
+ * nimbus_agent_new), frees the session slot, and frees. Tasks still outstanding
+ * are dropped without their callbacks, and every task handle not yet released
+ * is freed too: do not use one afterwards. NULL is a no-op. Must not be called
+ * from a callback. */
 void nimbus_agent_free(nimbus_agent *a);
 
 /* The client id in use ("<terminal>.<device id>", or
@@ -167,7 +167,7 @@ typedef void (*nimbus_reply_cb)(void *ctx, nimbus_task *task,
                                 const nimbus_reply *reply);
 
 typedef struct nimbus_submit_opts {
-  const char *id;          /* NULL: 22 chars = 132 random bits, URL-safe */
+  const char *id;              /* NULL: 22 chars = 132 random bits, URL-safe */
   nimbus_reply_cb on_final;    /* may be NULL: use nimbus_task_wait */
   nimbus_reply_cb on_progress; /* may be NULL */
   void *ctx;
@@ -188,8 +188,8 @@ typedef struct nimbus_submit_opts {
  * agent's thread) before nimbus_submit has returned. */
 int nimbus_submit(nimbus_agent *a, const char *type, const uint8_t *args,
                   size_t args_len, const uint8_t *data, size_t data_len,
-                  bool has_data, const nimbus_submit_opts *sopts,
-                  int block_ms, nimbus_task **out);
+                  bool has_data, const nimbus_submit_opts *sopts, int block_ms,
+                  nimbus_task **out);
 
 /* The task's id (borrowed, valid until release). */
 const char *nimbus_task_id(const nimbus_task *t);
@@ -319,7 +319,7 @@ typedef struct nimbus_blob_result {
    * it already. Download: true when bytes were fetched (false when a part
    * file held them all). */
   bool moved;
-  int64_t bytes;     /* segment bytes sent (blob.put) or received (blob.get) */
+  int64_t bytes; /* segment bytes sent (blob.put) or received (blob.get) */
   /* Download, err 0: the verified file, open read-only and positioned
    * nowhere in particular (use pread), valid during the callback (the
    * engine closes it afterwards; dup it to keep it). Else -1. */
@@ -331,8 +331,7 @@ typedef struct nimbus_blob_result {
  * move (done = what the cloud or the part file already holds), then after
  * every segment acknowledged or written. Both borrow what they get. */
 typedef void (*nimbus_blob_done_cb)(void *ctx, const nimbus_blob_result *r);
-typedef void (*nimbus_blob_progress_cb)(void *ctx, int64_t done,
-                                        int64_t total);
+typedef void (*nimbus_blob_progress_cb)(void *ctx, int64_t done, int64_t total);
 
 /* Reads exactly `n` bytes at offset `off` of an upload's source into
  * `buf`. Returns 0, NIMBUS_ECONFLICT when the source changed since it was
