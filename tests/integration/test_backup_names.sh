@@ -78,11 +78,11 @@ def s(b):
 out, sha = sys.argv[1], sys.argv[2]
 names = ['m/%05d' % i for i in range(20000)]
 names[19998] = 'm/00006/inside'
-doc = b'\xdd' + struct.pack('>I', len(names))
+parts = [b'\xdd' + struct.pack('>I', len(names))]
 for n in names:
-    doc += b'\x84' + s('kind') + s('file') + s('name') + s(n) + s('blob') \
-        + b'\xd9\x40' + sha.encode() + s('size') + b'\x05'
-open(out, 'wb').write(doc)
+    parts.append(b'\x84' + s('kind') + s('file') + s('name') + s(n) + s('blob')
+                 + b'\xd9\x40' + sha.encode() + s('size') + b'\x05')
+open(out, 'wb').write(b''.join(parts))
 EOF
 msha=$(sha256sum "$W/manifest" | cut -c1-64)
 msize=$(stat -c %s "$W/manifest")
