@@ -117,12 +117,13 @@ def u(n):
 out, vcf, jpg, bin_, vsize = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 blobs = [(vcf, vsize, 'contact'), (jpg, 300000, 'photo'), (bin_, 1000, 'file')]
 n = 5000
-doc = b'\xdd' + struct.pack('>I', n)
+parts = [b'\xdd' + struct.pack('>I', n)]
 for i in range(n):
     h, size, kind = blobs[i % 3]
-    doc += b'\x84' + s('kind') + s(kind) + s('name') + s('all/%05d.%s' % (i, kind)) \
-        + s('blob') + (b'\xd9\x40' + h.encode()) + s('size') + u(size)
-open(out, 'wb').write(doc)
+    parts.append(b'\x84' + s('kind') + s(kind) + s('name')
+                 + s('all/%05d.%s' % (i, kind)) + s('blob')
+                 + (b'\xd9\x40' + h.encode()) + s('size') + u(size))
+open(out, 'wb').write(b''.join(parts))
 EOF
 man=$(upload "$W/manifest")
 r=$(call backup.commit "{\"manifest\": \"$man\", \"label\": \"big\"}" --timeout 60000)
