@@ -208,9 +208,8 @@ static int task_digest(const char *type, const sc_task *t, sc_canon_data how,
   return rc;
 }
 
-/* The result {retry_after: 1000} of a 503, packed. */
-static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r',  'y',  '_',
-                                   'a',  'f',  't', 'e', 'r', 0xcd, 0x03, 0xe8};
+const uint8_t wk_retry_1s[16] = {0x81, 0xab, 'r', 'e', 't', 'r',  'y',  '_',
+                                 'a',  'f',  't', 'e', 'r', 0xcd, 0x03, 0xe8};
 
 static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
   wk_worker *w = ts->w;
@@ -240,7 +239,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 503,
                   "the cloud's state store is unavailable right now",
                   "the agent sends the task again by itself; nothing was done",
-                  retry_1s, sizeof retry_1s);
+                  wk_retry_1s, sizeof wk_retry_1s);
     return;
   }
   switch (state) {
@@ -315,7 +314,7 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
     wk_send_error(w, &ts->out, c->terminal, c->task->id, 503,
                   "the cloud's state changed while the task ran; nothing was "
                   "changed",
-                  "send the task again", retry_1s, sizeof retry_1s);
+                  "send the task again", wk_retry_1s, sizeof wk_retry_1s);
     return;
   }
   if (rc != 0) {

@@ -36,12 +36,6 @@ static const char *state_name(st_task_state s) {
   }
 }
 
-static int redis_down(wk_ctx *c) {
-  return wk_fail(c, 503, "try again in a moment",
-                 "the cloud's state store is unavailable: %s",
-                 st_redis_errstr(c->redis));
-}
-
 static int h_task_status(wk_ctx *c) {
   char id[SC_ID_MAX + 1];
   if (sc_arg_id(c->args, "task", true, id, c->error, sizeof c->error) != 0)
@@ -51,7 +45,7 @@ static int h_task_status(wk_ctx *c) {
   size_t reply_len = 0;
   if (st_task_state_get(c->redis, c->terminal, id, &state, &reply,
                         &reply_len) != 0)
-    return redis_down(c);
+    return wk_redis_down(c);
   msgpack_pack_map(&c->pk, reply != NULL ? 2 : 1);
   wk_pack_str(&c->pk, "state");
   wk_pack_str(&c->pk, state_name(state));
@@ -70,7 +64,7 @@ static int h_task_cancel(wk_ctx *c) {
     return 400;
   st_task_state state;
   if (st_task_cancel(c->redis, c->terminal, id, &state) != 0)
-    return redis_down(c);
+    return wk_redis_down(c);
   msgpack_pack_map(&c->pk, 1);
   wk_pack_str(&c->pk, "state");
   wk_pack_str(&c->pk, state_name(state));

@@ -68,10 +68,6 @@ typedef struct inflight {
   size_t n;
 } inflight;
 
-/* The result {retry_after: 1000} of a 429, packed. */
-static const uint8_t retry_1s[] = {0x81, 0xab, 'r', 'e', 't', 'r',  'y',  '_',
-                                   'a',  'f',  't', 'e', 'r', 0xcd, 0x03, 0xe8};
-
 /* Counts `j` in its terminal's tasks; false when the terminal already has
  * max_inflight of them here (or memory ran out): the caller answers 429. */
 static bool inflight_take(wk_worker *w, job *j) {
@@ -130,7 +126,7 @@ static void refuse_over_limit(wk_worker *w, job *j) {
   wk_send_error(w, &ts->out, j->terminal, task.id, 429, msg,
                 "wait retry_after ms, or for replies to the tasks in "
                 "flight, and send it again",
-                retry_1s, sizeof retry_1s);
+                wk_retry_1s, sizeof wk_retry_1s);
   sc_task_fini(&task);
 }
 

@@ -156,6 +156,10 @@ typedef struct thread_state {
   void **fstate; /* per family index: its thread state, or NULL */
 } thread_state;
 
+/* The result {retry_after: 1000} of a 503 or a 429, packed once for the
+ * dispatcher and the in-flight bound (dispatch.c). */
+extern const uint8_t wk_retry_1s[16];
+
 /* Runs one job to its reply (or to its silence, where that is right). */
 void wk_process_job(thread_state *ts, job *j);
 /* Encodes and publishes an error reply; `result` (packed map) may be
