@@ -187,6 +187,53 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
                       void *buf, size_t n, size_t *got);
 
+/* ---- Compressed storage ----------------------------------------------------
+ * A stored blob may be kept compressed (blob_pack.c): one zstd frame per
+ * segment behind an index of where each begins, so that a read of one
+ * segment decompresses one frame and never the blob from its start. Its
+ * name stays the SHA-256 of its bytes, and every call above
+ * (st_blobstore_read, st_blobstore_blob_hash, a commit of the same
+ * content) gives and sees those bytes whichever form is on disk. */
+
+/* What a trial compresses (st_blob_pack_opts.trial): the first 1 MiB. */
+#define ST_BLOB_TRIAL ((uint64_t)4 * ST_SEGMENT)
+
+typedef struct st_blob_pack_opts {
+  int level; /* zstd's level, 1-19 */
+  /* Compress the first ST_BLOB_TRIAL bytes at level 1 first, and leave a
+   * blob whose first bytes do not shrink by 10% as it is without reading
+   * on (a larger blob only: a smaller one is compressed whole anyway). */
+  bool trial;
+  /* May be NULL: called after each segment with the bytes read so far; a
+   * value other than 0 stops the work and is returned. */
+  st_blob_progress_fn progress;
+  void *arg;
+} st_blob_pack_opts;
+
+/* Keeps blob `hash` (`size` bytes) compressed when that makes it at least
+ * 10% smaller: writes the compressed form beside it, makes that durable,
+ * and puts it in the blob's place in one atomic step (the backend's
+ * stage_replace), so that a crash at any moment leaves one form or the
+ * other, whole, and a reader that has the old form open reads on
+ * undisturbed. Sets *stored to the bytes the blob takes in the store
+ * afterwards: those of its compressed form (also when it was compressed
+ * already), or `size` when it stays as it is. Slow for a big blob (a
+ * whole read and zstd's work: about 7 ms per MiB at level 3 on this
+ * project's VMs). Returns 0, NIMBUS_EINVAL (a level out of range),
+ * NIMBUS_ENOTFOUND (no such blob, also when the collector removed it
+ * meanwhile), NIMBUS_ENOSPC, NIMBUS_EIO (also a blob shorter than
+ * `size`, or one whose compressed form is of another size),
+ * NIMBUS_ENOMEM, or what o->progress returned; after an error the blob
+ * is as it was, and what was written beside it is gone. `o` borrowed. */
+int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
+                      const st_blob_pack_opts *o, uint64_t *stored);
+
+/* Sets *stored to the bytes blob `hash` (`size` bytes) takes in the store:
+ * those of its compressed form, or `size` when it is kept as it is (one
+ * small read of its head). Returns 0, NIMBUS_ENOTFOUND or NIMBUS_EIO. */
+int st_blobstore_stored(st_blobstore *s, const uint8_t hash[32], uint64_t size,
+                        uint64_t *stored);
+
 /* ---- The Redis model -------------------------------------------------------
  * Keys (prefix nb:):
  *   nb:upload:<terminal>:<upload>       hash {size, sha256 (32 raw bytes),

@@ -11,7 +11,10 @@
  * by the SHA-256 of "<terminal>\n<upload>", which the store computes) and
  * the store (committed blobs, named by the SHA-256 of their bytes). No
  * operation is ever given a string from a terminal, so no backend can turn
- * one into a path or a key.
+ * one into a path or a key. A stored object holds its blob as it is or in
+ * the store's compressed form (blob_pack.c), which the store writes and
+ * reads through these same operations: a backend keeps bytes and never
+ * decodes them (but for stage_commit's check of an existing copy).
  *
  * Errors: every operation returns 0 or a nimbus_err. A failure of the
  * backend's medium is NIMBUS_EIO, or NIMBUS_ENOSPC when it is full (or a
@@ -56,10 +59,13 @@ typedef struct st_blob_rd {
 /* The two namespaces (see above). */
 typedef enum st_blob_ns { ST_BLOB_STAGING, ST_BLOB_STORE } st_blob_ns;
 
-/* read_open flag: the caller reads whole 4096-byte blocks at offsets that
- * are multiples of 4096 into buffers aligned to 4096, and will not read
- * these bytes again soon, so the backend may bypass its cache (O_DIRECT).
- * A hint: a backend that cannot reads the ordinary way. */
+/* read_open flag: the caller reads mostly whole 4096-byte blocks at
+ * offsets that are multiples of 4096 into buffers aligned to 4096, and
+ * will not read these bytes again soon, so the backend may bypass its
+ * cache (O_DIRECT) for such reads. A hint: a backend that cannot reads the
+ * ordinary way, and any read on the handle that is not so aligned (the
+ * store reads the head of every stored object, and a compressed one
+ * frame by frame) is served the ordinary way. */
 #define ST_BLOB_RD_UNCACHED 1u
 
 /* Called by each_old for one stored blob; returns 0 to go on, or a
@@ -108,16 +114,31 @@ struct st_blob_backend {
    * absent or whole) and durably once this returns 0, the staging object
    * then gone. When the store holds a good copy of `hash` already (its
    * size is `size`), that copy is made durable and the staging object
-   * removed instead: identical content is stored once. The caller has
+   * removed instead: identical content is stored once; a stored object
+   * in the store's compressed form of the same bytes is such a copy too
+   * (st_blob_head_packed tells). The caller has
    * checked that the bytes hash to `hash` (the worker holds the object's
    * stage_lock from that check to this move, so no write comes between).
    * NIMBUS_ENOTFOUND when there is no staging object; NIMBUS_ENOSPC
    * leaves it as it was. */
   int (*stage_commit)(st_blob_be *be, const uint8_t name[32], uint64_t size,
                       const uint8_t hash[32]);
+  /* The switch of a stored blob to another form of the same bytes (its
+   * compressed form, blob_pack.c): puts staging object `name`, which the
+   * caller wrote whole with stage_write, in the place of stored blob
+   * `hash`, atomically (a reader of `hash` opens the old object or the
+   * new one, each whole, and one that opened the old one reads it to its
+   * end) and durably once this returns 0; the old object and the staging
+   * name are then gone. Only while the store holds `hash`: when it does
+   * not (the collector removed it meanwhile) NIMBUS_ENOTFOUND, the staging
+   * object dropped. Takes no stage_lock: staging objects of this kind
+   * have names no upload has. */
+  int (*stage_replace)(st_blob_be *be, const uint8_t name[32],
+                       const uint8_t hash[32]);
   /* For the janitor: removes every staging object not written for more
-   * than max_age_ms (abandoned uploads) and sets *removed (may be NULL)
-   * to their count. Objects removed before an error stay removed. */
+   * than max_age_ms (abandoned uploads, and what a switch to another form
+   * left when it stopped half way) and sets *removed (may be NULL) to
+   * their count. Objects removed before an error stay removed. */
   int (*stage_sweep)(st_blob_be *be, int64_t max_age_ms, size_t *removed);
 
   /* ---- Reading ---------------------------------------------------------- */
@@ -131,9 +152,10 @@ struct st_blob_backend {
   /* One read of up to `n` bytes at `offset` into `buf` (caller storage):
    * *got is the count, short when the backend returns less at once, 0
    * only at the object's end; on a handle opened ST_BLOB_RD_UNCACHED a
-   * short count is a multiple of 4096 but at the end, so that the
-   * caller's next read stays aligned. The caller loops; a backend does
-   * not, so that each call is one request to its medium. */
+   * short count of an aligned read is a multiple of 4096 but at the end,
+   * so that the caller's next read stays aligned. The caller loops; a
+   * backend does not, so that each call is one request to its medium.
+   * Any offset and length may be asked, on any handle. */
   int (*read)(st_blob_rd *rd, uint64_t offset, void *buf, size_t n,
               size_t *got);
   /* Closes a handle from read_open; NULL is a no-op. Cannot fail. */
@@ -180,6 +202,20 @@ int st_blob_fail_io(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Records a sentence as the calling thread's error text. */
 void st_blob_set_err(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+
+/* The head of a stored object: its first ST_BLOB_HEAD bytes are enough to
+ * tell the store's compressed form of a blob (blob_pack.c) from the blob
+ * as it is. */
+#define ST_BLOB_HEAD 64
+
+/* True when `head` (n bytes, the first of a stored object `length` bytes
+ * long; borrowed) begins the store's compressed form of blob `hash` of
+ * `size` bytes, whole: what stage_commit keeps as a good copy of `hash`
+ * beside one that is `size` bytes long. The head names the blob by its
+ * SHA-256, so no blob as it is can be mistaken for the compressed form of
+ * itself (its bytes would have to hold their own hash). */
+bool st_blob_head_packed(const uint8_t *head, size_t n, const uint8_t hash[32],
+                         uint64_t size, uint64_t length);
 
 /* ---- Backends ------------------------------------------------------------ */
 

@@ -13,7 +13,11 @@
  * Durability: a staging write returns after fdatasync (and, for a new
  * file, an fsync of staging/); a commit fsyncs the file, renames it into
  * blobs/<2 hex>/ and fsyncs that directory, so a crash leaves the blob
- * either absent or whole, never half there under its name. The walk of
+ * either absent or whole, never half there under its name; the switch of
+ * a stored blob to its compressed form (stage_replace) writes the new file
+ * in staging/, fsyncs it, exchanges it with the blob's file in one
+ * renameat2 (RENAME_EXCHANGE) and fsyncs the directory, so a reader finds
+ * one form or the other, whole. The walk of
  * blobs/ for the janitor opens nothing through a symbolic link
  * (O_NOFOLLOW) and looks only at names the store gives. Whole segments are
  * written, and big files read, with O_DIRECT, falling back to the page
@@ -46,7 +50,10 @@ typedef struct fs_be {
 
 typedef struct fs_rd {
   st_blob_rd base; /* first; base.what points at path */
+  struct fs_be *f;
   int fd;
+  bool uncached; /* opened ST_BLOB_RD_UNCACHED and O_DIRECT allowed */
+  bool direct;   /* O_DIRECT is on for fd now */
   char path[];
 } fs_rd;
 
@@ -157,17 +164,6 @@ static uint8_t *seg_buffer(void) {
 
 static bool direct_on(fs_be *f) {
   return !atomic_load_explicit(&f->no_direct, memory_order_relaxed);
-}
-
-/* Opens `path` with O_DIRECT and `flags`; -1 when that is not possible
- * here (and then never tried again by this backend), or with errno set. */
-static int open_direct(fs_be *f, const char *path, int flags) {
-  if (!direct_on(f))
-    return -1;
-  int fd = open(path, flags | O_DIRECT | O_CLOEXEC);
-  if (fd < 0 && errno == EINVAL)
-    atomic_store_explicit(&f->no_direct, true, memory_order_relaxed);
-  return fd;
 }
 
 /* Writes one whole aligned segment with O_DIRECT through `fd` (the put's
@@ -378,10 +374,23 @@ static int fs_stage_drop(st_blob_be *be, const uint8_t name[32]) {
   return 0;
 }
 
-/* Makes an existing blob file durable and checks its size; false when it
- * is not the blob it should be (then the caller replaces it). */
-static int existing_ok(const char *path, const char *dir, uint64_t size,
-                       bool *ok) {
+/* Whether the open file `fd` (`length` bytes) is blob `hash` in the
+ * store's compressed form (st_blob_head_packed). */
+static bool packed_copy(int fd, const uint8_t hash[32], uint64_t size,
+                        uint64_t length) {
+  uint8_t head[ST_BLOB_HEAD];
+  ssize_t k;
+  do
+    k = pread(fd, head, sizeof head, 0);
+  while (k < 0 && errno == EINTR);
+  return k > 0 && st_blob_head_packed(head, (size_t)k, hash, size, length);
+}
+
+/* Makes an existing blob file durable and checks its size (or that it is
+ * the blob's compressed form); false when it is not the blob it should be
+ * (then the caller replaces it). */
+static int existing_ok(const char *path, const char *dir,
+                       const uint8_t hash[32], uint64_t size, bool *ok) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat st;
   *ok = false;
@@ -390,7 +399,9 @@ static int existing_ok(const char *path, const char *dir, uint64_t size,
   int rc = 0;
   if (fstat(fd, &st) != 0)
     rc = st_blob_fail_io("cannot stat %s", path);
-  else if ((uint64_t)st.st_size == size && fsync(fd) == 0)
+  else if (((uint64_t)st.st_size == size ||
+            packed_copy(fd, hash, size, (uint64_t)st.st_size)) &&
+           fsync(fd) == 0)
     *ok = true;
   close(fd);
   if (rc == 0 && *ok)
@@ -406,7 +417,7 @@ static int fs_stage_commit(st_blob_be *be, const uint8_t name[32],
       blob_path(f, hash, path, sizeof path, dir, sizeof dir) != 0)
     return NIMBUS_EINVAL;
   bool ok = false;
-  int rc = existing_ok(path, dir, size, &ok);
+  int rc = existing_ok(path, dir, hash, size, &ok);
   if (rc != 0)
     return rc;
   if (ok) {
@@ -440,7 +451,7 @@ static int fs_stage_commit(st_blob_be *be, const uint8_t name[32],
    * found above and is replaced. */
   unsigned flags = RENAME_NOREPLACE;
   if (renameat2(AT_FDCWD, spath, AT_FDCWD, path, flags) != 0) {
-    if (errno == EEXIST && existing_ok(path, dir, size, &ok) == 0 && ok)
+    if (errno == EEXIST && existing_ok(path, dir, hash, size, &ok) == 0 && ok)
       return unlink(spath) == 0 || errno == ENOENT
                  ? 0
                  : st_blob_fail_io("cannot remove staging file %s", spath);
@@ -452,6 +463,54 @@ static int fs_stage_commit(st_blob_be *be, const uint8_t name[32],
     }
   }
   return fsync_dir(dir);
+}
+
+/* The switch to another form (st_blob_backend.h): the new file fsynced,
+ * then exchanged with the blob's in one step, so that the name never
+ * points at nothing and never at a file not whole; the exchange fails
+ * when the blob is gone, so a blob the collector removed meanwhile is not
+ * brought back. The old file ends under the staging name and is removed
+ * there (should that fail, the staging sweep does it). */
+static int fs_stage_replace(st_blob_be *be, const uint8_t name[32],
+                            const uint8_t hash[32]) {
+  fs_be *f = fs_of(be);
+  char spath[PATH_CAP], path[PATH_CAP], dir[PATH_CAP];
+  if (stage_path(f, name, spath, sizeof spath) != 0 ||
+      blob_path(f, hash, path, sizeof path, dir, sizeof dir) != 0)
+    return NIMBUS_EINVAL;
+  int fd = open(spath, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT
+               ? NIMBUS_ENOTFOUND
+               : st_blob_fail_io("cannot open staging file %s", spath);
+  int rc = fsync(fd) == 0 ? 0 : st_blob_fail_io("cannot fsync %s", spath);
+  close(fd);
+  if (rc != 0)
+    return rc;
+  if (renameat2(AT_FDCWD, spath, AT_FDCWD, path, RENAME_EXCHANGE) != 0) {
+    if (errno == ENOENT) {
+      (void)unlink(spath);
+      return NIMBUS_ENOTFOUND;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+      return st_blob_fail_io("cannot exchange %s and %s", spath, path);
+    /* A filesystem without the exchange: the blob is looked for, then
+     * renamed over. Should the collector remove it in between, the file
+     * stays with no record naming it, and the orphan sweep removes it. */
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      if (errno != ENOENT)
+        return st_blob_fail_io("cannot stat %s", path);
+      (void)unlink(spath);
+      return NIMBUS_ENOTFOUND;
+    }
+    if (rename(spath, path) != 0)
+      return st_blob_fail_io("cannot move %s to %s", spath, path);
+    return fsync_dir(dir);
+  }
+  rc = fsync_dir(dir);
+  (void)unlink(spath);
+  return rc;
 }
 
 static int fs_stage_sweep(st_blob_be *be, int64_t max_age_ms, size_t *removed) {
@@ -498,11 +557,10 @@ static int fs_read_open(st_blob_be *be, st_blob_ns ns, const uint8_t name[32],
                : blob_path(f, name, path, sizeof path, dir, sizeof dir);
   if (rc != 0)
     return rc;
-  int fd = -1;
-  if (flags & ST_BLOB_RD_UNCACHED)
-    fd = open_direct(f, path, O_RDONLY);
-  if (fd < 0)
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* Opened through the page cache; O_DIRECT goes on for the first read
+   * that is aligned (fs_read), so the small reads of a head or of a
+   * compressed frame on the same handle need no second descriptor. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT)
       return NIMBUS_ENOTFOUND;
@@ -516,15 +574,37 @@ static int fs_read_open(st_blob_be *be, st_blob_ns ns, const uint8_t name[32],
   }
   memcpy(r->path, path, len);
   r->base.what = r->path;
+  r->f = f;
   r->fd = fd;
+  r->uncached = (flags & ST_BLOB_RD_UNCACHED) != 0 && direct_on(f);
+  r->direct = false;
   *rd = &r->base;
   return 0;
+}
+
+/* Turns O_DIRECT on or off for the handle's descriptor; false when it
+ * cannot be turned on here (never tried again by this backend). */
+static bool set_direct(fs_rd *r, bool on) {
+  int fl = fcntl(r->fd, F_GETFL);
+  if (fl < 0 ||
+      fcntl(r->fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) != 0) {
+    if (on && errno == EINVAL)
+      atomic_store_explicit(&r->f->no_direct, true, memory_order_relaxed);
+    r->uncached = false;
+    return false;
+  }
+  r->direct = on;
+  return true;
 }
 
 static int fs_read(st_blob_rd *rd, uint64_t offset, void *buf, size_t n,
                    size_t *got) {
   fs_rd *r = (fs_rd *)rd;
   *got = 0;
+  bool aligned = r->uncached && offset % 4096 == 0 && n % 4096 == 0 &&
+                 (uintptr_t)buf % 4096 == 0;
+  if (aligned != r->direct && !set_direct(r, aligned) && r->direct)
+    return st_blob_fail_io("cannot switch O_DIRECT off on %s", r->path);
   for (;;) {
     ssize_t k = pread(r->fd, buf, n, (off_t)offset);
     if (k >= 0) {
@@ -648,6 +728,7 @@ static const st_blob_backend fs_backend = {
     .stage_unlock = fs_stage_unlock,
     .stage_drop = fs_stage_drop,
     .stage_commit = fs_stage_commit,
+    .stage_replace = fs_stage_replace,
     .stage_sweep = fs_stage_sweep,
     .read_open = fs_read_open,
     .read = fs_read,

@@ -5,11 +5,13 @@
  * EVP SHA-256 of the whole, XXH3-128 of each segment), reading one chunk
  * ahead of the hashing on a thread of its own; checks segments read back
  * against their recorded sums (st_segsum_ok); tells when the store is full
- * (st_blobstore_full_since); and keeps each thread's error text. The
- * rules of the disk itself (fsync of file and directory, then rename;
- * O_DIRECT; O_NOFOLLOW) are the local backend's, in blob_fs.c. */
-#include "st_blob.h"
-#include "st_blob_backend.h"
+ * (st_blobstore_full_since); and keeps each thread's error text. Every
+ * read of a stored blob goes through st_bin (blob_pack.c), so hashing and
+ * ranged reads get the blob's bytes whether it is kept as it is or
+ * compressed. The rules of the disk itself (fsync of file and directory,
+ * then rename; O_DIRECT; O_NOFOLLOW) are the local backend's, in
+ * blob_fs.c. */
+#include "st_blob_internal.h"
 
 #include "nb_util.h"
 #include "nimbus/errors.h"
@@ -22,16 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct st_blobstore {
-  st_blob_be *be;
-  const st_blob_backend *ops; /* be->ops, one load fewer on every call */
-  /* Since when (ms) writes are refused for want of space, 0 while they
-   * are not, and when the free space was last looked at
-   * (st_blobstore_full_since). */
-  _Atomic int64_t full_since;
-  _Atomic int64_t full_checked;
-};
 
 #define ERRSTR_CAP 256
 
@@ -117,7 +109,7 @@ void st_blobstore_free(st_blobstore *s) {
  * A full store is one that refused a write for want of space; a write that
  * succeeds ends that (one relaxed load on the way, nothing more). */
 
-static void note_write(st_blobstore *s, int rc) {
+void st__blob_note_write(st_blobstore *s, int rc) {
   if (rc == NIMBUS_ENOSPC) {
     int64_t zero = 0;
     atomic_compare_exchange_strong(&s->full_since, &zero, nb_now_ms());
@@ -151,8 +143,7 @@ int64_t st_blobstore_full_since(st_blobstore *s) {
 #define READ_CHUNK (16 * ST_SEGMENT)
 
 typedef struct reader {
-  const st_blob_backend *ops;
-  st_blob_rd *rd;
+  st_bin *in;
   uint64_t size;
   uint8_t *buf[2];
   size_t len[2];
@@ -170,11 +161,11 @@ static int read_chunk(reader *r, uint64_t off, uint8_t *buf, size_t n) {
   size_t want = (n + 4095) & ~(size_t)4095, got = 0;
   while (got < n) {
     size_t k = 0;
-    int rc = r->ops->read(r->rd, off + got, buf + got, want - got, &k);
+    int rc = st__bin_read(r->in, off + got, buf + got, want - got, &k);
     if (rc != 0)
       return rc;
     if (k == 0) {
-      st_blob_set_err("%.200s is shorter than %llu bytes", r->rd->what,
+      st_blob_set_err("%.200s is shorter than %llu bytes", r->in->rd->what,
                       (unsigned long long)r->size);
       return NIMBUS_EIO;
     }
@@ -211,17 +202,16 @@ static void *reader_main(void *arg) {
   return NULL;
 }
 
-/* Hashes `size` bytes of the open object `rd` (see st_blobstore_stage_hash):
+/* Hashes `size` bytes of the open object `in` (see st_blobstore_stage_hash):
  * a reader thread fills one chunk while this one hashes the other. The
  * error text of a failed read is the reader's; it is copied here. */
-static int hash_rd(const st_blob_backend *ops, st_blob_rd *rd, uint64_t size,
-                   uint8_t whole[32], uint8_t (*sums)[ST_SEGSUM],
-                   st_blob_progress_fn progress, void *arg) {
+static int hash_rd(st_bin *in, uint64_t size, uint8_t whole[32],
+                   uint8_t (*sums)[ST_SEGSUM], st_blob_progress_fn progress,
+                   void *arg) {
   int rc = 0;
   reader r;
   memset(&r, 0, sizeof r);
-  r.ops = ops;
-  r.rd = rd;
+  r.in = in;
   r.size = size;
   EVP_MD_CTX *all = EVP_MD_CTX_new();
   bool started = false;
@@ -306,13 +296,13 @@ static int hash_object(st_blobstore *s, st_blob_ns ns, const uint8_t name[32],
   /* A small upload's bytes are likely still in the page cache (only
    * whole segments skip it): read them from there. A big one is read in
    * whole aligned chunks into aligned buffers (read_chunk), past it. */
-  st_blob_rd *rd = NULL;
-  int rc = s->ops->read_open(s->be, ns, name,
-                             size > READ_CHUNK ? ST_BLOB_RD_UNCACHED : 0, &rd);
+  st_bin in;
+  int rc = st__bin_open(s, ns, name,
+                        size > READ_CHUNK ? ST_BLOB_RD_UNCACHED : 0, &in);
   if (rc != 0)
     return rc;
-  rc = hash_rd(s->ops, rd, size, whole, sums, progress, arg);
-  s->ops->read_close(rd);
+  rc = hash_rd(&in, size, whole, sums, progress, arg);
+  st__bin_close(&in);
   return rc;
 }
 
@@ -353,7 +343,7 @@ int st_blobstore_stage(st_blobstore *s, const char *terminal,
     return NIMBUS_EINVAL;
   int rc = s->ops->stage_write(s->be, name, offset, p, n, reserve_end,
                                entry_durable);
-  note_write(s, rc);
+  st__blob_note_write(s, rc);
   return rc;
 }
 
@@ -374,7 +364,7 @@ int st_blobstore_stage_commit(st_blobstore *s, const char *terminal,
   if (stage_name(terminal, upload, name) != 0)
     return NIMBUS_EINVAL;
   int rc = s->ops->stage_commit(s->be, name, size, hash);
-  note_write(s, rc);
+  st__blob_note_write(s, rc);
   return rc;
 }
 
@@ -411,25 +401,25 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
 
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
                       void *buf, size_t n, size_t *got) {
-  st_blob_rd *rd = NULL;
+  st_bin in;
   *got = 0;
   /* Aligned whole blocks into an aligned buffer: past the page cache. */
   unsigned flags =
       offset % 4096 == 0 && n % 4096 == 0 && (uintptr_t)buf % 4096 == 0
           ? ST_BLOB_RD_UNCACHED
           : 0;
-  int rc = s->ops->read_open(s->be, ST_BLOB_STORE, hash, flags, &rd);
+  int rc = st__bin_open(s, ST_BLOB_STORE, hash, flags, &in);
   if (rc != 0)
     return rc;
   while (*got < n) {
     size_t k = 0;
-    if ((rc = s->ops->read(rd, offset + *got, (char *)buf + *got, n - *got,
+    if ((rc = st__bin_read(&in, offset + *got, (char *)buf + *got, n - *got,
                            &k)) != 0 ||
         k == 0)
       break;
     *got += k;
   }
-  s->ops->read_close(rd);
+  st__bin_close(&in);
   return rc;
 }
 

@@ -4,6 +4,10 @@
  * ranges read back, staging names that hold no terminal string, a
  * longer leftover staging file cut to the blob's size, the blocks of a
  * failed write given back, and the sweep of abandoned staging files.
+ * And the compressed form (blob_pack.c): a document stored compressed,
+ * smaller on disk, read back byte for byte at any offset and hashed as
+ * it was; random bytes and a cancelled run left as they are; a commit of
+ * the same content keeping the compressed copy; a damaged frame refused.
  * And the store over its backend interface (st_blob_backend.h), through a
  * spy backend wrapped around the local one: what the backend is handed,
  * reads that come back short, and a full store. */
@@ -530,6 +534,203 @@ static void test_stage_undo(void **state) {
   assert_memory_equal(whole, f->sha, 32);
 }
 
+/* ---- The compressed form --------------------------------------------------
+ */
+
+/* Text made of a few hundred words: zstd makes it well under half. */
+static uint8_t *text_bytes(size_t n) {
+  static const char *const w[] = {"share", "the ",  "cloud", "segment",
+                                  "frame", "index", "of ",   "a ",
+                                  "blob",  ", ",    "and ",  "terminal"};
+  uint8_t *p = malloc(n);
+  assert_non_null(p);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < n;) {
+    x = x * 1103515245u + 12345u;
+    const char *t = w[(x >> 16) % (sizeof w / sizeof w[0])];
+    for (size_t k = 0; t[k] != '\0' && i < n; k++)
+      p[i++] = (uint8_t)(t[k] + ((x >> 8) % 7 == 0 && k == 0 ? 1 : 0));
+  }
+  return p;
+}
+
+/* Stages `n` bytes of `p` as upload (terminal, up) and commits them. */
+static void commit_bytes(st_blobstore *s, const char *terminal, const char *up,
+                         const uint8_t *p, size_t n, uint8_t sha[32]) {
+  nb_sha256(p, n, sha);
+  for (size_t off = 0; off < n; off += SEG)
+    assert_int_equal(st_blobstore_stage(s, terminal, up, off, p + off,
+                                        n - off < SEG ? n - off : SEG, n,
+                                        false),
+                     0);
+  assert_int_equal(st_blobstore_stage_commit(s, terminal, up, n, sha), 0);
+}
+
+static off_t blob_file_size(const fixture *f, const uint8_t sha[32]) {
+  char hex[65], path[400];
+  struct stat st;
+  nb_hex(sha, 32, hex);
+  snprintf(path, sizeof path, "%s/blobs/%.2s/%s", f->root, hex, hex);
+  assert_int_equal(stat(path, &st), 0);
+  return st.st_size;
+}
+
+#define DOC (5 * SEG + 777)
+
+static int stop_at_second(void *arg, uint64_t done, uint64_t total) {
+  (void)total;
+  *(uint64_t *)arg = done;
+  return done > SEG ? NIMBUS_ECANCELED : 0;
+}
+
+static void test_pack_document(void **state) {
+  fixture *f = *state;
+  uint8_t *doc = text_bytes(DOC), sha[32], whole[32];
+  uint8_t(*plain)[ST_SEGSUM] = malloc(6 * ST_SEGSUM);
+  uint8_t(*sums)[ST_SEGSUM] = malloc(6 * ST_SEGSUM);
+  char staging[256];
+  assert_non_null(plain);
+  assert_non_null(sums);
+  snprintf(staging, sizeof staging, "%s/staging", f->root);
+  commit_bytes(f->s, "ann", "d", doc, DOC, sha);
+  assert_int_equal(
+      st_blobstore_blob_hash(f->s, sha, DOC, whole, plain, NULL, NULL), 0);
+  uint64_t stored = 0, done = 0;
+  /* Stopped half way, it stays as it was, with nothing left beside it. */
+  st_blob_pack_opts o = {
+      .level = 3, .trial = true, .progress = stop_at_second, .arg = &done};
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored),
+                   NIMBUS_ECANCELED);
+  assert_int_equal(blob_file_size(f, sha), DOC);
+  assert_int_equal(count_files(staging), 0);
+  o.progress = NULL;
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored), 0);
+  assert_true(stored < DOC / 2);
+  assert_int_equal(blob_file_size(f, sha), stored);
+  assert_int_equal(count_files(staging), 0);
+  uint64_t again = 0;
+  assert_int_equal(st_blobstore_stored(f->s, sha, DOC, &again), 0);
+  assert_int_equal(again, stored);
+  /* Packed already: the same answer, nothing written. */
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &again), 0);
+  assert_int_equal(again, stored);
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC + 1, &o, &again),
+                   NIMBUS_EIO);
+
+  /* The bytes, as they were, at any offset: whole segments into an aligned
+   * buffer (what blob.get asks), across a boundary, the end, past it. */
+  uint8_t *buf = NULL;
+  assert_int_equal(posix_memalign((void **)&buf, 4096, 2 * SEG + 4096), 0);
+  size_t got = 0;
+  assert_int_equal(st_blobstore_read(f->s, sha, SEG, buf, 2 * SEG, &got), 0);
+  assert_int_equal(got, 2 * SEG);
+  assert_memory_equal(buf, doc + SEG, 2 * SEG);
+  assert_int_equal(st_blobstore_read(f->s, sha, SEG - 5, buf, 100, &got), 0);
+  assert_int_equal(got, 100);
+  assert_memory_equal(buf, doc + SEG - 5, 100);
+  assert_int_equal(st_blobstore_read(f->s, sha, 5 * SEG, buf, 8192, &got), 0);
+  assert_int_equal(got, 777);
+  assert_memory_equal(buf, doc + 5 * SEG, 777);
+  assert_int_equal(st_blobstore_read(f->s, sha, DOC, buf, 10, &got), 0);
+  assert_int_equal(got, 0);
+  free(buf);
+  uint8_t *all = malloc(DOC);
+  assert_non_null(all);
+  assert_int_equal(st_blobstore_read(f->s, sha, 0, all, DOC, &got), 0);
+  assert_int_equal(got, DOC);
+  assert_memory_equal(all, doc, DOC);
+  free(all);
+  /* Hashed as it was: the commit's re-hash sees the same bytes. */
+  memset(whole, 0, sizeof whole);
+  assert_int_equal(
+      st_blobstore_blob_hash(f->s, sha, DOC, whole, sums, NULL, NULL), 0);
+  assert_memory_equal(whole, sha, 32);
+  assert_memory_equal(sums, plain, 6 * ST_SEGSUM);
+
+  /* The same content committed again keeps the compressed copy. */
+  commit_bytes(f->s, "bea", "d2", doc, DOC, sha);
+  assert_int_equal(blob_file_size(f, sha), stored);
+  assert_int_equal(count_files(staging), 0);
+  free(plain);
+  free(sums);
+  free(doc);
+}
+
+static void test_pack_incompressible(void **state) {
+  fixture *f = *state;
+  uint8_t *rnd = malloc(DOC), sha[32];
+  char staging[256];
+  assert_non_null(rnd);
+  assert_int_equal(nb_random_bytes(rnd, DOC), 0);
+  snprintf(staging, sizeof staging, "%s/staging", f->root);
+  commit_bytes(f->s, "cat", "r", rnd, DOC, sha);
+  uint64_t stored = 0, done = 0;
+  /* The trial gives up after the first 1 MiB: nothing later is read. */
+  st_blob_pack_opts o = {
+      .level = 3, .trial = true, .progress = stop_at_second, .arg = &done};
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored), 0);
+  assert_int_equal(stored, DOC);
+  assert_int_equal(done, 0);
+  /* Without it, the work stops once the limit is passed. */
+  o.trial = false;
+  o.progress = NULL;
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored), 0);
+  assert_int_equal(stored, DOC);
+  assert_int_equal(blob_file_size(f, sha), DOC);
+  assert_int_equal(count_files(staging), 0);
+  assert_int_equal(st_blobstore_stored(f->s, sha, DOC, &stored), 0);
+  assert_int_equal(stored, DOC);
+  /* Tiny and absent blobs, and a level zstd has not. */
+  uint8_t tiny_sha[32], none[32] = {7};
+  commit_bytes(f->s, "cat", "t", (const uint8_t *)"aaaaaaaaaa", 10, tiny_sha);
+  assert_int_equal(st_blobstore_pack(f->s, tiny_sha, 10, &o, &stored), 0);
+  assert_int_equal(stored, 10);
+  assert_int_equal(st_blobstore_pack(f->s, none, DOC, &o, &stored),
+                   NIMBUS_ENOTFOUND);
+  o.level = 99;
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored),
+                   NIMBUS_EINVAL);
+  free(rnd);
+}
+
+/* A byte changed inside one frame: that segment is refused (zstd's
+ * checksum), the others still read. */
+static void test_pack_damaged(void **state) {
+  fixture *f = *state;
+  uint8_t *doc = text_bytes(DOC), sha[32], buf[64];
+  char hex[65], path[400];
+  commit_bytes(f->s, "dee", "d", doc, DOC, sha);
+  uint64_t stored = 0;
+  st_blob_pack_opts o = {.level = 3};
+  assert_int_equal(st_blobstore_pack(f->s, sha, DOC, &o, &stored), 0);
+  assert_true(stored < DOC);
+  nb_hex(sha, 32, hex);
+  snprintf(path, sizeof path, "%s/blobs/%.2s/%s", f->root, hex, hex);
+  int fd = open(path, O_RDWR);
+  assert_true(fd >= 0);
+  /* The index's entries for segments 2 and 3: the middle of frame 2. */
+  uint8_t ix[16];
+  assert_int_equal(pread(fd, ix, 16, 64 + 8 * 2), 16);
+  uint64_t a = 0, e = 0;
+  for (int i = 7; i >= 0; i--) {
+    a = a << 8 | ix[i];
+    e = e << 8 | ix[8 + i];
+  }
+  uint8_t c = 0;
+  off_t at = (off_t)(a + (e - a) / 2);
+  assert_int_equal(pread(fd, &c, 1, at), 1);
+  c ^= 0x55;
+  assert_int_equal(pwrite(fd, &c, 1, at), 1);
+  close(fd);
+  size_t got = 0;
+  assert_int_equal(st_blobstore_read(f->s, sha, 2 * SEG + 10, buf, 8, &got),
+                   NIMBUS_EIO);
+  assert_non_null(strstr(st_blobstore_errstr(), "damaged"));
+  assert_int_equal(st_blobstore_read(f->s, sha, 3 * SEG, buf, 8, &got), 0);
+  assert_memory_equal(buf, doc + 3 * SEG, 8);
+  free(doc);
+}
+
 /* ---- The store over its backend interface --------------------------------
  * A spy backend forwards every operation to a local one and notes what it
  * was given; it can refuse writes for want of space, say how much space
@@ -573,6 +774,10 @@ static int spy_stage_drop(st_blob_be *be, const uint8_t name[32]) {
 static int spy_stage_commit(st_blob_be *be, const uint8_t name[32],
                             uint64_t size, const uint8_t hash[32]) {
   return IN(be)->ops->stage_commit(IN(be), name, size, hash);
+}
+static int spy_stage_replace(st_blob_be *be, const uint8_t name[32],
+                             const uint8_t hash[32]) {
+  return IN(be)->ops->stage_replace(IN(be), name, hash);
 }
 static int spy_stage_sweep(st_blob_be *be, int64_t max_age_ms,
                            size_t *removed) {
@@ -644,6 +849,7 @@ static const st_blob_backend spy_ops = {
     .stage_unlock = spy_stage_unlock,
     .stage_drop = spy_stage_drop,
     .stage_commit = spy_stage_commit,
+    .stage_replace = spy_stage_replace,
     .stage_sweep = spy_stage_sweep,
     .read_open = spy_read_open,
     .read = spy_read,
@@ -774,6 +980,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_put_during_commit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stage_undo, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pack_document, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pack_incompressible, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_pack_damaged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backend_names_short_reads, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_backend_full, setup, teardown),
