@@ -242,7 +242,10 @@ int st_blobstore_stored(st_blobstore *s, const uint8_t hash[32], uint64_t size,
  *   nb:upload:<terminal>:<upload>:bits  string, bit i set = segment i is
  *                                       durable in staging (SETBIT),
  *                                       PEXPIRE upload_ttl
- *   nb:blob:<hex>                       hash {size}
+ *   nb:blob:<hex>                       hash {size, refs, stored: the
+ *                                       bytes it takes in the store, once
+ *                                       a share looked (absent: not known,
+ *                                       taken to be size)}
  *   nb:blob:<hex>:sums                  string, the 16-byte XXH3-128 of each
  *                                       segment, in order (ST_SEGSUM)
  *   nb:blob:<hex>:segs                  instead, for blobs committed before
@@ -256,7 +259,10 @@ int st_blobstore_stored(st_blobstore *s, const uint8_t hash[32], uint64_t size,
  *   nb:blob:<hex>:gone                  tombstone while the collector
  *                                       removes its file
  *   nb:blob:<hex>:committing            a commit of this content is moving
- *                                       it into the store: not collected */
+ *                                       it into the store: not collected
+ *   nb:pack                             sorted set: blob -> ms from which a
+ *                                       janitor may take it to compress it
+ *                                       (st_blob_pack_take) */
 
 /* What Redis knows of one upload. */
 typedef struct st_upload {
@@ -368,6 +374,52 @@ int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
  * Returns 0 or NIMBUS_EREDIS. */
 int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
                      uint64_t *size);
+
+/* What Redis knows of one stored blob. */
+typedef struct st_blob_meta {
+  bool exists;
+  uint64_t size;
+  int64_t stored; /* bytes in the store as recorded; -1 when not recorded */
+} st_blob_meta;
+
+/* Reads the metadata of blob `hex` into *out (caller storage); an unknown
+ * blob gives 0 with out->exists false. Returns 0 or NIMBUS_EREDIS. */
+int st_blob_meta_read(st_redis *r, const char *hex, st_blob_meta *out);
+
+/* ---- Compression -----------------------------------------------------------
+ * Which blobs are (to be) kept compressed in the store (st_blobstore_pack).
+ * Not part of any task's effect but the queueing: the switch on disk is
+ * not transactional with Redis, so its outcome is recorded right after it,
+ * and a record lost in a crash is made again the next time a share looks
+ * at the blob (the disk is the truth: st_blobstore_stored). */
+
+/* Records that blob `hex` takes `stored` bytes in the store, if its
+ * metadata still exists (the collector may have taken it meanwhile), and
+ * takes it off the queue. *recorded (may be NULL) says whether it was.
+ * Returns 0 or NIMBUS_EREDIS. */
+int st_blob_stored_set(st_redis *r, const char *hex, uint64_t stored,
+                       bool *recorded);
+
+/* Appends to `t` the queueing of blob `hex` (borrowed) for compression by
+ * a janitor, due at now_ms; one already queued keeps its place. Returns 0,
+ * NIMBUS_EINVAL or NIMBUS_ENOMEM. */
+int st_blob_pack_queue_effect(st_txn *t, const char *hex, int64_t now_ms);
+
+/* Takes the first queued blob due by now_ms into hex[65] and makes it due
+ * again at now_ms + lease_ms, so that should this janitor die another one
+ * takes it then (renew with st_blob_pack_later while the work lasts).
+ * *got is false when none is due. Returns 0 or NIMBUS_EREDIS. */
+int st_blob_pack_take(st_redis *r, int64_t now_ms, int64_t lease_ms,
+                      char hex[65], bool *got);
+
+/* Makes queued blob `hex` due at when_ms (a renewed lease, or a later try
+ * after a full disk); nothing when it is not queued. Returns 0 or
+ * NIMBUS_EREDIS. */
+int st_blob_pack_later(st_redis *r, const char *hex, int64_t when_ms);
+
+/* Takes blob `hex` off the queue (it is gone, or cannot be read). Returns
+ * 0 or NIMBUS_EREDIS. */
+int st_blob_pack_drop(st_redis *r, const char *hex);
 
 /* Reads the recorded check sums of segments first .. first+count-1 of
  * blob `hex` into `sums` (caller storage of count * ST_SEGSUM_SHA256

@@ -78,6 +78,10 @@ typedef struct st_share {
   char blob[65];
   char mime[ST_SHARE_MIME_MAX + 1];
   int64_t size, created, expires_at;
+  /* st_share_take and st_share_list only: the bytes its blob takes in
+   * the store (nb:blob:<hex> stored; `size` while that is not recorded:
+   * kept as it is, or not compressed yet). */
+  int64_t stored;
   int64_t max_downloads; /* 0: no limit */
   int64_t downloads;     /* terminals whose download counted */
   char (*to)[65];        /* owned: the addressees, or NULL */
@@ -110,7 +114,8 @@ int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
  * fewer than max_downloads terminals have one, counts `terminal`'s
  * download (once: not the owner's) together with its grant on the blob,
  * and fills *out (caller storage, without `to` and `got`; release with
- * st_share_fini) with exists true. Otherwise changes nothing and sets
+ * st_share_fini) with exists true, and its blob's stored size (a second
+ * round trip). Otherwise changes nothing and sets
  * out->exists false: the caller cannot tell absent, ended, used up and
  * not-for-you apart, and must not. */
 int st_share_take(st_redis *r, const char *token, const char *terminal,
@@ -158,7 +163,8 @@ int st_share_revoke_effect(st_txn *t, const st_share *s, int64_t now_ms);
  * (caller storage, `limit` entries, each released with st_share_fini;
  * without `got`). *n is their count, and *next (caller storage of
  * ST_SHARE_MEMBER_LEN + 1) the cursor of the next page, "" when the index
- * ends here. Two round trips. */
+ * ends here. Three round trips (the third for their blobs' stored
+ * sizes). */
 int st_share_list(st_redis *r, const char *terminal, bool inbox,
                   const char *owner, const char *cursor, size_t limit,
                   int64_t now_ms, st_share *out, size_t *n, char *next);

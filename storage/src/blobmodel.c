@@ -398,6 +398,114 @@ int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
   return rc;
 }
 
+int st_blob_meta_read(st_redis *r, const char *hex, st_blob_meta *out) {
+  char meta[KEY_CAP];
+  memset(out, 0, sizeof *out);
+  out->stored = -1;
+  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  const char *argv[4] = {"HMGET", meta, "size", "stored"};
+  redisReply *rep = st__cmd(r, 4, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+    rc = st__fail(r, rep, "unexpected answer reading a blob's metadata");
+  } else if (rep->element[0]->type == REDIS_REPLY_STRING) {
+    out->exists = true;
+    out->size = parse_u64(rep->element[0]->str);
+    if (rep->element[1]->type == REDIS_REPLY_STRING)
+      out->stored = (int64_t)parse_u64(rep->element[1]->str);
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+/* ---- Compression ------------------------------------------------------- */
+
+/* KEYS: meta, nb:pack. ARGV: stored, hex. */
+static st_script stored_script =
+    ST_SCRIPT("redis.call('ZREM', KEYS[2], ARGV[2])\n"
+              "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+              "redis.call('HSET', KEYS[1], 'stored', ARGV[1])\n"
+              "return 1\n");
+
+int st_blob_stored_set(st_redis *r, const char *hex, uint64_t stored,
+                       bool *recorded) {
+  char meta[KEY_CAP], num[24], name[65];
+  if (recorded != NULL)
+    *recorded = false;
+  snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
+  snprintf(num, sizeof num, "%llu", (unsigned long long)stored);
+  nb_strlcpy(name, hex, sizeof name);
+  const char *argv[7] = {NULL, NULL, NULL, meta, "nb:pack", num, name};
+  redisReply *rep = st__eval(r, &stored_script, 2, 7, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER)
+    rc = st__fail(r, rep, "unexpected answer recording a blob's size");
+  else if (recorded != NULL)
+    *recorded = rep->integer == 1;
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_pack_queue_effect(st_txn *t, const char *hex, int64_t now_ms) {
+  char now[24], name[65];
+  if (strlen(hex) != 64)
+    return NIMBUS_EINVAL;
+  nb_strlcpy(name, hex, sizeof name);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms);
+  const char *argv[5] = {"ZADD", "nb:pack", "NX", now, name};
+  return st_txn_add(t, 5, argv, NULL);
+}
+
+/* KEYS: nb:pack. ARGV: now, due again. The first due, or nil. */
+static st_script pack_take_script =
+    ST_SCRIPT("local e = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],"
+              " 'LIMIT', 0, 1)\n"
+              "if #e == 0 then return false end\n"
+              "redis.call('ZADD', KEYS[1], 'XX', ARGV[2], e[1])\n"
+              "return e[1]\n");
+
+int st_blob_pack_take(st_redis *r, int64_t now_ms, int64_t lease_ms,
+                      char hex[65], bool *got) {
+  char now[24], until[24];
+  *got = false;
+  hex[0] = '\0';
+  snprintf(now, sizeof now, "%lld", (long long)now_ms);
+  snprintf(until, sizeof until, "%lld", (long long)(now_ms + lease_ms));
+  const char *argv[6] = {NULL, NULL, NULL, "nb:pack", now, until};
+  redisReply *rep = st__eval(r, &pack_take_script, 1, 6, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_STRING && rep->len == 64) {
+    memcpy(hex, rep->str, 64);
+    hex[64] = '\0';
+    *got = true;
+  } else if (rep->type != REDIS_REPLY_NIL) {
+    rc = st__fail(r, rep, "unexpected answer taking a blob to compress");
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int st_blob_pack_later(st_redis *r, const char *hex, int64_t when_ms) {
+  char when[24], name[65];
+  snprintf(when, sizeof when, "%lld", (long long)when_ms);
+  nb_strlcpy(name, hex, sizeof name);
+  const char *argv[5] = {"ZADD", "nb:pack", "XX", when, name};
+  return st__cmd_ok(r, 5, argv);
+}
+
+int st_blob_pack_drop(st_redis *r, const char *hex) {
+  char name[65];
+  nb_strlcpy(name, hex, sizeof name);
+  const char *argv[3] = {"ZREM", "nb:pack", name};
+  return st__cmd_ok(r, 3, argv);
+}
+
 /* GETRANGE of records first .. first+count-1, each `width` bytes, of key
  * `key` into out; NIMBUS_ENOTFOUND when fewer are there. */
 static int sums_range(st_redis *r, const char *key, size_t width,

@@ -142,6 +142,52 @@ static int ids_of(const redisReply *e, char (**out)[65], size_t *n) {
 
 /* ---- Reading ------------------------------------------------------------- */
 
+/* KEYS: blob metadata. Each one's stored size, or '' when not recorded. */
+static st_script stored_script =
+    ST_SCRIPT("local out = {}\n"
+              "for i, k in ipairs(KEYS) do\n"
+              "  out[i] = redis.call('HGET', k, 'stored') or ''\n"
+              "end\n"
+              "return out\n");
+
+/* Sets stored of shares[0 .. n-1] from their blobs' metadata: a blob
+ * compressed in the store after its share was made shows its new size. */
+static int fill_stored(st_redis *r, st_share *shares, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    shares[i].stored = shares[i].size;
+  if (n == 0)
+    return 0;
+  char(*keys)[KEY_CAP] = calloc(n, sizeof *keys);
+  const char **argv = calloc(3 + n, sizeof *argv);
+  int rc = 0;
+  redisReply *rep = NULL;
+  if (keys == NULL || argv == NULL) {
+    rc = NIMBUS_ENOMEM;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if ((rc = keyf(keys[i], "nb:blob:%.64s%s", shares[i].blob, "")) != 0)
+      goto out;
+    argv[3 + i] = keys[i];
+  }
+  rep = st__eval(r, &stored_script, (int)n, (int)(3 + n), argv, NULL);
+  if (rep == NULL) {
+    rc = NIMBUS_EREDIS;
+  } else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
+    rc = st__fail(r, rep, "unexpected answer reading stored sizes");
+  } else {
+    for (size_t i = 0; i < n; i++)
+      if (rep->element[i]->type == REDIS_REPLY_STRING &&
+          rep->element[i]->len > 0)
+        shares[i].stored = num_of(rep->element[i]);
+  }
+out:
+  freeReplyObject(rep);
+  free(keys);
+  free(argv);
+  return rc;
+}
+
 /* KEYS: record, got, to. Returns {} or {fields..., to[], got[]}. */
 static st_script read_script =
     ST_SCRIPT("local h = redis.call('HMGET', KEYS[1], " FIELDS ")\n"
@@ -250,6 +296,8 @@ int st_share_take(st_redis *r, const char *token, const char *terminal,
     out->downloads = num_of(rep->element[NFIELDS + 1]);
   }
   freeReplyObject(rep);
+  if (rc == 0 && out->exists)
+    rc = fill_stored(r, out, 1);
   return rc;
 }
 
@@ -506,6 +554,8 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
     rc = ids_of(e->element[NFIELDS + 1], &s->to, &s->nto);
     (*n)++;
   }
+  if (rc == 0)
+    rc = fill_stored(r, out, *n);
 out:
   if (rc != 0) {
     for (size_t i = 0; i < *n; i++)
