@@ -14,7 +14,13 @@
  *     and st_blob_orphan_take holds off a commit of the same content while
  *     the file goes.
  * Every worker of a pool runs one; they may race for the same blob, and
- * the script lets exactly one take it. */
+ * the script lets exactly one take it.
+ *
+ * Besides, every second, it compresses the shared documents share.create
+ * queued (nb:pack, too big to compress while the terminal waits: see
+ * handlers_share.c), one after another, each under a lease that another
+ * janitor takes over should this one die; a worker told to stop ends the
+ * one under way at its next segment and leaves it to the others. */
 #include "wk.h"
 
 #include "nb_log.h"
@@ -32,6 +38,15 @@
  * content, should this worker die between the script and the file's
  * removal; normally st_blob_gc_done ends it at once. */
 #define GONE_MS 10000
+/* How often the queue of blobs to compress is looked at: a big shared
+ * document is compressed about this long after its share, plus its time
+ * (about 7 ms per MiB at level 3 here). */
+#define PACK_POLL_MS 1000
+/* A compression's lease on its queue entry, renewed every third of it
+ * while the work goes on. */
+#define PACK_LEASE_MS 60000
+/* When the disk is full, the next try. */
+#define PACK_RETRY_FULL_MS 600000
 
 struct wk_janitor {
   const wk_config *cfg;
@@ -148,6 +163,97 @@ static void orphans(wk_janitor *j, st_redis *r, int64_t max_age_ms) {
             o.removed, o.removed == 1 ? "" : "s");
 }
 
+static bool stopping(wk_janitor *j) {
+  pthread_mutex_lock(&j->mu);
+  bool stop = j->stop;
+  pthread_mutex_unlock(&j->mu);
+  return stop;
+}
+
+typedef struct pack_run {
+  wk_janitor *j;
+  st_redis *r;
+  const char *hex;
+  int64_t renewed;
+} pack_run;
+
+static int pack_progress(void *arg, uint64_t done, uint64_t total) {
+  pack_run *p = arg;
+  (void)done, (void)total;
+  if (stopping(p->j))
+    return NIMBUS_ECANCELED;
+  int64_t now = nb_now_ms();
+  if (now - p->renewed >= PACK_LEASE_MS / 3) {
+    if (st_blob_pack_later(p->r, p->hex, now + PACK_LEASE_MS) != 0)
+      NB_WARN("WK-PACK", "blob %s: cannot renew its lease: %s", p->hex,
+              st_redis_errstr(p->r));
+    p->renewed = now;
+  }
+  return 0;
+}
+
+/* Compresses the queued blobs that are due, until none is or the worker
+ * stops. */
+static void pack_queued(wk_janitor *j, st_redis *r) {
+  while (!stopping(j)) {
+    char hex[65];
+    bool got = false;
+    st_blob_meta m;
+    if (st_blob_pack_take(r, nb_now_ms(), PACK_LEASE_MS, hex, &got) != 0 ||
+        (got && st_blob_meta_read(r, hex, &m) != 0)) {
+      NB_WARN("WK-PACK", "cannot read the queue of blobs to compress: %s",
+              st_redis_errstr(r));
+      return;
+    }
+    if (!got)
+      return;
+    if (!m.exists) { /* collected since */
+      if (st_blob_pack_drop(r, hex) != 0)
+        NB_WARN("WK-PACK", "blob %s: %s", hex, st_redis_errstr(r));
+      continue;
+    }
+    uint8_t raw[32];
+    (void)nb_unhex32(hex, raw);
+    pack_run p = {.j = j, .r = r, .hex = hex, .renewed = nb_now_ms()};
+    st_blob_pack_opts o = {.level = wk_share_zstd_level(),
+                           .trial = true,
+                           .progress = pack_progress,
+                           .arg = &p};
+    uint64_t stored = m.size;
+    int64_t t0 = nb_mono_ms();
+    int rc = st_blobstore_pack(j->blobs, raw, m.size, &o, &stored);
+    int rrc = 0;
+    if (rc == 0) {
+      rrc = st_blob_stored_set(r, hex, stored, NULL);
+      if (stored < m.size)
+        NB_INFO("WK-PACK",
+                "blob %s kept compressed: %llu bytes in %llu (%lld ms)", hex,
+                (unsigned long long)m.size, (unsigned long long)stored,
+                (long long)(nb_mono_ms() - t0));
+    } else if (rc == NIMBUS_ECANCELED) {
+      rrc = st_blob_pack_later(r, hex, nb_now_ms()); /* to the others */
+    } else if (rc == NIMBUS_ENOTFOUND) {
+      rrc = st_blob_pack_drop(r, hex);
+    } else if (rc == NIMBUS_ENOSPC) {
+      NB_WARN("WK-PACK",
+              "blob %s: no room for its compressed form, tried "
+              "again later: %s",
+              hex, st_blobstore_errstr());
+      rrc = st_blob_pack_later(r, hex, nb_now_ms() + PACK_RETRY_FULL_MS);
+    } else {
+      /* Unreadable (blob.get reports it too): recorded as kept as it is,
+       * not tried again and again. */
+      NB_WARN("WK-PACK", "blob %s stays as it is: %s", hex,
+              rc == NIMBUS_ENOMEM ? "out of memory" : st_blobstore_errstr());
+      rrc = st_blob_stored_set(r, hex, m.size, NULL);
+    }
+    if (rrc != 0) {
+      NB_WARN("WK-PACK", "blob %s: %s", hex, st_redis_errstr(r));
+      return;
+    }
+  }
+}
+
 static void *janitor_main(void *arg) {
   wk_janitor *j = arg;
   const wk_config *cfg = j->cfg;
@@ -162,28 +268,36 @@ static void *janitor_main(void *arg) {
   int64_t every = (ttl < cfg->blob_ttl_ms ? ttl : cfg->blob_ttl_ms) / 10;
   every = every < 100 ? 100 : every > 60000 ? 60000 : every;
   unsigned pass = 0;
+  int64_t next = 0; /* nb_mono_ms() of the next sweeps and collection */
   pthread_mutex_lock(&j->mu);
   while (!j->stop) {
     pthread_mutex_unlock(&j->mu);
-    size_t swept = 0;
-    if (st_blobstore_sweep(j->blobs, ttl + margin, &swept) != 0)
-      NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
-    if (swept > 0)
-      NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files", swept);
-    if (r == NULL &&
-        st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
-                         cfg->redis_password, 2000, &r, err, sizeof err) != 0)
-      NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
+    if (nb_mono_ms() >= next) {
+      size_t swept = 0;
+      if (st_blobstore_sweep(j->blobs, ttl + margin, &swept) != 0)
+        NB_WARN("WK-BLOB-IO", "staging sweep: %s", st_blobstore_errstr());
+      if (swept > 0)
+        NB_INFO("WK-BLOB-SWEEP", "removed %zu abandoned staging files", swept);
+      if (r == NULL &&
+          st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
+                           cfg->redis_password, 2000, &r, err, sizeof err) != 0)
+        NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
+      if (r != NULL)
+        sweep_shares(r);
+      if (r != NULL)
+        collect(j, r);
+      if (r != NULL && pass++ % 10 == 9)
+        orphans(j, r, ttl + margin);
+      next = nb_mono_ms() + every;
+    }
     if (r != NULL)
-      sweep_shares(r);
-    if (r != NULL)
-      collect(j, r);
-    if (r != NULL && pass++ % 10 == 9)
-      orphans(j, r, ttl + margin);
+      pack_queued(j, r);
+    int64_t wait = next - nb_mono_ms();
+    wait = wait < 1 ? 1 : wait > PACK_POLL_MS ? PACK_POLL_MS : wait;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    int64_t ns = until.tv_nsec + (every % 1000) * 1000000;
-    until.tv_sec += every / 1000 + ns / 1000000000;
+    int64_t ns = until.tv_nsec + (wait % 1000) * 1000000;
+    until.tv_sec += wait / 1000 + ns / 1000000000;
     until.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&j->mu);
     if (!j->stop)

@@ -115,6 +115,10 @@ extern const wk_family wk_family_diag;
 
 /* Options of the built-in families that other files read. */
 extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */
+/* handlers_share.c: share_zstd_level, for the janitor's compression of
+ * shared documents (read from the config whether or not this worker
+ * serves share.*). */
+int wk_share_zstd_level(void);
 
 /* Fills c->error (and c->help when non-NULL) and returns `code`, so a
  * handler can `return wk_fail(c, 404, NULL, "no snapshot %s", id);`. */
