@@ -87,6 +87,13 @@ r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 262100, \"length\": 
 nb_assert_eq "$(tail -c +262101 docs/report.txt | head -c 100 | base64 -w0)" \
   "$(jget "$r" 'r["data_b64"]')" "a range across segments"
 
+# A record a crash lost (between the switch on disk and its record) is made
+# again by the next share of the blob: the file is the truth.
+nb_redis hdel "nb:blob:$blob" stored >/dev/null
+s=$(call share.create "{\"name\": \"again\", \"blob\": \"$blob\"}")
+nb_assert_eq "$stored" "$(jget "$s" 'r["result"]["stored_size"]')" "stored_size again"
+nb_assert_eq "$stored" "$(nb_redis hget "nb:blob:$blob" stored)" "metadata again"
+
 # The same content uploaded by bob: the commit keeps the compressed copy.
 mkdir bobdocs
 cp docs/report.txt bobdocs/
