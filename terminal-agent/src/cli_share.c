@@ -35,8 +35,11 @@ const char cli_usage_share[] =
     "which get a notice; --expires ends it after that long (a number and a\n"
     "unit: ms, s, m, h or d); --max-downloads lets at most that many\n"
     "terminals fetch it; --replace puts it in place of an earlier share of\n"
-    "the same name. On a pipe (or --json) prints one JSON object: token,\n"
-    "name, owner, address, size, mime, expires_at, blob.\n"
+    "the same name. Without --mime the cloud reads the type from the\n"
+    "file's first bytes. On a pipe (or --json) prints one JSON object:\n"
+    "token, name, owner, address, size, stored_size (what the cloud keeps\n"
+    "of it: less than size once it is stored compressed, which for a file\n"
+    "over 1 MiB happens shortly after), mime, expires_at, blob.\n"
     "Exit status as for nimbus-agent --help.\n";
 
 const char cli_usage_fetch[] =
@@ -306,16 +309,22 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
     char *sname = sh_str(sc_map_get(&res, "name"));
     char *owner = sh_str(sc_map_get(&res, "owner"));
     char *mime = sh_str(sc_map_get(&res, "mime"));
-    int64_t size = 0, exp = 0;
+    int64_t size = 0, exp = 0, stored = 0;
     bk_obj_int(sc_map_get(&res, "size"), &size);
+    bk_obj_int(sc_map_get(&res, "stored_size"), &stored);
     bk_obj_int(sc_map_get(&res, "expires_at"), &exp);
     if (sh_table(cfg)) {
-      char bytes[32], date[64];
+      char bytes[32], kept[64] = "", date[64];
       bk_fmt_bytes(size, bytes, sizeof bytes);
+      if (stored > 0 && stored < size) {
+        char sb[32];
+        bk_fmt_bytes(stored, sb, sizeof sb);
+        snprintf(kept, sizeof kept, ", stored compressed in %s", sb);
+      }
       sh_date(exp, date, sizeof date);
-      printf("shared %s (%s, %s) until %s\n  token:   %s\n  address: "
+      printf("shared %s (%s, %s%s) until %s\n  token:   %s\n  address: "
              "%s/%s\n",
-             sname, bytes, mime, date, token, owner, sname);
+             sname, bytes, mime, kept, date, token, owner, sname);
     } else {
       cJSON *j = ag_json_from_msgpack(&res);
       char *addr = NULL;
