@@ -63,8 +63,8 @@ static const nb_opt cli_table[] = {
     CLI_OPT(label, NB_OPT_STR, NULL,
             "backup: a label for the snapshot (at most 255 bytes)", 0, 0),
     CLI_OPT(jobs, NB_OPT_INT, "16",
-            "backup, restore: tasks in flight at once (segments of 256 KiB "
-            "moving)",
+            "backup, restore, share, fetch: tasks in flight at once "
+            "(segments of 256 KiB moving)",
             1, 64),
     CLI_OPT(limit, NB_OPT_INT, "0",
             "backups: list at most this many snapshots (0: all)", 0,
@@ -86,8 +86,8 @@ static const nb_opt cli_table[] = {
             "share: at most this many terminals may fetch it (0: no limit)", 0,
             1000000000),
     CLI_OPT(mime, NB_OPT_STR, NULL,
-            "share: its MIME type, e.g. image/jpeg (default: "
-            "application/octet-stream)",
+            "share: its MIME type, e.g. image/jpeg (default: the cloud "
+            "reads it from the file's first bytes)",
             0, 0),
     CLI_OPT(replace, NB_OPT_BOOL, "false",
             "share: replace the share of the same name", 0, 0),
