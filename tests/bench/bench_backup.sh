@@ -16,21 +16,10 @@
 #     targets 32 MiB and 128 MiB.
 # A measurement, not a test: a missed target prints MISS and the exit
 # status stays 0; only a run that breaks exits 1 (2: usage).
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${NIMBUS_BUILD_DIR:-$ROOT/build}
-[[ $BUILD == /* ]] || BUILD=$PWD/$BUILD
-export NIMBUS_BUILD_DIR=$BUILD
-BIN=$BUILD/bin
+source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
 BIG_MIB=1024
 SMALL=10000
-WORKERS=${NIMBUS_WORKERS:-2}
-JOBS=16
-ROUNDS=3
-BUILD_FIRST=1
-KEEP=0
 
 usage() {
   cat <<'USAGE'
@@ -56,56 +45,23 @@ Exit status: 0 when the bench ran (PASS or MISS), 1 when it broke, 2 usage.
 USAGE
 }
 
-say() { echo "bench: $*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
-
 while (($#)); do
+  bench_opt "$@"
+  if ((BENCH_SHIFT)); then shift "$BENCH_SHIFT"; continue; fi
   case $1 in
     --big-mib) BIG_MIB=${2:?}; shift 2 ;;
     --small) SMALL=${2:?}; shift 2 ;;
-    --jobs) JOBS=${2:?}; shift 2 ;;
-    --rounds) ROUNDS=${2:?}; shift 2 ;;
-    --workers) WORKERS=${2:?}; shift 2 ;;
-    --no-build) BUILD_FIRST=0; shift ;;
-    --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
-for v in BIG_MIB SMALL JOBS WORKERS ROUNDS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { say "$v wants a number >= 1"; exit 2; }
-done
+bench_check_numbers BIG_MIB SMALL JOBS WORKERS ROUNDS
 
-if ((BUILD_FIRST)); then
-  say "building the agent and the stack in $BUILD"
-  "$ROOT/scripts/build" --target nimbus-agent-cli nimbus-worker nimbusctl \
-    nimbus_auth nb-raw-echo nb-raw-load >&2 || die "build failed"
-fi
-for f in nimbus-agent nimbus-worker nimbusctl nb-raw-echo nb-raw-load; do
-  [[ -x $BIN/$f ]] || die "missing $BIN/$f (build it, or drop --no-build)"
-done
-
-STACK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-bench-backup.XXXXXX")
-ECHO_PID=''
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n $ECHO_PID ]]; then
-    kill -TERM "$ECHO_PID" 2>/dev/null || true
-    wait "$ECHO_PID" 2>/dev/null || true
-  fi
-  "$ROOT/scripts/stack" stop "$STACK_DIR" >&2 || rc=1
-  if ((KEEP)); then say "kept $STACK_DIR"; else rm -rf "$STACK_DIR"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-eval "$(NIMBUS_WORKERS=$WORKERS "$ROOT/scripts/stack" start "$STACK_DIR")" ||
-  die "scripts/stack start failed"
-eval "$("$ROOT/scripts/stack" terminal "$STACK_DIR" bench)" ||
-  die "scripts/stack terminal failed"
-WORKER_PIDS=$(awk '$1 ~ /^worker-/ { printf " %s", $2 }' "$STACK_DIR/procs")
+BENCH_PROGRAMS="nimbus-agent nimbus-worker nimbusctl nb-raw-echo nb-raw-load"
+bench_build nimbus-agent-cli nimbus-worker nimbusctl nimbus_auth nb-raw-echo \
+  nb-raw-load
+bench_stack_up backup
+eval "$(bench_terminal bench)"
 export NIMBUS_STATE_DIR=$STACK_DIR/agent-state
 D=$STACK_DIR/data
 mkdir -p "$D/big" "$D/small"
@@ -132,39 +88,6 @@ for i in range(n):
 EOF
 sync
 
-# --- helpers ----------------------------------------------------------
-
-now() { date +%s.%N; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
-# ok_if EXPR: PASS when the awk expression EXPR (numbers only) holds.
-ok_if() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo MISS; fi; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
-jfield() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-# Peak RSS in KiB of the worker processes, from the kernel's high-water mark.
-worker_hwm() {
-  local p out=''
-  for p in $WORKER_PIDS; do
-    out+=" $(awk '/^VmHWM/ { print $2 }' "/proc/$p/status")"
-  done
-  echo "$out"
-}
-# run_agent OUT-JSON CMD...: runs the agent, its JSON summary into
-# OUT-JSON; prints "<seconds> <peak RSS KiB>".
-run_agent() {
-  local out=$1
-  shift
-  python3 - "$out" "$@" <<'EOF'
-import resource, subprocess, sys, time
-out = sys.argv[1]
-t = time.monotonic()
-with open(out, "wb") as f:
-    rc = subprocess.run(sys.argv[2:], stdout=f).returncode
-dt = time.monotonic() - t
-if rc != 0:
-    sys.exit("agent exited %d: %s" % (rc, " ".join(sys.argv[2:])))
-print("%.3f %d" % (dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-EOF
-}
 AGENT=("$BIN/nimbus-agent")
 COMMON=(--json --timeout 3600000 --jobs "$JOBS")
 
@@ -184,32 +107,8 @@ dd_once() {
   t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
-# median of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 say "baseline: raw MQTT, 256 KiB QoS 1 requests, $JOBS in flight, 5 s"
-CONN=(--host "$NIMBUS_MQTT_HOST" --port "$NIMBUS_MQTT_PORT"
-  --user "$NIMBUS_ADMIN_USER" --password "$NIMBUS_ADMIN_PASSWORD")
-RT="bench/raw/$$"
-"$BIN/nb-raw-echo" "${CONN[@]}" --client-id "bench-bulk-echo-$$" \
-  --req-topic "$RT/req" --reply-topic "$RT/reply" --reply-size 64 \
-  2>"$STACK_DIR/raw-echo.log" &
-ECHO_PID=$!
-t=$((SECONDS + 10))
-until grep -q 'nb-raw-echo ready' "$STACK_DIR/raw-echo.log"; do
-  kill -0 "$ECHO_PID" 2>/dev/null || die "nb-raw-echo exited: $(cat "$STACK_DIR/raw-echo.log")"
-  ((SECONDS < t)) || die "nb-raw-echo not ready within 10 s"
-  sleep 0.05
-done
-line=$("$BIN/nb-raw-load" "${CONN[@]}" --client-id "bench-bulk-load-$$" \
-  --req-topic "$RT/req" --reply-topic "$RT/reply" --size 262144 \
-  --inflight "$JOBS" --seconds 5 --warmup 200) || die "nb-raw-load failed"
-RAW_RATE=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
-[[ -n $RAW_RATE ]] || die "no rate from nb-raw-load: $line"
-RAW_MBS=$(awk -v r="$RAW_RATE" 'BEGIN { printf "%.1f", r * 262144 / 1e6 }')
-kill -TERM "$ECHO_PID" 2>/dev/null || true
-wait "$ECHO_PID" 2>/dev/null || true
-ECHO_PID=''
+bench_raw_mqtt 5
 
 # --- big file -----------------------------------------------------------
 

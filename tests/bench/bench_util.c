@@ -9,6 +9,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+static int in_list(const char *list, const char *name);
+
 static void usage(FILE *f, const char *prog, const char *extra,
                   const char *summary) {
   fprintf(f, "usage: %s [options]\n%s\n\n", prog, summary);
@@ -38,6 +40,14 @@ static void usage(FILE *f, const char *prog, const char *extra,
   if (strstr(extra, "state-dir"))
     fprintf(f, "  --state-dir D     agent state directory (a temporary "
                "one)\n");
+  if (in_list(extra, "op"))
+    fprintf(f, "  --op OP           one round trip: ping, ping2 (two pings, "
+               "one after the\n"
+               "                    other), share (share.get of --token, "
+               "then blob.get of\n"
+               "                    the first 1 KiB of --blob); ping\n"
+               "  --token T         the share (--op share)\n"
+               "  --blob B          its blob (--op share)\n");
 }
 
 /* strtol with the whole string checked: atoi would take "12x" as 12. */
@@ -97,6 +107,7 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
   o->size = 64;
   o->req_topic = "bench/raw/req";
   o->reply_topic = "bench/raw/reply";
+  o->op = "ping";
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -150,6 +161,14 @@ void bench_parse(bench_opts *o, int argc, char **argv, const char *prog,
       bad = parse_long(val, 0, 1048576, &o->reply_size);
     } else if (strcmp(name, "state-dir") == 0) {
       o->state_dir = val;
+    } else if (strcmp(name, "op") == 0) {
+      o->op = val;
+      bad = strcmp(val, "ping") != 0 && strcmp(val, "ping2") != 0 &&
+            strcmp(val, "share") != 0;
+    } else if (strcmp(name, "token") == 0) {
+      o->token = val;
+    } else if (strcmp(name, "blob") == 0) {
+      o->blob = val;
     } else {
       bad = 1;
     }

@@ -26,6 +26,12 @@ typedef struct bench_opts {
   const char *req_topic;   /* --req-topic, "bench/raw/req" */
   const char *reply_topic; /* --reply-topic, "bench/raw/reply" */
   const char *state_dir;   /* --state-dir (nb-ping-load only) */
+  /* nb-ping-load only: --op, what one round trip is ("ping"; "ping2", two
+   * pings one after the other; "share", share.get of --token, then
+   * blob.get of the first 1 KiB of --blob). */
+  const char *op;
+  const char *token;
+  const char *blob;
   int pool;        /* --pool: threads behind a queue hop (raw pair only); 0 */
   long size;       /* --size: request payload bytes (nb-raw-load); 64 */
   long reply_size; /* --reply-size: echo only this many bytes of each

@@ -7,6 +7,11 @@
  * --warmup tasks it measures for --seconds (or --count tasks) and prints
  *   inflight=N count=C seconds=S rate=R p50_ms=X p99_ms=Y errors=E
  * where errors counts final replies other than `ok` (they are not timed).
+ * With --op, one round trip is a chain of tasks, each sent when the one
+ * before it answered ok, timed from the first's submit to the last's final
+ * reply: "ping2" is two pings (the floor of two dependent round trips,
+ * the baseline of `scripts/bench share`), "share" is share.get of --token
+ * and then blob.get of the first 1 KiB of --blob (a small share fetched).
  *
  * Connection: --user is the terminal id, --password its password
  * ($NIMBUS_TERMINAL, $NIMBUS_PASSWORD); --client-id, if given, must be
@@ -26,16 +31,29 @@
 #include "bench_util.h"
 #include "nimbus/agent.h"
 
+#include <msgpack.h>
+
 typedef struct load load;
 
 typedef struct slot {
   load *l;
-  int64_t sent_ns;
+  int64_t sent_ns; /* the submit of the chain's first task */
+  int step;        /* the task of the chain in flight */
 } slot;
+
+/* One task of a chain: its type and packed args (NULL: none). */
+typedef struct step {
+  const char *type;
+  msgpack_sbuffer args;
+} step;
+
+#define MAX_STEPS 2
 
 struct load {
   nimbus_agent *agent;
   const bench_opts *o;
+  step steps[MAX_STEPS];
+  int nsteps;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   slot *slots;
@@ -63,11 +81,15 @@ static int submit_slot(slot *s, int block_ms) {
   so.on_final = on_final;
   so.ctx = s;
   nimbus_task *t = NULL;
-  s->sent_ns = bench_now_ns();
+  const step *st = &s->l->steps[s->step];
+  if (s->step == 0)
+    s->sent_ns = bench_now_ns();
   /* The handle also comes to on_final, which releases it; it may do so
    * before nimbus_submit returns here, so `t` is not used. */
-  return nimbus_submit(s->l->agent, "ping", NULL, 0, NULL, 0, false, &so,
-                       block_ms, &t);
+  return nimbus_submit(s->l->agent, st->type,
+                       st->args.size > 0 ? (const uint8_t *)st->args.data
+                                         : NULL,
+                       st->args.size, NULL, 0, false, &so, block_ms, &t);
 }
 
 static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *r) {
@@ -77,30 +99,35 @@ static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   int ok = r != NULL && r->status != NULL && strcmp(r->status, "ok") == 0;
   nimbus_task_release(t);
 
+  /* A chain that goes on is no round trip yet: its next task goes out. */
+  int next = ok && s->step + 1 < l->nsteps;
+  s->step = next ? s->step + 1 : 0;
   pthread_mutex_lock(&l->mu);
-  l->replies++;
-  if (!ok) {
-    l->errors++;
-    if (l->errors <= 5)
-      fprintf(stderr, "nb-ping-load: final reply %s %d: %s\n",
-              r && r->status ? r->status : "?", r ? r->code : 0,
-              r && r->error ? r->error : "");
-  }
-  if (l->measuring && !l->done) {
-    if (ok && bench_lat_add(&l->lat, now - s->sent_ns) != 0)
+  if (!next) {
+    l->replies++;
+    if (!ok) {
       l->errors++;
-    l->t_last = now;
-    if ((l->o->count > 0 && (long)l->lat.n >= l->o->count) ||
-        (l->o->count == 0 && now >= l->t_end)) {
-      l->done = 1;
-      l->cpu1 = bench_cpu_ns();
-      pthread_cond_signal(&l->cv);
+      if (l->errors <= 5)
+        fprintf(stderr, "nb-ping-load: final reply %s %d: %s\n",
+                r && r->status ? r->status : "?", r ? r->code : 0,
+                r && r->error ? r->error : "");
     }
-  } else if (!l->measuring && l->replies >= l->o->warmup) {
-    l->measuring = 1;
-    l->t0 = l->t_last = now;
-    l->t_end = now + (int64_t)(l->o->seconds * 1e9);
-    l->cpu0 = bench_cpu_ns();
+    if (l->measuring && !l->done) {
+      if (ok && bench_lat_add(&l->lat, now - s->sent_ns) != 0)
+        l->errors++;
+      l->t_last = now;
+      if ((l->o->count > 0 && (long)l->lat.n >= l->o->count) ||
+          (l->o->count == 0 && now >= l->t_end)) {
+        l->done = 1;
+        l->cpu1 = bench_cpu_ns();
+        pthread_cond_signal(&l->cv);
+      }
+    } else if (!l->measuring && l->replies >= l->o->warmup) {
+      l->measuring = 1;
+      l->t0 = l->t_last = now;
+      l->t_end = now + (int64_t)(l->o->seconds * 1e9);
+      l->cpu0 = bench_cpu_ns();
+    }
   }
   int again = !l->done && !l->failed;
   pthread_mutex_unlock(&l->mu);
@@ -122,6 +149,42 @@ static void on_final(void *ctx, nimbus_task *t, const nimbus_reply *r) {
   pthread_mutex_unlock(&l->mu);
 }
 
+static void pack_str(msgpack_packer *pk, const char *s) {
+  msgpack_pack_str(pk, strlen(s));
+  msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* The chain of --op into l->steps. Returns 0, or 2 after a usage line. */
+static int steps_make(load *l, const bench_opts *o) {
+  for (int i = 0; i < MAX_STEPS; i++) {
+    msgpack_sbuffer_init(&l->steps[i].args);
+    l->steps[i].type = "ping";
+  }
+  l->nsteps = strcmp(o->op, "ping") == 0 ? 1 : 2;
+  if (strcmp(o->op, "share") != 0)
+    return 0;
+  if (o->token == NULL || o->blob == NULL) {
+    fprintf(stderr, "nb-ping-load: --op share needs --token and --blob\n");
+    return 2;
+  }
+  msgpack_packer pk;
+  l->steps[0].type = "share.get";
+  msgpack_packer_init(&pk, &l->steps[0].args, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  pack_str(&pk, "token");
+  pack_str(&pk, o->token);
+  l->steps[1].type = "blob.get";
+  msgpack_packer_init(&pk, &l->steps[1].args, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 3);
+  pack_str(&pk, "blob");
+  pack_str(&pk, o->blob);
+  pack_str(&pk, "offset");
+  msgpack_pack_int(&pk, 0);
+  pack_str(&pk, "length");
+  msgpack_pack_int(&pk, 1024);
+  return 0;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag,
                     struct FTW *ftw) {
   (void)sb;
@@ -133,8 +196,9 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
 int main(int argc, char **argv) {
   bench_opts o;
   bench_parse(&o, argc, argv, "nb-ping-load",
-              "inflight count seconds warmup state-dir",
-              "Nimbus `ping` tasks through libnimbus-agent, N in flight.");
+              "inflight count seconds warmup state-dir op token blob",
+              "Nimbus `ping` tasks (or chains of tasks: --op) through "
+              "libnimbus-agent, N in flight.");
   if (o.user == NULL)
     o.user = getenv("NIMBUS_TERMINAL");
   if (o.password == NULL)
@@ -188,6 +252,8 @@ int main(int argc, char **argv) {
 
   static load l;
   l.o = &o;
+  if (steps_make(&l, &o) != 0)
+    return 2;
   pthread_mutex_init(&l.mu, NULL);
   pthread_cond_init(&l.cv, NULL);
   l.slots = calloc((size_t)o.inflight, sizeof *l.slots);
@@ -280,5 +346,7 @@ out:
   bench_lat_free(&l.lat);
   free(l.slots);
   free(l.refill);
+  for (int i = 0; i < MAX_STEPS; i++)
+    msgpack_sbuffer_destroy(&l.steps[i].args);
   return status;
 }
