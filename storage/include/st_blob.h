@@ -8,8 +8,10 @@
  * The content-addressed store holds committed blobs, named by the SHA-256
  * of their bytes, filled only by an atomic rename after the file and its
  * directory were fsynced, so a blob is either absent or whole. Identical
- * content is stored once. Redis says which segments of an upload arrived,
- * what each committed blob's segments hash to, and who may read what.
+ * content is stored once. A stored blob may be kept compressed ("Compressed
+ * storage" below), which changes nothing any reader sees. Redis says which
+ * segments of an upload arrived, what each committed blob's segments hash
+ * to, and who may read what.
  *
  * The store's calls do the hashing and the checks themselves and keep
  * the bytes behind a backend, a table of operations (st_blob_backend.h):

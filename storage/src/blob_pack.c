@@ -379,7 +379,10 @@ int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
   p.s = s;
   uint64_t run = (uint64_t)READ_SEGS * ST_SEGMENT;
   p.in_cap = (size_t)(size < run ? (size + 4095) & ~(uint64_t)4095 : run);
-  p.out_cap = WRITE_RUN + ZSTD_compressBound(ST_SEGMENT);
+  /* Frames are written once WRITE_RUN bytes are waiting, and stop once
+   * they pass the limit (below the size): room for that and one more. */
+  p.out_cap = (size < WRITE_RUN ? (size_t)size : WRITE_RUN) +
+              ZSTD_compressBound(ST_SEGMENT);
   p.cctx = ZSTD_createCCtx();
   p.out = malloc(p.out_cap);
   p.index = malloc((size_t)(nsegs + 1) * sizeof *p.index);
