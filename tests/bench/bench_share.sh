@@ -94,7 +94,7 @@ have_kib=$(df -Pk "$D" | awk 'NR == 2 { print $4 }')
   die "$((need_kib / 1048576)) GiB free needed under $D for --mib $MIB --rounds $ROUNDS; $((have_kib / 1048576)) GiB there"
 say "writing a ${MIB} MiB text document and ${MIB} MiB of random bytes under $D"
 # Lines of words drawn from a vocabulary of 20,000 made-up ones: zstd
-# keeps about 40% of it at level 3, as of much real text.
+# keeps about half of it at level 3, one frame per 256 KiB segment.
 python3 - "$D/doc/report.txt" "$BYTES" <<'EOF'
 import random, sys
 path, n = sys.argv[1], int(sys.argv[2])
