@@ -268,15 +268,8 @@ typedef struct offload_io {
   const uint8_t *in_mem;
   uint64_t in_size;
   /* Output: staged as upload "out.<task id>" of the terminal (a name no
-   * terminal can give: '.' is not allowed in upload names), one segment
-   * buffered. */
-  char upload[SC_ID_MAX + 5];
-  uint8_t *buf;
-  size_t buf_len;
-  uint64_t out_size;
-  bool staged; /* a staging file exists */
-  char out_hex[65];
-  int err; /* the first write error */
+   * terminal can give: '.' is not allowed in upload names). */
+  st_blob_writer *out;
 } offload_io;
 
 /* The io of the calling thread's task: the host functions take only the
@@ -311,37 +304,10 @@ int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
   return st_blobstore_read(c->blobs, io->in_raw, off, buf, n, got);
 }
 
-static int flush_segment(wk_ctx *c, offload_io *io) {
-  int rc = st_blobstore_stage(c->blobs, c->terminal, io->upload,
-                              io->out_size - io->buf_len, io->buf, io->buf_len,
-                              0, io->staged);
-  if (rc == 0) {
-    io->staged = true;
-    io->buf_len = 0;
-  }
-  return rc;
-}
-
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n) {
-  offload_io *io = cur_io;
-  if (io == NULL)
-    return NIMBUS_EINVAL;
-  if (io->err != 0)
-    return io->err;
-  if ((int64_t)(io->out_size + n) > ocfg.lim.max_output)
-    return io->err = NIMBUS_ETOOBIG;
-  const uint8_t *b = p;
-  while (n > 0) {
-    size_t k = SC_SEGMENT - io->buf_len < n ? SC_SEGMENT - io->buf_len : n;
-    memcpy(io->buf + io->buf_len, b, k);
-    io->buf_len += k;
-    io->out_size += k;
-    b += k;
-    n -= k;
-    if (io->buf_len == SC_SEGMENT && (io->err = flush_segment(c, io)) != 0)
-      return io->err;
-  }
-  return 0;
+  (void)c;
+  return cur_io != NULL ? st_blob_writer_write(cur_io->out, p, n)
+                        : NIMBUS_EINVAL;
 }
 
 const wk_offload_limits *wk_offload_limits_get(void) { return &ocfg.lim; }
@@ -513,59 +479,31 @@ static int resolve_input(wk_ctx *c, offload_io *io, char in_hex[65]) {
 /* Stores the output the module wrote as a blob and records the result.
  * Returns 0 with *r filled, or a reply code after wk_fail. */
 static int store_output(wk_ctx *c, offload_io *io, const char *key,
-                        st_result *r) {
-  if ((!io->staged || io->buf_len > 0) && (io->err = flush_segment(c, io)) != 0)
-    return io->err == NIMBUS_ENOSPC ? wk_fail(c, 503, "try again later",
-                                              "the cloud's storage is full")
-                                    : wk_disk_error(c, "store the output");
-  uint64_t nsegs = st_blob_nsegs(io->out_size);
-  uint8_t(*sums)[ST_SEGSUM] = calloc(nsegs > 0 ? nsegs : 1, ST_SEGSUM);
-  uint8_t whole[32];
-  char hex[65];
-  if (sums == NULL)
-    return wk_fail(c, 500, NULL, "the worker is out of memory");
-  int code = 0,
-      rc = st_blobstore_stage_hash(c->blobs, c->terminal, io->upload,
-                                   io->out_size, whole, sums, NULL, NULL);
+                        st_result *r, char hex[65]) {
   bool gone = false;
-  if (rc != 0) {
-    code = wk_disk_error(c, "hash the output");
-    goto out;
-  }
-  nb_hex(whole, 32, hex);
-  memcpy(io->out_hex, hex, sizeof hex);
-  if (st_blob_commit_begin(c->redis, c->terminal, io->upload, hex,
-                           c->cfg->worker_id, c->cfg->lease_ms * 3,
-                           &gone) != 0) {
-    code = wk_redis_down(c);
-    goto out;
-  }
-  if (gone) {
-    code = wk_fail(c, 503, "send the task again in a moment",
-                   "the output's blob is being collected right now");
-    goto out;
-  }
-  if ((rc = st_blobstore_stage_commit(c->blobs, c->terminal, io->upload,
-                                      io->out_size, whole)) != 0) {
-    code = rc == NIMBUS_ENOSPC ? wk_fail(c, 503, "try again later",
-                                         "the cloud's storage is full")
-                               : wk_disk_error(c, "store the output");
-    goto out;
-  }
-  io->staged = false;
+  int rc = st_blob_writer_finish(io->out, c->redis, c->cfg->worker_id,
+                                 c->cfg->lease_ms * 3, hex, &gone);
+  if (rc == NIMBUS_ETOOBIG)
+    return wk_fail(c, 413, "ask for a smaller output",
+                   "the output is over %lld bytes",
+                   (long long)ocfg.lim.max_output);
+  if (rc == NIMBUS_ENOSPC)
+    return wk_fail(c, 503, "try again later", "the cloud's storage is full");
+  if (rc == NIMBUS_EREDIS)
+    return wk_redis_down(c);
+  if (rc != 0)
+    return wk_disk_error(c, "store the output");
+  uint64_t nsegs = 0;
+  const uint8_t(*sums)[ST_SEGSUM] = st_blob_writer_sums(io->out, &nsegs);
   size_t plen = c->result.size;
-  rc = st_result_put(c->redis, key, hex, io->out_size,
-                     (const uint8_t(*)[ST_SEGSUM])sums, nsegs,
-                     plen > 0 ? c->result.data : NULL, plen,
-                     nb_now_ms() + c->cfg->result_ttl_ms, r);
-  if (rc == NIMBUS_ECONFLICT)
-    code = wk_fail(c, 503, "send the task again in a moment",
+  if (!gone)
+    rc = st_result_put(c->redis, key, hex, st_blob_writer_size(io->out), sums,
+                       nsegs, plen > 0 ? c->result.data : NULL, plen,
+                       nb_now_ms() + c->cfg->result_ttl_ms, r);
+  if (gone || rc == NIMBUS_ECONFLICT)
+    return wk_fail(c, 503, "send the task again in a moment",
                    "the output's blob is being collected right now");
-  else if (rc != 0)
-    code = wk_redis_down(c);
-out:
-  free(sums);
-  return code;
+  return rc != 0 ? wk_redis_down(c) : 0;
 }
 
 static int h_offload(wk_ctx *c) {
@@ -591,16 +529,17 @@ static int h_offload(wk_ctx *c) {
   bool cached = r.exists;
   const uint8_t *inline_out = NULL;
   if (!cached) {
-    snprintf(io.upload, sizeof io.upload, "out.%s", c->task->id);
-    io.buf = malloc(SC_SEGMENT);
-    if (io.buf == NULL)
+    char upload[SC_ID_MAX + 5], out_hex[65];
+    snprintf(upload, sizeof upload, "out.%s", c->task->id);
+    if (st_blob_writer_new(c->blobs, c->terminal, upload,
+                           (uint64_t)ocfg.lim.max_output, &io.out) != 0)
       return wk_fail(c, 500, NULL, "the worker is out of memory");
     offload_tstate *ts = c->tstate;
     size_t mi = (size_t)(m - mods);
     void *saved = c->tstate;
     if (!ts->inited[mi] && m->fam->thread_init != NULL &&
         m->fam->thread_init(&ts->state[mi]) != 0) {
-      free(io.buf);
+      st_blob_writer_free(io.out);
       return wk_fail(c, 503, "send the task again later",
                      "the %s module could not start on this thread", m->name);
     }
@@ -610,24 +549,17 @@ static int h_offload(wk_ctx *c) {
     code = m->fn(c);
     cur_io = NULL;
     c->tstate = saved;
-    if (code == 0 && io.err == NIMBUS_ETOOBIG)
-      code = wk_fail(c, 413, "ask for a smaller output",
-                     "the output is over %lld bytes",
-                     (long long)ocfg.lim.max_output);
     if (code == 0)
-      code = store_output(c, &io, key, &r);
-    if (io.staged || code != 0)
-      (void)st_blobstore_stage_drop(c->blobs, c->terminal, io.upload);
-    /* The last segment still in the buffer is the whole output when it
-     * is small enough to come inline. */
-    if (code == 0 && io.out_size <= INLINE_MAX &&
-        strcmp(r.blob, io.out_hex) == 0)
-      inline_out = io.buf;
+      code = store_output(c, &io, key, &r, out_hex);
     if (code != 0) {
-      free(io.buf);
+      st_blob_writer_free(io.out);
       st_result_fini(&r);
       return code;
     }
+    /* A small output comes inline from the writer's buffer, unless an
+     * earlier task's entry (the same request) won the race. */
+    if (strcmp(r.blob, out_hex) == 0)
+      inline_out = st_blob_writer_small(io.out);
   }
   int64_t now = nb_now_ms();
   code = pack_result(c, &r, cached, inline_out);
@@ -640,7 +572,7 @@ static int h_offload(wk_ctx *c) {
             c->terminal, c->task->id,
             cached ? "answered from the cache" : "computed",
             (long long)(now - t0), (unsigned long long)r.size);
-  free(io.buf);
+  st_blob_writer_free(io.out);
   st_result_fini(&r);
   return code;
 }
