@@ -8,6 +8,7 @@
  * 0 done, 1 refused or failed (unknown or duplicate name, file errors),
  * 2 usage (bad flags, invalid names, invalid passwords). */
 #include "accounts.h"
+#include "ctl_code.h"
 
 #include "nimbus/errors.h"
 
@@ -307,6 +308,10 @@ static void usage_all(FILE *fp) {
         fp);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(fp, "  nimbusctl %s\n", commands[i].usage);
+  fputs("  nimbusctl keygen DIR\n"
+        "  nimbusctl module publish FILE --version V --key KEYFILE\n"
+        "  nimbusctl module list\n",
+        fp);
   fputs("\nThe accounts file is --accounts FILE, else $NIMBUS_ACCOUNTS, else\n"
         "$NIMBUS_DIR/broker/accounts. `nimbusctl terminal --help`,\n"
         "`nimbusctl terminal add --help` and so on say more.\n"
@@ -481,6 +486,9 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   const char *object = argv[optind];
+  /* keygen and module need no accounts file. */
+  if (ctl_code_handles(object))
+    return ctl_code_main(argc - optind, argv + optind);
   if (!object_known(object)) {
     say("unknown command \"%s\"", object);
     usage_all(stderr);

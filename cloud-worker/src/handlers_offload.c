@@ -1,17 +1,6 @@
 /* The offload machinery (PROTOCOL.md, Compute offload): what every
- * process.* type shares, and the loading of the modules that do the work.
- *
- * A module is a shared object nimbus-<name>.so in `modules_dir` whose one
- * entry point, nimbus_family_v1 (wk_family.h), returns a family serving
- * process.<name>. The worker learns which modules it serves without
- * loading any (the `modules` option, or the names of the files in
- * modules_dir), announces their types, and loads a module with dlopen the
- * first time a task of its type arrives, so a worker that only ever sees
- * pings and backups never maps libvips. A module that is missing, fails
- * to load, is built for another ABI or does not serve its type answers
- * 503 with a sentence naming the cause (logged once per attempt, tried
- * again at most every 10 s, so a module installed later is picked up);
- * every other type keeps working.
+ * process.* type shares. Which modules a worker serves and their loading
+ * on demand are modules.c's (wk_modules.h).
  *
  * For every task of a module's type the machinery, not the module:
  * resolves the input (args.blob, which the caller must be allowed to
@@ -32,10 +21,8 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 #include "st_result.h"
+#include "wk_modules.h"
 
-#include <dirent.h>
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,219 +31,19 @@
 #define NIMBUS_MODULES_DIR "/usr/local/lib/nimbus/modules"
 #endif
 
-#define MODULES_MAX 16
-#define MODULE_NAME_MAX 32
-#define RETRY_LOAD_MS 10000
 /* An output up to one segment also comes inline (PROTOCOL.md). */
 #define INLINE_MAX SC_SEGMENT
 
 typedef struct offload_config {
   char *modules_dir;
   char *modules;
+  bool from_storage;
+  char *module_key;
   int64_t threads;
   wk_offload_limits lim;
 } offload_config;
 
 static offload_config ocfg;
-
-/* ---- Modules --------------------------------------------------------------
- */
-
-typedef struct module {
-  char name[MODULE_NAME_MAX + 1];
-  char type[MODULE_NAME_MAX + 9]; /* "process.<name>" */
-  pthread_mutex_t mu;
-  /* Under mu: */
-  bool loaded;
-  int64_t failed_at; /* ms of the last failed attempt, 0: none */
-  char why[256];     /* its sentence */
-  void *dl;
-  const wk_family *fam;
-  wk_handler_fn fn;
-} module;
-
-static module mods[MODULES_MAX];
-static size_t nmods;
-static wk_handler handlers[MODULES_MAX + 1];
-
-static bool module_name_ok(const char *s, size_t n) {
-  if (n == 0 || n > MODULE_NAME_MAX)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-          s[i] == '_'))
-      return false;
-  return true;
-}
-
-static int h_offload(wk_ctx *c);
-
-static int add_module(const char *name, size_t n, char *err, size_t errcap) {
-  if (!module_name_ok(name, n)) {
-    snprintf(err, errcap,
-             "modules: \"%.*s\" is not a module name (a-z, 0-9, _; at most "
-             "%d)",
-             (int)n, name, MODULE_NAME_MAX);
-    return NIMBUS_ECONFIG;
-  }
-  for (size_t i = 0; i < nmods; i++)
-    if (strlen(mods[i].name) == n && memcmp(mods[i].name, name, n) == 0)
-      return 0;
-  if (nmods == MODULES_MAX) {
-    snprintf(err, errcap, "modules: more than %d modules", MODULES_MAX);
-    return NIMBUS_ECONFIG;
-  }
-  module *m = &mods[nmods];
-  memset(m, 0, sizeof *m);
-  memcpy(m->name, name, n);
-  m->name[n] = '\0';
-  memcpy(m->type, "process.", 8);
-  memcpy(m->type + 8, name, n);
-  m->type[8 + n] = '\0';
-  pthread_mutex_init(&m->mu, NULL);
-  handlers[nmods] = (wk_handler){.type = m->type,
-                                 .flags = WK_STATEFUL,
-                                 .pool = "offload",
-                                 .fn = h_offload};
-  nmods++;
-  handlers[nmods] = (wk_handler){.type = NULL};
-  return 0;
-}
-
-/* Which modules this worker serves: the `modules` list, or else every
- * nimbus-<name>.so in modules_dir (read, not loaded). */
-static int offload_prepare(char *err, size_t errcap) {
-  nmods = 0;
-  handlers[0] = (wk_handler){.type = NULL};
-  const char *p = ocfg.modules;
-  if (p != NULL && *p != '\0') {
-    if (strcmp(p, "none") == 0)
-      return 0;
-    while (*p != '\0') {
-      while (*p == ',' || *p == ' ')
-        p++;
-      size_t n = strcspn(p, ", ");
-      if (n == 0)
-        break;
-      int rc = add_module(p, n, err, errcap);
-      if (rc != 0)
-        return rc;
-      p += n;
-    }
-    return 0;
-  }
-  DIR *d = opendir(ocfg.modules_dir);
-  if (d == NULL)
-    return 0; /* no modules installed: nothing to serve */
-  const struct dirent *e;
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    size_t n = strlen(e->d_name);
-    if (n > 10 && strncmp(e->d_name, "nimbus-", 7) == 0 &&
-        strcmp(e->d_name + n - 3, ".so") == 0 &&
-        module_name_ok(e->d_name + 7, n - 10))
-      rc = add_module(e->d_name + 7, n - 10, err, errcap);
-  }
-  closedir(d);
-  return rc;
-}
-
-static module *module_of(const char *type) {
-  for (size_t i = 0; i < nmods; i++)
-    if (strcmp(mods[i].type, type) == 0)
-      return &mods[i];
-  return NULL;
-}
-
-/* Loads m under its lock; returns true when it is usable. */
-static bool module_load(module *m, char *why, size_t whycap) {
-  pthread_mutex_lock(&m->mu);
-  if (m->loaded) {
-    pthread_mutex_unlock(&m->mu);
-    return true;
-  }
-  int64_t now = nb_now_ms();
-  if (m->failed_at != 0 && now - m->failed_at < RETRY_LOAD_MS) {
-    nb_strlcpy(why, m->why, whycap);
-    pthread_mutex_unlock(&m->mu);
-    return false;
-  }
-  char path[1024], msg[512] = "";
-  snprintf(path, sizeof path, "%.900s/nimbus-%s.so", ocfg.modules_dir, m->name);
-  const wk_family *f = NULL;
-  wk_handler_fn fn = NULL;
-  char init_err[200] = "";
-  /* RTLD_LOCAL: a module's libraries stay its own. */
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  wk_family_entry_fn entry =
-      dl != NULL ? (wk_family_entry_fn)dlsym(dl, WK_FAMILY_ENTRY) : NULL;
-  if (dl == NULL) {
-    snprintf(msg, sizeof msg,
-             "the %s module is not installed on this worker or does not "
-             "load (%.300s)",
-             m->name, dlerror());
-  } else if (entry == NULL || (f = entry()) == NULL) {
-    snprintf(msg, sizeof msg, "the %s module (%.300s) has no entry point %s",
-             m->name, path, WK_FAMILY_ENTRY);
-  } else if (f->abi != WK_FAMILY_ABI) {
-    snprintf(msg, sizeof msg,
-             "the %s module (%.300s) was built for ABI %d; this worker has "
-             "%d",
-             m->name, path, f->abi, WK_FAMILY_ABI);
-  } else {
-    for (const wk_handler *h = f->handlers; h != NULL && h->type; h++)
-      if (strcmp(h->type, m->type) == 0)
-        fn = h->fn;
-    if (fn == NULL)
-      snprintf(msg, sizeof msg, "the %s module (%.300s) does not serve %s",
-               m->name, path, m->type);
-    else if (f->init != NULL && f->init(&wk_host, init_err, sizeof init_err))
-      snprintf(msg, sizeof msg, "the %s module failed to start: %s", m->name,
-               init_err);
-  }
-  bool ok = fn != NULL && msg[0] == '\0';
-  if (ok) {
-    m->dl = dl;
-    m->fam = f;
-    m->fn = fn;
-    m->loaded = true;
-    NB_INFO("WK-MODULE", "loaded the %s module (%s), version %s", m->name, path,
-            f->version != NULL ? f->version : "-");
-  } else {
-    /* A module that failed stays mapped if it was: its init may have run
-     * part way, and unmapping code that registered callbacks is worse. */
-    m->failed_at = now;
-    nb_strlcpy(m->why, msg, sizeof m->why);
-    NB_WARN("WK-MODULE", "%s", msg);
-    nb_strlcpy(why, msg, whycap);
-  }
-  pthread_mutex_unlock(&m->mu);
-  return ok;
-}
-
-/* ---- Per-thread state ------------------------------------------------------
- * A module's thread_init runs on a pool thread the first time that thread
- * runs one of its tasks, and its thread_fini when the thread ends. */
-
-typedef struct offload_tstate {
-  bool inited[MODULES_MAX];
-  void *state[MODULES_MAX];
-} offload_tstate;
-
-static int offload_thread_init(void **tstate) {
-  *tstate = calloc(1, sizeof(offload_tstate));
-  return *tstate != NULL ? 0 : NIMBUS_ENOMEM;
-}
-
-static void offload_thread_fini(void *tstate) {
-  offload_tstate *ts = tstate;
-  if (ts == NULL)
-    return;
-  for (size_t i = 0; i < nmods; i++)
-    if (ts->inited[i] && mods[i].fam->thread_fini != NULL)
-      mods[i].fam->thread_fini(ts->state[i]);
-  free(ts);
-}
 
 /* ---- The task's input and output ------------------------------------------
  */
@@ -322,7 +109,7 @@ static int buf_write(void *data, const char *p, size_t n) {
  * followed by the canonical encoding (SPEC.md section 4) of the task's
  * args without `blob`: the same request on the same bytes, whoever sends
  * it and however its map is ordered. */
-static int cache_key(wk_ctx *c, const module *m, const char *in_hex,
+static int cache_key(wk_ctx *c, const wk_module *m, const char *in_hex,
                      char key[65]) {
   const msgpack_object *a = c->args;
   msgpack_object_kv kv[64];
@@ -349,13 +136,13 @@ static int cache_key(wk_ctx *c, const module *m, const char *in_hex,
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   char head[256];
-  int hn = snprintf(head, sizeof head, "nimbus-result/1\n%s\n%s\n%s\n", m->type,
-                    m->fam->version != NULL ? m->fam->version : "", in_hex);
+  int hn = snprintf(head, sizeof head, "nimbus-result/1\n%s\n%s\n%s\n", c->type,
+                    wk_module_version(m), in_hex);
   int rc = hn > 0 && (size_t)hn < sizeof head ? 0 : NIMBUS_EINVAL;
   if (rc == 0 && msgpack_sbuffer_write(&sb, head, (size_t)hn) != 0)
     rc = NIMBUS_ENOMEM;
   if (rc == 0)
-    rc = sc_task_canonical_write(&sb, buf_write, m->type, &t,
+    rc = sc_task_canonical_write(&sb, buf_write, c->type, &t,
                                  SC_CANON_DATA_BYTES);
   if (rc == 0) {
     uint8_t d[32];
@@ -507,9 +294,12 @@ static int store_output(wk_ctx *c, offload_io *io, const char *key,
 }
 
 static int h_offload(wk_ctx *c) {
-  module *m = module_of(c->type);
-  char why[256];
-  if (m == NULL || !module_load(m, why, sizeof why))
+  wk_module *m = wk_module_of(c->type);
+  char why[512];
+  wk_handler_fn fn = NULL;
+  void *mstate = NULL;
+  if (m == NULL ||
+      !wk_module_get(m, c, c->tstate, &fn, &mstate, why, sizeof why))
     return wk_fail(c, 503,
                    "another worker may serve it; else the operator installs "
                    "the module",
@@ -534,19 +324,10 @@ static int h_offload(wk_ctx *c) {
     if (st_blob_writer_new(c->blobs, c->terminal, upload,
                            (uint64_t)ocfg.lim.max_output, &io.out) != 0)
       return wk_fail(c, 500, NULL, "the worker is out of memory");
-    offload_tstate *ts = c->tstate;
-    size_t mi = (size_t)(m - mods);
     void *saved = c->tstate;
-    if (!ts->inited[mi] && m->fam->thread_init != NULL &&
-        m->fam->thread_init(&ts->state[mi]) != 0) {
-      st_blob_writer_free(io.out);
-      return wk_fail(c, 503, "send the task again later",
-                     "the %s module could not start on this thread", m->name);
-    }
-    ts->inited[mi] = true;
-    c->tstate = ts->state[mi];
+    c->tstate = mstate;
     cur_io = &io;
-    code = m->fn(c);
+    code = fn(c);
     cur_io = NULL;
     c->tstate = saved;
     if (code == 0)
@@ -588,10 +369,15 @@ static int offload_limits_add(wk_limits *l) {
   return rc;
 }
 
-static void offload_fini(void) {
-  for (size_t i = 0; i < nmods; i++)
-    if (mods[i].loaded && mods[i].fam->fini != NULL)
-      mods[i].fam->fini();
+static wk_handler handlers[WK_MODULES_MAX + 1];
+
+static int offload_prepare(char *err, size_t errcap) {
+  wk_modules_config mc = {.dir = ocfg.modules_dir,
+                          .list = ocfg.modules,
+                          .from_storage = ocfg.from_storage,
+                          .key = ocfg.module_key};
+  return wk_modules_prepare(&mc, handlers, sizeof handlers / sizeof *handlers,
+                            h_offload, err, errcap);
 }
 
 #define LIM(f) (offsetof(offload_config, lim) + offsetof(wk_offload_limits, f))
@@ -604,6 +390,14 @@ static const nb_opt offload_options[] = {
      "offload modules to serve, e.g. \"image,audio\" (process.image, ...); "
      "empty: every module in modules_dir; \"none\": none",
      offsetof(offload_config, modules), 0, 0, NULL},
+    {"modules_from_storage", NB_OPT_BOOL, "false",
+     "fetch a module missing from modules_dir from the cloud's storage "
+     "(nimbusctl module publish), checked against module_key",
+     offsetof(offload_config, from_storage), 0, 0, NULL},
+    {"module_key", NB_OPT_STR, NULL,
+     "the public key file (nimbus.pub of nimbusctl keygen) that modules "
+     "fetched from storage must be signed with",
+     offsetof(offload_config, module_key), 0, 0, NULL},
     {"offload_threads", NB_OPT_INT, "2",
      "threads of the offload pool: offload tasks run at once at most",
      offsetof(offload_config, threads), 1, 256, NULL},
@@ -641,9 +435,9 @@ const wk_family wk_family_offload = {
     .config = &ocfg,
     .pools = offload_pools,
     .prepare = offload_prepare,
-    .fini = offload_fini,
-    .thread_init = offload_thread_init,
-    .thread_fini = offload_thread_fini,
+    .fini = wk_modules_fini,
+    .thread_init = wk_modules_thread_init,
+    .thread_fini = wk_modules_thread_fini,
     .limits = offload_limits_add,
     .handlers = handlers,
 };
