@@ -613,14 +613,16 @@ static int h_audio(wk_ctx *c) {
   const wk_offload_limits *lim = host->offload_limits();
   int64_t dur_ms =
       ii.frames > 0 ? (int64_t)(ii.frames * 1000 / ii.samplerate) : 0;
-  /* Uncompressed samples take at least a byte each: a header that
+  /* Uncompressed samples take at least a byte each (FLAC's subtype says
+   * PCM too, but its frames are compressed): a header that
    * claims more frames than the file can hold is a lie, found before a
    * loop over frames that are not there. */
   int sub = ii.format & SF_FORMAT_SUBMASK;
-  bool pcm = sub == SF_FORMAT_PCM_16 || sub == SF_FORMAT_PCM_24 ||
+  bool pcm = (ii.format & SF_FORMAT_TYPEMASK) != SF_FORMAT_FLAC &&
+             (sub == SF_FORMAT_PCM_16 || sub == SF_FORMAT_PCM_24 ||
              sub == SF_FORMAT_PCM_32 || sub == SF_FORMAT_PCM_U8 ||
              sub == SF_FORMAT_PCM_S8 || sub == SF_FORMAT_FLOAT ||
-             sub == SF_FORMAT_DOUBLE;
+             sub == SF_FORMAT_DOUBLE);
   if (pcm && (double)ii.frames * ii.channels > (double)v.size) {
     code = host->fail(c, 422, NULL,
                       "the input's header claims %lld frames, more than its "
@@ -643,7 +645,13 @@ static int h_audio(wk_ctx *c) {
                     (int)(j->n > 0 ? j->st[j->n - 1].rate_out : ii.samplerate),
                 .channels = j->n > 0 ? j->st[j->n - 1].ch_out : ii.channels,
                 .format = j->fmt_out};
-  if (!sf_format_check(&oi)) {
+  /* libsndfile's check lets Opus pass at any rate; its encoder takes
+   * five. */
+  bool opus_rate = oi.samplerate == 8000 || oi.samplerate == 12000 ||
+                   oi.samplerate == 16000 || oi.samplerate == 24000 ||
+                   oi.samplerate == 48000;
+  if (!sf_format_check(&oi) ||
+      ((j->fmt_out & SF_FORMAT_SUBMASK) == SF_FORMAT_OPUS && !opus_rate)) {
     code = host->fail(c, 415,
                       (j->fmt_out & SF_FORMAT_SUBMASK) == SF_FORMAT_OPUS
                           ? "Opus takes 8000, 12000, 16000, 24000 or 48000 "
