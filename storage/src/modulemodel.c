@@ -88,8 +88,9 @@ int st_module_publish(st_redis *r, const st_module *m,
                             old.exists ? old.blob : "",
                             m->name};
     size_t lens[19];
+    /* argv[14] (the signature) and [16] (the sums) are bytes. */
     for (int i = 0; i < 19; i++)
-      lens[i] = argv[i] != NULL ? strlen(argv[i]) : 0;
+      lens[i] = argv[i] != NULL && i != 14 && i != 16 ? strlen(argv[i]) : 0;
     lens[14] = sizeof m->sig;
     lens[16] = (size_t)nsegs * ST_SEGSUM;
     redisReply *rep = st__eval(r, &publish_script, 8, 19, argv, lens);
