@@ -303,8 +303,10 @@ static const command commands[] = {
 
 static void usage_all(FILE *fp) {
   fputs("Usage: nimbusctl [--accounts FILE] COMMAND [ARGS]\n"
-        "Manages the Nimbus broker accounts file; the broker sees each\n"
-        "change at its next CONNECT, without a restart.\n\nCommands:\n",
+        "Manages the Nimbus broker accounts file (the broker sees each\n"
+        "change at its next CONNECT, without a restart), the signing key,\n"
+        "and the offload modules published to the cloud's storage.\n\n"
+        "Commands:\n",
         fp);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(fp, "  nimbusctl %s\n", commands[i].usage);
@@ -314,7 +316,8 @@ static void usage_all(FILE *fp) {
         fp);
   fputs("\nThe accounts file is --accounts FILE, else $NIMBUS_ACCOUNTS, else\n"
         "$NIMBUS_DIR/broker/accounts. `nimbusctl terminal --help`,\n"
-        "`nimbusctl terminal add --help` and so on say more.\n"
+        "`nimbusctl terminal add --help` and so on say more;\n"
+        "`nimbusctl module --help` for keygen and modules.\n"
         "Exit status: 0 done, 1 refused or failed, 2 usage.\n",
         fp);
 }
