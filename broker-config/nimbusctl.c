@@ -8,6 +8,7 @@
  * 0 done, 1 refused or failed (unknown or duplicate name, file errors),
  * 2 usage (bad flags, invalid names, invalid passwords). */
 #include "accounts.h"
+#include "ctl_code.h"
 
 #include "nimbus/errors.h"
 
@@ -302,14 +303,21 @@ static const command commands[] = {
 
 static void usage_all(FILE *fp) {
   fputs("Usage: nimbusctl [--accounts FILE] COMMAND [ARGS]\n"
-        "Manages the Nimbus broker accounts file; the broker sees each\n"
-        "change at its next CONNECT, without a restart.\n\nCommands:\n",
+        "Manages the Nimbus broker accounts file (the broker sees each\n"
+        "change at its next CONNECT, without a restart), the signing key,\n"
+        "and the offload modules published to the cloud's storage.\n\n"
+        "Commands:\n",
         fp);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(fp, "  nimbusctl %s\n", commands[i].usage);
+  fputs("  nimbusctl keygen DIR\n"
+        "  nimbusctl module publish FILE --version V --key KEYFILE\n"
+        "  nimbusctl module list\n",
+        fp);
   fputs("\nThe accounts file is --accounts FILE, else $NIMBUS_ACCOUNTS, else\n"
         "$NIMBUS_DIR/broker/accounts. `nimbusctl terminal --help`,\n"
-        "`nimbusctl terminal add --help` and so on say more.\n"
+        "`nimbusctl terminal add --help` and so on say more;\n"
+        "`nimbusctl module --help` for keygen and modules.\n"
         "Exit status: 0 done, 1 refused or failed, 2 usage.\n",
         fp);
 }
@@ -481,6 +489,9 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   const char *object = argv[optind];
+  /* keygen and module need no accounts file. */
+  if (ctl_code_handles(object))
+    return ctl_code_main(argc - optind, argv + optind);
   if (!object_known(object)) {
     say("unknown command \"%s\"", object);
     usage_all(stderr);

@@ -17,6 +17,8 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_backup.h"
+#include "st_result.h"
 #include "st_share.h"
 
 #include <pthread.h>
@@ -208,6 +210,28 @@ static int upload_get(wk_ctx *c, const char *up, st_upload *u) {
     return NIMBUS_EREDIS;
   st_upload_fini(u);
   memset(u, 0, sizeof *u);
+  return 0;
+}
+
+int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
+  const char *name = hex;
+  *size = -1;
+  if (st_blobs_readable(c->redis, c->terminal, &name, 1, size) != 0)
+    return NIMBUS_EREDIS;
+  if (*size >= 0)
+    return 0;
+  /* Or through a share this terminal got, or a result of its own task,
+   * while it lives: checked on every read (st_share.h, st_result.h). */
+  int64_t now = nb_now_ms();
+  bool granted = false, exists = false;
+  uint64_t sz = 0;
+  if (st_share_grant_check(c->redis, c->terminal, hex, now, &granted) != 0 ||
+      (!granted &&
+       st_result_grant_check(c->redis, c->terminal, hex, now, &granted) != 0) ||
+      (granted && st_blob_meta_get(c->redis, hex, &exists, &sz) != 0))
+    return NIMBUS_EREDIS;
+  if (granted && exists)
+    *size = (int64_t)sz;
   return 0;
 }
 
@@ -671,19 +695,13 @@ static int h_blob_get(wk_ctx *c) {
       sc_arg_int(c->args, "length", true, 1, ST_SEGMENT, &len, c->error,
                  sizeof c->error) != 0)
     return 400;
-  bool may = false, exists = false;
-  uint64_t size = 0;
-  const char *name = hex;
-  if (st_blob_access(c->redis, c->terminal, &name, 1, &may) != 0 ||
-      /* Or through a share this terminal got, while it lives (checked on
-       * every read: st_share.h). */
-      (!may && st_share_grant_check(c->redis, c->terminal, hex, nb_now_ms(),
-                                    &may) != 0) ||
-      (may && st_blob_meta_get(c->redis, hex, &exists, &size) != 0))
+  int64_t readable = -1;
+  if (wk_blob_readable(c, hex, &readable) != 0)
     return wk_redis_down(c);
-  if (!may || !exists)
+  if (readable < 0)
     return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
                    "there is no blob %s that this terminal may read", hex);
+  uint64_t size = (uint64_t)readable;
   if ((uint64_t)off > size)
     return wk_fail(c, 400, NULL,
                    "args.offset %lld is past the end of the %llu-byte blob",

@@ -417,25 +417,6 @@ static int share_stored(wk_ctx *c, const uint8_t raw[32], const char *hex,
 
 /* ---- share.create -------------------------------------------------------- */
 
-/* The size of blob `hex` when the caller may read it (its own access, or a
- * live share it got), else -1. */
-static int readable_size(wk_ctx *c, const char *hex, int64_t *size) {
-  const char *name = hex;
-  if (st_blobs_readable(c->redis, c->terminal, &name, 1, size) != 0)
-    return NIMBUS_EREDIS;
-  if (*size >= 0)
-    return 0;
-  bool granted = false, exists = false;
-  uint64_t sz = 0;
-  if (st_share_grant_check(c->redis, c->terminal, hex, nb_now_ms(), &granted) !=
-          0 ||
-      (granted && st_blob_meta_get(c->redis, hex, &exists, &sz) != 0))
-    return NIMBUS_EREDIS;
-  if (granted && exists)
-    *size = (int64_t)sz;
-  return 0;
-}
-
 static int h_share_create(wk_ctx *c) {
   const char *name = NULL, *mime_s = NULL;
   size_t name_len = 0, mime_len = 0;
@@ -483,7 +464,7 @@ static int h_share_create(wk_ctx *c) {
   if ((code = arg_to(c, &to, &nto)) != 0)
     goto out;
 
-  if (readable_size(c, hex, &size) != 0) {
+  if (wk_blob_readable(c, hex, &size) != 0) {
     code = wk_redis_down(c);
     goto out;
   }

@@ -6,6 +6,7 @@
  *   - shares that ended (expired, revoked, replaced): their records and
  *     their references on blobs (st_share_sweep), before the blobs' pass
  *     so a blob whose last share ended is a candidate already;
+ *   - offload results whose result_ttl ended, likewise (st_result_sweep);
  *   - blobs nothing has referred to for blob_ttl: their records and every
  *     terminal's access in one script (st_blob_gc_take), then the file;
  *   - every tenth pass, stored files that no record names (a crash between
@@ -26,6 +27,7 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_result.h"
 #include "st_share.h"
 
 #include <pthread.h>
@@ -115,18 +117,24 @@ static size_t collect(wk_janitor *j, st_redis *r) {
   return removed;
 }
 
-/* Releases the shares that ended, a batch at a time. */
-static void sweep_shares(st_redis *r) {
+/* Releases, a batch at a time, what ended and held blobs: shares
+ * (st_share_sweep) or offload results (st_result_sweep), before the
+ * blobs' pass, so what they held is collected in the same round. */
+typedef int (*sweep_fn)(st_redis *r, int64_t now_ms, size_t max,
+                        size_t *released);
+
+static void sweep_ended(st_redis *r, sweep_fn fn, const char *what) {
   size_t released = 0, total = 0;
   do {
-    if (st_share_sweep(r, nb_now_ms(), GC_BATCH, &released) != 0) {
-      NB_WARN("WK-GC", "cannot release ended shares: %s", st_redis_errstr(r));
+    if (fn(r, nb_now_ms(), GC_BATCH, &released) != 0) {
+      NB_WARN("WK-GC", "cannot release ended %ss: %s", what,
+              st_redis_errstr(r));
       break;
     }
     total += released;
   } while (released == GC_BATCH);
   if (total > 0)
-    NB_INFO("WK-GC", "released %zu ended share%s", total,
+    NB_INFO("WK-GC", "released %zu ended %s%s", total, what,
             total == 1 ? "" : "s");
 }
 
@@ -282,8 +290,10 @@ static void *janitor_main(void *arg) {
           st_redis_connect(cfg->redis_host, (int)cfg->redis_port,
                            cfg->redis_password, 2000, &r, err, sizeof err) != 0)
         NB_WARN("WK-REDIS-DOWN", "janitor: %s", err);
-      if (r != NULL)
-        sweep_shares(r);
+      if (r != NULL) {
+        sweep_ended(r, st_share_sweep, "share");
+        sweep_ended(r, st_result_sweep, "result");
+      }
       if (r != NULL)
         collect(j, r);
       if (r != NULL && pass++ % 10 == 9)

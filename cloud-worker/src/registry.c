@@ -18,7 +18,7 @@
 
 static const wk_family *const builtin[] = {
     &wk_family_core,  &wk_family_blob, &wk_family_backup,
-    &wk_family_share, &wk_family_diag,
+    &wk_family_share, &wk_family_diag, &wk_family_offload,
 };
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])
 
@@ -218,6 +218,13 @@ static int serve(wk_worker *w, const wk_family *f, const wk_handler *h,
 int wk_registry_choose(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   size_t nh = 0, np = 1;
+  /* Families whose types come from the config fill their tables first. */
+  for (size_t f = 0; f < NBUILTIN; f++)
+    if (builtin[f]->prepare != NULL && family_on(builtin[f])) {
+      int rc = builtin[f]->prepare(err, errcap);
+      if (rc != 0)
+        return rc;
+    }
   for (size_t f = 0; f < NBUILTIN; f++) {
     if (builtin[f]->abi != WK_FAMILY_ABI) {
       snprintf(err, errcap,
@@ -332,4 +339,9 @@ const wk_host_api wk_host = {
     .progress = wk_progress,
     .thread_state = host_thread_state,
     .log = host_log,
+    .input_size = wk_offload_input_size,
+    .input_read = wk_offload_input_read,
+    .input_mem = wk_offload_input_mem,
+    .output_write = wk_offload_output_write,
+    .offload_limits = wk_offload_limits_get,
 };

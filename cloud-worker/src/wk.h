@@ -112,6 +112,16 @@ extern const wk_family wk_family_blob;
 extern const wk_family wk_family_backup;
 extern const wk_family wk_family_share;
 extern const wk_family wk_family_diag;
+extern const wk_family wk_family_offload;
+
+/* The offload machinery's host functions (handlers_offload.c), for
+ * wk_host: see wk_host_api in wk_family.h. */
+uint64_t wk_offload_input_size(const wk_ctx *c);
+int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
+                          size_t *got);
+const uint8_t *wk_offload_input_mem(const wk_ctx *c);
+int wk_offload_output_write(wk_ctx *c, const void *p, size_t n);
+const wk_offload_limits *wk_offload_limits_get(void);
 
 /* Options of the built-in families that other files read. */
 extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */
@@ -152,6 +162,12 @@ void wk_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
  * at `what` ("read the blob"). Both return the code after wk_fail. */
 int wk_redis_down(wk_ctx *c);
 int wk_disk_error(wk_ctx *c, const char *what);
+/* Sets *size to the size of blob `hex` when `terminal` of the task may
+ * read it (PROTOCOL.md, Large objects: it uploaded it, or a snapshot of
+ * its own, a live share it got or a live result of its own task refers to
+ * it), else to -1: the one check of every argument that names a blob.
+ * Returns 0 or NIMBUS_EREDIS. */
+int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
 bool wk_is_blob_name(const char *s, size_t n);
 /* Reads the required blob name args.<key> into hex[65] and, when raw is

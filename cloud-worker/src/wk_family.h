@@ -25,7 +25,7 @@
 
 /* The version of this header's structs. A family built against another
  * version is refused (a module: with a 503 for its types and a log line). */
-#define WK_FAMILY_ABI 1
+#define WK_FAMILY_ABI 2
 
 typedef struct wk_ctx wk_ctx;
 
@@ -79,8 +79,13 @@ typedef struct wk_host_api wk_host_api;
 
 typedef struct wk_family {
   int abi;          /* WK_FAMILY_ABI */
-  const char *name; /* "blob"; unique; the module's file name later */
-  unsigned needs;   /* WK_NEEDS_* */
+  const char *name; /* "blob"; unique; a module's: nimbus-<name>.so */
+  /* What the family's output depends on besides its input and arguments
+   * (its own version and its libraries', e.g. "1.0 vips-8.14.1"): part of
+   * the offload result cache's key, so a new version never answers from
+   * an old one's results. May be NULL for families without a cache. */
+  const char *version;
+  unsigned needs; /* WK_NEEDS_* */
   /* Options of the family's own, merged into the worker's one config
    * table (file, environment, flags, --help, --print-config). Their
    * offsets are into `config`. Either may be NULL. */
@@ -90,6 +95,11 @@ typedef struct wk_family {
    * option of its own, e.g. diag's `diag`, off by default). */
   const bool *enabled;
   const wk_pool_spec *pools; /* pools it defines; may be NULL */
+  /* Once, after the config is loaded and before the worker reads the
+   * handler table: a family whose types depend on the config (the offload
+   * family: one type per module) fills its table here. May be NULL. On
+   * failure returns a nimbus_err with a sentence in err. */
+  int (*prepare)(char *err, size_t errcap);
   /* Once, before any pool thread starts; may be NULL. `host` outlives the
    * family. On failure returns a nimbus_err and writes a sentence into
    * err (errcap bytes): the worker does not start. */
@@ -131,7 +141,46 @@ struct wk_host_api {
   /* level: 0 debug, 1 info, 2 warn, 3 error; id a stable log id. */
   void (*log)(int level, const char *id, const char *fmt, ...)
       __attribute__((format(printf, 3, 4)));
+
+  /* ---- Offload (the handlers of a module's family: process.*) ----------
+   * The machinery (handlers_offload.c) has, before the module's handler
+   * runs, resolved the task's input (args.blob, readable by the caller, or
+   * inline data), checked it against the limits and looked it up in the
+   * result cache; after the handler returns 0 it stores what the handler
+   * wrote as the output blob, keeps it as a result for result_ttl and adds
+   * `blob`, `size`, `cached` (and inline `data` for a small output) to the
+   * result map. The handler validates its own arguments (ops, format:
+   * 400, 415), reads the input, writes the output, and packs into
+   * packer() one map of the output's own properties (e.g. width, height,
+   * format): the machinery merges it into the result. */
+  /* The input's size in bytes. */
+  uint64_t (*input_size)(const wk_ctx *c);
+  /* Reads up to n bytes of the input at `off` into buf; *got is short only
+   * at the end. 0, or NIMBUS_EIO (the handler answers 500 through fail()
+   * with input_errstr). Any thread may call it for its own task. */
+  int (*input_read)(wk_ctx *c, uint64_t off, void *buf, size_t n, size_t *got);
+  /* The input's bytes when they are in memory (inline data), else NULL. */
+  const uint8_t *(*input_mem)(const wk_ctx *c);
+  /* Appends n bytes (borrowed) to the output. 0, NIMBUS_ETOOBIG past the
+   * output limit (offload_max_output), NIMBUS_ENOSPC, NIMBUS_EIO. */
+  int (*output_write)(wk_ctx *c, const void *p, size_t n);
+  /* The limits the operator configured for offload work. */
+  const struct wk_offload_limits *(*offload_limits)(void);
 };
+
+/* The offload limits (config options of the offload family). */
+typedef struct wk_offload_limits {
+  int64_t max_input;    /* bytes of input at most (413) */
+  int64_t max_output;   /* bytes of output at most (413) */
+  int64_t max_pixels;   /* pixels of a picture, input or output (413) */
+  int64_t max_memory;   /* bytes a module's library may cache (libvips) */
+  int64_t max_duration; /* ms of audio or video (413) */
+} wk_offload_limits;
+
+/* A module's one entry point (dlsym), returning its family, borrowed for
+ * as long as the module stays loaded (a worker never unloads one). */
+typedef const wk_family *(*wk_family_entry_fn)(void);
+#define WK_FAMILY_ENTRY "nimbus_family_v1"
 
 /* The worker's host table (registry.c). */
 extern const wk_host_api wk_host;

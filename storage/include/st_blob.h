@@ -471,4 +471,47 @@ int st_blob_gc_done(st_redis *r, const char *hex);
 int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
                         bool *taken);
 
+/* ---- Writing a blob the cloud makes ----------------------------------------
+ * A blob that no terminal uploads (an offload's output, a published
+ * module) is written through a writer: its bytes are staged as the
+ * upload (owner, upload) segment by segment as they come (one segment
+ * buffered), then hashed, marked in Redis as being committed (so the
+ * collector keeps the content: st_blob_commit_begin) and moved into the
+ * store, exactly as an uploaded blob is. Recording its metadata (size,
+ * sums, references) is the caller's (st_result_put, st_module_publish),
+ * which also ends the commit mark. A writer is used by one thread. */
+typedef struct st_blob_writer st_blob_writer;
+
+/* Starts a blob staged as (owner, upload) (both copied; an upload name no
+ * terminal can use, e.g. holding a '.', so it never meets a terminal's
+ * upload) in store `s` (borrowed: it outlives the writer), writing at most
+ * max_size bytes (NIMBUS_ETOOBIG beyond). Returns 0 and *out (caller
+ * frees with st_blob_writer_free), or NIMBUS_ENOMEM. */
+int st_blob_writer_new(st_blobstore *s, const char *owner, const char *upload,
+                       uint64_t max_size, st_blob_writer **out);
+/* Appends n bytes of p (borrowed). Returns 0, NIMBUS_ETOOBIG past
+ * max_size, NIMBUS_ENOSPC, NIMBUS_EIO; after an error every later call
+ * returns it again. */
+int st_blob_writer_write(st_blob_writer *w, const void *p, size_t n);
+/* Bytes written so far. */
+uint64_t st_blob_writer_size(const st_blob_writer *w);
+/* Stages what is buffered, hashes the whole, marks it in r as committed by
+ * `mark_owner` for mark_ttl_ms, and moves it into the store: then hex[65]
+ * receives its name. *gone true (and nothing moved) when the collector is
+ * removing the same content right now: try again later. Returns 0,
+ * NIMBUS_EREDIS, NIMBUS_ENOSPC, NIMBUS_EIO, or the write error. */
+int st_blob_writer_finish(st_blob_writer *w, st_redis *r,
+                          const char *mark_owner, int64_t mark_ttl_ms,
+                          char hex[65], bool *gone);
+/* After a successful finish: the sums of its segments (borrowed from w,
+ * *nsegs entries), for the blob's metadata. */
+const uint8_t (*st_blob_writer_sums(const st_blob_writer *w,
+                                    uint64_t *nsegs))[ST_SEGSUM];
+/* The blob's bytes when all of them are still in the buffer (a blob of at
+ * most one segment), else NULL; borrowed from w. */
+const uint8_t *st_blob_writer_small(const st_blob_writer *w);
+/* Drops the staging file unless finish moved it, and frees; NULL is a
+ * no-op. */
+void st_blob_writer_free(st_blob_writer *w);
+
 #endif

@@ -437,13 +437,16 @@ static const struct txn_cmd {
   const char *name;
   int first, last;
 } txn_cmds[] = {
-    {"HSET", 1, 1},    {"HSETNX", 1, 1},     {"HDEL", 1, 1},
-    {"HINCRBY", 1, 1}, {"SET", 1, 1},        {"SETBIT", 1, 1},
-    {"DEL", 1, -1},    {"UNLINK", 1, -1},    {"PEXPIRE", 1, 1},
-    {"EXPIRE", 1, 1},  {"SADD", 1, 1},       {"SREM", 1, 1},
-    {"ZADD", 1, 1},    {"ZREM", 1, 1},       {"INCR", 1, 1},
-    {"INCRBY", 1, 1},  {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
-    {"NB-IFEQ", 1, 1},
+    {"HSET", 1, 1},       {"HSETNX", 1, 1},
+    {"HDEL", 1, 1},       {"HINCRBY", 1, 1},
+    {"SET", 1, 1},        {"SETBIT", 1, 1},
+    {"DEL", 1, -1},       {"UNLINK", 1, -1},
+    {"PEXPIRE", 1, 1},    {"EXPIRE", 1, 1},
+    {"SADD", 1, 1},       {"SREM", 1, 1},
+    {"ZADD", 1, 1},       {"ZREM", 1, 1},
+    {"INCR", 1, 1},       {"INCRBY", 1, 1},
+    {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
+    {"NB-IFEQ", 1, 1},    {"ZREMRANGEBYSCORE", 1, 1},
 };
 
 static const struct txn_cmd *txn_cmd_find(const char *name, size_t n) {

@@ -1,0 +1,90 @@
+# process.doc end to end on real servers: every op checked for its effect
+# (zstd round trip byte for byte and smaller, character sets converted and
+# bad bytes found at their offset, Markdown rendered safely, a PDF made
+# here measured and its page rendered at the asked width), a blob input,
+# and the failure classes.
+source "$(dirname "$0")/lib.sh"
+
+[[ -f $NIMBUS_BUILD_DIR/modules/nimbus-doc.so ]] || nb_fail "the doc module was not built"
+NIMBUS_WORKER_FLAGS="--offload-max-output 1000000" nb_stack_up 1
+nb_terminal alice
+T=$NB_DIR/media
+mkdir -p "$T"
+python3 -c 'import sys; sys.stdout.write("the quick brown fox jumps over the lazy dog.\n" * 9000)' >"$T/text.txt"
+printf 'caf\xe9 na\xefve\n' >"$T/latin1.txt"
+printf '# Title\n\nSome *em* and <script>alert(1)</script>\n' >"$T/a.md"
+python3 "$NIMBUS_SOURCE_DIR/tests/integration/mkpdf.py" "$T/two.pdf"
+
+J=''
+jget() {
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$@" <<<"$J"
+}
+code() { jget 'r["code"]'; }
+res() { jget '" ".join(str(r["result"].get(k)) for k in sys.argv[2:])' "$@"; }
+out_to() { jget 'open(sys.argv[2], "wb").write(__import__("base64").b64decode(r.get("data_b64", ""))) and ""' "$1" >/dev/null; }
+doc() { J=$(call process.doc "$1" --data-file "$2"); }
+
+# compress, from a blob (the text is 405 KB: more than a message).
+hex=$("$NIMBUS_BIN/nb-blob" upload "$T/text.txt" | cut -d' ' -f2)
+J=$(call process.doc "{\"blob\": \"$hex\", \"ops\": [{\"op\": \"text_stats\"}, {\"op\": \"compress\", \"level\": 19}]}")
+[[ $(code) == 0 ]] || nb_fail "compress: ${J:0:300}"
+nb_assert_eq "zstd 9000 81000" "$(res format lines words)" "text_stats then compress"
+python3 -c 'import sys; sys.exit(not float(sys.argv[1]) < 0.01)' "$(res ratio)" ||
+  nb_fail "zstd -19 of repeated text: ratio $(res ratio)"
+out_to "$T/text.zst"
+zstd -q -d -c "$T/text.zst" | cmp - "$T/text.txt" || nb_fail "zstd(1) does not read our output back"
+# decompress: our own output back, byte for byte.
+doc '{"ops": [{"op": "decompress"}]}' "$T/text.zst"
+[[ $(code) == 0 ]] || nb_fail "decompress: ${J:0:300}"
+sha=$(jget 'r["result"]["blob"]')
+nb_assert_eq "$hex" "$sha" "decompress gives the original blob"
+
+# to_utf8 and text_stats of the result.
+doc '{"ops": [{"op": "to_utf8", "from": "latin1"}, {"op": "text_stats"}]}' "$T/latin1.txt"
+nb_assert_eq "text latin1 11 utf-8" "$(res format from characters encoding)"
+out_to "$T/utf8.txt"
+nb_assert_eq "café naïve" "$(cat "$T/utf8.txt")"
+doc '{"ops": [{"op": "to_utf8", "from": "utf-8"}]}' "$T/latin1.txt"
+nb_assert_eq 422 "$(code)" "latin-1 bytes read as UTF-8"
+[[ $(jget 'r["error"]') == *"offset 3"* ]] || nb_fail "the 422 names the offset: ${J:0:300}"
+doc '{"ops": [{"op": "to_utf8", "from": "klingon"}]}' "$T/latin1.txt"
+nb_assert_eq 415 "$(code)" "an unknown character set"
+
+# markdown_to_html, safely.
+doc '{"ops": [{"op": "markdown_to_html"}]}' "$T/a.md"
+out_to "$T/a.html"
+grep -q '<h1>Title</h1>' "$T/a.html" && grep -q '<em>em</em>' "$T/a.html" ||
+  nb_fail "markdown: $(cat "$T/a.html")"
+grep -q '<script>' "$T/a.html" && nb_fail "raw HTML passed through: $(cat "$T/a.html")"
+
+# pdf_info and pdf_thumbnail.
+doc '{"ops": [{"op": "pdf_info"}]}' "$T/two.pdf"
+nb_assert_eq "pdf 2" "$(res format pages)"
+nb_assert_eq "Quarterly report|Ada Lovelace" "$(jget 'r["result"]["title"] + "|" + r["result"]["author"]')"
+doc '{"ops": [{"op": "pdf_thumbnail", "page": 2, "width": 150, "format": "png"}]}' "$T/two.pdf"
+[[ $(code) == 0 ]] || nb_fail "pdf_thumbnail: ${J:0:300}"
+out_to "$T/page2.png"
+nb_assert_eq "150 200 3" "$(vipsheader -f width "$T/page2.png") $(vipsheader -f height "$T/page2.png") $(vipsheader -f bands "$T/page2.png")" \
+  "page 2 at 150 px wide, flattened"
+doc '{"ops": [{"op": "pdf_thumbnail", "page": 3}]}' "$T/two.pdf"
+nb_assert_eq 422 "$(code)" "a page the PDF does not have"
+doc '{"ops": [{"op": "pdf_info"}]}' "$T/a.md"
+nb_assert_eq 422 "$(code)" "pdf_info of Markdown"
+
+# Failures and limits.
+doc '{"ops": [{"op": "decompress"}]}' "$T/a.md"
+nb_assert_eq 422 "$(code)" "decompress of what is not zstd"
+head -c 20 "$T/text.zst" >"$T/cut.zst"
+doc '{"ops": [{"op": "decompress"}]}' "$T/cut.zst"
+nb_assert_eq 422 "$(code)" "a truncated zstd frame"
+# A zstd bomb: 20 MB of zeros compress to a few hundred bytes; the output
+# stops at offload_max_output (1 MB here).
+head -c 20000000 /dev/zero | zstd -q -19 -c >"$T/bomb.zst"
+doc '{"ops": [{"op": "decompress"}]}' "$T/bomb.zst"
+nb_assert_eq 413 "$(code)" "a zstd bomb"
+doc '{"ops": [{"op": "compress", "level": 25}]}' "$T/a.md"
+nb_assert_eq 400 "$(code)" "level out of range"
+doc '{"ops": [{"op": "shred"}]}' "$T/a.md"
+nb_assert_eq 400 "$(code)" "an unknown op"
+nb_alive "$(nb_pids | awk '$1 == "worker-1" {print $2}')" || nb_fail "the worker died"
+nb_log "doc: zstd, iconv, cmark, PDFs, failures"
