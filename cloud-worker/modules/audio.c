@@ -620,9 +620,9 @@ static int h_audio(wk_ctx *c) {
   int sub = ii.format & SF_FORMAT_SUBMASK;
   bool pcm = (ii.format & SF_FORMAT_TYPEMASK) != SF_FORMAT_FLAC &&
              (sub == SF_FORMAT_PCM_16 || sub == SF_FORMAT_PCM_24 ||
-             sub == SF_FORMAT_PCM_32 || sub == SF_FORMAT_PCM_U8 ||
-             sub == SF_FORMAT_PCM_S8 || sub == SF_FORMAT_FLOAT ||
-             sub == SF_FORMAT_DOUBLE);
+              sub == SF_FORMAT_PCM_32 || sub == SF_FORMAT_PCM_U8 ||
+              sub == SF_FORMAT_PCM_S8 || sub == SF_FORMAT_FLOAT ||
+              sub == SF_FORMAT_DOUBLE);
   if (pcm && (double)ii.frames * ii.channels > (double)v.size) {
     code = host->fail(c, 422, NULL,
                       "the input's header claims %lld frames, more than its "
