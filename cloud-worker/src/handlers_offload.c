@@ -279,23 +279,17 @@ typedef struct offload_io {
   int err; /* the first write error */
 } offload_io;
 
-/* The io of the calling thread's task: the host functions take only the
- * context, and a task runs on one thread from start to end. */
-static _Thread_local offload_io *cur_io;
-
 uint64_t wk_offload_input_size(const wk_ctx *c) {
-  (void)c;
-  return cur_io != NULL ? cur_io->in_size : 0;
+  return c->offload != NULL ? c->offload->in_size : 0;
 }
 
 const uint8_t *wk_offload_input_mem(const wk_ctx *c) {
-  (void)c;
-  return cur_io != NULL ? cur_io->in_mem : NULL;
+  return c->offload != NULL ? c->offload->in_mem : NULL;
 }
 
 int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
                           size_t *got) {
-  offload_io *io = cur_io;
+  offload_io *io = c->offload;
   *got = 0;
   if (io == NULL)
     return NIMBUS_EINVAL;
@@ -323,7 +317,7 @@ static int flush_segment(wk_ctx *c, offload_io *io) {
 }
 
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n) {
-  offload_io *io = cur_io;
+  offload_io *io = c->offload;
   if (io == NULL)
     return NIMBUS_EINVAL;
   if (io->err != 0)
@@ -606,9 +600,9 @@ static int h_offload(wk_ctx *c) {
     }
     ts->inited[mi] = true;
     c->tstate = ts->state[mi];
-    cur_io = &io;
+    c->offload = &io;
     code = m->fn(c);
-    cur_io = NULL;
+    c->offload = NULL;
     c->tstate = saved;
     if (code == 0 && io.err == NIMBUS_ETOOBIG)
       code = wk_fail(c, 413, "ask for a smaller output",
