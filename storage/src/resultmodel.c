@@ -156,9 +156,11 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
                           props != NULL ? (const char *)props : "",
                           exp,
                           now};
+  /* argv[13] (the sums) and argv[14] (props) are bytes, not strings: no
+   * strlen, which would read past their end. */
   size_t lens[17];
   for (int i = 0; i < 17; i++)
-    lens[i] = argv[i] != NULL ? strlen(argv[i]) : 0;
+    lens[i] = argv[i] != NULL && i != 13 && i != 14 ? strlen(argv[i]) : 0;
   lens[13] = (size_t)nsegs * ST_SEGSUM;
   lens[14] = props != NULL ? props_len : 0;
   redisReply *rep = st__eval(r, &put_script, 7, 17, argv, lens);
