@@ -471,6 +471,10 @@ static int st_markdown(job *j, src *in, sink *out, bool first) {
 static int pdf_open(job *j, const char *buf, size_t n, int page,
                     VipsImage **img, int64_t *pages) {
   VipsImage *x = NULL;
+  /* Again at every load: the image module, loaded after this one, blocks
+   * every untrusted loader when it starts (it names the loaders it takes
+   * itself, so this does not open PDFs to it). */
+  vips_operation_block_set("VipsForeignLoadPdf", FALSE);
   if (vips_pdfload_buffer((void *)buf, n, &x, "page", page - 1, NULL) != 0) {
     vips_error_clear();
     return host->fail(j->c, 422, "send a PDF",

@@ -59,23 +59,17 @@ typedef struct offload_io {
   st_blob_writer *out;
 } offload_io;
 
-/* The io of the calling thread's task: the host functions take only the
- * context, and a task runs on one thread from start to end. */
-static _Thread_local offload_io *cur_io;
-
 uint64_t wk_offload_input_size(const wk_ctx *c) {
-  (void)c;
-  return cur_io != NULL ? cur_io->in_size : 0;
+  return c->offload != NULL ? c->offload->in_size : 0;
 }
 
 const uint8_t *wk_offload_input_mem(const wk_ctx *c) {
-  (void)c;
-  return cur_io != NULL ? cur_io->in_mem : NULL;
+  return c->offload != NULL ? c->offload->in_mem : NULL;
 }
 
 int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
                           size_t *got) {
-  offload_io *io = cur_io;
+  offload_io *io = c->offload;
   *got = 0;
   if (io == NULL)
     return NIMBUS_EINVAL;
@@ -92,9 +86,8 @@ int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
 }
 
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n) {
-  (void)c;
-  return cur_io != NULL ? st_blob_writer_write(cur_io->out, p, n)
-                        : NIMBUS_EINVAL;
+  offload_io *io = c->offload;
+  return io != NULL ? st_blob_writer_write(io->out, p, n) : NIMBUS_EINVAL;
 }
 
 const wk_offload_limits *wk_offload_limits_get(void) { return &ocfg.lim; }
@@ -326,9 +319,9 @@ static int h_offload(wk_ctx *c) {
       return wk_fail(c, 500, NULL, "the worker is out of memory");
     void *saved = c->tstate;
     c->tstate = mstate;
-    cur_io = &io;
+    c->offload = &io;
     code = fn(c);
-    cur_io = NULL;
+    c->offload = NULL;
     c->tstate = saved;
     if (code == 0)
       code = store_output(c, &io, key, &r, out_hex);

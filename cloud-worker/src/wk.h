@@ -102,6 +102,10 @@ typedef struct wk_ctx {
    * (wk_notice_add); owned, freed with the context. */
   struct wk_notice *notices;
   void *tstate; /* the handler's family's thread state, or NULL */
+  /* An offload task's input and output (handlers_offload.c), or NULL. In
+   * the context, not in a thread-local: a module's library may read the
+   * input and write the output from threads of its own (libvips does). */
+  struct offload_io *offload;
   char error[512];
   char help[256];
 } wk_ctx;

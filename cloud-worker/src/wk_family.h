@@ -162,7 +162,8 @@ struct wk_host_api {
   /* The input's bytes when they are in memory (inline data), else NULL. */
   const uint8_t *(*input_mem)(const wk_ctx *c);
   /* Appends n bytes (borrowed) to the output. 0, NIMBUS_ETOOBIG past the
-   * output limit (offload_max_output), NIMBUS_ENOSPC, NIMBUS_EIO. */
+   * output limit (offload_max_output), NIMBUS_ENOSPC, NIMBUS_EIO. Any
+   * thread may call it for its own task, one call at a time. */
   int (*output_write)(wk_ctx *c, const void *p, size_t n);
   /* The limits the operator configured for offload work. */
   const struct wk_offload_limits *(*offload_limits)(void);

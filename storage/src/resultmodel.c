@@ -156,6 +156,8 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
                           props != NULL ? (const char *)props : "",
                           exp,
                           now};
+  /* argv[13] (the sums) and argv[14] (props) are bytes, not strings: no
+   * strlen, which would read past their end. */
   size_t lens[17];
   /* argv[13] and [14] are bytes, not strings. */
   for (int i = 0; i < 17; i++)

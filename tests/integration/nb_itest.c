@@ -9,6 +9,10 @@
  *                                  <runs>" for each final reply (and
  *                                  " retry_after=<ms>" when the reply has
  *                                  one); exit 0 only if every reply is ok
+ *   nb-itest pinglat N             N pings one after the other (the next
+ *                                  sent when the last is answered); prints
+ *                                  "p50 <ms> p99 <ms> max <ms>" of their
+ *                                  round trips; exit 0 only if all are ok
  *
  * Connection from NIMBUS_MQTT_HOST, NIMBUS_MQTT_PORT, NIMBUS_TERMINAL,
  * NIMBUS_PASSWORD, NIMBUS_STATE_DIR; re-send interval from
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static long env_long(const char *name, long def) {
   const char *v = getenv(name);
@@ -208,9 +213,50 @@ static int cmd_sleeps(nimbus_agent *a, int n, long ms, const char *key) {
   return bad > 0;
 }
 
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int cmd_pinglat(nimbus_agent *a, int n) {
+  long timeout = env_long("NB_ITEST_TIMEOUT_MS", 60000);
+  double *ms = calloc(n > 0 ? (size_t)n : 1, sizeof *ms);
+  int failed = 0;
+  if (ms == NULL || n <= 0) {
+    free(ms);
+    return 1;
+  }
+  for (int i = 0; i < n; i++) {
+    nimbus_task *t = NULL;
+    nimbus_reply *r = NULL;
+    double t0 = now_ms();
+    int rc = nimbus_submit(a, "ping", NULL, 0, NULL, 0, false, NULL,
+                           (int)timeout, &t);
+    if (rc == 0)
+      rc = nimbus_task_wait(t, (int)timeout, &r);
+    ms[i] = now_ms() - t0;
+    failed += rc != 0 || r->code != 0;
+    nimbus_reply_free(r);
+    nimbus_task_release(t);
+  }
+  qsort(ms, (size_t)n, sizeof *ms, cmp_double);
+  printf("p50 %.1f p99 %.1f max %.1f\n", ms[(n - 1) / 2],
+         ms[(size_t)((n - 1) * 0.99 + 0.5)], ms[n - 1]);
+  free(ms);
+  if (failed > 0)
+    fprintf(stderr, "nb-itest: %d pings failed\n", failed);
+  return failed > 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: nb-itest pings N | sleeps N MS KEY\n");
+    fprintf(stderr, "usage: nb-itest pings N | sleeps N MS KEY | pinglat N\n");
     return 2;
   }
   nimbus_agent *a = connect_agent();
@@ -222,8 +268,10 @@ int main(int argc, char **argv) {
   else if (strcmp(argv[1], "sleeps") == 0 && argc == 5)
     rc = cmd_sleeps(a, (int)strtol(argv[2], NULL, 10),
                     strtol(argv[3], NULL, 10), argv[4]);
+  else if (strcmp(argv[1], "pinglat") == 0)
+    rc = cmd_pinglat(a, (int)strtol(argv[2], NULL, 10));
   else
-    fprintf(stderr, "usage: nb-itest pings N | sleeps N MS KEY\n");
+    fprintf(stderr, "usage: nb-itest pings N | sleeps N MS KEY | pinglat N\n");
   nimbus_agent_free(a);
   return rc;
 }
