@@ -113,6 +113,7 @@ extern const wk_family wk_family_backup;
 extern const wk_family wk_family_share;
 extern const wk_family wk_family_diag;
 extern const wk_family wk_family_offload;
+extern const wk_family wk_family_agent;
 
 /* What a built-in family's tick (wk_family.tick) sees. Borrowed for the
  * call; used on the housekeeping thread only. */
