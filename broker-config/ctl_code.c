@@ -2,10 +2,11 @@
  * (`keygen`) and offload modules kept in the cloud's storage (`module
  * publish|list`), which workers started with modules_from_storage fetch
  * on the first task of their type and load only once the signature checks
- * (cloud-worker/src/modules.c). Agent packages (`agent publish`) will use
- * the same key and the same path into the store.
+ * (cloud-worker/src/modules.c); and what the agent commands (`agent ...`,
+ * ctl_agent.c) share with them: one option table, the way into Redis, and
+ * the way a file becomes a blob.
  *
- * Publishing writes the module into the blob store (data_dir) through the
+ * Publishing writes the file into the blob store (data_dir) through the
  * same writer the workers use for the blobs they make (st_blob_writer:
  * staged, hashed, moved), then records it in Redis with its signature;
  * the secret key is read from its file and never stored anywhere else.
@@ -29,8 +30,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define EXIT_FAILED 1
-#define EXIT_USAGE 2
+#define EXIT_FAILED CTL_EXIT_FAILED
+#define EXIT_USAGE CTL_EXIT_USAGE
 
 static const char usage_text[] =
     "Usage:\n"
@@ -47,22 +48,45 @@ static const char usage_text[] =
     "      its SHA-256 and signature against module_key, and load it. A new\n"
     "      publication of the same name replaces the old one.\n"
     "  nimbusctl module list\n"
-    "      Prints each published module: name, version, size, SHA-256.\n"
+    "      Prints each published module: name, version, size, SHA-256.\n";
+
+static const char usage_storage[] =
     "Storage options (also for the worker: the same environment):\n"
     "  --data-dir D     the blob store ($NIMBUS_DATA_DIR)\n"
     "  --redis-host H   ($NIMBUS_REDIS_HOST, default 127.0.0.1)\n"
     "  --redis-port P   ($NIMBUS_REDIS_PORT, default 6379)\n"
     "  --redis-password-env VAR  read Redis's password from $VAR\n";
 
-typedef struct opts {
-  const char *data_dir, *redis_host, *key, *version, *name;
-  int redis_port;
-  const char *redis_password;
-} opts;
+typedef ctl_opts opts;
 
-static void say(const char *what, const char *detail) {
+void ctl_say(const char *what, const char *detail) {
   fprintf(stderr, "nimbusctl: %s%s%s\n", what, detail != NULL ? ": " : "",
           detail != NULL ? detail : "");
+}
+#define say ctl_say
+
+static void usage(FILE *fp) {
+  fputs(usage_text, fp);
+  fputs(ctl_agent_usage, fp);
+  fputs(usage_storage, fp);
+}
+
+int ctl_opts_only(const ctl_opts *o, unsigned allowed, const char *command) {
+  static const struct {
+    unsigned bit;
+    const char *flag;
+  } flags[] = {{CTL_O_KEY, "--key"},     {CTL_O_VERSION, "--version"},
+               {CTL_O_NAME, "--name"},   {CTL_O_PLATFORM, "--platform"},
+               {CTL_O_NOTES, "--notes"}, {CTL_O_TEXT, "--text"},
+               {CTL_O_ALL, "--all"}};
+  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+    if ((o->given & flags[i].bit) != 0 && (allowed & flags[i].bit) == 0) {
+      char what[128];
+      snprintf(what, sizeof what, "%s takes no %s", command, flags[i].flag);
+      say(what, NULL);
+      return EXIT_USAGE;
+    }
+  return 0;
 }
 
 static const char *env_or(const char *name, const char *def) {
@@ -70,7 +94,7 @@ static const char *env_or(const char *name, const char *def) {
   return v != NULL && *v != '\0' ? v : def;
 }
 
-static int connect_redis(const opts *o, st_redis **r) {
+int ctl_redis(const opts *o, st_redis **r) {
   char err[256];
   if (st_redis_connect(o->redis_host, o->redis_port, o->redis_password, 3000, r,
                        err, sizeof err) != 0) {
@@ -114,8 +138,68 @@ static bool version_ok(const char *s) {
   return true;
 }
 
+void ctl_stored_fini(ctl_stored *s) {
+  st_blob_writer_free(s->w);
+  st_blobstore_free(s->store);
+  memset(s, 0, sizeof *s);
+}
+
+int ctl_store_file(const ctl_opts *o, st_redis *r, const char *file,
+                   const char *tag, ctl_stored *out) {
+  char err[256], upload[96];
+  int code = EXIT_FAILED, fd = -1;
+  uint8_t *buf = NULL;
+  memset(out, 0, sizeof *out);
+  if (st_blobstore_open(o->data_dir, &out->store, err, sizeof err) != 0) {
+    say("cannot open the blob store", err);
+    return EXIT_FAILED;
+  }
+  fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    say(file, strerror(errno));
+    goto out;
+  }
+  /* A '.' in the name: no terminal's upload can be called so. */
+  snprintf(upload, sizeof upload, "%.64s.%d", tag, (int)getpid());
+  buf = malloc(ST_SEGMENT);
+  if (buf == NULL || st_blob_writer_new(out->store, "nimbusctl", upload,
+                                        UINT64_MAX, &out->w) != 0) {
+    say("out of memory", NULL);
+    goto out;
+  }
+  ssize_t got;
+  while ((got = read(fd, buf, ST_SEGMENT)) > 0)
+    if (st_blob_writer_write(out->w, buf, (size_t)got) != 0) {
+      say("cannot write into the blob store", st_blobstore_errstr());
+      goto out;
+    }
+  if (got < 0) {
+    say(file, strerror(errno));
+    goto out;
+  }
+  bool gone = false;
+  int rc =
+      st_blob_writer_finish(out->w, r, "nimbusctl", 60000, out->hex, &gone);
+  if (rc != 0 || gone) {
+    say("cannot store the file",
+        gone ? "the same bytes are being collected right now: try again in "
+               "a minute"
+        : rc == NIMBUS_EREDIS ? st_redis_errstr(r)
+                              : st_blobstore_errstr());
+    goto out;
+  }
+  out->size = st_blob_writer_size(out->w);
+  out->sums = st_blob_writer_sums(out->w, &out->nsegs);
+  code = 0;
+out:
+  if (fd >= 0)
+    close(fd);
+  free(buf);
+  return code;
+}
+
 static int publish(const opts *o, const char *file) {
-  char name[ST_MODULE_NAME_MAX + 1], err[256], upload[64], hex[65];
+  char name[ST_MODULE_NAME_MAX + 1], err[256];
   if (o->name != NULL)
     nb_strlcpy(name, o->name, sizeof name);
   else if (!name_from_file(file, name, sizeof name)) {
@@ -144,54 +228,20 @@ static int publish(const opts *o, const char *file) {
     say("cannot use the key", err);
     return EXIT_FAILED;
   }
-  int code = EXIT_FAILED, fd = -1;
-  st_blobstore *store = NULL;
-  st_blob_writer *w = NULL;
+  int code = EXIT_FAILED;
   st_redis *r = NULL;
-  uint8_t *buf = NULL;
-  if (st_blobstore_open(o->data_dir, &store, err, sizeof err) != 0) {
-    say("cannot open the blob store", err);
-    goto out;
-  }
-  if ((code = connect_redis(o, &r)) != 0)
+  ctl_stored f;
+  memset(&f, 0, sizeof f);
+  char tag[64];
+  snprintf(tag, sizeof tag, "module.%s", name);
+  if ((code = ctl_redis(o, &r)) != 0 ||
+      (code = ctl_store_file(o, r, file, tag, &f)) != 0)
     goto out;
   code = EXIT_FAILED;
-  fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    say(file, strerror(errno));
-    goto out;
-  }
-  snprintf(upload, sizeof upload, "module.%s.%d", name, (int)getpid());
-  buf = malloc(ST_SEGMENT);
-  if (buf == NULL ||
-      st_blob_writer_new(store, "nimbusctl", upload, UINT64_MAX, &w) != 0) {
-    say("out of memory", NULL);
-    goto out;
-  }
-  ssize_t got;
-  while ((got = read(fd, buf, ST_SEGMENT)) > 0)
-    if (st_blob_writer_write(w, buf, (size_t)got) != 0) {
-      say("cannot write into the blob store", st_blobstore_errstr());
-      goto out;
-    }
-  if (got < 0) {
-    say(file, strerror(errno));
-    goto out;
-  }
-  bool gone = false;
-  if (st_blob_writer_finish(w, r, "nimbusctl", 60000, hex, &gone) != 0 ||
-      gone) {
-    say("cannot store the module",
-        gone ? "the same bytes are being collected right now: publish again "
-               "in a minute"
-             : st_blobstore_errstr());
-    goto out;
-  }
-  st_module m = {
-      .exists = true, .size = st_blob_writer_size(w), .ts = nb_now_ms()};
+  st_module m = {.exists = true, .size = f.size, .ts = nb_now_ms()};
   nb_strlcpy(m.name, name, sizeof m.name);
   nb_strlcpy(m.version, o->version, sizeof m.version);
-  memcpy(m.blob, hex, sizeof m.blob);
+  memcpy(m.blob, f.hex, sizeof m.blob);
   char stmt[512];
   size_t sn = nb_sign_statement(stmt, sizeof stmt, "nimbus-module", m.name,
                                 m.version, m.size, m.blob);
@@ -199,9 +249,7 @@ static int publish(const opts *o, const char *file) {
     say("cannot sign", NULL);
     goto out;
   }
-  uint64_t nsegs = 0;
-  const uint8_t(*sums)[ST_SEGSUM] = st_blob_writer_sums(w, &nsegs);
-  int rc = st_module_publish(r, &m, sums, nsegs);
+  int rc = st_module_publish(r, &m, f.sums, f.nsegs);
   if (rc != 0) {
     say("cannot record the module",
         rc == NIMBUS_ECONFLICT ? "its blob is being collected: publish again"
@@ -213,18 +261,14 @@ static int publish(const opts *o, const char *file) {
   code = 0;
 out:
   nb_sign_wipe(sec, sizeof sec);
-  if (fd >= 0)
-    close(fd);
-  free(buf);
-  st_blob_writer_free(w);
+  ctl_stored_fini(&f);
   st_redis_free(r);
-  st_blobstore_free(store);
   return code;
 }
 
 static int list(const opts *o) {
   st_redis *r = NULL;
-  int code = connect_redis(o, &r);
+  int code = ctl_redis(o, &r);
   if (code != 0)
     return code;
   char **names = NULL;
@@ -247,11 +291,24 @@ static int list(const opts *o) {
 }
 
 bool ctl_code_handles(const char *object) {
-  return strcmp(object, "keygen") == 0 || strcmp(object, "module") == 0;
+  return strcmp(object, "keygen") == 0 || strcmp(object, "module") == 0 ||
+         strcmp(object, "agent") == 0;
 }
 
-int ctl_code_main(int argc, char **argv) {
-  enum { O_DATA = 256, O_RHOST, O_RPORT, O_RPASS, O_KEY, O_VERSION, O_NAME };
+int ctl_code_main(int argc, char **argv, const char *accounts) {
+  enum {
+    O_DATA = 256,
+    O_RHOST,
+    O_RPORT,
+    O_RPASS,
+    O_KEY,
+    O_VERSION,
+    O_NAME,
+    O_PLATFORM,
+    O_NOTES,
+    O_TEXT,
+    O_ALL
+  };
   static const struct option longopts[] = {
       {"data-dir", required_argument, NULL, O_DATA},
       {"redis-host", required_argument, NULL, O_RHOST},
@@ -260,13 +317,18 @@ int ctl_code_main(int argc, char **argv) {
       {"key", required_argument, NULL, O_KEY},
       {"version", required_argument, NULL, O_VERSION},
       {"name", required_argument, NULL, O_NAME},
+      {"platform", required_argument, NULL, O_PLATFORM},
+      {"notes", required_argument, NULL, O_NOTES},
+      {"text", required_argument, NULL, O_TEXT},
+      {"all", no_argument, NULL, O_ALL},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   opts o = {.data_dir = env_or("NIMBUS_DATA_DIR", NULL),
             .redis_host = env_or("NIMBUS_REDIS_HOST", "127.0.0.1"),
             .redis_port =
                 (int)strtol(env_or("NIMBUS_REDIS_PORT", "6379"), NULL, 10),
-            .redis_password = env_or("NIMBUS_REDIS_PASSWORD", NULL)};
+            .redis_password = env_or("NIMBUS_REDIS_PASSWORD", NULL),
+            .accounts = accounts};
   int opt;
   optind = 0;
   while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -292,25 +354,49 @@ int ctl_code_main(int argc, char **argv) {
       break;
     case O_KEY:
       o.key = optarg;
+      o.given |= CTL_O_KEY;
       break;
     case O_VERSION:
       o.version = optarg;
+      o.given |= CTL_O_VERSION;
       break;
     case O_NAME:
       o.name = optarg;
+      o.given |= CTL_O_NAME;
+      break;
+    case O_PLATFORM:
+      o.platform = optarg;
+      o.given |= CTL_O_PLATFORM;
+      break;
+    case O_NOTES:
+      o.notes = optarg;
+      o.given |= CTL_O_NOTES;
+      break;
+    case O_TEXT:
+      o.text = optarg;
+      o.given |= CTL_O_TEXT;
+      break;
+    case O_ALL:
+      o.all = true;
+      o.given |= CTL_O_ALL;
       break;
     case 'h':
-      fputs(usage_text, stdout);
+      usage(stdout);
       return 0;
     default:
-      fputs(usage_text, stderr);
+      usage(stderr);
       return EXIT_USAGE;
     }
   }
   const char *object = argv[0];
   int rest = argc - optind;
   char **pos = argv + optind;
+  if (strcmp(object, "agent") == 0)
+    return ctl_agent_main(&o, pos, rest);
+  int code = 0;
   if (strcmp(object, "keygen") == 0 && rest == 1) {
+    if ((code = ctl_opts_only(&o, 0, "keygen")) != 0)
+      return code;
     char err[512];
     int rc = nb_sign_keygen(pos[0], err, sizeof err);
     if (rc != 0) {
@@ -323,9 +409,12 @@ int ctl_code_main(int argc, char **argv) {
   }
   if (strcmp(object, "module") == 0 && rest == 2 &&
       strcmp(pos[0], "publish") == 0)
-    return publish(&o, pos[1]);
+    return (code = ctl_opts_only(&o, CTL_O_KEY | CTL_O_VERSION | CTL_O_NAME,
+                                 "module publish")) != 0
+               ? code
+               : publish(&o, pos[1]);
   if (strcmp(object, "module") == 0 && rest == 1 && strcmp(pos[0], "list") == 0)
-    return list(&o);
-  fputs(usage_text, stderr);
+    return (code = ctl_opts_only(&o, 0, "module list")) != 0 ? code : list(&o);
+  usage(stderr);
   return EXIT_USAGE;
 }

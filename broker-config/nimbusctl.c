@@ -310,14 +310,20 @@ static void usage_all(FILE *fp) {
         fp);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(fp, "  nimbusctl %s\n", commands[i].usage);
-  fputs("  nimbusctl keygen DIR\n"
-        "  nimbusctl module publish FILE --version V --key KEYFILE\n"
-        "  nimbusctl module list\n",
-        fp);
+  fputs(
+      "  nimbusctl keygen DIR\n"
+      "  nimbusctl module publish FILE --version V --key KEYFILE\n"
+      "  nimbusctl module list\n"
+      "  nimbusctl agent publish FILE --version V --platform P --key KEYFILE\n"
+      "  nimbusctl agent list [--platform P]\n"
+      "  nimbusctl agent withdraw P V\n"
+      "  nimbusctl agent offer TERMINAL... | --all [--platform P] [--text T]\n"
+      "  nimbusctl agent status [TERMINAL]\n",
+      fp);
   fputs("\nThe accounts file is --accounts FILE, else $NIMBUS_ACCOUNTS, else\n"
         "$NIMBUS_DIR/broker/accounts. `nimbusctl terminal --help`,\n"
-        "`nimbusctl terminal add --help` and so on say more;\n"
-        "`nimbusctl module --help` for keygen and modules.\n"
+        "`nimbusctl terminal add --help`, `nimbusctl agent --help` and so\n"
+        "on say more; `nimbusctl module --help` for keygen and modules.\n"
         "Exit status: 0 done, 1 refused or failed, 2 usage.\n",
         fp);
 }
@@ -489,9 +495,10 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   const char *object = argv[optind];
-  /* keygen and module need no accounts file. */
+  /* keygen, module and agent need no accounts file (agent offer --all
+   * reads it when it finds one). */
   if (ctl_code_handles(object))
-    return ctl_code_main(argc - optind, argv + optind);
+    return ctl_code_main(argc - optind, argv + optind, path);
   if (!object_known(object)) {
     say("unknown command \"%s\"", object);
     usage_all(stderr);

@@ -134,7 +134,7 @@ static void send_notices(wk_worker *w, wk_ctx *c) {
   }
   c->notices = rev;
   for (const wk_notice *n = rev; n != NULL; n = n->next)
-    wk_publish_notice(w, n->terminal, n->buf, n->len);
+    (void)wk_publish_notice(w, n->terminal, n->buf, n->len);
 }
 
 static void ctx_fini(wk_ctx *c) {

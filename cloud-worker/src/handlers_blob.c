@@ -17,6 +17,7 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_agent.h"
 #include "st_backup.h"
 #include "st_result.h"
 #include "st_share.h"
@@ -221,13 +222,16 @@ int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
   if (*size >= 0)
     return 0;
   /* Or through a share this terminal got, or a result of its own task,
-   * while it lives: checked on every read (st_share.h, st_result.h). */
+   * while it lives: checked on every read (st_share.h, st_result.h); or
+   * it is a published agent package's, which every terminal may read
+   * while it is published (st_agent.h). */
   int64_t now = nb_now_ms();
   bool granted = false, exists = false;
   uint64_t sz = 0;
   if (st_share_grant_check(c->redis, c->terminal, hex, now, &granted) != 0 ||
       (!granted &&
        st_result_grant_check(c->redis, c->terminal, hex, now, &granted) != 0) ||
+      (!granted && st_agent_blob_published(c->redis, hex, &granted) != 0) ||
       (granted && st_blob_meta_get(c->redis, hex, &exists, &sz) != 0))
     return NIMBUS_EREDIS;
   if (granted && exists)

@@ -290,6 +290,12 @@ static bool load(wk_module *m, wk_ctx *c, char *msg, size_t msgcap) {
              "the %s module (%.200s) was built for ABI %d; this worker has "
              "%d",
              m->name, path, f->abi, WK_FAMILY_ABI);
+  } else if (f->tick != NULL) {
+    /* A tick is handed the worker's own structs (wk.h): built-in only. */
+    snprintf(msg, msgcap,
+             "the %s module (%.200s) sets a tick, which only built-in "
+             "families may",
+             m->name, path);
   } else {
     for (const wk_handler *h = f->handlers; h != NULL && h->type; h++)
       if (strcmp(h->type, m->type) == 0)

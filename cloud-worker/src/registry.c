@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 static const wk_family *const builtin[] = {
-    &wk_family_core,  &wk_family_blob, &wk_family_backup,
-    &wk_family_share, &wk_family_diag, &wk_family_offload,
+    &wk_family_core, &wk_family_blob,    &wk_family_backup, &wk_family_share,
+    &wk_family_diag, &wk_family_offload, &wk_family_agent,
 };
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])
 

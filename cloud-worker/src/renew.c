@@ -4,7 +4,8 @@
  * task.cancel asked it to stop or its claim lapsed. The same thread
  * announces the types this worker serves and reads those of every live
  * worker (nb:types), which ping lists and the unserved group consults,
- * and publishes the monitor status every 5 s. */
+ * publishes the monitor status every 5 s, and runs the built-in families'
+ * ticks (wk_family.tick: the agent family's due offers) once a round. */
 #include "wk_worker.h"
 
 #include "nb_log.h"
@@ -165,6 +166,22 @@ static void renew_live(wk_worker *w, st_redis *r) {
   free(refs);
 }
 
+/* ---- Ticks --------------------------------------------------------------- */
+
+int wk_tick_notice(wk_tick *t, const char *terminal, const void *buf,
+                   size_t len) {
+  return wk_publish_notice(t->w, terminal, buf, len);
+}
+
+/* One round of every served family's tick, after the renewals (which a
+ * slow tick would otherwise delay past a lease). */
+static void run_ticks(wk_worker *w, st_redis *r) {
+  wk_tick t = {.w = w, .cfg = w->cfg, .redis = r, .now_ms = nb_now_ms()};
+  for (size_t i = 0; i < w->nfamilies; i++)
+    if (w->families[i]->tick != NULL)
+      w->families[i]->tick(&t);
+}
+
 static void *renew_main(void *arg) {
   wk_worker *w = arg;
   st_redis *r = NULL;
@@ -180,6 +197,7 @@ static void *renew_main(void *arg) {
       NB_WARN("WK-REDIS-DOWN", "%s", err);
     if (r != NULL) {
       renew_live(w, r);
+      run_ticks(w, r);
       if (nb_mono_ms() >= next_types) {
         wk_monitor_publish(w, atomic_load(&w->draining) ? "stopping" : "up");
         refresh_types(w, r);

@@ -35,9 +35,9 @@
 /* MQTT 5 subscription identifiers: the typed groups, the unserved group. */
 enum { SUB_TYPED = 1, SUB_UNSERVED = 2 };
 
-/* Publishes to <prefix>/<what>/<terminal>. */
-static void publish_to(wk_worker *w, const char *what, const char *terminal,
-                       const void *buf, size_t len, int qos) {
+/* Publishes to <prefix>/<what>/<terminal>; 0 or NIMBUS_EMQTT (logged). */
+static int publish_to(wk_worker *w, const char *what, const char *terminal,
+                      const void *buf, size_t len, int qos) {
   char topic[256];
   snprintf(topic, sizeof topic, "%s/%s/%s", w->cfg->prefix, what, terminal);
   MQTTAsync_message m = MQTTAsync_message_initializer;
@@ -46,19 +46,21 @@ static void publish_to(wk_worker *w, const char *what, const char *terminal,
   m.qos = qos;
   m.retained = 0;
   int rc = nb_paho_send(w->client, topic, &m, NULL);
-  if (rc != MQTTASYNC_SUCCESS)
-    NB_WARN("WK-PUBLISH-FAILED", "%s to %s not sent: %s", what, terminal,
-            MQTTAsync_strerror(rc));
+  if (rc == MQTTASYNC_SUCCESS)
+    return 0;
+  NB_WARN("WK-PUBLISH-FAILED", "%s to %s not sent: %s", what, terminal,
+          MQTTAsync_strerror(rc));
+  return NIMBUS_EMQTT;
 }
 
 void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
                 int qos) {
-  publish_to(w, "reply", terminal, buf, len, qos);
+  (void)publish_to(w, "reply", terminal, buf, len, qos);
 }
 
-void wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
-                       size_t len) {
-  publish_to(w, "notify", terminal, buf, len, 1);
+int wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
+                      size_t len) {
+  return publish_to(w, "notify", terminal, buf, len, 1);
 }
 
 /* ---- The in-flight bound ------------------------------------------------- */

@@ -117,6 +117,23 @@ extern const wk_family wk_family_backup;
 extern const wk_family wk_family_share;
 extern const wk_family wk_family_diag;
 extern const wk_family wk_family_offload;
+extern const wk_family wk_family_agent;
+
+/* What a built-in family's tick (wk_family.tick) sees. Borrowed for the
+ * call; used on the housekeeping thread only. */
+struct wk_tick {
+  wk_worker *w;
+  const wk_config *cfg;
+  st_redis *redis; /* the housekeeping thread's own connection */
+  int64_t now_ms;  /* nb_now_ms() when the round began */
+};
+
+/* Publishes `buf` (len bytes, borrowed: an encoded notice,
+ * sc_notice_encode) to <prefix>/notify/<terminal> at QoS 1, from a tick.
+ * Returns 0 when Paho took it, NIMBUS_EMQTT when it refused (logged; the
+ * worker is probably reconnecting: leave the work due and try again). */
+int wk_tick_notice(wk_tick *t, const char *terminal, const void *buf,
+                   size_t len);
 
 /* The offload machinery's host functions (handlers_offload.c), for
  * wk_host: see wk_host_api in wk_family.h. */
@@ -168,8 +185,9 @@ int wk_redis_down(wk_ctx *c);
 int wk_disk_error(wk_ctx *c, const char *what);
 /* Sets *size to the size of blob `hex` when `terminal` of the task may
  * read it (PROTOCOL.md, Large objects: it uploaded it, or a snapshot of
- * its own, a live share it got or a live result of its own task refers to
- * it), else to -1: the one check of every argument that names a blob.
+ * its own, a live share it got, a live result of its own task or a
+ * published agent package refers to it), else to -1: the one check of
+ * every argument that names a blob.
  * Returns 0 or NIMBUS_EREDIS. */
 int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */

@@ -24,8 +24,9 @@
 #include <stdint.h>
 
 /* The version of this header's structs. A family built against another
- * version is refused (a module: with a 503 for its types and a log line). */
-#define WK_FAMILY_ABI 2
+ * version is refused (a module: with a 503 for its types and a log line).
+ * 3: wk_family.tick. */
+#define WK_FAMILY_ABI 3
 
 typedef struct wk_ctx wk_ctx;
 
@@ -77,6 +78,10 @@ int wk_limit_add(wk_limits *l, const char *key, int64_t v);
 
 typedef struct wk_host_api wk_host_api;
 
+/* What the worker's housekeeping thread hands a family's tick: defined in
+ * wk.h, for built-in families only. */
+typedef struct wk_tick wk_tick;
+
 typedef struct wk_family {
   int abi;          /* WK_FAMILY_ABI */
   const char *name; /* "blob"; unique; a module's: nimbus-<name>.so */
@@ -115,6 +120,18 @@ typedef struct wk_family {
    * once, after the config is loaded. */
   int (*limits)(wk_limits *l);
   const wk_handler *handlers; /* ended by an entry with type NULL */
+  /* Periodic work of the cloud's own (the agent family: sending offers
+   * that came due), for BUILT-IN families only: a module that sets it is
+   * refused, since what it is handed (wk_tick: the housekeeping thread's
+   * Redis connection, a way to publish notices) is the worker's own
+   * structs, not this ABI. Called on the worker's housekeeping thread
+   * (renew.c) about once every renew_ms while that thread has Redis, for
+   * the families this worker serves types of. It runs between lease
+   * renewals, so it must do a bounded amount of work each time (a batch,
+   * not a backlog) and never block for long. Work that must happen once
+   * in the cloud, whatever the number of workers ticking, is the
+   * family's to make atomic in Redis. May be NULL. */
+  void (*tick)(wk_tick *t);
 } wk_family;
 
 /* What the worker hands a family (a module reaches the task only through

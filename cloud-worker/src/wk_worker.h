@@ -173,9 +173,10 @@ void wk_send_error(wk_worker *w, msgpack_sbuffer *out, const char *terminal,
 /* Publishes `buf` to <prefix>/reply/<terminal>. */
 void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
                 int qos);
-/* Publishes `buf` (a notice) to <prefix>/notify/<terminal> at QoS 1. */
-void wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
-                       size_t len);
+/* Publishes `buf` (a notice) to <prefix>/notify/<terminal> at QoS 1.
+ * Returns 0, or NIMBUS_EMQTT when Paho refused it (logged). */
+int wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
+                      size_t len);
 /* Connects, subscribes and waits (bounded) for every SUBACK. */
 int wk_session_start(wk_worker *w, char *err, size_t errcap);
 /* Leaves the shared groups (bounded wait). */

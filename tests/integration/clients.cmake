@@ -13,3 +13,8 @@ target_link_libraries(nimbus-oldabi PRIVATE msgpackc)
 set_target_properties(nimbus-oldabi PROPERTIES PREFIX "" C_VISIBILITY_PRESET
                       hidden LIBRARY_OUTPUT_DIRECTORY
                       ${CMAKE_BINARY_DIR}/test-modules)
+
+# One take of due agent offers, straight through the storage model
+# (test_agent_offer: only the first of two takes gets them).
+add_executable(nb-agent-take ${CMAKE_CURRENT_LIST_DIR}/nb_agent_take.c)
+target_link_libraries(nb-agent-take PRIVATE nimbus_storage)

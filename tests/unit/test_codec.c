@@ -213,6 +213,8 @@ static const struct {
     {"task_share_create", "task"},
     {"reply_share_get", "reply"},
     {"notice_share_new", "notice"},
+    {"task_agent_answer", "task"},
+    {"reply_agent_get", "reply"},
 };
 
 /* ---- Golden: encode ---------------------------------------------------- */

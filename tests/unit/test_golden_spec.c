@@ -317,6 +317,14 @@ static void match(const char **p, const msgpack_object *o, const char *file,
     if (gn != n || memcmp(got, s, n) != 0)
       fail_msg("%s: %s: SPEC.md says \"%s\", the golden file has \"%.*s\"",
                file, path, s, (int)gn, got);
+  } else if (strncmp(*p, "true", 4) == 0 || strncmp(*p, "false", 5) == 0) {
+    bool want = **p == 't';
+    *p += want ? 4 : 5;
+    want_type(o, MSGPACK_OBJECT_BOOLEAN, MSGPACK_OBJECT_BOOLEAN, "a bool", file,
+              path);
+    if (o->via.boolean != want)
+      fail_msg("%s: %s: SPEC.md says %s, the golden file has %s", file, path,
+               want ? "true" : "false", o->via.boolean ? "true" : "false");
   } else {
     char *end = NULL;
     long long want = strtoll(*p, &end, 10);
