@@ -5,10 +5,15 @@
 #define CLI_H
 
 #include <cjson/cJSON.h>
+#include <msgpack.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "nimbus/agent.h"
+
+struct bk_pipe;
+struct bk_progress;
 
 enum {
   CLI_OK = 0,
@@ -76,6 +81,34 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
  * that notices queued while the terminal was away are not missed. */
 int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
                         nimbus_notice_cb cb, void *ctx, nimbus_agent **out);
+
+/* A snapshot as backup.get gives it (cli_restore.c): its id, counts and
+ * items (an array, inline in the reply or decoded from its manifest),
+ * borrowed from the private fields until cli_snapshot_fini. */
+typedef struct cli_snapshot {
+  char id[256];
+  int64_t count, bytes; /* -1 when the reply did not say */
+  int code;             /* the cloud's code when it answered an error */
+  msgpack_object items;
+  /* private */
+  nimbus_reply *reply;
+  msgpack_zone *zone, *mzone;
+  void *map;
+  size_t map_len;
+} cli_snapshot;
+
+/* backup.get of `snapshot` (NULL or "": the latest) through `pipe`; a
+ * manifest is downloaded through `xfer` into an unlinked file in the state
+ * directory `state`, its SHA-256 checked, shown on `prog`, its bytes added
+ * to *received, and decoded within the cloud's own bounds. Returns CLI_OK
+ * and *out (release with cli_snapshot_fini), or the exit status after
+ * saying why on stderr (out->code then holds the cloud's code, if any).
+ * Everything is borrowed. */
+int cli_snapshot_get(struct bk_pipe *pipe, nimbus_xfer *xfer,
+                     struct bk_progress *prog, const char *state,
+                     const char *snapshot, int64_t *received,
+                     cli_snapshot *out);
+void cli_snapshot_fini(cli_snapshot *s);
 
 /* Verbs in their own files. */
 extern const char cli_usage_backup[], cli_usage_backups[], cli_usage_forget[],
