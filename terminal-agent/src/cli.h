@@ -20,7 +20,14 @@ enum {
   CLI_CLOUD_ERROR = 1,
   CLI_USAGE = 2,
   CLI_CONNECT = 3,
-  CLI_TIMEOUT = 4
+  CLI_TIMEOUT = 4,
+  /* The offload verbs (cli_offload.c) tell the failure's class apart. */
+  CLI_NOT_FOUND = 5,   /* the input: no such file, blob or backup item */
+  CLI_TOO_LARGE = 6,   /* 413: over the cloud's limits */
+  CLI_UNSUPPORTED = 7, /* 415: a format it cannot read or write */
+  CLI_CORRUPT = 8,     /* 422: the input is corrupt or truncated */
+  CLI_UNAVAILABLE = 9  /* 503: the module is not installed, or the cloud
+                          cannot serve it now */
 };
 
 typedef struct cli_cfg {
@@ -47,6 +54,15 @@ typedef struct cli_cfg {
   char *mime;
   bool replace;
   int64_t count;
+  /* image (cli_offload.c) */
+  char *format;
+  char *quality;
+  char *blob;
+  char *from_backup;
+  /* Every --op, in order: collected by main before the table is read
+   * (nb_config keeps one value per option); borrowed from argv. */
+  char **ops;
+  size_t nops;
 } cli_cfg;
 
 /* Prints "nimbus-agent: <what>" and a pointer to --help; CLI_USAGE. */
@@ -127,5 +143,9 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv);
 int cli_shares(cli_cfg *cfg, int argc, char **argv);
 int cli_unshare(cli_cfg *cfg, int argc, char **argv);
 int cli_listen(cli_cfg *cfg, int argc, char **argv);
+/* Offload (cli_offload.c): one front end for every process.* family,
+ * argv[0] naming the family's verb (image). */
+extern const char cli_usage_image[];
+int cli_offload(cli_cfg *cfg, int argc, char **argv);
 
 #endif
