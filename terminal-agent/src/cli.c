@@ -59,8 +59,8 @@ static const nb_opt cli_table[] = {
             "(- reads stdin; at most 256 KiB fit)",
             0, 0),
     CLI_OPT(id, NB_OPT_STR, NULL,
-            "call: the task id, 16-64 of [A-Za-z0-9_-] (default: random); "
-            "the same id again is the same task",
+            "call, image: the task id, 16-64 of [A-Za-z0-9_-] (default: "
+            "random); the same id again is the same task",
             0, 0),
     CLI_OPT(label, NB_OPT_STR, NULL,
             "backup: a label for the snapshot (at most 255 bytes)", 0, 0),

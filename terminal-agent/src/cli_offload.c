@@ -56,7 +56,8 @@ static const of_family of_families[] = {
 
 const char cli_usage_image[] =
     "Usage: nimbus-agent image IN OUT --op OP [--op OP]... [--format F]\n"
-    "                          [--quality Q] [--json] [--progress] [OPTIONS]\n"
+    "                          [--quality Q] [--id ID] [--json] [--progress]\n"
+    "                          [OPTIONS]\n"
     "       nimbus-agent image --blob HASH OUT --op OP...\n"
     "       nimbus-agent image --from-backup NAME [--snapshot S] OUT --op ...\n"
     "\n"
@@ -101,6 +102,8 @@ const char cli_usage_image[] =
     "uploaded, inline, bytes_sent, bytes_received, task, seconds;\n"
     "--progress writes progress as JSON lines on stderr.\n"
     "\n"
+    "--id ID names the task (16-64 of A-Z a-z 0-9 _ -): the same id again\n"
+    "is answered with the recorded result, not computed twice.\n"
     "--timeout MS (10 s) bounds connecting, and then any silence of the\n"
     "cloud (a running task is asked about every few seconds, and answers).\n"
     "Ctrl-C stops it: a running task is cancelled in the cloud\n"
@@ -252,7 +255,7 @@ static int of_print(const cli_cfg *cfg, const char *out_path,
       snprintf(bands, sizeof bands, ", %lld band%s", (long long)b,
                b == 1 ? "" : "s");
     printf(
-        "wrote %s: %s%.*s%s, %s, %s in %.1f s\n", out_path, shape,
+        "wrote %s: %s%.*s%s, %s; %s, %.1f s end to end\n", out_path, shape,
         fmt != NULL && fmt->type == MSGPACK_OBJECT_STR ? (int)fmt->via.str.size
                                                        : 1,
         fmt != NULL && fmt->type == MSGPACK_OBJECT_STR ? fmt->via.str.ptr : "?",
@@ -428,6 +431,12 @@ int cli_offload(cli_cfg *cfg, int argc, char **argv) {
     status = cli_usage_error("--quality must be a number, e.g. 80");
     goto out_ops;
   }
+  if (cfg->id[0] != '\0' &&
+      !nb_valid_token(cfg->id, strlen(cfg->id), SC_ID_MIN, SC_ID_MAX)) {
+    status = cli_usage_error("--id must be 16-64 characters of "
+                             "[A-Za-z0-9_-]");
+    goto out_ops;
+  }
   if (by_blob && !bk_hex_valid(cfg->blob, strlen(cfg->blob))) {
     status = cli_usage_error("--blob must be a blob's SHA-256: 64 lowercase "
                              "hex digits");
@@ -479,6 +488,7 @@ int cli_offload(cli_cfg *cfg, int argc, char **argv) {
   o.format = format;
   o.quality = quality;
   o.out_path = out_path;
+  o.id = cfg->id[0] != '\0' ? cfg->id : NULL;
   o.jobs = (int)cfg->jobs;
   o.timeout_ms = (int)cfg->timeout;
   o.on_progress = of_on_progress;
