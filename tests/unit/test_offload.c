@@ -13,8 +13,10 @@
  *   a file and to memory, an error's code and words, a 503 with
  *   retry_after sent again with the same id (and one without it, not),
  *   bytes without the result's SHA-256 not trusted, task.cancel on stop,
- *   silence ending in a timeout, and a large input uploaded (blob.has)
- *   and named by its hash instead of sent inline.
+ *   silence ending in a timeout, a large input uploaded (blob.has) and
+ *   named by its hash instead of sent inline, and an output that does
+ *   not come inline downloaded (blob.get) into a file and memory, or into
+ *   memory alone through a scratch file that is removed.
  *
  * The agent's sources are compiled into this test, so its internals are
  * visible. */
@@ -408,7 +410,8 @@ enum {
   CLOUD_BAD_BYTES, /* ok, inline bytes without the blob's hash; blob.get 404 */
   CLOUD_CANCEL,    /* nothing until task.cancel, then 499 */
   CLOUD_SILENT,    /* nothing at all */
-  CLOUD_UPLOAD     /* blob.has: nothing missing; then ok naming args.blob */
+  CLOUD_UPLOAD,    /* blob.has: nothing missing; then ok naming args.blob */
+  CLOUD_DOWNLOAD   /* ok without inline data (as a replay); blob.get served */
 };
 
 #define MAX_SEEN 16
@@ -595,6 +598,34 @@ static void cloud_handle(cloud *k, const char *type, const sc_task *t) {
     cloud_reply(k, &r);
     return;
   }
+  if (strcmp(type, "blob.get") == 0 && k->mode == CLOUD_DOWNLOAD) {
+    int64_t off = -1, len = -1;
+    (void)bk_obj_int(sc_map_get(t->args, "offset"), &off);
+    (void)bk_obj_int(sc_map_get(t->args, "length"), &len);
+    if (off < 0 || len <= 0 || len > SC_SEGMENT || (size_t)off > k->out_len) {
+      cloud_fail(k, "blob.get of %lld at %lld", (long long)len, (long long)off);
+      return;
+    }
+    size_t n = k->out_len - (size_t)off < (size_t)len ? k->out_len - (size_t)off
+                                                      : (size_t)len;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    bk_pk_kv_int(&pk, "size", (int64_t)k->out_len);
+    bk_pk_kv_int(&pk, "offset", off);
+    sc_reply_enc r = {.id = t->id,
+                      .status = SC_STATUS_OK,
+                      .result = (const uint8_t *)sb.data,
+                      .result_len = sb.size,
+                      .data = k->out + off,
+                      .data_len = n,
+                      .has_data = true};
+    cloud_reply(k, &r);
+    msgpack_sbuffer_destroy(&sb);
+    return;
+  }
   if (strcmp(type, "blob.get") == 0) {
     answer_error(k, t->id, 404, "there is no such blob", NULL, NULL, 0);
     return;
@@ -646,6 +677,22 @@ static void cloud_handle(cloud *k, const char *type, const sc_task *t) {
   case CLOUD_CANCEL:
     atomic_store(&k->c->stop_now, true);
     break;
+  case CLOUD_DOWNLOAD: {
+    uint8_t d[32];
+    char hex[65];
+    nb_sha256(k->out, k->out_len, d);
+    nb_hex(d, 32, hex);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_result(&sb, hex, k->out_len, true);
+    sc_reply_enc r = {.id = t->id,
+                      .status = SC_STATUS_OK,
+                      .result = (const uint8_t *)sb.data,
+                      .result_len = sb.size};
+    cloud_reply(k, &r);
+    msgpack_sbuffer_destroy(&sb);
+    break;
+  }
   case CLOUD_SILENT:
     break;
   }
@@ -1070,6 +1117,82 @@ static void test_offload_upload(void **state) {
   free(in);
 }
 
+/* An output that does not come inline (over a segment, or a replayed
+ * answer) is downloaded through the engine: into OUT and memory at once,
+ * or only into memory by way of a scratch file that is removed. */
+static void test_offload_download(void **state) {
+  (void)state;
+  tmp_setup();
+  nimbus_agent *a = agent_make();
+  calls c = {0};
+  c.caller = pthread_self();
+  size_t n = 2 * SC_SEGMENT + 12345;
+  uint8_t *big = malloc(n);
+  assert_non_null(big);
+  for (size_t i = 0; i < n; i++)
+    big[i] = (uint8_t)(i * 31 + 7);
+  cloud k;
+  cloud_start(&k, a, &c, CLOUD_DOWNLOAD);
+  k.out = big;
+  k.out_len = n;
+  k.in = (const uint8_t *)"picture";
+  k.in_len = 7;
+  char out_path[128], part[160];
+  snprintf(out_path, sizeof out_path, "%s/big.png", tmp_dir);
+  snprintf(part, sizeof part, "%s/.big.png.part", tmp_dir);
+  nimbus_offload_opts o;
+  base_opts(&o, &c);
+  o.out_path = out_path;
+  o.want_data = true;
+  nimbus_offload_result r;
+  int rc = nimbus_offload(a, &o, &r);
+  cloud_stop(&k);
+  if (rc != 0)
+    fail_msg("nimbus_offload: %s: %s", nimbus_errname(rc), r.error);
+  assert_false(r.inline_data);
+  assert_true(r.cached);
+  assert_int_equal(r.size, (int64_t)n);
+  assert_int_equal(r.bytes_received, (int64_t)n);
+  assert_int_equal(r.data_len, n);
+  assert_memory_equal(r.data, big, n);
+  uint8_t *back = malloc(n + 1);
+  assert_non_null(back);
+  assert_int_equal(file_read(out_path, back, n + 1), n);
+  assert_memory_equal(back, big, n);
+  free(back);
+  struct stat st;
+  assert_int_equal(stat(part, &st), -1);
+  assert_int_equal(atomic_load(&c.last_done[NIMBUS_OFFLOAD_DOWNLOAD]),
+                   (long long)n);
+  assert_int_equal(atomic_load(&c.last_total[NIMBUS_OFFLOAD_DOWNLOAD]),
+                   (long long)n);
+  nimbus_offload_result_fini(&r);
+  unlink(out_path);
+
+  /* Only into memory: the scratch file in tmp_dir is gone afterwards. */
+  cloud_start(&k, a, &c, CLOUD_DOWNLOAD);
+  k.out = big;
+  k.out_len = n;
+  k.in = (const uint8_t *)"picture";
+  k.in_len = 7;
+  base_opts(&o, &c);
+  o.want_data = true;
+  o.tmp_dir = tmp_dir;
+  rc = nimbus_offload(a, &o, &r);
+  cloud_stop(&k);
+  if (rc != 0)
+    fail_msg("nimbus_offload: %s: %s", nimbus_errname(rc), r.error);
+  assert_int_equal(r.data_len, n);
+  assert_memory_equal(r.data, big, n);
+  nimbus_offload_result_fini(&r);
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", tmp_dir);
+  assert_int_equal(system(cmd), 0);
+  nimbus_agent_free(a);
+  free(big);
+  tmp_teardown();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_values),
@@ -1083,6 +1206,7 @@ int main(void) {
       cmocka_unit_test(test_offload_cancel),
       cmocka_unit_test(test_offload_timeout),
       cmocka_unit_test(test_offload_upload),
+      cmocka_unit_test(test_offload_download),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
