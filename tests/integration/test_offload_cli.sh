@@ -77,7 +77,8 @@ for s in 'blur:sigma=S' 'resize:width=W' '--from-backup NAME' \
   '130  stopped by Ctrl-C' 'process.audio'; do
   grep -qF -- "$s" help.txt || nb_fail "image --help lacks \"$s\""
 done
-nb_agent --help | grep -q '^  image IN OUT --op OP' || nb_fail "--help lacks image"
+nb_agent --help >help-all.txt
+grep -q '^  image IN OUT --op OP' help-all.txt || nb_fail "--help lacks image"
 
 # ---- A cloud without its image module --------------------------------------
 mkdir "$W/no-modules"
