@@ -698,9 +698,10 @@ static void cloud_handle(cloud *k, const char *type, const sc_task *t) {
   }
 }
 
-/* Takes each task the agent holds, once (by id and type, so a task sent
- * again with the same id counts again once the first has ended), as the
- * broker would hand it on. */
+/* Takes each task the agent holds, once, as the broker would hand it on.
+ * A task is known by its id and address while it is outstanding; once it
+ * has left the table it is forgotten, so a task sent again with the same
+ * id (whose handle may reuse the freed one's address) counts again. */
 static void *cloud_main(void *arg) {
   cloud *k = arg;
   char done_ids[MAX_SEEN][SC_ID_MAX + 80];
@@ -710,6 +711,18 @@ static void *cloud_main(void *arg) {
     uint8_t *msg = NULL;
     size_t len = 0;
     pthread_mutex_lock(&k->a->mu);
+    for (int i = 0; i < ndone;) {
+      bool live = false;
+      for (nimbus_task *t = k->a->out_head; t != NULL && !live; t = t->onext) {
+        char kk[sizeof key];
+        snprintf(kk, sizeof kk, "%s %p", t->id, (void *)t);
+        live = strcmp(done_ids[i], kk) == 0;
+      }
+      if (live)
+        i++;
+      else
+        memcpy(done_ids[i], done_ids[--ndone], sizeof done_ids[0]);
+    }
     for (nimbus_task *t = k->a->out_head; t != NULL; t = t->onext) {
       char kk[sizeof key];
       snprintf(kk, sizeof kk, "%s %p", t->id, (void *)t);
