@@ -167,6 +167,10 @@ typedef struct bk_progress {
   double rate;                 /* bytes per second, smoothed */
   FILE *fp;
   bool drawn; /* a line is on the terminal without its newline */
+  /* The phase counts steps, not bytes (the cloud's done/total of an
+   * offload task): shown as a percentage, and as done/total in JSON.
+   * Set after bk_progress_phase, which clears it. */
+  bool counts;
 } bk_progress;
 
 /* mode as above, writing to fp (stderr). */

@@ -301,6 +301,7 @@ void bk_progress_phase(bk_progress *p, const char *phase, int64_t bytes_total,
   p->shown_ms = 0;
   p->rate_bytes = 0;
   p->rate = 0;
+  p->counts = false;
 }
 
 static void bk_fmt_secs(double s, char *buf, size_t cap) {
@@ -334,6 +335,26 @@ void bk_progress_show(bk_progress *p, bool force) {
   if (rate == 0 && now > p->start_ms)
     rate = (double)p->bytes_done * 1000.0 / (double)(now - p->start_ms);
   double eta = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate : -1;
+  if (p->counts) {
+    int pct =
+        p->bytes_total > 0 ? (int)(p->bytes_done * 100 / p->bytes_total) : 0;
+    pct = pct < 0 ? 0 : pct > 100 ? 100 : pct;
+    if (p->mode == 2) {
+      fprintf(p->fp, "{\"phase\":\"%s\",\"done\":%lld,\"total\":%lld}\n",
+              p->phase, (long long)p->bytes_done, (long long)p->bytes_total);
+    } else {
+      char bar[24], e[32];
+      int width = (int)sizeof bar - 1, fill = pct * width / 100;
+      memset(bar, '#', (size_t)fill);
+      memset(bar + fill, '.', (size_t)(width - fill));
+      bar[width] = '\0';
+      bk_fmt_secs(eta, e, sizeof e);
+      fprintf(p->fp, "\r\033[K%-9s [%s] %3d%%  ETA %s", p->phase, bar, pct, e);
+      p->drawn = true;
+    }
+    fflush(p->fp);
+    return;
+  }
   if (p->mode == 2) {
     fprintf(p->fp,
             "{\"phase\":\"%s\",\"bytes_done\":%lld,\"bytes_total\":%lld,"

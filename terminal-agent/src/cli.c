@@ -3,9 +3,11 @@
  * reply and prints it: `ping` for a person (or --json), `call` for any task
  * type with JSON arguments, printing the reply as one JSON object for
  * scripts; `backup`, `backups` and `restore` (cli_backup.c, cli_restore.c)
- * keep many tasks going. Options come from the one config table
- * (nb_config.h): flags, NIMBUS_<NAME> environment variables, an optional
- * INI file. The exit status says how it went (see cli_usage). */
+ * keep many tasks going; `share` and its kin (cli_share.c) share files;
+ * `image` (cli_offload.c) hands a picture's processing to the cloud.
+ * Options come from the one config table (nb_config.h): flags,
+ * NIMBUS_<NAME> environment variables, an optional INI file. The exit
+ * status says how it went (see cli_usage). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -57,8 +59,8 @@ static const nb_opt cli_table[] = {
             "(- reads stdin; at most 256 KiB fit)",
             0, 0),
     CLI_OPT(id, NB_OPT_STR, NULL,
-            "call: the task id, 16-64 of [A-Za-z0-9_-] (default: random); "
-            "the same id again is the same task",
+            "call, image: the task id, 16-64 of [A-Za-z0-9_-] (default: "
+            "random); the same id again is the same task",
             0, 0),
     CLI_OPT(label, NB_OPT_STR, NULL,
             "backup: a label for the snapshot (at most 255 bytes)", 0, 0),
@@ -94,6 +96,22 @@ static const nb_opt cli_table[] = {
     CLI_OPT(count, NB_OPT_INT, "0",
             "listen: exit after this many notices (0: until Ctrl-C)", 0,
             1000000000),
+    CLI_OPT(format, NB_OPT_STR, NULL,
+            "image: the output's format, jpeg, png or webp (default: by "
+            "OUT's extension, else the input's)",
+            0, 0),
+    CLI_OPT(quality, NB_OPT_STR, NULL,
+            "image: the output's quality, 1-100 for jpeg and webp (default: "
+            "the cloud's, 85)",
+            0, 0),
+    CLI_OPT(blob, NB_OPT_STR, NULL,
+            "image: process this blob the cloud already holds for the "
+            "terminal (its SHA-256 hex) instead of uploading IN",
+            0, 0),
+    CLI_OPT(from_backup, NB_OPT_STR, NULL,
+            "image: process the item of this name in the latest snapshot "
+            "(or --snapshot) instead of uploading IN",
+            0, 0),
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -132,6 +150,11 @@ static const char cli_usage[] =
     "                         terminal\n"
     "  unshare TOKEN...       revoke own shares\n"
     "  listen [--count N]     print notices (new shares) as they arrive\n"
+    "  image IN OUT --op OP...\n"
+    "                         have the cloud process a picture (blur,\n"
+    "                         resize, thumbnail, crop, rotate, ...) and\n"
+    "                         write the result to OUT; --blob HASH or\n"
+    "                         --from-backup NAME instead of IN\n"
     "  help [VERB]            this text, or a verb's (also VERB --help)\n"
     "\n"
     "Exit status:\n"
@@ -143,8 +166,14 @@ static const char cli_usage[] =
     "     subscription refused, or the broker refused the task\n"
     "  4  timed out waiting for the final reply (backup, restore: no reply\n"
     "     at all for --timeout ms; run again to resume)\n"
-    "  130  backup, restore: stopped by Ctrl-C (128 + the signal; run again\n"
-    "     to resume)\n"
+    "  5  image: not found (no such IN, blob or backup item)\n"
+    "  6  image: too large for the cloud's limits (413)\n"
+    "  7  image: unsupported format (415)\n"
+    "  8  image: corrupt or truncated input (422)\n"
+    "  9  image: the cloud cannot serve it: module not installed, or\n"
+    "     unavailable now (503)\n"
+    "  130  backup, restore, image: stopped by Ctrl-C (128 + the signal;\n"
+    "     run again to resume)\n"
     "\n"
     "--host and --port are short for --mqtt-host and --mqtt-port.\n";
 
@@ -205,6 +234,8 @@ static const cli_verb cli_verbs[] = {
     {"shares", cli_usage_shares, cli_shares},
     {"unshare", cli_usage_unshare, cli_unshare},
     {"listen", cli_usage_listen, cli_listen},
+    /* One front end for every offload family (cli_offload.c). */
+    {"image", cli_usage_image, cli_offload},
 };
 
 static const cli_verb *cli_verb_find(const char *name) {
@@ -590,17 +621,24 @@ out:
 
 /* Copies argv, turning --host/--port into --mqtt-host/--mqtt-port and
  * taking --help out (nb_config_load stops at --help, and we still want the
- * verb). Strings made here are listed in `owned`. */
+ * verb), and every --op OP (or --op=OP) out into *ops, in order: an option
+ * given many times, which the table does not hold. Strings made here are
+ * listed in `owned`; *ops (its own array) points into argv. A --op without
+ * its value sets *op_missing. */
 static char **cli_argv_rewrite(int argc, char **argv, bool *help, char ***owned,
-                               int *nowned) {
+                               int *nowned, char ***ops, size_t *nops,
+                               bool *op_missing) {
   char **v = calloc((size_t)argc + 1, sizeof *v);
   char **own = calloc((size_t)argc + 1, sizeof *own);
-  if (v == NULL || own == NULL) {
+  char **opv = calloc((size_t)argc + 1, sizeof *opv);
+  if (v == NULL || own == NULL || opv == NULL) {
     free(v);
     free(own);
+    free(opv);
     return NULL;
   }
   int n = 0, no = 0;
+  size_t nop = 0;
   bool flags = true;
   for (int i = 0; i < argc; i++) {
     char *s = argv[i];
@@ -608,6 +646,17 @@ static char **cli_argv_rewrite(int argc, char **argv, bool *help, char ***owned,
       flags = false;
     if (i > 0 && flags && strcmp(s, "--help") == 0) {
       *help = true;
+      continue;
+    }
+    if (i > 0 && flags && strcmp(s, "--op") == 0) {
+      if (i + 1 < argc)
+        opv[nop++] = argv[++i];
+      else
+        *op_missing = true;
+      continue;
+    }
+    if (i > 0 && flags && strncmp(s, "--op=", 5) == 0) {
+      opv[nop++] = s + 5;
       continue;
     }
     for (size_t k = 0; i > 0 && flags && k < 2; k++) {
@@ -630,6 +679,8 @@ static char **cli_argv_rewrite(int argc, char **argv, bool *help, char ***owned,
   v[n] = NULL;
   *owned = own;
   *nowned = no;
+  *ops = opv;
+  *nops = nop;
   return v;
 }
 
@@ -643,7 +694,11 @@ int main(int argc, char **argv) {
   char **rest = NULL;
   char err[256];
 
-  char **v = cli_argv_rewrite(argc, argv, &help, &owned, &nowned);
+  char **ops = NULL;
+  size_t nops = 0;
+  bool op_missing = false;
+  char **v = cli_argv_rewrite(argc, argv, &help, &owned, &nowned, &ops, &nops,
+                              &op_missing);
   if (v == NULL) {
     fprintf(stderr, "nimbus-agent: out of memory\n");
     return CLI_USAGE;
@@ -692,6 +747,17 @@ int main(int argc, char **argv) {
     status = CLI_OK;
     goto out;
   }
+  if (op_missing) {
+    status = cli_usage_error("--op needs a value, e.g. --op blur:sigma=4");
+    goto out;
+  }
+  if (nops > 0 && verb->run != cli_offload) {
+    snprintf(err, sizeof err, "%s takes no --op", verb->name);
+    status = cli_usage_error(err);
+    goto out;
+  }
+  cfg.ops = ops;
+  cfg.nops = nops;
   status = verb->run(&cfg, nrest, rest);
 
 out:
@@ -699,6 +765,7 @@ out:
   for (int i = 0; i < nowned; i++)
     free(owned[i]);
   free(owned);
+  free(ops);
   free(v);
   return status;
 }

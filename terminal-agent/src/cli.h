@@ -5,17 +5,29 @@
 #define CLI_H
 
 #include <cjson/cJSON.h>
+#include <msgpack.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "nimbus/agent.h"
+
+struct bk_pipe;
+struct bk_progress;
 
 enum {
   CLI_OK = 0,
   CLI_CLOUD_ERROR = 1,
   CLI_USAGE = 2,
   CLI_CONNECT = 3,
-  CLI_TIMEOUT = 4
+  CLI_TIMEOUT = 4,
+  /* The offload verbs (cli_offload.c) tell the failure's class apart. */
+  CLI_NOT_FOUND = 5,   /* the input: no such file, blob or backup item */
+  CLI_TOO_LARGE = 6,   /* 413: over the cloud's limits */
+  CLI_UNSUPPORTED = 7, /* 415: a format it cannot read or write */
+  CLI_CORRUPT = 8,     /* 422: the input is corrupt or truncated */
+  CLI_UNAVAILABLE = 9  /* 503: the module is not installed, or the cloud
+                          cannot serve it now */
 };
 
 typedef struct cli_cfg {
@@ -42,6 +54,15 @@ typedef struct cli_cfg {
   char *mime;
   bool replace;
   int64_t count;
+  /* image (cli_offload.c) */
+  char *format;
+  char *quality;
+  char *blob;
+  char *from_backup;
+  /* Every --op, in order: collected by main before the table is read
+   * (nb_config keeps one value per option); borrowed from argv. */
+  char **ops;
+  size_t nops;
 } cli_cfg;
 
 /* Prints "nimbus-agent: <what>" and a pointer to --help; CLI_USAGE. */
@@ -77,6 +98,34 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
 int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
                         nimbus_notice_cb cb, void *ctx, nimbus_agent **out);
 
+/* A snapshot as backup.get gives it (cli_restore.c): its id, counts and
+ * items (an array, inline in the reply or decoded from its manifest),
+ * borrowed from the private fields until cli_snapshot_fini. */
+typedef struct cli_snapshot {
+  char id[256];
+  int64_t count, bytes; /* -1 when the reply did not say */
+  int code;             /* the cloud's code when it answered an error */
+  msgpack_object items;
+  /* private */
+  nimbus_reply *reply;
+  msgpack_zone *zone, *mzone;
+  void *map;
+  size_t map_len;
+} cli_snapshot;
+
+/* backup.get of `snapshot` (NULL or "": the latest) through `pipe`; a
+ * manifest is downloaded through `xfer` into an unlinked file in the state
+ * directory `state`, its SHA-256 checked, shown on `prog`, its bytes added
+ * to *received, and decoded within the cloud's own bounds. Returns CLI_OK
+ * and *out (release with cli_snapshot_fini), or the exit status after
+ * saying why on stderr (out->code then holds the cloud's code, if any).
+ * Everything is borrowed. */
+int cli_snapshot_get(struct bk_pipe *pipe, nimbus_xfer *xfer,
+                     struct bk_progress *prog, const char *state,
+                     const char *snapshot, int64_t *received,
+                     cli_snapshot *out);
+void cli_snapshot_fini(cli_snapshot *s);
+
 /* Verbs in their own files. */
 extern const char cli_usage_backup[], cli_usage_backups[], cli_usage_forget[],
     cli_usage_restore[];
@@ -94,5 +143,9 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv);
 int cli_shares(cli_cfg *cfg, int argc, char **argv);
 int cli_unshare(cli_cfg *cfg, int argc, char **argv);
 int cli_listen(cli_cfg *cfg, int argc, char **argv);
+/* Offload (cli_offload.c): one front end for every process.* family,
+ * argv[0] naming the family's verb (image). */
+extern const char cli_usage_image[];
+int cli_offload(cli_cfg *cfg, int argc, char **argv);
 
 #endif

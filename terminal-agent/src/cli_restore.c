@@ -186,7 +186,9 @@ static void rs_item_fail(rs_run *r, rs_item *it, bool cloud, const char *fmt,
 /* ---- The manifest ------------------------------------------------------ */
 
 typedef struct rs_mf {
-  rs_run *run;
+  nimbus_xfer *xfer;
+  bk_progress *prog;
+  int64_t *received;
   int fd; /* the verified manifest (dup), or -1 */
   int64_t size;
   bool too_big;
@@ -199,17 +201,17 @@ static void rs_mf_progress(void *ctx, int64_t done, int64_t total) {
   (void)done;
   if (total > SC_MANIFEST_MAX_BYTES && !m->too_big) {
     m->too_big = true;
-    nimbus_xfer_cancel(m->run->xfer);
+    nimbus_xfer_cancel(m->xfer);
   }
-  m->run->prog.bytes_total = total;
-  m->run->prog.bytes_done = done;
-  bk_progress_show(&m->run->prog, false);
+  m->prog->bytes_total = total;
+  m->prog->bytes_done = done;
+  bk_progress_show(m->prog, false);
 }
 
 static void rs_mf_done(void *ctx, const nimbus_blob_result *res) {
   rs_mf *m = ctx;
   m->err = res->err;
-  m->run->bytes_received += res->bytes;
+  *m->received += res->bytes;
   if (res->err == 0) {
     m->fd = dup(res->fd);
     m->size = res->size;
@@ -223,8 +225,9 @@ static void rs_mf_done(void *ctx, const nimbus_blob_result *res) {
 /* Downloads the manifest `hex` into an unlinked file in the state
  * directory through the transfer engine (which checks its SHA-256).
  * Returns CLI_OK and the file (*fd) and size (*size), or an exit status. */
-static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
-                             int *fdp, int64_t *sizep) {
+static int rs_manifest_fetch(nimbus_xfer *xfer, bk_progress *prog, int stall_ms,
+                             int64_t *received, const char *state,
+                             const char *hex, int *fdp, int64_t *sizep) {
   size_t dl = strlen(state);
   char *tmp = malloc(dl + sizeof "/manifest.XXXXXX");
   if (tmp == NULL)
@@ -238,7 +241,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
     return CLI_USAGE;
   }
   close(fd);
-  rs_mf m = {.run = r, .fd = -1};
+  rs_mf m = {.xfer = xfer, .prog = prog, .received = received, .fd = -1};
   nimbus_blob_download_opts o;
   nimbus_blob_download_opts_init(&o);
   o.blob = hex;
@@ -248,10 +251,10 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
   o.on_done = rs_mf_done;
   o.on_progress = rs_mf_progress;
   o.ctx = &m;
-  bk_progress_phase(&r->prog, "manifest", 0, 1);
-  int rc = nimbus_blob_download(r->xfer, &o);
+  bk_progress_phase(prog, "manifest", 0, 1);
+  int rc = nimbus_blob_download(xfer, &o);
   if (rc == 0)
-    rc = nimbus_xfer_run(r->xfer);
+    rc = nimbus_xfer_run(xfer);
   unlink(tmp); /* the engine leaves it on a stop or a timeout */
   free(tmp);
   int status = CLI_OK;
@@ -263,7 +266,7 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
     status = bk_signal_status();
   } else if (rc == NIMBUS_ETIMEDOUT || m.err == NIMBUS_ETIMEDOUT) {
     fprintf(stderr, "nimbus-agent: no reply from the cloud for %d ms\n",
-            r->pipe.stall_ms);
+            stall_ms);
     status = CLI_TIMEOUT;
   } else if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot fetch the manifest: %s\n",
@@ -282,10 +285,104 @@ static int rs_manifest_fetch(rs_run *r, const char *state, const char *hex,
       close(m.fd);
     return status;
   }
-  bk_progress_clear(&r->prog);
+  bk_progress_clear(prog);
   *fdp = m.fd;
   *sizep = m.size;
   return CLI_OK;
+}
+
+int cli_snapshot_get(bk_pipe *pipe, nimbus_xfer *xfer, bk_progress *prog,
+                     const char *state, const char *snapshot, int64_t *received,
+                     cli_snapshot *out) {
+  memset(out, 0, sizeof *out);
+  out->count = out->bytes = -1;
+  out->map = MAP_FAILED;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  bool named = snapshot != NULL && snapshot[0] != '\0';
+  msgpack_pack_map(&pk, named ? 1 : 0);
+  if (named) {
+    bk_pk_str(&pk, "snapshot");
+    bk_pk_str(&pk, snapshot);
+  }
+  int rc = bk_pipe_call(pipe, "backup.get", (const uint8_t *)sb.data, sb.size,
+                        &out->reply);
+  msgpack_sbuffer_destroy(&sb);
+  if (rc == NIMBUS_ECANCELED)
+    return bk_signal_status();
+  if (rc != 0)
+    return cli_call_failed(pipe->agent, "backup.get", rc);
+  if (!bk_reply_ok(out->reply)) {
+    out->code = out->reply->code;
+    int st = cli_cloud_error(out->reply);
+    cli_snapshot_fini(out);
+    return st;
+  }
+  msgpack_object res;
+  const msgpack_object *snap = NULL, *items = NULL, *man = NULL;
+  if (bk_result_map(out->reply, &res, &out->zone)) {
+    snap = sc_map_get(&res, "snapshot");
+    items = sc_map_get(&res, "items");
+    man = sc_map_get(&res, "manifest");
+    bk_obj_int(sc_map_get(&res, "count"), &out->count);
+    bk_obj_int(sc_map_get(&res, "bytes"), &out->bytes);
+  }
+  if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
+      (items == NULL && (man == NULL || man->type != MSGPACK_OBJECT_STR ||
+                         !bk_hex_valid(man->via.str.ptr, man->via.str.size)))) {
+    fprintf(stderr, "nimbus-agent: backup.get answered neither items nor a "
+                    "manifest\n");
+    cli_snapshot_fini(out);
+    return CLI_CLOUD_ERROR;
+  }
+  snprintf(out->id, sizeof out->id, "%.*s", (int)snap->via.str.size,
+           snap->via.str.ptr);
+  if (items != NULL) {
+    out->items = *items;
+    return CLI_OK;
+  }
+  char hex[65];
+  snprintf(hex, sizeof hex, "%.*s", 64, man->via.str.ptr);
+  int fd = -1;
+  int64_t size = 0;
+  int status = rs_manifest_fetch(xfer, prog, pipe->stall_ms, received, state,
+                                 hex, &fd, &size);
+  if (status != CLI_OK) {
+    cli_snapshot_fini(out);
+    return status;
+  }
+  char err[256];
+  out->map = size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0)
+                      : MAP_FAILED;
+  out->map_len = (size_t)size;
+  close(fd);
+  if (out->map == MAP_FAILED) {
+    fprintf(stderr, "nimbus-agent: cannot map the manifest: %s\n",
+            size > 0 ? strerror(errno) : "it is empty");
+    status = CLI_CLOUD_ERROR;
+  } else if (sc_value_decode_limits(out->map, (size_t)size,
+                                    SC_MANIFEST_MAX_BYTES, RS_MANIFEST_VALUES,
+                                    &out->items, &out->mzone, err,
+                                    sizeof err) != 0) {
+    fprintf(stderr, "nimbus-agent: the manifest does not decode: %s\n", err);
+    status = CLI_CLOUD_ERROR;
+  }
+  if (status != CLI_OK)
+    cli_snapshot_fini(out);
+  return status;
+}
+
+void cli_snapshot_fini(cli_snapshot *s) {
+  msgpack_zone_free(s->mzone);
+  msgpack_zone_free(s->zone);
+  if (s->map != MAP_FAILED && s->map != NULL)
+    munmap(s->map, s->map_len);
+  nimbus_reply_free(s->reply);
+  s->mzone = s->zone = NULL;
+  s->map = MAP_FAILED;
+  s->reply = NULL;
 }
 
 /* ---- Items ------------------------------------------------------------- */
@@ -862,93 +959,18 @@ static void rs_check_existing(rs_run *r) {
 
 /* backup.get: the snapshot's items into r->items. */
 static int rs_snapshot(rs_run *r, const char *state, cJSON *sum) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  bool named = r->cfg->snapshot[0] != '\0';
-  msgpack_pack_map(&pk, named ? 1 : 0);
-  if (named) {
-    bk_pk_str(&pk, "snapshot");
-    bk_pk_str(&pk, r->cfg->snapshot);
-  }
-  nimbus_reply *reply = NULL;
-  int rc = bk_pipe_call(&r->pipe, "backup.get", (const uint8_t *)sb.data,
-                        sb.size, &reply);
-  msgpack_sbuffer_destroy(&sb);
-  if (rc == NIMBUS_ECANCELED)
-    return bk_signal_status();
-  if (rc != 0) {
-    return cli_call_failed(r->pipe.agent, "backup.get", rc);
-  }
-  if (!bk_reply_ok(reply)) {
-    int st = cli_cloud_error(reply);
-    nimbus_reply_free(reply);
-    return st;
-  }
-  msgpack_object res;
-  msgpack_zone *z = NULL;
-  int status = CLI_OK;
-  const msgpack_object *snap = NULL, *items = NULL, *man = NULL;
-  int64_t count = -1, bytes = -1;
-  if (bk_result_map(reply, &res, &z)) {
-    snap = sc_map_get(&res, "snapshot");
-    items = sc_map_get(&res, "items");
-    man = sc_map_get(&res, "manifest");
-    bk_obj_int(sc_map_get(&res, "count"), &count);
-    bk_obj_int(sc_map_get(&res, "bytes"), &bytes);
-  }
-  if (snap == NULL || snap->type != MSGPACK_OBJECT_STR ||
-      (items == NULL && (man == NULL || man->type != MSGPACK_OBJECT_STR ||
-                         !bk_hex_valid(man->via.str.ptr, man->via.str.size)))) {
-    fprintf(stderr, "nimbus-agent: backup.get answered neither items nor a "
-                    "manifest\n");
-    status = CLI_CLOUD_ERROR;
-  } else {
-    char id[512];
-    snprintf(id, sizeof id, "%.*s", (int)snap->via.str.size, snap->via.str.ptr);
-    cJSON_AddStringToObject(sum, "snapshot", id);
-    if (count >= 0)
-      cJSON_AddNumberToObject(sum, "items", (double)count);
-    if (bytes >= 0)
-      cJSON_AddNumberToObject(sum, "bytes", (double)bytes);
-    if (items != NULL) {
-      status = rs_items_take(r, items);
-    } else {
-      char hex[65];
-      snprintf(hex, sizeof hex, "%.*s", 64, man->via.str.ptr);
-      int fd = -1;
-      int64_t size = 0;
-      status = rs_manifest_fetch(r, state, hex, &fd, &size);
-      if (status == CLI_OK) {
-        void *map =
-            size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0)
-                     : MAP_FAILED;
-        msgpack_object arr;
-        msgpack_zone *mz = NULL;
-        char err[256];
-        if (map == MAP_FAILED) {
-          fprintf(stderr, "nimbus-agent: cannot map the manifest: %s\n",
-                  size > 0 ? strerror(errno) : "it is empty");
-          status = CLI_CLOUD_ERROR;
-        } else if (sc_value_decode_limits(
-                       map, (size_t)size, SC_MANIFEST_MAX_BYTES,
-                       RS_MANIFEST_VALUES, &arr, &mz, err, sizeof err) != 0) {
-          fprintf(stderr, "nimbus-agent: the manifest does not decode: %s\n",
-                  err);
-          status = CLI_CLOUD_ERROR;
-        } else {
-          status = rs_items_take(r, &arr);
-        }
-        msgpack_zone_free(mz);
-        if (map != MAP_FAILED)
-          munmap(map, (size_t)size);
-        close(fd);
-      }
-    }
-  }
-  msgpack_zone_free(z);
-  nimbus_reply_free(reply);
+  cli_snapshot s;
+  int status = cli_snapshot_get(&r->pipe, r->xfer, &r->prog, state,
+                                r->cfg->snapshot, &r->bytes_received, &s);
+  if (status != CLI_OK)
+    return status;
+  cJSON_AddStringToObject(sum, "snapshot", s.id);
+  if (s.count >= 0)
+    cJSON_AddNumberToObject(sum, "items", (double)s.count);
+  if (s.bytes >= 0)
+    cJSON_AddNumberToObject(sum, "bytes", (double)s.bytes);
+  status = rs_items_take(r, &s.items);
+  cli_snapshot_fini(&s);
   return status;
 }
 

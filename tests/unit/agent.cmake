@@ -8,3 +8,13 @@ nimbus_unit_test(test_agent
 target_include_directories(test_agent PRIVATE
   ${PROJECT_SOURCE_DIR}/terminal-agent/src
   ${PROJECT_SOURCE_DIR}/terminal-agent/include)
+
+# nimbus_offload and the op-string parser, against replies fed into the
+# agent as test_agent feeds them (no network).
+nimbus_unit_test(test_offload
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_offload.c ${AGENT_LIB_SOURCES}
+  LIBS nimbus_schemas nimbus_paho nimbus_common msgpackc OpenSSL::Crypto
+       Threads::Threads m)
+target_include_directories(test_offload PRIVATE
+  ${PROJECT_SOURCE_DIR}/terminal-agent/src
+  ${PROJECT_SOURCE_DIR}/terminal-agent/include)

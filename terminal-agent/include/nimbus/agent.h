@@ -421,6 +421,199 @@ void nimbus_blob_download_opts_init(nimbus_blob_download_opts *o);
  * lowercase hex, no name, no on_done, a '/' in a name); NIMBUS_ENOMEM. */
 int nimbus_blob_download(nimbus_xfer *x, const nimbus_blob_download_opts *o);
 
+/* ---- Compute offload ---------------------------------------------------
+ *
+ * nimbus_offload runs one offload task (PROTOCOL.md, Compute offload;
+ * schemas/SPEC.md, process.image) end to end, on the calling thread:
+ *
+ * 1. the input reaches the cloud: a file is uploaded through a transfer
+ *    engine of its own (nimbus_blob_upload: blob.has first, so content
+ *    the cloud already has for this terminal is not sent again; an
+ *    upload an earlier run left unfinished resumes); bytes in memory of
+ *    at most 256 KiB go inline as the task's data, larger ones are
+ *    uploaded the same way; a blob already in the cloud (a backed-up
+ *    photo, an earlier result) is named and nothing is uploaded;
+ * 2. the task (`type`, args {blob, ops, format, quality, ...}) is
+ *    submitted and waited for, its progress replies passed on; a 500 or
+ *    503 whose result carries retry_after (the cloud says: again in a
+ *    moment) is sent again, same id, after that wait plus jitter, within
+ *    timeout_ms; any other error reply is the outcome;
+ * 3. the output is written: to out_path through the engine
+ *    (nimbus_blob_download: a part file beside it, its SHA-256 checked,
+ *    then renamed; an interrupted download resumes), or, when the reply
+ *    brought it inline (at most 256 KiB), checked against the result's
+ *    SHA-256 and written the same way (part file, fsync, rename, fsync of
+ *    the directory); and/or into memory (want_data).
+ *
+ * Progress: on_progress(ctx, phase, done, total), always on the calling
+ * thread from inside nimbus_offload, never after it returns: phase
+ * NIMBUS_OFFLOAD_UPLOAD and DOWNLOAD in bytes of the blob (first when the
+ * transfer learns what it must move, done being what was there already),
+ * NIMBUS_OFFLOAD_PROCESS in the type's unit as the cloud reports it
+ * (process.image: per mille of the output's pixels, total 1000).
+ *
+ * Stopping: `stop` is polled at least every 200 ms; once it returns true
+ * the call ends with NIMBUS_ECANCELED: an upload or download stops (what
+ * the cloud acknowledged and the part file stay, for a later call to
+ * resume); a task the cloud is running gets task.cancel, and the call
+ * waits up to 3 s for that answer and up to 3 s more for the task's own
+ * (499), so that the cloud stops at its next checkpoint.
+ *
+ * Threading: blocks the calling thread, which must not be an agent's
+ * callback (the agent's thread delivers the progress it waits for). Any
+ * number of calls may run at once on one agent, each from its own
+ * thread; each takes up to 1 + `jobs` of the agent's max_inflight. */
+
+/* The unit a progress call counts in. */
+typedef enum nimbus_offload_phase {
+  NIMBUS_OFFLOAD_UPLOAD = 1, /* bytes of the input sent */
+  NIMBUS_OFFLOAD_PROCESS,    /* the cloud's done/total for the task */
+  NIMBUS_OFFLOAD_DOWNLOAD    /* bytes of the output received */
+} nimbus_offload_phase;
+
+typedef void (*nimbus_offload_progress_cb)(void *ctx, int phase, int64_t done,
+                                           int64_t total);
+
+/* At most this many ops per task (schemas/SPEC.md, Compute offload). */
+#define NIMBUS_OFFLOAD_OPS_MAX 32
+
+typedef struct nimbus_offload_opts {
+  const char *type; /* "process.image" (later process.audio, process.doc);
+                       required */
+  /* The input, exactly one of: */
+  const char *in_path;    /* a regular file, uploaded */
+  const char *in_blob;    /* 64 lowercase hex: a blob this terminal may read */
+  const uint8_t *in_data; /* with has_in_data: in_len bytes (borrowed for the
+                             call; inline when at most 256 KiB, else
+                             uploaded) */
+  size_t in_len;
+  bool has_in_data;
+  /* The ops, exactly one of: a packed msgpack array of 1-32 maps
+   * {op: NAME, PARAM: VALUE, ...}, or 1-32 op strings in the CLI's
+   * syntax, parsed by nimbus_offload_ops_parse. */
+  const uint8_t *ops;
+  size_t ops_len;
+  const char *const *op_strings;
+  size_t nop_strings;
+  const char *format; /* the output's format, e.g. "webp"; NULL: the type's
+                         default (process.image: the input's) */
+  /* Sent as args.quality when not 0: as an int when whole (process.image:
+   * 1-100), else as a float. */
+  double quality;
+  /* More args, a packed msgpack map (NULL: none), merged in; it may not
+   * hold blob, ops, format or quality. */
+  const uint8_t *args;
+  size_t args_len;
+  /* The output, either, both or neither (neither: it stays in the cloud,
+   * named by the result's blob, readable for the cloud's result_ttl): */
+  const char *out_path; /* a file, replaced atomically; its part file is
+                           .<name>.part beside it */
+  bool want_data;       /* into result.data */
+  /* Where an output wanted only in memory, and too large to come inline,
+   * is downloaded to (a file of a random name, mode 0600, removed before
+   * the call returns). NULL: $TMPDIR, else /tmp. */
+  const char *tmp_dir;
+  /* The task id: the same id again (e.g. after a crash) gets the recorded
+   * answer, not a second run. NULL: a random one. Copied. */
+  const char *id;
+  int jobs; /* the engine's tasks in flight at most; 0: 16 */
+  /* A phase ends with NIMBUS_ETIMEDOUT after this long without any reply
+   * (a progress reply counts), or after this long of transient answers.
+   * The agent sends a running task again after its resend_ms and the
+   * cloud answers that with progress, so keep this above resend_ms for
+   * work that reports no progress of its own. 0: 60000. */
+  int timeout_ms;
+  nimbus_offload_progress_cb on_progress; /* may be NULL */
+  void *ctx;
+  bool (*stop)(void *ctx); /* may be NULL; called on the calling thread */
+  void *stop_ctx;
+} nimbus_offload_opts;
+
+/* Fills `o` with the defaults (all zero/NULL). */
+void nimbus_offload_opts_init(nimbus_offload_opts *o);
+
+/* What nimbus_offload found. Every pointer is owned by the result and
+ * freed by nimbus_offload_result_fini. */
+typedef struct nimbus_offload_result {
+  /* The cloud's code when its final answer ended the call (0 on
+   * success; 400, 404, 413, 415, 422, 499, 503...), else 0. */
+  int code;
+  char error[512];  /* a sentence for a person when the call failed: the
+                       cloud's own words when code != 0; else "" */
+  char help[256];   /* the cloud's help when it gave one; else "" */
+  char task_id[65]; /* the task's id ("" when none was submitted) */
+  char input[65];   /* the input's blob: given, or uploaded ("" inline) */
+  bool uploaded;    /* this call sent the input's bytes as a blob */
+  char blob[65];    /* the output's SHA-256 hex ("" until known) */
+  int64_t size;     /* the output's size (-1 until known) */
+  bool cached;      /* answered from the cloud's result cache */
+  bool inline_data; /* the output came inline in the reply */
+  /* The final reply's result map, packed (success: blob, size, cached and
+   * the type's own keys, e.g. width, height, bands, format; an error: its
+   * details), NULL when none. Decode it with any msgpack reader. */
+  uint8_t *result;
+  size_t result_len;
+  uint8_t *data; /* want_data and success: the output's bytes (size of
+                    them; non-NULL also when empty), else NULL */
+  size_t data_len;
+  int64_t bytes_sent;     /* segment bytes uploaded by this call */
+  int64_t bytes_received; /* segment bytes downloaded by this call */
+} nimbus_offload_result;
+
+/* Runs one offload task as described above. `a` is borrowed (connected or
+ * not: tasks go once it is), `o` and everything it points to borrowed for
+ * the call. `out` is the caller's storage, filled from scratch by every
+ * call (also one that fails: error says why), and must be released with
+ * nimbus_offload_result_fini.
+ *
+ * Returns 0 (the output is where it was asked to be; result, blob, size
+ * and cached set), or:
+ * - NIMBUS_EINVAL: options wrong (no type, no input or two, no ops or
+ *   both forms, an op string that does not parse: error says which and
+ *   why, args not a map or holding a reserved key), nothing sent; or the
+ *   cloud answered 400 (code 400: an unknown op, a parameter out of its
+ *   range);
+ * - NIMBUS_ENOTFOUND: 404, no such input blob for this terminal;
+ * - NIMBUS_ETOOBIG: 413, input, output or pixels over the cloud's limits;
+ * - NIMBUS_ECANCELED: `stop` said so, or someone else's task.cancel (code
+ *   499);
+ * - NIMBUS_EIO: the cloud answered another error (code says which: 415
+ *   unsupported format, 422 corrupt input, 503 the type's module is not
+ *   installed or the cloud is unavailable, ...), or the input or output
+ *   file could not be read or written (code 0);
+ * - NIMBUS_ECONFLICT: the input file changed while it was uploaded;
+ * - NIMBUS_EPROTO: a reply that is not what PROTOCOL.md says (no blob, or
+ *   bytes without the result's SHA-256);
+ * - NIMBUS_ETIMEDOUT, NIMBUS_EREFUSED (the broker refused a task),
+ *   NIMBUS_ECLOSED, NIMBUS_ENOMEM.
+ * Callbacks run only inside the call, on its thread, whether it succeeds
+ * or fails; one refused for its options (NIMBUS_EINVAL before anything is
+ * sent) calls neither on_progress nor stop. The output file is either the
+ * whole verified output or untouched; out->data is set only on success. */
+int nimbus_offload(nimbus_agent *a, const nimbus_offload_opts *o,
+                   nimbus_offload_result *out);
+
+/* Frees what `r` holds and empties it. NULL is a no-op; so is a second
+ * call. */
+void nimbus_offload_result_fini(nimbus_offload_result *r);
+
+/* Parses `n` op strings (each borrowed) into a packed msgpack array of n
+ * maps, the form nimbus_offload_opts.ops takes. The syntax, the CLI's:
+ *
+ *   NAME[:KEY=VALUE[,KEY=VALUE]...]      e.g. blur:sigma=4
+ *                                            resize:width=800,fit=fill
+ *
+ * NAME is 1-32 of [a-z0-9_]; KEY is 1-32 of [A-Za-z0-9_], not "op", once
+ * per op; VALUE is 1 or more bytes without ',': a decimal number (an int
+ * when it is whole, "4" and "4.0" alike, else a float64), true or false
+ * (a bool), anything else a string ("fill"). At most
+ * NIMBUS_OFFLOAD_OPS_MAX ops, at least one. Returns 0 and *out (owned by
+ * the caller: free()) with *out_len; NIMBUS_EINVAL with a sentence naming
+ * the op and what is wrong in `err` (errcap bytes; may be NULL);
+ * NIMBUS_ENOMEM. */
+int nimbus_offload_ops_parse(const char *const *ops, size_t n, uint8_t **out,
+                             size_t *out_len, char *err, size_t errcap);
+
 #ifdef __cplusplus
 }
 #endif
