@@ -155,6 +155,12 @@ static const char cli_usage[] =
     "                         resize, thumbnail, crop, rotate, ...) and\n"
     "                         write the result to OUT; --blob HASH or\n"
     "                         --from-backup NAME instead of IN\n"
+    "  audio IN OUT --op OP...\n"
+    "                         the same for a sound (normalize, gain, trim,\n"
+    "                         fade, mono, resample, loudness)\n"
+    "  doc IN OUT --op OP...\n"
+    "                         the same for a document (compress, to_utf8,\n"
+    "                         markdown_to_html, pdf_thumbnail, ...)\n"
     "  help [VERB]            this text, or a verb's (also VERB --help)\n"
     "\n"
     "Exit status:\n"
@@ -166,11 +172,12 @@ static const char cli_usage[] =
     "     subscription refused, or the broker refused the task\n"
     "  4  timed out waiting for the final reply (backup, restore: no reply\n"
     "     at all for --timeout ms; run again to resume)\n"
-    "  5  image: not found (no such IN, blob or backup item)\n"
-    "  6  image: too large for the cloud's limits (413)\n"
-    "  7  image: unsupported format (415)\n"
-    "  8  image: corrupt or truncated input (422)\n"
-    "  9  image: the cloud cannot serve it: module not installed, or\n"
+    "  5  image, audio, doc: not found (no such IN, blob or backup item)\n"
+    "  6  image, audio, doc: too large for the cloud's limits (413)\n"
+    "  7  image, audio, doc: unsupported format (415)\n"
+    "  8  image, audio, doc: corrupt or truncated input (422)\n"
+    "  9  image, audio, doc: the cloud cannot serve it: module not installed, "
+    "or\n"
     "     unavailable now (503)\n"
     "  130  backup, restore, image: stopped by Ctrl-C (128 + the signal;\n"
     "     run again to resume)\n"
@@ -236,6 +243,8 @@ static const cli_verb cli_verbs[] = {
     {"listen", cli_usage_listen, cli_listen},
     /* One front end for every offload family (cli_offload.c). */
     {"image", cli_usage_image, cli_offload},
+    {"audio", cli_usage_audio, cli_offload},
+    {"doc", cli_usage_doc, cli_offload},
 };
 
 static const cli_verb *cli_verb_find(const char *name) {

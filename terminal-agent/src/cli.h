@@ -144,8 +144,8 @@ int cli_shares(cli_cfg *cfg, int argc, char **argv);
 int cli_unshare(cli_cfg *cfg, int argc, char **argv);
 int cli_listen(cli_cfg *cfg, int argc, char **argv);
 /* Offload (cli_offload.c): one front end for every process.* family,
- * argv[0] naming the family's verb (image). */
-extern const char cli_usage_image[];
+ * argv[0] naming the family's verb (image, audio, doc). */
+extern const char cli_usage_image[], cli_usage_audio[], cli_usage_doc[];
 int cli_offload(cli_cfg *cfg, int argc, char **argv);
 
 #endif

@@ -45,13 +45,21 @@ static const of_ext of_image_exts[] = {{".jpg", "jpeg"},
                                        {".webp", "webp"},
                                        {NULL, NULL}};
 
-/* process.audio and process.doc get one line each here once the cloud has
- * their modules and schemas/SPEC.md their ops (issue 14). */
+static const of_ext of_audio_exts[] = {
+    {".wav", "wav"},   {".flac", "flac"}, {".ogg", "ogg"}, {".oga", "ogg"},
+    {".opus", "opus"}, {".mp3", "mp3"},   {NULL, NULL}};
+
+/* process.doc takes no `format`: its ops say what comes out. */
 static const of_family of_families[] = {
     {.verb = "image",
      .type = "process.image",
      .noun = "picture",
      .exts = of_image_exts},
+    {.verb = "audio",
+     .type = "process.audio",
+     .noun = "sound",
+     .exts = of_audio_exts},
+    {.verb = "doc", .type = "process.doc", .noun = "document", .exts = NULL},
 };
 
 const char cli_usage_image[] =
@@ -127,10 +135,54 @@ const char cli_usage_image[] =
     "     it is unavailable right now (503; the cloud's words are printed)\n"
     "  130  stopped by Ctrl-C (128 + the signal)\n"
     "\n"
-    "Audio and documents (process.audio, process.doc) become verbs of this\n"
-    "same front end, one line each, once the cloud has their modules and\n"
-    "schemas/SPEC.md their ops; until then a cloud answers them 503, and\n"
-    "`nimbus-agent call` reaches them.\n";
+    "Sound and documents go the same way: `nimbus-agent audio` and\n"
+    "`nimbus-agent doc` (their --help lists their ops).\n";
+
+/* What audio and doc say beside image's usage: the same front end, other
+ * ops. */
+#define OF_COMMON_TAIL                                                         \
+  "IN is uploaded only if the cloud lacks it; --blob HASH or\n"                \
+  "--from-backup NAME [--snapshot S] name input the cloud holds instead.\n"    \
+  "The result is written to OUT by way of a part file checked against its\n"   \
+  "SHA-256. Progress on a terminal, one JSON object on a pipe (or --json);\n"  \
+  "--id, --timeout and Ctrl-C as for `nimbus-agent image` (its --help), and\n" \
+  "the same exit statuses: 0 done, 1 other error, 2 usage or 400, 3 no\n"      \
+  "connection, 4 no reply, 5 not found, 6 too large (413), 7 unsupported\n"    \
+  "format (415), 8 corrupt input (422), 9 the cloud cannot serve it (503),\n"  \
+  "130 Ctrl-C.\n"
+
+const char cli_usage_audio[] =
+    "Usage: nimbus-agent audio IN OUT --op OP [--op OP]... [--format F]\n"
+    "                          [--quality Q] [OPTIONS]\n"
+    "       nimbus-agent audio --blob HASH | --from-backup NAME OUT --op ...\n"
+    "\n"
+    "Has the cloud process a sound (process.audio: libsndfile, libsamplerate)\n"
+    "and writes the result to OUT. Ops, in order, --op NAME[:KEY=VALUE,...]:\n"
+    "  normalize[:peak=DB]       peak to DB dBFS (-60 to 0, default -1)\n"
+    "  gain:db=DB                -60 to 60 dB\n"
+    "  trim:start=MS,end=MS      keep [start, end)\n"
+    "  fade:in=MS,out=MS         from and to silence\n"
+    "  mono                      mix the channels down to one\n"
+    "  resample:rate=HZ          8000-192000 (quality=best|medium|fast)\n"
+    "  loudness                  measure: peak and RMS in the JSON result\n"
+    "--format wav|flac|ogg|opus|mp3 (default: by OUT's extension, else the\n"
+    "input's kind); --quality 0-1 for the lossy ones. schemas/SPEC.md\n"
+    "(process.audio) lists every range.\n" OF_COMMON_TAIL;
+
+const char cli_usage_doc[] =
+    "Usage: nimbus-agent doc IN OUT --op OP [--op OP]... [OPTIONS]\n"
+    "       nimbus-agent doc --blob HASH | --from-backup NAME OUT --op ...\n"
+    "\n"
+    "Has the cloud process a document (process.doc) and writes the result\n"
+    "to OUT; each op works on what the one before made. Ops:\n"
+    "  compress[:level=N]        zstd, N 1-19 (3)\n"
+    "  decompress                zstd\n"
+    "  to_utf8:from=CHARSET      e.g. latin1, windows-1252, utf-16\n"
+    "  markdown_to_html          CommonMark, raw HTML left out\n"
+    "  pdf_thumbnail[:page=N,width=W,format=jpeg|png|webp]\n"
+    "  pdf_info                  measure: pages, title, author\n"
+    "  text_stats                measure: lines, words, characters\n"
+    "schemas/SPEC.md (process.doc) lists every range.\n" OF_COMMON_TAIL;
 
 static const of_family *of_family_find(const char *verb) {
   for (size_t i = 0; i < sizeof of_families / sizeof of_families[0]; i++)

@@ -96,6 +96,16 @@ nb_assert_eq 1 "$(grep -c 'process.audio.*answered from the cache' "$NB_DIR/work
 J=$(call blob.get "{\"blob\": \"$out\", \"offset\": 0, \"length\": 16}")
 nb_assert_eq 0 "$(code)" "the result blob is readable by its terminal"
 
+head -c 4000 /dev/urandom >"$T/noise.bin"
+# The CLI's verb: upload, task, verified download, in one.
+out=$(nb_agent audio "$T/mid.wav" "$T/cli.flac" --op mono --op normalize:peak=-2 --json)
+[[ $(head -c 4 "$T/cli.flac") == fLaC ]] || nb_fail "nimbus-agent audio wrote no FLAC: $out"
+J="{\"result\": $out}"
+nb_assert_eq "flac 1 88200" "$(res format channels frames)" "nimbus-agent audio's result"
+nb_agent audio "$T/mid.wav" "$T/x.wav" --op swirl >/dev/null 2>&1 && nb_fail "a bad op passed"
+nb_agent audio "$T/noise.bin" "$T/x.wav" --op mono >/dev/null 2>&1 || st=$?
+nb_assert_eq 7 "${st:-0}" "nimbus-agent audio of what is not sound: exit 7"
+
 # Failures.
 run '{"ops": [{"op": "swirl"}]}' "$T/short.wav"
 nb_assert_eq 400 "$(code)" "unknown op"
@@ -106,7 +116,6 @@ run '{"ops": [{"op": "mono"}], "format": "aac"}' "$T/short.wav"
 nb_assert_eq 415 "$(code)" "unknown format"
 run '{"ops": [{"op": "resample", "rate": 44100}], "format": "opus"}' "$T/short.wav"
 nb_assert_eq 415 "$(code)" "opus at 44.1 kHz"
-head -c 4000 /dev/urandom >"$T/noise.bin"
 run '{"ops": [{"op": "mono"}]}' "$T/noise.bin"
 nb_assert_eq 415 "$(code)" "not sound"
 # A header claiming an hour that the file does not hold: refused (422),

@@ -74,7 +74,7 @@ nb_agent image --help >help.txt
 for s in 'blur:sigma=S' 'resize:width=W' '--from-backup NAME' \
   '5  not found' '6  too large' '7  unsupported format' \
   '8  corrupt or truncated input' '9  the cloud cannot serve it' \
-  '130  stopped by Ctrl-C' 'process.audio'; do
+  '130  stopped by Ctrl-C' 'nimbus-agent audio'; do
   grep -qF -- "$s" help.txt || nb_fail "image --help lacks \"$s\""
 done
 nb_agent --help >help-all.txt

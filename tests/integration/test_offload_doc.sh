@@ -39,6 +39,11 @@ doc '{"ops": [{"op": "decompress"}]}' "$T/text.zst"
 sha=$(jget 'r["result"]["blob"]')
 nb_assert_eq "$hex" "$sha" "decompress gives the original blob"
 
+# The CLI's verb, from the file: compressed in the cloud, read back here.
+nb_agent doc "$T/text.txt" "$T/cli.zst" --op compress:level=19 >/dev/null ||
+  nb_fail "nimbus-agent doc failed"
+zstd -q -d -c "$T/cli.zst" | cmp - "$T/text.txt" || nb_fail "nimbus-agent doc's output"
+
 # to_utf8 and text_stats of the result.
 doc '{"ops": [{"op": "to_utf8", "from": "latin1"}, {"op": "text_stats"}]}' "$T/latin1.txt"
 nb_assert_eq "text latin1 11 utf-8" "$(res format from characters encoding)"
