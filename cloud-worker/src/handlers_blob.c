@@ -214,7 +214,9 @@ static int upload_get(wk_ctx *c, const char *up, st_upload *u) {
   return 0;
 }
 
-int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
+/* Sets *size to the blob's size when the task's terminal may read it, else
+ * to -1; 0 or NIMBUS_EREDIS. */
+static int blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
   const char *name = hex;
   *size = -1;
   if (st_blobs_readable(c->redis, c->terminal, &name, 1, size) != 0)
@@ -236,6 +238,15 @@ int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
     return NIMBUS_EREDIS;
   if (granted && exists)
     *size = (int64_t)sz;
+  return 0;
+}
+
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size) {
+  if (blob_readable(c, hex, size) != 0)
+    return wk_redis_down(c);
+  if (*size < 0)
+    return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
+                   "there is no blob %s that this terminal may read", hex);
   return 0;
 }
 
@@ -700,11 +711,8 @@ static int h_blob_get(wk_ctx *c) {
                  sizeof c->error) != 0)
     return 400;
   int64_t readable = -1;
-  if (wk_blob_readable(c, hex, &readable) != 0)
-    return wk_redis_down(c);
-  if (readable < 0)
-    return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
-                   "there is no blob %s that this terminal may read", hex);
+  if ((code = wk_blob_need(c, hex, &readable)) != 0)
+    return code;
   uint64_t size = (uint64_t)readable;
   if ((uint64_t)off > size)
     return wk_fail(c, 400, NULL,

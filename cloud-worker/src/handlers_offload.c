@@ -239,11 +239,8 @@ static int resolve_input(wk_ctx *c, offload_io *io, char in_hex[65]) {
     if (code != 0)
       return code;
     int64_t size = -1;
-    if (wk_blob_readable(c, in_hex, &size) != 0)
-      return wk_redis_down(c);
-    if (size < 0)
-      return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
-                     "there is no blob %s that this terminal may read", in_hex);
+    if ((code = wk_blob_need(c, in_hex, &size)) != 0)
+      return code;
     io->in_blob = true;
     io->in_size = (uint64_t)size;
   }

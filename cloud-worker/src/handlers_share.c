@@ -464,15 +464,8 @@ static int h_share_create(wk_ctx *c) {
   if ((code = arg_to(c, &to, &nto)) != 0)
     goto out;
 
-  if (wk_blob_readable(c, hex, &size) != 0) {
-    code = wk_redis_down(c);
+  if ((code = wk_blob_need(c, hex, &size)) != 0)
     goto out;
-  }
-  if (size < 0) {
-    code = wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
-                   "there is no blob %s that this terminal may read", hex);
-    goto out;
-  }
   int64_t now = nb_now_ms();
   if (st_share_name_lookup(c->redis, c->terminal, name, name_len, old_token) !=
           0 ||

@@ -183,13 +183,13 @@ void wk_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
  * at `what` ("read the blob"). Both return the code after wk_fail. */
 int wk_redis_down(wk_ctx *c);
 int wk_disk_error(wk_ctx *c, const char *what);
-/* Sets *size to the size of blob `hex` when `terminal` of the task may
- * read it (PROTOCOL.md, Large objects: it uploaded it, or a snapshot of
- * its own, a live share it got, a live result of its own task or a
- * published agent package refers to it), else to -1: the one check of
- * every argument that names a blob.
- * Returns 0 or NIMBUS_EREDIS. */
-int wk_blob_readable(wk_ctx *c, const char *hex, int64_t *size);
+/* The one check of every argument that names a blob (PROTOCOL.md, Large
+ * objects): returns 0 and sets *size to the size of blob `hex` when the
+ * task's terminal may read it (it uploaded it, or a snapshot of its own,
+ * a live share it got, a live result of its own task or a published agent
+ * package refers to it); else returns 404 (the same answer as for a blob
+ * that does not exist) or 503 (Redis down) after wk_fail. */
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
 bool wk_is_blob_name(const char *s, size_t n);
 /* Reads the required blob name args.<key> into hex[65] and, when raw is
