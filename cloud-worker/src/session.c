@@ -311,7 +311,7 @@ int wk_session_filters(wk_worker *w) {
  * to existing subscribers with the flag cleared unless they asked for it
  * as published, and none is wanted at subscribe time. Workers use clean
  * sessions, so the session subscribes on every connect. */
-int wk_session_start(wk_worker *w, char *err, size_t errcap) {
+int wk_session_make(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   char uri[300];
   snprintf(uri, sizeof uri, "tcp://%s:%lld", cfg->mqtt_host,
@@ -359,14 +359,17 @@ int wk_session_start(wk_worker *w, char *err, size_t errcap) {
       .on_refused = on_refused,
   };
   int rc = nb_session_new(&o, &w->sess);
-  if (rc != 0) {
+  if (rc != 0)
     snprintf(err, errcap, "cannot make the MQTT session: %s",
              nimbus_strerror(rc));
-    return rc;
-  }
+  return rc;
+}
+
+int wk_session_start(wk_worker *w, char *err, size_t errcap) {
   /* Ready once every subscription is granted; a broker still starting is
    * waited for, up to 15 s. */
   char why[256];
+  int rc;
   if ((rc = nb_session_connect(w->sess, 15000, why, sizeof why)) != 0) {
     snprintf(err, errcap, "%s", why);
     return NIMBUS_EMQTT;

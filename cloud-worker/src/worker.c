@@ -66,6 +66,9 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
     if (n < 0 || (size_t)n >= sizeof w->monitor_topic)
       rc = NIMBUS_EINVAL;
   }
+  /* Made before any thread starts: they all read w->sess. */
+  if (rc == 0 && (rc = wk_session_make(w, err, errcap)) != 0)
+    rc = NIMBUS_ECONFIG;
   if (rc != 0) {
     if (rc != NIMBUS_ECONFIG)
       snprintf(err, errcap, "cannot set the worker up: %s",

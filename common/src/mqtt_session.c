@@ -174,10 +174,11 @@ static void *retry_thread(void *arg) {
     if (s->stop || s->resub_due == 0 || nb_mono_ms() < s->resub_due)
       continue;
     s->resub_due = 0;
-    bool go = s->subscribe && s->client != NULL && s->state != S_CLOSED &&
-              MQTTAsync_isConnected(s->client);
+    MQTTAsync client = s->subscribe && s->state != S_CLOSED ? s->client : NULL;
     pthread_mutex_unlock(&s->mu);
-    if (go)
+    /* Paho's calls take Paho's lock, which its threads hold while they
+     * call us (and we take mu): never with mu held. */
+    if (client != NULL && MQTTAsync_isConnected(client))
       subscribe_all(s);
     pthread_mutex_lock(&s->mu);
   }
