@@ -349,21 +349,10 @@ static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
   }
   if (cb != NULL)
     nimbus_agent_on_notice(a, cb, ctx);
-  /* No broker there yet (it is starting, or restarting): tried again with
-   * backoff, 100 ms doubling to 2 s, for as long as --timeout allows. A
-   * refusal (credentials, ACL) is final at once. */
-  int64_t deadline = nb_mono_ms() + cfg->timeout;
-  for (int64_t pause = 100;; pause = pause < 1000 ? 2 * pause : 2000) {
-    int64_t left = deadline - nb_mono_ms();
-    rc = nimbus_agent_connect(a, left > 0 ? (int)left : 0);
-    left = deadline - nb_mono_ms();
-    if (rc != NIMBUS_EMQTT || left <= 0)
-      break;
-    struct timespec ts = {
-        .tv_sec = (pause < left ? pause : left) / 1000,
-        .tv_nsec = (long)((pause < left ? pause : left) % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-  }
+  /* No broker there yet (it is starting, or restarting): the library
+   * tries again with backoff for as long as --timeout allows. A refusal
+   * (credentials, ACL) is final at once. */
+  rc = nimbus_agent_connect(a, cfg->timeout);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n", uri,
             nimbus_agent_client_id(a), nimbus_strerror(rc),

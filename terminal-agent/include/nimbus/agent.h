@@ -109,7 +109,10 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
                          char *err, size_t errcap);
 
 /* Connects and subscribes (QoS 1) to the terminal's reply and notice
- * topics, waiting at most timeout_ms (-1: forever). Returns 0,
+ * topics, waiting at most timeout_ms (-1: forever). While no broker
+ * answers (nothing listening yet, a broker restarting) the connect is
+ * tried again after 100 ms, doubling to 2 s, within that time; a refusal
+ * by a broker that answered is final at once. Returns 0,
  * NIMBUS_EAUTH (bad credentials, client id refused, banned),
  * NIMBUS_EREFUSED (a subscription refused: SUBACK reason 0x80 or more),
  * NIMBUS_ETIMEDOUT, NIMBUS_EMQTT (no broker there, another refusal),
