@@ -120,6 +120,7 @@ static bool take_flag(int *argc, char **argv, const char *flag) {
 int main(int argc, char **argv) {
   nb_malloc_for_segments();
   nb_opt *options = NULL;
+  wk_offload_locate_modules();
   if (wk_options_merge(own_options, &options) != 0) {
     fprintf(stderr, "nimbus-worker: out of memory\n");
     return 1;
