@@ -3,9 +3,11 @@
 #
 #   bin/                      nimbus-agent, nimbus-worker, nimbusctl
 #   lib/libnimbus-agent.so*   the agent library: .so.1 (soname) -> .so.1.x.y
+#   lib/libnimbus-agent.a     with NIMBUS_AGENT_STATIC (terminal-agent/static.cmake)
 #   include/nimbus/           agent.h, errors.h, version.h
-#   lib/pkgconfig/            nimbus-agent.pc
+#   lib/pkgconfig/            nimbus-agent.pc (nimbus-agent-static.pc)
 #   lib/cmake/nimbus-agent/   find_package(nimbus-agent): nimbus::agent
+#                             (nimbus::agent_static)
 #   lib/nimbus/nimbus_auth.so the Mosquitto plugin
 #   lib/nimbus/modules/       the worker's offload modules (nimbus-<name>.so)
 #
@@ -40,6 +42,7 @@ install(TARGETS nimbus-agent-cli
 # The public headers: nimbus/agent.h and what it includes.
 install(FILES ${PROJECT_SOURCE_DIR}/terminal-agent/include/nimbus/agent.h
               ${PROJECT_SOURCE_DIR}/common/include/nimbus/errors.h
+              ${PROJECT_BINARY_DIR}/include/nimbus/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/nimbus COMPONENT dev)
 
 # ---- pkg-config -----------------------------------------------------------
@@ -73,6 +76,25 @@ write_basic_package_version_file(
 install(FILES ${PROJECT_BINARY_DIR}/cmake/nimbus-agent-config.cmake
               ${PROJECT_BINARY_DIR}/cmake/nimbus-agent-config-version.cmake
         DESTINATION ${NIMBUS_CMAKE_DIR} COMPONENT dev)
+
+# ---- libnimbus-agent.a (NIMBUS_AGENT_STATIC) ------------------------------
+# nimbus::agent_static in the CMake package, nimbus-agent-static.pc for
+# pkg-config (pkg-config --cflags --libs nimbus-agent-static: the archive
+# and what it needs, for an app of one binary).
+if(TARGET nimbus-agent-static)
+  set_target_properties(nimbus-agent-static PROPERTIES
+                        EXPORT_NAME agent_static)
+  install(TARGETS nimbus-agent-static EXPORT nimbus-agent-static-targets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev
+    INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(EXPORT nimbus-agent-static-targets NAMESPACE nimbus::
+          FILE nimbus-agent-static-targets.cmake
+          DESTINATION ${NIMBUS_CMAKE_DIR} COMPONENT dev)
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/nimbus-agent-static.pc.in
+                 ${PROJECT_BINARY_DIR}/pkgconfig/nimbus-agent-static.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/nimbus-agent-static.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
+endif()
 
 # ---- The cloud: programs, plugin, modules --------------------------------
 install(TARGETS nimbus-worker nimbusctl
