@@ -10,6 +10,10 @@
 #                             (nimbus::agent_static)
 #   lib/nimbus/nimbus_auth.so the Mosquitto plugin
 #   lib/nimbus/modules/       the worker's offload modules (nimbus-<name>.so)
+#   lib/systemd/system/       nimbus-worker@.service (NIMBUS_SYSTEMD_UNITDIR)
+#   lib/sysusers.d/           nimbus.conf: the user the workers run as
+#   share/doc/nimbus/         README.md; examples/: production configs for
+#                             the worker, Mosquitto and Redis
 #
 # The tree is relocatable: the programs find libnimbus-agent through an
 # RPATH relative to themselves ($ORIGIN), the worker its modules beside its
@@ -111,3 +115,29 @@ foreach(_m ${_nb_modules})
             LIBRARY DESTINATION ${NIMBUS_PKGLIBDIR}/modules COMPONENT cloud)
   endif()
 endforeach()
+
+# ---- The cloud as services ------------------------------------------------
+# systemd's own directories, under the prefix (not the multiarch libdir):
+# a prefix of /usr gives /usr/lib/systemd/system. The unit names the
+# installed worker by the prefix of the install itself (--prefix), so it
+# is made at install time.
+set(NIMBUS_SYSTEMD_UNITDIR "lib/systemd/system" CACHE STRING
+    "where nimbus-worker@.service is installed, relative to the prefix")
+set(NIMBUS_SYSUSERSDIR "lib/sysusers.d" CACHE STRING
+    "where the nimbus user's sysusers.d file is installed, relative to the prefix")
+install(CODE "
+  set(NB_BINDIR \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}\")
+  set(NB_DOCDIR \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DOCDIR}\")
+  configure_file(\"${PROJECT_SOURCE_DIR}/cloud-worker/systemd/nimbus-worker@.service.in\"
+                 \"${PROJECT_BINARY_DIR}/systemd/nimbus-worker@.service\" @ONLY)"
+  COMPONENT cloud)
+install(FILES ${PROJECT_BINARY_DIR}/systemd/nimbus-worker@.service
+        DESTINATION ${NIMBUS_SYSTEMD_UNITDIR} COMPONENT cloud)
+install(FILES ${PROJECT_SOURCE_DIR}/cloud-worker/systemd/nimbus.sysusers
+        DESTINATION ${NIMBUS_SYSUSERSDIR} RENAME nimbus.conf COMPONENT cloud)
+install(FILES ${PROJECT_SOURCE_DIR}/README.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT cloud)
+install(FILES ${PROJECT_SOURCE_DIR}/broker-config/production/worker.conf
+              ${PROJECT_SOURCE_DIR}/broker-config/production/mosquitto.conf
+              ${PROJECT_SOURCE_DIR}/broker-config/production/redis.conf
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT cloud)

@@ -31,7 +31,10 @@ typedef struct nb_opt {
 } nb_opt;
 
 /* Loads `table` (terminated by an entry with name NULL) into `cfg`.
- * Order: defaults, file named by --config FILE (or env NIMBUS_CONFIG, or
+ * Order: defaults, the files named by --config FILE (one that cannot be
+ * read is an error) and --config-if-exists FILE (skipped when there is no
+ * such file), each read in the order given and overriding the ones
+ * before, at most 16 (without either: the file in env NIMBUS_CONFIG, or
  * `default_file` if it exists; may be NULL), environment, flags.
  * Positional arguments (not flags) are left in `argv` after `*argc_rest`
  * is set to their count, starting at argv[0] of the returned array
