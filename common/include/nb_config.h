@@ -55,6 +55,11 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp);
  * nothing. */
 void nb_config_print(const nb_opt *table, const void *cfg, void *fp);
 
+/* Takes every `flag` (e.g. "--print-config", a flag of the program's
+ * own, outside the table) out of argv[1..*argc-1], up to a "--", moving
+ * the rest down and lowering *argc. Returns true when it was there. */
+bool nb_config_take_flag(int *argc, char **argv, const char *flag);
+
 /* Frees the strings the config owns in `cfg`. */
 void nb_config_free(const nb_opt *table, void *cfg);
 

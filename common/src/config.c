@@ -306,6 +306,24 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
         f);
 }
 
+bool nb_config_take_flag(int *argc, char **argv, const char *flag) {
+  bool found = false;
+  int n = 1;
+  for (int i = 1; i < *argc; i++) {
+    if (strcmp(argv[i], "--") == 0) {
+      while (i < *argc)
+        argv[n++] = argv[i++];
+      break;
+    }
+    if (strcmp(argv[i], flag) == 0)
+      found = true;
+    else
+      argv[n++] = argv[i];
+  }
+  *argc = n;
+  return found;
+}
+
 void nb_config_print(const nb_opt *table, const void *cfg, void *fp) {
   FILE *f = fp;
   for (const nb_opt *o = table; o->name != NULL; o++) {

@@ -4,7 +4,8 @@
 # libnimbus-agent.a the same, when built), the headers with the version
 # macros, the plugin and the modules where GNUInstallDirs puts them; the
 # installed programs run from the prefix (their RPATH), the installed
-# worker takes the prefix's modules. Then the example app
+# worker takes the prefix's modules; nimbus-agent --print-config masks the
+# password. Then the example app
 # (examples/backup-one) is built against the installed tree, not the
 # build tree, through pkg-config and through find_package, shared and
 # static, and each build backs a file up against a real stack.
@@ -68,6 +69,16 @@ nb_assert_eq "modules_dir = $(realpath "$P/$LIB/nimbus/modules")" \
 nb_assert_eq "modules_dir = $NIMBUS_BUILD_DIR/modules" \
   "$("$NIMBUS_BIN/nimbus-worker" --print-config | grep '^modules_dir =')" \
   "build tree worker's modules_dir"
+
+# nimbus-agent --print-config: the options in effect, from a config file,
+# the environment and the flags (later winning), the password masked.
+printf 'mqtt_host = broker.example\nmqtt_port = 1999\npassword = fromfile\n' >"$P/agent.conf"
+out=$(NIMBUS_TERMINAL=t-env NIMBUS_PASSWORD=hunter2 "$P/bin/nimbus-agent" \
+  --config "$P/agent.conf" --port 2000 --print-config)
+nb_assert_eq "broker.example 2000 t-env (set)" \
+  "$(awk -F' = ' '$1 == "mqtt_host" {h=$2} $1 == "mqtt_port" {p=$2} $1 == "terminal" {t=$2} $1 == "password" {w=$2} END {print h, p, t, w}' <<<"$out")" \
+  "nimbus-agent --print-config"
+grep -Eq 'hunter2|fromfile' <<<"$out" && nb_fail "--print-config shows the password: $out"
 
 export PKG_CONFIG_PATH=$P/$LIB/pkgconfig
 nb_assert_eq "$VERSION" "$(pkg-config --modversion nimbus-agent)" \
