@@ -182,7 +182,10 @@ static const char cli_usage[] =
     "  130  backup, restore, image: stopped by Ctrl-C (128 + the signal;\n"
     "     run again to resume)\n"
     "\n"
-    "--host and --port are short for --mqtt-host and --mqtt-port.\n";
+    "--host and --port are short for --mqtt-host and --mqtt-port.\n"
+    "--print-config prints the options in effect (from the defaults,\n"
+    "--config FILE, the environment and the flags) as a config file\n"
+    "would set them, the password masked, and exits.\n";
 
 static const char cli_usage_ping[] =
     "Usage: nimbus-agent ping [--json] [OPTIONS]\n"
@@ -695,6 +698,7 @@ int main(int argc, char **argv) {
   char **ops = NULL;
   size_t nops = 0;
   bool op_missing = false;
+  bool print_config = nb_config_take_flag(&argc, argv, "--print-config");
   char **v = cli_argv_rewrite(argc, argv, &help, &owned, &nowned, &ops, &nops,
                               &op_missing);
   if (v == NULL) {
@@ -713,6 +717,11 @@ int main(int argc, char **argv) {
     } else {
       status = cli_usage_error(err);
     }
+    goto out;
+  }
+  if (print_config && !help) {
+    nb_config_print(cli_table, &cfg, stdout);
+    status = CLI_OK;
     goto out;
   }
   if (nrest == 0) {

@@ -46,10 +46,17 @@
 #include <stdint.h>
 
 #include "nimbus/errors.h"
+#include "nimbus/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of the library this process runs with, "MAJOR.MINOR.PATCH"
+ * (static storage: never freed). NIMBUS_AGENT_VERSION (nimbus/version.h)
+ * is the one the app was compiled against: an app built against 1.2 and
+ * run with 1.1 can tell. Never fails. */
+const char *nimbus_agent_version(void);
 
 typedef struct nimbus_agent nimbus_agent;
 typedef struct nimbus_task nimbus_task;
