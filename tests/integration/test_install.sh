@@ -9,6 +9,7 @@
 # (examples/backup-one) is built against the installed tree, not the
 # build tree, through pkg-config and through find_package, shared and
 # static, and each build backs a file up against a real stack.
+# ctest: once (the plain build only: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 
 P=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-install.XXXXXX")

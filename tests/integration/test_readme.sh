@@ -6,6 +6,7 @@
 # like the checkout after ./scripts/run: scripts/ (the real ones), build/
 # (this build), var/ (a stack of their own, with its demo terminal), and
 # HOME in it, so "$HOME/nimbus" is a prefix of its own.
+# ctest: once (the plain build only: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
 nb_terminal demo

@@ -7,6 +7,7 @@
 # on, a password required) and a real Mosquitto with the installed
 # plugin (an account connects, an anonymous client does not), each with
 # only the paths and ports of this test put in.
+# ctest: once (the plain build only: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 
 P=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-services.XXXXXX")
