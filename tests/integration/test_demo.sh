@@ -25,12 +25,15 @@ grep -q '^nimbus ready: broker 127\.0\.0\.1:[0-9]*, redis ' "$out" ||
 summary=$(grep -E '^demo: [0-9]+ ok, [0-9]+ failed$' "$out") ||
   { cat "$out" >&2; nb_fail "no summary line"; }
 nb_assert_eq 0 "$(sed -E 's/.*, ([0-9]+) failed/\1/' <<<"$summary")" "failed demo steps"
-# ping twice, every served type once, backup, backups, restore, compare.
+# ping twice, every served type once, backup, backups, restore, compare;
+# share, fetch, compare; compress, decompress, compare.
 served=$(sed -n 's/^task types served: //p' "$out" | wc -w)
 ((served >= 3)) || nb_fail "ping listed $served task types"
-nb_assert_eq "$((served + 6))" "$(sed -E 's/^demo: ([0-9]+) ok.*/\1/' <<<"$summary")" "demo steps ok"
+nb_assert_eq "$((served + 12))" "$(sed -E 's/^demo: ([0-9]+) ok.*/\1/' <<<"$summary")" "demo steps ok"
 for step in 'nimbus-agent backup --label demo' 'nimbus-agent backups' \
-            'nimbus-agent restore' 'restored files equal the backed-up ones'; do
+            'nimbus-agent restore' 'restored files equal the backed-up ones' \
+            'nimbus-agent share' 'nimbus-agent fetch' 'the fetched share equals the file' \
+            'nimbus-agent doc messages.sms.jsonl' 'compressed and back, byte for byte'; do
   grep -E "^  $step.* ok$" "$out" >/dev/null || { cat "$out" >&2; nb_fail "step not ok: $step"; }
 done
 # Nothing the run started outlives it: every server it began was given a
