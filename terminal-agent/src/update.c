@@ -337,7 +337,9 @@ static void up_rmtree(int dirfd, const char *name) {
  * lock (an flock on .lock, waited for). Returns 0 with *dfd and *lock. */
 static int up_open(const char *dir, bool make, int *dfd, int *lock, char *err,
                    size_t errcap) {
-  *dfd = *lock = -1;
+  *dfd = -1;
+  if (lock != NULL)
+    *lock = -1;
   if (dir == NULL || dir[0] == '\0') {
     nb_errf(err, errcap, "no install directory given");
     return NIMBUS_EINVAL;
@@ -380,9 +382,8 @@ static void up_close(int dfd, int lock) {
 int nimbus_agent_installed(const char *install_dir, char *current,
                            char *previous) {
   char cur[65] = "", prev[65] = "", err[8];
-  int dfd, lock;
+  int dfd;
   int rc = up_open(install_dir, false, &dfd, NULL, err, sizeof err);
-  (void)lock;
   if (rc == 0) {
     up_link_read(dfd, "current", cur);
     up_link_read(dfd, "previous", prev);
