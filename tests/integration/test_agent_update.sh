@@ -11,8 +11,8 @@
 # offer, which comes again after reoffer_after, and `listen --accept`
 # installs it; agent.answer for an unknown offer is ok.
 source "$(dirname "$0")/lib.sh"
-REOFFER=1500
-NIMBUS_WORKER_FLAGS="--reoffer-after-ms $REOFFER" nb_stack_up 1
+REOFFER=1000
+NIMBUS_WORKER_FLAGS="--reoffer-after-ms $REOFFER --renew-ms 300" nb_stack_up 1
 declare -A PW SD
 for t in bob alice; do
   nb_terminal "$t"

@@ -1,0 +1,11 @@
+# Loading the agent (terminal-agent/src/pkg.c, update.c): the package
+# checks against SPEC.md's test vector, the safe extractor against hostile
+# archives, the install's refusals before any download, the rollback's
+# link swaps. Compiles the library's sources itself to reach ag_*.
+nimbus_unit_test(test_update
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_update.c ${AGENT_LIB_SOURCES}
+          ${AGENT_LOAD_SOURCES} ${PROJECT_SOURCE_DIR}/terminal-agent/src/version.c
+  LIBS ${AGENT_LIB_LINK})
+target_include_directories(test_update PRIVATE
+  ${PROJECT_SOURCE_DIR}/terminal-agent/src
+  ${PROJECT_SOURCE_DIR}/terminal-agent/include)
