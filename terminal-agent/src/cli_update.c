@@ -378,10 +378,12 @@ int cli_offers_new(cli_cfg *cfg, bool table, atomic_llong *seen,
   pthread_mutex_init(&q->mu, NULL);
   q->cfg = cfg;
   q->table = table;
-  q->ask = table && !cfg->accept && !cfg->refuse && isatty(STDIN_FILENO);
   q->seen = seen;
   up_install_dir(cfg, q->dir, sizeof q->dir);
-  if ((cfg->accept || q->ask) && q->dir[0] == '\0') {
+  /* Asked on a terminal only with somewhere to install: else shown. */
+  q->ask = table && !cfg->accept && !cfg->refuse && isatty(STDIN_FILENO) &&
+           q->dir[0] != '\0';
+  if (cfg->accept && q->dir[0] == '\0') {
     cli_offers_free(q);
     return cli_usage_error("listen installs accepted offers: give "
                            "--install-dir DIR (or run "
@@ -462,8 +464,13 @@ static int up_offer_handle(cli_offers *q, nimbus_agent *a, const up_offer *o) {
     accept = cfg->accept;
   else if (q->ask)
     accept = up_ask(o);
-  else
-    return CLI_OK; /* on a pipe, unasked: no answer */
+  else {
+    /* On a pipe, unasked: no answer. */
+    if (q->table)
+      printf("  (not answered: nimbus-agent listen --install-dir DIR asks, "
+             "--accept or --refuse answers)\n");
+    return CLI_OK;
+  }
   nimbus_agent_pkg pkg;
   char err[512];
   int rc = nimbus_offer_answer(a, o->offer, accept, NULL, NULL,

@@ -241,12 +241,10 @@ static struct archive *ex_reader(char *err, size_t errcap) {
   return ar;
 }
 
-int ag_pkg_extract(int fd, int dirfd, int64_t max_unpacked, char *err,
-                   size_t errcap) {
-  struct archive *ar = ex_reader(err, errcap);
-  if (ar == NULL)
-    return NIMBUS_ENOMEM;
-  if (archive_read_open_fd(ar, fd, 65536) != ARCHIVE_OK) {
+/* The reader `ar`, opened (r: what the open answered), run. */
+static int ex_opened(struct archive *ar, int r, int dirfd, int64_t max_unpacked,
+                     char *err, size_t errcap) {
+  if (r != ARCHIVE_OK) {
     nb_errf(err, errcap, "not an archive: %s",
             archive_error_string(ar) != NULL ? archive_error_string(ar)
                                              : "unreadable");
@@ -256,19 +254,20 @@ int ag_pkg_extract(int fd, int dirfd, int64_t max_unpacked, char *err,
   return ex_run(ar, dirfd, max_unpacked, err, errcap);
 }
 
+int ag_pkg_extract(int fd, int dirfd, int64_t max_unpacked, char *err,
+                   size_t errcap) {
+  struct archive *ar = ex_reader(err, errcap);
+  return ar == NULL ? NIMBUS_ENOMEM
+                    : ex_opened(ar, archive_read_open_fd(ar, fd, 65536), dirfd,
+                                max_unpacked, err, errcap);
+}
+
 int ag_pkg_extract_mem(const void *buf, size_t n, int dirfd,
                        int64_t max_unpacked, char *err, size_t errcap) {
   struct archive *ar = ex_reader(err, errcap);
-  if (ar == NULL)
-    return NIMBUS_ENOMEM;
-  if (archive_read_open_memory(ar, buf, n) != ARCHIVE_OK) {
-    nb_errf(err, errcap, "not an archive: %s",
-            archive_error_string(ar) != NULL ? archive_error_string(ar)
-                                             : "unreadable");
-    archive_read_free(ar);
-    return NIMBUS_EPROTO;
-  }
-  return ex_run(ar, dirfd, max_unpacked, err, errcap);
+  return ar == NULL ? NIMBUS_ENOMEM
+                    : ex_opened(ar, archive_read_open_memory(ar, buf, n), dirfd,
+                                max_unpacked, err, errcap);
 }
 
 /* ---- The description's checks ------------------------------------------- */

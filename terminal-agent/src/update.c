@@ -167,6 +167,29 @@ static int up_pkg_parse(const char *type, const nimbus_reply *r,
   return rc;
 }
 
+/* An empty buffer and its packer, for a task's args. */
+static void up_args(msgpack_sbuffer *sb, msgpack_packer *pk) {
+  msgpack_sbuffer_init(sb);
+  msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+}
+
+/* Sends the task of `type` with the args packed in sb (destroyed here),
+ * waits, and reads an ok reply's package into out (NULL: none wanted).
+ * Returns as nimbus_agent_get. */
+static int up_task(nimbus_agent *a, const char *type, msgpack_sbuffer *sb,
+                   int timeout_ms, nimbus_agent_pkg *out, char *err,
+                   size_t errcap) {
+  nimbus_reply *r = NULL;
+  int rc = up_call(a, type, sb, timeout_ms, &r, err, errcap);
+  msgpack_sbuffer_destroy(sb);
+  if (rc == 0 && !bk_reply_ok(r))
+    rc = up_cloud_error(type, r, err, errcap);
+  else if (rc == 0 && out != NULL)
+    rc = up_pkg_parse(type, r, out, err, errcap);
+  nimbus_reply_free(r);
+  return rc;
+}
+
 static bool up_platform_ok(const char *s) {
   return nb_valid_terminal(s, strlen(s));
 }
@@ -188,21 +211,13 @@ int nimbus_agent_get(nimbus_agent *a, const char *platform, const char *have,
     return NIMBUS_EINVAL;
   }
   msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  up_args(&sb, &pk);
   msgpack_pack_map(&pk, have != NULL ? 2 : 1);
   bk_pk_kv_str(&pk, "platform", platform);
   if (have != NULL)
     bk_pk_kv_str(&pk, "have", have);
-  nimbus_reply *r = NULL;
-  int rc = up_call(a, "agent.get", &sb, timeout_ms, &r, err, errcap);
-  msgpack_sbuffer_destroy(&sb);
-  if (rc == 0)
-    rc = bk_reply_ok(r) ? up_pkg_parse("agent.get", r, out, err, errcap)
-                        : up_cloud_error("agent.get", r, err, errcap);
-  nimbus_reply_free(r);
-  return rc;
+  return up_task(a, "agent.get", &sb, timeout_ms, out, err, errcap);
 }
 
 int nimbus_offer_answer(nimbus_agent *a, const char *offer, bool accept,
@@ -221,9 +236,8 @@ int nimbus_offer_answer(nimbus_agent *a, const char *offer, bool accept,
     return NIMBUS_EINVAL;
   }
   msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  up_args(&sb, &pk);
   msgpack_pack_map(&pk, 4);
   bk_pk_kv_str(&pk, "offer", offer);
   bk_pk_str(&pk, "accept");
@@ -233,14 +247,7 @@ int nimbus_offer_answer(nimbus_agent *a, const char *offer, bool accept,
     msgpack_pack_false(&pk);
   bk_pk_kv_str(&pk, "platform", platform);
   bk_pk_kv_str(&pk, "have", have);
-  nimbus_reply *r = NULL;
-  int rc = up_call(a, "agent.answer", &sb, timeout_ms, &r, err, errcap);
-  msgpack_sbuffer_destroy(&sb);
-  if (rc == 0)
-    rc = bk_reply_ok(r) ? up_pkg_parse("agent.answer", r, out, err, errcap)
-                        : up_cloud_error("agent.answer", r, err, errcap);
-  nimbus_reply_free(r);
-  return rc;
+  return up_task(a, "agent.answer", &sb, timeout_ms, out, err, errcap);
 }
 
 int nimbus_agent_report(nimbus_agent *a, const char *platform,
@@ -255,19 +262,12 @@ int nimbus_agent_report(nimbus_agent *a, const char *platform,
     return NIMBUS_EINVAL;
   }
   msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  up_args(&sb, &pk);
   msgpack_pack_map(&pk, 2);
   bk_pk_kv_str(&pk, "platform", platform);
   bk_pk_kv_str(&pk, "version", version);
-  nimbus_reply *r = NULL;
-  int rc = up_call(a, "agent.report", &sb, timeout_ms, &r, err, errcap);
-  msgpack_sbuffer_destroy(&sb);
-  if (rc == 0 && !bk_reply_ok(r))
-    rc = up_cloud_error("agent.report", r, err, errcap);
-  nimbus_reply_free(r);
-  return rc;
+  return up_task(a, "agent.report", &sb, timeout_ms, NULL, err, errcap);
 }
 
 /* ---- The install directory ---------------------------------------------- */

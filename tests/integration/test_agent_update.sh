@@ -13,17 +13,9 @@
 source "$(dirname "$0")/lib.sh"
 REOFFER=1000
 NIMBUS_WORKER_FLAGS="--reoffer-after-ms $REOFFER --renew-ms 300" nb_stack_up 1
-declare -A PW SD
-for t in bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals bob alice
+# as T CMD...: CMD as terminal T (alice is the default).
+as() { nb_as "$@"; }
 ctl() { NIMBUS_DATA_DIR=$NB_DIR/blobs "$NIMBUS_BIN/nimbusctl" "$@"; }
 # rc CMD...: CMD's exit status, its stdout in $out and stderr in $err.
 rc() {
