@@ -161,7 +161,13 @@ static int up_install(const cli_cfg *cfg, nimbus_agent *a,
   o.stop = bk_stopped;
   nimbus_install_result r;
   int rc = nimbus_agent_install(a, pkg, &o, &r);
-  bk_progress_clear(&p.prog);
+  if (rc == 0 && !r.already) {
+    p.prog.bytes_done = p.prog.bytes_total = pkg->size;
+    p.prog.files_done = 1;
+    bk_progress_finish(&p.prog);
+  } else {
+    bk_progress_clear(&p.prog);
+  }
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: nimbus-agent %s not installed: %s\n",
             pkg->version, r.error);

@@ -114,7 +114,7 @@ nb_assert_eq "$V1  True False" \
   "$(jget "$out" '" ".join(str(r[k]) for k in ("installed","previous","reported","already"))')" \
   "update's result"
 nb_assert_eq "versions/$V1" "$(readlink "$D/current")" "current"
-nb_assert_eq "{\"version\":\"$V1\",\"platform\":\"$P\",\"install_dir\":\"$D\",\"current\":\"$V1\",\"previous\":\"\"}" \
+nb_assert_eq "{\"version\":\"$V1\",\"platform\":\"$P\",\"install_dir\":\"$(realpath "$D")\",\"current\":\"$V1\",\"previous\":\"\"}" \
   "$("$D/current/bin/nimbus-agent" version)" "the installed agent's version"
 cmp "$D/versions/$V1/lib/$(ls "$D/versions/$V1/lib")" \
   "$NIMBUS_BUILD_DIR/test-agent-next/lib/$(ls "$D/versions/$V1/lib")" ||
