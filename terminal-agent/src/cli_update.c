@@ -55,7 +55,8 @@ const char cli_usage_update[] =
     "\n"
     "On a pipe (or --json) one JSON object: up_to_date, or available with\n"
     "version, size, notes (--check), or installed, previous, install_dir,\n"
-    "reported.\n"
+    "already, reported, received (bytes downloaded: less than the size\n"
+    "when an interrupted download was resumed).\n"
     "\n"
     "Exit status as for nimbus-agent --help; a refused package:\n"
     "  10  size check failed (not the size it was signed with, or too big)\n"
@@ -192,6 +193,7 @@ static int up_install(const cli_cfg *cfg, nimbus_agent *a,
     cJSON_AddStringToObject(j, "install_dir", dir);
     cJSON_AddBoolToObject(j, "already", r.already);
     cJSON_AddBoolToObject(j, "reported", r.reported);
+    cJSON_AddNumberToObject(j, "received", (double)r.bytes_received);
   }
   return CLI_OK;
 }

@@ -109,7 +109,13 @@ nb_redis hset "$rec" size "$size1" >/dev/null
 setsig "$sig1"
 
 # ---- pull and install ----------------------------------------------------------
+# What an interrupted download left (its first 300000 bytes) is resumed.
+head -c 300000 pkg1.tar.gz >"$D/.incoming/.$sha1.pkg.part"
 expect 0 "update" as alice "$agent" update --install-dir "$D" --key keys/nimbus.pub
+received=$(jget "$out" 'r["received"]')
+((received > 0 && received <= size1 - 262144)) ||
+  nb_fail "received $received of $size1 bytes, resuming 300000"
+[[ -z $(ls -A "$D/.incoming") ]] || nb_fail "the download stayed: $(ls -A "$D/.incoming")"
 nb_assert_eq "$V1  True False" \
   "$(jget "$out" '" ".join(str(r[k]) for k in ("installed","previous","reported","already"))')" \
   "update's result"
