@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,34 +296,65 @@ bool ctl_code_handles(const char *object) {
          strcmp(object, "agent") == 0;
 }
 
+/* The command line's options: each a text field of ctl_opts (`field`)
+ * and the CTL_O_* bit of the commands that take it (0: every command's
+ * storage option). --redis-port, --redis-password-env and --all are
+ * read by the code below the table. */
+typedef struct ctl_optdef {
+  const char *name;
+  int has_arg;
+  size_t field;
+  unsigned bit;
+} ctl_optdef;
+
+#define CTL_TEXT(n, f, b)                                                      \
+  { n, required_argument, offsetof(ctl_opts, f), b }
+#define CTL_SPECIAL ((size_t)-1)
+static const ctl_optdef optdefs[] = {
+    CTL_TEXT("data-dir", data_dir, 0),
+    CTL_TEXT("redis-host", redis_host, 0),
+    {"redis-port", required_argument, CTL_SPECIAL, 0},
+    {"redis-password-env", required_argument, CTL_SPECIAL, 0},
+    CTL_TEXT("key", key, CTL_O_KEY),
+    CTL_TEXT("version", version, CTL_O_VERSION),
+    CTL_TEXT("name", name, CTL_O_NAME),
+    CTL_TEXT("platform", platform, CTL_O_PLATFORM),
+    CTL_TEXT("notes", notes, CTL_O_NOTES),
+    CTL_TEXT("text", text, CTL_O_TEXT),
+    {"all", no_argument, CTL_SPECIAL, CTL_O_ALL},
+};
+enum { NOPTDEFS = sizeof optdefs / sizeof optdefs[0] };
+
+/* Sets what option i (of optdefs) with argument `arg` sets. 0 or
+ * EXIT_USAGE (said). */
+static int ctl_set_opt(opts *o, size_t i, const char *arg) {
+  const ctl_optdef *d = &optdefs[i];
+  o->given |= d->bit;
+  if (d->field != CTL_SPECIAL) {
+    *(const char **)(void *)((char *)o + d->field) = arg;
+  } else if (strcmp(d->name, "redis-port") == 0) {
+    char *end = NULL;
+    long p = strtol(arg, &end, 10);
+    if (end == arg || *end != '\0' || p < 1 || p > 65535) {
+      say("--redis-port takes a port number", arg);
+      return EXIT_USAGE;
+    }
+    o->redis_port = (int)p;
+  } else if (strcmp(d->name, "redis-password-env") == 0) {
+    o->redis_password = getenv(arg);
+  } else {
+    o->all = true;
+  }
+  return 0;
+}
+
 int ctl_code_main(int argc, char **argv, const char *accounts) {
-  enum {
-    O_DATA = 256,
-    O_RHOST,
-    O_RPORT,
-    O_RPASS,
-    O_KEY,
-    O_VERSION,
-    O_NAME,
-    O_PLATFORM,
-    O_NOTES,
-    O_TEXT,
-    O_ALL
-  };
-  static const struct option longopts[] = {
-      {"data-dir", required_argument, NULL, O_DATA},
-      {"redis-host", required_argument, NULL, O_RHOST},
-      {"redis-port", required_argument, NULL, O_RPORT},
-      {"redis-password-env", required_argument, NULL, O_RPASS},
-      {"key", required_argument, NULL, O_KEY},
-      {"version", required_argument, NULL, O_VERSION},
-      {"name", required_argument, NULL, O_NAME},
-      {"platform", required_argument, NULL, O_PLATFORM},
-      {"notes", required_argument, NULL, O_NOTES},
-      {"text", required_argument, NULL, O_TEXT},
-      {"all", no_argument, NULL, O_ALL},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  struct option longopts[NOPTDEFS + 2];
+  for (size_t i = 0; i < NOPTDEFS; i++)
+    longopts[i] = (struct option){optdefs[i].name, optdefs[i].has_arg, NULL,
+                                  256 + (int)i};
+  longopts[NOPTDEFS] = (struct option){"help", no_argument, NULL, 'h'};
+  longopts[NOPTDEFS + 1] = (struct option){NULL, 0, NULL, 0};
   opts o = {.data_dir = env_or("NIMBUS_DATA_DIR", NULL),
             .redis_host = env_or("NIMBUS_REDIS_HOST", "127.0.0.1"),
             .redis_port =
@@ -332,58 +364,14 @@ int ctl_code_main(int argc, char **argv, const char *accounts) {
   int opt;
   optind = 0;
   while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    switch (opt) {
-    case O_DATA:
-      o.data_dir = optarg;
-      break;
-    case O_RHOST:
-      o.redis_host = optarg;
-      break;
-    case O_RPORT: {
-      char *end = NULL;
-      long p = strtol(optarg, &end, 10);
-      if (end == optarg || *end != '\0' || p < 1 || p > 65535) {
-        say("--redis-port takes a port number", optarg);
-        return EXIT_USAGE;
-      }
-      o.redis_port = (int)p;
-      break;
-    }
-    case O_RPASS:
-      o.redis_password = getenv(optarg);
-      break;
-    case O_KEY:
-      o.key = optarg;
-      o.given |= CTL_O_KEY;
-      break;
-    case O_VERSION:
-      o.version = optarg;
-      o.given |= CTL_O_VERSION;
-      break;
-    case O_NAME:
-      o.name = optarg;
-      o.given |= CTL_O_NAME;
-      break;
-    case O_PLATFORM:
-      o.platform = optarg;
-      o.given |= CTL_O_PLATFORM;
-      break;
-    case O_NOTES:
-      o.notes = optarg;
-      o.given |= CTL_O_NOTES;
-      break;
-    case O_TEXT:
-      o.text = optarg;
-      o.given |= CTL_O_TEXT;
-      break;
-    case O_ALL:
-      o.all = true;
-      o.given |= CTL_O_ALL;
-      break;
-    case 'h':
+    if (opt >= 256 && opt < 256 + (int)NOPTDEFS) {
+      int code = ctl_set_opt(&o, (size_t)(opt - 256), optarg);
+      if (code != 0)
+        return code;
+    } else if (opt == 'h') {
       usage(stdout);
       return 0;
-    default:
+    } else {
       usage(stderr);
       return EXIT_USAGE;
     }

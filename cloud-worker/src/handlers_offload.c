@@ -23,13 +23,50 @@
 #include "st_result.h"
 #include "wk_modules.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Where the modules are by default (CMake sets all three): the build
+ * tree's NIMBUS_MODULES_DIR for the worker run from the build tree (its
+ * executable in NIMBUS_BUILD_BINDIR), else NIMBUS_MODULES_RELDIR from the
+ * executable's own directory: an installed worker takes the modules of
+ * its own prefix (<prefix>/lib/nimbus/modules), wherever `cmake --install
+ * --prefix` put the tree. */
 #ifndef NIMBUS_MODULES_DIR
 #define NIMBUS_MODULES_DIR "/usr/local/lib/nimbus/modules"
 #endif
+#ifndef NIMBUS_BUILD_BINDIR
+#define NIMBUS_BUILD_BINDIR ""
+#endif
+#ifndef NIMBUS_MODULES_RELDIR
+#define NIMBUS_MODULES_RELDIR "../lib/nimbus/modules"
+#endif
+
+static char default_modules_dir[PATH_MAX + sizeof NIMBUS_MODULES_RELDIR] =
+    NIMBUS_MODULES_DIR;
+
+void wk_offload_locate_modules(void) {
+  char exe[PATH_MAX];
+  if (realpath("/proc/self/exe", exe) == NULL)
+    return; /* no /proc: the compiled-in directory */
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL)
+    return;
+  *slash = '\0';
+  char real[PATH_MAX];
+  if (NIMBUS_BUILD_BINDIR[0] != '\0' &&
+      realpath(NIMBUS_BUILD_BINDIR, real) != NULL && strcmp(real, exe) == 0)
+    return; /* the build tree's worker: the build tree's modules */
+  snprintf(default_modules_dir, sizeof default_modules_dir, "%s/%s", exe,
+           NIMBUS_MODULES_RELDIR);
+  /* <prefix>/bin/../lib/nimbus/modules as <prefix>/lib/nimbus/modules when
+   * it exists (--print-config shows it so); as it is when not (the worker
+   * then says that it finds no such directory). */
+  if (realpath(default_modules_dir, real) != NULL)
+    memcpy(default_modules_dir, real, strlen(real) + 1);
+}
 
 /* An output up to one segment also comes inline (PROTOCOL.md). */
 #define INLINE_MAX SC_SEGMENT
@@ -373,7 +410,7 @@ static int offload_prepare(char *err, size_t errcap) {
 #define LIM(f) (offsetof(offload_config, lim) + offsetof(wk_offload_limits, f))
 
 static const nb_opt offload_options[] = {
-    {"modules_dir", NB_OPT_STR, NIMBUS_MODULES_DIR,
+    {"modules_dir", NB_OPT_STR, default_modules_dir,
      "where the offload modules (nimbus-<name>.so) are",
      offsetof(offload_config, modules_dir), 0, 0, NULL},
     {"modules", NB_OPT_STR, NULL,

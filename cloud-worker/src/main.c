@@ -98,33 +98,15 @@ static const char usage[] =
     "--print-config prints the options in effect as a config file and\n"
     "exits.\n";
 
-/* True (and the flag taken out of argv) when --print-config is given. */
-static bool take_flag(int *argc, char **argv, const char *flag) {
-  bool found = false;
-  int n = 1;
-  for (int i = 1; i < *argc; i++) {
-    if (strcmp(argv[i], "--") == 0) {
-      while (i < *argc)
-        argv[n++] = argv[i++];
-      break;
-    }
-    if (strcmp(argv[i], flag) == 0)
-      found = true;
-    else
-      argv[n++] = argv[i];
-  }
-  *argc = n;
-  return found;
-}
-
 int main(int argc, char **argv) {
   nb_malloc_for_segments();
   nb_opt *options = NULL;
+  wk_offload_locate_modules();
   if (wk_options_merge(own_options, &options) != 0) {
     fprintf(stderr, "nimbus-worker: out of memory\n");
     return 1;
   }
-  bool print_config = take_flag(&argc, argv, "--print-config");
+  bool print_config = nb_config_take_flag(&argc, argv, "--print-config");
   wk_config cfg;
   memset(&cfg, 0, sizeof cfg);
   char err[512] = "";

@@ -69,7 +69,8 @@ char *wk_monitor_json(wk_worker *w, const char *state) {
 }
 
 void wk_monitor_publish(wk_worker *w, const char *state) {
-  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
+  MQTTAsync client = wk_client(w);
+  if (client == NULL || !MQTTAsync_isConnected(client))
     return;
   char *text = wk_monitor_json(w, state);
   if (text == NULL)
@@ -79,6 +80,6 @@ void wk_monitor_publish(wk_worker *w, const char *state) {
   m.payloadlen = (int)strlen(text);
   m.qos = 1;
   m.retained = 1;
-  (void)MQTTAsync_sendMessage(w->client, w->monitor_topic, &m, NULL);
+  (void)MQTTAsync_sendMessage(client, w->monitor_topic, &m, NULL);
   cJSON_free(text);
 }

@@ -22,6 +22,7 @@
 
 #include "nb_log.h"
 #include "nb_paho.h"
+#include "nb_session.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
@@ -45,7 +46,7 @@ static int publish_to(wk_worker *w, const char *what, const char *terminal,
   m.payloadlen = (int)len;
   m.qos = qos;
   m.retained = 0;
-  int rc = nb_paho_send(w->client, topic, &m, NULL);
+  int rc = nb_paho_send(wk_client(w), topic, &m, NULL);
   if (rc == MQTTASYNC_SUCCESS)
     return 0;
   NB_WARN("WK-PUBLISH-FAILED", "%s to %s not sent: %s", what, terminal,
@@ -247,153 +248,22 @@ out:
   return 1;
 }
 
-static void on_connection_lost(void *context, char *cause) {
-  wk_worker *w = context;
-  /* Paho reconnects by itself: read that CONNACK at once too. */
-  nb_paho_connecting();
+/* ---- The session (nb_session.h) ----------------------------------------- */
+
+static void on_up(void *ctx) {
+  wk_worker *w = ctx;
+  NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)", w->nfilters);
+}
+
+static void on_lost(void *ctx, const char *cause) {
+  wk_worker *w = ctx;
   if (!atomic_load(&w->draining))
-    NB_WARN("WK-MQTT-LOST", "broker connection lost (%s); reconnecting",
-            cause != NULL ? cause : "no reason given");
+    NB_WARN("WK-MQTT-LOST", "broker connection lost (%s); reconnecting", cause);
 }
 
-static void set_sub_state(wk_worker *w, int state, const char *why) {
-  pthread_mutex_lock(&w->cmu);
-  w->sub_state = state;
-  if (why != NULL)
-    nb_strlcpy(w->sub_err, why, sizeof w->sub_err);
-  pthread_cond_broadcast(&w->ccv);
-  pthread_mutex_unlock(&w->cmu);
-}
-
-static void sub_acked(wk_worker *w, MQTTAsync_successData5 *resp,
-                      size_t filters) {
-  int worst = nb_paho_suback_worst(resp, filters);
-  if (worst >= 0x80) {
-    const char *rs = MQTTReasonCode_toString((enum MQTTReasonCodes)worst);
-    char why[200];
-    snprintf(why, sizeof why, "the broker refused a subscription (%s)",
-             rs != NULL ? rs : "unknown reason");
-    NB_ERROR("WK-SUB-REFUSED", "%s", why);
-    set_sub_state(w, -1, why);
-    return;
-  }
-  pthread_mutex_lock(&w->cmu);
-  bool done = --w->subs_pending == 0 && w->sub_state == 0;
-  if (done) {
-    w->sub_state = 1;
-    pthread_cond_broadcast(&w->ccv);
-  }
-  pthread_mutex_unlock(&w->cmu);
-  if (done)
-    NB_INFO("WK-SUBSCRIBED", "taking tasks (%zu subscriptions)", w->nfilters);
-}
-
-static void on_typed_sub_ok(void *context, MQTTAsync_successData5 *resp) {
-  wk_worker *w = context;
-  sub_acked(w, resp, w->nserved);
-}
-
-static void on_unserved_sub_ok(void *context, MQTTAsync_successData5 *resp) {
-  sub_acked(context, resp, 1);
-}
-
-static void on_sub_fail(void *context, MQTTAsync_failureData5 *resp) {
-  wk_worker *w = context;
-  char why[200];
-  const char *rs =
-      resp != NULL ? MQTTReasonCode_toString(resp->reasonCode) : NULL;
-  snprintf(why, sizeof why, "the broker refused a subscription (%s%s%s)",
-           rs != NULL ? rs : "no reason code",
-           resp != NULL && resp->message != NULL ? ": " : "",
-           resp != NULL && resp->message != NULL ? resp->message : "");
-  NB_ERROR("WK-SUB-REFUSED", "%s (code %d)", why,
-           resp != NULL ? resp->code : 0);
-  set_sub_state(w, -1, why);
-}
-
-/* Sends the SUBSCRIBE packets: the typed groups (QoS 1, subscription id 1),
- * then the unserved group (id 2): QoS 1 on <prefix>/unserved/+/+, or QoS 0
- * on the catch-all <prefix>/task/+/+ (only the copies of types nobody
- * serves are acted on, and the agent re-sends, so QoS 0 loses nothing
- * there). The typed groups go first: by the time this worker joins the
- * unserved group, the broker counts its types as served. Workers use clean
- * sessions, so this runs on every connect. */
-static void subscribe_all(wk_worker *w) {
-  int passes = w->cfg->unserved_mode == WK_UNSERVED_OFF ? 1 : 2;
-  size_t ntyped = w->nfilters - (size_t)(passes - 1);
-  pthread_mutex_lock(&w->cmu);
-  w->sub_state = 0;
-  w->subs_pending = passes;
-  pthread_mutex_unlock(&w->cmu);
-  for (int pass = 0; pass < passes; pass++) {
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    MQTTProperty prop;
-    prop.identifier = MQTTPROPERTY_CODE_SUBSCRIPTION_IDENTIFIER;
-    prop.value.integer4 = pass == 0 ? SUB_TYPED : SUB_UNSERVED;
-    MQTTProperties props = MQTTProperties_initializer;
-    MQTTProperties_add(&props, &prop);
-    ro.properties = props;
-    ro.onSuccess5 = pass == 0 ? on_typed_sub_ok : on_unserved_sub_ok;
-    ro.onFailure5 = on_sub_fail;
-    ro.context = w;
-    /* A retained task must never be acted on (PROTOCOL.md). A broker
-     * forwards a retained publish to existing subscribers with the flag
-     * cleared unless they asked for it as published; and none is wanted at
-     * subscribe time. */
-    MQTTSubscribe_options so = MQTTSubscribe_options_initializer;
-    so.retainAsPublished = 1;
-    so.retainHandling = 2;
-    ro.subscribeOptions = so;
-    int rc;
-    if (pass == 0) {
-      int *qos = calloc(ntyped, sizeof *qos);
-      MQTTSubscribe_options *opts = calloc(ntyped, sizeof *opts);
-      if (qos == NULL || opts == NULL) {
-        free(qos);
-        free(opts);
-        MQTTProperties_free(&props);
-        set_sub_state(w, -1, "out of memory");
-        return;
-      }
-      for (size_t i = 0; i < ntyped; i++) {
-        qos[i] = 1;
-        opts[i] = so;
-      }
-      ro.subscribeOptionsList = opts;
-      ro.subscribeOptionsCount = (int)ntyped;
-      rc =
-          MQTTAsync_subscribeMany(w->client, (int)ntyped, w->filters, qos, &ro);
-      free(qos);
-      free(opts);
-    } else {
-      int qos = w->cfg->unserved_mode == WK_UNSERVED_BROKER ? 1 : 0;
-      rc = MQTTAsync_subscribe(w->client, w->filters[ntyped], qos, &ro);
-    }
-    MQTTProperties_free(&props);
-    if (rc != MQTTASYNC_SUCCESS) {
-      char why[200];
-      snprintf(why, sizeof why, "cannot subscribe: %s", MQTTAsync_strerror(rc));
-      set_sub_state(w, -1, why);
-      return;
-    }
-  }
-}
-
-static void on_connected(void *context, char *cause) {
-  wk_worker *w = context;
-  if (atomic_load(&w->draining))
-    return;
-  NB_INFO("WK-MQTT-UP", "connected to the broker (%s)",
-          cause != NULL ? cause : "connect");
-  subscribe_all(w);
-}
-
-static void on_connect_fail(void *context, MQTTAsync_failureData5 *resp) {
-  wk_worker *w = context;
-  char what[160], why[200];
-  nb_paho_failure_text(resp, what, sizeof what);
-  snprintf(why, sizeof why, "cannot connect to the broker: %s", what);
-  set_sub_state(w, -1, why);
+static void on_refused(void *ctx, const char *why) {
+  (void)ctx;
+  NB_ERROR("WK-SUB-REFUSED", "%s; subscribing again after a pause", why);
 }
 
 /* ---- Lifecycle ----------------------------------------------------------- */
@@ -418,45 +288,6 @@ static int add_filter(wk_worker *w, const char *fmt, ...) {
   return 0;
 }
 
-static void on_unsub_done(void *context, MQTTAsync_successData5 *resp) {
-  (void)resp;
-  wk_worker *w = context;
-  pthread_mutex_lock(&w->cmu);
-  w->unsubscribed = true;
-  pthread_cond_broadcast(&w->ccv);
-  pthread_mutex_unlock(&w->cmu);
-}
-
-static void on_unsub_fail(void *context, MQTTAsync_failureData5 *resp) {
-  (void)resp;
-  on_unsub_done(context, NULL);
-}
-
-static void on_disc_done(void *context, MQTTAsync_successData5 *resp) {
-  (void)resp;
-  wk_worker *w = context;
-  pthread_mutex_lock(&w->cmu);
-  w->disconnected = true;
-  pthread_cond_broadcast(&w->ccv);
-  pthread_mutex_unlock(&w->cmu);
-}
-
-static void on_disc_fail(void *context, MQTTAsync_failureData5 *resp) {
-  (void)resp;
-  on_disc_done(context, NULL);
-}
-
-static void wait_flag(wk_worker *w, bool *flag, int seconds) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += seconds;
-  pthread_mutex_lock(&w->cmu);
-  while (!*flag)
-    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
-      break;
-  pthread_mutex_unlock(&w->cmu);
-}
-
 int wk_session_filters(wk_worker *w) {
   const wk_config *cfg = w->cfg;
   int rc = 0;
@@ -470,92 +301,91 @@ int wk_session_filters(wk_worker *w) {
   return rc;
 }
 
-int wk_session_start(wk_worker *w, char *err, size_t errcap) {
+/* The subscriptions: the typed groups (QoS 1, subscription id 1), then
+ * the unserved group (id 2): QoS 1 on <prefix>/unserved/+/+, or QoS 0 on
+ * the catch-all <prefix>/task/+/+ (only the copies of types nobody serves
+ * are acted on, and the agent re-sends, so QoS 0 loses nothing there).
+ * The typed groups go first: by the time this worker joins the unserved
+ * group, the broker counts its types as served. A retained task must
+ * never be acted on (PROTOCOL.md): a broker forwards a retained publish
+ * to existing subscribers with the flag cleared unless they asked for it
+ * as published, and none is wanted at subscribe time. Workers use clean
+ * sessions, so the session subscribes on every connect. */
+int wk_session_make(wk_worker *w, char *err, size_t errcap) {
   const wk_config *cfg = w->cfg;
   char uri[300];
   snprintf(uri, sizeof uri, "tcp://%s:%lld", cfg->mqtt_host,
            (long long)cfg->mqtt_port);
-  nb_paho_init();
-  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
-  co.sendWhileDisconnected = 1;
-  co.maxBufferedMessages = 100000;
-  int rc = MQTTAsync_createWithOptions(&w->client, uri, cfg->worker_id,
-                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-  if (rc != MQTTASYNC_SUCCESS) {
-    snprintf(err, errcap, "cannot create the MQTT client: %s",
-             MQTTAsync_strerror(rc));
-    return NIMBUS_EMQTT;
-  }
-  MQTTAsync_setCallbacks(w->client, w, on_connection_lost, on_message, NULL);
-  MQTTAsync_setConnected(w->client, w, on_connected);
-
-  MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer5;
-  opts.keepAliveInterval = 20;
-  opts.cleanstart = 1;
-  opts.automaticReconnect = 1;
-  opts.minRetryInterval = 1;
-  opts.maxRetryInterval = 5;
-  opts.username = cfg->mqtt_username;
-  opts.password = cfg->mqtt_password;
-  opts.onFailure5 = on_connect_fail;
-  opts.context = w;
+  bool unserved = cfg->unserved_mode != WK_UNSERVED_OFF;
+  size_t ntyped = w->nfilters - (unserved ? 1 : 0);
+  nb_sub_group groups[2] = {
+      {.filters = (const char *const *)w->filters,
+       .n = ntyped,
+       .qos = 1,
+       .sub_id = SUB_TYPED,
+       .retain_as_published = true,
+       .retain_handling = 2},
+      {.filters = (const char *const *)w->filters + ntyped,
+       .n = 1,
+       .qos = cfg->unserved_mode == WK_UNSERVED_BROKER ? 1 : 0,
+       .sub_id = SUB_UNSERVED,
+       .retain_as_published = true,
+       .retain_handling = 2},
+  };
   /* A worker that vanishes is marked down by the broker. */
-  MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
   w->will_payload = wk_monitor_json(w, "down");
-  if (w->will_payload != NULL) {
-    will.topicName = w->monitor_topic;
-    will.message = w->will_payload;
-    will.retained = 1;
-    will.qos = 1;
-    opts.will = &will;
-  }
-  nb_paho_connecting();
-  if ((rc = MQTTAsync_connect(w->client, &opts)) != MQTTASYNC_SUCCESS) {
-    snprintf(err, errcap, "cannot connect to the broker at %s: %s", uri,
-             MQTTAsync_strerror(rc));
-    return NIMBUS_EMQTT;
-  }
-
-  /* Ready once every subscription is acknowledged, bounded. */
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 15;
-  pthread_mutex_lock(&w->cmu);
-  while (w->sub_state == 0) {
-    if (pthread_cond_timedwait(&w->ccv, &w->cmu, &until) == ETIMEDOUT)
-      break;
-  }
-  int state = w->sub_state;
-  if (state != 1)
-    snprintf(err, errcap, "%s",
-             state == 0 ? "the broker did not answer within 15 s" : w->sub_err);
-  pthread_mutex_unlock(&w->cmu);
-  return state == 1 ? 0 : NIMBUS_EMQTT;
+  nb_session_opts o = {
+      .uri = uri,
+      .client_id = cfg->worker_id,
+      .username = cfg->mqtt_username,
+      .password = cfg->mqtt_password,
+      .keepalive_s = 20,
+      .clean_start = true,
+      .session_expiry_s = -1,
+      .retry_max_s = 5,
+      .send_while_disconnected = true,
+      .max_buffered = 100000,
+      .will_topic = w->will_payload != NULL ? w->monitor_topic : NULL,
+      .will_payload = w->will_payload,
+      .will_len = w->will_payload != NULL ? strlen(w->will_payload) : 0,
+      .will_qos = 1,
+      .will_retained = true,
+      .groups = groups,
+      .ngroups = unserved ? 2 : 1,
+      .ctx = w,
+      .on_message = on_message,
+      .on_up = on_up,
+      .on_lost = on_lost,
+      .on_refused = on_refused,
+  };
+  int rc = nb_session_new(&o, &w->sess);
+  if (rc != 0)
+    snprintf(err, errcap, "cannot make the MQTT session: %s",
+             nimbus_strerror(rc));
+  return rc;
 }
 
+int wk_session_start(wk_worker *w, char *err, size_t errcap) {
+  /* Ready once every subscription is granted; a broker still starting is
+   * waited for, up to 15 s. */
+  char why[256];
+  int rc;
+  if ((rc = nb_session_connect(w->sess, 15000, why, sizeof why)) != 0) {
+    snprintf(err, errcap, "%s", why);
+    return NIMBUS_EMQTT;
+  }
+  return 0;
+}
+
+MQTTAsync wk_client(const wk_worker *w) { return nb_session_client(w->sess); }
+
 void wk_session_unsubscribe(wk_worker *w) {
-  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
-    return;
   /* Leave the shared groups first, so the broker hands new tasks to the
    * rest of the pool; what already reached us is finished by the caller. */
-  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  ro.onSuccess5 = on_unsub_done;
-  ro.onFailure5 = on_unsub_fail;
-  ro.context = w;
-  if (MQTTAsync_unsubscribeMany(w->client, (int)w->nfilters, w->filters, &ro) ==
-      MQTTASYNC_SUCCESS)
-    wait_flag(w, &w->unsubscribed, 5);
+  nb_session_unsubscribe(w->sess, 5000);
 }
 
 void wk_session_disconnect(wk_worker *w) {
-  if (w->client == NULL || !MQTTAsync_isConnected(w->client))
-    return;
   /* Disconnect waits up to its timeout for replies still in flight. */
-  MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
-  d.timeout = 5000;
-  d.onSuccess5 = on_disc_done;
-  d.onFailure5 = on_disc_fail;
-  d.context = w;
-  if (MQTTAsync_disconnect(w->client, &d) == MQTTASYNC_SUCCESS)
-    wait_flag(w, &w->disconnected, 6);
+  nb_session_disconnect(w->sess, 5000, -1);
 }

@@ -143,6 +143,10 @@ int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
 const uint8_t *wk_offload_input_mem(const wk_ctx *c);
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n);
 const wk_offload_limits *wk_offload_limits_get(void);
+/* Sets the default of modules_dir for where this executable runs from
+ * (handlers_offload.c): the build tree's modules, or those of the prefix
+ * the worker was installed into. Call once, before the config is loaded. */
+void wk_offload_locate_modules(void);
 
 /* Options of the built-in families that other files read. */
 extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */

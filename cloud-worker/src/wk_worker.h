@@ -177,6 +177,10 @@ void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
  * Returns 0, or NIMBUS_EMQTT when Paho refused it (logged). */
 int wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
                       size_t len);
+/* Makes the MQTT session (no connection yet) from the filters and the
+ * monitor topic; before any of the worker's threads start. 0 or an error
+ * with a sentence in err. */
+int wk_session_make(wk_worker *w, char *err, size_t errcap);
 /* Connects, subscribes and waits (bounded) for every SUBACK. */
 int wk_session_start(wk_worker *w, char *err, size_t errcap);
 /* Leaves the shared groups (bounded wait). */
@@ -185,6 +189,10 @@ void wk_session_unsubscribe(wk_worker *w);
 void wk_session_disconnect(wk_worker *w);
 /* Builds the subscription filters of the served types. */
 int wk_session_filters(wk_worker *w);
+
+/* The worker's Paho client (NULL before the session is made), for
+ * publishing from any thread. */
+MQTTAsync wk_client(const wk_worker *w);
 /* A job left the worker: its terminal's in-flight count goes down. */
 void wk_inflight_done(wk_worker *w, job *j);
 
@@ -211,7 +219,7 @@ void wk_monitor_publish(wk_worker *w, const char *state);
 
 struct wk_worker {
   const wk_config *cfg;
-  MQTTAsync client;
+  struct nb_session *sess; /* the MQTT session (nb_session.h) */
 
   /* The families this worker runs (enabled ones), and what it serves. */
   const wk_family **families;
@@ -241,12 +249,6 @@ struct wk_worker {
   char **cloud_types;
   size_t ncloud;
 
-  pthread_mutex_t cmu; /* connection and subscription state */
-  pthread_cond_t ccv;
-  int sub_state;    /* 0 pending, 1 subscribed, -1 refused */
-  int subs_pending; /* SUBSCRIBE packets not yet acknowledged */
-  bool unsubscribed, disconnected;
-  char sub_err[256];
   atomic_bool draining;
 
   /* Tasks each terminal has in this worker (queued or running). */

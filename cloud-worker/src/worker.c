@@ -7,6 +7,8 @@
  * lists. */
 #include "wk_worker.h"
 
+#include "nb_session.h"
+
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
@@ -35,10 +37,8 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   pthread_mutex_init(&w->rmu, NULL);
   pthread_cond_init(&w->rcv, NULL);
   pthread_mutex_init(&w->tmu, NULL);
-  pthread_mutex_init(&w->cmu, NULL);
   pthread_mutex_init(&w->imu, NULL);
   pthread_mutex_init(&w->pause_mu, NULL);
-  pthread_cond_init(&w->ccv, NULL);
   atomic_init(&w->draining, false);
   atomic_init(&w->tasks_ok, 0);
   atomic_init(&w->tasks_error, 0);
@@ -66,6 +66,9 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
     if (n < 0 || (size_t)n >= sizeof w->monitor_topic)
       rc = NIMBUS_EINVAL;
   }
+  /* Made before any thread starts: they all read w->sess. */
+  if (rc == 0 && (rc = wk_session_make(w, err, errcap)) != 0)
+    rc = NIMBUS_ECONFIG;
   if (rc != 0) {
     if (rc != NIMBUS_ECONFIG)
       snprintf(err, errcap, "cannot set the worker up: %s",
@@ -127,8 +130,8 @@ void wk_worker_free(wk_worker *w) {
     running |= w->pools[i].nthreads > 0;
   if (running)
     wk_worker_drain(w);
-  if (w->client != NULL)
-    MQTTAsync_destroy(&w->client);
+  nb_session_free(w->sess);
+  w->sess = NULL;
   wk_registry_fini(w);
   msgpack_sbuffer_destroy(&w->inline_ts->out);
   free(w->inline_ts);
@@ -150,10 +153,8 @@ void wk_worker_free(wk_worker *w) {
   pthread_mutex_destroy(&w->rmu);
   pthread_cond_destroy(&w->rcv);
   pthread_mutex_destroy(&w->tmu);
-  pthread_mutex_destroy(&w->cmu);
   pthread_mutex_destroy(&w->imu);
   pthread_mutex_destroy(&w->pause_mu);
-  pthread_cond_destroy(&w->ccv);
   st_blobstore_free(w->blobs);
   free(w);
 }

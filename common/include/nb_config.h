@@ -31,7 +31,10 @@ typedef struct nb_opt {
 } nb_opt;
 
 /* Loads `table` (terminated by an entry with name NULL) into `cfg`.
- * Order: defaults, file named by --config FILE (or env NIMBUS_CONFIG, or
+ * Order: defaults, the files named by --config FILE (one that cannot be
+ * read is an error) and --config-if-exists FILE (skipped when there is no
+ * such file), each read in the order given and overriding the ones
+ * before, at most 16 (without either: the file in env NIMBUS_CONFIG, or
  * `default_file` if it exists; may be NULL), environment, flags.
  * Positional arguments (not flags) are left in `argv` after `*argc_rest`
  * is set to their count, starting at argv[0] of the returned array
@@ -51,6 +54,11 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp);
  * FILE*). Options whose name ends in "password" print as "(set)" or
  * nothing. */
 void nb_config_print(const nb_opt *table, const void *cfg, void *fp);
+
+/* Takes every `flag` (e.g. "--print-config", a flag of the program's
+ * own, outside the table) out of argv[1..*argc-1], up to a "--", moving
+ * the rest down and lowering *argc. Returns true when it was there. */
+bool nb_config_take_flag(int *argc, char **argv, const char *flag);
 
 /* Frees the strings the config owns in `cfg`. */
 void nb_config_free(const nb_opt *table, void *cfg);

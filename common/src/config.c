@@ -129,28 +129,54 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
       return rc;
   }
 
-  /* The config file: --config FILE wins over NIMBUS_CONFIG and the default. */
-  const char *file = getenv("NIMBUS_CONFIG");
-  bool file_required = file != NULL;
+  /* The config files: every --config FILE and --config-if-exists FILE in
+   * the order given, each overriding the ones before; without either,
+   * NIMBUS_CONFIG, else the default when it exists. */
+  enum { FILES_MAX = 16 };
+  const char *files[FILES_MAX];
+  bool required[FILES_MAX];
+  size_t nfiles = 0;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-      file = argv[i + 1];
-      file_required = true;
-    } else if (strncmp(argv[i], "--config=", 9) == 0) {
-      file = argv[i] + 9;
-      file_required = true;
-    } else if (strcmp(argv[i], "--") == 0) {
+    const char *a = argv[i], *f = NULL;
+    bool req = true;
+    if (strcmp(a, "--") == 0)
       break;
+    if ((strcmp(a, "--config") == 0 || strcmp(a, "--config-if-exists") == 0) &&
+        i + 1 < argc) {
+      req = a[8] == '\0';
+      f = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      f = a + 9;
+    } else if (strncmp(a, "--config-if-exists=", 19) == 0) {
+      f = a + 19;
+      req = false;
     }
+    if (f == NULL)
+      continue;
+    if (nfiles == FILES_MAX) {
+      snprintf(errbuf, errcap, "more than %d config files", FILES_MAX);
+      return NIMBUS_ECONFIG;
+    }
+    files[nfiles] = f;
+    required[nfiles++] = req;
   }
-  if (file == NULL && default_file != NULL && access(default_file, R_OK) == 0)
-    file = default_file;
-  if (file != NULL) {
+  if (nfiles == 0 && getenv("NIMBUS_CONFIG") != NULL) {
+    files[0] = getenv("NIMBUS_CONFIG");
+    required[nfiles++] = true;
+  }
+  if (nfiles == 0 && default_file != NULL && access(default_file, R_OK) == 0) {
+    files[0] = default_file;
+    required[nfiles++] = false;
+  }
+  for (size_t k = 0; k < nfiles; k++) {
+    const char *file = files[k];
+    if (!required[k] && access(file, F_OK) != 0)
+      continue; /* --config-if-exists: none there */
     load_ctx lc = {table, cfg, errbuf, errcap, 0};
     int r = ini_parse(file, on_ini_entry, &lc);
     if (lc.rc != 0)
       return lc.rc;
-    if (r < 0 && file_required) {
+    if (r < 0) {
       snprintf(errbuf, errcap, "cannot read config file %s", file);
       return NIMBUS_ECONFIG;
     }
@@ -188,7 +214,8 @@ int nb_config_load(const nb_opt *table, void *cfg, int argc, char **argv,
     const char *name = a + 2;
     const char *eq = strchr(name, '=');
     size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
-    if (name_eq("config", name, nlen)) {
+    if (name_eq("config", name, nlen) ||
+        name_eq("config_if_exists", name, nlen)) {
       if (eq == NULL)
         i++;
       continue;
@@ -273,8 +300,28 @@ void nb_config_print_help(const nb_opt *table, const char *usage, void *fp) {
     fprintf(f, "      env %s, key %s\n", env, o->name);
   }
   fputs("  --config FILE\n      read options from an INI file first "
-        "(env NIMBUS_CONFIG)\n  --help\n      print this help\n",
+        "(env NIMBUS_CONFIG); given\n      again, the later file overrides "
+        "the earlier\n  --config-if-exists FILE\n      the same when FILE "
+        "exists; nothing when not\n  --help\n      print this help\n",
         f);
+}
+
+bool nb_config_take_flag(int *argc, char **argv, const char *flag) {
+  bool found = false;
+  int n = 1;
+  for (int i = 1; i < *argc; i++) {
+    if (strcmp(argv[i], "--") == 0) {
+      while (i < *argc)
+        argv[n++] = argv[i++];
+      break;
+    }
+    if (strcmp(argv[i], flag) == 0)
+      found = true;
+    else
+      argv[n++] = argv[i];
+  }
+  *argc = n;
+  return found;
 }
 
 void nb_config_print(const nb_opt *table, const void *cfg, void *fp) {

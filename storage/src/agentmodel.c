@@ -254,34 +254,27 @@ int st_agent_pkg_get(st_redis *r, const char *platform, const char *version,
   if (!plat_ok(platform) || !ver_ok(version) ||
       pkg_key(rec, platform, version) != 0)
     return NIMBUS_EINVAL;
-  const char *argv[9] = {"HMGET", rec,   "platform", "version", "blob",
-                         "size",  "sig", "notes",    "ts"};
-  redisReply *rep = st__cmd(r, 9, argv, NULL);
+  static const char *const fields[] = {"platform", "version", "blob", "size",
+                                       "sig",      "notes",   "ts"};
+  redisReply *rep = NULL;
+  int rc = st__hmget(r, rec, fields, 7, &rep, "an agent package");
   if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 7) {
-    rc = st__fail(r, rep, "unexpected answer reading an agent package");
-  } else {
-    redisReply **e = rep->element;
-    bool whole = true;
-    for (int i = 0; i < 7; i++)
-      whole = whole && e[i]->type == REDIS_REPLY_STRING;
-    /* A record not of this shape is not one of ours: none. */
-    if (whole && e[2]->len == 64 && e[4]->len == sizeof out->sig) {
-      copy_str(e[0], out->platform, sizeof out->platform);
-      copy_str(e[1], out->version, sizeof out->version);
-      copy_str(e[2], out->blob, sizeof out->blob);
-      out->size = strtoull(e[3]->str, NULL, 10);
-      memcpy(out->sig, e[4]->str, sizeof out->sig);
-      copy_str(e[5], out->notes, sizeof out->notes);
-      out->ts = reply_int(e[6]);
-      out->exists = out->platform[0] != '\0' && out->version[0] != '\0' &&
-                    is_hex64(out->blob);
-    }
+    return rc;
+  redisReply **e = rep->element;
+  /* A record not of this shape is not one of ours: none. */
+  if (e[2]->len == 64 && e[4]->len == sizeof out->sig) {
+    copy_str(e[0], out->platform, sizeof out->platform);
+    copy_str(e[1], out->version, sizeof out->version);
+    copy_str(e[2], out->blob, sizeof out->blob);
+    out->size = strtoull(e[3]->str, NULL, 10);
+    memcpy(out->sig, e[4]->str, sizeof out->sig);
+    copy_str(e[5], out->notes, sizeof out->notes);
+    out->ts = reply_int(e[6]);
+    out->exists = out->platform[0] != '\0' && out->version[0] != '\0' &&
+                  is_hex64(out->blob);
   }
   freeReplyObject(rep);
-  return rc;
+  return 0;
 }
 
 int st_agent_versions(st_redis *r, const char *platform, char ***versions,

@@ -117,33 +117,26 @@ int st_module_get(st_redis *r, const char *name, st_module *out) {
   if (!name_ok(name))
     return NIMBUS_EINVAL;
   snprintf(rec, sizeof rec, "nb:module:%s", name);
-  const char *argv[7] = {"HMGET", rec, "version", "blob", "size", "sig", "ts"};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
+  static const char *const fields[] = {"version", "blob", "size", "sig", "ts"};
+  redisReply *rep = NULL;
+  int rc = st__hmget(r, rec, fields, 5, &rep, "a module");
   if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) {
-    rc = st__fail(r, rep, "unexpected answer reading a module");
-  } else {
-    redisReply **e = rep->element;
-    bool whole = true;
-    for (int i = 0; i < 5; i++)
-      whole = whole && e[i]->type == REDIS_REPLY_STRING;
-    if (whole && e[0]->len <= ST_MODULE_VERSION_MAX && e[1]->len == 64 &&
-        e[3]->len == sizeof out->sig) {
-      nb_strlcpy(out->name, name, sizeof out->name);
-      memcpy(out->version, e[0]->str, e[0]->len);
-      out->version[e[0]->len] = '\0';
-      memcpy(out->blob, e[1]->str, 64);
-      out->blob[64] = '\0';
-      out->size = strtoull(e[2]->str, NULL, 10);
-      memcpy(out->sig, e[3]->str, sizeof out->sig);
-      out->ts = strtoll(e[4]->str, NULL, 10);
-      out->exists = true;
-    }
+    return rc;
+  redisReply **e = rep->element;
+  if (e[0]->len <= ST_MODULE_VERSION_MAX && e[1]->len == 64 &&
+      e[3]->len == sizeof out->sig) {
+    nb_strlcpy(out->name, name, sizeof out->name);
+    memcpy(out->version, e[0]->str, e[0]->len);
+    out->version[e[0]->len] = '\0';
+    memcpy(out->blob, e[1]->str, 64);
+    out->blob[64] = '\0';
+    out->size = strtoull(e[2]->str, NULL, 10);
+    memcpy(out->sig, e[3]->str, sizeof out->sig);
+    out->ts = strtoll(e[4]->str, NULL, 10);
+    out->exists = true;
   }
   freeReplyObject(rep);
-  return rc;
+  return 0;
 }
 
 static int cmp_str(const void *a, const void *b) {

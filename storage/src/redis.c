@@ -787,3 +787,31 @@ int st__cmd_ok(st_redis *r, int argc, const char **argv) {
   freeReplyObject(rep);
   return rc;
 }
+
+int st__hmget(st_redis *r, const char *key, const char *const *fields, size_t n,
+              redisReply **out, const char *what) {
+  *out = NULL;
+  const char *argv[18] = {"HMGET", key};
+  if (n > 16)
+    return NIMBUS_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    argv[2 + i] = fields[i];
+  redisReply *rep = cmd_argv(r, (int)n + 2, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "unexpected answer reading %s", what);
+    int rc = st__fail(r, rep, msg);
+    freeReplyObject(rep);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (rep->element[i]->type != REDIS_REPLY_STRING) {
+      freeReplyObject(rep);
+      return 0;
+    }
+  }
+  *out = rep;
+  return 0;
+}

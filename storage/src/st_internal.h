@@ -49,5 +49,12 @@ int st__fail(st_redis *r, const redisReply *rep, const char *what);
  * strings). Returns 0, or NIMBUS_EREDIS for a lost connection or an error
  * reply. */
 int st__cmd_ok(st_redis *r, int argc, const char **argv);
+/* Reads fields[0..n) (n at most 16) of hash `key` with HMGET. Returns 0
+ * with *out the array reply (caller frees) when every field is there as
+ * a string, 0 with *out NULL when any is missing (no such record, or one
+ * not of our shape: none), or NIMBUS_EREDIS (`what` names the record in
+ * the error text). */
+int st__hmget(st_redis *r, const char *key, const char *const *fields, size_t n,
+              redisReply **out, const char *what);
 
 #endif

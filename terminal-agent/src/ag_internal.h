@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "nb_session.h"
 #include "nimbus/agent.h"
 #include "sc.h"
 
@@ -113,31 +114,18 @@ struct nimbus_agent {
   pthread_condattr_t cond_attr; /* CLOCK_MONOTONIC, for every condvar */
   pthread_cond_t slot_cond;     /* a slot freed up, or closing */
   pthread_cond_t loop_cond;     /* work for the agent's thread */
-  pthread_cond_t state_cond;    /* the first connect or the disconnect
-                                   ended */
   pthread_cond_t cb_cond;       /* a callback returned */
   pthread_t thread;
   bool thread_started;
   bool closing;
 
-  /* The MQTT session. `client` is set before `up` first becomes true and
-   * stays until nimbus_agent_free; a failed first connect destroys it. */
+  /* The MQTT session (nb_session.h: connect, reconnect, subscribe).
+   * `client` is its Paho client, set (under mu) when the session first
+   * comes up, before `up` becomes true, and kept until nimbus_agent_free. */
+  nb_session *sess;
   MQTTAsync client;
-  enum {
-    AG_CONN_NONE,
-    AG_CONN_CONNECTING,
-    AG_CONN_UP,
-    AG_CONN_FAILED
-  } conn_state;
-  int connect_rc;    /* why the first connect failed */
   atomic_bool up;    /* connected and subscribed: tasks may go */
   uint64_t conn_gen; /* counts connections: 1, then one more per loss */
-  /* A subscription refused (or not sent) on a reconnect: the agent's
-   * thread subscribes again at resub_due (monotonic ms; 0: none), backing
-   * off from 1 s to 60 s. */
-  int64_t resub_due;
-  int resub_delay_ms;
-  bool disconnected; /* our DISCONNECT completed */
 
   /* Outstanding tasks: a hash table by id (chained, power-of-two buckets,
    * at least twice max_inflight) and a list for the re-send scan. */

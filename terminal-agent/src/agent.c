@@ -121,6 +121,7 @@ static int ag_opts_check(const nimbus_agent_opts *o, char *err, size_t errcap) {
 }
 
 static void *ag_loop(void *arg);
+static int ag_session_new(nimbus_agent *a);
 
 int nimbus_agent_new(const nimbus_agent_opts *opts, nimbus_agent **out) {
   return nimbus_agent_new_err(opts, out, NULL, 0);
@@ -194,7 +195,6 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   pthread_condattr_setclock(&a->cond_attr, CLOCK_MONOTONIC);
   pthread_cond_init(&a->slot_cond, &a->cond_attr);
   pthread_cond_init(&a->loop_cond, &a->cond_attr);
-  pthread_cond_init(&a->state_cond, &a->cond_attr);
   pthread_cond_init(&a->cb_cond, &a->cond_attr);
   msgpack_sbuffer_init(&a->scratch);
   atomic_init(&a->up, false);
@@ -239,6 +239,8 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
   }
   a->reply_topic_len = strlen(a->reply_topic);
   a->notify_topic_len = strlen(a->notify_topic);
+  if ((rc = ag_session_new(a)) != 0)
+    goto fail;
 
   if (pthread_create(&a->thread, NULL, ag_loop, a) != 0) {
     nb_errf(err, errcap, "cannot start the agent's thread");
@@ -254,59 +256,6 @@ fail:
   return rc;
 }
 
-static void ag_on_disconnected(void *ctx, MQTTAsync_successData5 *d) {
-  (void)d;
-  nimbus_agent *a = ctx;
-  pthread_mutex_lock(&a->mu);
-  a->disconnected = true;
-  pthread_cond_broadcast(&a->state_cond);
-  pthread_mutex_unlock(&a->mu);
-}
-
-static void ag_on_disconnect_failed(void *ctx, MQTTAsync_failureData5 *d) {
-  (void)d;
-  ag_on_disconnected(ctx, NULL);
-}
-
-/* Ends the session politely and destroys the client. The DISCONNECT keeps
- * the broker's session of slot 0, the installation's own; an extra slot's
- * session ends with it (Session Expiry Interval 0), since slot 0's session
- * gets the same replies and notices. Paho calls back inside
- * MQTTAsync_destroy for publishes it still holds, so mu must not be
- * held. */
-static void ag_client_close(nimbus_agent *a, MQTTAsync client,
-                            bool disconnect) {
-  if (client == NULL)
-    return;
-  if (disconnect && MQTTAsync_isConnected(client)) {
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
-    d.timeout = 200;
-    d.onSuccess5 = ag_on_disconnected;
-    d.onFailure5 = ag_on_disconnect_failed;
-    d.context = a;
-    if (a->slot > 0) {
-      MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
-                        .value.integer4 = 0};
-      /* Without the property the session merely lasts its day. */
-      (void)MQTTProperties_add(&d.properties, &p);
-    }
-    pthread_mutex_lock(&a->mu);
-    a->disconnected = false;
-    pthread_mutex_unlock(&a->mu);
-    if (MQTTAsync_disconnect(client, &d) == MQTTASYNC_SUCCESS) {
-      struct timespec ts;
-      ag_timespec_at(&ts, nb_mono_ms() + 1000);
-      pthread_mutex_lock(&a->mu);
-      while (!a->disconnected &&
-             pthread_cond_timedwait(&a->state_cond, &a->mu, &ts) == 0)
-        ;
-      pthread_mutex_unlock(&a->mu);
-    }
-    MQTTProperties_free(&d.properties);
-  }
-  MQTTAsync_destroy(&client);
-}
-
 void nimbus_agent_free(nimbus_agent *a) {
   if (a == NULL)
     return;
@@ -317,7 +266,13 @@ void nimbus_agent_free(nimbus_agent *a) {
   pthread_mutex_unlock(&a->mu);
   if (a->thread_started)
     pthread_join(a->thread, NULL);
-  ag_client_close(a, a->client, true);
+  /* The DISCONNECT keeps the broker's session of slot 0, the
+   * installation's own; an extra slot's session ends with it (Session
+   * Expiry Interval 0), since slot 0's session gets the same replies and
+   * notices. */
+  nb_session_disconnect(a->sess, 200, a->slot > 0 ? 0 : -1);
+  nb_session_free(a->sess);
+  a->sess = NULL;
   a->client = NULL;
 
   /* No thread but ours is left: free what remains. */
@@ -351,7 +306,6 @@ void nimbus_agent_free(nimbus_agent *a) {
     close(a->lock_fd); /* the session slot is free again */
   pthread_cond_destroy(&a->slot_cond);
   pthread_cond_destroy(&a->loop_cond);
-  pthread_cond_destroy(&a->state_cond);
   pthread_cond_destroy(&a->cb_cond);
   pthread_condattr_destroy(&a->cond_attr);
   pthread_mutex_destroy(&a->mu);
@@ -437,169 +391,36 @@ static bool ag_offer_deliver(nimbus_offer_cb cb, void *ctx,
 
 /* ---- Paho's callbacks -------------------------------------------------- */
 
-/* The first connect failed: tell nimbus_agent_connect. Later failures
- * (while Paho reconnects by itself) change nothing. Needs mu. */
-static void ag_first_connect_failed_locked(nimbus_agent *a, int rc) {
-  if (a->conn_state != AG_CONN_CONNECTING)
-    return;
-  a->conn_state = AG_CONN_FAILED;
-  a->connect_rc = rc;
-  pthread_cond_broadcast(&a->state_cond);
-}
-
-/* The subscriptions failed: the first connect fails; on a reconnect the
- * agent's thread tries again after a back-off (the agent sends nothing
- * until they are granted, and nimbus_agent_errstr says why). Needs mu. */
-static void ag_sub_failed_locked(nimbus_agent *a, int rc) {
-  if (a->conn_state == AG_CONN_CONNECTING) {
-    ag_first_connect_failed_locked(a, rc);
-    return;
-  }
-  a->resub_delay_ms = a->resub_delay_ms == 0       ? 1000
-                      : a->resub_delay_ms >= 30000 ? 60000
-                                                   : a->resub_delay_ms * 2;
-  a->resub_due = nb_mono_ms() + a->resub_delay_ms;
-  if (a->resub_due < a->loop_deadline) {
-    a->loop_deadline = a->resub_due;
-    pthread_cond_signal(&a->loop_cond);
-  }
-}
-
-static int ag_connack_err(int code) {
-  switch (code) {
-  case MQTTREASONCODE_CLIENT_IDENTIFIER_NOT_VALID:
-  case MQTTREASONCODE_BAD_USER_NAME_OR_PASSWORD:
-  case MQTTREASONCODE_NOT_AUTHORIZED:
-  case MQTTREASONCODE_BANNED:
-  case MQTTREASONCODE_BAD_AUTHENTICATION_METHOD:
-    return NIMBUS_EAUTH;
-  default:
-    return NIMBUS_EMQTT;
-  }
-}
-
-/* Set so that Paho forgets the failure callback after the first success
- * (it clears both only when a success callback is set). */
-static void ag_on_connect_ok(void *ctx, MQTTAsync_successData5 *d) {
-  (void)ctx;
-  (void)d;
-}
-
-static void ag_on_connect_fail(void *ctx, MQTTAsync_failureData5 *d) {
+/* Every group granted, on the first connect and after each reconnect:
+ * every outstanding task goes again (the agent's thread). A second grant
+ * on one connection re-sends nothing. */
+static void ag_on_up(void *ctx) {
   nimbus_agent *a = ctx;
-  int reason = nb_paho_connack_reason(d);
-  char what[160];
-  nb_paho_failure_text(d, what, sizeof what);
   pthread_mutex_lock(&a->mu);
-  if (a->conn_state != AG_CONN_CONNECTING) {
-    /* Paho also calls this while we destroy a client we gave up on. */
-    pthread_mutex_unlock(&a->mu);
-    return;
-  }
-  if (reason != 0) {
-    nb_errf(a->errstr, sizeof a->errstr,
-            "the broker refused the connection as %s: %s", a->client_id, what);
-    ag_first_connect_failed_locked(a, ag_connack_err(reason));
-  } else {
-    nb_errf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
-            what);
-    ag_first_connect_failed_locked(a, NIMBUS_EMQTT);
-  }
-  pthread_mutex_unlock(&a->mu);
-}
-
-/* Any code of 0x80 or more in a SUBACK is a refusal. */
-static void ag_subscribed(nimbus_agent *a, const int *codes, int n) {
-  pthread_mutex_lock(&a->mu);
-  if (a->conn_state != AG_CONN_CONNECTING && a->conn_state != AG_CONN_UP) {
-    pthread_mutex_unlock(&a->mu);
-    return;
-  }
-  for (int i = 0; i < n; i++) {
-    if (codes[i] >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
-      snprintf(a->errstr, sizeof a->errstr,
-               "the broker refused the subscription to %s: %s "
-               "(reason 0x%02x)",
-               i == 0 ? a->reply_topic : a->notify_topic,
-               MQTTReasonCode_toString((enum MQTTReasonCodes)codes[i]),
-               codes[i]);
-      ag_sub_failed_locked(a, NIMBUS_EREFUSED);
-      pthread_mutex_unlock(&a->mu);
-      return;
-    }
-  }
-  a->conn_state = AG_CONN_UP;
-  a->resub_due = 0;
-  a->resub_delay_ms = 0;
-  /* A second SUBACK on one connection (a SUBSCRIBE queued before a drop
-   * goes out after the reconnect next to the new one) re-sends nothing. */
+  a->client = nb_session_client(a->sess);
   if (!atomic_load(&a->up))
     a->resend_all = true;
   atomic_store(&a->up, true);
   pthread_cond_signal(&a->loop_cond);
-  pthread_cond_broadcast(&a->state_cond);
   pthread_mutex_unlock(&a->mu);
 }
 
-static void ag_on_suback(void *ctx, MQTTAsync_successData5 *d) {
-  int codes[2] = {0, 0};
-  size_t n = nb_paho_suback_codes(d, 2, codes, 2);
-  ag_subscribed(ctx, codes, (int)n);
-}
-
-static void ag_on_subfail(void *ctx, MQTTAsync_failureData5 *d) {
-  /* Without a reason code the connection dropped before the SUBACK: the
-   * next connect subscribes again. */
-  if (d != NULL && (int)d->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
-    int code = (int)d->reasonCode;
-    ag_subscribed(ctx, &code, 1);
-  }
-}
-
-/* Subscribes to the reply and notice topics; the SUBACK ends in
- * ag_subscribed. Without mu. */
-static void ag_subscribe(nimbus_agent *a, MQTTAsync client) {
-  char *topics[2] = {a->reply_topic, a->notify_topic};
-  int qos[2] = {1, 1};
-  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  ro.onSuccess5 = ag_on_suback;
-  ro.onFailure5 = ag_on_subfail;
-  ro.context = a;
-  int rc = MQTTAsync_subscribeMany(client, 2, topics, qos, &ro);
-  if (rc != MQTTASYNC_SUCCESS) {
-    pthread_mutex_lock(&a->mu);
-    snprintf(a->errstr, sizeof a->errstr, "cannot subscribe: %s",
-             MQTTAsync_strerror(rc));
-    ag_sub_failed_locked(a, NIMBUS_EMQTT);
-    pthread_mutex_unlock(&a->mu);
-  }
-}
-
-/* Every connect, the first and each automatic reconnect: subscribe, even
- * though a persistent session keeps the subscriptions (a new session, or
- * one the broker lost, would not). */
-static void ag_on_connected(void *ctx, char *cause) {
-  (void)cause;
-  nimbus_agent *a = ctx;
-  pthread_mutex_lock(&a->mu);
-  MQTTAsync client = a->client;
-  bool live =
-      a->conn_state == AG_CONN_CONNECTING || a->conn_state == AG_CONN_UP;
-  pthread_mutex_unlock(&a->mu);
-  if (live && client != NULL)
-    ag_subscribe(a, client);
-}
-
-static void ag_on_connection_lost(void *ctx, char *cause) {
+static void ag_on_lost(void *ctx, const char *cause) {
   (void)cause;
   nimbus_agent *a = ctx;
   pthread_mutex_lock(&a->mu);
   a->conn_gen++;
-  a->resub_due = 0; /* the reconnect subscribes anyway */
   atomic_store(&a->up, false);
   pthread_mutex_unlock(&a->mu);
-  /* Paho reconnects by itself: read that CONNACK at once too. */
-  nb_paho_connecting();
+}
+
+/* A subscription refused on a reconnect: the session tries again; no task
+ * goes until it is granted, and nimbus_agent_errstr says why. */
+static void ag_on_refused(void *ctx, const char *why) {
+  nimbus_agent *a = ctx;
+  pthread_mutex_lock(&a->mu);
+  nb_strlcpy(a->errstr, why, sizeof a->errstr);
+  pthread_mutex_unlock(&a->mu);
 }
 
 static int ag_on_message_arrived(void *ctx, char *topic, int topic_len,
@@ -613,122 +434,56 @@ static int ag_on_message_arrived(void *ctx, char *topic, int topic_len,
   return 1;
 }
 
+/* The session's options: a persistent session (unless clean_start) with
+ * its expiry, one group of the reply and notice topics at QoS 1. */
+static int ag_session_new(nimbus_agent *a) {
+  const char *topics[2] = {a->reply_topic, a->notify_topic};
+  nb_sub_group g = {.filters = topics, .n = 2, .qos = 1};
+  nb_session_opts o = {
+      .uri = a->uri,
+      .client_id = a->client_id,
+      .username = a->terminal,
+      .password = a->password,
+      .keepalive_s = a->keepalive_s,
+      .clean_start = a->clean_start,
+      .session_expiry_s = a->session_expiry_s,
+      .retry_max_s = 30,
+      /* Our table holds every task until its reply and sends it again on
+       * connect: Paho must not buffer offline. It counts publishes
+       * waiting for the broker's receive maximum as buffered too, hence
+       * the room. */
+      .send_while_disconnected = false,
+      .max_buffered = 4 * AG_MAX_INFLIGHT,
+      .groups = &g,
+      .ngroups = 1,
+      .ctx = a,
+      .on_message = ag_on_message_arrived,
+      .on_up = ag_on_up,
+      .on_lost = ag_on_lost,
+      .on_refused = ag_on_refused,
+  };
+  return nb_session_new(&o, &a->sess);
+}
+
 /* ---- Connecting -------------------------------------------------------- */
 
 int nimbus_agent_connect(nimbus_agent *a, int timeout_ms) {
-  int rc = 0;
-  MQTTAsync client = NULL;
-  MQTTProperties props = MQTTProperties_initializer;
-
   if (a == NULL)
     return NIMBUS_EINVAL;
   pthread_mutex_lock(&a->mu);
-  if (a->closing)
-    rc = NIMBUS_ECLOSED;
-  else if (a->conn_state == AG_CONN_CONNECTING)
-    rc = NIMBUS_EBUSY;
-  else if (a->conn_state == AG_CONN_UP)
-    rc = -1; /* already done */
-  else {
-    a->conn_state = AG_CONN_CONNECTING;
+  bool closing = a->closing;
+  if (!closing)
     a->errstr[0] = '\0';
-  }
   pthread_mutex_unlock(&a->mu);
-  if (rc != 0)
-    return rc < 0 ? 0 : rc;
-
-  nb_paho_init();
-  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
-  /* Our table holds every task until its reply and sends it again on
-   * connect: Paho must not buffer offline. It counts publishes waiting
-   * for the broker's receive maximum as buffered too, hence the room. */
-  co.sendWhileDisconnected = 0;
-  co.maxBufferedMessages = 4 * AG_MAX_INFLIGHT;
-  int prc = MQTTAsync_createWithOptions(&client, a->uri, a->client_id,
-                                        MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-  if (prc != MQTTASYNC_SUCCESS) {
-    client = NULL;
-    rc = NIMBUS_EMQTT;
+  if (closing)
+    return NIMBUS_ECLOSED;
+  char why[AG_ERRSTR];
+  int rc = nb_session_connect(a->sess, timeout_ms, why, sizeof why);
+  if (rc != 0 && rc != NIMBUS_EBUSY) {
     pthread_mutex_lock(&a->mu);
-    snprintf(a->errstr, sizeof a->errstr, "cannot use broker URI %s: %s",
-             a->uri, MQTTAsync_strerror(prc));
+    nb_strlcpy(a->errstr, why, sizeof a->errstr);
     pthread_mutex_unlock(&a->mu);
-    goto fail;
   }
-  pthread_mutex_lock(&a->mu);
-  a->client = client;
-  pthread_mutex_unlock(&a->mu);
-  MQTTAsync_setCallbacks(client, a, ag_on_connection_lost,
-                         ag_on_message_arrived, NULL);
-  MQTTAsync_setConnected(client, a, ag_on_connected);
-
-  MQTTProperty expiry;
-  expiry.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
-  expiry.value.integer4 = (unsigned int)a->session_expiry_s;
-  if (MQTTProperties_add(&props, &expiry) != 0) {
-    rc = NIMBUS_ENOMEM;
-    goto fail;
-  }
-  MQTTAsync_connectOptions c = MQTTAsync_connectOptions_initializer5;
-  c.keepAliveInterval = a->keepalive_s;
-  c.cleanstart = a->clean_start ? 1 : 0;
-  c.username = a->terminal;
-  c.password = a->password;
-  c.connectTimeout =
-      timeout_ms > 0 && timeout_ms < 30000 ? (timeout_ms + 999) / 1000 : 30;
-  c.automaticReconnect = 1;
-  c.minRetryInterval = 1;
-  c.maxRetryInterval = 30;
-  c.connectProperties = &props;
-  c.onSuccess5 = ag_on_connect_ok;
-  c.onFailure5 = ag_on_connect_fail;
-  c.context = a;
-  nb_paho_connecting();
-  prc = MQTTAsync_connect(client, &c);
-  MQTTProperties_free(&props);
-  if (prc != MQTTASYNC_SUCCESS) {
-    rc = NIMBUS_EMQTT;
-    pthread_mutex_lock(&a->mu);
-    snprintf(a->errstr, sizeof a->errstr, "cannot connect to %s: %s", a->uri,
-             MQTTAsync_strerror(prc));
-    pthread_mutex_unlock(&a->mu);
-    goto fail;
-  }
-
-  pthread_mutex_lock(&a->mu);
-  if (timeout_ms < 0) {
-    while (a->conn_state == AG_CONN_CONNECTING)
-      pthread_cond_wait(&a->state_cond, &a->mu);
-  } else {
-    struct timespec ts;
-    ag_timespec_at(&ts, nb_mono_ms() + timeout_ms);
-    while (a->conn_state == AG_CONN_CONNECTING &&
-           pthread_cond_timedwait(&a->state_cond, &a->mu, &ts) == 0)
-      ;
-  }
-  if (a->conn_state == AG_CONN_UP) {
-    pthread_mutex_unlock(&a->mu);
-    return 0;
-  }
-  if (a->conn_state == AG_CONN_FAILED) {
-    rc = a->connect_rc;
-  } else {
-    rc = NIMBUS_ETIMEDOUT;
-    snprintf(a->errstr, sizeof a->errstr, "no session with %s within %d ms",
-             a->uri, timeout_ms);
-    /* Callbacks still to come from this client must change nothing. */
-    a->conn_state = AG_CONN_FAILED;
-  }
-  pthread_mutex_unlock(&a->mu);
-
-fail:
-  MQTTProperties_free(&props);
-  /* up never became true, so no send uses `client`: destroy it. */
-  ag_client_close(a, client, false);
-  pthread_mutex_lock(&a->mu);
-  a->client = NULL;
-  a->conn_state = AG_CONN_NONE;
-  pthread_mutex_unlock(&a->mu);
   return rc;
 }
 
@@ -777,8 +532,6 @@ static size_t ag_collect_locked(nimbus_agent *a, int64_t now, bool all) {
   }
   a->loop_deadline =
       earliest == INT64_MAX ? INT64_MAX : earliest + a->coalesce_ms;
-  if (a->resub_due != 0 && a->resub_due < a->loop_deadline)
-    a->loop_deadline = a->resub_due;
   return n;
 }
 
@@ -823,14 +576,6 @@ static void *ag_loop(void *arg) {
   while (!a->closing) {
     int64_t now = nb_mono_ms();
     size_t n = 0;
-    if (a->resub_due != 0 && now >= a->resub_due) {
-      a->resub_due = 0;
-      MQTTAsync client = a->client;
-      pthread_mutex_unlock(&a->mu);
-      ag_subscribe(a, client);
-      pthread_mutex_lock(&a->mu);
-      continue;
-    }
     /* Re-sends before callbacks, so that a stream of replies cannot
      * starve the clock. */
     if (a->resend_all) {

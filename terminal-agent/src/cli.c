@@ -214,7 +214,10 @@ static const char cli_usage[] =
     "  130  backup, restore, image: stopped by Ctrl-C (128 + the signal;\n"
     "     run again to resume)\n"
     "\n"
-    "--host and --port are short for --mqtt-host and --mqtt-port.\n";
+    "--host and --port are short for --mqtt-host and --mqtt-port.\n"
+    "--print-config prints the options in effect (from the defaults,\n"
+    "--config FILE, the environment and the flags) as a config file\n"
+    "would set them, the password masked, and exits.\n";
 
 static const char cli_usage_ping[] =
     "Usage: nimbus-agent ping [--json] [OPTIONS]\n"
@@ -392,21 +395,10 @@ static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
     nimbus_agent_on_notice(a, cb, ctx);
   if (ocb != NULL)
     nimbus_agent_on_offer(a, ocb, octx);
-  /* No broker there yet (it is starting, or restarting): tried again with
-   * backoff, 100 ms doubling to 2 s, for as long as --timeout allows. A
-   * refusal (credentials, ACL) is final at once. */
-  int64_t deadline = nb_mono_ms() + cfg->timeout;
-  for (int64_t pause = 100;; pause = pause < 1000 ? 2 * pause : 2000) {
-    int64_t left = deadline - nb_mono_ms();
-    rc = nimbus_agent_connect(a, left > 0 ? (int)left : 0);
-    left = deadline - nb_mono_ms();
-    if (rc != NIMBUS_EMQTT || left <= 0)
-      break;
-    struct timespec ts = {
-        .tv_sec = (pause < left ? pause : left) / 1000,
-        .tv_nsec = (long)((pause < left ? pause : left) % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-  }
+  /* No broker there yet (it is starting, or restarting): the library
+   * tries again with backoff for as long as --timeout allows. A refusal
+   * (credentials, ACL) is final at once. */
+  rc = nimbus_agent_connect(a, cfg->timeout);
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: cannot connect to %s as %s: %s (%s)\n", uri,
             nimbus_agent_client_id(a), nimbus_strerror(rc),
@@ -749,6 +741,7 @@ int main(int argc, char **argv) {
   char **ops = NULL;
   size_t nops = 0;
   bool op_missing = false;
+  bool print_config = nb_config_take_flag(&argc, argv, "--print-config");
   char **v = cli_argv_rewrite(argc, argv, &help, &owned, &nowned, &ops, &nops,
                               &op_missing);
   if (v == NULL) {
@@ -767,6 +760,11 @@ int main(int argc, char **argv) {
     } else {
       status = cli_usage_error(err);
     }
+    goto out;
+  }
+  if (print_config && !help) {
+    nb_config_print(cli_table, &cfg, stdout);
+    status = CLI_OK;
     goto out;
   }
   if (nrest == 0) {

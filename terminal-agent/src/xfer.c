@@ -851,24 +851,42 @@ static bool xf_up_wait(nimbus_xfer *x, xf_up *u, const char *what,
   return false;
 }
 
-static void xf_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
-  (void)keep;
+/* The start every upload op's reply callback shares: frees the op (its
+ * offset and length are copied to *span when span is not NULL) and
+ * returns the upload when reply r is to be acted on. NULL when the op was
+ * abandoned (the run ends the uploads), when the upload has left `state`
+ * (ended, or started over), or when no reply came (then the upload has
+ * been ended with what of `what` failed). */
+static xf_up *xf_up_reply_begin(bk_op *op, const nimbus_reply *r, int state,
+                                const char *what, xf_op *span) {
   xf_op *o = op->ctx;
   nimbus_xfer *x = o->x;
   xf_up *u = o->up;
   int err = op->err;
+  if (span != NULL)
+    *span = *o;
   free(o);
   u->ops--;
   if (r == NULL && err == NIMBUS_ECANCELED)
-    return; /* abandoned: the run ends them */
-  if (u->state != U_STATUSING)
-    return;
-  xf_end e;
+    return NULL;
+  if (u->state != state)
+    return NULL;
   if (r == NULL) {
-    xf_end_noreply(x, &e, "blob.status", err);
+    xf_end e;
+    xf_end_noreply(x, &e, what, err);
     xf_up_end(u, &e, false);
-    return;
+    return NULL;
   }
+  return u;
+}
+
+static void xf_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
+  (void)keep;
+  xf_up *u = xf_up_reply_begin(op, r, U_STATUSING, "blob.status", NULL);
+  if (u == NULL)
+    return;
+  nimbus_xfer *x = u->x;
+  xf_end e;
   xf_ranges_reset(u);
   if (!bk_reply_ok(r) && r->code == 404) {
     u->retry_since = 0;
@@ -974,22 +992,14 @@ static bool xf_send_put(nimbus_xfer *x, xf_up *u) {
 
 static void xf_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
-  xf_op *o = op->ctx;
-  nimbus_xfer *x = o->x;
-  xf_up *u = o->up;
-  int64_t off = o->off, len = o->len;
-  int err = op->err;
-  free(o);
-  u->ops--;
-  if (r == NULL && err == NIMBUS_ECANCELED)
-    return; /* abandoned: the run ends them */
-  if (u->state != U_PUTTING)
-    return; /* ended, or started over */
+  xf_op span;
+  xf_up *u = xf_up_reply_begin(op, r, U_PUTTING, "blob.put", &span);
+  if (u == NULL)
+    return;
+  nimbus_xfer *x = u->x;
+  int64_t off = span.off, len = span.len;
   xf_end e;
-  if (r == NULL) {
-    xf_end_noreply(x, &e, "blob.put", err);
-    xf_up_end(u, &e, false);
-  } else if (bk_reply_ok(r)) {
+  if (bk_reply_ok(r)) {
     u->retry_since = 0;
     u->done += len;
     xf_up_progress(u);
@@ -1007,22 +1017,11 @@ static void xf_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
 
 static void xf_on_commit(bk_op *op, nimbus_reply *r, bool *keep) {
   (void)keep;
-  xf_op *o = op->ctx;
-  nimbus_xfer *x = o->x;
-  xf_up *u = o->up;
-  int err = op->err;
-  free(o);
-  u->ops--;
-  if (r == NULL && err == NIMBUS_ECANCELED)
-    return; /* abandoned: the run ends them */
-  if (u->state != U_COMMITTING)
+  xf_up *u = xf_up_reply_begin(op, r, U_COMMITTING, "blob.commit", NULL);
+  if (u == NULL)
     return;
+  nimbus_xfer *x = u->x;
   xf_end e;
-  if (r == NULL) {
-    xf_end_noreply(x, &e, "blob.commit", err);
-    xf_up_end(u, &e, false);
-    return;
-  }
   msgpack_object res;
   msgpack_zone *z = NULL;
   bool have = bk_result_map(r, &res, &z);

@@ -26,7 +26,8 @@ target_link_libraries(nb-agent-take PRIVATE nimbus_storage)
 math(EXPR _nb_next_patch "${PROJECT_VERSION_PATCH} + 1")
 set(NIMBUS_TEST_NEXT_VERSION
     "${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}.${_nb_next_patch}")
-add_library(nimbus-agent-next SHARED $<TARGET_OBJECTS:nimbus_agent_objs>
+add_library(nimbus-agent-next SHARED
+            "$<FILTER:$<TARGET_OBJECTS:nimbus-agent>,EXCLUDE,/version\\.c\\.o$>"
             ${PROJECT_SOURCE_DIR}/terminal-agent/src/version.c)
 get_target_property(_nb_soversion nimbus-agent SOVERSION)
 set_target_properties(nimbus-agent-next PROPERTIES
@@ -37,7 +38,7 @@ target_compile_definitions(nimbus-agent-next PRIVATE
   NB_AGENT_VERSION_OVERRIDE="${NIMBUS_TEST_NEXT_VERSION}")
 target_include_directories(nimbus-agent-next PRIVATE
   ${PROJECT_SOURCE_DIR}/terminal-agent/include
-  ${CMAKE_BINARY_DIR}/terminal-agent/include
+  ${PROJECT_BINARY_DIR}/include
   ${PROJECT_SOURCE_DIR}/common/include)
 target_link_libraries(nimbus-agent-next PRIVATE ${AGENT_LIB_LINK})
 target_link_options(nimbus-agent-next PRIVATE

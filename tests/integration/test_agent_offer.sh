@@ -12,7 +12,7 @@
 # changes nothing, and a terminal that reports the newest version is not
 # offered it (at nimbusctl's and at the worker's check).
 source "$(dirname "$0")/lib.sh"
-REOFFER=3000
+REOFFER=1500
 NIMBUS_WORKER_FLAGS="--reoffer-after-ms $REOFFER --renew-ms 300 --blob-ttl-ms 4000" \
   nb_stack_up 2
 

@@ -4,7 +4,7 @@
 # link swaps. Compiles the library's sources itself to reach ag_*.
 nimbus_unit_test(test_update
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_update.c ${AGENT_LIB_SOURCES}
-          ${AGENT_LOAD_SOURCES} ${PROJECT_SOURCE_DIR}/terminal-agent/src/version.c
+          ${AGENT_LOAD_SOURCES}
   LIBS ${AGENT_LIB_LINK})
 target_include_directories(test_update PRIVATE
   ${PROJECT_SOURCE_DIR}/terminal-agent/src

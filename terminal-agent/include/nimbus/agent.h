@@ -46,10 +46,17 @@
 #include <stdint.h>
 
 #include "nimbus/errors.h"
+#include "nimbus/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of the library this process runs with, "MAJOR.MINOR.PATCH"
+ * (static storage: never freed). NIMBUS_AGENT_VERSION (nimbus/version.h)
+ * is the one the app was compiled against: an app built against 1.2 and
+ * run with 1.1 can tell. Never fails. */
+const char *nimbus_agent_version(void);
 
 typedef struct nimbus_agent nimbus_agent;
 typedef struct nimbus_task nimbus_task;
@@ -109,7 +116,10 @@ int nimbus_agent_new_err(const nimbus_agent_opts *opts, nimbus_agent **out,
                          char *err, size_t errcap);
 
 /* Connects and subscribes (QoS 1) to the terminal's reply and notice
- * topics, waiting at most timeout_ms (-1: forever). Returns 0,
+ * topics, waiting at most timeout_ms (-1: forever). While no broker
+ * answers (nothing listening yet, a broker restarting) the connect is
+ * tried again after 100 ms, doubling to 2 s, within that time; a refusal
+ * by a broker that answered is final at once. Returns 0,
  * NIMBUS_EAUTH (bad credentials, client id refused, banned),
  * NIMBUS_EREFUSED (a subscription refused: SUBACK reason 0x80 or more),
  * NIMBUS_ETIMEDOUT, NIMBUS_EMQTT (no broker there, another refusal),
@@ -640,13 +650,10 @@ int nimbus_offload_ops_parse(const char *const *ops, size_t n, uint8_t **out,
  * agent (its thread delivers the replies they wait for): they return
  * NIMBUS_EINVAL there. They may run on any other thread, several at once.
  * nimbus_agent_rollback touches no agent. */
-#include "nimbus/agent_version.h"
-
-/* The version of the loaded library, a semantic version ("0.1.0"), and
- * the platform it was built for ("linux-x86_64", 1-64 of [A-Za-z0-9._-]).
- * Static strings; never NULL. The version is what the agent runs, the one
- * it compares packages with. */
-const char *nimbus_agent_version(void);
+/* The platform the loaded library was built for ("linux-x86_64", 1-64 of
+ * [A-Za-z0-9._-]; NIMBUS_AGENT_PLATFORM, nimbus/version.h). Static
+ * storage; never NULL. nimbus_agent_version() (above) is the version the
+ * agent runs, the one it compares packages with. */
 const char *nimbus_agent_platform(void);
 
 /* A package as the cloud describes it (agent.get's result; also that of
