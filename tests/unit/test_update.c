@@ -398,6 +398,23 @@ static void test_install_refusals(void **state) {
   p.signature[0] = p.signature[0] == '7' ? '8' : '7';
   assert_int_equal(nimbus_agent_install(a, &p, &o, &r), NIMBUS_EAUTH);
   assert_int_equal(r.check, NIMBUS_CHECK_SIGNATURE);
+  /* No key file: the key compiled in (update.cmake: SPEC.md's) checks
+   * the signature, and the version is what refuses. */
+  assert_int_equal(unlink(key), 0);
+  golden(&p);
+  o.running = "1.2.0";
+  assert_int_equal(nimbus_agent_install(a, &p, &o, &r), NIMBUS_EAUTH);
+  assert_int_equal(r.check, NIMBUS_CHECK_VERSION);
+  p.signature[0] = p.signature[0] == '7' ? '8' : '7';
+  assert_int_equal(nimbus_agent_install(a, &p, &o, &r), NIMBUS_EAUTH);
+  assert_int_equal(r.check, NIMBUS_CHECK_SIGNATURE);
+  uint8_t pub[32], want[32];
+  char err[256];
+  assert_int_equal(ag_pkg_key(NULL, pub, err, sizeof err), 0);
+  pub_of(PUB, want);
+  assert_memory_equal(pub, want, 32);
+  o.running = "1.0.0";
+  put(key, PUB "\n");
   /* A key file that is none. */
   o.key_path = dir;
   assert_int_equal(nimbus_agent_install(a, &p, &o, &r), NIMBUS_EINVAL);

@@ -9,3 +9,7 @@ nimbus_unit_test(test_update
 target_include_directories(test_update PRIVATE
   ${PROJECT_SOURCE_DIR}/terminal-agent/src
   ${PROJECT_SOURCE_DIR}/terminal-agent/include)
+# The key compiled in (-DNIMBUS_AGENT_PUBKEY) is SPEC.md's test key here,
+# so that an install without a key file checks against it.
+target_compile_definitions(test_update PRIVATE
+  NB_AGENT_PUBKEY="03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
