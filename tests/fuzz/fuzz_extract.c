@@ -46,6 +46,12 @@ static int check_one(const char *path, const struct stat *st, int flag,
   return 0;
 }
 
+/* The scratch directory goes at exit (x is empty between inputs). */
+static void teardown(void) {
+  (void)rmdir(target);
+  (void)rmdir(root);
+}
+
 static void setup(void) {
   strcpy(root, "/tmp/nimbus-fuzz-extract.XXXXXX");
   if (mkdtemp(root) == NULL)
@@ -54,6 +60,7 @@ static void setup(void) {
   if (mkdir(target, 0700) != 0 ||
       (xfd = open(target, O_RDONLY | O_DIRECTORY)) < 0)
     abort();
+  atexit(teardown);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
