@@ -57,7 +57,7 @@ file(RELATIVE_PATH NIMBUS_PC_TO_PREFIX
 string(REGEX REPLACE "/$" "" NIMBUS_PC_TO_PREFIX "${NIMBUS_PC_TO_PREFIX}")
 # What a static link of the library needs besides it (the same as
 # nimbus::agent_static's INTERFACE_LINK_LIBRARIES).
-set(NIMBUS_PC_REQUIRES_PRIVATE "msgpack libcrypto")
+set(NIMBUS_PC_REQUIRES_PRIVATE "msgpack libcrypto libarchive libsodium")
 set(NIMBUS_PC_LIBS_PRIVATE "-lpthread -ldl -lanl -lm")
 configure_file(${CMAKE_CURRENT_LIST_DIR}/nimbus-agent.pc.in
                ${PROJECT_BINARY_DIR}/pkgconfig/nimbus-agent.pc @ONLY)

@@ -9,8 +9,8 @@
 # are linked into one relocatable object (cc -r: the same --wrap options
 # as the shared link apply), whose symbols other than nimbus_* objcopy
 # then makes local (the pattern of libnimbus-agent.map). The archive holds
-# that one object; what it still needs (msgpack-c, libcrypto, pthread, dl,
-# anl, m) is the target's link interface and nimbus-agent.pc's
+# that one object; what it still needs (msgpack-c, libcrypto, libarchive,
+# libsodium, pthread, dl, anl, m) is the target's link interface and nimbus-agent.pc's
 # Libs.private / Requires.private.
 set(_prelinked_all ${CMAKE_CURRENT_BINARY_DIR}/nimbus-agent-all.o)
 set(_prelinked ${CMAKE_CURRENT_BINARY_DIR}/nimbus-agent-static.o)
@@ -21,11 +21,12 @@ add_custom_command(OUTPUT ${_prelinked}
           -o ${_prelinked_all}
           "$<TARGET_OBJECTS:nimbus-agent>" "$<TARGET_OBJECTS:nimbus_nodelay>"
           "$<TARGET_FILE:nimbus_schemas>" "$<TARGET_FILE:nimbus_common>"
-          ${PAHO_NIMBUS_STATIC}
+          "$<TARGET_FILE:nimbus_sign>" ${PAHO_NIMBUS_STATIC}
   COMMAND ${NB_OBJCOPY} --wildcard --keep-global-symbol=nimbus_*
           ${_prelinked_all} ${_prelinked}
   COMMAND ${CMAKE_COMMAND} -E rm -f ${_prelinked_all}
-  DEPENDS nimbus-agent nimbus_schemas nimbus_common nimbus_paho_archive
+  DEPENDS nimbus-agent nimbus_schemas nimbus_common nimbus_sign
+          nimbus_paho_archive
           "$<TARGET_OBJECTS:nimbus-agent>" "$<TARGET_OBJECTS:nimbus_nodelay>"
           ${PAHO_NIMBUS_STATIC}
   COMMAND_EXPAND_LISTS VERBATIM
@@ -43,4 +44,5 @@ target_include_directories(nimbus-agent-static INTERFACE
   $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
 target_link_libraries(nimbus-agent-static INTERFACE msgpackc OpenSSL::Crypto
+                      PkgConfig::LIBARCHIVE PkgConfig::SODIUM
                       Threads::Threads ${CMAKE_DL_LIBS} anl m)

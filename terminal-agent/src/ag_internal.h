@@ -145,6 +145,8 @@ struct nimbus_agent {
 
   nimbus_notice_cb notice_cb;
   void *notice_ctx;
+  nimbus_offer_cb offer_cb; /* agent.offer notices, when set */
+  void *offer_ctx;
 
   /* Used by Paho's receive thread only (one per client): a buffer to pack
    * a reply's result into, kept to spare an allocation per reply. */

@@ -344,6 +344,51 @@ void nimbus_agent_on_notice(nimbus_agent *a, nimbus_notice_cb cb, void *ctx) {
   pthread_mutex_unlock(&a->mu);
 }
 
+void nimbus_agent_on_offer(nimbus_agent *a, nimbus_offer_cb cb, void *ctx) {
+  if (a == NULL)
+    return;
+  pthread_mutex_lock(&a->mu);
+  a->offer_cb = cb;
+  a->offer_ctx = ctx;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* Hands the notice agent.offer (packed, len bytes) to cb when it holds
+ * offer, platform, version, text (str) and size (int). Returns false,
+ * having called nothing, when it does not. */
+static bool ag_offer_deliver(nimbus_offer_cb cb, void *ctx,
+                             const uint8_t *notice, size_t len) {
+  msgpack_object m;
+  msgpack_zone *z = NULL;
+  char err[64];
+  if (sc_value_decode(notice, len, &m, &z, err, sizeof err) != 0)
+    return false;
+  static const char *const keys[] = {"offer", "platform", "version", "text"};
+  char *s[4] = {NULL, NULL, NULL, NULL};
+  const msgpack_object *size = sc_map_get(&m, "size");
+  bool ok = m.type == MSGPACK_OBJECT_MAP && size != NULL &&
+            size->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            size->via.u64 <= INT64_MAX;
+  for (size_t i = 0; ok && i < 4; i++) {
+    const msgpack_object *o = sc_map_get(&m, keys[i]);
+    ok = o != NULL && o->type == MSGPACK_OBJECT_STR &&
+         memchr(o->via.str.ptr, 0, o->via.str.size) == NULL &&
+         (s[i] = strndup(o->via.str.ptr, o->via.str.size)) != NULL;
+  }
+  if (ok) {
+    nimbus_agent_offer off = {.offer = s[0],
+                              .platform = s[1],
+                              .version = s[2],
+                              .text = s[3],
+                              .size = (int64_t)size->via.u64};
+    cb(ctx, &off);
+  }
+  for (size_t i = 0; i < 4; i++)
+    free(s[i]);
+  msgpack_zone_free(z);
+  return ok;
+}
+
 /* ---- Paho's callbacks -------------------------------------------------- */
 
 /* Every group granted, on the first connect and after each reconnect:
@@ -496,8 +541,12 @@ static void ag_deliver_locked(nimbus_agent *a, ag_event *ev) {
   if (ev->kind == AG_EV_NOTICE) {
     nimbus_notice_cb cb = a->notice_cb;
     void *ctx = a->notice_ctx;
+    nimbus_offer_cb ocb = a->offer_cb;
+    void *octx = a->offer_ctx;
     pthread_mutex_unlock(&a->mu);
-    if (cb != NULL)
+    bool offered = ocb != NULL && strcmp(ev->notice_kind, "agent.offer") == 0 &&
+                   ag_offer_deliver(ocb, octx, ev->notice, ev->notice_len);
+    if (cb != NULL && !offered)
       cb(ctx, ev->notice_kind, ev->notice, ev->notice_len);
     free(ev->notice);
     free(ev);

@@ -112,6 +112,29 @@ static const nb_opt cli_table[] = {
             "image: process the item of this name in the latest snapshot "
             "(or --snapshot) instead of uploading IN",
             0, 0),
+    CLI_OPT(install_dir, NB_OPT_STR, NULL,
+            "version, update, listen: the agent's install directory "
+            "(versions/, current, previous; default: the one this binary "
+            "runs from)",
+            0, 0),
+    CLI_OPT(key, NB_OPT_STR, NULL,
+            "update, listen: the public key file packages are checked "
+            "against (default: nimbus.pub in the install directory, else "
+            "the key compiled in)",
+            0, 0),
+    CLI_OPT(check, NB_OPT_BOOL, "false",
+            "update: only say whether an update is available", 0, 0),
+    CLI_OPT(allow_downgrade, NB_OPT_BOOL, "false",
+            "update, listen: install a package that is not newer than the "
+            "running agent",
+            0, 0),
+    CLI_OPT(rollback, NB_OPT_BOOL, "false",
+            "update: make the previous version current again", 0, 0),
+    CLI_OPT(accept, NB_OPT_BOOL, "false",
+            "listen: accept every offer of the agent and install it", 0, 0),
+    CLI_OPT(refuse, NB_OPT_BOOL, "false",
+            "listen: refuse every offer of the agent (it comes again later)", 0,
+            0),
     {NULL, NB_OPT_STR, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -149,7 +172,9 @@ static const char cli_usage[] =
     "  shares                 list own shares and those meant for this\n"
     "                         terminal\n"
     "  unshare TOKEN...       revoke own shares\n"
-    "  listen [--count N]     print notices (new shares) as they arrive\n"
+    "  listen [--count N] [--accept|--refuse]\n"
+    "                         print notices (new shares) as they arrive;\n"
+    "                         answer offers of a new agent\n"
     "  image IN OUT --op OP...\n"
     "                         have the cloud process a picture (blur,\n"
     "                         resize, thumbnail, crop, rotate, ...) and\n"
@@ -161,6 +186,11 @@ static const char cli_usage[] =
     "  doc IN OUT --op OP...\n"
     "                         the same for a document (compress, to_utf8,\n"
     "                         markdown_to_html, pdf_thumbnail, ...)\n"
+    "  version                the agent's version and platform\n"
+    "  update [--check] [--allow-downgrade] [--rollback]\n"
+    "                         install the newest agent from the cloud,\n"
+    "                         checked and signed, or go back to the\n"
+    "                         previous one\n"
     "  help [VERB]            this text, or a verb's (also VERB --help)\n"
     "\n"
     "Exit status:\n"
@@ -179,6 +209,8 @@ static const char cli_usage[] =
     "  9  image, audio, doc: the cloud cannot serve it: module not installed, "
     "or\n"
     "     unavailable now (503)\n"
+    "  10-14  update, listen: a package refused by a check (size, sha256,\n"
+    "     signature, archive, version; nimbus-agent update --help)\n"
     "  130  backup, restore, image: stopped by Ctrl-C (128 + the signal;\n"
     "     run again to resume)\n"
     "\n"
@@ -245,6 +277,8 @@ static const cli_verb cli_verbs[] = {
     {"unshare", cli_usage_unshare, cli_unshare},
     {"listen", cli_usage_listen, cli_listen},
     /* One front end for every offload family (cli_offload.c). */
+    {"version", cli_usage_version, cli_version},
+    {"update", cli_usage_update, cli_update},
     {"image", cli_usage_image, cli_offload},
     {"audio", cli_usage_audio, cli_offload},
     {"doc", cli_usage_doc, cli_offload},
@@ -303,22 +337,29 @@ static void cli_on_progress(void *ctx, nimbus_task *t, const nimbus_reply *r) {
 
 static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
                           int resend_max_ms, nimbus_notice_cb cb, void *ctx,
-                          nimbus_agent **out);
+                          nimbus_offer_cb ocb, void *octx, nimbus_agent **out);
 
 int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
                 int resend_max_ms, nimbus_agent **out) {
   return cli_connect_cb(cfg, max_inflight, resend_ms, resend_max_ms, NULL, NULL,
-                        out);
+                        NULL, NULL, out);
 }
 
 int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
                         nimbus_notice_cb cb, void *ctx, nimbus_agent **out) {
-  return cli_connect_cb(cfg, max_inflight, 0, 0, cb, ctx, out);
+  return cli_connect_cb(cfg, max_inflight, 0, 0, cb, ctx, NULL, NULL, out);
+}
+
+int cli_connect_listen(const cli_cfg *cfg, int max_inflight,
+                       nimbus_notice_cb cb, void *ctx, nimbus_offer_cb ocb,
+                       void *octx, nimbus_agent **out) {
+  return cli_connect_cb(cfg, max_inflight, CLI_BULK_RESEND_MS,
+                        CLI_BULK_RESEND_MAX_MS, cb, ctx, ocb, octx, out);
 }
 
 static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
                           int resend_max_ms, nimbus_notice_cb cb, void *ctx,
-                          nimbus_agent **out) {
+                          nimbus_offer_cb ocb, void *octx, nimbus_agent **out) {
   nimbus_agent *a = NULL;
   char uri[300], err[256];
 
@@ -352,6 +393,8 @@ static int cli_connect_cb(const cli_cfg *cfg, int max_inflight, int resend_ms,
   }
   if (cb != NULL)
     nimbus_agent_on_notice(a, cb, ctx);
+  if (ocb != NULL)
+    nimbus_agent_on_offer(a, ocb, octx);
   /* No broker there yet (it is starting, or restarting): the library
    * tries again with backoff for as long as --timeout allows. A refusal
    * (credentials, ACL) is final at once. */

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <msgpack.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,8 +27,15 @@ enum {
   CLI_TOO_LARGE = 6,   /* 413: over the cloud's limits */
   CLI_UNSUPPORTED = 7, /* 415: a format it cannot read or write */
   CLI_CORRUPT = 8,     /* 422: the input is corrupt or truncated */
-  CLI_UNAVAILABLE = 9  /* 503: the module is not installed, or the cloud
+  CLI_UNAVAILABLE = 9, /* 503: the module is not installed, or the cloud
                           cannot serve it now */
+  /* update, listen (cli_update.c): a package refused by a check. */
+  CLI_CHECK_SIZE = 10,
+  CLI_CHECK_SHA256 = 11,
+  CLI_CHECK_SIGNATURE = 12,
+  CLI_CHECK_ARCHIVE = 13,
+  CLI_CHECK_VERSION = 14 /* not newer than the running one, or for another
+                            platform */
 };
 
 typedef struct cli_cfg {
@@ -59,6 +67,14 @@ typedef struct cli_cfg {
   char *quality;
   char *blob;
   char *from_backup;
+  /* version, update, listen (cli_update.c) */
+  char *install_dir;
+  char *key;
+  bool check;
+  bool allow_downgrade;
+  bool rollback;
+  bool accept;
+  bool refuse;
   /* Every --op, in order: collected by main before the table is read
    * (nb_config keeps one value per option); borrowed from argv. */
   char **ops;
@@ -97,6 +113,13 @@ int cli_connect(const cli_cfg *cfg, int max_inflight, int resend_ms,
  * that notices queued while the terminal was away are not missed. */
 int cli_connect_notices(const cli_cfg *cfg, int max_inflight,
                         nimbus_notice_cb cb, void *ctx, nimbus_agent **out);
+
+/* cli_connect_notices that also hands every offer (notice agent.offer)
+ * to `ocb` (with `octx`; nimbus_agent_on_offer), which then does not reach
+ * `cb`. */
+int cli_connect_listen(const cli_cfg *cfg, int max_inflight,
+                       nimbus_notice_cb cb, void *ctx, nimbus_offer_cb ocb,
+                       void *octx, nimbus_agent **out);
 
 /* A snapshot as backup.get gives it (cli_restore.c): its id, counts and
  * items (an array, inline in the reply or decoded from its manifest),
@@ -147,5 +170,26 @@ int cli_listen(cli_cfg *cfg, int argc, char **argv);
  * argv[0] naming the family's verb (image, audio, doc). */
 extern const char cli_usage_image[], cli_usage_audio[], cli_usage_doc[];
 int cli_offload(cli_cfg *cfg, int argc, char **argv);
+
+/* Loading the agent (cli_update.c): version, update [--check]
+ * [--allow-downgrade] [--rollback], and the offers listen answers. */
+extern const char cli_usage_version[], cli_usage_update[];
+int cli_version(cli_cfg *cfg, int argc, char **argv);
+int cli_update(cli_cfg *cfg, int argc, char **argv);
+/* listen's offers: cli_offers_cb (the agent's offer callback, on its
+ * thread) queues a copy of each; cli_offers_step, on the main thread,
+ * shows each queued offer (a line on a terminal, its notice as JSON on a
+ * pipe), answers it (--accept, --refuse, or y/n asked on a terminal; on
+ * a pipe without either, no answer), installs an accepted one into the
+ * install directory as `update` does, and adds one to *seen per offer.
+ * cli_offers_new checks the options (CLI_USAGE when they conflict, or an
+ * install would have no directory); everything borrowed must outlive
+ * the queue. Returns an exit status (the first failure of the step). */
+typedef struct cli_offers cli_offers;
+int cli_offers_new(cli_cfg *cfg, bool table, atomic_llong *seen,
+                   cli_offers **out);
+void cli_offers_free(cli_offers *q);
+void cli_offers_cb(void *ctx, const nimbus_agent_offer *offer);
+int cli_offers_step(cli_offers *q, nimbus_agent *a);
 
 #endif

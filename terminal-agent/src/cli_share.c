@@ -66,12 +66,22 @@ const char cli_usage_unshare[] =
     "them, ends at once.\n";
 
 const char cli_usage_listen[] =
-    "Usage: nimbus-agent listen [--count N]\n"
+    "Usage: nimbus-agent listen [--count N] [--accept | --refuse]\n"
+    "                           [--install-dir DIR] [--key nimbus.pub]\n"
     "\n"
     "Prints notices (a new share for this terminal: kind share.new) as they\n"
     "arrive, also those that came while it was away, one line each on a\n"
     "terminal, one JSON object per line on a pipe, until Ctrl-C or, with\n"
-    "--count, N notices.\n";
+    "--count, N notices.\n"
+    "\n"
+    "An offer of a new agent (kind agent.offer) is answered: on a terminal\n"
+    "it asks \"Install nimbus-agent V (size)? [y/N]\"; on a pipe it prints\n"
+    "the notice and answers nothing, unless --accept or --refuse answers\n"
+    "every offer (then one more JSON line: offer, answer, and what was\n"
+    "installed). An accepted offer is installed as `nimbus-agent update`\n"
+    "installs (same checks, --install-dir, --key, --allow-downgrade, exit\n"
+    "statuses 10-14); a refused one comes again after the cloud's\n"
+    "reoffer interval.\n";
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -713,15 +723,28 @@ int cli_listen(cli_cfg *cfg, int argc, char **argv) {
     return cli_usage_error("listen takes no arguments");
   sh_listen l = {.table = sh_table(cfg)};
   atomic_init(&l.seen, 0);
-  bk_catch_signals();
-  nimbus_agent *a = NULL;
-  int status = cli_connect_notices(cfg, 1, sh_on_notice, &l, &a);
+  cli_offers *offers = NULL;
+  int status = cli_offers_new(cfg, l.table, &l.seen, &offers);
   if (status != CLI_OK)
     return status;
+  bk_catch_signals();
+  nimbus_agent *a = NULL;
+  status = cli_connect_listen(cfg, (int)cfg->jobs + 2, sh_on_notice, &l,
+                              cli_offers_cb, offers, &a);
+  if (status != CLI_OK) {
+    cli_offers_free(offers);
+    return status;
+  }
   while (!bk_interrupted &&
-         (cfg->count == 0 || atomic_load(&l.seen) < cfg->count))
-    bk_sleep_ms(100);
+         (cfg->count == 0 || atomic_load(&l.seen) < cfg->count)) {
+    int st = cli_offers_step(offers, a);
+    if (status == CLI_OK)
+      status = st;
+    if (cfg->count == 0 || atomic_load(&l.seen) < cfg->count)
+      bk_sleep_ms(100);
+  }
   nimbus_agent_free(a);
+  cli_offers_free(offers);
   fflush(stdout);
-  return bk_interrupted ? bk_signal_status() : CLI_OK;
+  return bk_interrupted ? bk_signal_status() : status;
 }

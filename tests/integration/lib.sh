@@ -10,6 +10,9 @@
 #                            NIMBUS_DIR (extra worker flags: NIMBUS_WORKER_FLAGS)
 #   nb_terminal ID           add terminal account ID; exports NIMBUS_TERMINAL,
 #                            NIMBUS_PASSWORD, NIMBUS_STATE_DIR
+#   nb_terminals ID...       nb_terminal for each (the last one stays the
+#                            default), remembering each one's account
+#   nb_as ID CMD...          run CMD as terminal ID of nb_terminals
 #   nb_stack ARGS...         scripts/stack with this build dir
 #   nb_agent ARGS...         $NIMBUS_BIN/nimbus-agent
 #   nb_redis ARGS...         redis-cli against the stack's redis
@@ -235,6 +238,23 @@ nb_stack_up() {
     </dev/null >/dev/null 2>&1 &
   NB_WATCHER=$!
   nb_log "stack up in $NB_DIR (mqtt $NIMBUS_MQTT_PORT, redis $NIMBUS_REDIS_PORT, $workers workers)"
+}
+
+declare -A NB_PASSWORD=() NB_STATE_DIR=()
+nb_terminals() {
+  local t
+  for t; do
+    nb_terminal "$t"
+    NB_PASSWORD[$t]=$NIMBUS_PASSWORD
+    NB_STATE_DIR[$t]=$NIMBUS_STATE_DIR
+  done
+}
+
+nb_as() {
+  local t=$1
+  shift
+  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${NB_PASSWORD[$t]} \
+    NIMBUS_STATE_DIR=${NB_STATE_DIR[$t]} "$@"
 }
 
 nb_terminal() {

@@ -16,18 +16,9 @@ REOFFER=1500
 NIMBUS_WORKER_FLAGS="--reoffer-after-ms $REOFFER --renew-ms 300 --blob-ttl-ms 4000" \
   nb_stack_up 2
 
-declare -A PW SD
-for t in erin dave carol bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
+nb_terminals erin dave carol bob alice
 # as T CMD...: CMD as terminal T (alice is the default).
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+as() { nb_as "$@"; }
 code() { jget "$1" 'r["code"]'; }
 ctl() { NIMBUS_DATA_DIR=$NB_DIR/blobs "$NIMBUS_BIN/nimbusctl" "$@"; }
 P=linux-x86_64
@@ -131,9 +122,9 @@ nb_wait_for "[[ \$(nb_redis exists nb:blob:$old) == 0 ]]" 30 ||
 # carol listens on a second device of hers for the whole offer part, so
 # every notice is counted, while her calls use her first one.
 LS=$NB_DIR/carol-listener
-NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${PW[carol]} NIMBUS_STATE_DIR=$LS \
+NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${NB_PASSWORD[carol]} NIMBUS_STATE_DIR=$LS \
   nb_agent ping >/dev/null
-NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${PW[carol]} NIMBUS_STATE_DIR=$LS \
+NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${NB_PASSWORD[carol]} NIMBUS_STATE_DIR=$LS \
   nb_agent listen >carol.notices 2>carol.listen.err &
 LPID=$!
 nb_on_exit "kill $LPID 2>/dev/null || true"

@@ -624,6 +624,229 @@ void nimbus_offload_result_fini(nimbus_offload_result *r);
 int nimbus_offload_ops_parse(const char *const *ops, size_t n, uint8_t **out,
                              size_t *out_len, char *err, size_t errcap);
 
+/* ---- Loading the agent: its version, packages, offers, installs -------
+ *
+ * The agent loads itself onto terminals (PROTOCOL.md, The agent itself;
+ * schemas/SPEC.md, The agent itself): it asks for the newest package of
+ * its platform (agent.get), or the cloud offers one unasked (the notice
+ * agent.offer) and the user answers (agent.answer); an accepted or pulled
+ * package is downloaded, checked and installed by nimbus_agent_install,
+ * which then tells the cloud the version it runs (agent.report).
+ *
+ * A package is a tar archive (gzip-compressed or not) holding
+ * bin/nimbus-agent and lib/libnimbus-agent.so.N (regular files; the
+ * binary finds the library through its RPATH $ORIGIN/../lib), made by
+ * scripts/package-agent. An install directory holds
+ *   versions/<version>/   one directory per installed version
+ *   current -> versions/<version>    what runs (a symbolic link)
+ *   previous -> versions/<version>   what ran before, for a rollback
+ *   nimbus.pub            the public key packages are checked against
+ *                         (optional: see nimbus_install_opts.key_path)
+ * and, while an install runs, .lock and .incoming/ (the download).
+ *
+ * Threading: nimbus_agent_get, nimbus_offer_answer, nimbus_agent_report
+ * and nimbus_agent_install block the calling thread until the cloud's
+ * answer (or timeout_ms) and must not be called from a callback of the
+ * agent (its thread delivers the replies they wait for): they return
+ * NIMBUS_EINVAL there. They may run on any other thread, several at once.
+ * nimbus_agent_rollback touches no agent. */
+/* The platform the loaded library was built for ("linux-x86_64", 1-64 of
+ * [A-Za-z0-9._-]; NIMBUS_AGENT_PLATFORM, nimbus/version.h). Static
+ * storage; never NULL. nimbus_agent_version() (above) is the version the
+ * agent runs, the one it compares packages with. */
+const char *nimbus_agent_platform(void);
+
+/* A package as the cloud describes it (agent.get's result; also that of
+ * an accepted agent.answer). Plain storage: no pointers, nothing to free. */
+typedef struct nimbus_agent_pkg {
+  /* true: the cloud has nothing newer than the `have` it was told (the
+   * rest is empty). */
+  bool up_to_date;
+  /* true: the fields below describe a package. false with up_to_date
+   * false: the answer named none (a refused offer; an accepted one whose
+   * platform has no package any more; an offer not this terminal's). */
+  bool found;
+  char platform[65];
+  char version[65];
+  char blob[65];   /* the package's blob, SHA-256 hex */
+  char sha256[65]; /* its SHA-256 hex (the same as blob) */
+  char signature[129];
+  int64_t size;      /* bytes */
+  int64_t published; /* ms since the epoch */
+  char notes[2049];  /* the operator's notes for a person (may be "") */
+} nimbus_agent_pkg;
+
+/* agent.get: the newest package of `platform` (NULL: nimbus_agent_platform)
+ * for a terminal that runs `have` (NULL: say nothing, so the cloud answers
+ * its newest whatever runs). Waits at most timeout_ms (-1: forever). A
+ * transient answer (500, 503, 429) is asked again after its retry_after
+ * within that time. Returns 0 and *out (up_to_date, or found); or
+ * NIMBUS_ENOTFOUND (404: no package for that platform), NIMBUS_EINVAL (a
+ * malformed platform or have, checked before sending; or the cloud's
+ * 400; or called from a callback), NIMBUS_EPROTO (a result that is not
+ * what SPEC.md says), NIMBUS_EIO (another error of the cloud),
+ * NIMBUS_ETIMEDOUT, NIMBUS_EREFUSED (the broker refused the task),
+ * NIMBUS_ECLOSED, NIMBUS_ENOMEM. A sentence for a person goes into err
+ * (errcap bytes; may be NULL): the cloud's own words when it answered an
+ * error. */
+int nimbus_agent_get(nimbus_agent *a, const char *platform, const char *have,
+                     int timeout_ms, nimbus_agent_pkg *out, char *err,
+                     size_t errcap);
+
+/* An offer as the notice agent.offer brings it. Every string is borrowed
+ * for the callback's call only (copy what the app keeps); all are
+ * NUL-terminated and non-NULL. */
+typedef struct nimbus_agent_offer {
+  const char *offer;    /* the offer's id, for nimbus_offer_answer */
+  const char *platform; /* the platform the package is for */
+  const char *version;  /* the package's version */
+  const char *text;     /* the operator's words for a person (may be "") */
+  int64_t size;         /* the package's size in bytes */
+} nimbus_agent_offer;
+
+typedef void (*nimbus_offer_cb)(void *ctx, const nimbus_agent_offer *offer);
+
+/* Calls `cb` (with `ctx`) for each notice agent.offer that holds every
+ * field above with its type (SPEC.md, section 3), on the agent's thread
+ * like every callback (one at a time, see the top of this file). While a
+ * callback is set, such offers go to it and not to the notice callback;
+ * other notices, and agent.offer notices missing a field, still go to the
+ * notice callback. The callback must not block: to ask the user and
+ * answer, hand the offer (copied) to another thread, which calls
+ * nimbus_offer_answer. Set it before connecting, so that offers the
+ * broker kept while the terminal was away reach it. NULL cb: none. */
+void nimbus_agent_on_offer(nimbus_agent *a, nimbus_offer_cb cb, void *ctx);
+
+/* agent.answer: accepts or refuses offer `offer` (an offer's id, 1-64
+ * bytes), telling the cloud the terminal's `platform` and the version it
+ * runs `have` (NULL: nimbus_agent_platform(), nimbus_agent_version()).
+ * Accepted, *out is as for nimbus_agent_get (found: install it with
+ * nimbus_agent_install; up_to_date: the terminal runs the newest already);
+ * refused, *out is empty (neither found nor up_to_date) and the cloud
+ * offers it again after its reoffer interval. An offer that is not this
+ * terminal's to answer (unknown, answered already) is answered ok with an
+ * empty result too. Returns and waits as nimbus_agent_get. */
+int nimbus_offer_answer(nimbus_agent *a, const char *offer, bool accept,
+                        const char *platform, const char *have, int timeout_ms,
+                        nimbus_agent_pkg *out, char *err, size_t errcap);
+
+/* agent.report: tells the cloud that the terminal runs `version` of
+ * `platform` (NULL: nimbus_agent_platform()), so that it is not offered
+ * that version or an older one. Returns and waits as nimbus_agent_get. */
+int nimbus_agent_report(nimbus_agent *a, const char *platform,
+                        const char *version, int timeout_ms, char *err,
+                        size_t errcap);
+
+/* Which check a package failed (nimbus_install_result.check). */
+typedef enum nimbus_install_check {
+  NIMBUS_CHECK_NONE = 0,
+  NIMBUS_CHECK_SIZE,      /* its bytes are not `size` long, or it is over
+                             max_package */
+  NIMBUS_CHECK_SHA256,    /* its bytes do not have the SHA-256 `sha256`, or
+                             blob and sha256 differ */
+  NIMBUS_CHECK_SIGNATURE, /* the signature is not the key's over
+                             nimbus-agent\n<platform>\n<version>\n<size>\n
+                             <sha256> */
+  NIMBUS_CHECK_ARCHIVE,   /* not a package: damaged, unsafe (a link, a
+                             device, an absolute path, ".."), over
+                             max_unpacked, or without bin/nimbus-agent */
+  NIMBUS_CHECK_VERSION    /* at or below the running version (without
+                             allow_downgrade), or for another platform */
+} nimbus_install_check;
+
+typedef struct nimbus_install_opts {
+  const char *install_dir; /* required; created (0755) when missing */
+  /* The public key file (64 hex digits, nimbus.pub). NULL:
+   * <install_dir>/nimbus.pub when it exists, else the key compiled in
+   * (CMake option NIMBUS_AGENT_PUBKEY), else the install fails
+   * (NIMBUS_EINVAL: no key to check against). */
+  const char *key_path;
+  /* The version compared with: NULL: nimbus_agent_version(). */
+  const char *running;
+  /* The platform the package must be for: NULL: nimbus_agent_platform(). */
+  const char *platform;
+  /* Install a version at or below `running` too. */
+  bool allow_downgrade;
+  /* Do not send agent.report after installing. */
+  bool no_report;
+  int64_t max_package;  /* bytes; 0: 256 MiB */
+  int64_t max_unpacked; /* bytes of files in the archive; 0: 512 MiB */
+  int jobs;             /* the transfer engine's tasks in flight; 0: 16 */
+  int timeout_ms;       /* as nimbus_xfer_opts.timeout_ms; and for
+                           agent.report; 0: 10000 */
+  nimbus_blob_progress_cb on_progress; /* the download, on the calling
+                                          thread; may be NULL */
+  void *ctx;
+  bool (*stop)(void *ctx); /* may be NULL; polled on the calling thread */
+  void *stop_ctx;
+} nimbus_install_opts;
+
+/* Fills `o` with the defaults (all zero/NULL). */
+void nimbus_install_opts_init(nimbus_install_opts *o);
+
+/* What an install or a rollback did, the caller's storage. */
+typedef struct nimbus_install_result {
+  int check;              /* a nimbus_install_check: the one that failed */
+  char error[512];        /* a sentence for a person when the call failed */
+  char version[65];       /* current now ("" when none) */
+  char previous[65];      /* previous now ("" when none) */
+  bool already;           /* install: `version` was current already */
+  bool reported;          /* agent.report was answered ok */
+  char report_error[256]; /* why not, when it was sent and failed */
+  int64_t bytes_received; /* segment bytes downloaded */
+} nimbus_install_result;
+
+/* Installs package `pkg` (found, from nimbus_agent_get or an accepted
+ * nimbus_offer_answer) into o->install_dir, on the calling thread:
+ *
+ * 1. checks what the cloud said: the platform, the version against
+ *    o->running (NIMBUS_CHECK_VERSION), blob = sha256 (SHA256), the size
+ *    against max_package (SIZE), and the signature over the package's
+ *    statement with the public key (SIGNATURE);
+ * 2. downloads the blob through a transfer engine of its own
+ *    (nimbus_blob_download into <install_dir>/.incoming: resumed when an
+ *    earlier call was interrupted, its SHA-256 checked) and checks its
+ *    size and SHA-256 against pkg (SIZE, SHA256);
+ * 3. extracts it (only regular files and directories, relative paths
+ *    without "..", at most max_unpacked bytes: ARCHIVE) into a new
+ *    directory beside versions/<version>, which must then hold
+ *    bin/nimbus-agent, and renames it to versions/<version>;
+ * 4. points `previous` at what `current` pointed at and `current` at
+ *    versions/<version>, each by renaming a new symbolic link over the
+ *    old one (rename(2): a reader sees the old link or the new, never
+ *    none), removes the versions neither link names, and the download;
+ * 5. sends agent.report (unless o->no_report); its failure does not undo
+ *    the install (out->reported false, report_error says why).
+ * A version that is current already is not downloaded again (out->already;
+ * it is still reported). One install or rollback at a time per directory
+ * (an flock on <install_dir>/.lock; another waits). A package failing a
+ * check installs nothing and changes neither link.
+ *
+ * Returns 0; NIMBUS_EAUTH (a check failed: out->check says which, error
+ * why); NIMBUS_EINVAL (options: no install_dir, a pkg not found, no key,
+ * a key file that is not one; or called from a callback); NIMBUS_EIO
+ * (the install directory cannot be written, or the cloud answered the
+ * download with an error); NIMBUS_ENOTFOUND (the cloud has no such blob:
+ * withdrawn meanwhile); NIMBUS_ETIMEDOUT, NIMBUS_ECANCELED (stop: the part
+ * file stays for the next call to resume), NIMBUS_EREFUSED, NIMBUS_ENOMEM.
+ * `a` and everything `pkg` and `o` point to are borrowed for the call. */
+int nimbus_agent_install(nimbus_agent *a, const nimbus_agent_pkg *pkg,
+                         const nimbus_install_opts *o,
+                         nimbus_install_result *out);
+
+/* Makes `previous` current again and `current` previous, by the same
+ * link swaps (no network; report the version with nimbus_agent_report).
+ * Returns 0 with out->version (now current) and out->previous;
+ * NIMBUS_ENOTFOUND when there is no previous version (or its directory
+ * is gone); NIMBUS_EIO; NIMBUS_EINVAL (no install_dir). */
+int nimbus_agent_rollback(const char *install_dir, nimbus_install_result *out);
+
+/* What `install_dir` holds: the versions current and previous point at
+ * (each "" when none) into current[65] and previous[65] (either may be
+ * NULL). Returns 0, NIMBUS_ENOTFOUND (no such directory), NIMBUS_EIO. */
+int nimbus_agent_installed(const char *install_dir, char *current,
+                           char *previous);
+
 #ifdef __cplusplus
 }
 #endif
