@@ -38,16 +38,29 @@ sox -D -n -r 16000 -b 16 "$T/loud.wav" synth 0.2 sine 440 vol 0.8
 sox "$T/quiet.wav" "$T/loud.wav" "$T/ramp.wav"
 sox -D -n -r 8000 -b 16 "$T/long.wav" synth 3 sine 440
 sox -D -n -r 44100 -b 16 -c 2 "$T/mid.wav" synth 2 sine 440 remix 1v0.5 1v0.25
+head -c 4000 /dev/urandom >"$T/noise.bin"
 
-# run ARGS IN [OUT]: process.audio of IN (inline); J the reply, C its
-# code, the output's bytes into OUT.
-run() {
-  J=$(call process.audio "$1" --data-file "$2")
-  C=$(python3 -c 'import base64,json,sys
-r = json.load(sys.stdin)
-if len(sys.argv) > 1 and "data_b64" in r:
-    open(sys.argv[1], "wb").write(base64.b64decode(r["data_b64"]))
-print(r["code"])' ${3:+"$3"} <<<"$J")
+# ask NAME ARGS IN: process.audio of IN (inline) in the background, the
+# reply into $T/NAME.json: the tasks of a batch run side by side, and
+# asked waits for them. got NAME [OUT]: J the reply, C its code, the
+# output's bytes into OUT.
+ASKED=()
+ask() {
+  call process.audio "$2" --data-file "$3" >"$T/$1.json" &
+  ASKED+=($!)
+}
+asked() {
+  ((${#ASKED[@]} == 0)) || wait "${ASKED[@]}"
+  ASKED=()
+}
+got() {
+  J=$(<"$T/$1.json")
+  [[ $J =~ \"code\":([0-9]+) ]] || nb_fail "no reply for $1: ${J:0:300}"
+  C=${BASH_REMATCH[1]}
+  if [[ -n ${2:-} ]]; then
+    python3 -c 'import base64,json,sys
+open(sys.argv[1], "wb").write(base64.b64decode(json.load(sys.stdin).get("data_b64", "")))' "$2" <<<"$J"
+  fi
 }
 res() {
   python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(" ".join(str(r.get(k)) for k in sys.argv[1:]))' "$@" <<<"$J"
@@ -85,7 +98,14 @@ near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; exit !(d <= t && 
 # measures is the target, the length and rate are the input's.
 want=$(soxi -s "$T/speech.wav")
 for fmt in wav flac ogg opus mp3; do
-  run '{"ops": [{"op": "normalize", "peak": -3}], "format": "wav"}' "$T/speech.$fmt" "$T/n-$fmt.wav"
+  ask "n-$fmt" '{"ops": [{"op": "normalize", "peak": -3}], "format": "wav"}' "$T/speech.$fmt"
+done
+for fmt in wav flac ogg opus mp3; do
+  ask "o-$fmt" "{\"ops\": [{\"op\": \"normalize\"}], \"format\": \"$fmt\", \"quality\": 0.6}" "$T/tone.wav"
+done
+asked
+for fmt in wav flac ogg opus mp3; do
+  got "n-$fmt" "$T/n-$fmt.wav"
   [[ $C == 0 ]] || nb_fail "normalize of $fmt: ${J:0:300}"
   p=$(lev "$T/n-$fmt.wav" Pk)
   near "$p" -3 0.1 || nb_fail "$fmt normalized to -3 dBFS: sox measures $p"
@@ -100,7 +120,7 @@ done
 # (and sndfile-convert for Opus and MP3) reads it back; the lossless ones
 # keep the peak within 0.1 dB, the lossy ones within 1 dB.
 for fmt in wav flac ogg opus mp3; do
-  run "{\"ops\": [{\"op\": \"normalize\"}], \"format\": \"$fmt\", \"quality\": 0.6}" "$T/tone.wav" "$T/o.$fmt"
+  got "o-$fmt" "$T/o.$fmt"
   [[ $C == 0 ]] || nb_fail "format $fmt: ${J:0:300}"
   nb_assert_eq "$fmt 16000 2" "$(res format rate channels)" "the result of $fmt"
   read -r rate ch frames <<<"$(info "$T/o.$fmt")"
@@ -114,12 +134,18 @@ done
 [[ $(head -c 4 "$T/o.flac") == fLaC && $(head -c 4 "$T/o.ogg") == OggS ]] ||
   nb_fail "the containers are not what was asked"
 
+ask trim '{"ops": [{"op": "trim", "start": 250, "end": 1250}]}' "$T/tone.wav"
+ask rs '{"ops": [{"op": "resample", "rate": 44100}], "format": "flac"}' "$T/tone.wav"
+ask mono '{"ops": [{"op": "mono"}, {"op": "gain", "db": 2}, {"op": "loudness"}]}' "$T/tone.wav"
+ask fade '{"ops": [{"op": "fade", "in": 200, "out": 200}]}' "$T/tone.wav"
+ask fn '{"ops": [{"op": "fade", "out": 150}, {"op": "normalize", "peak": -3}]}' "$T/ramp.wav"
+asked
 # trim: [250, 1250) ms is 16000 frames exactly; the level is untouched.
-run '{"ops": [{"op": "trim", "start": 250, "end": 1250}]}' "$T/tone.wav" "$T/trim.wav"
+got trim "$T/trim.wav"
 nb_assert_eq "16000 2 16000" "$(info "$T/trim.wav")" "trim to 1 s"
 nb_assert_eq "-6.02 -12.04" "$(lev "$T/trim.wav" Pk)" "the level after a trim"
 # resample to 44.1 kHz: the rate, the length, and the pitch (440 Hz).
-run '{"ops": [{"op": "resample", "rate": 44100}], "format": "flac"}' "$T/tone.wav" "$T/rs.flac"
+got rs "$T/rs.flac"
 read -r rate ch frames <<<"$(info "$T/rs.flac")"
 nb_assert_eq "44100 2" "$rate $ch" "resampled"
 near "$frames" 88200 2 || nb_fail "resampled to $frames frames, not 88200"
@@ -127,7 +153,7 @@ f=$(sox "$T/rs.flac" -n remix 1 stat 2>&1 | awk '/^Rough/ { print $3 }')
 near "$f" 440 5 || nb_fail "the pitch moved: $f Hz"
 # mono: one channel, the mean of both (0.375, -8.52 dBFS); gain +2 dB on
 # that; loudness where it stands, against sox's RMS of the output.
-run '{"ops": [{"op": "mono"}, {"op": "gain", "db": 2}, {"op": "loudness"}]}' "$T/tone.wav" "$T/mono.wav"
+got mono "$T/mono.wav"
 nb_assert_eq "16000 1 32000" "$(info "$T/mono.wav")" "mono"
 p=$(lev "$T/mono.wav" Pk)
 near "$p" -6.52 0.1 || nb_fail "mono then +2 dB: sox measures $p"
@@ -135,7 +161,7 @@ r=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["loudness"
 near "$r" "$(lev "$T/mono.wav" RMS)" 0.1 || nb_fail "loudness says RMS $r, sox $(lev "$T/mono.wav" RMS)"
 # fade in and out over 200 ms: the first and last 10 ms are near silence,
 # the middle is untouched.
-run '{"ops": [{"op": "fade", "in": 200, "out": 200}]}' "$T/tone.wav" "$T/fade.wav"
+got fade "$T/fade.wav"
 read -r a _ <<<"$(lev "$T/fade.wav" Pk trim 0 0.01)"
 read -r z _ <<<"$(lev "$T/fade.wav" Pk trim 1.99)"
 read -r m _ <<<"$(lev "$T/fade.wav" Pk trim 0.5 1)"
@@ -144,7 +170,7 @@ awk -v a="$a" -v z="$z" 'BEGIN { exit !(a < -25 && z < -25) }' ||
 near "$m" -6.02 0.05 || nb_fail "the fade reached the middle: $m"
 # A fade out over the loud end, then normalize: the peak is the target
 # after the fade, not before it.
-run '{"ops": [{"op": "fade", "out": 150}, {"op": "normalize", "peak": -3}]}' "$T/ramp.wav" "$T/fn.wav"
+got fn "$T/fn.wav"
 p=$(lev "$T/fn.wav" Pk)
 near "$p" -3 0.1 || nb_fail "normalize after a fade out: sox measures $p"
 
@@ -163,48 +189,57 @@ nb_assert_eq 1 "$(grep -c 'process.audio.*answered from the cache' "$NB_DIR/work
 out=$(nb_agent audio "$T/mid.wav" "$T/cli.flac" --op mono --op normalize:peak=-2 --json)
 nb_assert_eq "44100 1 88200" "$(info "$T/cli.flac")" "nimbus-agent audio's output: $out"
 near "$(lev "$T/cli.flac" Pk)" -2 0.1 || nb_fail "nimbus-agent audio: peak $(lev "$T/cli.flac" Pk)"
-head -c 4000 /dev/urandom >"$T/noise.bin"
 nb_agent audio "$T/mid.wav" "$T/x.wav" --op swirl >/dev/null 2>&1 && nb_fail "a bad op passed"
 nb_agent audio "$T/noise.bin" "$T/x.wav" --op mono >/dev/null 2>&1 || st=$?
 nb_assert_eq 7 "${st:-0}" "nimbus-agent audio of what is not sound: exit 7"
 
-# Failures.
-run '{"ops": [{"op": "swirl"}]}' "$T/tone.wav"
-nb_assert_eq 400 "$C" "unknown op"
-run '{"ops": [{"op": "gain", "db": 99}]}' "$T/tone.wav"
-nb_assert_eq 400 "$C" "gain out of range"
-[[ $J == *"ops[0].db"* ]] || nb_fail "the 400 names the parameter: ${J:0:300}"
-run '{"ops": [{"op": "mono"}], "format": "aac"}' "$T/tone.wav"
-nb_assert_eq 415 "$C" "unknown format"
-run '{"ops": [{"op": "resample", "rate": 44100}], "format": "opus"}' "$T/tone.wav"
-nb_assert_eq 415 "$C" "opus at 44.1 kHz"
-run '{"ops": [{"op": "mono"}]}' "$T/noise.bin"
-nb_assert_eq 415 "$C" "not sound"
-# Truncated (the first half) and corrupt (2 KB of noise, always the same,
-# a third of the way in) files of each kind whose decoder can tell: 422, never a shorter
-# sound. (A WAV's samples are any bytes; an Ogg stream cut before its end
-# does not say how long it was: both are read for what they hold.)
-for f in speech.wav speech.flac speech.ogg speech.mp3 mid.wav; do
+# Failures, asked side by side. Truncated (the first half) and corrupt
+# (2 KB of noise, always the same, a third of the way in) files of each
+# kind whose decoder can tell: 422, never a shorter sound. (A WAV's
+# samples are any bytes; an Opus stream cut before its end does not say
+# how long it was: both are read for what they hold.)
+for f in speech.wav speech.flac speech.ogg speech.mp3; do
   s=$(stat -c %s "$T/$f")
   head -c $((s / 2)) "$T/$f" >"$T/cut-$f"
-  run '{"ops": [{"op": "mono"}]}' "$T/cut-$f"
-  nb_assert_eq 422 "$C" "the first half of $f: ${J:0:200}"
 done
-for f in speech.flac speech.ogg speech.mp3; do
-  s=$(stat -c %s "$T/$f")
-  python3 -c 'import random, sys
-b = bytearray(open(sys.argv[1], "rb").read())
-random.seed(1)
-for i in range(len(b) // 3, len(b) // 3 + 2000): b[i] = random.randrange(256)
-open(sys.argv[2], "wb").write(b)' "$T/$f" "$T/bad-$f"
-  run '{"ops": [{"op": "mono"}]}' "$T/bad-$f"
-  nb_assert_eq 422 "$C" "$f with noise inside: ${J:0:200}"
-done
+python3 -c 'import random, sys
+for f in sys.argv[2:]:
+    b = bytearray(open(sys.argv[1] + "/" + f, "rb").read())
+    random.seed(1)
+    for i in range(len(b) // 3, len(b) // 3 + 2000): b[i] = random.randrange(256)
+    open(sys.argv[1] + "/bad-" + f, "wb").write(b)' "$T" speech.flac speech.ogg speech.mp3
 # A WAV written to a pipe leaves a placeholder length: read, not refused.
 sox "$T/speech.wav" -t wav - 2>/dev/null >"$T/piped.wav"
-run '{"ops": [{"op": "mono"}]}' "$T/piped.wav"
-nb_assert_eq "0 $want" "$C $(res frames)" "a WAV from a pipe"
-run '{"ops": [{"op": "mono"}]}' "$T/long.wav"
-nb_assert_eq 413 "$C" "3 s over max_duration_ms 2500"
+mono='{"ops": [{"op": "mono"}]}'
+cases=(
+  "400|unknown op|{\"ops\": [{\"op\": \"swirl\"}]}|tone.wav"
+  "400|gain out of range|{\"ops\": [{\"op\": \"gain\", \"db\": 99}]}|tone.wav"
+  "415|unknown format|{\"ops\": [{\"op\": \"mono\"}], \"format\": \"aac\"}|tone.wav"
+  "415|opus at 44.1 kHz|{\"ops\": [{\"op\": \"resample\", \"rate\": 44100}], \"format\": \"opus\"}|tone.wav"
+  "415|not sound|$mono|noise.bin"
+  "413|3 s over max_duration_ms 2500|$mono|long.wav"
+  "0|a WAV from a pipe|$mono|piped.wav"
+)
+for f in speech.wav speech.flac speech.ogg speech.mp3; do
+  cases+=("422|the first half of $f|$mono|cut-$f")
+done
+for f in speech.flac speech.ogg speech.mp3; do
+  cases+=("422|$f with noise inside|$mono|bad-$f")
+done
+for i in "${!cases[@]}"; do
+  IFS='|' read -r _ _ args f <<<"${cases[i]}"
+  ask "f$i" "$args" "$T/$f"
+  ((i % 4 != 3)) || asked
+done
+asked
+for i in "${!cases[@]}"; do
+  IFS='|' read -r code what _ _ <<<"${cases[i]}"
+  got "f$i"
+  nb_assert_eq "$code" "$C" "$what: ${J:0:200}"
+done
+got f1
+[[ $J == *"ops[0].db"* ]] || nb_fail "the 400 names the parameter: ${J:0:300}"
+got f6
+nb_assert_eq "$want" "$(res frames)" "the frames of a WAV from a pipe"
 nb_alive "$(nb_pids | awk '$1 == "worker-1" {print $2}')" || nb_fail "the worker died"
 nb_log "audio: every op measured by sox, 5 formats in and out, blob input, cache, failures"
