@@ -138,7 +138,7 @@ ask trim '{"ops": [{"op": "trim", "start": 250, "end": 1250}]}' "$T/tone.wav"
 ask rs '{"ops": [{"op": "resample", "rate": 44100}], "format": "flac"}' "$T/tone.wav"
 ask mono '{"ops": [{"op": "mono"}, {"op": "gain", "db": 2}, {"op": "loudness"}]}' "$T/tone.wav"
 ask fade '{"ops": [{"op": "fade", "in": 200, "out": 200}]}' "$T/tone.wav"
-ask fn '{"ops": [{"op": "fade", "out": 150}, {"op": "normalize", "peak": -3}]}' "$T/ramp.wav"
+ask fn '{"ops": [{"op": "fade", "out": 400}, {"op": "normalize", "peak": -3}]}' "$T/ramp.wav"
 asked
 # trim: [250, 1250) ms is 16000 frames exactly; the level is untouched.
 got trim "$T/trim.wav"
@@ -168,8 +168,9 @@ read -r m _ <<<"$(lev "$T/fade.wav" Pk trim 0.5 1)"
 awk -v a="$a" -v z="$z" 'BEGIN { exit !(a < -25 && z < -25) }' ||
   nb_fail "the fades do not start and end at silence: $a, $z dBFS"
 near "$m" -6.02 0.05 || nb_fail "the fade reached the middle: $m"
-# A fade out over the loud end, then normalize: the peak is the target
-# after the fade, not before it.
+# A fade out over 400 ms, longer than the loud end (0.8 becomes at most
+# 0.4), then normalize: the peak is the target after the fade, not 6 dB
+# below it as it would be from the peak before the fade.
 got fn "$T/fn.wav"
 p=$(lev "$T/fn.wav" Pk)
 near "$p" -3 0.1 || nb_fail "normalize after a fade out: sox measures $p"
