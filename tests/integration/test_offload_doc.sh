@@ -96,25 +96,9 @@ nb_assert_eq 422 "$(code)" "pdf_info of Markdown"
 # counts input bytes against the input's size; task.cancel ends it with
 # 499.
 awk 'BEGIN { srand(12); while (n < 8000000) { l = sprintf("%d %s ms=%d", 1700000000 + int(n / 4000), rand() < 0.5 ? "INFO" : "WARN", rand() * 100); print l; n += length(l) + 1 } }' >"$T/log.txt"
-size=$(stat -c %s "$T/log.txt")
 hex=$("$NIMBUS_BIN/nb-blob" upload "$T/log.txt" | cut -d' ' -f2)
-nb_agent call process.doc "{\"blob\": \"$hex\", \"ops\": [{\"op\": \"compress\", \"level\": 19}]}" \
-  --progress --timeout 60000 --id offload-doc-cancel-0001 >"$T/work.json" 2>"$T/work.err" &
-W=$!
-nb_wait_for "grep -q '\"progress\"' '$T/work.err'" 30 || nb_fail "no progress: $(cat "$T/work.err")"
-J=$(call task.cancel '{"task": "offload-doc-cancel-0001"}')
-nb_assert_eq running "$(res state)" "cancel: $J"
-wait "$W" || true
-J=$(<"$T/work.json")
-[[ $J == *'"code":499'* && $J == *"cancelled by task.cancel"* ]] ||
-  nb_fail "the cancelled task: $J $(tail -n 3 "$T/work.err")"
-python3 - "$T/work.err" "$size" <<'PY' || nb_fail "progress: $(cat "$T/work.err")"
-import json, sys
-p = [json.loads(l) for l in open(sys.argv[1]) if '"progress"' in l]
-done = [x["done"] for x in p]
-assert p and all(x["total"] == int(sys.argv[2]) for x in p), p
-assert done == sorted(done) and 0 < done[-1] < int(sys.argv[2]), done
-PY
+nb_cancel_midway process.doc "{\"blob\": \"$hex\", \"ops\": [{\"op\": \"compress\", \"level\": 19}]}" \
+  offload-doc-cancel-0001 "$(stat -c %s "$T/log.txt")"
 
 # Failures and limits.
 doc '{"ops": [{"op": "decompress"}]}' "$T/a.md"
