@@ -488,11 +488,11 @@ static int pass(job *j, SNDFILE *in, int ch_in, SNDFILE *out, float *block,
     sf_count_t got = sf_readf_float(in, block, BLOCK);
     if (v->err != 0)
       return host->fail(j->c, 500, NULL, "the input could not be read");
+    read += got > 0 ? got : 0;
     if (sf_error(in) != SF_ERR_NO_ERROR)
       return host->fail(j->c, 422, NULL,
                         "the input is corrupt after %lld frames (%s)",
                         (long long)read, sf_strerror(in));
-    read += got > 0 ? got : 0;
     /* Checked while reading: a header may not say, or understate. */
     if (read > j->in_max)
       return host->fail(j->c, 413, "cut it first, or send a shorter one",
@@ -688,7 +688,8 @@ static int h_audio(wk_ctx *c) {
                     ? j->in_frames / 50 + 2304
                     : 0;
   j->max_duration_ms = lim->max_duration;
-  j->in_max = (int64_t)((double)lim->max_duration * ii.samplerate / 1000.0);
+  double in_max = (double)lim->max_duration * ii.samplerate / 1000.0;
+  j->in_max = in_max < 9e18 ? (int64_t)in_max : INT64_MAX;
   double dur_ms =
       j->in_frames > 0 ? (double)j->in_frames * 1000.0 / ii.samplerate : 0;
   /* Uncompressed samples take at least a byte each (FLAC's subtype says

@@ -179,12 +179,24 @@ worker_ms() {
   awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }'
 }
 cpu() { awk -v u="$1" -v s="$2" 'BEGIN { print u + s }'; }
+# The rounds of the music and document parts fill the arrays L_W, L_CPU,
+# L_OUT (the local tool: wall and CPU seconds, output bytes) and O_W,
+# O_CPU, O_WORK, O_RSS, O_OUT (the offload).
+# local_run STDOUT OUT CMD...: the local tool's CMD, which writes OUT (or
+# its stdout, into STDOUT).
+local_run() {
+  local w u s stdout=$1 out=$2
+  shift 2
+  read -r w u s <<<"$(timed "$stdout" "$@")"
+  [[ -n $s ]] || die "failed: $*"
+  L_W+=("$w") L_CPU+=("$(cpu "$u" "$s")") L_OUT+=("$(stat -c %s "$out")")
+}
 # offload_run TYPE JSON OUT CMD...: runs the agent's CMD (which writes
 # OUT), its JSON summary into JSON; checks that it was computed anew and
-# that OUT is its result's blob; prints "wall cpu worker rss size": its
-# wall and CPU seconds (user + sys), the worker's processing (seconds),
-# the worker's peak RSS above its idle RSS meanwhile (MiB; Linux: writing
-# 5 to clear_refs resets the high-water mark), the output's bytes.
+# that OUT is its result's blob; adds its wall and CPU seconds (user +
+# sys), the worker's processing (seconds), the worker's peak RSS above its
+# idle RSS meanwhile (MiB; Linux: writing 5 to clear_refs resets the
+# high-water mark) and the output's bytes; says the round's figures.
 offload_run() {
   local type=$1 json=$2 out=$3 idle w u s hwm
   shift 3
@@ -196,9 +208,11 @@ offload_run() {
   [[ $(jf "$json" cached) == False ]] || die "$json: answered from the cache"
   [[ $(sha256sum "$out" | cut -c1-64) == "$(jf "$json" blob)" ]] ||
     die "$out is not the result's blob"
-  echo "$w $(cpu "$u" "$s") $(worker_ms "$type" "$(jf "$json" task)")" \
-    "$(awk -v h="$hwm" -v i="$idle" 'BEGIN { printf "%.1f", (h - i) / 1024 }')" \
-    "$(jf "$json" size)"
+  O_W+=("$w") O_CPU+=("$(cpu "$u" "$s")") O_WORK+=("$(worker_ms "$type" "$(jf "$json" task)")")
+  O_RSS+=("$(awk -v h="$hwm" -v i="$idle" 'BEGIN { printf "%.1f", (h - i) / 1024 }')")
+  O_OUT+=("$(jf "$json" size)")
+  say "round $r/$ROUNDS: locally ${L_W[-1]} s (cpu ${L_CPU[-1]} s), end to end $w s" \
+    "(agent cpu ${O_CPU[-1]} s, worker ${O_WORK[-1]} s, +${O_RSS[-1]} MiB)"
 }
 # offload_table WHAT LOCAL RSS_TARGET: the rows of a part from the medians
 # of the arrays L_W, L_CPU (the local tool), O_W, O_CPU, O_WORK, O_RSS
@@ -346,15 +360,11 @@ if part audio; then
     sound "$r" "$r"
     in=$D/in-$r.wav
     say "round $r/$ROUNDS: sox --norm=-1 to FLAC locally"
-    read -r w u s < <(timed /dev/null "$SOX" --norm=-1 "$in" "$D/sox-$r.flac")
-    L_W+=("$w") L_CPU+=("$(cpu "$u" "$s")") L_OUT+=("$(stat -c %s "$D/sox-$r.flac")")
+    local_run /dev/null "$D/sox-$r.flac" "$SOX" --norm=-1 "$in" "$D/sox-$r.flac"
     say "round $r/$ROUNDS: nimbus-agent audio normalize to FLAC (upload, process, download)"
-    line=$(offload_run process.audio "$D/a-$r.json" "$D/out-$r.flac" \
-      "${AGENT[@]}" "$in" "$D/out-$r.flac" --op normalize:peak=-1) || exit 1
-    read -r w c k m z <<<"$line"
+    offload_run process.audio "$D/a-$r.json" "$D/out-$r.flac" \
+      "${AGENT[@]}" "$in" "$D/out-$r.flac" --op normalize:peak=-1
     [[ $(soxi -s "$D/out-$r.flac") == "$WAV_FRAMES" ]] || die "round $r: the FLAC lost frames"
-    O_W+=("$w") O_CPU+=("$c") O_WORK+=("$k") O_RSS+=("$m") O_OUT+=("$z")
-    say "round $r/$ROUNDS: sox ${L_W[-1]} s (cpu ${L_CPU[-1]} s), end to end $w s (agent cpu $c s, worker $k s, +$m MiB)"
     rm -f "$in" "$D/sox-$r.flac" "$D/out-$r.flac"
   done
   LOAD2=$(awk '{ print $1 }' /proc/loadavg)
@@ -394,15 +404,11 @@ if part doc; then
     in=$D/log-$r.txt
     { cat "$D/log.txt"; echo "nimbus bench round $r"; } >"$in"
     say "round $r/$ROUNDS: zstd -19 locally"
-    read -r w u s < <(timed "$D/z-$r.zst" "$ZSTD" -q -19 -c "$in")
-    L_W+=("$w") L_CPU+=("$(cpu "$u" "$s")") L_OUT+=("$(stat -c %s "$D/z-$r.zst")")
+    local_run "$D/z-$r.zst" "$D/z-$r.zst" "$ZSTD" -q -19 -c "$in"
     say "round $r/$ROUNDS: nimbus-agent doc compress:level=19 (upload, process, download)"
-    line=$(offload_run process.doc "$D/d-$r.json" "$D/out-$r.zst" \
-      "${AGENT[@]}" "$in" "$D/out-$r.zst" --op compress:level=19) || exit 1
-    read -r w c k m z <<<"$line"
+    offload_run process.doc "$D/d-$r.json" "$D/out-$r.zst" \
+      "${AGENT[@]}" "$in" "$D/out-$r.zst" --op compress:level=19
     "$ZSTD" -q -d -c "$D/out-$r.zst" | cmp -s - "$in" || die "round $r: the log does not come back"
-    O_W+=("$w") O_CPU+=("$c") O_WORK+=("$k") O_RSS+=("$m") O_OUT+=("$z")
-    say "round $r/$ROUNDS: zstd ${L_W[-1]} s (cpu ${L_CPU[-1]} s), end to end $w s (agent cpu $c s, worker $k s, +$m MiB)"
     rm -f "$in" "$D/z-$r.zst" "$D/out-$r.zst"
   done
   LOAD2=$(awk '{ print $1 }' /proc/loadavg)
