@@ -10,10 +10,13 @@
  * first block is written: normalize (the peak where it stands) and a fade
  * out (where the end is). For them the chain runs twice: once to measure
  * (normalize as unity, the frame count at every stage counted), then for
- * real. One measuring pass is enough because every op is linear in the
- * samples: scaling the input scales everything after it, so the gain of
- * each normalize follows from the raw peak at its place and the gains of
- * the normalizes before it.
+ * real. One measuring pass is enough for the gains because every op is
+ * linear in the samples: scaling the input scales everything after it, so
+ * the gain of each normalize follows from the raw peak at its place and
+ * the gains of the normalizes before it. A fade out before a normalize is
+ * the exception: it cannot be applied until the first pass has counted
+ * the frames, so a second measuring pass, with the fade, takes the peaks
+ * (three passes in all).
  *
  * The input is read through libsndfile's virtual I/O over the host's
  * input_read (random access, as some containers need). The output is
@@ -119,8 +122,15 @@ typedef struct job {
   int fmt_out;
   double quality; /* -1: libsndfile's default */
   bool measure;   /* this pass only measures */
+  bool totals;    /* every stage's total is known (fades out apply) */
   double out_peak;
   int64_t out_frames;
+  /* The input's frames as its header gives them (-1: it does not say);
+   * how many fewer a decoder may give (MP3's count can be an estimate);
+   * the most a pass reads before 413 (max_duration at the input's
+   * rate). */
+  int64_t in_frames, in_slack, in_max;
+  int64_t max_duration_ms;
   int64_t progress_done, progress_total, last_progress_ms;
 } job;
 
@@ -349,7 +359,7 @@ static int stage_run(job *j, stage *s, const float *in, size_t n, bool last,
       if (fin > 0 && t < fin)
         g *= t / fin;
       double left = (double)s->total - t;
-      if (fout > 0 && left < fout && !j->measure)
+      if (fout > 0 && left < fout && j->totals)
         g *= left > 0 ? left / fout : 0;
       for (int k = 0; k < ch; k++)
         s->buf[i * (size_t)ch + (size_t)k] =
@@ -442,6 +452,26 @@ static int plan(job *j, int ch, double rate) {
   return 0;
 }
 
+/* What libsndfile read past and only its log tells: a WAV data chunk
+ * longer than the file (truncated, unless the length is the placeholder a
+ * writer on a pipe leaves, 0x7ffff000 and up), or Ogg pages that failed
+ * their checksum or went missing (libogg skips them). NULL when neither. */
+static const char *log_damage(SNDFILE *in) {
+  char log[4096];
+  sf_command(in, SFC_GET_LOG_INFO, log, sizeof log);
+  log[sizeof log - 1] = 0;
+  if (strstr(log, "Corrupted bitstream") != NULL ||
+      strstr(log, "reports a hole") != NULL)
+    return "Ogg pages are damaged or missing";
+  for (const char *p = log; (p = strstr(p, "data : ")) != NULL; p++) {
+    long long claimed = 0, holds = 0;
+    if (sscanf(p, "data : %lld (should be %lld)", &claimed, &holds) == 2 &&
+        claimed < 0x7ffff000LL)
+      return "the header claims more frames than the file holds";
+  }
+  return NULL;
+}
+
 /* One pass over the input: every block through the chain and, unless
  * measuring, into `out`. Returns 0 or a reply code after fail(). */
 static int pass(job *j, SNDFILE *in, int ch_in, SNDFILE *out, float *block,
@@ -453,10 +483,22 @@ static int pass(job *j, SNDFILE *in, int ch_in, SNDFILE *out, float *block,
   j->out_frames = 0;
   j->out_peak = 0;
   int ch_out = j->n > 0 ? j->st[j->n - 1].ch_out : ch_in;
+  int64_t read = 0;
   for (;;) {
     sf_count_t got = sf_readf_float(in, block, BLOCK);
     if (v->err != 0)
       return host->fail(j->c, 500, NULL, "the input could not be read");
+    read += got > 0 ? got : 0;
+    if (sf_error(in) != SF_ERR_NO_ERROR)
+      return host->fail(j->c, 422, NULL,
+                        "the input is corrupt after %lld frames (%s)",
+                        (long long)read, sf_strerror(in));
+    /* Checked while reading: a header may not say, or understate. */
+    if (read > j->in_max)
+      return host->fail(j->c, 413, "cut it first, or send a shorter one",
+                        "the sound lasts more than %lld ms, this cloud's "
+                        "limit",
+                        (long long)j->max_duration_ms);
     bool last = got < BLOCK;
     const float *p = block;
     size_t n = got > 0 ? (size_t)got : 0;
@@ -490,6 +532,23 @@ static int pass(job *j, SNDFILE *in, int ch_in, SNDFILE *out, float *block,
     if (last)
       break;
   }
+  /* A decoder that meets a damaged or missing part stops early without an
+   * error: fewer frames than the header promised, or none at all from a
+   * container that does not say how many, is a truncated or corrupt
+   * file, never a shorter sound. */
+  if (j->in_frames >= 0 && read + j->in_slack < j->in_frames)
+    return host->fail(j->c, 422, NULL,
+                      "the input ends after %lld of the %lld frames its "
+                      "header promises: it is truncated or corrupt",
+                      (long long)read, (long long)j->in_frames);
+  if (j->in_frames < 0 && read == 0)
+    return host->fail(j->c, 422, NULL,
+                      "no sound could be decoded from the input: it is "
+                      "truncated or corrupt");
+  const char *damage = log_damage(in);
+  if (damage != NULL)
+    return host->fail(j->c, 422, NULL, "the input is truncated or corrupt: %s",
+                      damage);
   return 0;
 }
 
@@ -599,9 +658,20 @@ static int h_audio(wk_ctx *c) {
   memset(&ii, 0, sizeof ii);
   in = sf_open_virtual(&vio, SFM_READ, &ii, &v);
   if (in == NULL) {
+    /* A kind libsndfile knows with a broken header is 422; one it does
+     * not know (or an encoding it lacks) is 415. */
+    int e = sf_error(NULL);
     code = host->fail(
-        c, v.err != 0 ? 500 : 415, "send WAV, FLAC, Ogg Vorbis, Opus or MP3",
-        "the input is not sound libsndfile can read (%s)", sf_strerror(NULL));
+        c,
+        v.err != 0                   ? 500
+        : e == SF_ERR_MALFORMED_FILE ? 422
+                                     : 415,
+        e == SF_ERR_MALFORMED_FILE ? NULL
+                                   : "send WAV, FLAC, Ogg Vorbis, Opus or MP3",
+        e == SF_ERR_MALFORMED_FILE
+            ? "the input is a sound file but truncated or corrupt (%s)"
+            : "the input is not sound libsndfile can read (%s)",
+        sf_strerror(NULL));
     goto out;
   }
   if (ii.channels < 1 || ii.channels > CHANNELS_MAX || ii.samplerate < 1) {
@@ -611,8 +681,17 @@ static int h_audio(wk_ctx *c) {
     goto out;
   }
   const wk_offload_limits *lim = host->offload_limits();
-  int64_t dur_ms =
-      ii.frames > 0 ? (int64_t)(ii.frames * 1000 / ii.samplerate) : 0;
+  /* SF_COUNT_MAX: the container does not say (an Ogg stream without its
+   * end). */
+  j->in_frames = ii.frames >= 0 && ii.frames < SF_COUNT_MAX ? ii.frames : -1;
+  j->in_slack = (ii.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG
+                    ? j->in_frames / 50 + 2304
+                    : 0;
+  j->max_duration_ms = lim->max_duration;
+  double in_max = (double)lim->max_duration * ii.samplerate / 1000.0;
+  j->in_max = in_max < 9e18 ? (int64_t)in_max : INT64_MAX;
+  double dur_ms =
+      j->in_frames > 0 ? (double)j->in_frames * 1000.0 / ii.samplerate : 0;
   /* Uncompressed samples take at least a byte each (FLAC's subtype says
    * PCM too, but its frames are compressed): a header that
    * claims more frames than the file can hold is a lie, found before a
@@ -623,18 +702,19 @@ static int h_audio(wk_ctx *c) {
               sub == SF_FORMAT_PCM_32 || sub == SF_FORMAT_PCM_U8 ||
               sub == SF_FORMAT_PCM_S8 || sub == SF_FORMAT_FLOAT ||
               sub == SF_FORMAT_DOUBLE);
-  if (pcm && (double)ii.frames * ii.channels > (double)v.size) {
-    code = host->fail(c, 422, NULL,
-                      "the input's header claims %lld frames, more than its "
-                      "%lld bytes hold: it is truncated or corrupt",
-                      (long long)ii.frames, (long long)v.size);
+  const char *damage = log_damage(in);
+  if (pcm && (double)ii.frames * ii.channels > (double)v.size)
+    damage = "the header claims more frames than the file holds";
+  if (damage != NULL) {
+    code = host->fail(c, 422, NULL, "the input is truncated or corrupt: %s",
+                      damage);
     goto out;
   }
-  if (dur_ms > lim->max_duration) {
+  if (dur_ms > (double)lim->max_duration) {
     code = host->fail(c, 413, "cut it first, or send a shorter one",
-                      "the sound lasts %lld ms; this cloud processes at most "
+                      "the sound lasts %.0f ms; this cloud processes at most "
                       "%lld",
-                      (long long)dur_ms, (long long)lim->max_duration);
+                      dur_ms, (long long)lim->max_duration);
     goto out;
   }
   if (j->fmt_out == 0)
@@ -667,17 +747,25 @@ static int h_audio(wk_ctx *c) {
     code = host->fail(c, 500, NULL, "the worker cannot make its buffers");
     goto out;
   }
-  /* Measure first when an op needs the whole sound. */
-  bool need_measure = false;
-  for (int i = 0; i < j->n; i++)
-    need_measure |= j->st[i].kind == OP_NORMALIZE ||
-                    (j->st[i].kind == OP_FADE && j->st[i].b > 0);
-  int64_t frames = ii.frames > 0 ? ii.frames : 0;
-  j->progress_total = frames * (need_measure ? 2 : 1);
-  if (need_measure) {
+  /* Measure first when an op needs the whole sound; twice when a fade out
+   * comes before a normalize. */
+  int measures = 0;
+  bool fade_out = false;
+  for (int i = 0; i < j->n; i++) {
+    if (j->st[i].kind == OP_NORMALIZE)
+      measures = fade_out ? 2 : measures > 0 ? measures : 1;
+    if (j->st[i].kind == OP_FADE && j->st[i].b > 0) {
+      fade_out = true;
+      measures = measures > 0 ? measures : 1;
+    }
+  }
+  int64_t frames = j->in_frames > 0 ? j->in_frames : 0;
+  j->progress_total = frames * (measures + 1);
+  for (int m = 0; m < measures; m++) {
     j->measure = true;
     if ((code = pass(j, in, ii.channels, NULL, block, &v)) != 0)
       goto out;
+    j->totals = true;
     double prior = 1.0;
     for (int i = 0; i < j->n; i++) {
       stage *s = &j->st[i];

@@ -263,3 +263,30 @@ nb_terminal() {
   out=$(nb_stack terminal "$NB_DIR" "$id") || nb_fail "scripts/stack terminal $id failed"
   eval "$out"
 }
+
+# nb_cancel_midway TYPE ARGS ID TOTAL: runs an offload task TYPE with ARGS
+# as task ID with --progress, cancels it at its first progress reply and
+# checks that it was running then, that it ended with 499 "cancelled by
+# task.cancel", and that every progress reply counted against TOTAL and
+# rose, short of it.
+nb_cancel_midway() {
+  local type=$1 args=$2 id=$3 total=$4 out=$NB_DIR/cancel-$3 pid r
+  nb_agent call "$type" "$args" --progress --timeout 60000 --id "$id" \
+    >"$out.json" 2>"$out.err" &
+  pid=$!
+  nb_wait_for "grep -q '\"progress\"' '$out.err'" 30 || nb_fail "$id: no progress: $(cat "$out.err")"
+  r=$(call task.cancel "{\"task\": \"$id\"}")
+  [[ $r == *'"state":"running"'* ]] || nb_fail "$id: cancel: $r"
+  wait "$pid" || true
+  r=$(<"$out.json")
+  [[ $r == *'"code":499'* && $r == *"cancelled by task.cancel"* ]] ||
+    nb_fail "$id: the cancelled task: $r $(tail -n 3 "$out.err")"
+  python3 - "$out.err" "$total" <<'PY' || nb_fail "$id: progress: $(cat "$out.err")"
+import json, sys
+total = int(sys.argv[2])
+p = [json.loads(l) for l in open(sys.argv[1]) if '"progress"' in l]
+done = [x["done"] for x in p]
+assert p and all(x["total"] == total for x in p), p
+assert done == sorted(done) and 0 < done[-1] < total, done
+PY
+}

@@ -12,6 +12,8 @@ T=$NB_DIR/media
 mkdir -p "$T"
 python3 -c 'import sys; sys.stdout.write("the quick brown fox jumps over the lazy dog.\n" * 9000)' >"$T/text.txt"
 printf 'caf\xe9 na\xefve\n' >"$T/latin1.txt"
+# Japanese in Shift_JIS, made by iconv(1) from UTF-8.
+printf '雲に重い仕事を任せる。\nテキストは日本語です。\n' | iconv -f UTF-8 -t SHIFT_JIS >"$T/sjis.txt"
 printf '# Title\n\nSome *em* and <script>alert(1)</script>\n' >"$T/a.md"
 python3 "$NIMBUS_SOURCE_DIR/tests/integration/mkpdf.py" "$T/two.pdf"
 
@@ -38,6 +40,10 @@ doc '{"ops": [{"op": "decompress"}]}' "$T/text.zst"
 [[ $(code) == 0 ]] || nb_fail "decompress: ${J:0:300}"
 sha=$(jget 'r["result"]["blob"]')
 nb_assert_eq "$hex" "$sha" "decompress gives the original blob"
+nb_assert_eq "$(sha256sum "$T/text.txt" | cut -c1-64)" "$sha" "the blob's name is the text's SHA-256"
+J=$(call blob.get "{\"blob\": \"$sha\", \"offset\": 0, \"length\": 45}")
+nb_assert_eq "the quick brown fox jumps over the lazy dog." "$(jget 'r["data_b64"]' | base64 -d | head -c 44)" \
+  "the decompressed blob's bytes"
 
 # The CLI's verb, from the file: compressed in the cloud, read back here.
 nb_agent doc "$T/text.txt" "$T/cli.zst" --op compress:level=19 >/dev/null ||
@@ -48,7 +54,16 @@ zstd -q -d -c "$T/cli.zst" | cmp - "$T/text.txt" || nb_fail "nimbus-agent doc's 
 doc '{"ops": [{"op": "to_utf8", "from": "latin1"}, {"op": "text_stats"}]}' "$T/latin1.txt"
 nb_assert_eq "text latin1 11 utf-8" "$(res format from characters encoding)"
 out_to "$T/utf8.txt"
-nb_assert_eq "café naïve" "$(cat "$T/utf8.txt")"
+iconv -f ISO-8859-1 -t UTF-8 "$T/latin1.txt" | cmp - "$T/utf8.txt" ||
+  nb_fail "to_utf8 from latin1 differs from iconv(1): $(cat "$T/utf8.txt")"
+doc '{"ops": [{"op": "to_utf8", "from": "shift_jis"}, {"op": "text_stats"}]}' "$T/sjis.txt"
+nb_assert_eq "text shift_jis 2 24 utf-8" "$(res format from lines characters encoding)"
+out_to "$T/sjis-utf8.txt"
+iconv -f SHIFT_JIS -t UTF-8 "$T/sjis.txt" | cmp - "$T/sjis-utf8.txt" ||
+  nb_fail "to_utf8 from Shift_JIS differs from iconv(1): $(cat "$T/sjis-utf8.txt")"
+# The same request again: from the result cache.
+doc '{"ops": [{"op": "to_utf8", "from": "shift_jis"}, {"op": "text_stats"}]}' "$T/sjis.txt"
+nb_assert_eq "True" "$(res cached)" "a repeated request"
 doc '{"ops": [{"op": "to_utf8", "from": "utf-8"}]}' "$T/latin1.txt"
 nb_assert_eq 422 "$(code)" "latin-1 bytes read as UTF-8"
 [[ $(jget 'r["error"]') == *"offset 3"* ]] || nb_fail "the 422 names the offset: ${J:0:300}"
@@ -75,6 +90,15 @@ doc '{"ops": [{"op": "pdf_thumbnail", "page": 3}]}' "$T/two.pdf"
 nb_assert_eq 422 "$(code)" "a page the PDF does not have"
 doc '{"ops": [{"op": "pdf_info"}]}' "$T/a.md"
 nb_assert_eq 422 "$(code)" "pdf_info of Markdown"
+
+# Progress and cancel: 8 MB of log lines at level 19 take seconds (and
+# would come to some 520 KB, within the 1 MB output limit); progress
+# counts input bytes against the input's size; task.cancel ends it with
+# 499.
+awk 'BEGIN { srand(12); while (n < 8000000) { l = sprintf("%d %s ms=%d", 1700000000 + int(n / 4000), rand() < 0.5 ? "INFO" : "WARN", rand() * 100); print l; n += length(l) + 1 } }' >"$T/log.txt"
+hex=$("$NIMBUS_BIN/nb-blob" upload "$T/log.txt" | cut -d' ' -f2)
+nb_cancel_midway process.doc "{\"blob\": \"$hex\", \"ops\": [{\"op\": \"compress\", \"level\": 19}]}" \
+  offload-doc-cancel-0001 "$(stat -c %s "$T/log.txt")"
 
 # Failures and limits.
 doc '{"ops": [{"op": "decompress"}]}' "$T/a.md"
