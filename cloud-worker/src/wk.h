@@ -144,6 +144,29 @@ const uint8_t *wk_offload_input_mem(const wk_ctx *c);
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n);
 const wk_offload_limits *wk_offload_limits_get(void);
 
+/* The offload machinery for the other families (share.create's
+ * thumbnails): runs the module serving `type` ("process.image") as part of
+ * task c, on stored blob in_hex of in_size bytes (the caller checked that
+ * c's terminal may read it: wk_blob_need) with arguments `args` (a map,
+ * borrowed), exactly as a task of that type would run: through the result
+ * cache, the output stored as a blob and kept as a result for result_ttl,
+ * and c's terminal granted the right to read it, that grant appended to
+ * c->effect (committed with c's reply, required to find the result's
+ * entry still there, so the output blob lives at least until then).
+ * c's own type, args and result map are left as they are. `mods` is the
+ * calling thread's slot for the modules' thread state: NULL at first,
+ * made here, released with wk_modules_thread_fini (wk_modules.h) when the
+ * thread ends. Returns 0 with *out (caller storage, st_result_fini) naming
+ * the output blob, its size and the module's properties (packed map);
+ * else a reply code with c->error (and c->help) filled, *out empty: 503
+ * when no module serves `type` here or it does not load, the module's own
+ * 4xx for its input, 413 over offload_max_input, 499 on task.cancel, 500
+ * when the claim lapsed or the disk failed. */
+struct st_result;
+int wk_offload_blob(wk_ctx *c, void **mods, const char *type,
+                    const msgpack_object *args, const char in_hex[65],
+                    uint64_t in_size, struct st_result *out);
+
 /* Options of the built-in families that other files read. */
 extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */
 /* handlers_share.c: share_zstd_level, for the janitor's compression of

@@ -43,13 +43,17 @@ const char cli_usage_share[] =
     "Exit status as for nimbus-agent --help.\n";
 
 const char cli_usage_fetch[] =
-    "Usage: nimbus-agent fetch TOKEN | OWNER/NAME [OUT]\n"
+    "Usage: nimbus-agent fetch [--thumbnail] TOKEN | OWNER/NAME [OUT]\n"
     "\n"
     "Gets a share and downloads its file into OUT (a file, or a directory\n"
     "to put it in under the share's name; default: the share's name here),\n"
     "by way of a part file that is renamed only once its SHA-256 matches;\n"
-    "an interrupted fetch resumes. On a pipe (or --json) prints one JSON\n"
-    "object: token, name, owner, size, mime, blob, path.\n"
+    "an interrupted fetch resumes. With --thumbnail it downloads the\n"
+    "share's thumbnail instead: a JPEG, 256 px on the long side, which the\n"
+    "cloud makes of a shared picture (default OUT: NAME.thumb.jpg); a share\n"
+    "that has none (not a picture) is exit status 1. On a pipe (or --json)\n"
+    "prints one JSON object: token, name, owner, size, mime, blob,\n"
+    "thumbnail (when there is one), path.\n"
     "Exit status as for nimbus-agent --help (1: no such share for this\n"
     "terminal, also when it expired, was revoked or used up).\n";
 
@@ -325,6 +329,8 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
       printf("shared %s (%s, %s%s) until %s\n  token:   %s\n  address: "
              "%s/%s\n",
              sname, bytes, mime, kept, date, token, owner, sname);
+      if (sc_map_get(&res, "thumbnail") != NULL)
+        printf("  thumbnail: nimbus-agent fetch --thumbnail %s\n", token);
     } else {
       cJSON *j = ag_json_from_msgpack(&res);
       char *addr = NULL;
@@ -457,8 +463,26 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   }
   int64_t size = -1;
   sname = sh_str(sc_map_get(&res, "name"));
-  blob = sh_str(sc_map_get(&res, "blob"));
   bk_obj_int(sc_map_get(&res, "size"), &size);
+  if (cfg->thumbnail) {
+    /* Its size is learnt from the cloud's first answer. */
+    size = -1;
+    blob = sh_str(sc_map_get(&res, "thumbnail"));
+    char *tname = NULL;
+    if (blob == NULL || blob[0] == '\0' || sname == NULL ||
+        asprintf(&tname, "%s.thumb.jpg", sname) < 0) {
+      fprintf(stderr,
+              "nimbus-agent: the share %s has no thumbnail: the cloud "
+              "makes one of pictures only\n",
+              what);
+      status = CLI_CLOUD_ERROR;
+      goto out;
+    }
+    free(sname);
+    sname = tname;
+  } else {
+    blob = sh_str(sc_map_get(&res, "blob"));
+  }
   if ((status = sh_target(argc == 3 ? argv[2] : NULL, sname, &dirfd, &base)) !=
       CLI_OK)
     goto out;
@@ -497,6 +521,9 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   } else {
     full = strdup(base);
   }
+  struct stat got;
+  if (size < 0 && stat(full != NULL ? full : base, &got) == 0)
+    size = (int64_t)got.st_size; /* a thumbnail's, learnt on the way */
   if (sh_table(cfg)) {
     char bytes[32];
     bk_fmt_bytes(size, bytes, sizeof bytes);

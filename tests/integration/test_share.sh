@@ -6,7 +6,12 @@
 # max_downloads 2 lets exactly two of three terminals asking at once get
 # it; expiry and revoke end both share.get and blob.get; an ended share
 # releases its blob, which the janitor then collects; every bad input
-# gets its 400/404/409; the same task id twice makes one share.
+# gets its 400/404/409; the same task id twice makes one share. A JPEG
+# made here gets a thumbnail (256 px on the long side) that its addressee
+# fetches with --thumbnail, another terminal may not read, nobody may once
+# the share is revoked, and whose reference the sweep releases; random
+# bytes called image/jpeg and a text get none, and are shared all the
+# same.
 source "$(dirname "$0")/lib.sh"
 NIMBUS_WORKER_FLAGS="--blob-ttl-ms 8000 --share-max-expires-ms 600000" \
   nb_stack_up 2
@@ -42,6 +47,7 @@ blob=$(jget "$s" 'r["blob"]')
 nb_assert_eq alice/photo.jpg "$(jget "$s" 'r["address"]')" "address"
 nb_assert_eq 700000 "$(jget "$s" 'r["size"]')" "size"
 nb_assert_eq 1 "$(nb_redis hget "nb:blob:$blob" refs)" "refs while shared"
+nb_assert_eq None "$(jget "$s" 'r.get("thumbnail")')" "no thumbnail of a corrupt picture"
 s=$(nb_agent share photo.jpg --name for-carol --to carol) || nb_fail "share 2"
 tokB=$(jget "$s" 'r["token"]')
 [[ $tokA =~ ^[A-Za-z0-9_-]{24}$ && $tokA != "$tokB" ]] || nb_fail "tokens $tokA $tokB"
@@ -153,6 +159,47 @@ nb_wait_for "[[ \$(nb_redis exists nb:blob:$b4) == 0 ]]" 30 ||
 r=$(call share.list '{}')
 nb_assert_eq "for-carol two" "$(jget "$r" '" ".join(sorted(s["name"] for s in r["result"]["shares"]))')" \
   "live shares (photo.jpg revoked, brief expired, gone released)"
+
+# ---- pictures get a thumbnail (the image module, through the machinery) ---
+# A 1000 x 1500 JPEG made here: its thumbnail is 171 x 256 (the long side
+# 256). The share names it; bob, addressed, gets the share and fetches the
+# thumbnail; carol, not addressed, may not read it; revoked, nobody may.
+mkdir thumbs
+vips gaussnoise noise.v 1000 1500 && vips cast noise.v pic.jpg[Q=90] uchar ||
+  nb_fail "vips could not make a JPEG"
+s=$(nb_agent share pic.jpg --to bob) || nb_fail "share pic.jpg"
+tok=$(jget "$s" 'r["token"]')
+thumb=$(jget "$s" 'r.get("thumbnail", "")')
+[[ $thumb =~ ^[0-9a-f]{64}$ ]] || nb_fail "share.create named no thumbnail: $s"
+nb_assert_eq "image/jpeg" "$(jget "$s" 'r["mime"]')" "pic.jpg's type"
+nb_assert_eq 2 "$(nb_redis hget "nb:blob:$thumb" refs)" \
+  "the thumbnail's references (the share's and its result's)"
+r=$(as bob call share.get "{\"token\": \"$tok\"}")
+nb_assert_eq "$thumb" "$(jget "$r" 'r["result"].get("thumbnail")')" "share.get's thumbnail"
+as bob nb_agent fetch --thumbnail "$tok" thumbs/ >/dev/null || nb_fail "fetch --thumbnail"
+nb_assert_eq "$thumb" "$(sha256sum <thumbs/pic.jpg.thumb.jpg | cut -d' ' -f1)" "the thumbnail's bytes"
+nb_assert_eq "171 256 jpegload" \
+  "$(vipsheader -f width thumbs/pic.jpg.thumb.jpg) $(vipsheader -f height thumbs/pic.jpg.thumb.jpg) $(vipsheader -f vips-loader thumbs/pic.jpg.thumb.jpg)" \
+  "the thumbnail's size and format"
+nb_assert_eq 404 "$(jget "$(as carol call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "carol's blob.get of the thumbnail"
+nb_assert_eq 0 "$(jget "$(as bob call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "bob's blob.get of the thumbnail"
+call share.revoke "{\"token\": \"$tok\"}" >/dev/null
+nb_assert_eq 404 "$(jget "$(as bob call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "bob's blob.get of the thumbnail after the revoke"
+# The janitor's sweep releases the share's reference on it.
+nb_wait_for "[[ \$(nb_redis hget nb:blob:$thumb refs) == 1 ]]" 30 ||
+  nb_fail "the revoked share still holds its thumbnail"
+# Not a picture: no thumbnail, and fetch --thumbnail says so.
+echo "a few words" >note.txt
+s=$(nb_agent share note.txt) || nb_fail "share note.txt"
+nb_assert_eq "text/plain None" "$(jget "$s" 'r["mime"] + " " + str(r.get("thumbnail"))')" \
+  "a text's thumbnail"
+rc=0
+as bob nb_agent fetch --thumbnail "$(jget "$s" 'r["token"]')" thumbs/ >/dev/null 2>&1 || rc=$?
+nb_assert_eq 1 "$rc" "fetch --thumbnail of a text"
+
 
 # ---- bad inputs ------------------------------------------------------------
 long=$(printf 'n%.0s' {1..256})
