@@ -213,6 +213,14 @@ int wk_disk_error(wk_ctx *c, const char *what);
  * package refers to it); else returns 404 (the same answer as for a blob
  * that does not exist) or 503 (Redis down) after wk_fail. */
 int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size);
+/* The same check for n blobs at once (blob.has, backup.commit): sets
+ * sizes[i] (caller storage) to the size of blob names[i] when the task's
+ * terminal may read it, else to -1, and granted[i] (may be NULL) to
+ * whether that right is a grant only (a share, a result, a published
+ * package), not the terminal's own access to it. Returns 0, NIMBUS_EREDIS
+ * or NIMBUS_ENOMEM. */
+int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
+                      int64_t *sizes, bool *granted);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
 bool wk_is_blob_name(const char *s, size_t n);
 /* Reads the required blob name args.<key> into hex[65] and, when raw is

@@ -219,6 +219,23 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   return rc;
 }
 
+int st_blob_access_effect(st_txn *t, const char *terminal, const char *hex) {
+  char meta[KEY_CAP], acc[KEY_CAP], readers[KEY_CAP];
+  int a = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
+  if (strlen(hex) != 64 || a < 0 || (size_t)a >= sizeof acc)
+    return NIMBUS_EINVAL;
+  snprintf(meta, sizeof meta, "nb:blob:%s", hex);
+  snprintf(readers, sizeof readers, "nb:blob:%s:readers", hex);
+  const char *c1[3] = {"SADD", acc, hex};
+  const char *c2[3] = {"SADD", readers, terminal};
+  int rc = st_txn_require(t, meta);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c1, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c2, NULL);
+  return rc;
+}
+
 int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
                             const uint8_t blob[32], uint64_t size,
                             const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,

@@ -5,7 +5,9 @@
 # notice reaches a recipient that was offline when the share was made;
 # max_downloads 2 lets exactly two of three terminals asking at once get
 # it; expiry and revoke end both share.get and blob.get; an ended share
-# releases its blob, which the janitor then collects; every bad input
+# releases its blob, which the janitor then collects; blob.has counts a
+# blob bob may read through a share as present, so his backup of the
+# fetched file sends nothing and restores after the share ended; every bad input
 # gets its 400/404/409; the same task id twice makes one share. A JPEG
 # made here gets a thumbnail (256 px on the long side) that its addressee
 # fetches with --thumbnail, another terminal may not read, nobody may once
@@ -103,6 +105,23 @@ r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 404 "$(code "$r")" "bob's blob.get after revoke"
 r=$(call share.revoke "{\"token\": \"$tokA\"}")
 nb_assert_eq 404 "$(code "$r")" "revoke twice"
+
+# ---- blob.has counts what a share lets bob read: a backup of the fetched
+# file sends nothing, and restores after the share has ended ---------------
+head -c 70000 /dev/urandom >kept.bin
+s=$(nb_agent share kept.bin --to bob) || nb_fail "share kept.bin"
+kblob=$(jget "$s" 'r["blob"]')
+as bob nb_agent fetch "$(jget "$s" 'r["token"]')" bob/ >/dev/null || nb_fail "fetch kept.bin"
+r=$(as bob call blob.has "{\"blobs\": [\"$kblob\"]}")
+nb_assert_eq 0 "$(jget "$r" 'len(r["result"]["missing"])')" "bob's blob.has, shared"
+r=$(as carol call blob.has "{\"blobs\": [\"$kblob\"]}")
+nb_assert_eq "$kblob" "$(jget "$r" '" ".join(r["result"]["missing"])')" "carol's blob.has"
+out=$(cd bob && as bob nb_agent backup kept.bin) || nb_fail "bob's backup of the fetched file"
+nb_assert_eq "1 0 0" "$(jf "$out" items blobs_uploaded bytes_sent)" "bob's backup sent nothing"
+nb_agent unshare "$(jget "$s" 'r["token"]')" >/dev/null || nb_fail "unshare kept.bin"
+(cd bob && as bob nb_agent restore --snapshot "$(jf "$out" snapshot)" restored >/dev/null) ||
+  nb_fail "bob's restore after the revoke"
+cmp kept.bin bob/restored/kept.bin || nb_fail "bob's restored bytes differ"
 
 # ---- max_downloads 2, three terminals at the same instant -----------------
 s=$(nb_agent share photo.jpg --name two --max-downloads 2) || nb_fail "share two"
