@@ -100,7 +100,9 @@ int wk_disk_error(wk_ctx *c, const char *what) {
  * test can stop it exactly inside a window that no signal sent from
  * outside can hit reliably (between a commit's move into the store and
  * its record). Unset, which it is in production, it costs one string
- * comparison against NULL. Points: "blob.commit:moved". */
+ * comparison against NULL. Points: "blob.commit:moved" (handlers_blob.c),
+ * "dispatch:committed:<type>" (dispatch.c: a task's effect committed, its
+ * reply and notices not yet published). */
 
 static const char *fault_want;
 static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
@@ -110,12 +112,18 @@ static void fault_read(void) {
   fault_want = v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-static void fault_point(const char *point) {
+void wk_fault_point(const char *point, const char *detail) {
   pthread_once(&fault_once, fault_read);
-  if (fault_want == NULL || strcmp(fault_want, point) != 0)
+  if (fault_want == NULL)
+    return;
+  size_t n = strlen(point);
+  if (strncmp(fault_want, point, n) != 0 ||
+      (detail == NULL
+           ? fault_want[n] != '\0'
+           : fault_want[n] != ':' || strcmp(fault_want + n + 1, detail) != 0))
     return;
   NB_ERROR("WK-FAULT", "NIMBUS_TEST_FAULT=%s: the worker kills itself here",
-           point);
+           fault_want);
   raise(SIGKILL);
 }
 
@@ -658,7 +666,7 @@ static int h_blob_commit(wk_ctx *c) {
   }
   /* From here until the dispatcher records the effect, a crash leaves the
    * blob in the store and the upload verified: commit_stored. */
-  fault_point("blob.commit:moved");
+  wk_fault_point("blob.commit:moved", NULL);
   code = commit_record(c, up, whole, u.size, (const uint8_t(*)[ST_SEGSUM])sums,
                        nsegs);
 out:

@@ -57,6 +57,7 @@ typedef struct wk_config {
   int64_t result_ttl_ms;
   int64_t upload_ttl_ms;
   int64_t blob_ttl_ms;
+  int64_t outbox_grace_ms; /* a notice left in the outbox is sent after */
   int64_t max_inflight;
   int64_t queue; /* per pool */
   char *data_dir;
@@ -192,6 +193,12 @@ int wk_checkpoint(wk_ctx *c);
  * replayed from its record or loses its claim sends none. For
  * state-changing types only. Returns 0 or NIMBUS_ENOMEM. */
 int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf, size_t len);
+
+/* Tests only: with NIMBUS_TEST_FAULT=<point> (or <point>:<detail> when
+ * detail is not NULL, e.g. the task's type) in the environment, SIGKILLs
+ * the worker when it reaches `point` (handlers_blob.c lists them); else
+ * nothing. */
+void wk_fault_point(const char *point, const char *detail);
 
 /* Publishes a progress reply (QoS 0) for the task. */
 void wk_progress(wk_ctx *c, int64_t done, int64_t total);

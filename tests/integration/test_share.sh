@@ -279,4 +279,8 @@ nb_assert_eq 409 "$(code "$r")" "a new id meets the name"
 for p in $(nb_pids | awk '$1 ~ /^worker/ {print $2}'); do
   nb_alive "$p" || nb_fail "worker $p died"
 done
+# Every notice went out from its commit: none was left to the outbox's
+# drain (which would have sent it a second time).
+! grep -h "WK-OUTBOX" "$NB_DIR"/worker-*/log || nb_fail "notices left in the outbox"
+nb_assert_eq 0 "$(nb_redis zcard nb:outbox)" "the outbox"
 nb_log "ok"
