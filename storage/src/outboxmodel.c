@@ -138,25 +138,17 @@ void st_outbox_items_free(st_outbox_item *items, size_t n) {
 
 int st_outbox_take(st_redis *r, int64_t now_ms, int64_t lease_ms, size_t max,
                    st_outbox_item *out, size_t *n) {
-  char now[24], lim[24], due[24];
+  char now[24], due[24];
   *n = 0;
   if (max == 0)
     return 0;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  snprintf(lim, sizeof lim, "%zu", max);
   snprintf(due, sizeof due, "%lld", (long long)(now_ms + lease_ms));
-  const char *zargv[7] = {"ZRANGEBYSCORE", OUTBOX, "-inf", now,
-                          "LIMIT",         "0",    lim};
-  redisReply *ids = st__cmd(r, 7, zargv, NULL);
-  if (ids == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
+  redisReply *ids = NULL, *rep = NULL;
+  int rc = st__due(r, OUTBOX, now_ms, max, "the outbox", &ids);
+  if (rc != 0)
+    return rc;
   const char **idv = NULL;
-  redisReply *rep = NULL;
-  if (ids->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, ids, "unexpected answer listing the outbox");
-    goto out;
-  }
   size_t k = 0;
   idv = calloc(ids->elements > 0 ? ids->elements : 1, sizeof *idv);
   if (idv == NULL) {

@@ -721,22 +721,12 @@ out:
 }
 
 int st_share_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released) {
-  char now[24], lim[24];
   if (released != NULL)
     *released = 0;
-  snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  snprintf(lim, sizeof lim, "%zu", max);
-  const char *argv[7] = {
-      "ZRANGEBYSCORE", "nb:share:expiry", "-inf", now, "LIMIT", "0", lim};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, "unexpected answer listing ended shares");
-    freeReplyObject(rep);
+  redisReply *rep = NULL;
+  int rc = st__due(r, "nb:share:expiry", now_ms, max, "ended shares", &rep);
+  if (rc != 0)
     return rc;
-  }
   for (size_t i = 0; i < rep->elements && rc == 0; i++) {
     const redisReply *e = rep->element[i];
     char token[ST_SHARE_TOKEN_LEN + 1];

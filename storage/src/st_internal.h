@@ -49,5 +49,11 @@ int st__fail(st_redis *r, const redisReply *rep, const char *what);
  * strings). Returns 0, or NIMBUS_EREDIS for a lost connection or an error
  * reply. */
 int st__cmd_ok(st_redis *r, int argc, const char **argv);
+/* The members of sorted set `key` whose score is at most until_ms, lowest
+ * first, at most `max` of them (a queue's due entries, an index's ended
+ * ones): 0 with *out, an array reply the caller frees; or NIMBUS_EREDIS
+ * (*out NULL; `what`, e.g. "ended shares", names them in the error). */
+int st__due(st_redis *r, const char *key, int64_t until_ms, size_t max,
+            const char *what, redisReply **out);
 
 #endif

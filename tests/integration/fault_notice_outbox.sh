@@ -13,17 +13,7 @@ export NIMBUS_TEST_FAULT=dispatch:committed:share.create
 nb_stack_up 1
 unset NIMBUS_TEST_FAULT
 
-declare -A PW SD
-for t in bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals bob alice
 # bob's session subscribes once, then he goes offline.
 as bob nb_agent ping >/dev/null || nb_fail "bob's ping"
 

@@ -243,3 +243,22 @@ nb_terminal() {
   out=$(nb_stack terminal "$NB_DIR" "$id") || nb_fail "scripts/stack terminal $id failed"
   eval "$out"
 }
+
+# nb_terminals ID...: nb_terminal for each, remembering each account for
+# `as`; the last one stays the default terminal.
+declare -A NB_PW NB_SD
+nb_terminals() {
+  local t
+  for t in "$@"; do
+    nb_terminal "$t"
+    NB_PW[$t]=$NIMBUS_PASSWORD
+    NB_SD[$t]=$NIMBUS_STATE_DIR
+  done
+}
+
+# as ID CMD...: runs CMD as terminal ID (one of nb_terminals').
+as() {
+  local t=$1
+  shift
+  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${NB_PW[$t]} NIMBUS_STATE_DIR=${NB_SD[$t]} "$@"
+}

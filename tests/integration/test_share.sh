@@ -18,18 +18,7 @@ source "$(dirname "$0")/lib.sh"
 NIMBUS_WORKER_FLAGS="--blob-ttl-ms 8000 --share-max-expires-ms 600000" \
   nb_stack_up 2
 
-declare -A PW SD
-for t in carol dave bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-# as T CMD...: CMD as terminal T (alice is the default).
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals carol dave bob alice
 code() { jget "$1" 'r["code"]'; }
 # "CODE ERROR" of a reply.
 ce() { jget "$1" 'str(r["code"]) + " " + r.get("error", "")'; }

@@ -11,17 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 2
 
-declare -A PW SD
-for t in bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals bob alice
 # The blob's file in the store, and its size.
 blob_file() { echo "$NB_DIR/blobs/blobs/${1:0:2}/$1"; }
 file_size() { stat -c %s "$(blob_file "$1")"; }
