@@ -273,8 +273,8 @@ int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
   return rc;
 }
 
-int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size) {
-  if (wk_blobs_readable(c, &hex, 1, size, NULL) != 0)
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size, bool *granted) {
+  if (wk_blobs_readable(c, &hex, 1, size, granted) != 0)
     return wk_redis_down(c);
   if (*size < 0)
     return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
@@ -745,7 +745,7 @@ static int h_blob_get(wk_ctx *c) {
                  sizeof c->error) != 0)
     return 400;
   int64_t readable = -1;
-  if ((code = wk_blob_need(c, hex, &readable)) != 0)
+  if ((code = wk_blob_need(c, hex, &readable, NULL)) != 0)
     return code;
   uint64_t size = (uint64_t)readable;
   if ((uint64_t)off > size)

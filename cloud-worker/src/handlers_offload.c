@@ -239,7 +239,7 @@ static int resolve_input(wk_ctx *c, offload_io *io, char in_hex[65]) {
     if (code != 0)
       return code;
     int64_t size = -1;
-    if ((code = wk_blob_need(c, in_hex, &size)) != 0)
+    if ((code = wk_blob_need(c, in_hex, &size, NULL)) != 0)
       return code;
     io->in_blob = true;
     io->in_size = (uint64_t)size;

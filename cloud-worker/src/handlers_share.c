@@ -536,7 +536,7 @@ static int h_share_create(wk_ctx *c) {
   uint8_t raw[32];
   int64_t expires_in = share_cfg.max_expires_ms, max_downloads = 0, size = -1,
           stored = -1;
-  bool replace = false, queue = false;
+  bool replace = false, queue = false, granted = false;
   char(*to)[65] = NULL;
   size_t nto = 0;
   const char **tov = NULL;
@@ -575,7 +575,7 @@ static int h_share_create(wk_ctx *c) {
   if ((code = arg_to(c, &to, &nto)) != 0)
     goto out;
 
-  if ((code = wk_blob_need(c, hex, &size)) != 0)
+  if ((code = wk_blob_need(c, hex, &size, &granted)) != 0)
     goto out;
   int64_t now = nb_now_ms();
   if (st_share_name_lookup(c->redis, c->terminal, name, name_len, old_token) !=
@@ -626,7 +626,11 @@ static int h_share_create(wk_ctx *c) {
                      .nto = nto};
   if (st_share_create_effect(c->effect, &sn,
                              old_token[0] != '\0' ? &old : NULL) != 0 ||
-      (queue && st_blob_pack_queue_effect(c->effect, hex, now) != 0)) {
+      (queue && st_blob_pack_queue_effect(c->effect, hex, now) != 0) ||
+      /* A blob it may read only through a grant (a share it got) becomes
+       * its own: its share outlives the grant, and so must its own right
+       * to fetch it (an owner's get grants nothing). */
+      (granted && st_blob_access_effect(c->effect, c->terminal, hex) != 0)) {
     code = oom(c);
     goto out;
   }

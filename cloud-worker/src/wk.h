@@ -217,9 +217,10 @@ int wk_disk_error(wk_ctx *c, const char *what);
  * objects): returns 0 and sets *size to the size of blob `hex` when the
  * task's terminal may read it (it uploaded it, or a snapshot of its own,
  * a live share it got, a live result of its own task or a published agent
- * package refers to it); else returns 404 (the same answer as for a blob
- * that does not exist) or 503 (Redis down) after wk_fail. */
-int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size);
+ * package refers to it), and *granted (may be NULL) to whether that right
+ * is such a grant only, not its own; else returns 404 (the same answer as
+ * for a blob that does not exist) or 503 (Redis down) after wk_fail. */
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size, bool *granted);
 /* The same check for n blobs at once (blob.has, backup.commit): sets
  * sizes[i] (caller storage) to the size of blob names[i] when the task's
  * terminal may read it, else to -1, and granted[i] (may be NULL) to

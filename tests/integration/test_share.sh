@@ -6,8 +6,9 @@
 # max_downloads 2 lets exactly two of three terminals asking at once get
 # it; expiry and revoke end both share.get and blob.get; an ended share
 # releases its blob, which the janitor then collects; blob.has counts a
-# blob bob may read through a share as present, so his backup of the
-# fetched file sends nothing and restores after the share ended; every bad input
+# blob a terminal may read through a share as present, so a backup or a
+# share of the fetched file sends nothing and outlives the share; every
+# bad input
 # gets its 400/404/409; the same task id twice makes one share. A JPEG
 # made here gets a thumbnail (256 px on the long side) that its addressee
 # fetches with --thumbnail, another terminal may not read, nobody may once
@@ -95,22 +96,32 @@ nb_assert_eq 404 "$(code "$r")" "bob's blob.get after revoke"
 r=$(call share.revoke "{\"token\": \"$tokA\"}")
 nb_assert_eq 404 "$(code "$r")" "revoke twice"
 
-# ---- blob.has counts what a share lets bob read: a backup of the fetched
-# file sends nothing, and restores after the share has ended ---------------
+# ---- blob.has counts what a share lets a terminal read: dave's backup of
+# the fetched file sends nothing and restores after the share ended; bob's
+# share of it sends nothing, and he may still fetch his own share then ----
 head -c 70000 /dev/urandom >kept.bin
-s=$(nb_agent share kept.bin --to bob) || nb_fail "share kept.bin"
+s=$(nb_agent share kept.bin --to bob,dave) || nb_fail "share kept.bin"
+ktok=$(jget "$s" 'r["token"]')
 kblob=$(jget "$s" 'r["blob"]')
-as bob nb_agent fetch "$(jget "$s" 'r["token"]')" bob/ >/dev/null || nb_fail "fetch kept.bin"
-r=$(as bob call blob.has "{\"blobs\": [\"$kblob\"]}")
-nb_assert_eq 0 "$(jget "$r" 'len(r["result"]["missing"])')" "bob's blob.has, shared"
+mkdir dave
+for t in bob dave; do
+  as "$t" nb_agent fetch "$ktok" "$t/" >/dev/null || nb_fail "$t's fetch of kept.bin"
+  r=$(as "$t" call blob.has "{\"blobs\": [\"$kblob\"]}")
+  nb_assert_eq 0 "$(jget "$r" 'len(r["result"]["missing"])')" "$t's blob.has, shared"
+done
 r=$(as carol call blob.has "{\"blobs\": [\"$kblob\"]}")
 nb_assert_eq "$kblob" "$(jget "$r" '" ".join(r["result"]["missing"])')" "carol's blob.has"
-out=$(cd bob && as bob nb_agent backup kept.bin) || nb_fail "bob's backup of the fetched file"
-nb_assert_eq "1 0 0" "$(jf "$out" items blobs_uploaded bytes_sent)" "bob's backup sent nothing"
-nb_agent unshare "$(jget "$s" 'r["token"]')" >/dev/null || nb_fail "unshare kept.bin"
-(cd bob && as bob nb_agent restore --snapshot "$(jf "$out" snapshot)" restored >/dev/null) ||
-  nb_fail "bob's restore after the revoke"
-cmp kept.bin bob/restored/kept.bin || nb_fail "bob's restored bytes differ"
+out=$(cd dave && as dave nb_agent backup kept.bin) || nb_fail "dave's backup of the fetched file"
+nb_assert_eq "1 0 0" "$(jf "$out" items blobs_uploaded bytes_sent)" "dave's backup sent nothing"
+(cd bob && as bob nb_agent share kept.bin --name kept-again >/dev/null) ||
+  nb_fail "bob's share of the fetched file"
+nb_agent unshare "$ktok" >/dev/null || nb_fail "unshare kept.bin"
+(cd dave && as dave nb_agent restore --snapshot "$(jf "$out" snapshot)" restored >/dev/null) ||
+  nb_fail "dave's restore after the revoke"
+cmp kept.bin dave/restored/kept.bin || nb_fail "dave's restored bytes differ"
+as bob nb_agent fetch bob/kept-again bob/again.bin >/dev/null ||
+  nb_fail "bob's fetch of his own share after the revoke"
+cmp kept.bin bob/again.bin || nb_fail "bob's own share's bytes differ"
 
 # ---- max_downloads 2, three terminals at the same instant -----------------
 s=$(nb_agent share photo.jpg --name two --max-downloads 2) || nb_fail "share two"
