@@ -82,6 +82,15 @@ nb_assert_eq "for-carol:carol photo.jpg:bob" \
   "alice's shares"
 r=$(as bob call share.list '{"inbox": true}')
 nb_assert_eq "$tokA" "$(jget "$r" '" ".join(s["token"] for s in r["result"]["shares"])')" "bob's inbox"
+# The same through `nimbus-agent shares` (one JSON object a line on a
+# pipe: own shares, then the inbox), and unshare of what is not one's own.
+names() { python3 -c 'import json, sys
+print(" ".join(sorted(j["name"] + ":" + ",".join(j.get("to", ["-"])) for j in map(json.loads, sys.stdin) if j)))'; }
+nb_assert_eq "for-carol:carol photo.jpg:bob" "$(nb_agent shares | names)" "alice's shares (CLI)"
+nb_assert_eq "photo.jpg:-" "$(as bob nb_agent shares | names)" "bob's shares (CLI)"
+rc=0
+as bob nb_agent unshare "$tokA" >/dev/null 2>&1 || rc=$?
+nb_assert_eq 1 "$rc" "bob's unshare of alice's share"
 
 # ---- revoke ends share.get and blob.get ---------------------------------
 r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
