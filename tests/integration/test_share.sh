@@ -7,8 +7,8 @@
 # it; expiry and revoke end both share.get and blob.get; an ended share
 # releases its blob, which the janitor then collects; blob.has counts a
 # blob a terminal may read through a share as present, so a backup or a
-# share of the fetched file sends nothing and outlives the share; every
-# bad input
+# share of the fetched file sends nothing and outlives the share; the
+# library's typed share calls answer as the cloud does; every bad input
 # gets its 400/404/409; the same task id twice makes one share. A JPEG
 # made here gets a thumbnail (256 px on the long side) that its addressee
 # fetches with --thumbnail, another terminal may not read, nobody may once
@@ -228,6 +228,26 @@ rc=0
 as bob nb_agent fetch --thumbnail "$(jget "$s" 'r["token"]')" thumbs/ >/dev/null 2>&1 || rc=$?
 nb_assert_eq 1 "$rc" "fetch --thumbnail of a text"
 
+
+# ---- the library's typed share calls, apart from the CLI (nb-blob) --------
+NBB=$NIMBUS_BIN/nb-blob
+out=$("$NBB" share "$blob" lib.bin bob) || nb_fail "nimbus_share_create: $out"
+ltok=$(cut -d' ' -f2 <<<"$out")
+nb_assert_eq "ok $ltok -" "$out" "nimbus_share_create"
+nb_assert_eq "error ECONFLICT 409" "$("$NBB" share "$blob" lib.bin || true)" \
+  "nimbus_share_create of a name taken"
+nb_assert_eq "ok lib.bin $blob 700000 - -1" "$(as bob "$NBB" get "$ltok")" \
+  "nimbus_share_get by bob"
+nb_assert_eq "ok lib.bin $blob 700000 - 1" "$("$NBB" get "$ltok")" \
+  "nimbus_share_get by the owner (bob's download counted)"
+nb_assert_eq "error ENOTFOUND 404" "$(as carol "$NBB" get "$ltok" || true)" \
+  "nimbus_share_get by carol"
+[[ $("$NBB" list) == *" $ltok"* ]] || nb_fail "nimbus_share_list: $("$NBB" list)"
+nb_assert_eq "error ENOTFOUND 404" "$(as bob "$NBB" revoke "$ltok" || true)" \
+  "nimbus_share_revoke by bob"
+nb_assert_eq ok "$("$NBB" revoke "$ltok")" "nimbus_share_revoke"
+nb_assert_eq "error ENOTFOUND 404" "$(as bob "$NBB" get "$ltok" || true)" \
+  "nimbus_share_get after the revoke"
 
 # ---- bad inputs ------------------------------------------------------------
 long=$(printf 'n%.0s' {1..256})
