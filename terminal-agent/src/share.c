@@ -17,20 +17,6 @@
 
 void nimbus_share_opts_init(nimbus_share_opts *o) { memset(o, 0, sizeof *o); }
 
-/* The error a call returns for a cloud's error code. */
-static int sh_err_of_code(int code) {
-  switch (code) {
-  case 400:
-    return NIMBUS_EINVAL;
-  case 404:
-    return NIMBUS_ENOTFOUND;
-  case 409:
-    return NIMBUS_ECONFLICT;
-  default:
-    return NIMBUS_EIO;
-  }
-}
-
 /* Runs task `type` with the packed args; decodes an ok reply's result map
  * into *res (its zone into *zone, freed by the caller) when res is not
  * NULL. Hands the reply to *reply or frees it. */
@@ -57,7 +43,7 @@ static int sh_run(nimbus_agent *a, const nimbus_share_call *call,
   if (rc != 0)
     return rc;
   if (!bk_reply_ok(r))
-    rc = sh_err_of_code(r->code);
+    rc = bk_err_of_code(r->code);
   else if (res != NULL && !bk_result_map(r, res, zone))
     rc = NIMBUS_EPROTO;
   if (reply != NULL)

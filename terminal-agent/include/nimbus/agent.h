@@ -581,7 +581,8 @@ typedef struct nimbus_offload_result {
  *   unsupported format, 422 corrupt input, 503 the type's module is not
  *   installed or the cloud is unavailable, ...), or the input or output
  *   file could not be read or written (code 0);
- * - NIMBUS_ECONFLICT: the input file changed while it was uploaded;
+ * - NIMBUS_ECONFLICT: the input file changed while it was uploaded; or
+ *   409, the task id was used before for another task;
  * - NIMBUS_EPROTO: a reply that is not what PROTOCOL.md says (no blob, or
  *   bytes without the result's SHA-256);
  * - NIMBUS_ETIMEDOUT, NIMBUS_EREFUSED (the broker refused a task),
