@@ -51,7 +51,7 @@
 
 /* The module's own version: what its output depends on besides libvips's
  * (the cache key holds both, see version below). */
-#define IMG_VERSION "1"
+#define IMG_VERSION "2"
 #define OPS_MAX 32
 #define SIDE_MAX 65535
 #define QUALITY_DEFAULT 85
@@ -481,6 +481,67 @@ static int open_input(img_job *j, VipsAccess access, VipsSourceCustom **src,
                     "the picture is corrupt or truncated: %s", why);
 }
 
+/* The JPEG shrink-on-load factor (1, 2, 4 or 8) for a pipeline whose
+ * first op that changes the picture's size is a thumbnail, after nothing
+ * but autorotate, grayscale or strip (none of which changes the scale
+ * the thumbnail needs: a turn swaps the sides, and the box is square):
+ * the largest power of two that still leaves at least the thumbnail's
+ * size, as vips_thumbnail does. 1: no fast path. */
+static int jpeg_shrink(const img_args *a, int64_t w, int64_t h) {
+  for (size_t i = 0; i < a->nops; i++) {
+    const img_op *op = &a->ops[i];
+    op_kind k = op->def->kind;
+    if (k == OP_AUTOROTATE || k == OP_GRAYSCALE || k == OP_STRIP)
+      continue;
+    if (k != OP_THUMBNAIL)
+      return 1;
+    /* crop none fits the long side into the box; a crop fills it with
+     * the short side. */
+    double side =
+        op->crop == 0 ? (double)(w > h ? w : h) : (double)(w < h ? w : h);
+    double f = side / (double)op->size;
+    int s = 8;
+    while (s > 1 && f < s)
+      s /= 2;
+    return s;
+  }
+  return 1;
+}
+
+/* A picture that a thumbnail shrinks to a fraction: a JPEG's decoder can
+ * do most of the shrinking itself, from its DCT blocks, at a fraction of
+ * the decode's cost (8x: about a tenth of the time of a 12 MP photo). The
+ * input is opened again, the same source rewound, with the factor. *in
+ * (the picture as opened, header read) is replaced; 0 or the reply
+ * code. */
+static int shrink_on_load(img_job *j, const img_args *a, size_t fmt,
+                          VipsSourceCustom **src, VipsImage **in) {
+  if (loaders[fmt].format != FMT_JPEG)
+    return 0;
+  int s = jpeg_shrink(a, vips_image_get_width(*in), vips_image_get_height(*in));
+  if (s == 1)
+    return 0;
+  VipsImage *small = NULL;
+  g_object_unref(*in);
+  *in = NULL;
+  if (vips_source_rewind(VIPS_SOURCE(*src)) == 0)
+    (void)vips_jpegload_source(VIPS_SOURCE(*src), &small, "shrink", s, "access",
+                               a->whole ? VIPS_ACCESS_RANDOM
+                                        : VIPS_ACCESS_SEQUENTIAL,
+                               "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+  if (small == NULL) {
+    char why[200];
+    if (j->in_err != 0)
+      return host->fail(j->c, 500, NULL, "the input could not be read (%s)",
+                        nimbus_strerror(j->in_err));
+    vips_why(why, sizeof why);
+    return host->fail(j->c, 422, "send the picture again, whole",
+                      "the picture is corrupt or truncated: %s", why);
+  }
+  *in = small;
+  return 0;
+}
+
 /* 413 when a picture of w x h is over the limit; `what` says whose. */
 static int check_pixels(wk_ctx *c, int64_t w, int64_t h, const char *what) {
   if (w * h <= lim->max_pixels)
@@ -667,6 +728,8 @@ static int h_process_image(wk_ctx *c) {
             host->task_id(c), loaders[fmt].name, vips_image_get_width(in),
             vips_image_get_height(in), a->nops,
             a->whole ? "random" : "sequential");
+  if ((code = shrink_on_load(&j, a, fmt, &src, &in)) != 0)
+    goto fail;
   cur = in;
   g_object_ref(cur);
   for (size_t i = 0; i < a->nops; i++) {

@@ -11,6 +11,7 @@
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
+#include "st_outbox.h"
 
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -102,39 +103,102 @@ void wk_progress(wk_ctx *c, int64_t done, int64_t total) {
   msgpack_sbuffer_destroy(&out);
 }
 
-/* A notice waiting for its task's commit. */
+/* A notice waiting for its task's commit, recorded in the outbox by the
+ * commit itself (st_outbox.h). */
 typedef struct wk_notice {
   struct wk_notice *next;
   char terminal[65];
+  char id[ST_OUTBOX_ID_MAX + 1]; /* its outbox entry */
   size_t len;
   uint8_t buf[]; /* len bytes */
 } wk_notice;
 
 int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf,
                   size_t len) {
+  unsigned k = 0;
+  for (const wk_notice *o = c->notices; o != NULL; o = o->next)
+    k++;
+  if (c->effect == NULL)
+    return NIMBUS_EINVAL;
   wk_notice *n = malloc(sizeof *n + len);
   if (n == NULL)
     return NIMBUS_ENOMEM;
   nb_strlcpy(n->terminal, terminal, sizeof n->terminal);
   n->len = len;
   memcpy(n->buf, buf, len);
+  int rc = st_outbox_id(n->id, c->terminal, c->task->id, k);
+  if (rc == 0)
+    rc = st_outbox_add_effect(c->effect, n->id, terminal, buf, len,
+                              nb_now_ms() + c->cfg->outbox_grace_ms);
+  if (rc != 0) {
+    free(n);
+    return rc;
+  }
   n->next = c->notices;
   c->notices = n;
   return 0;
 }
 
-/* Publishes the task's notices (in the order they were added). */
-static void send_notices(wk_worker *w, wk_ctx *c) {
+/* Publishes the task's notices (in the order they were added), then drops
+ * the outbox entries of those the client took; the others wait there for
+ * a housekeeping thread (wk_outbox_drain). */
+static void send_notices(wk_worker *w, st_redis *r, wk_ctx *c) {
   wk_notice *rev = NULL;
+  size_t n = 0, sent = 0;
   while (c->notices != NULL) {
-    wk_notice *n = c->notices;
-    c->notices = n->next;
-    n->next = rev;
-    rev = n;
+    wk_notice *x = c->notices;
+    c->notices = x->next;
+    x->next = rev;
+    rev = x;
+    n++;
   }
   c->notices = rev;
-  for (const wk_notice *n = rev; n != NULL; n = n->next)
-    (void)wk_publish_notice(w, n->terminal, n->buf, n->len);
+  if (n == 0)
+    return;
+  const char **ids = calloc(n, sizeof *ids);
+  for (const wk_notice *x = rev; x != NULL; x = x->next)
+    if (wk_publish_notice(w, x->terminal, x->buf, x->len) == 0 && ids != NULL)
+      ids[sent++] = x->id;
+  if (ids != NULL && st_outbox_done(r, ids, sent) != 0)
+    NB_WARN("WK-OUTBOX",
+            "%s/%s: %zu published notices stay in the outbox "
+            "(sent again later): %s",
+            c->terminal, c->task->id, sent, st_redis_errstr(r));
+  free(ids);
+}
+
+int wk_outbox_drain(wk_worker *w, st_redis *r) {
+  enum { BATCH = 64 };
+  st_outbox_item items[BATCH];
+  size_t n = 0, total = 0;
+  int rc = 0;
+  do {
+    /* The lease: time to publish a batch and remove it, else another
+     * worker's turn. */
+    rc = st_outbox_take(r, nb_now_ms(), w->cfg->outbox_grace_ms, BATCH, items,
+                        &n);
+    if (rc != 0) {
+      NB_WARN("WK-OUTBOX", "cannot read the outbox: %s", st_redis_errstr(r));
+      break;
+    }
+    const char *ids[BATCH];
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++)
+      if (wk_publish_notice(w, items[i].to, items[i].msg, items[i].len) == 0)
+        ids[sent++] = items[i].id;
+    if ((rc = st_outbox_done(r, ids, sent)) != 0)
+      NB_WARN("WK-OUTBOX", "published notices stay in the outbox: %s",
+              st_redis_errstr(r));
+    st_outbox_items_free(items, n);
+    total += sent;
+    if (sent < n)
+      break; /* the client refuses: the rest waits for the next round */
+  } while (rc == 0 && n == BATCH);
+  if (total > 0)
+    NB_INFO("WK-OUTBOX", "published %zu notice%s that %s left in the outbox",
+            total, total == 1 ? "" : "s",
+            total == 1 ? "its worker" : "their workers");
+  return rc;
 }
 
 static void ctx_fini(wk_ctx *c) {
@@ -326,10 +390,11 @@ static void run_stateful(thread_state *ts, wk_ctx *c, const wk_handler *h) {
                   "the agent sends the task again by itself", NULL, 0);
     return;
   }
+  wk_fault_point("dispatch:committed", c->type);
   wk_publish(w, c->terminal, ts->out.data, ts->out.size, 1);
   /* After the reply: the effect is committed, so what the notices tell is
    * already there for whoever acts on them. */
-  send_notices(w, c);
+  send_notices(w, ts->redis, c);
   wk_count_final(w, 0);
 }
 

@@ -282,6 +282,7 @@ static int h_backup_commit(wk_ctx *c) {
   msgpack_sbuffer list;
   uint8_t(*raw)[32] = NULL;
   int64_t *sizes = NULL;
+  bool *granted = NULL, mgranted = false;
   msgpack_sbuffer_init(&list);
   int code = arg_label(c, label);
   if (code != 0)
@@ -297,7 +298,7 @@ static int h_backup_commit(wk_ctx *c) {
       return code;
     const char *name = mhex;
     int64_t msize = -1;
-    if (st_blobs_readable(c->redis, c->terminal, &name, 1, &msize) != 0)
+    if (wk_blobs_readable(c, &name, 1, &msize, &mgranted) != 0)
       return wk_redis_down(c);
     if (msize < 0)
       return missing_blobs(c, &name, &msize, 1);
@@ -346,13 +347,13 @@ static int h_backup_commit(wk_ctx *c) {
     goto out;
 
   sizes = malloc((set.nuniq > 0 ? set.nuniq : 1) * sizeof *sizes);
+  granted = malloc((set.nuniq > 0 ? set.nuniq : 1) * sizeof *granted);
   raw = malloc((set.nuniq + 1) * sizeof *raw);
-  if (sizes == NULL || raw == NULL) {
+  if (sizes == NULL || granted == NULL || raw == NULL) {
     code = oom(c);
     goto out;
   }
-  if (st_blobs_readable(c->redis, c->terminal, set.uniq, set.nuniq, sizes) !=
-      0) {
+  if (wk_blobs_readable(c, set.uniq, set.nuniq, sizes, granted) != 0) {
     code = wk_redis_down(c);
     goto out;
   }
@@ -411,6 +412,19 @@ static int h_backup_commit(wk_ctx *c) {
     code = oom(c);
     goto out;
   }
+  /* A blob it may read only through a grant (a share it got) becomes its
+   * own: the snapshot keeps it, and a restore must read it after the
+   * share has ended. */
+  for (size_t i = 0; i < set.nuniq; i++)
+    if (granted[i] &&
+        st_blob_access_effect(c->effect, c->terminal, set.uniq[i]) != 0) {
+      code = oom(c);
+      goto out;
+    }
+  if (mgranted && st_blob_access_effect(c->effect, c->terminal, mhex) != 0) {
+    code = oom(c);
+    goto out;
+  }
   msgpack_pack_map(&c->pk, 3);
   wk_pack_str(&c->pk, "snapshot");
   wk_pack_str(&c->pk, id);
@@ -420,6 +434,7 @@ out:
   msgpack_sbuffer_destroy(&list);
   free(raw);
   free(sizes);
+  free(granted);
   item_set_fini(&set);
   if (mzone != NULL)
     msgpack_zone_free(mzone);

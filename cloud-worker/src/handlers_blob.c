@@ -100,7 +100,9 @@ int wk_disk_error(wk_ctx *c, const char *what) {
  * test can stop it exactly inside a window that no signal sent from
  * outside can hit reliably (between a commit's move into the store and
  * its record). Unset, which it is in production, it costs one string
- * comparison against NULL. Points: "blob.commit:moved". */
+ * comparison against NULL. Points: "blob.commit:moved" (handlers_blob.c),
+ * "dispatch:committed:<type>" (dispatch.c: a task's effect committed, its
+ * reply and notices not yet published). */
 
 static const char *fault_want;
 static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
@@ -110,12 +112,18 @@ static void fault_read(void) {
   fault_want = v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-static void fault_point(const char *point) {
+void wk_fault_point(const char *point, const char *detail) {
   pthread_once(&fault_once, fault_read);
-  if (fault_want == NULL || strcmp(fault_want, point) != 0)
+  if (fault_want == NULL)
+    return;
+  size_t n = strlen(point);
+  if (strncmp(fault_want, point, n) != 0 ||
+      (detail == NULL
+           ? fault_want[n] != '\0'
+           : fault_want[n] != ':' || strcmp(fault_want + n + 1, detail) != 0))
     return;
   NB_ERROR("WK-FAULT", "NIMBUS_TEST_FAULT=%s: the worker kills itself here",
-           point);
+           fault_want);
   raise(SIGKILL);
 }
 
@@ -214,35 +222,59 @@ static int upload_get(wk_ctx *c, const char *up, st_upload *u) {
   return 0;
 }
 
-/* Sets *size to the blob's size when the task's terminal may read it, else
- * to -1; 0 or NIMBUS_EREDIS. */
-static int blob_readable(wk_ctx *c, const char *hex, int64_t *size) {
-  const char *name = hex;
-  *size = -1;
-  if (st_blobs_readable(c->redis, c->terminal, &name, 1, size) != 0)
-    return NIMBUS_EREDIS;
-  if (*size >= 0)
+int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
+                      int64_t *sizes, bool *granted) {
+  if (granted != NULL)
+    memset(granted, 0, n * sizeof *granted);
+  if (n == 0)
     return 0;
+  if (st_blobs_readable(c->redis, c->terminal, names, n, sizes) != 0)
+    return NIMBUS_EREDIS;
   /* Or through a share this terminal got, or a result of its own task,
    * while it lives: checked on every read (st_share.h, st_result.h); or
    * it is a published agent package's, which every terminal may read
-   * while it is published (st_agent.h). */
+   * while it is published (st_agent.h). Only for blobs that exist: most
+   * names a terminal asks about that it may not read are new content. */
+  size_t nother = 0;
+  for (size_t i = 0; i < n; i++)
+    nother += sizes[i] < 0;
+  if (nother == 0)
+    return 0;
+  const char **other = malloc(nother * sizeof *other);
+  int64_t *osize = malloc(nother * sizeof *osize);
+  size_t *at = malloc(nother * sizeof *at);
+  int rc = other != NULL && osize != NULL && at != NULL ? 0 : NIMBUS_ENOMEM;
+  for (size_t i = 0, k = 0; rc == 0 && i < n; i++)
+    if (sizes[i] < 0) {
+      at[k] = i;
+      other[k++] = names[i];
+    }
+  if (rc == 0 && st_blobs_size(c->redis, other, nother, osize) != 0)
+    rc = NIMBUS_EREDIS;
   int64_t now = nb_now_ms();
-  bool granted = false, exists = false;
-  uint64_t sz = 0;
-  if (st_share_grant_check(c->redis, c->terminal, hex, now, &granted) != 0 ||
-      (!granted &&
-       st_result_grant_check(c->redis, c->terminal, hex, now, &granted) != 0) ||
-      (!granted && st_agent_blob_published(c->redis, hex, &granted) != 0) ||
-      (granted && st_blob_meta_get(c->redis, hex, &exists, &sz) != 0))
-    return NIMBUS_EREDIS;
-  if (granted && exists)
-    *size = (int64_t)sz;
-  return 0;
+  for (size_t k = 0; rc == 0 && k < nother; k++) {
+    bool ok = false;
+    if (osize[k] < 0)
+      continue;
+    if (st_share_grant_check(c->redis, c->terminal, other[k], now, &ok) != 0 ||
+        (!ok && st_result_grant_check(c->redis, c->terminal, other[k], now,
+                                      &ok) != 0) ||
+        (!ok && st_agent_blob_published(c->redis, other[k], &ok) != 0))
+      rc = NIMBUS_EREDIS;
+    else if (ok) {
+      sizes[at[k]] = osize[k];
+      if (granted != NULL)
+        granted[at[k]] = true;
+    }
+  }
+  free(other);
+  free(osize);
+  free(at);
+  return rc;
 }
 
-int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size) {
-  if (blob_readable(c, hex, size) != 0)
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size, bool *granted) {
+  if (wk_blobs_readable(c, &hex, 1, size, granted) != 0)
     return wk_redis_down(c);
   if (*size < 0)
     return wk_fail(c, 404, "upload it first (blob.put, blob.commit)",
@@ -634,7 +666,7 @@ static int h_blob_commit(wk_ctx *c) {
   }
   /* From here until the dispatcher records the effect, a crash leaves the
    * blob in the store and the upload verified: commit_stored. */
-  fault_point("blob.commit:moved");
+  wk_fault_point("blob.commit:moved", NULL);
   code = commit_record(c, up, whole, u.size, (const uint8_t(*)[ST_SEGSUM])sums,
                        nsegs);
 out:
@@ -654,9 +686,9 @@ static int h_blob_has(wk_ctx *c) {
   size_t n = arr->via.array.size;
   const char **names = calloc(n > 0 ? n : 1, sizeof *names);
   char(*copies)[65] = calloc(n > 0 ? n : 1, sizeof *copies);
-  bool *may = calloc(n > 0 ? n : 1, sizeof *may);
+  int64_t *sizes = calloc(n > 0 ? n : 1, sizeof *sizes);
   int code = 0;
-  if (names == NULL || copies == NULL || may == NULL) {
+  if (names == NULL || copies == NULL || sizes == NULL) {
     code = wk_fail(c, 500, NULL, "the worker is out of memory");
     goto out;
   }
@@ -674,21 +706,23 @@ static int h_blob_has(wk_ctx *c) {
     copies[i][64] = '\0';
     names[i] = copies[i];
   }
-  if (st_blob_access(c->redis, c->terminal, names, n, may) != 0) {
+  /* Present: what this terminal may read, by the one check blob.get
+   * makes, so a file it fetched through a share is not sent again. */
+  if (wk_blobs_readable(c, names, n, sizes, NULL) != 0) {
     code = wk_redis_down(c);
     goto out;
   }
   size_t nmissing = 0;
   for (size_t i = 0; i < n; i++)
-    nmissing += !may[i];
+    nmissing += sizes[i] < 0;
   msgpack_pack_map(&c->pk, 1);
   wk_pack_str(&c->pk, "missing");
   msgpack_pack_array(&c->pk, nmissing);
   for (size_t i = 0; i < n; i++)
-    if (!may[i])
+    if (sizes[i] < 0)
       wk_pack_str(&c->pk, names[i]);
 out:
-  free(may);
+  free(sizes);
   free(copies);
   free(names);
   return code;
@@ -711,7 +745,7 @@ static int h_blob_get(wk_ctx *c) {
                  sizeof c->error) != 0)
     return 400;
   int64_t readable = -1;
-  if ((code = wk_blob_need(c, hex, &readable)) != 0)
+  if ((code = wk_blob_need(c, hex, &readable, NULL)) != 0)
     return code;
   uint64_t size = (uint64_t)readable;
   if ((uint64_t)off > size)

@@ -276,7 +276,7 @@ static int resolve_input(wk_ctx *c, offload_io *io, char in_hex[65]) {
     if (code != 0)
       return code;
     int64_t size = -1;
-    if ((code = wk_blob_need(c, in_hex, &size)) != 0)
+    if ((code = wk_blob_need(c, in_hex, &size, NULL)) != 0)
       return code;
     io->in_blob = true;
     io->in_size = (uint64_t)size;
@@ -320,68 +320,140 @@ static int store_output(wk_ctx *c, offload_io *io, const char *key,
   return rc != 0 ? wk_redis_down(c) : 0;
 }
 
+/* The part every run shares, process.* task or not: looks c's request (its
+ * type and args, on io's input) up in the cache and on a miss runs module
+ * m's handler `fn` (its thread state `mstate`) and stores the output; adds
+ * c's terminal's read grant to c's effect. *r names the output (caller
+ * storage, st_result_fini), *cached tells whether it came from the cache
+ * and *inline_out (may stay NULL) is the output when small and just made,
+ * borrowed from io->out. io->out is the caller's to free. Returns 0 or a
+ * reply code after wk_fail. */
+static int run(wk_ctx *c, wk_module *m, wk_handler_fn fn, void *mstate,
+               offload_io *io, const char *in_hex, st_result *r, bool *cached,
+               const uint8_t **inline_out) {
+  char key[65];
+  memset(r, 0, sizeof *r);
+  *cached = false;
+  *inline_out = NULL;
+  if (cache_key(c, m, in_hex, key) != 0)
+    return wk_fail(c, 400, NULL, "args has too many keys");
+  int64_t t0 = nb_now_ms();
+  if (st_result_get(c->redis, key, r) != 0)
+    return wk_redis_down(c);
+  *cached = r->exists;
+  if (!*cached) {
+    char upload[SC_ID_MAX + 5], out_hex[65];
+    snprintf(upload, sizeof upload, "out.%s", c->task->id);
+    if (st_blob_writer_new(c->blobs, c->terminal, upload,
+                           (uint64_t)ocfg.lim.max_output, &io->out) != 0)
+      return wk_fail(c, 500, NULL, "the worker is out of memory");
+    void *saved = c->tstate;
+    c->tstate = mstate;
+    c->offload = io;
+    int code = fn(c);
+    c->offload = NULL;
+    c->tstate = saved;
+    if (code == 0)
+      code = store_output(c, io, key, r, out_hex);
+    if (code != 0)
+      return code;
+    /* A small output comes inline from the writer's buffer, unless an
+     * earlier task's entry (the same request) won the race. */
+    if (strcmp(r->blob, out_hex) == 0)
+      *inline_out = st_blob_writer_small(io->out);
+  }
+  int64_t now = nb_now_ms();
+  if (st_result_grant_effect(c->effect, c->terminal, r->key, r->blob,
+                             now + c->cfg->result_ttl_ms, now) != 0)
+    return wk_fail(c, 500, NULL, "the worker is out of memory");
+  NB_INFO("WK-OFFLOAD", "%s %s/%s: %s in %lld ms, %llu bytes out", c->type,
+          c->terminal, c->task->id,
+          *cached ? "answered from the cache" : "computed",
+          (long long)(now - t0), (unsigned long long)r->size);
+  return 0;
+}
+
+static int module_unavailable(wk_ctx *c, const char *why) {
+  return wk_fail(c, 503,
+                 "another worker may serve it; else the operator installs "
+                 "the module",
+                 "%s", why);
+}
+
 static int h_offload(wk_ctx *c) {
   wk_module *m = wk_module_of(c->type);
   char why[512];
   wk_handler_fn fn = NULL;
   void *mstate = NULL;
-  if (m == NULL ||
-      !wk_module_get(m, c, c->tstate, &fn, &mstate, why, sizeof why))
-    return wk_fail(c, 503,
-                   "another worker may serve it; else the operator installs "
-                   "the module",
-                   "%s", m != NULL ? why : "no module serves this type");
+  if (m == NULL)
+    return module_unavailable(c, "no module serves this type");
+  if (!wk_module_get(m, c, c->tstate, &fn, &mstate, why, sizeof why))
+    return module_unavailable(c, why);
   offload_io io;
   memset(&io, 0, sizeof io);
-  char in_hex[65], key[65];
+  char in_hex[65];
   int code = resolve_input(c, &io, in_hex);
   if (code != 0)
     return code;
-  if (cache_key(c, m, in_hex, key) != 0)
-    return wk_fail(c, 400, NULL, "args has too many keys");
-  int64_t t0 = nb_now_ms();
   st_result r;
-  if (st_result_get(c->redis, key, &r) != 0)
-    return wk_redis_down(c);
-  bool cached = r.exists;
+  bool cached = false;
   const uint8_t *inline_out = NULL;
-  if (!cached) {
-    char upload[SC_ID_MAX + 5], out_hex[65];
-    snprintf(upload, sizeof upload, "out.%s", c->task->id);
-    if (st_blob_writer_new(c->blobs, c->terminal, upload,
-                           (uint64_t)ocfg.lim.max_output, &io.out) != 0)
-      return wk_fail(c, 500, NULL, "the worker is out of memory");
-    void *saved = c->tstate;
-    c->tstate = mstate;
-    c->offload = &io;
-    code = fn(c);
-    c->offload = NULL;
-    c->tstate = saved;
-    if (code == 0)
-      code = store_output(c, &io, key, &r, out_hex);
-    if (code != 0) {
-      st_blob_writer_free(io.out);
-      st_result_fini(&r);
-      return code;
-    }
-    /* A small output comes inline from the writer's buffer, unless an
-     * earlier task's entry (the same request) won the race. */
-    if (strcmp(r.blob, out_hex) == 0)
-      inline_out = st_blob_writer_small(io.out);
-  }
-  int64_t now = nb_now_ms();
-  code = pack_result(c, &r, cached, inline_out);
-  if (code == 0 &&
-      st_result_grant_effect(c->effect, c->terminal, r.key, r.blob,
-                             now + c->cfg->result_ttl_ms, now) != 0)
-    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+  code = run(c, m, fn, mstate, &io, in_hex, &r, &cached, &inline_out);
   if (code == 0)
-    NB_INFO("WK-OFFLOAD", "%s %s/%s: %s in %lld ms, %llu bytes out", c->type,
-            c->terminal, c->task->id,
-            cached ? "answered from the cache" : "computed",
-            (long long)(now - t0), (unsigned long long)r.size);
+    code = pack_result(c, &r, cached, inline_out);
   st_blob_writer_free(io.out);
   st_result_fini(&r);
+  return code;
+}
+
+int wk_offload_blob(wk_ctx *c, void **mods, const char *type,
+                    const msgpack_object *args, const char in_hex[65],
+                    uint64_t in_size, st_result *out) {
+  memset(out, 0, sizeof *out);
+  wk_module *m = wk_module_of(type);
+  char why[512];
+  wk_handler_fn fn = NULL;
+  void *mstate = NULL;
+  if (m == NULL)
+    return module_unavailable(c, "no module serves this type on this worker");
+  if (*mods == NULL && wk_modules_thread_init(mods) != 0)
+    return wk_fail(c, 500, NULL, "the worker is out of memory");
+  if (!wk_module_get(m, c, *mods, &fn, &mstate, why, sizeof why))
+    return module_unavailable(c, why);
+  if ((int64_t)in_size > ocfg.lim.max_input)
+    return wk_fail(c, 413, NULL,
+                   "the input is %llu bytes; this cloud processes at most "
+                   "%lld",
+                   (unsigned long long)in_size, (long long)ocfg.lim.max_input);
+  offload_io io;
+  memset(&io, 0, sizeof io);
+  io.in_blob = true;
+  io.in_size = in_size;
+  if (nb_unhex32(in_hex, io.in_raw) != 0)
+    return wk_fail(c, 400, NULL, "%s is not a blob name", in_hex);
+  /* The run sees a task of `type` with `args` and a result map of its
+   * own: c's stay as they are. */
+  wk_ctx sub = *c;
+  sub.type = type;
+  sub.args = args;
+  sub.data = NULL;
+  sub.data_len = 0;
+  sub.has_data = false;
+  msgpack_sbuffer_init(&sub.result);
+  msgpack_packer_init(&sub.pk, &sub.result, msgpack_sbuffer_write);
+  bool cached = false;
+  const uint8_t *inline_out = NULL;
+  int code = run(&sub, m, fn, mstate, &io, in_hex, out, &cached, &inline_out);
+  c->notices = sub.notices;
+  if (code != 0) {
+    nb_strlcpy(c->error, sub.error, sizeof c->error);
+    nb_strlcpy(c->help, sub.help, sizeof c->help);
+    st_result_fini(out);
+    memset(out, 0, sizeof *out);
+  }
+  free(sub.data);
+  msgpack_sbuffer_destroy(&sub.result);
+  st_blob_writer_free(io.out);
   return code;
 }
 

@@ -31,15 +31,30 @@
  * terminal would wait twice as long for its token. Its stored_size
  * shows in share.get and share.list seconds later.
  *
- * Not here (issue 12): thumbnails, which come with the image offload
- * module. */
+ * A picture (a type the image module reads: JPEG, PNG, WebP, TIFF, GIF,
+ * HEIF, AVIF) gets a thumbnail, 256 px on the long side, JPEG, turned
+ * upright first when its type carries an orientation, made here while the
+ * terminal waits: through the offload machinery (wk_offload_blob, the
+ * same run, cache and output blob as a process.image task with those
+ * ops), so the image module is loaded on demand and nothing of libvips is
+ * in this family. The JPEG decoder shrinks on load, so a 12 MP photo
+ * takes a few tens of ms (README, Measured), less than its upload; a
+ * PNG or TIFF is decoded whole, still bounded by max_pixels. The share
+ * holds a reference on the thumbnail as on its blob, and whoever gets the
+ * share may read it while the share lives (st_share.h). A worker without
+ * the image module, or a picture the module refuses, makes the share
+ * without a thumbnail (a WK-SHARE-THUMB line says why): a thumbnail never
+ * fails a share, but task.cancel or a lost claim during it do. A video's
+ * poster frame will come the same way. */
 #include "wk.h"
 
 #include "nb_log.h"
 #include "nb_util.h"
 #include "nimbus/errors.h"
 #include "st_backup.h"
+#include "st_result.h"
 #include "st_share.h"
+#include "wk_modules.h"
 
 #include <magic.h>
 #include <stdlib.h>
@@ -55,6 +70,9 @@
 /* The largest blob compressed by share.create itself (ST_BLOB_TRIAL: what
  * a trial would read anyway); larger ones go to the janitors. */
 #define PACK_HERE_MAX ST_BLOB_TRIAL
+/* A thumbnail's long side, px. */
+#define THUMB_SIDE 256
+#define THUMB_QUALITY 80
 
 typedef struct share_config {
   int64_t max_expires_ms;
@@ -229,7 +247,7 @@ static int queue_notice(wk_ctx *c, const char *to, const char *token,
 static void pack_get(wk_ctx *c, const st_share *s) {
   bool own = strcmp(s->owner, c->terminal) == 0;
   msgpack_packer *pk = &c->pk;
-  msgpack_pack_map(pk, own ? 11 : 9);
+  msgpack_pack_map(pk, (own ? 11 : 9) + (s->thumb[0] != '\0'));
   pack_kv_str(pk, "token", s->token, strlen(s->token));
   pack_kv_str(pk, "name", s->name, strlen(s->name));
   pack_kv_str(pk, "owner", s->owner, strlen(s->owner));
@@ -239,6 +257,8 @@ static void pack_get(wk_ctx *c, const st_share *s) {
   pack_kv_str(pk, "blob", s->blob, strlen(s->blob));
   wk_pack_kv_int(pk, "created", s->created);
   wk_pack_kv_int(pk, "expires_at", s->expires_at);
+  if (s->thumb[0] != '\0')
+    pack_kv_str(pk, "thumbnail", s->thumb, 64);
   if (own) {
     wk_pack_kv_int(pk, "max_downloads", s->max_downloads);
     wk_pack_kv_int(pk, "downloads", s->downloads);
@@ -252,6 +272,7 @@ static void pack_get(wk_ctx *c, const st_share *s) {
 typedef struct share_thread {
   magic_t magic;
   bool tried; /* magic_open/magic_load ran (magic NULL: they failed) */
+  void *mods; /* the offload modules' state on this thread (thumbnails) */
 } share_thread;
 
 static int share_thread_init(void **tstate) {
@@ -263,6 +284,7 @@ static void share_thread_fini(void *tstate) {
   share_thread *t = tstate;
   if (t->magic != NULL)
     magic_close(t->magic);
+  wk_modules_thread_fini(t->mods);
   free(t);
 }
 
@@ -415,17 +437,106 @@ static int share_stored(wk_ctx *c, const uint8_t raw[32], const char *hex,
   return 0;
 }
 
+/* ---- Thumbnails ---------------------------------------------------------- */
+
+/* The picture types process.image reads, and whether they may carry an
+ * orientation to turn the thumbnail upright by. */
+static const struct {
+  const char *mime;
+  bool oriented;
+} pictures[] = {
+    {"image/jpeg", true}, {"image/png", false}, {"image/webp", false},
+    {"image/tiff", true}, {"image/gif", false}, {"image/heif", true},
+    {"image/heic", true}, {"image/avif", true},
+};
+
+/* The process.image arguments of a share's thumbnail into *args (a map
+ * packed into sb, unpacked into up: both the caller's to destroy). */
+static int thumb_args(bool oriented, msgpack_sbuffer *sb, msgpack_unpacked *up,
+                      const msgpack_object **args) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 3);
+  wk_pack_str(&pk, "ops");
+  msgpack_pack_array(&pk, oriented ? 2 : 1);
+  if (oriented) {
+    msgpack_pack_map(&pk, 1);
+    pack_kv_str(&pk, "op", "autorotate", 10);
+  }
+  msgpack_pack_map(&pk, 2);
+  pack_kv_str(&pk, "op", "thumbnail", 9);
+  wk_pack_kv_int(&pk, "size", THUMB_SIDE);
+  pack_kv_str(&pk, "format", "jpeg", 4);
+  wk_pack_kv_int(&pk, "quality", THUMB_QUALITY);
+  if (msgpack_unpack_next(up, sb->data, sb->size, NULL) !=
+      MSGPACK_UNPACK_SUCCESS)
+    return NIMBUS_ENOMEM;
+  *args = &up->data;
+  return 0;
+}
+
+/* Makes the thumbnail of picture `hex` (`size` bytes, of type `mime`)
+ * into thumb[65] ("" when it is not a picture or none could be made: a
+ * log line says why). Returns 0, or 499/500 after wk_fail when the task
+ * was cancelled or lost its claim meanwhile (the share then fails as any
+ * task would). */
+static int share_thumbnail(wk_ctx *c, const char *hex, int64_t size,
+                           const char *mime, char thumb[65]) {
+  thumb[0] = '\0';
+  size_t k = 0, n = sizeof pictures / sizeof pictures[0];
+  while (k < n && strcmp(pictures[k].mime, mime) != 0)
+    k++;
+  share_thread *t = c->tstate;
+  if (k == n || size <= 0 || t == NULL)
+    return 0;
+  msgpack_sbuffer sb;
+  msgpack_unpacked up;
+  msgpack_sbuffer_init(&sb);
+  msgpack_unpacked_init(&up);
+  const msgpack_object *args = NULL;
+  st_result r;
+  memset(&r, 0, sizeof r);
+  int64_t t0 = nb_mono_ms();
+  int code = thumb_args(pictures[k].oriented, &sb, &up, &args);
+  if (code == 0)
+    code = wk_offload_blob(c, &t->mods, "process.image", args, hex,
+                           (uint64_t)size, &r);
+  else
+    code = wk_fail(c, 500, NULL, "the worker is out of memory");
+  msgpack_unpacked_destroy(&up);
+  msgpack_sbuffer_destroy(&sb);
+  if (code == 0) {
+    nb_strlcpy(thumb, r.blob, 65);
+    NB_DEBUG("WK-SHARE-THUMB", "%s/%s: thumbnail %s of %s in %lld ms",
+             c->terminal, c->task->id, thumb, hex,
+             (long long)(nb_mono_ms() - t0));
+    st_result_fini(&r);
+    return 0;
+  }
+  int stop = wk_checkpoint(c);
+  if (stop == NIMBUS_ECANCELED)
+    return wk_fail(c, 499, NULL, "share.create was cancelled by task.cancel");
+  if (stop != 0)
+    return wk_fail(c, 500, NULL, "the task's claim lapsed");
+  NB_INFO("WK-SHARE-THUMB",
+          "%s/%s: share of %s (%s) made without a "
+          "thumbnail: %d %s",
+          c->terminal, c->task->id, hex, mime, code, c->error);
+  c->error[0] = c->help[0] = '\0';
+  return 0;
+}
+
 /* ---- share.create -------------------------------------------------------- */
 
 static int h_share_create(wk_ctx *c) {
   const char *name = NULL, *mime_s = NULL;
   size_t name_len = 0, mime_len = 0;
   char hex[65], mime[ST_SHARE_MIME_MAX + 1], token[ST_SHARE_TOKEN_LEN + 1],
-      old_token[ST_SHARE_TOKEN_LEN + 1];
+      old_token[ST_SHARE_TOKEN_LEN + 1], thumb[65] = "";
   uint8_t raw[32];
   int64_t expires_in = share_cfg.max_expires_ms, max_downloads = 0, size = -1,
           stored = -1;
-  bool replace = false, queue = false;
+  bool replace = false, queue = false, granted = false;
   char(*to)[65] = NULL;
   size_t nto = 0;
   const char **tov = NULL;
@@ -464,7 +575,7 @@ static int h_share_create(wk_ctx *c) {
   if ((code = arg_to(c, &to, &nto)) != 0)
     goto out;
 
-  if ((code = wk_blob_need(c, hex, &size)) != 0)
+  if ((code = wk_blob_need(c, hex, &size, &granted)) != 0)
     goto out;
   int64_t now = nb_now_ms();
   if (st_share_name_lookup(c->redis, c->terminal, name, name_len, old_token) !=
@@ -484,7 +595,8 @@ static int h_share_create(wk_ctx *c) {
     goto out;
   }
   if ((sniff && (code = sniff_mime(c, raw, size, mime)) != 0) ||
-      (code = share_stored(c, raw, hex, size, mime, &stored, &queue)) != 0)
+      (code = share_stored(c, raw, hex, size, mime, &stored, &queue)) != 0 ||
+      (code = share_thumbnail(c, hex, size, mime, thumb)) != 0)
     goto out;
   if (st_share_token_new(token) != 0) {
     code = wk_fail(c, 500, NULL, "the worker has no source of randomness");
@@ -503,6 +615,7 @@ static int h_share_create(wk_ctx *c) {
                      .owner = c->terminal,
                      .blob = hex,
                      .mime = mime,
+                     .thumb = thumb[0] != '\0' ? thumb : NULL,
                      .name = name,
                      .name_len = name_len,
                      .size = size,
@@ -513,7 +626,11 @@ static int h_share_create(wk_ctx *c) {
                      .nto = nto};
   if (st_share_create_effect(c->effect, &sn,
                              old_token[0] != '\0' ? &old : NULL) != 0 ||
-      (queue && st_blob_pack_queue_effect(c->effect, hex, now) != 0)) {
+      (queue && st_blob_pack_queue_effect(c->effect, hex, now) != 0) ||
+      /* A blob it may read only through a grant (a share it got) becomes
+       * its own: its share outlives the grant, and so must its own right
+       * to fetch it (an owner's get grants nothing). */
+      (granted && st_blob_access_effect(c->effect, c->terminal, hex) != 0)) {
     code = oom(c);
     goto out;
   }
@@ -524,7 +641,7 @@ static int h_share_create(wk_ctx *c) {
       code = oom(c);
       goto out;
     }
-  msgpack_pack_map(&c->pk, 7);
+  msgpack_pack_map(&c->pk, thumb[0] != '\0' ? 8 : 7);
   pack_kv_str(&c->pk, "token", token, strlen(token));
   pack_kv_str(&c->pk, "name", name, name_len);
   pack_kv_str(&c->pk, "owner", c->terminal, strlen(c->terminal));
@@ -532,6 +649,8 @@ static int h_share_create(wk_ctx *c) {
   wk_pack_kv_int(&c->pk, "stored_size", stored);
   pack_kv_str(&c->pk, "mime", mime, strlen(mime));
   wk_pack_kv_int(&c->pk, "expires_at", expires_at);
+  if (thumb[0] != '\0')
+    pack_kv_str(&c->pk, "thumbnail", thumb, 64);
 out:
   st_share_fini(&old);
   free(tov);
@@ -592,7 +711,7 @@ static int h_share_get(wk_ctx *c) {
 /* ---- share.list ---------------------------------------------------------- */
 
 static void pack_item(msgpack_packer *pk, const st_share *s, bool own) {
-  msgpack_pack_map(pk, own ? 12 : 8);
+  msgpack_pack_map(pk, own ? 12 + (s->thumb[0] != '\0') : 8);
   pack_kv_str(pk, "token", s->token, strlen(s->token));
   pack_kv_str(pk, "name", s->name, strlen(s->name));
   pack_kv_str(pk, "owner", s->owner, strlen(s->owner));
@@ -604,6 +723,8 @@ static void pack_item(msgpack_packer *pk, const st_share *s, bool own) {
   if (!own)
     return;
   pack_kv_str(pk, "blob", s->blob, strlen(s->blob));
+  if (s->thumb[0] != '\0')
+    pack_kv_str(pk, "thumbnail", s->thumb, 64);
   wk_pack_kv_int(pk, "max_downloads", s->max_downloads);
   wk_pack_kv_int(pk, "downloads", s->downloads);
   wk_pack_str(pk, "to");

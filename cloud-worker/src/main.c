@@ -60,6 +60,11 @@ static const nb_opt own_options[] = {
      "how long a blob nothing refers to (no snapshot) is kept before it is "
      "collected",
      offsetof(wk_config, blob_ttl_ms), 1000, INT64_C(31536000000), NULL},
+    {"outbox_grace_ms", NB_OPT_INT, "10000",
+     "a notice of a committed task that its worker did not publish (it "
+     "died first) is published by another worker this long after the "
+     "commit",
+     offsetof(wk_config, outbox_grace_ms), 100, 3600000, NULL},
     {"max_inflight", NB_OPT_INT, "64",
      "tasks a terminal may have queued or running at this worker "
      "(advertised by ping); one more is answered 429 with retry_after",

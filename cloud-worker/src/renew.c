@@ -198,6 +198,7 @@ static void *renew_main(void *arg) {
     if (r != NULL) {
       renew_live(w, r);
       run_ticks(w, r);
+      (void)wk_outbox_drain(w, r);
       if (nb_mono_ms() >= next_types) {
         wk_monitor_publish(w, atomic_load(&w->draining) ? "stopping" : "up");
         refresh_types(w, r);

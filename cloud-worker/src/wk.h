@@ -57,6 +57,7 @@ typedef struct wk_config {
   int64_t result_ttl_ms;
   int64_t upload_ttl_ms;
   int64_t blob_ttl_ms;
+  int64_t outbox_grace_ms; /* a notice left in the outbox is sent after */
   int64_t max_inflight;
   int64_t queue; /* per pool */
   char *data_dir;
@@ -148,6 +149,29 @@ const wk_offload_limits *wk_offload_limits_get(void);
  * the worker was installed into. Call once, before the config is loaded. */
 void wk_offload_locate_modules(void);
 
+/* The offload machinery for the other families (share.create's
+ * thumbnails): runs the module serving `type` ("process.image") as part of
+ * task c, on stored blob in_hex of in_size bytes (the caller checked that
+ * c's terminal may read it: wk_blob_need) with arguments `args` (a map,
+ * borrowed), exactly as a task of that type would run: through the result
+ * cache, the output stored as a blob and kept as a result for result_ttl,
+ * and c's terminal granted the right to read it, that grant appended to
+ * c->effect (committed with c's reply, required to find the result's
+ * entry still there, so the output blob lives at least until then).
+ * c's own type, args and result map are left as they are. `mods` is the
+ * calling thread's slot for the modules' thread state: NULL at first,
+ * made here, released with wk_modules_thread_fini (wk_modules.h) when the
+ * thread ends. Returns 0 with *out (caller storage, st_result_fini) naming
+ * the output blob, its size and the module's properties (packed map);
+ * else a reply code with c->error (and c->help) filled, *out empty: 503
+ * when no module serves `type` here or it does not load, the module's own
+ * 4xx for its input, 413 over offload_max_input, 499 on task.cancel, 500
+ * when the claim lapsed or the disk failed. */
+struct st_result;
+int wk_offload_blob(wk_ctx *c, void **mods, const char *type,
+                    const msgpack_object *args, const char in_hex[65],
+                    uint64_t in_size, struct st_result *out);
+
 /* Options of the built-in families that other files read. */
 extern int64_t wk_blob_max_bytes; /* handlers_blob.c: blob_max_bytes */
 /* handlers_share.c: share_zstd_level, for the janitor's compression of
@@ -174,6 +198,12 @@ int wk_checkpoint(wk_ctx *c);
  * state-changing types only. Returns 0 or NIMBUS_ENOMEM. */
 int wk_notice_add(wk_ctx *c, const char *terminal, const void *buf, size_t len);
 
+/* Tests only: with NIMBUS_TEST_FAULT=<point> (or <point>:<detail> when
+ * detail is not NULL, e.g. the task's type) in the environment, SIGKILLs
+ * the worker when it reaches `point` (handlers_blob.c lists them); else
+ * nothing. */
+void wk_fault_point(const char *point, const char *detail);
+
 /* Publishes a progress reply (QoS 0) for the task. */
 void wk_progress(wk_ctx *c, int64_t done, int64_t total);
 
@@ -191,9 +221,18 @@ int wk_disk_error(wk_ctx *c, const char *what);
  * objects): returns 0 and sets *size to the size of blob `hex` when the
  * task's terminal may read it (it uploaded it, or a snapshot of its own,
  * a live share it got, a live result of its own task or a published agent
- * package refers to it); else returns 404 (the same answer as for a blob
- * that does not exist) or 503 (Redis down) after wk_fail. */
-int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size);
+ * package refers to it), and *granted (may be NULL) to whether that right
+ * is such a grant only, not its own; else returns 404 (the same answer as
+ * for a blob that does not exist) or 503 (Redis down) after wk_fail. */
+int wk_blob_need(wk_ctx *c, const char *hex, int64_t *size, bool *granted);
+/* The same check for n blobs at once (blob.has, backup.commit): sets
+ * sizes[i] (caller storage) to the size of blob names[i] when the task's
+ * terminal may read it, else to -1, and granted[i] (may be NULL) to
+ * whether that right is a grant only (a share, a result, a published
+ * package), not the terminal's own access to it. Returns 0, NIMBUS_EREDIS
+ * or NIMBUS_ENOMEM. */
+int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
+                      int64_t *sizes, bool *granted);
 /* True when `s` (n bytes) is a blob name: 64 lowercase hex characters. */
 bool wk_is_blob_name(const char *s, size_t n);
 /* Reads the required blob name args.<key> into hex[65] and, when raw is

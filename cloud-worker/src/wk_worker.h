@@ -177,10 +177,24 @@ void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
  * Returns 0, or NIMBUS_EMQTT when Paho refused it (logged). */
 int wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
                       size_t len);
+<<<<<<< HEAD
 /* Makes the MQTT session (no connection yet) from the filters and the
  * monitor topic; before any of the worker's threads start. 0 or an error
  * with a sentence in err. */
 int wk_session_make(wk_worker *w, char *err, size_t errcap);
+=======
+/* ---- dispatch.c: the notice outbox ----------------------------------------
+ */
+
+/* Publishes the notices in the outbox (st_outbox.h) that are due (their
+ * worker did not publish them within outbox_grace_ms of the commit: it
+ * died, or its client refused), in batches, each taken under a lease of
+ * outbox_grace_ms, and removes those the client took. On the
+ * housekeeping thread, with its connection `r`. Returns 0 or
+ * NIMBUS_EREDIS (logged). */
+int wk_outbox_drain(wk_worker *w, st_redis *r);
+
+>>>>>>> sharethumb
 /* Connects, subscribes and waits (bounded) for every SUBACK. */
 int wk_session_start(wk_worker *w, char *err, size_t errcap);
 /* Leaves the shared groups (bounded wait). */

@@ -324,6 +324,13 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t size, const uint8_t sha256[32], uint64_t seg,
                          int64_t ttl_ms);
 
+/* Appends to `t` lasting read access for `terminal` to blob `hex` (64
+ * hex), as a commit of its bytes would give it, required to find the
+ * blob's metadata still there: for a blob the terminal may read now
+ * through a grant (a share it got) that a record of its own (a snapshot)
+ * is to keep. Returns 0, NIMBUS_EINVAL or NIMBUS_ENOMEM. */
+int st_blob_access_effect(st_txn *t, const char *terminal, const char *hex);
+
 /* Appends to `t` the effect of a commit of blob `blob` (its SHA-256): the
  * blob's metadata (size and the `nsegs` segment sums of `sums`), read
  * access for `terminal`, the upload marked committed (its bitmap dropped;

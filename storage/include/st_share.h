@@ -17,12 +17,16 @@
  * instant; the owner's own gets never count. A terminal that got a share
  * holds a grant on its blob (nb:sgrant:<terminal>), which blob.get checks
  * together with the share's record on every read (st_share_grant_check):
- * the right ends the moment the share ends, with nothing cached.
+ * the right ends the moment the share ends, with nothing cached. A
+ * picture's share may name a thumbnail, another blob it holds a reference
+ * on as it does on its blob; whoever gets the share (its owner too) holds
+ * a grant on the thumbnail the same way, and the sweep releases both.
  *
  * Keys (prefix nb:; a name appears only as its SHA-256, so no byte of it
  * ever shapes a key):
  *   nb:share:<token>                 hash {owner, name, blob, mime, size,
- *                                    created, expires_at, max, to, revoked}
+ *                                    created, expires_at, max, to, revoked,
+ *                                    thumb (a picture's thumbnail, hex)}
  *   nb:share:<token>:got             set of terminals whose download counted
  *   nb:share:<token>:to              set of the addressees (when `to`)
  *   nb:shares:<owner>                sorted set (score 0) of members
@@ -77,6 +81,7 @@ typedef struct st_share {
   char name[ST_SHARE_NAME_MAX + 1];
   char blob[65];
   char mime[ST_SHARE_MIME_MAX + 1];
+  char thumb[65]; /* the thumbnail blob, hex; "" when none */
   int64_t size, created, expires_at;
   /* st_share_take and st_share_list only: the bytes its blob takes in
    * the store (nb:blob:<hex> stored; `size` while that is not recorded:
@@ -112,7 +117,8 @@ int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
  * either `terminal` owns it, or it is for `terminal` (no addressees, or
  * `terminal` among them) and `terminal`'s download already counted or
  * fewer than max_downloads terminals have one, counts `terminal`'s
- * download (once: not the owner's) together with its grant on the blob,
+ * download (once: not the owner's) together with its grant on the blob
+ * (and on the thumbnail, the owner's too),
  * and fills *out (caller storage, without `to` and `got`; release with
  * st_share_fini) with exists true, and its blob's stored size (a second
  * round trip). Otherwise changes nothing and sets
@@ -131,7 +137,8 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
 /* What a new share holds; everything borrowed. */
 typedef struct st_share_new {
   const char *token, *owner, *blob, *mime;
-  const char *name; /* name_len bytes, checked by the caller */
+  const char *thumb; /* the thumbnail blob (hex), or NULL */
+  const char *name;  /* name_len bytes, checked by the caller */
   size_t name_len;
   int64_t size, created, expires_at, max_downloads;
   const char *const *to; /* distinct valid terminal ids, or NULL */
@@ -140,14 +147,14 @@ typedef struct st_share_new {
 
 /* Appends to `t` the creation of share `s`: the record, its addressees,
  * its index entries, its name and its expiry, and one reference on its
- * blob, the whole effect required to find the blob's metadata still there
- * and the token unused. `old` (may be NULL) is the share the owner's name
- * pointed to when the handler looked (st_share_name_lookup, then
- * st_share_read): with `old` NULL the name must still be free at commit;
- * with `old` given the name must still point to it, and when its record
- * exists and is not revoked it is ended (revoked) in the same effect
- * (replace), required to be still there. A condition that
- * fails makes st_task_commit return NIMBUS_ECONFLICT, nothing applied. */
+ * blob (and on its thumbnail, when s->thumb), the whole effect required
+ * to find the blobs' metadata still there and the token unused. `old` (may be
+ * NULL) is the share the owner's name pointed to when the handler looked
+ * (st_share_name_lookup, then st_share_read): with `old` NULL the name must
+ * still be free at commit; with `old` given the name must still point to it,
+ * and when its record exists and is not revoked it is ended (revoked) in the
+ * same effect (replace), required to be still there. A condition that fails
+ * makes st_task_commit return NIMBUS_ECONFLICT, nothing applied. */
 int st_share_create_effect(st_txn *t, const st_share_new *s,
                            const st_share *old);
 
@@ -171,9 +178,9 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
 
 /* The janitor's step: releases up to `max` shares that ended by now_ms
  * (expired or revoked): the record, its sets, its index entries, its name
- * when it still points to it, the grants on its blob, and its reference
- * on the blob, which becomes a candidate of the collector. Each share goes
- * in one script that first checks it has ended, so workers racing for the
+ * when it still points to it, the grants on its blob and thumbnail, and
+ * its references on them, which become candidates of the collector. Each share
+ * goes in one script that first checks it has ended, so workers racing for the
  * same share release it once. *released (may be NULL) counts them. */
 int st_share_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released);
 

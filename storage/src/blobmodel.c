@@ -219,6 +219,23 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
   return rc;
 }
 
+int st_blob_access_effect(st_txn *t, const char *terminal, const char *hex) {
+  char meta[KEY_CAP], acc[KEY_CAP], readers[KEY_CAP];
+  int a = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
+  if (strlen(hex) != 64 || a < 0 || (size_t)a >= sizeof acc)
+    return NIMBUS_EINVAL;
+  snprintf(meta, sizeof meta, "nb:blob:%s", hex);
+  snprintf(readers, sizeof readers, "nb:blob:%s:readers", hex);
+  const char *c1[3] = {"SADD", acc, hex};
+  const char *c2[3] = {"SADD", readers, terminal};
+  int rc = st_txn_require(t, meta);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c1, NULL);
+  if (rc == 0)
+    rc = st_txn_add(t, 3, c2, NULL);
+  return rc;
+}
+
 int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
                             const uint8_t blob[32], uint64_t size,
                             const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
@@ -549,29 +566,20 @@ int st_blob_sums_get(st_redis *r, const char *hex, uint64_t first,
 
 int st_blob_gc_candidates(st_redis *r, int64_t cutoff_ms, size_t max,
                           char (*out)[65], size_t *n) {
-  char cut[24], lim[24];
   *n = 0;
-  snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
-  snprintf(lim, sizeof lim, "%zu", max);
-  const char *argv[7] = {"ZRANGEBYSCORE", "nb:gc", "-inf", cut,
-                         "LIMIT",         "0",     lim};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, "unexpected answer listing unreferenced blobs");
-  } else {
-    for (size_t i = 0; i < rep->elements && *n < max; i++) {
-      redisReply *e = rep->element[i];
-      if (e->type != REDIS_REPLY_STRING || e->len != 64)
-        continue;
-      memcpy(out[*n], e->str, 64);
-      out[(*n)++][64] = '\0';
-    }
+  redisReply *rep = NULL;
+  int rc = st__due(r, "nb:gc", cutoff_ms, max, "unreferenced blobs", &rep);
+  if (rc != 0)
+    return rc;
+  for (size_t i = 0; i < rep->elements && *n < max; i++) {
+    const redisReply *e = rep->element[i];
+    if (e->type != REDIS_REPLY_STRING || e->len != 64)
+      continue;
+    memcpy(out[*n], e->str, 64);
+    out[(*n)++][64] = '\0';
   }
   freeReplyObject(rep);
-  return rc;
+  return 0;
 }
 
 /* KEYS: nb:gc, meta, sums, readers, gone, committing, segs (the sums of

@@ -779,6 +779,25 @@ int st__fail(st_redis *r, const redisReply *rep, const char *what) {
   return NIMBUS_EREDIS;
 }
 
+int st__due(st_redis *r, const char *key, int64_t until_ms, size_t max,
+            const char *what, redisReply **out) {
+  char until[24], lim[24], msg[96];
+  snprintf(until, sizeof until, "%lld", (long long)until_ms);
+  snprintf(lim, sizeof lim, "%zu", max);
+  const char *argv[7] = {"ZRANGEBYSCORE", key, "-inf", until,
+                         "LIMIT",         "0", lim};
+  *out = cmd_argv(r, 7, argv, NULL);
+  if (*out == NULL)
+    return NIMBUS_EREDIS;
+  if ((*out)->type == REDIS_REPLY_ARRAY)
+    return 0;
+  snprintf(msg, sizeof msg, "unexpected answer listing %s", what);
+  int rc = st__fail(r, *out, msg);
+  freeReplyObject(*out);
+  *out = NULL;
+  return rc;
+}
+
 int st__cmd_ok(st_redis *r, int argc, const char **argv) {
   redisReply *rep = cmd_argv(r, argc, argv, NULL);
   if (rep == NULL)

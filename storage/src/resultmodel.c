@@ -295,22 +295,14 @@ static int sweep_one(st_redis *r, const char *key, const char *now,
 }
 
 int st_result_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released) {
-  char now[24], lim[24];
+  char now[24];
   if (released != NULL)
     *released = 0;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  snprintf(lim, sizeof lim, "%zu", max);
-  const char *argv[7] = {"ZRANGEBYSCORE", EXPIRY, "-inf", now,
-                         "LIMIT",         "0",    lim};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, "unexpected answer listing expired results");
-    freeReplyObject(rep);
+  redisReply *rep = NULL;
+  int rc = st__due(r, EXPIRY, now_ms, max, "expired results", &rep);
+  if (rc != 0)
     return rc;
-  }
   for (size_t i = 0; i < rep->elements && rc == 0; i++) {
     const redisReply *e = rep->element[i];
     char key[65];

@@ -108,8 +108,8 @@ static int64_t num_of(const redisReply *e) {
 /* The fields every script returns first, in this order. */
 #define FIELDS                                                                 \
   "'owner', 'name', 'blob', 'mime', 'size', 'created', 'expires_at', "         \
-  "'max', 'revoked'"
-#define NFIELDS 9
+  "'max', 'revoked', 'thumb'"
+#define NFIELDS 10
 
 static void fill(st_share *s, const char *token, redisReply **e) {
   s->exists = true;
@@ -124,6 +124,9 @@ static void fill(st_share *s, const char *token, redisReply **e) {
   s->max_downloads = num_of(e[7]);
   s->revoked =
       e[8]->type == REDIS_REPLY_STRING && e[8]->len == 1 && e[8]->str[0] == '1';
+  copy_str(s->thumb, sizeof s->thumb, e[9]);
+  if (strlen(s->thumb) != 64)
+    s->thumb[0] = '\0';
 }
 
 /* An array reply of terminal ids into a new array (*out, *n). */
@@ -192,8 +195,8 @@ out:
 static st_script read_script =
     ST_SCRIPT("local h = redis.call('HMGET', KEYS[1], " FIELDS ")\n"
               "if not h[1] then return {} end\n"
-              "h[10] = redis.call('SMEMBERS', KEYS[3])\n"
-              "h[11] = redis.call('SMEMBERS', KEYS[2])\n"
+              "h[11] = redis.call('SMEMBERS', KEYS[3])\n"
+              "h[12] = redis.call('SMEMBERS', KEYS[2])\n"
               "return h\n");
 
 static int share_keys(const char *token, char rec[KEY_CAP], char got[KEY_CAP],
@@ -253,13 +256,15 @@ int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
 
 /* ---- share.get: check and count in one step -------------------------------
  * KEYS: record, got, to, the terminal's grants. ARGV: terminal, now,
- * token. Returns {0}, or {1, fields..., downloads}. */
+ * token. Returns {0}, or {1, fields..., downloads}. Whoever gets a share
+ * with a thumbnail, its owner too (who did not upload the thumbnail),
+ * holds a grant on the thumbnail. */
 static st_script take_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], " FIELDS ", 'to')\n"
     "if not h[1] or h[9] == '1' then return {0} end\n"
     "if tonumber(h[7]) <= tonumber(ARGV[2]) then return {0} end\n"
     "if h[1] ~= ARGV[1] then\n"
-    "  if h[10] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0"
+    "  if h[11] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0"
     " then return {0} end\n"
     "  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then\n"
     "    local max = tonumber(h[8])\n"
@@ -269,8 +274,11 @@ static st_script take_script = ST_SCRIPT(
     "    redis.call('ZADD', KEYS[4], 0, h[3] .. '.' .. ARGV[3])\n"
     "  end\n"
     "end\n"
+    "if h[10] and h[10] ~= '' then\n"
+    "  redis.call('ZADD', KEYS[4], 0, h[10] .. '.' .. ARGV[3])\n"
+    "end\n"
     "return {1, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9],"
-    " redis.call('SCARD', KEYS[2])}\n");
+    " h[10], redis.call('SCARD', KEYS[2])}\n");
 
 int st_share_take(st_redis *r, const char *token, const char *terminal,
                   int64_t now_ms, st_share *out) {
@@ -385,6 +393,12 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
   snprintf(expires, sizeof expires, "%lld", (long long)s->expires_at);
   snprintf(max, sizeof max, "%lld", (long long)s->max_downloads);
   int rc = st_txn_require(t, meta);
+  bool thumb = s->thumb != NULL && s->thumb[0] != '\0';
+  char tmeta[KEY_CAP];
+  if (thumb && keyf(tmeta, "nb:blob:%.64s%s", s->thumb, "") != 0)
+    return NIMBUS_EINVAL;
+  if (rc == 0 && thumb)
+    rc = st_txn_require(t, tmeta);
   if (rc == 0)
     rc = st_txn_forbid(t, rec);
   if (rc == 0 && old == NULL)
@@ -406,22 +420,32 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
       rc = add(t, 4, due);
   }
   const char *ref[4] = {"HINCRBY", meta, "refs", "1"};
-  const char *hset[20] = {
-      "HSET",  rec,    "owner",   s->owner, "name",
-      s->name, "blob", s->blob,   "mime",   s->mime,
-      "size",  size,   "created", created,  "expires_at",
-      expires, "max",  max,       "to",     s->nto > 0 ? "1" : "0"};
-  size_t hlens[20];
+  const char *tref[4] = {"HINCRBY", tmeta, "refs", "1"};
+  const char *hset[22] = {"HSET",       rec,
+                          "owner",      s->owner,
+                          "name",       s->name,
+                          "blob",       s->blob,
+                          "mime",       s->mime,
+                          "size",       size,
+                          "created",    created,
+                          "expires_at", expires,
+                          "max",        max,
+                          "to",         s->nto > 0 ? "1" : "0",
+                          "thumb",      thumb ? s->thumb : ""};
+  int nh = thumb ? 22 : 20;
+  size_t hlens[22];
   /* The name is counted, not NUL-terminated (it borrows from the task). */
-  for (size_t i = 0; i < 20; i++)
+  for (int i = 0; i < nh; i++)
     hlens[i] = i == 5 ? s->name_len : strlen(hset[i]);
   const char *zidx[4] = {"ZADD", idx, "0", member};
   const char *zexp[4] = {"ZADD", "nb:share:expiry", expires, s->token};
   const char *name[4] = {"HSET", nkey, "token", s->token};
   if (rc == 0)
     rc = add(t, 4, ref);
+  if (rc == 0 && thumb)
+    rc = add(t, 4, tref);
   if (rc == 0)
-    rc = st_txn_add(t, 20, hset, hlens);
+    rc = st_txn_add(t, nh, hset, hlens);
   for (size_t i = 0; rc == 0 && i < s->nto; i++) {
     char inbox[KEY_CAP];
     if (keyf(inbox, "nb:shares:in:%s%s", s->to[i], "") != 0)
@@ -465,8 +489,8 @@ static st_script list_script =
               "for i = 1, #KEYS, 3 do\n"
               "  local h = redis.call('HMGET', KEYS[i], " FIELDS ")\n"
               "  if h[1] then\n"
-              "    h[10] = redis.call('SCARD', KEYS[i + 1])\n"
-              "    h[11] = redis.call('SMEMBERS', KEYS[i + 2])\n"
+              "    h[11] = redis.call('SCARD', KEYS[i + 1])\n"
+              "    h[12] = redis.call('SMEMBERS', KEYS[i + 2])\n"
               "    out[#out + 1] = h\n"
               "  else\n"
               "    out[#out + 1] = {}\n"
@@ -571,8 +595,10 @@ out:
 
 /* ---- The janitor's sweep ---------------------------------------------------
  * KEYS: record, got, to, expiry, owner's index, name, blob metadata, nb:gc,
- * then the addressees' indexes, then the grant sets of those who got it.
- * ARGV: token, member, now, blob hex, number of addressees, grant member.
+ * the thumbnail's metadata (the blob's again when there is none), then the
+ * addressees' indexes, then the grant sets of those who got it and the
+ * owner's. ARGV: token, member, now, blob hex, number of addressees, grant
+ * member, thumbnail hex or '', its grant member or ''.
  * The keys found by the read before are exactly those of the share's
  * final state: an ended share gains no addressee and no download (the
  * record's check below makes sure it has ended). Returns 1 when released,
@@ -592,9 +618,16 @@ static st_script sweep_script = ST_SCRIPT(
     "  redis.call('HINCRBY', KEYS[7], 'refs', -1)\n"
     "  redis.call('ZADD', KEYS[8], ARGV[3], ARGV[4])\n"
     "end\n"
+    "if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then\n"
+    "  redis.call('HINCRBY', KEYS[9], 'refs', -1)\n"
+    "  redis.call('ZADD', KEYS[8], ARGV[3], ARGV[7])\n"
+    "end\n"
     "local ni = tonumber(ARGV[5])\n"
-    "for i = 9, 8 + ni do redis.call('ZREM', KEYS[i], ARGV[2]) end\n"
-    "for i = 9 + ni, #KEYS do redis.call('ZREM', KEYS[i], ARGV[6]) end\n"
+    "for i = 10, 9 + ni do redis.call('ZREM', KEYS[i], ARGV[2]) end\n"
+    "for i = 10 + ni, #KEYS do\n"
+    "  redis.call('ZREM', KEYS[i], ARGV[6])\n"
+    "  if ARGV[8] ~= '' then redis.call('ZREM', KEYS[i], ARGV[8]) end\n"
+    "end\n"
     "return 1\n");
 
 /* KEYS: record, expiry. ARGV: token, now. An index entry of a share that
@@ -633,37 +666,45 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     st_share_fini(&s);
     return rc;
   }
-  size_t nkeys = 8 + s.nto + s.ngot;
+  size_t nkeys = 9 + s.nto + s.ngot + 1;
   char(*keys)[KEY_CAP] = calloc(nkeys, sizeof *keys);
-  const char **argv = calloc(3 + nkeys + 6, sizeof *argv);
-  char member[ST_SHARE_MEMBER_LEN + 1], gmember[64 + 1 + 25], nto[24];
+  const char **argv = calloc(3 + nkeys + 8, sizeof *argv);
+  char member[ST_SHARE_MEMBER_LEN + 1], gmember[64 + 1 + 25],
+      tmember[64 + 1 + 25] = "", nto[24];
   if (keys == NULL || argv == NULL) {
     rc = NIMBUS_ENOMEM;
     goto out;
   }
   member_of(member, s.created, s.token);
   snprintf(gmember, sizeof gmember, "%.64s.%s", s.blob, s.token);
+  if (s.thumb[0] != '\0')
+    snprintf(tmember, sizeof tmember, "%.64s.%s", s.thumb, s.token);
   snprintf(nto, sizeof nto, "%zu", s.nto);
   if ((rc = share_keys(s.token, keys[0], keys[1], keys[2])) != 0 ||
       (rc = keyf(keys[4], "nb:shares:%s%s", s.owner, "")) != 0 ||
       (rc = name_key(keys[5], s.owner, s.name, strlen(s.name))) != 0 ||
-      (rc = keyf(keys[6], "nb:blob:%.64s%s", s.blob, "")) != 0)
+      (rc = keyf(keys[6], "nb:blob:%.64s%s", s.blob, "")) != 0 ||
+      (rc = keyf(keys[8], "nb:blob:%.64s%s",
+                 s.thumb[0] != '\0' ? s.thumb : s.blob, "")) != 0)
     goto out;
   nb_strlcpy(keys[3], "nb:share:expiry", KEY_CAP);
   nb_strlcpy(keys[7], "nb:gc", KEY_CAP);
   for (size_t i = 0; i < s.nto && rc == 0; i++)
-    rc = keyf(keys[8 + i], "nb:shares:in:%s%s", s.to[i], "");
+    rc = keyf(keys[9 + i], "nb:shares:in:%s%s", s.to[i], "");
   for (size_t i = 0; i < s.ngot && rc == 0; i++)
-    rc = keyf(keys[8 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
+    rc = keyf(keys[9 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
+  if (rc == 0)
+    rc = keyf(keys[nkeys - 1], "nb:sgrant:%s%s", s.owner, "");
   if (rc != 0)
     goto out;
   for (size_t i = 0; i < nkeys; i++)
     argv[3 + i] = keys[i];
-  const char *tail[6] = {s.token, member, now, s.blob, nto, gmember};
-  for (size_t i = 0; i < 6; i++)
+  const char *tail[8] = {s.token, member,  now,     s.blob,
+                         nto,     gmember, s.thumb, tmember};
+  for (size_t i = 0; i < 8; i++)
     argv[3 + nkeys + i] = tail[i];
   redisReply *rep =
-      st__eval(r, &sweep_script, (int)nkeys, (int)(3 + nkeys + 6), argv, NULL);
+      st__eval(r, &sweep_script, (int)nkeys, (int)(3 + nkeys + 8), argv, NULL);
   if (rep == NULL) {
     rc = NIMBUS_EREDIS;
   } else if (rep->type != REDIS_REPLY_INTEGER) {
@@ -680,22 +721,12 @@ out:
 }
 
 int st_share_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released) {
-  char now[24], lim[24];
   if (released != NULL)
     *released = 0;
-  snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  snprintf(lim, sizeof lim, "%zu", max);
-  const char *argv[7] = {
-      "ZRANGEBYSCORE", "nb:share:expiry", "-inf", now, "LIMIT", "0", lim};
-  redisReply *rep = st__cmd(r, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, "unexpected answer listing ended shares");
-    freeReplyObject(rep);
+  redisReply *rep = NULL;
+  int rc = st__due(r, "nb:share:expiry", now_ms, max, "ended shares", &rep);
+  if (rc != 0)
     return rc;
-  }
   for (size_t i = 0; i < rep->elements && rc == 0; i++) {
     const redisReply *e = rep->element[i];
     char token[ST_SHARE_TOKEN_LEN + 1];

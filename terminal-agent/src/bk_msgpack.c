@@ -3,6 +3,7 @@
  * replies' results with schemas' strict decoder. Built into
  * libnimbus-agent and into the CLI, like bk_pipe.c. */
 #include "bk_pipe.h"
+#include "nimbus/errors.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -59,3 +60,20 @@ bool bk_result_map(const nimbus_reply *r, msgpack_object *out,
 }
 
 bool bk_reply_ok(const nimbus_reply *r) { return strcmp(r->status, "ok") == 0; }
+
+int bk_err_of_code(int code) {
+  switch (code) {
+  case 400:
+    return NIMBUS_EINVAL;
+  case 404:
+    return NIMBUS_ENOTFOUND;
+  case 409:
+    return NIMBUS_ECONFLICT;
+  case 413:
+    return NIMBUS_ETOOBIG;
+  case 499:
+    return NIMBUS_ECANCELED;
+  default:
+    return NIMBUS_EIO;
+  }
+}

@@ -110,5 +110,10 @@ bool bk_result_map(const nimbus_reply *r, msgpack_object *out,
                    msgpack_zone **zone);
 /* True for a reply with status "ok". */
 bool bk_reply_ok(const nimbus_reply *r);
+/* The nimbus_err a library call returns for the cloud's error `code`
+ * (nimbus_offload, nimbus_share_*): 400 NIMBUS_EINVAL, 404
+ * NIMBUS_ENOTFOUND, 409 NIMBUS_ECONFLICT, 413 NIMBUS_ETOOBIG, 499
+ * NIMBUS_ECANCELED, any other NIMBUS_EIO. */
+int bk_err_of_code(int code);
 
 #endif

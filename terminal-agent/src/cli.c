@@ -93,6 +93,10 @@ static const nb_opt cli_table[] = {
             0, 0),
     CLI_OPT(replace, NB_OPT_BOOL, "false",
             "share: replace the share of the same name", 0, 0),
+    CLI_OPT(thumbnail, NB_OPT_BOOL, "false",
+            "fetch: the share's thumbnail (a JPEG, 256 px on the long side, "
+            "of a shared picture) instead of its file",
+            0, 0),
     CLI_OPT(count, NB_OPT_INT, "0",
             "listen: exit after this many notices (0: until Ctrl-C)", 0,
             1000000000),
@@ -167,7 +171,7 @@ static const char cli_usage[] =
     "  share FILE             share a file: prints its token and its\n"
     "                         owner/name address (--to, --expires,\n"
     "                         --max-downloads, --mime, --replace)\n"
-    "  fetch TOKEN|OWNER/NAME [OUT]\n"
+    "  fetch [--thumbnail] TOKEN|OWNER/NAME [OUT]\n"
     "                         download a shared file, verified\n"
     "  shares                 list own shares and those meant for this\n"
     "                         terminal\n"

@@ -61,6 +61,7 @@ typedef struct cli_cfg {
   int64_t max_downloads;
   char *mime;
   bool replace;
+  bool thumbnail; /* fetch: the share's thumbnail, not its file */
   int64_t count;
   /* image (cli_offload.c) */
   char *format;

@@ -43,13 +43,17 @@ const char cli_usage_share[] =
     "Exit status as for nimbus-agent --help.\n";
 
 const char cli_usage_fetch[] =
-    "Usage: nimbus-agent fetch TOKEN | OWNER/NAME [OUT]\n"
+    "Usage: nimbus-agent fetch [--thumbnail] TOKEN | OWNER/NAME [OUT]\n"
     "\n"
     "Gets a share and downloads its file into OUT (a file, or a directory\n"
     "to put it in under the share's name; default: the share's name here),\n"
     "by way of a part file that is renamed only once its SHA-256 matches;\n"
-    "an interrupted fetch resumes. On a pipe (or --json) prints one JSON\n"
-    "object: token, name, owner, size, mime, blob, path.\n"
+    "an interrupted fetch resumes. With --thumbnail it downloads the\n"
+    "share's thumbnail instead: a JPEG, 256 px on the long side, which the\n"
+    "cloud makes of a shared picture (default OUT: NAME.thumb.jpg); a share\n"
+    "that has none (not a picture) is exit status 1. On a pipe (or --json)\n"
+    "prints one JSON object: token, name, owner, size, mime, blob,\n"
+    "thumbnail (when there is one), path.\n"
     "Exit status as for nimbus-agent --help (1: no such share for this\n"
     "terminal, also when it expired, was revoked or used up).\n";
 
@@ -122,12 +126,25 @@ static void sh_date(int64_t ms, char *buf, size_t cap) {
     strftime(buf, cap, "%Y-%m-%d %H:%M", &tm);
 }
 
-/* One task through a pipeline of one; returns CLI_OK with *out (ok or
- * error reply), or the exit status after saying why. */
-static int sh_call(nimbus_agent *a, bk_pipe *p, const char *type,
-                   msgpack_sbuffer *args, nimbus_reply **out) {
-  int rc = bk_pipe_call(p, type, (const uint8_t *)args->data, args->size, out);
-  return rc == 0 ? CLI_OK : cli_call_failed(a, type, rc);
+/* The options of the library's share calls: --timeout, Ctrl-C. */
+static nimbus_share_call sh_opts(const cli_cfg *cfg) {
+  nimbus_share_call c = {.timeout_ms = (int)cfg->timeout, .stop = bk_stopped};
+  return c;
+}
+
+/* The exit status of a share call that returned rc with reply r, after
+ * saying what went wrong. */
+static int sh_status(nimbus_agent *a, const char *type, int rc,
+                     const nimbus_reply *r) {
+  if (r == NULL)
+    return rc == 0 ? CLI_OK : cli_call_failed(a, type, rc);
+  if (!bk_reply_ok(r))
+    return cli_cloud_error(r);
+  if (rc != 0) {
+    fprintf(stderr, "nimbus-agent: %s answered no result\n", type);
+    return CLI_CLOUD_ERROR;
+  }
+  return CLI_OK;
 }
 
 /* ---- Transfers: one blob through the engine ------------------------------ */
@@ -265,80 +282,63 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
     goto out;
   bk_progress_finish(&x.prog);
 
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  /* --to: the comma-separated ids, cut in place in a copy. */
   size_t nto = 0;
-  if (cfg->to[0] != '\0') {
-    nto = 1;
-    for (const char *p = cfg->to; *p != '\0'; p++)
-      nto += *p == ',';
-  }
-  msgpack_pack_map(&pk, 2 + (nto > 0) + (expires > 0) +
-                            (cfg->max_downloads > 0) + (cfg->mime[0] != '\0') +
-                            cfg->replace);
-  bk_pk_kv_str(&pk, "name", name);
-  bk_pk_kv_str(&pk, "blob", x.blob);
-  if (nto > 0) {
-    bk_pk_str(&pk, "to");
-    msgpack_pack_array(&pk, nto);
-    for (const char *p = cfg->to;;) {
-      size_t n = strcspn(p, ",");
-      msgpack_pack_str(&pk, n);
-      msgpack_pack_str_body(&pk, p, n);
-      if (p[n] == '\0')
-        break;
-      p += n + 1;
-    }
-  }
-  if (expires > 0)
-    bk_pk_kv_int(&pk, "expires_in", expires);
-  if (cfg->max_downloads > 0)
-    bk_pk_kv_int(&pk, "max_downloads", cfg->max_downloads);
-  if (cfg->mime[0] != '\0')
-    bk_pk_kv_str(&pk, "mime", cfg->mime);
-  if (cfg->replace) {
-    bk_pk_str(&pk, "replace");
-    msgpack_pack_true(&pk);
-  }
-  nimbus_reply *r = NULL;
-  status = sh_call(a, &pipe, "share.create", &sb, &r);
-  msgpack_sbuffer_destroy(&sb);
-  if (status != CLI_OK)
+  char *tos = strdup(cfg->to);
+  const char **to = calloc(strlen(cfg->to) / 2 + 1, sizeof *to);
+  if (tos == NULL || to == NULL) {
+    free(tos);
+    free(to);
+    status = cli_usage_error("out of memory");
     goto out;
+  }
+  for (char *p = tos; *p != '\0';) {
+    to[nto++] = p;
+    p += strcspn(p, ",");
+    if (*p == ',')
+      *p++ = '\0';
+  }
+  nimbus_share_opts so;
+  nimbus_share_opts_init(&so);
+  so.name = name;
+  so.blob = x.blob;
+  so.mime = cfg->mime[0] != '\0' ? cfg->mime : NULL;
+  so.to = to;
+  so.nto = nto;
+  so.expires_in_ms = expires > 0 ? expires : 0;
+  so.max_downloads = cfg->max_downloads;
+  so.replace = cfg->replace;
+  nimbus_share_call call = sh_opts(cfg);
+  nimbus_share sh;
+  nimbus_reply *r = NULL;
+  rc = nimbus_share_create(a, &so, &call, &sh, &r);
+  free(tos);
+  free(to);
+  status = sh_status(a, "share.create", rc, r);
   msgpack_object res;
   msgpack_zone *z = NULL;
-  if (!bk_reply_ok(r)) {
-    status = cli_cloud_error(r);
-  } else if (!bk_result_map(r, &res, &z)) {
+  if (status == CLI_OK && !bk_result_map(r, &res, &z)) {
     fprintf(stderr, "nimbus-agent: share.create answered no result\n");
     status = CLI_CLOUD_ERROR;
-  } else {
-    char *token = sh_str(sc_map_get(&res, "token"));
-    char *sname = sh_str(sc_map_get(&res, "name"));
-    char *owner = sh_str(sc_map_get(&res, "owner"));
-    char *mime = sh_str(sc_map_get(&res, "mime"));
-    int64_t size = 0, exp = 0, stored = 0;
-    bk_obj_int(sc_map_get(&res, "size"), &size);
-    bk_obj_int(sc_map_get(&res, "stored_size"), &stored);
-    bk_obj_int(sc_map_get(&res, "expires_at"), &exp);
+  } else if (status == CLI_OK) {
     if (sh_table(cfg)) {
       char bytes[32], kept[64] = "", date[64];
-      bk_fmt_bytes(size, bytes, sizeof bytes);
-      if (stored > 0 && stored < size) {
+      bk_fmt_bytes(sh.size, bytes, sizeof bytes);
+      if (sh.stored_size > 0 && sh.stored_size < sh.size) {
         char sb[32];
-        bk_fmt_bytes(stored, sb, sizeof sb);
+        bk_fmt_bytes(sh.stored_size, sb, sizeof sb);
         snprintf(kept, sizeof kept, ", stored compressed in %s", sb);
       }
-      sh_date(exp, date, sizeof date);
+      sh_date(sh.expires_at, date, sizeof date);
       printf("shared %s (%s, %s%s) until %s\n  token:   %s\n  address: "
              "%s/%s\n",
-             sname, bytes, mime, kept, date, token, owner, sname);
+             sh.name, bytes, sh.mime, kept, date, sh.token, sh.owner, sh.name);
+      if (sh.thumbnail[0] != '\0')
+        printf("  thumbnail: nimbus-agent fetch --thumbnail %s\n", sh.token);
     } else {
       cJSON *j = ag_json_from_msgpack(&res);
       char *addr = NULL;
-      if (j != NULL && asprintf(&addr, "%s/%s", owner, sname) >= 0) {
+      if (j != NULL && asprintf(&addr, "%s/%s", sh.owner, sh.name) >= 0) {
         cJSON_AddStringToObject(j, "address", addr);
         cJSON_AddStringToObject(j, "blob", x.blob);
       }
@@ -347,10 +347,6 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
         status = CLI_CLOUD_ERROR;
       cJSON_Delete(j);
     }
-    free(token);
-    free(sname);
-    free(owner);
-    free(mime);
   }
   msgpack_zone_free(z);
   nimbus_reply_free(r);
@@ -419,24 +415,13 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   if (argc < 2 || argc > 3)
     return cli_usage_error("fetch takes TOKEN or OWNER/NAME, and maybe OUT");
   const char *what = argv[1], *slash = strchr(what, '/');
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  char *owner = NULL;
   if (slash != NULL) {
-    if (slash == what || slash[1] == '\0' || strchr(slash + 1, '/') != NULL) {
-      msgpack_sbuffer_destroy(&sb);
+    if (slash == what || slash[1] == '\0' || strchr(slash + 1, '/') != NULL)
       return cli_usage_error("fetch: OWNER/NAME is a terminal id, one '/', "
                              "and the share's name");
-    }
-    msgpack_pack_map(&pk, 2);
-    bk_pk_str(&pk, "owner");
-    msgpack_pack_str(&pk, (size_t)(slash - what));
-    msgpack_pack_str_body(&pk, what, (size_t)(slash - what));
-    bk_pk_kv_str(&pk, "name", slash + 1);
-  } else {
-    msgpack_pack_map(&pk, 1);
-    bk_pk_kv_str(&pk, "token", what);
+    if ((owner = strndup(what, (size_t)(slash - what))) == NULL)
+      return cli_usage_error("out of memory");
   }
   bk_catch_signals();
   nimbus_agent *a = NULL;
@@ -444,31 +429,47 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   bk_pipe pipe;
   int status = sh_open(cfg, &a, &pipe, &xfer);
   if (status != CLI_OK) {
-    msgpack_sbuffer_destroy(&sb);
+    free(owner);
     return status;
   }
   nimbus_reply *r = NULL;
   msgpack_zone *z = NULL;
   char *sname = NULL, *blob = NULL, *base = NULL;
   int dirfd = -1;
-  status = sh_call(a, &pipe, "share.get", &sb, &r);
-  msgpack_sbuffer_destroy(&sb);
-  if (status != CLI_OK)
-    goto out;
+  nimbus_share_call call = sh_opts(cfg);
+  nimbus_share sh;
+  int rc = nimbus_share_get(a, slash == NULL ? what : NULL, owner,
+                            slash != NULL ? slash + 1 : NULL, &call, &sh, &r);
+  free(owner);
   msgpack_object res;
-  if (!bk_reply_ok(r)) {
-    status = cli_cloud_error(r);
+  if ((status = sh_status(a, "share.get", rc, r)) != CLI_OK)
     goto out;
-  }
   if (!bk_result_map(r, &res, &z)) {
     fprintf(stderr, "nimbus-agent: share.get answered no result\n");
     status = CLI_CLOUD_ERROR;
     goto out;
   }
-  int64_t size = -1;
-  sname = sh_str(sc_map_get(&res, "name"));
-  blob = sh_str(sc_map_get(&res, "blob"));
-  bk_obj_int(sc_map_get(&res, "size"), &size);
+  int64_t size = sh.size;
+  sname = strdup(sh.name);
+  if (cfg->thumbnail) {
+    /* Its size is learnt from the cloud's first answer. */
+    size = -1;
+    blob = strdup(sh.thumbnail);
+    char *tname = NULL;
+    if (blob == NULL || blob[0] == '\0' || sname == NULL ||
+        asprintf(&tname, "%s.thumb.jpg", sname) < 0) {
+      fprintf(stderr,
+              "nimbus-agent: the share %s has no thumbnail: the cloud "
+              "makes one of pictures only\n",
+              what);
+      status = CLI_CLOUD_ERROR;
+      goto out;
+    }
+    free(sname);
+    sname = tname;
+  } else {
+    blob = strdup(sh.blob);
+  }
   if ((status = sh_target(argc == 3 ? argv[2] : NULL, sname, &dirfd, &base)) !=
       CLI_OK)
     goto out;
@@ -489,7 +490,7 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   o.on_done = sh_on_done;
   o.on_progress = sh_on_progress;
   o.ctx = &x;
-  int rc = nimbus_blob_download(xfer, &o);
+  rc = nimbus_blob_download(xfer, &o);
   if (rc == 0)
     rc = nimbus_xfer_run(xfer);
   if ((status = sh_xfer_status(&x, rc, sname)) != CLI_OK)
@@ -507,6 +508,9 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   } else {
     full = strdup(base);
   }
+  struct stat got;
+  if (size < 0 && stat(full != NULL ? full : base, &got) == 0)
+    size = (int64_t)got.st_size; /* a thumbnail's, learnt on the way */
   if (sh_table(cfg)) {
     char bytes[32];
     bk_fmt_bytes(size, bytes, sizeof bytes);
@@ -575,60 +579,34 @@ int cli_shares(cli_cfg *cfg, int argc, char **argv) {
   if (status != CLI_OK)
     return status;
   int64_t shown = 0;
-  /* Own shares, then those addressed to this terminal. */
+  nimbus_share_call call = sh_opts(cfg);
+  /* Own shares, then those addressed to this terminal; each row printed
+   * from the result as the cloud sent it (own shares' `to` included). */
   for (int inbox = 0; inbox < 2 && status == CLI_OK; inbox++) {
-    char *cursor = NULL;
-    for (;;) {
-      msgpack_sbuffer sb;
-      msgpack_sbuffer_init(&sb);
-      msgpack_packer pk;
-      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-      msgpack_pack_map(&pk, 2 + (cursor != NULL));
-      bk_pk_kv_int(&pk, "limit", 1000);
-      bk_pk_str(&pk, "inbox");
-      if (inbox)
-        msgpack_pack_true(&pk);
-      else
-        msgpack_pack_false(&pk);
-      if (cursor != NULL)
-        bk_pk_kv_str(&pk, "cursor", cursor);
-      free(cursor);
-      cursor = NULL;
+    char cursor[64] = "";
+    do {
       nimbus_reply *r = NULL;
-      status = sh_call(a, &pipe, "share.list", &sb, &r);
-      msgpack_sbuffer_destroy(&sb);
-      if (status != CLI_OK)
-        break;
+      nimbus_share *page = NULL;
+      size_t n = 0;
+      int rc = nimbus_share_list(a, inbox == 1, NULL, cursor, 1000, &call,
+                                 &page, &n, cursor, &r);
+      free(page);
       msgpack_object res;
       msgpack_zone *z = NULL;
-      const msgpack_object *list = NULL, *next = NULL;
-      if (!bk_reply_ok(r)) {
-        status = cli_cloud_error(r);
-      } else if (bk_result_map(r, &res, &z)) {
+      const msgpack_object *list = NULL;
+      status = sh_status(a, "share.list", rc, r);
+      if (status == CLI_OK && bk_result_map(r, &res, &z))
         list = sc_map_get(&res, "shares");
-        next = sc_map_get(&res, "next_cursor");
-      }
-      if (status == CLI_OK &&
-          (list == NULL || list->type != MSGPACK_OBJECT_ARRAY)) {
-        fprintf(stderr, "nimbus-agent: share.list answered no shares\n");
-        status = CLI_CLOUD_ERROR;
-      }
-      for (uint32_t i = 0; status == CLI_OK && i < list->via.array.size; i++) {
+      for (uint32_t i = 0; list != NULL && i < list->via.array.size; i++) {
         if (table && shown == 0)
           printf("%-24s %-16s %10s %-16s %9s  %s\n", "TOKEN", "OWNER", "SIZE",
                  "EXPIRES", "FETCHED", "NAME");
         sh_row(&list->via.array.ptr[i], table);
         shown++;
       }
-      if (status == CLI_OK && next != NULL &&
-          next->type == MSGPACK_OBJECT_STR && next->via.str.size > 0)
-        cursor = strndup(next->via.str.ptr, next->via.str.size);
       msgpack_zone_free(z);
       nimbus_reply_free(r);
-      if (status != CLI_OK || cursor == NULL)
-        break;
-    }
-    free(cursor);
+    } while (status == CLI_OK && cursor[0] != '\0');
   }
   if (status == CLI_OK && table && shown == 0)
     printf("no shares\n");
@@ -648,18 +626,12 @@ int cli_unshare(cli_cfg *cfg, int argc, char **argv) {
   int status = sh_open(cfg, &a, &pipe, NULL);
   if (status != CLI_OK)
     return status;
+  nimbus_share_call call = sh_opts(cfg);
   for (int i = 1; i < argc; i++) {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    bk_pk_kv_str(&pk, "token", argv[i]);
     nimbus_reply *r = NULL;
-    int st = sh_call(a, &pipe, "share.revoke", &sb, &r);
-    msgpack_sbuffer_destroy(&sb);
-    if (st != CLI_OK) {
-      status = st;
+    int rc = nimbus_share_revoke(a, argv[i], &call, &r);
+    if (r == NULL) {
+      status = sh_status(a, "share.revoke", rc, r);
       break; /* the link, not the share: the rest would fail alike */
     }
     if (!bk_reply_ok(r)) {

@@ -859,22 +859,6 @@ void nimbus_offload_result_fini(nimbus_offload_result *r) {
   r->size = -1;
 }
 
-/* The error nimbus_offload returns for a cloud's error code. */
-static int of_err_of_code(int code) {
-  switch (code) {
-  case 400:
-    return NIMBUS_EINVAL;
-  case 404:
-    return NIMBUS_ENOTFOUND;
-  case 413:
-    return NIMBUS_ETOOBIG;
-  case 499:
-    return NIMBUS_ECANCELED;
-  default:
-    return NIMBUS_EIO;
-  }
-}
-
 /* Takes the final reply: its result into out; 0 for ok (blob and size
  * checked), else the error of its code. *inline_ok: the reply's data is
  * the whole output, verified. */
@@ -893,7 +877,7 @@ static int of_take_reply(of_run *r, const nimbus_reply *rep, bool *inline_ok) {
     out->code = rep->code;
     of_fail(r, "%s", rep->error != NULL ? rep->error : "the task failed");
     nb_strlcpy(out->help, rep->help != NULL ? rep->help : "", sizeof out->help);
-    return of_err_of_code(rep->code);
+    return bk_err_of_code(rep->code);
   }
   msgpack_object res;
   msgpack_zone *z = NULL;

@@ -11,7 +11,8 @@
 # result_ttl; every failure class (400, 404, 413 with the decompression
 # bomb, 415, 422); progress, cancel and ping's p99 while both offload
 # threads blur 12-megapixel pictures; and a worker without the module:
-# 503 for process.image, ping and backups still served.
+# 503 for process.image, ping and backups still served, a picture shared
+# without a thumbnail.
 source "$(dirname "$0")/lib.sh"
 NIMBUS_WORKER_FLAGS="--result-ttl-ms 3000 --blob-ttl-ms 3000
   --offload-max-input 2000000 --offload-max-output 3000000" nb_stack_up 1
@@ -270,6 +271,9 @@ ok grj "320 240 1 jpeg false" pic.png '{"op": "grayscale"}' '"format": "jpeg"'
 # autorotate: orientation 6 turns the 320 x 240 picture upright to
 # 240 x 320, and the tag says upright (1) from then on.
 ok ar "240 320 3 png false" orient.jpg '{"op": "autorotate"}' '"format": "png"'
+# A thumbnail after it: the JPEG decoder shrinks 2x on load (the fast
+# path), and the thumbnail is still of the upright picture.
+ok at "75 100 3 jpeg false" orient.jpg '{"op": "autorotate"}, {"op": "thumbnail", "size": 100}'
 # EXIF: kept through the pipeline, dropped by strip.
 ok ex "160 120 3 jpeg false" orient.jpg '{"op": "resize", "width": 160}'
 ok st "160 120 3 jpeg false" orient.jpg \
@@ -461,5 +465,11 @@ mkdir more && echo "a note" >more/note.txt
 nb_agent backup more >/dev/null 2>backup2.err || nb_fail "backup: $(cat backup2.err)"
 nb_assert_eq 1 "$(jf "$(nb_agent backups --limit 1)" items)" \
   "backups without the module"
+# A picture shared here is shared all the same, without a thumbnail.
+s=$(nb_agent share media/pic.png --name without-module) || nb_fail "share without the module"
+nb_assert_eq "image/png None" "$(jget "$s" 'r["mime"] + " " + str(r.get("thumbnail"))')" \
+  "a share without the module"
+grep -q "WK-SHARE-THUMB .* made without a thumbnail: 503" worker-2/log ||
+  nb_fail "worker 2 did not say why the share has no thumbnail"
 ! grep -q 'WK-MODULE loaded' worker-2/log || nb_fail "worker 2 loaded a module"
 nb_log "ok in $((SECONDS - T0)) s"

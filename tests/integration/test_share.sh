@@ -5,24 +5,21 @@
 # notice reaches a recipient that was offline when the share was made;
 # max_downloads 2 lets exactly two of three terminals asking at once get
 # it; expiry and revoke end both share.get and blob.get; an ended share
-# releases its blob, which the janitor then collects; every bad input
-# gets its 400/404/409; the same task id twice makes one share.
+# releases its blob, which the janitor then collects; blob.has counts a
+# blob a terminal may read through a share as present, so a backup or a
+# share of the fetched file sends nothing and outlives the share; the
+# library's typed share calls answer as the cloud does; every bad input
+# gets its 400/404/409; the same task id twice makes one share. A JPEG
+# made here gets a thumbnail (256 px on the long side) that its addressee
+# fetches with --thumbnail, another terminal may not read, nobody may once
+# the share is revoked, and whose reference the sweep releases; random
+# bytes called image/jpeg and a text get none, and are shared all the
+# same.
 source "$(dirname "$0")/lib.sh"
 NIMBUS_WORKER_FLAGS="--blob-ttl-ms 8000 --share-max-expires-ms 600000" \
   nb_stack_up 2
 
-declare -A PW SD
-for t in carol dave bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-# as T CMD...: CMD as terminal T (alice is the default).
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals carol dave bob alice
 code() { jget "$1" 'r["code"]'; }
 # "CODE ERROR" of a reply.
 ce() { jget "$1" 'str(r["code"]) + " " + r.get("error", "")'; }
@@ -42,37 +39,38 @@ blob=$(jget "$s" 'r["blob"]')
 nb_assert_eq alice/photo.jpg "$(jget "$s" 'r["address"]')" "address"
 nb_assert_eq 700000 "$(jget "$s" 'r["size"]')" "size"
 nb_assert_eq 1 "$(nb_redis hget "nb:blob:$blob" refs)" "refs while shared"
+nb_assert_eq None "$(jget "$s" 'r.get("thumbnail")')" "no thumbnail of a corrupt picture"
 s=$(nb_agent share photo.jpg --name for-carol --to carol) || nb_fail "share 2"
 tokB=$(jget "$s" 'r["token"]')
 [[ $tokA =~ ^[A-Za-z0-9_-]{24}$ && $tokA != "$tokB" ]] || nb_fail "tokens $tokA $tokB"
 
 # The notices, kept while they were offline. carol's first is her own
 # share's: she got none of bob's.
-n=$(as bob timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
+n=$(nb_as bob timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
   nb_fail "bob got no notice"
 nb_assert_eq "share.new $tokA photo.jpg alice 700000 image/jpeg" \
   "$(jget "$n" '" ".join(str(r[k]) for k in ("kind","token","name","owner","size","mime"))')" \
   "bob's notice"
-n=$(as carol timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
+n=$(nb_as carol timeout 60 "$NIMBUS_BIN/nimbus-agent" listen --count 1) ||
   nb_fail "carol got no notice"
 nb_assert_eq "$tokB" "$(jget "$n" 'r["token"]')" "carol's first notice"
 
 # ---- fetch by token and by owner/name, byte for byte -----------------------
 mkdir bob
-as bob nb_agent fetch "$tokA" bob/ >/dev/null || nb_fail "fetch by token"
+nb_as bob nb_agent fetch "$tokA" bob/ >/dev/null || nb_fail "fetch by token"
 cmp photo.jpg bob/photo.jpg || nb_fail "fetched bytes differ"
-as bob nb_agent fetch alice/photo.jpg bob/again.jpg >/dev/null ||
+nb_as bob nb_agent fetch alice/photo.jpg bob/again.jpg >/dev/null ||
   nb_fail "fetch by owner/name"
 cmp photo.jpg bob/again.jpg || nb_fail "bytes by name differ"
 [[ ! -e bob/.photo.jpg.part && ! -e bob/.again.jpg.part ]] ||
   nb_fail "part files left: $(ls -A bob)"
 
 # `to` holds: carol gets the same 404 as for a share that does not exist.
-r=$(as carol call share.get "{\"token\": \"$tokA\"}")
+r=$(nb_as carol call share.get "{\"token\": \"$tokA\"}")
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "carol"
-r=$(as carol call share.get '{"owner": "alice", "name": "photo.jpg"}')
+r=$(nb_as carol call share.get '{"owner": "alice", "name": "photo.jpg"}')
 nb_assert_eq 404 "$(code "$r")" "carol by name"
-r=$(as carol call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+r=$(nb_as carol call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 404 "$(code "$r")" "carol's blob.get"
 r=$(call share.get '{"token": "AAAAAAAAAAAAAAAAAAAAAAAA"}')
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "no such token"
@@ -82,21 +80,57 @@ r=$(call share.list '{}')
 nb_assert_eq "for-carol:carol photo.jpg:bob" \
   "$(jget "$r" '" ".join(s["name"]+":"+",".join(s["to"]) for s in r["result"]["shares"])')" \
   "alice's shares"
-r=$(as bob call share.list '{"inbox": true}')
+r=$(nb_as bob call share.list '{"inbox": true}')
 nb_assert_eq "$tokA" "$(jget "$r" '" ".join(s["token"] for s in r["result"]["shares"])')" "bob's inbox"
+# The same through `nimbus-agent shares` (one JSON object a line on a
+# pipe: own shares, then the inbox), and unshare of what is not one's own.
+names() { python3 -c 'import json, sys
+print(" ".join(sorted(j["name"] + ":" + ",".join(j.get("to", ["-"])) for j in map(json.loads, sys.stdin) if j)))'; }
+nb_assert_eq "for-carol:carol photo.jpg:bob" "$(nb_agent shares | names)" "alice's shares (CLI)"
+nb_assert_eq "photo.jpg:-" "$(nb_as bob nb_agent shares | names)" "bob's shares (CLI)"
+rc=0
+nb_as bob nb_agent unshare "$tokA" >/dev/null 2>&1 || rc=$?
+nb_assert_eq 1 "$rc" "bob's unshare of alice's share"
 
 # ---- revoke ends share.get and blob.get ---------------------------------
-r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+r=$(nb_as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 0 "$(code "$r")" "bob's blob.get while shared"
-r=$(as bob call share.revoke "{\"token\": \"$tokA\"}")
+r=$(nb_as bob call share.revoke "{\"token\": \"$tokA\"}")
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "revoke by bob"
 nb_agent unshare "$tokA" >/dev/null || nb_fail "unshare"
-r=$(as bob call share.get "{\"token\": \"$tokA\"}")
+r=$(nb_as bob call share.get "{\"token\": \"$tokA\"}")
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "after revoke"
-r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
+r=$(nb_as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 404 "$(code "$r")" "bob's blob.get after revoke"
 r=$(call share.revoke "{\"token\": \"$tokA\"}")
 nb_assert_eq 404 "$(code "$r")" "revoke twice"
+
+# ---- blob.has counts what a share lets a terminal read: dave's backup of
+# the fetched file sends nothing and restores after the share ended; bob's
+# share of it sends nothing, and he may still fetch his own share then ----
+head -c 70000 /dev/urandom >kept.bin
+s=$(nb_agent share kept.bin --to bob,dave) || nb_fail "share kept.bin"
+ktok=$(jget "$s" 'r["token"]')
+kblob=$(jget "$s" 'r["blob"]')
+mkdir dave
+for t in bob dave; do
+  as "$t" nb_agent fetch "$ktok" "$t/" >/dev/null || nb_fail "$t's fetch of kept.bin"
+  r=$(as "$t" call blob.has "{\"blobs\": [\"$kblob\"]}")
+  nb_assert_eq 0 "$(jget "$r" 'len(r["result"]["missing"])')" "$t's blob.has, shared"
+done
+r=$(nb_as carol call blob.has "{\"blobs\": [\"$kblob\"]}")
+nb_assert_eq "$kblob" "$(jget "$r" '" ".join(r["result"]["missing"])')" "carol's blob.has"
+out=$(cd dave && nb_as dave nb_agent backup kept.bin) || nb_fail "dave's backup of the fetched file"
+nb_assert_eq "1 0 0" "$(jf "$out" items blobs_uploaded bytes_sent)" "dave's backup sent nothing"
+(cd bob && nb_as bob nb_agent share kept.bin --name kept-again >/dev/null) ||
+  nb_fail "bob's share of the fetched file"
+nb_agent unshare "$ktok" >/dev/null || nb_fail "unshare kept.bin"
+(cd dave && nb_as dave nb_agent restore --snapshot "$(jf "$out" snapshot)" restored >/dev/null) ||
+  nb_fail "dave's restore after the revoke"
+cmp kept.bin dave/restored/kept.bin || nb_fail "dave's restored bytes differ"
+nb_as bob nb_agent fetch bob/kept-again bob/again.bin >/dev/null ||
+  nb_fail "bob's fetch of his own share after the revoke"
+cmp kept.bin bob/again.bin || nb_fail "bob's own share's bytes differ"
 
 # ---- max_downloads 2, three terminals at the same instant -----------------
 s=$(nb_agent share photo.jpg --name two --max-downloads 2) || nb_fail "share two"
@@ -124,15 +158,15 @@ head -c 3000 /dev/urandom >brief.txt
 s=$(nb_agent share brief.txt --expires 5s) || nb_fail "share brief"
 tok3=$(jget "$s" 'r["token"]')
 b3=$(jget "$s" 'r["blob"]')
-r=$(as bob call share.get "{\"token\": \"$tok3\"}")
+r=$(nb_as bob call share.get "{\"token\": \"$tok3\"}")
 nb_assert_eq 0 "$(code "$r")" "before expiry"
-r=$(as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
+r=$(nb_as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 0 "$(code "$r")" "blob.get before expiry"
-nb_wait_for "[[ \$(code \"\$(as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
+nb_wait_for "[[ \$(code \"\$(nb_as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
   nb_fail "the share did not expire"
-r=$(as bob call share.get "{\"token\": \"$tok3\"}")
+r=$(nb_as bob call share.get "{\"token\": \"$tok3\"}")
 nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "expired"
-r=$(as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
+r=$(nb_as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 404 "$(code "$r")" "blob.get after expiry"
 r=$(call share.get '{"owner": "alice", "name": "for-carol"}')
 left=$(jget "$r" 'r["result"]["expires_at"] - r["result"]["created"]')
@@ -154,11 +188,72 @@ r=$(call share.list '{}')
 nb_assert_eq "for-carol two" "$(jget "$r" '" ".join(sorted(s["name"] for s in r["result"]["shares"]))')" \
   "live shares (photo.jpg revoked, brief expired, gone released)"
 
+# ---- pictures get a thumbnail (the image module, through the machinery) ---
+# A 1000 x 1500 JPEG made here: its thumbnail is 171 x 256 (the long side
+# 256). The share names it; bob, addressed, gets the share and fetches the
+# thumbnail; carol, not addressed, may not read it; revoked, nobody may.
+mkdir thumbs
+vips gaussnoise noise.v 1000 1500 && vips cast noise.v pic.jpg[Q=90] uchar ||
+  nb_fail "vips could not make a JPEG"
+s=$(nb_agent share pic.jpg --to bob) || nb_fail "share pic.jpg"
+tok=$(jget "$s" 'r["token"]')
+thumb=$(jget "$s" 'r.get("thumbnail", "")')
+[[ $thumb =~ ^[0-9a-f]{64}$ ]] || nb_fail "share.create named no thumbnail: $s"
+nb_assert_eq "image/jpeg" "$(jget "$s" 'r["mime"]')" "pic.jpg's type"
+nb_assert_eq 2 "$(nb_redis hget "nb:blob:$thumb" refs)" \
+  "the thumbnail's references (the share's and its result's)"
+r=$(nb_as bob call share.get "{\"token\": \"$tok\"}")
+nb_assert_eq "$thumb" "$(jget "$r" 'r["result"].get("thumbnail")')" "share.get's thumbnail"
+nb_as bob nb_agent fetch --thumbnail "$tok" thumbs/ >/dev/null || nb_fail "fetch --thumbnail"
+nb_assert_eq "$thumb" "$(sha256sum <thumbs/pic.jpg.thumb.jpg | cut -d' ' -f1)" "the thumbnail's bytes"
+nb_assert_eq "171 256 jpegload" \
+  "$(vipsheader -f width thumbs/pic.jpg.thumb.jpg) $(vipsheader -f height thumbs/pic.jpg.thumb.jpg) $(vipsheader -f vips-loader thumbs/pic.jpg.thumb.jpg)" \
+  "the thumbnail's size and format"
+nb_assert_eq 404 "$(jget "$(nb_as carol call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "carol's blob.get of the thumbnail"
+nb_assert_eq 0 "$(jget "$(nb_as bob call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "bob's blob.get of the thumbnail"
+call share.revoke "{\"token\": \"$tok\"}" >/dev/null
+nb_assert_eq 404 "$(jget "$(nb_as bob call blob.get "{\"blob\": \"$thumb\", \"offset\": 0, \"length\": 1000}")" 'r["code"]')" \
+  "bob's blob.get of the thumbnail after the revoke"
+# The janitor's sweep releases the share's reference on it.
+nb_wait_for "[[ \$(nb_redis hget nb:blob:$thumb refs) == 1 ]]" 30 ||
+  nb_fail "the revoked share still holds its thumbnail"
+# Not a picture: no thumbnail, and fetch --thumbnail says so.
+echo "a few words" >note.txt
+s=$(nb_agent share note.txt) || nb_fail "share note.txt"
+nb_assert_eq "text/plain None" "$(jget "$s" 'r["mime"] + " " + str(r.get("thumbnail"))')" \
+  "a text's thumbnail"
+rc=0
+nb_as bob nb_agent fetch --thumbnail "$(jget "$s" 'r["token"]')" thumbs/ >/dev/null 2>&1 || rc=$?
+nb_assert_eq 1 "$rc" "fetch --thumbnail of a text"
+
+
+# ---- the library's typed share calls, apart from the CLI (nb-blob) --------
+NBB=$NIMBUS_BIN/nb-blob
+out=$("$NBB" share "$blob" lib.bin bob) || nb_fail "nimbus_share_create: $out"
+ltok=$(cut -d' ' -f2 <<<"$out")
+nb_assert_eq "ok $ltok -" "$out" "nimbus_share_create"
+nb_assert_eq "error ECONFLICT 409" "$("$NBB" share "$blob" lib.bin || true)" \
+  "nimbus_share_create of a name taken"
+nb_assert_eq "ok lib.bin $blob 700000 - -1" "$(nb_as bob "$NBB" get "$ltok")" \
+  "nimbus_share_get by bob"
+nb_assert_eq "ok lib.bin $blob 700000 - 1" "$("$NBB" get "$ltok")" \
+  "nimbus_share_get by the owner (bob's download counted)"
+nb_assert_eq "error ENOTFOUND 404" "$(nb_as carol "$NBB" get "$ltok" || true)" \
+  "nimbus_share_get by carol"
+[[ $("$NBB" list) == *" $ltok"* ]] || nb_fail "nimbus_share_list: $("$NBB" list)"
+nb_assert_eq "error ENOTFOUND 404" "$(nb_as bob "$NBB" revoke "$ltok" || true)" \
+  "nimbus_share_revoke by bob"
+nb_assert_eq ok "$("$NBB" revoke "$ltok")" "nimbus_share_revoke"
+nb_assert_eq "error ENOTFOUND 404" "$(nb_as bob "$NBB" get "$ltok" || true)" \
+  "nimbus_share_get after the revoke"
+
 # ---- bad inputs ------------------------------------------------------------
 long=$(printf 'n%.0s' {1..256})
 # A blob of bob's own, which alice may not read.
 head -c 1000 /dev/urandom >bobs.bin
-bobs=$(jget "$(as bob nb_agent share bobs.bin --name b)" 'r["blob"]')
+bobs=$(jget "$(nb_as bob nb_agent share bobs.bin --name b)" 'r["blob"]')
 while IFS='|' read -r want args; do
   r=$(call share.create "$args")
   got="$(code "$r")"
@@ -194,9 +289,9 @@ nb_assert_eq 400 "$(code "$r")" "share.get with both"
 # replace: the name now gives the new share; the old token is gone.
 r=$(call share.create "{\"name\": \"two\", \"blob\": \"$blob\", \"replace\": true}")
 tok5=$(jget "$r" 'r["result"]["token"]')
-r=$(as bob call share.get '{"owner": "alice", "name": "two"}')
+r=$(nb_as bob call share.get '{"owner": "alice", "name": "two"}')
 nb_assert_eq "$tok5" "$(jget "$r" 'r["result"]["token"]')" "replaced"
-r=$(as bob call share.get "{\"token\": \"$tok2\"}")
+r=$(nb_as bob call share.get "{\"token\": \"$tok2\"}")
 nb_assert_eq 404 "$(code "$r")" "the replaced share"
 
 # ---- the same task id twice makes one share --------------------------------
@@ -213,4 +308,8 @@ nb_assert_eq 409 "$(code "$r")" "a new id meets the name"
 for p in $(nb_pids | awk '$1 ~ /^worker/ {print $2}'); do
   nb_alive "$p" || nb_fail "worker $p died"
 done
+# Every notice went out from its commit: none was left to the outbox's
+# drain (which would have sent it a second time).
+! grep -h "WK-OUTBOX" "$NB_DIR"/worker-*/log || nb_fail "notices left in the outbox"
+nb_assert_eq 0 "$(nb_redis zcard nb:outbox)" "the outbox"
 nb_log "ok"

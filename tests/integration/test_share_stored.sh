@@ -11,17 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 2
 
-declare -A PW SD
-for t in bob alice; do
-  nb_terminal "$t"
-  PW[$t]=$NIMBUS_PASSWORD
-  SD[$t]=$NIMBUS_STATE_DIR
-done
-as() {
-  local t=$1
-  shift
-  NIMBUS_TERMINAL=$t NIMBUS_PASSWORD=${PW[$t]} NIMBUS_STATE_DIR=${SD[$t]} "$@"
-}
+nb_terminals bob alice
 # The blob's file in the store, and its size.
 blob_file() { echo "$NB_DIR/blobs/blobs/${1:0:2}/$1"; }
 file_size() { stat -c %s "$(blob_file "$1")"; }
@@ -77,13 +67,13 @@ nb_assert_eq "$stored" "$(jget "$r" 'r["result"]["shares"][0]["stored_size"]')" 
 
 # bob fetches the original bytes; the backup restores them.
 mkdir bob
-as bob nb_agent fetch "$tok" bob/ >/dev/null || nb_fail "bob's fetch"
+nb_as bob nb_agent fetch "$tok" bob/ >/dev/null || nb_fail "bob's fetch"
 cmp docs/report.txt bob/report.txt || nb_fail "bob's bytes differ"
 nb_assert_eq "$blob" "$(sha256sum <bob/report.txt | cut -d' ' -f1)" "bob's SHA-256"
 nb_agent restore --snapshot "$snap" restored >/dev/null || nb_fail "restore"
 cmp docs/report.txt restored/docs/report.txt || nb_fail "restored bytes differ"
 # A range across a segment's end, as any terminal may ask it.
-r=$(as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 262100, \"length\": 100}")
+r=$(nb_as bob call blob.get "{\"blob\": \"$blob\", \"offset\": 262100, \"length\": 100}")
 nb_assert_eq "$(tail -c +262101 docs/report.txt | head -c 100 | base64 -w0)" \
   "$(jget "$r" 'r["data_b64"]')" "a range across segments"
 
@@ -97,7 +87,7 @@ nb_assert_eq "$stored" "$(nb_redis hget "nb:blob:$blob" stored)" "metadata again
 # The same content uploaded by bob: the commit keeps the compressed copy.
 mkdir bobdocs
 cp docs/report.txt bobdocs/
-as bob nb_agent backup bobdocs >/dev/null || nb_fail "bob's backup"
+nb_as bob nb_agent backup bobdocs >/dev/null || nb_fail "bob's backup"
 nb_assert_eq "$stored" "$(file_size "$blob")" "after a commit of the same content"
 
 # ---- random bytes: tried, left as they are ---------------------------------
@@ -123,7 +113,7 @@ nb_assert_eq "image/png $psize $psize" \
   "$(jget "$s" '" ".join(str(r[k]) for k in ("mime", "size", "stored_size"))')" \
   "pic.png's share"
 nb_assert_eq "$psize" "$(file_size "$(jget "$s" 'r["blob"]')")" "pic.png's file"
-as bob nb_agent fetch alice/note.txt bob/ >/dev/null || nb_fail "fetch note.txt"
+nb_as bob nb_agent fetch alice/note.txt bob/ >/dev/null || nb_fail "fetch note.txt"
 cmp note.txt bob/note.txt || nb_fail "note.txt's bytes differ"
 
 [[ -z $(ls -A "$NB_DIR/blobs/staging") ]] ||

@@ -591,7 +591,8 @@ typedef struct nimbus_offload_result {
  *   unsupported format, 422 corrupt input, 503 the type's module is not
  *   installed or the cloud is unavailable, ...), or the input or output
  *   file could not be read or written (code 0);
- * - NIMBUS_ECONFLICT: the input file changed while it was uploaded;
+ * - NIMBUS_ECONFLICT: the input file changed while it was uploaded; or
+ *   409, the task id was used before for another task;
  * - NIMBUS_EPROTO: a reply that is not what PROTOCOL.md says (no blob, or
  *   bytes without the result's SHA-256);
  * - NIMBUS_ETIMEDOUT, NIMBUS_EREFUSED (the broker refused a task),
@@ -624,6 +625,7 @@ void nimbus_offload_result_fini(nimbus_offload_result *r);
 int nimbus_offload_ops_parse(const char *const *ops, size_t n, uint8_t **out,
                              size_t *out_len, char *err, size_t errcap);
 
+<<<<<<< HEAD
 /* ---- Loading the agent: its version, packages, offers, installs -------
  *
  * The agent loads itself onto terminals (PROTOCOL.md, The agent itself;
@@ -846,6 +848,98 @@ int nimbus_agent_rollback(const char *install_dir, nimbus_install_result *out);
  * NULL). Returns 0, NIMBUS_ENOTFOUND (no such directory), NIMBUS_EIO. */
 int nimbus_agent_installed(const char *install_dir, char *current,
                            char *previous);
+=======
+/* ---- Sharing: typed calls ----------------------------------------------
+ *
+ * One call per share.* type (PROTOCOL.md, Sharing; schemas/SPEC.md,
+ * Shares): each submits its task on `a`, waits for the final reply on the
+ * calling thread and decodes the result into C fields. The bytes move
+ * through the transfer engine as for any blob: upload the file with
+ * nimbus_blob_upload and share the blob it names; after nimbus_share_get,
+ * download share.blob (or share.thumbnail) with nimbus_blob_download
+ * while the share lives.
+ *
+ * Every call takes a nimbus_share_call (NULL: the defaults) and may hand
+ * back the final reply itself (`reply` non-NULL: *reply, freed by the
+ * caller with nimbus_reply_free; NULL when no reply came), for its error
+ * sentence and help or the result map as the cloud sent it. Returns 0 on
+ * an ok reply; for an error reply the error of its code: NIMBUS_EINVAL
+ * (400: a bad name, mime, expires_in, `to`), NIMBUS_ENOTFOUND (404: no
+ * such share for this terminal, or a blob it may not read), NIMBUS_ECONFLICT
+ * (409: the name is taken without replace), NIMBUS_EIO (another code:
+ * 503...); without one NIMBUS_ETIMEDOUT, NIMBUS_EREFUSED (the broker
+ * refused the task), NIMBUS_ECANCELED (call->stop), NIMBUS_EPROTO (an ok
+ * reply without the result SPEC.md gives), NIMBUS_EINVAL (options wrong:
+ * nothing sent), NIMBUS_ENOMEM. Threading: blocks the calling thread,
+ * which must not be an agent's callback; calls may run at once from
+ * several threads on one agent. */
+
+/* A share as a result gives it. Strings are NUL-terminated copies; a
+ * field the result leaves out is "" (strings) or -1 (numbers). */
+typedef struct nimbus_share {
+  char token[25];
+  char name[256];
+  char owner[65];
+  char mime[128];
+  char blob[65];      /* share.get, and own shares in share.list */
+  char thumbnail[65]; /* a picture's thumbnail, SHA-256 hex; "" when none */
+  int64_t size, stored_size, created, expires_at;
+  int64_t max_downloads, downloads; /* the owner's view only */
+} nimbus_share;
+
+typedef struct nimbus_share_call {
+  /* The call ends with NIMBUS_ETIMEDOUT after this long without a reply
+   * (progress included); 0: 60000. */
+  int timeout_ms;
+  bool (*stop)(void *ctx); /* polled every 200 ms at least; may be NULL */
+  void *stop_ctx;
+} nimbus_share_call;
+
+typedef struct nimbus_share_opts {
+  const char *name;      /* required: 1-255 bytes of UTF-8, no '/' */
+  const char *blob;      /* required: SHA-256 hex of a blob this terminal may
+                            read */
+  const char *mime;      /* NULL: the cloud reads the type from the bytes */
+  const char *const *to; /* nto terminal ids that alone may get it (each
+                            gets a share.new notice); NULL: anyone with
+                            the token or owner and name */
+  size_t nto;
+  int64_t expires_in_ms; /* 0: the cloud's longest */
+  int64_t max_downloads; /* 0: no limit */
+  bool replace;          /* take the place of a live share of that name */
+} nimbus_share_opts;
+
+/* Fills `o` with the defaults (all zero/NULL). */
+void nimbus_share_opts_init(nimbus_share_opts *o);
+
+/* share.create: *out (caller storage) the new share (token, name, owner,
+ * size, stored_size, mime, expires_at, thumbnail). */
+int nimbus_share_create(nimbus_agent *a, const nimbus_share_opts *o,
+                        const nimbus_share_call *call, nimbus_share *out,
+                        nimbus_reply **reply);
+
+/* share.get by `token`, or (token NULL) by `owner` and `name`: counts this
+ * terminal's download; *out the share, its blob included. */
+int nimbus_share_get(nimbus_agent *a, const char *token, const char *owner,
+                     const char *name, const nimbus_share_call *call,
+                     nimbus_share *out, nimbus_reply **reply);
+
+/* share.revoke of own share `token`. */
+int nimbus_share_revoke(nimbus_agent *a, const char *token,
+                        const nimbus_share_call *call, nimbus_reply **reply);
+
+/* One page of share.list: this terminal's own live shares, or with
+ * `inbox` those addressed to it (of `owner` only, when not NULL), after
+ * `cursor` (NULL or "": the newest), at most `limit` (1-1000). *out (a
+ * new array of *n shares, free() it; NULL when none; the addressees of
+ * own shares are in the reply's result only) and next_cursor (caller
+ * storage of 64 bytes, which may be `cursor` itself: "" when the list
+ * ends here). */
+int nimbus_share_list(nimbus_agent *a, bool inbox, const char *owner,
+                      const char *cursor, size_t limit,
+                      const nimbus_share_call *call, nimbus_share **out,
+                      size_t *n, char next_cursor[64], nimbus_reply **reply);
+>>>>>>> sharethumb
 
 #ifdef __cplusplus
 }
