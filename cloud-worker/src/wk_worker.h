@@ -177,12 +177,11 @@ void wk_publish(wk_worker *w, const char *terminal, const void *buf, size_t len,
  * Returns 0, or NIMBUS_EMQTT when Paho refused it (logged). */
 int wk_publish_notice(wk_worker *w, const char *terminal, const void *buf,
                       size_t len);
-<<<<<<< HEAD
 /* Makes the MQTT session (no connection yet) from the filters and the
  * monitor topic; before any of the worker's threads start. 0 or an error
  * with a sentence in err. */
 int wk_session_make(wk_worker *w, char *err, size_t errcap);
-=======
+
 /* ---- dispatch.c: the notice outbox ----------------------------------------
  */
 
@@ -194,7 +193,6 @@ int wk_session_make(wk_worker *w, char *err, size_t errcap);
  * NIMBUS_EREDIS (logged). */
 int wk_outbox_drain(wk_worker *w, st_redis *r);
 
->>>>>>> sharethumb
 /* Connects, subscribes and waits (bounded) for every SUBACK. */
 int wk_session_start(wk_worker *w, char *err, size_t errcap);
 /* Leaves the shared groups (bounded wait). */

@@ -49,7 +49,6 @@ int st__fail(st_redis *r, const redisReply *rep, const char *what);
  * strings). Returns 0, or NIMBUS_EREDIS for a lost connection or an error
  * reply. */
 int st__cmd_ok(st_redis *r, int argc, const char **argv);
-<<<<<<< HEAD
 /* Reads fields[0..n) (n at most 16) of hash `key` with HMGET. Returns 0
  * with *out the array reply (caller frees) when every field is there as
  * a string, 0 with *out NULL when any is missing (no such record, or one
@@ -57,13 +56,12 @@ int st__cmd_ok(st_redis *r, int argc, const char **argv);
  * the error text). */
 int st__hmget(st_redis *r, const char *key, const char *const *fields, size_t n,
               redisReply **out, const char *what);
-=======
+
 /* The members of sorted set `key` whose score is at most until_ms, lowest
  * first, at most `max` of them (a queue's due entries, an index's ended
  * ones): 0 with *out, an array reply the caller frees; or NIMBUS_EREDIS
  * (*out NULL; `what`, e.g. "ended shares", names them in the error). */
 int st__due(st_redis *r, const char *key, int64_t until_ms, size_t max,
             const char *what, redisReply **out);
->>>>>>> sharethumb
 
 #endif

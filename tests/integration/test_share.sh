@@ -27,7 +27,7 @@ NOSHARE='there is no share of that name or token for this terminal'
 
 # Everyone's persistent session subscribes once, then goes offline, so the
 # notices of shares made meanwhile wait for them at the broker.
-for t in bob carol dave; do as "$t" nb_agent ping >/dev/null; done
+for t in bob carol dave; do nb_as "$t" nb_agent ping >/dev/null; done
 
 cd "$NB_DIR"
 head -c 700000 /dev/urandom >photo.jpg
@@ -114,8 +114,8 @@ ktok=$(jget "$s" 'r["token"]')
 kblob=$(jget "$s" 'r["blob"]')
 mkdir dave
 for t in bob dave; do
-  as "$t" nb_agent fetch "$ktok" "$t/" >/dev/null || nb_fail "$t's fetch of kept.bin"
-  r=$(as "$t" call blob.has "{\"blobs\": [\"$kblob\"]}")
+  nb_as "$t" nb_agent fetch "$ktok" "$t/" >/dev/null || nb_fail "$t's fetch of kept.bin"
+  r=$(nb_as "$t" call blob.has "{\"blobs\": [\"$kblob\"]}")
   nb_assert_eq 0 "$(jget "$r" 'len(r["result"]["missing"])')" "$t's blob.has, shared"
 done
 r=$(nb_as carol call blob.has "{\"blobs\": [\"$kblob\"]}")
@@ -137,14 +137,14 @@ s=$(nb_agent share photo.jpg --name two --max-downloads 2) || nb_fail "share two
 tok2=$(jget "$s" 'r["token"]')
 pids=()
 for t in bob carol dave; do
-  as "$t" call share.get "{\"token\": \"$tok2\"}" >"race.$t" &
+  nb_as "$t" call share.get "{\"token\": \"$tok2\"}" >"race.$t" &
   pids+=($!)
 done
 wait "${pids[@]}" # (not a bare wait: the stack's watcher is a job too)
 got=$(for t in bob carol dave; do code "$(cat "race.$t")"; done | sort | tr '\n' ' ')
 nb_assert_eq "0 0 404 " "$got" "three at once, two may"
 for t in bob carol dave; do
-  r=$(as "$t" call share.get "{\"token\": \"$tok2\"}")
+  r=$(nb_as "$t" call share.get "{\"token\": \"$tok2\"}")
   nb_assert_eq "$(code "$(cat "race.$t")")" "$(code "$r")" "$t again"
 done
 r=$(call share.get "{\"token\": \"$tok2\"}")

@@ -625,7 +625,6 @@ void nimbus_offload_result_fini(nimbus_offload_result *r);
 int nimbus_offload_ops_parse(const char *const *ops, size_t n, uint8_t **out,
                              size_t *out_len, char *err, size_t errcap);
 
-<<<<<<< HEAD
 /* ---- Loading the agent: its version, packages, offers, installs -------
  *
  * The agent loads itself onto terminals (PROTOCOL.md, The agent itself;
@@ -848,7 +847,7 @@ int nimbus_agent_rollback(const char *install_dir, nimbus_install_result *out);
  * NULL). Returns 0, NIMBUS_ENOTFOUND (no such directory), NIMBUS_EIO. */
 int nimbus_agent_installed(const char *install_dir, char *current,
                            char *previous);
-=======
+
 /* ---- Sharing: typed calls ----------------------------------------------
  *
  * One call per share.* type (PROTOCOL.md, Sharing; schemas/SPEC.md,
@@ -939,7 +938,6 @@ int nimbus_share_list(nimbus_agent *a, bool inbox, const char *owner,
                       const char *cursor, size_t limit,
                       const nimbus_share_call *call, nimbus_share **out,
                       size_t *n, char next_cursor[64], nimbus_reply **reply);
->>>>>>> sharethumb
 
 #ifdef __cplusplus
 }
