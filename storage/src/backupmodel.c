@@ -22,10 +22,7 @@ int st_snap_id_new(int64_t ts_ms, char out[ST_SNAP_ID_LEN + 1]) {
   if (nb_random_bytes(rnd, sizeof rnd) != 0)
     return NIMBUS_ESYS;
   nb_hex(rnd, sizeof rnd, hex);
-  /* 13 digits of ms last until the year 2286. */
-  long long ms = ts_ms < 0                 ? 0
-                 : ts_ms > 9999999999999LL ? 9999999999999LL
-                                           : ts_ms;
+  long long ms = st__ms13(ts_ms);
   char buf[48];
   snprintf(buf, sizeof buf, "%013lld-%s", ms, hex);
   memcpy(out, buf, ST_SNAP_ID_LEN + 1);

@@ -168,16 +168,8 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
   snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
   const char *argv[7] = {NULL, NULL, NULL, rec, num, (const char *)sha256, ttl};
   size_t lens[7] = {0, 0, 0, strlen(rec), strlen(num), 32, strlen(ttl)};
-  redisReply *rep = st__eval(r, &reserve_script, 1, 7, argv, lens);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER)
-    rc = st__fail(r, rep, "unexpected answer reserving an upload");
-  else
-    *ok = rep->integer == 1;
-  freeReplyObject(rep);
-  return rc;
+  return st__eval_flag(r, &reserve_script, 1, 7, argv, lens, ok,
+                       "reserving an upload");
 }
 
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
@@ -355,16 +347,8 @@ int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   const char *argv[5] = {NULL, NULL, NULL, rec, bits};
-  redisReply *rep = st__eval(r, &abandon_script, 2, 5, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER)
-    rc = st__fail(r, rep, "unexpected answer abandoning an upload");
-  else if (removed != NULL)
-    *removed = rep->integer == 1;
-  freeReplyObject(rep);
-  return rc;
+  return st__eval_flag(r, &abandon_script, 2, 5, argv, NULL, removed,
+                       "abandoning an upload");
 }
 
 int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
@@ -455,16 +439,8 @@ int st_blob_stored_set(st_redis *r, const char *hex, uint64_t stored,
   snprintf(num, sizeof num, "%llu", (unsigned long long)stored);
   nb_strlcpy(name, hex, sizeof name);
   const char *argv[7] = {NULL, NULL, NULL, meta, "nb:pack", num, name};
-  redisReply *rep = st__eval(r, &stored_script, 2, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER)
-    rc = st__fail(r, rep, "unexpected answer recording a blob's size");
-  else if (recorded != NULL)
-    *recorded = rep->integer == 1;
-  freeReplyObject(rep);
-  return rc;
+  return st__eval_flag(r, &stored_script, 2, 7, argv, NULL, recorded,
+                       "recording a blob's size");
 }
 
 int st_blob_pack_queue_effect(st_txn *t, const char *hex, int64_t now_ms) {
@@ -726,14 +702,6 @@ int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
   snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
   snprintf(ttl, sizeof ttl, "%lld", (long long)gone_ms);
   const char *argv[7] = {NULL, NULL, NULL, meta, ck, gk, ttl};
-  redisReply *rep = st__eval(r, &orphan_script, 3, 7, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER)
-    rc = st__fail(r, rep, "unexpected answer taking an orphan blob");
-  else
-    *taken = rep->integer == 1;
-  freeReplyObject(rep);
-  return rc;
+  return st__eval_flag(r, &orphan_script, 3, 7, argv, NULL, taken,
+                       "taking an orphan blob");
 }

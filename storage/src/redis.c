@@ -834,3 +834,21 @@ int st__hmget(st_redis *r, const char *key, const char *const *fields, size_t n,
   *out = rep;
   return 0;
 }
+
+int st__eval_flag(st_redis *r, st_script *s, int numkeys, int argc,
+                  const char **argv, size_t *lens, bool *flag,
+                  const char *what) {
+  redisReply *rep = st__eval(r, s, numkeys, argc, argv, lens);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_INTEGER) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "unexpected answer %s", what);
+    rc = st__fail(r, rep, msg);
+  } else if (flag != NULL) {
+    *flag = rep->integer == 1;
+  }
+  freeReplyObject(rep);
+  return rc;
+}

@@ -59,9 +59,7 @@ bool st_share_member_valid(const char *s, size_t n) {
 
 static void member_of(char out[ST_SHARE_MEMBER_LEN + 1], int64_t created,
                       const char *token) {
-  long long ms = created < 0                 ? 0
-                 : created > 9999999999999LL ? 9999999999999LL
-                                             : created;
+  long long ms = st__ms13(created);
   char buf[64];
   snprintf(buf, sizeof buf, "%013lld.%.24s", ms, token);
   memcpy(out, buf, ST_SHARE_MEMBER_LEN + 1);
@@ -359,16 +357,8 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
   for (size_t i = 0; i < n; i++)
     argv[3 + i] = keys[i];
   argv[3 + n] = now;
-  rep = st__eval(r, &live_script, (int)n, (int)(4 + n), argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_INTEGER)
-    rc = st__fail(r, rep, "unexpected answer checking shares");
-  else
-    *ok = rep->integer == 1;
-  freeReplyObject(rep);
-  return rc;
+  return st__eval_flag(r, &live_script, (int)n, (int)(4 + n), argv, NULL, ok,
+                       "checking shares");
 }
 
 /* ---- Effects ------------------------------------------------------------- */

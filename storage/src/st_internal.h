@@ -33,6 +33,19 @@ typedef struct st_script {
 redisReply *st__eval(st_redis *r, st_script *s, int numkeys, int argc,
                      const char **argv, size_t *lens);
 
+/* st__eval for a script that answers 0 or 1: 0 with *flag set (flag may
+ * be NULL), or NIMBUS_EREDIS (`what`, e.g. "reserving an upload", names
+ * the work in the error text for another answer). */
+int st__eval_flag(st_redis *r, st_script *s, int numkeys, int argc,
+                  const char **argv, size_t *lens, bool *flag,
+                  const char *what);
+
+/* Milliseconds clamped to the 13 digits keys and ids spell them with
+ * (%013lld: they last until the year 2286), never negative. */
+static inline long long st__ms13(int64_t ms) {
+  return ms < 0 ? 0 : ms > 9999999999999LL ? 9999999999999LL : (long long)ms;
+}
+
 /* Runs one command given as argv (lens NULL: C strings), reconnecting once
  * on a broken connection. Returns the reply, which the caller frees, or
  * NULL with the reason in st_redis_errstr. An error reply is returned as
