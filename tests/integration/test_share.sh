@@ -162,16 +162,8 @@ r=$(nb_as bob call share.get "{\"token\": \"$tok3\"}")
 nb_assert_eq 0 "$(code "$r")" "before expiry"
 r=$(nb_as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
 nb_assert_eq 0 "$(code "$r")" "blob.get before expiry"
-nb_wait_for "[[ \$(code \"\$(nb_as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
-  nb_fail "the share did not expire"
-r=$(nb_as bob call share.get "{\"token\": \"$tok3\"}")
-nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "expired"
-r=$(nb_as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
-nb_assert_eq 404 "$(code "$r")" "blob.get after expiry"
-r=$(call share.get '{"owner": "alice", "name": "for-carol"}')
-left=$(jget "$r" 'r["result"]["expires_at"] - r["result"]["created"]')
-nb_assert_eq 600000 "$left" "default lifetime (share_max_expires_ms)"
-
+# While brief.txt's share runs out (waited for below, with the collection
+# of gone.txt's blob, so the two waits overlap):
 # ---- an ended share releases its blob; the janitor collects it -----------
 head -c 5000 /dev/urandom >gone.txt
 s=$(nb_agent share gone.txt --name gone) || nb_fail "share gone"
@@ -182,6 +174,17 @@ nb_agent unshare "$tok4" >/dev/null || nb_fail "unshare gone"
 nb_wait_for "[[ \$(nb_redis exists nb:share:$tok4) == 0 ]]" 30 ||
   nb_fail "the revoked share was not released"
 nb_assert_eq 0 "$(nb_redis hget "nb:blob:$b4" refs)" "refs after release"
+nb_wait_for "[[ \$(code \"\$(nb_as bob call share.get '{\"token\": \"$tok3\"}')\") == 404 ]]" 60 ||
+  nb_fail "the share did not expire"
+r=$(nb_as bob call share.get "{\"token\": \"$tok3\"}")
+nb_assert_eq "404 $NOSHARE" "$(ce "$r")" "expired"
+r=$(nb_as bob call blob.get "{\"blob\": \"$b3\", \"offset\": 0, \"length\": 4}")
+nb_assert_eq 404 "$(code "$r")" "blob.get after expiry"
+r=$(call share.get '{"owner": "alice", "name": "for-carol"}')
+left=$(jget "$r" 'r["result"]["expires_at"] - r["result"]["created"]')
+nb_assert_eq 600000 "$left" "default lifetime (share_max_expires_ms)"
+
+# ---- ... and the janitor collected gone.txt's blob meanwhile ------------
 nb_wait_for "[[ \$(nb_redis exists nb:blob:$b4) == 0 ]]" 30 ||
   nb_fail "the released blob was not collected"
 r=$(call share.list '{}')
