@@ -10,6 +10,8 @@
 # (400: 2, 404: 5, 413: 6, 415: 7, 422: 8) and leaves OUT alone; Ctrl-C
 # during the cloud's work exits 130 and cancels the task in the cloud.
 # Skipped (77) only when the build has no image module.
+# ctest: once (heavy media, run in the plain build only; the image module's
+# code runs under the sanitizers in test_offload_image)
 source "$(dirname "$0")/lib.sh"
 MODULES=$NIMBUS_BUILD_DIR/modules
 if [[ ! -f $MODULES/nimbus-image.so ]]; then
