@@ -185,6 +185,10 @@ void bk_progress_show(bk_progress *p, bool force);
 void bk_progress_clear(bk_progress *p);
 /* Shows the phase's last state and, on a terminal, leaves it there. */
 void bk_progress_finish(bk_progress *p);
+/* A transfer's progress callback (nimbus_blob_progress_cb's shape) for a
+ * ctx that is a bk_progress, or a struct whose first member is one: sets
+ * the phase's bytes done and total and redraws (bk_progress_show). */
+void bk_progress_bytes(void *ctx, int64_t done, int64_t total);
 
 /* "12.3 MiB" into buf. */
 void bk_fmt_bytes(int64_t n, char *buf, size_t cap);

@@ -392,6 +392,13 @@ void bk_progress_clear(bk_progress *p) {
   }
 }
 
+void bk_progress_bytes(void *ctx, int64_t done, int64_t total) {
+  bk_progress *p = ctx;
+  p->bytes_total = total;
+  p->bytes_done = done;
+  bk_progress_show(p, false);
+}
+
 void bk_progress_finish(bk_progress *p) {
   if (p->mode == 0)
     return;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ag_json.h"
 #include "cli.h"
@@ -479,6 +480,10 @@ int cli_call_failed(nimbus_agent *a, const char *what, int rc) {
   return rc == NIMBUS_ETIMEDOUT  ? CLI_TIMEOUT
          : rc == NIMBUS_EREFUSED ? CLI_CONNECT
                                  : CLI_USAGE;
+}
+
+int cli_progress_mode(const cli_cfg *cfg) {
+  return isatty(STDERR_FILENO) ? 1 : cfg->progress ? 2 : 0;
 }
 
 int cli_print_json(cJSON *j) {

@@ -95,6 +95,10 @@ int cli_call_failed(nimbus_agent *a, const char *what, int rc);
 
 /* Prints `j` as one line of JSON on stdout. 0, or -1 (said on stderr). */
 int cli_print_json(cJSON *j);
+/* The bk_progress_init mode a transfer of this run shows: 1 a bar on
+ * stderr when stderr is a terminal, else 2 (JSON lines) with --progress,
+ * else 0 (none). */
+int cli_progress_mode(const cli_cfg *cfg);
 
 /* The verbs that keep many tasks going (backup, backups, restore) re-send
  * a task that had no reply sooner than the library's 30 s: after a lost

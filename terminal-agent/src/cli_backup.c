@@ -1033,8 +1033,8 @@ int cli_backup(cli_cfg *cfg, int argc, char **argv) {
   up_run u;
   memset(&u, 0, sizeof u);
   u.cfg = cfg;
-  bool tty_out = isatty(STDOUT_FILENO), tty_err = isatty(STDERR_FILENO);
-  bk_progress_init(&u.prog, tty_err ? 1 : cfg->progress ? 2 : 0, stderr);
+  bool tty_out = isatty(STDOUT_FILENO);
+  bk_progress_init(&u.prog, cli_progress_mode(cfg), stderr);
   nimbus_agent *a = NULL;
   char *state = NULL;
   int status = CLI_OK, items_fd = -1;

@@ -515,11 +515,7 @@ int cli_offload(cli_cfg *cfg, int argc, char **argv) {
   int64_t t0 = nb_mono_ms();
   bk_catch_signals();
   of_show show = {0};
-  bk_progress_init(&show.prog,
-                   isatty(STDERR_FILENO) ? 1
-                   : cfg->progress       ? 2
-                                         : 0,
-                   stderr);
+  bk_progress_init(&show.prog, cli_progress_mode(cfg), stderr);
   nimbus_agent *a = NULL;
   /* The engine's jobs, the task, a task.cancel. */
   if ((status = cli_connect(cfg, (int)cfg->jobs + 2, CLI_BULK_RESEND_MS,

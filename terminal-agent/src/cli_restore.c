@@ -1012,8 +1012,8 @@ int cli_restore(cli_cfg *cfg, int argc, char **argv) {
   memset(&r, 0, sizeof r);
   r.cfg = cfg;
   r.rootfd = -1;
-  bool tty_out = isatty(STDOUT_FILENO), tty_err = isatty(STDERR_FILENO);
-  bk_progress_init(&r.prog, tty_err ? 1 : cfg->progress ? 2 : 0, stderr);
+  bool tty_out = isatty(STDOUT_FILENO);
+  bk_progress_init(&r.prog, cli_progress_mode(cfg), stderr);
   nimbus_agent *a = NULL;
   char *state = NULL;
   int status;

@@ -150,20 +150,13 @@ static int sh_status(nimbus_agent *a, const char *type, int rc,
 /* ---- Transfers: one blob through the engine ------------------------------ */
 
 typedef struct sh_xfer {
-  bk_progress prog;
+  bk_progress prog; /* first: the engine's progress goes to bk_progress_bytes */
   int err, code;
   char error[512];
   char blob[65];
   int64_t size;
   bool done;
 } sh_xfer;
-
-static void sh_on_progress(void *ctx, int64_t done, int64_t total) {
-  sh_xfer *x = ctx;
-  x->prog.bytes_total = total;
-  x->prog.bytes_done = done;
-  bk_progress_show(&x->prog, false);
-}
 
 static void sh_on_done(void *ctx, const nimbus_blob_result *r) {
   sh_xfer *x = ctx;
@@ -263,17 +256,13 @@ int cli_share(cli_cfg *cfg, int argc, char **argv) {
     return status;
   sh_xfer x;
   memset(&x, 0, sizeof x);
-  bk_progress_init(&x.prog,
-                   isatty(STDERR_FILENO) ? 1
-                   : cfg->progress       ? 2
-                                         : 0,
-                   stderr);
+  bk_progress_init(&x.prog, cli_progress_mode(cfg), stderr);
   bk_progress_phase(&x.prog, "upload", st.st_size, 1);
   nimbus_blob_upload_opts o;
   nimbus_blob_upload_opts_init(&o);
   o.path = path;
   o.on_done = sh_on_done;
-  o.on_progress = sh_on_progress;
+  o.on_progress = bk_progress_bytes;
   o.ctx = &x;
   int rc = nimbus_blob_upload(xfer, &o);
   if (rc == 0)
@@ -475,11 +464,7 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
     goto out;
   sh_xfer x;
   memset(&x, 0, sizeof x);
-  bk_progress_init(&x.prog,
-                   isatty(STDERR_FILENO) ? 1
-                   : cfg->progress       ? 2
-                                         : 0,
-                   stderr);
+  bk_progress_init(&x.prog, cli_progress_mode(cfg), stderr);
   bk_progress_phase(&x.prog, "download", size, 1);
   nimbus_blob_download_opts o;
   nimbus_blob_download_opts_init(&o);
@@ -488,7 +473,7 @@ int cli_fetch(cli_cfg *cfg, int argc, char **argv) {
   o.dirfd = dirfd;
   o.name = base;
   o.on_done = sh_on_done;
-  o.on_progress = sh_on_progress;
+  o.on_progress = bk_progress_bytes;
   o.ctx = &x;
   rc = nimbus_blob_download(xfer, &o);
   if (rc == 0)

@@ -128,28 +128,13 @@ static int up_install_status(int rc, const nimbus_install_result *r) {
                                                       : CLI_USAGE;
 }
 
-typedef struct up_prog {
-  bk_progress prog;
-} up_prog;
-
-static void up_on_progress(void *ctx, int64_t done, int64_t total) {
-  up_prog *p = ctx;
-  p->prog.bytes_total = total;
-  p->prog.bytes_done = done;
-  bk_progress_show(&p->prog, false);
-}
-
 /* Installs pkg into dir (nimbus_agent_install), says how it went, and
  * adds the outcome to j when it is not NULL. Returns the exit status. */
 static int up_install(const cli_cfg *cfg, nimbus_agent *a,
                       const nimbus_agent_pkg *pkg, const char *dir, cJSON *j) {
-  up_prog p;
-  bk_progress_init(&p.prog,
-                   isatty(STDERR_FILENO) ? 1
-                   : cfg->progress       ? 2
-                                         : 0,
-                   stderr);
-  bk_progress_phase(&p.prog, "download", pkg->size, 1);
+  bk_progress prog;
+  bk_progress_init(&prog, cli_progress_mode(cfg), stderr);
+  bk_progress_phase(&prog, "download", pkg->size, 1);
   nimbus_install_opts o;
   nimbus_install_opts_init(&o);
   o.install_dir = dir;
@@ -157,17 +142,17 @@ static int up_install(const cli_cfg *cfg, nimbus_agent *a,
   o.allow_downgrade = cfg->allow_downgrade;
   o.jobs = (int)cfg->jobs;
   o.timeout_ms = (int)cfg->timeout;
-  o.on_progress = up_on_progress;
-  o.ctx = &p;
+  o.on_progress = bk_progress_bytes;
+  o.ctx = &prog;
   o.stop = bk_stopped;
   nimbus_install_result r;
   int rc = nimbus_agent_install(a, pkg, &o, &r);
   if (rc == 0 && !r.already) {
-    p.prog.bytes_done = p.prog.bytes_total = pkg->size;
-    p.prog.files_done = 1;
-    bk_progress_finish(&p.prog);
+    prog.bytes_done = prog.bytes_total = pkg->size;
+    prog.files_done = 1;
+    bk_progress_finish(&prog);
   } else {
-    bk_progress_clear(&p.prog);
+    bk_progress_clear(&prog);
   }
   if (rc != 0) {
     fprintf(stderr, "nimbus-agent: nimbus-agent %s not installed: %s\n",
