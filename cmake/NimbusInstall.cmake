@@ -59,6 +59,13 @@ string(REGEX REPLACE "/$" "" NIMBUS_PC_TO_PREFIX "${NIMBUS_PC_TO_PREFIX}")
 # nimbus::agent_static's INTERFACE_LINK_LIBRARIES).
 set(NIMBUS_PC_REQUIRES_PRIVATE "msgpack libcrypto libarchive libsodium")
 set(NIMBUS_PC_LIBS_PRIVATE "-lpthread -ldl -lanl -lm")
+# A public-API build on Paho's shared library (cmake/NimbusPaho.cmake):
+# the static library does not hold Paho, the app links it.
+set(NB_PAHO_STATIC_NEEDS_PAHO FALSE)
+if(NOT NB_PAHO_ARCHIVE)
+  set(NIMBUS_PC_LIBS_PRIVATE "-lpaho-mqtt3a ${NIMBUS_PC_LIBS_PRIVATE}")
+  set(NB_PAHO_STATIC_NEEDS_PAHO TRUE)
+endif()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/nimbus-agent.pc.in
                ${PROJECT_BINARY_DIR}/pkgconfig/nimbus-agent.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/nimbus-agent.pc

@@ -11,7 +11,13 @@
 # then makes local (the pattern of libnimbus-agent.map). The archive holds
 # that one object; what it still needs (msgpack-c, libcrypto, libarchive,
 # libsodium, pthread, dl, anl, m) is the target's link interface and nimbus-agent.pc's
-# Libs.private / Requires.private.
+# Libs.private / Requires.private. A public-API build on Paho's shared
+# library (cmake/NimbusPaho.cmake, NB_PAHO_ARCHIVE empty) has no archive
+# to take in: the app then links libpaho-mqtt3a too.
+set(_nb_paho_dep)
+if(TARGET nimbus_paho_archive)
+  set(_nb_paho_dep nimbus_paho_archive)
+endif()
 set(_prelinked_all ${CMAKE_CURRENT_BINARY_DIR}/nimbus-agent-all.o)
 set(_prelinked ${CMAKE_CURRENT_BINARY_DIR}/nimbus-agent-static.o)
 add_custom_command(OUTPUT ${_prelinked}
@@ -21,14 +27,14 @@ add_custom_command(OUTPUT ${_prelinked}
           -o ${_prelinked_all}
           "$<TARGET_OBJECTS:nimbus-agent>" "$<TARGET_OBJECTS:nimbus_nodelay>"
           "$<TARGET_FILE:nimbus_schemas>" "$<TARGET_FILE:nimbus_common>"
-          "$<TARGET_FILE:nimbus_sign>" ${PAHO_NIMBUS_STATIC}
+          "$<TARGET_FILE:nimbus_sign>" ${NB_PAHO_ARCHIVE}
   COMMAND ${NB_OBJCOPY} --wildcard --keep-global-symbol=nimbus_*
           ${_prelinked_all} ${_prelinked}
   COMMAND ${CMAKE_COMMAND} -E rm -f ${_prelinked_all}
   DEPENDS nimbus-agent nimbus_schemas nimbus_common nimbus_sign
-          nimbus_paho_archive
+          ${_nb_paho_dep}
           "$<TARGET_OBJECTS:nimbus-agent>" "$<TARGET_OBJECTS:nimbus_nodelay>"
-          ${PAHO_NIMBUS_STATIC}
+          ${NB_PAHO_ARCHIVE}
   COMMAND_EXPAND_LISTS VERBATIM
   COMMENT "libnimbus-agent's objects and Paho as one object exporting nimbus_*")
 
@@ -46,3 +52,7 @@ target_include_directories(nimbus-agent-static INTERFACE
 target_link_libraries(nimbus-agent-static INTERFACE msgpackc OpenSSL::Crypto
                       PkgConfig::LIBARCHIVE PkgConfig::SODIUM
                       Threads::Threads ${CMAKE_DL_LIBS} anl m)
+if(NOT NB_PAHO_ARCHIVE)
+  target_link_libraries(nimbus-agent-static INTERFACE
+                        eclipse-paho-mqtt-c::paho-mqtt3a)
+endif()

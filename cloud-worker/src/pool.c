@@ -37,15 +37,19 @@ void wk_job_free(job *j) {
   free(j);
 }
 
-/* Counts pool `p` (its mu held) as full or not; Paho reads from the
- * broker only while no pool is full. A pause is noted in the log at most
- * once a minute, with the number of pauses since the last note. */
+/* Counts pool `p` (its mu held) as full or not. While a pool is full the
+ * arrival callback leaves its tasks with Paho (it returns 0: Paho keeps
+ * the message and offers it again later), and, in the patched build,
+ * Paho reads nothing from the broker (nb_paho_pause_reads), so the
+ * broker keeps the rest and TCP pushes back. A full pool is noted in the
+ * log at most once a minute, with the number of times since the last
+ * note. */
 static void pool_set_full(wk_pool *p, bool full) {
   wk_worker *w = p->w;
-  p->full = full;
+  atomic_store(&p->full, full);
   pthread_mutex_lock(&w->pause_mu);
   w->pools_full += full ? 1 : -1;
-  nb_paho_pause_reads(w->pools_full > 0);
+  bool paused = nb_paho_pause_reads(w->pools_full > 0);
   bool note = false;
   uint64_t pauses = 0;
   if (full) {
@@ -60,11 +64,13 @@ static void pool_set_full(wk_pool *p, bool full) {
   }
   pthread_mutex_unlock(&w->pause_mu);
   if (note)
-    NB_INFO("WK-READS-PAUSED",
-            "%s pool full (%zu tasks waiting, queue = %zu): not reading "
-            "from the broker until a thread takes one (%" PRIu64
-            " pause(s) since the last note)",
-            p->name, p->qlen, p->cap, pauses);
+    NB_INFO("WK-POOL-FULL",
+            "%s pool full (%zu tasks waiting, queue = %zu): %s until a "
+            "thread takes one (%" PRIu64 " time(s) since the last note)",
+            p->name, p->qlen, p->cap,
+            paused ? "not reading from the broker"
+                   : "its tasks wait in Paho's queue",
+            pauses);
 }
 
 /* Takes the next job in turn (mu held, the pool not empty). */
@@ -118,7 +124,7 @@ static void *pool_main(void *arg) {
       break;
     job *j = pool_take(p);
     p->busy++;
-    if (p->full && p->qlen < p->cap)
+    if (atomic_load(&p->full) && p->qlen < p->cap)
       pool_set_full(p, false);
     pthread_mutex_unlock(&p->mu);
 
@@ -149,14 +155,12 @@ void wk_pool_init(wk_pool *p, wk_worker *w, const char *name, size_t want,
   p->cap = cap > 0 ? cap : 1;
 }
 
-/* Queues `j` (Paho's receive thread, in the arrival callback). A pool
- * that reaches its cap pauses Paho's reads (pool_set_full), so that the
- * broker keeps what this worker has no room for and backpressure reaches
- * it through TCP; the callback never waits. It used to wait here for a
- * slot, holding Paho's global mutex, which the pool threads' replies
- * need: a worker whose pool filled up hung for good
- * (tests/integration/test_worker_backpressure.sh). At most the message
- * being delivered when the pause begins goes over the cap. */
+/* Queues `j` (Paho's receive thread, in the arrival callback, which has
+ * seen wk_pool_full false: only that thread queues, so there is room). A
+ * pool that reaches its cap is full (pool_set_full); the callback never
+ * waits for room. It used to wait here for a slot, holding Paho's global
+ * mutex, which the pool threads' replies need: a worker whose pool
+ * filled up hung for good (tests/integration/test_worker_backpressure.sh). */
 int wk_pool_push(wk_pool *p, job *j) {
   pthread_mutex_lock(&p->mu);
   tqueue *q = (tqueue *)wk_tmap_find(&p->terms, j->terminal, j->thash);
@@ -186,12 +190,14 @@ int wk_pool_push(wk_pool *p, job *j) {
     q->head = j;
   q->tail = j;
   p->qlen++;
-  if (!p->full && p->qlen >= p->cap)
+  if (!atomic_load(&p->full) && p->qlen >= p->cap)
     pool_set_full(p, true);
   pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
   return 0;
 }
+
+bool wk_pool_full(wk_pool *p) { return atomic_load(&p->full); }
 
 void wk_pool_drain(wk_pool *p) {
   pthread_mutex_lock(&p->mu);

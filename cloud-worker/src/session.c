@@ -178,7 +178,6 @@ static int on_message(void *context, char *topic, int topic_len,
                       MQTTAsync_message *m) {
   wk_worker *w = context;
   job *j = NULL;
-  atomic_fetch_add(&w->received, 1);
   if (m->retained) {
     /* PROTOCOL.md: workers never act on a retained task. */
     NB_WARN("WK-RETAINED", "ignored a retained message on %s", topic);
@@ -199,6 +198,20 @@ static int on_message(void *context, char *topic, int topic_len,
     kind = JOB_WILDCARD;
   if (kind == JOB_WILDCARD && wk_cloud_serves(w, tp.type, tp.type_len))
     goto out; /* the type's own group has it: the common case, made cheap */
+  /* A handler that runs inline (ping) is answered here, on Paho's
+   * thread, without the hand-over to a pool thread and back. Any other
+   * task goes to its handler's pool; one without a handler here to the
+   * quick pool, which answers it (or leaves it, see dispatch.c). A pool
+   * with no room leaves the task with Paho, which offers it again after
+   * its next read from the socket (every task a pool thread takes ends in
+   * a reply whose PUBACK is such a read): the backpressure of both builds
+   * (pool.c), and the callback never waits. */
+  const wk_served *sv = wk_find_served(w, tp.type, tp.type_len);
+  bool inline_task =
+      sv != NULL && (sv->h->flags & WK_INLINE) != 0 && kind == JOB_TASK;
+  wk_pool *pool = sv != NULL ? sv->pool : &w->pools[0];
+  if (!inline_task && wk_pool_full(pool))
+    return 0; /* Paho keeps the message and the topic */
   size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
   j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2);
   if (j == NULL) {
@@ -221,27 +234,22 @@ static int on_message(void *context, char *topic, int topic_len,
   m = NULL;
   j->kind = kind;
   j->next = NULL;
-
-  /* A handler that runs inline (ping) is answered here, on Paho's
-   * thread, without the hand-over to a pool thread and back. Any other
-   * task goes to its handler's pool; one without a handler here to the
-   * quick pool, which answers it (or leaves it, see dispatch.c). */
-  const wk_served *sv = wk_find_served(w, tp.type, tp.type_len);
   j->served = sv;
   j->thash = wk_tmap_hash(terminal);
   j->counted = false;
-  if (sv != NULL && (sv->h->flags & WK_INLINE) != 0 && kind == JOB_TASK) {
+  if (inline_task) {
     wk_process_job(w->inline_ts, j);
     wk_job_free(j);
   } else if (!inflight_take(w, j)) {
     refuse_over_limit(w, j);
     wk_job_free(j);
-  } else if (wk_pool_push(sv != NULL ? sv->pool : &w->pools[0], j) != 0) {
+  } else if (wk_pool_push(pool, j) != 0) {
     NB_ERROR("WK-NOMEM", "dropped a task: out of memory");
     wk_inflight_done(w, j);
     wk_job_free(j);
   }
 out:
+  atomic_fetch_add(&w->received, 1); /* once a message, when it is taken */
   if (m != NULL)
     MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);

@@ -124,8 +124,8 @@ typedef struct wk_pool {
   wk_tmap terms;                 /* terminal -> its tqueue, while it has jobs */
   tqueue *ring_head, *ring_tail; /* terminals with jobs, in turn */
   size_t qlen, busy;
-  size_t cap; /* qlen at which the pool counts as full */
-  bool full;  /* counted in wk_worker.pools_full */
+  size_t cap;       /* qlen at which the pool counts as full */
+  atomic_bool full; /* written under mu, counted in wk_worker.pools_full */
   bool stop;
   pthread_t *threads;
   size_t nthreads;
@@ -137,9 +137,14 @@ void wk_pool_init(wk_pool *p, wk_worker *w, const char *name, size_t want,
 /* Starts the pool's threads, each with its own Redis connection and each
  * serving family's thread state. 0, or an error with err filled. */
 int wk_pool_start(wk_pool *p, char *err, size_t errcap);
-/* Queues `j` (taken); never waits (see pool.c). NIMBUS_ENOMEM leaves `j`
- * the caller's. */
+/* Queues `j` (taken); never waits (see pool.c). Only the arrival callback
+ * calls it, after wk_pool_full said false. NIMBUS_ENOMEM leaves `j` the
+ * caller's. */
 int wk_pool_push(wk_pool *p, job *j);
+/* True while `p` holds `queue` tasks not yet started: the arrival callback
+ * then leaves a task for it with Paho (returns 0 from messageArrived, so
+ * Paho offers it again later). Any thread; no lock. */
+bool wk_pool_full(wk_pool *p);
 /* Waits until nothing is queued or running, then ends the threads. */
 void wk_pool_drain(wk_pool *p);
 void wk_pool_fini(wk_pool *p);

@@ -1,7 +1,13 @@
-/* Paho MQTT C set up the way Nimbus runs it (common/src/paho_lean.c).
+/* Paho MQTT C set up the way Nimbus runs it.
  *
- * Every program and library that links nimbus_paho (Paho's static archive
- * with the --wrap options of CMakeLists.txt) gets this object too. */
+ * Every program and library that links nimbus_paho gets these functions.
+ * There are two builds of them (cmake/NimbusPaho.cmake,
+ * NIMBUS_PAHO_PATCHED): the patched one (a copy of Paho's static archive
+ * with some of its internal calls redirected to common/src/paho_read.c,
+ * paho_send.c, paho_lean.c and nodelay.c) and the one on Paho's public
+ * API only (common/src/paho_public.c). Both give every function marked
+ * "both builds" below, with the same contract; what differs is said at
+ * each. The functions marked "patched build" exist only there. */
 #ifndef NB_PAHO_H
 #define NB_PAHO_H
 
@@ -21,8 +27,23 @@
  * is changed, so Paho's tracing still works for debugging.
  *
  * Call before MQTTAsync_create*; any thread, any number of times (the
- * work is done once per process). Cannot fail. */
+ * work is done once per process). Cannot fail. Both builds. */
 void nb_paho_init(void);
+
+/* "patched" or "public": which build this is (static storage). */
+const char *nb_paho_build(void);
+
+/* Call once a connection to the broker at `uri` is up (Paho's
+ * onConnected callback: the first connect and every reconnect). Paho never
+ * sets TCP_NODELAY, and without it each QoS 1 exchange waits for a
+ * delayed ACK. The patched build sets it before connect (nodelay.c's
+ * __wrap_connect) and does nothing here; the public-API build sets it
+ * here, on each TCP socket of the process connected to the broker's port
+ * (and its address, when `uri` names the host by number; a name is not
+ * looked up) that does not have it yet. Returns how many sockets it set
+ * (0 in the patched build). Any thread; never fails (a socket it cannot
+ * set is left as it is). Both builds. */
+int nb_paho_connected(const char *uri);
 
 /* Call right before MQTTAsync_connect, and when a connection is lost (Paho
  * then reconnects by itself). Paho's receive thread, when it has
@@ -32,14 +53,15 @@ void nb_paho_init(void);
  * next 2 s that sleep is 1 ms instead, so the socket is polled as soon as
  * it exists; after that (no connection: a broker away for long) the
  * receive thread sleeps 100 ms again, as Paho means it to, not waking a
- * phone a thousand times a second. Any thread; cannot fail. */
+ * phone a thousand times a second. Any thread; cannot fail. Both builds
+ * (the public-API build does nothing: the nap is Paho's). */
 void nb_paho_connecting(void);
 
 /* Paho's own recv, poll and close calls land in these three
  * (common/src/paho_read.c; the build renames them in its copy of Paho's
  * archive). They read each socket ahead, so that a packet costs one recv
  * instead of one per header byte plus one for the body. Declared here for
- * the unit tests; nothing else calls them.
+ * the unit tests; nothing else calls them. Patched build.
  *
  * nb_paho_recv: recv(2) for a socket Paho owns, same contract: returns the
  * bytes stored in `buf` (1..n), 0 at end of file, -1 with errno (EAGAIN on
@@ -64,7 +86,9 @@ ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt);
  * close(2)s it; returns close's result. */
 int nb_paho_close(int fd);
 
-/* Pauses (true) or resumes (false) Paho's reads in this process: while
+/* Pauses (true) or resumes (false) Paho's reads in this process; returns
+ * whether this build can (true in the patched build; the public-API build
+ * cannot stop Paho's reads and returns false, doing nothing). While
  * paused, nb_paho_poll does not report any socket readable, so Paho's
  * receive thread reads and delivers nothing (bytes stay in the kernel and
  * the read-ahead, and TCP pushes back on the sender); POLLOUT, errors and
@@ -74,8 +98,12 @@ int nb_paho_close(int fd);
  * where Paho's global mutex is held. A pause longer than the keep-alive
  * interval costs the connection (the PINGRESP is not read), and Paho
  * reconnects. Any thread; idempotent; cannot fail (without an eventfd, a
- * paused poll looks again every 10 ms). */
-void nb_paho_pause_reads(bool pause);
+ * paused poll looks again every 10 ms). A message already read when the
+ * pause begins is still delivered: the application's messageArrived
+ * returns 0 for it when it has no room (Paho keeps it and offers it again
+ * after its next read from the socket), which is the backpressure of the
+ * public-API build. Both builds. */
+bool nb_paho_pause_reads(bool pause);
 
 /* MQTTAsync_sendMessage, with the packet written on the calling thread
  * (common/src/paho_send.c) instead of by a wake-up of Paho's send thread.
@@ -87,17 +115,19 @@ void nb_paho_pause_reads(bool pause);
  * take. From inside one of Paho's callbacks the packet goes out as soon
  * as the callback has returned. A publish that cannot go yet (offline, or
  * Paho's in-flight window full) is left to Paho's send thread as usual.
- * Any thread. */
+ * Any thread. Both builds (the public-API build is MQTTAsync_sendMessage
+ * itself, with Paho's send thread writing the packet). */
 int nb_paho_send(MQTTAsync client, const char *topic, MQTTAsync_message *msg,
                  MQTTAsync_responseOptions *opts);
 
 /* Paho's own pthread_cond_signal and pthread_mutex_unlock calls land in
  * these two (the build renames them in its copy of the archive);
- * nothing else calls them. Same contracts as the pthread calls. */
+ * nothing else calls them. Same contracts as the pthread calls. Patched
+ * build. */
 int nb_paho_cond_signal(pthread_cond_t *cond);
 int nb_paho_mutex_unlock(pthread_mutex_t *m);
 
-/* ---- Reading the broker's answers (paho_session.c) -------------------- */
+/* ---- Reading the broker's answers (paho_session.c; both builds) ------- */
 
 /* The worst reason code of a SUBACK for a SUBSCRIBE of `filters` filters
  * (0x80 or more is a refusal); 0 for a NULL `d`. */

@@ -325,6 +325,8 @@ static void subscribe_all(nb_session *s) {
 static void on_connected(void *ctx, char *cause) {
   (void)cause;
   nb_session *s = ctx;
+  /* TCP_NODELAY, in the public-API build (nb_paho.h). */
+  (void)nb_paho_connected(s->uri);
   pthread_mutex_lock(&s->mu);
   bool live =
       s->state == S_CONNECTING || s->state == S_UP || s->state == S_DOWN;

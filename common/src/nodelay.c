@@ -7,6 +7,8 @@
  * here and nobody else's are touched (an app embedding the agent keeps its
  * own connect()). Nagle's algorithm is turned off before the connection is
  * made; a failure to do so is harmless and ignored. */
+#include "nb_paho.h"
+
 #include <netinet/in.h>
 #include <stddef.h>
 #include <netinet/tcp.h>
@@ -28,3 +30,11 @@ int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   }
   return __real_connect(fd, addr, len);
 }
+
+/* The socket has it from before its connect: nothing is left to do. */
+int nb_paho_connected(const char *uri) {
+  (void)uri;
+  return 0;
+}
+
+const char *nb_paho_build(void) { return "patched"; }

@@ -20,7 +20,7 @@
  *
  * The third piece of bookkeeping, the trace ring that Log() formats every
  * protocol event into under a third mutex, has a public switch:
- * nb_paho_init() below.
+ * nb_paho_init() (paho_session.c, both builds).
  *
  * One wait, too: MQTTAsync_destroy of a process's last client sets
  * MQTTAsync_tostop and then sleeps 100 ms at a time (usleep(100000)) until
@@ -124,13 +124,3 @@ int __wrap_usleep(useconds_t us) {
   }
   return 0;
 }
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-
-static void init_trace(void) {
-  const char *trace = getenv("MQTT_C_CLIENT_TRACE");
-  if (trace == NULL || trace[0] == '\0')
-    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
-}
-
-void nb_paho_init(void) { (void)pthread_once(&init_once, init_trace); }

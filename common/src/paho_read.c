@@ -176,7 +176,7 @@ static void ra_wake_make(void) {
   ra_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
-void nb_paho_pause_reads(bool pause) {
+bool nb_paho_pause_reads(bool pause) {
   pthread_once(&ra_wake_once, ra_wake_make);
   atomic_store(&ra_paused, pause);
   if (!pause && ra_wake >= 0) {
@@ -184,6 +184,7 @@ void nb_paho_pause_reads(bool pause) {
     ssize_t w = write(ra_wake, &one, sizeof one);
     (void)w; /* EAGAIN: the counter is already set, the wake is due */
   }
+  return true;
 }
 
 /* One poll while reads are paused: POLLIN is not asked for (nor is the

@@ -1,4 +1,6 @@
-/* How Paho reports the broker's answers to a session's CONNECT and
+/* The parts of nb_paho.h on Paho's public API that both builds share
+ * (cmake/NimbusPaho.cmake): the switch for Paho's trace ring, and how
+ * Paho reports the broker's answers to a session's CONNECT and
  * SUBSCRIBE, read one way for the worker and the agent (nb_paho.h). Each
  * side keeps its own session state (the worker a clean session with a
  * will, the agent a persistent one with session slots), but both must
@@ -9,7 +11,23 @@
  * in `code` when the broker answered, a Paho error code when it did not. */
 #include "nb_paho.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+/* ---- Paho's trace ring, off (both builds: a public call) -------------- */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init_trace(void) {
+  const char *trace = getenv("MQTT_C_CLIENT_TRACE");
+  if (trace == NULL || trace[0] == '\0')
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
+}
+
+void nb_paho_init(void) { (void)pthread_once(&init_once, init_trace); }
+
+/* ---- The broker's answers --------------------------------------------- */
 
 int nb_paho_suback_worst(const MQTTAsync_successData5 *d, size_t filters) {
   if (d == NULL)

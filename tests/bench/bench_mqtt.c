@@ -128,6 +128,8 @@ int bench_mqtt_connect(MQTTAsync *out, const bench_opts *o,
     return -1;
   }
   waiter_destroy(w, d);
+  /* TCP_NODELAY in the public-API build, as Nimbus's own sessions have it. */
+  (void)nb_paho_connected(uri);
   *out = c;
   return 0;
 }
