@@ -35,22 +35,6 @@ set(NIMBUS_PAHO_LINK shared CACHE STRING
     "The public-API build links Paho's shared library (shared) or its static archive (static)")
 set_property(CACHE NIMBUS_PAHO_LINK PROPERTY STRINGS shared static)
 
-# The Paho the patches were read against: Debian's libpaho-mqtt 1.3.12-1,
-# whose archive names itself 1.3.11 ("MQTTAsyncV3_Version 1.3.11").
-set(NB_PAHO_PATCHED_VERSION "1.3.11")
-
-# The archive's symbols the patches depend on. Undefined references the
-# build renames (objcopy --redefine-sym) or wraps (-Wl,--wrap): one missing
-# means the patch would not take, silently. Globals paho_lean.c and
-# paho_send.c read (paho_internal.h), and the static MQTTAsync_processCommand
-# objcopy makes global.
-set(_nb_paho_refs recv poll close writev pthread_cond_signal
-    pthread_mutex_unlock connect usleep StackTrace_entry StackTrace_exit
-    mymalloc myrealloc myfree)
-set(_nb_paho_data MQTTAsync_tostop sendThread_state receiveThread_state
-    sendThread_id receiveThread_id mqttasync_mutex send_cond)
-set(_nb_paho_funcs Thread_signal_cond)
-
 find_package(eclipse-paho-mqtt-c REQUIRED)
 get_target_property(_paho_shared eclipse-paho-mqtt-c::paho-mqtt3a
                     IMPORTED_LOCATION_NONE)
@@ -65,105 +49,33 @@ if(CMAKE_OBJCOPY)
 else()
   find_program(NB_OBJCOPY NAMES objcopy llvm-objcopy)
 endif()
-if(CMAKE_NM)
-  set(NB_NM "${CMAKE_NM}")
-else()
-  find_program(NB_NM NAMES nm llvm-nm)
-endif()
-
-# The Paho version a file names in its "MQTTAsyncV3_Version x.y.z" string
-# (the archive or the shared library), into ${out}; "" when none.
-function(nb_paho_file_version file out)
-  set(_v "")
-  if(EXISTS "${file}")
-    file(STRINGS "${file}" _s REGEX "MQTTAsyncV3_Version [0-9]+\\.[0-9]+\\.[0-9]+"
-         LIMIT_COUNT 1)
-    if(_s MATCHES "MQTTAsyncV3_Version ([0-9]+\\.[0-9]+\\.[0-9]+)")
-      set(_v "${CMAKE_MATCH_1}")
-    endif()
-  endif()
-  set(${out} "${_v}" PARENT_SCOPE)
-endfunction()
-
-# Whether the static archive is the one the patches fit: ${ok} TRUE or
-# FALSE, ${why} the first reason it is not.
-function(nb_paho_check_patchable ok why)
-  set(${ok} FALSE PARENT_SCOPE)
-  if(NOT PAHO_ASYNC_STATIC)
-    set(${why} "no static libpaho-mqtt3a.a beside ${_paho_shared}" PARENT_SCOPE)
-    return()
-  endif()
-  if(NOT NB_OBJCOPY OR NOT NB_NM)
-    set(${why} "objcopy or nm not found" PARENT_SCOPE)
-    return()
-  endif()
-  nb_paho_file_version("${PAHO_ASYNC_STATIC}" _v)
-  if(NOT _v STREQUAL NB_PAHO_PATCHED_VERSION)
-    set(${why} "${PAHO_ASYNC_STATIC} is Paho '${_v}', the patches fit ${NB_PAHO_PATCHED_VERSION} only"
-        PARENT_SCOPE)
-    return()
-  endif()
-  execute_process(COMMAND "${NB_NM}" "${PAHO_ASYNC_STATIC}"
-                  OUTPUT_VARIABLE _syms RESULT_VARIABLE _rc ERROR_QUIET)
-  if(NOT _rc EQUAL 0)
-    set(${why} "nm could not read ${PAHO_ASYNC_STATIC}" PARENT_SCOPE)
-    return()
-  endif()
-  # One "<value> <type> <name>" per line; undefined ones have no value.
-  string(REGEX REPLACE "@[^\n]*" "" _syms "\n${_syms}\n")
-  foreach(_s ${_nb_paho_refs})
-    if(NOT _syms MATCHES "\n *U ${_s}\n")
-      set(${why} "the archive never calls ${_s}: the patch on it would not take"
-          PARENT_SCOPE)
-      return()
-    endif()
-  endforeach()
-  foreach(_s ${_nb_paho_data})
-    if(NOT _syms MATCHES "\n[0-9a-f]+ [BDC] ${_s}\n")
-      set(${why} "the archive has no global ${_s}" PARENT_SCOPE)
-      return()
-    endif()
-  endforeach()
-  foreach(_s ${_nb_paho_funcs})
-    if(NOT _syms MATCHES "\n[0-9a-f]+ T ${_s}\n")
-      set(${why} "the archive has no function ${_s}" PARENT_SCOPE)
-      return()
-    endif()
-  endforeach()
-  if(NOT _syms MATCHES "\n[0-9a-f]+ [tT] MQTTAsync_processCommand\n")
-    set(${why} "the archive has no MQTTAsync_processCommand" PARENT_SCOPE)
-    return()
-  endif()
-  if(_syms MATCHES "\n *U select\n")
-    set(${why} "the archive waits with select() (PAHO_USE_SELECT): the read-ahead answers poll() only"
-        PARENT_SCOPE)
-    return()
-  endif()
-  if(_syms MATCHES "\n *U SSL_read\n")
-    set(${why} "the archive is Paho's TLS variant: SSL_read would read past the read-ahead"
-        PARENT_SCOPE)
-    return()
-  endif()
-  set(${ok} TRUE PARENT_SCOPE)
-  set(${why} "" PARENT_SCOPE)
-endfunction()
+# nb_paho_check_patchable, nb_paho_file_version (and NB_NM).
+include(${CMAKE_CURRENT_LIST_DIR}/NimbusPahoCheck.cmake)
 
 string(TOUPPER "${NIMBUS_PAHO_PATCHED}" _nb_want)
 if(_nb_want STREQUAL "OFF")
-  set(NIMBUS_PAHO_BUILD public)
+  set(_nb_build public)
   set(_nb_paho_why "NIMBUS_PAHO_PATCHED=OFF")
 else()
-  nb_paho_check_patchable(_nb_paho_ok _nb_paho_why)
+  if(PAHO_ASYNC_STATIC)
+    nb_paho_check_patchable("${PAHO_ASYNC_STATIC}" _nb_paho_ok _nb_paho_why)
+  else()
+    set(_nb_paho_ok FALSE)
+    set(_nb_paho_why "no static libpaho-mqtt3a.a beside ${_paho_shared}")
+  endif()
   if(_nb_paho_ok)
-    set(NIMBUS_PAHO_BUILD patched)
+    set(_nb_build patched)
   elseif(_nb_want STREQUAL "ON")
     message(FATAL_ERROR "NIMBUS_PAHO_PATCHED=ON, but ${_nb_paho_why}. "
             "Configure with -DNIMBUS_PAHO_PATCHED=OFF (or AUTO) for the "
             "build on Paho's public API.")
   else()
-    set(NIMBUS_PAHO_BUILD public)
+    set(_nb_build public)
   endif()
 endif()
+# In the cache too, for the tests (test_paho_check) and for a person.
+set(NIMBUS_PAHO_BUILD ${_nb_build} CACHE INTERNAL
+    "The Paho build chosen: patched or public")
 
 add_library(nimbus_paho INTERFACE)
 get_target_property(_paho_inc eclipse-paho-mqtt-c::paho-mqtt3a
