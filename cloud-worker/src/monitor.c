@@ -4,7 +4,9 @@
  * for a worker that vanished), "ts", "types", "threads" {pool: threads},
  * "pools" {pool: {"threads", "queued", "running", "done"}}, "tasks" {"ok",
  * "error" (final replies), "received" (messages the broker delivered, the
- * catch-all group's copies included), "refused" (429s past max_inflight)},
+ * catch-all group's copies included), "refused" (429s past max_inflight),
+ * "deferred" (offers of a task left with Paho while its pool was full:
+ * Paho offers it again, so one task can count more than once)},
  * "queued", "running" (over every pool), "storage_full" (on workers with
  * the blob store: writes are being refused for want of space)}. */
 #include "wk_worker.h"
@@ -56,6 +58,8 @@ char *wk_monitor_json(wk_worker *w, const char *state) {
                               (double)atomic_load(&w->received));
       cJSON_AddNumberToObject(tasks, "refused",
                               (double)atomic_load(&w->refused));
+      cJSON_AddNumberToObject(tasks, "deferred",
+                              (double)atomic_load(&w->deferred));
     }
     cJSON_AddNumberToObject(o, "queued", (double)queued);
     cJSON_AddNumberToObject(o, "running", (double)running);

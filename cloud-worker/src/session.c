@@ -210,8 +210,10 @@ static int on_message(void *context, char *topic, int topic_len,
   bool inline_task =
       sv != NULL && (sv->h->flags & WK_INLINE) != 0 && kind == JOB_TASK;
   wk_pool *pool = sv != NULL ? sv->pool : &w->pools[0];
-  if (!inline_task && wk_pool_full(pool))
+  if (!inline_task && wk_pool_full(pool)) {
+    atomic_fetch_add(&w->deferred, 1);
     return 0; /* Paho keeps the message and the topic */
+  }
   size_t plen = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
   j = malloc(sizeof *j + tp.type_len + tp.terminal_len + 2);
   if (j == NULL) {

@@ -276,6 +276,8 @@ struct wk_worker {
   /* For the monitor topic. */
   atomic_uint_fast64_t tasks_ok, tasks_error;
   atomic_uint_fast64_t received; /* messages the broker delivered */
+  /* Offers of a message left with Paho for want of room (pool.c). */
+  atomic_uint_fast64_t deferred;
   char monitor_topic[256];
   char *will_payload;
   st_blobstore *blobs;     /* the blob store; shared, thread-safe */

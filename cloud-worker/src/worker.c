@@ -43,6 +43,7 @@ int wk_worker_new(const wk_config *cfg, wk_worker **out, char *err,
   atomic_init(&w->tasks_ok, 0);
   atomic_init(&w->tasks_error, 0);
   atomic_init(&w->received, 0);
+  atomic_init(&w->deferred, 0);
   atomic_init(&w->refused, 0);
   int rc = wk_registry_choose(w, err, errcap);
   if (rc == 0)
