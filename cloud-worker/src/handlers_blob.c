@@ -143,12 +143,7 @@ static int arg_upload(wk_ctx *c, char up[65]) {
 }
 
 bool wk_is_blob_name(const char *s, size_t n) {
-  if (n != 64)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return false;
-  return true;
+  return n == 64 && nb_is_lower_hex(s, n);
 }
 
 int wk_arg_blob(wk_ctx *c, const char *key, char hex[65], uint8_t raw[32]) {

@@ -27,6 +27,13 @@ int nb_random_id(char *out, size_t cap, unsigned bits);
 /* Lowercase hex of `n` bytes into `out`, which must hold 2n+1 bytes. */
 void nb_hex(const uint8_t *in, size_t n, char *out);
 
+/* True when the `n` bytes at `s` are all lowercase hex digits ([0-9a-f])
+ * and n > 0. */
+bool nb_is_lower_hex(const char *s, size_t n);
+/* True when `s` (NUL-terminated; NULL gives false) is a SHA-256 in the
+ * protocol's form: exactly 64 lowercase hex digits (a blob's name). */
+bool nb_is_sha256_hex(const char *s);
+
 /* Decodes the 64 hex digits (either case) at `s` (need not end there)
  * into out[32]. Returns 0, or -1 at the first other character (out is
  * then partly written). */

@@ -45,8 +45,8 @@ struct nb_session {
 
   pthread_mutex_t mu;
   pthread_cond_t cv; /* CLOCK_MONOTONIC */
-  MQTTAsync client;
-  _Atomic(MQTTAsync) pub; /* client, read without mu by publishers */
+  /* Written under mu; publishers read it without (nb_session_client). */
+  _Atomic(MQTTAsync) client;
   int state;
   bool connecting_call; /* a caller is in nb_session_connect */
   int first_rc;         /* the first round's failure, 0 while none */
@@ -124,7 +124,7 @@ int nb_session_new(const nb_session_opts *o, nb_session **out) {
 }
 
 MQTTAsync nb_session_client(const nb_session *s) {
-  return s != NULL ? atomic_load(&((nb_session *)s)->pub) : NULL;
+  return s != NULL ? atomic_load(&((nb_session *)s)->client) : NULL;
 }
 
 bool nb_session_up(const nb_session *s) {
@@ -174,7 +174,8 @@ static void *retry_thread(void *arg) {
     if (s->stop || s->resub_due == 0 || nb_mono_ms() < s->resub_due)
       continue;
     s->resub_due = 0;
-    MQTTAsync client = s->subscribe && s->state != S_CLOSED ? s->client : NULL;
+    MQTTAsync client =
+        s->subscribe && s->state != S_CLOSED ? atomic_load(&s->client) : NULL;
     pthread_mutex_unlock(&s->mu);
     /* Paho's calls take Paho's lock, which its threads hold while they
      * call us (and we take mu): never with mu held. */
@@ -257,7 +258,7 @@ static void on_subfail(void *ctx, MQTTAsync_failureData5 *d) {
 /* A new round: one SUBSCRIBE per group. Without mu. */
 static void subscribe_all(nb_session *s) {
   pthread_mutex_lock(&s->mu);
-  MQTTAsync client = s->client;
+  MQTTAsync client = atomic_load(&s->client);
   bool go = s->subscribe && client != NULL;
   for (size_t g = 0; g < s->o.ngroups; g++)
     s->granted[g] = false;
@@ -430,7 +431,7 @@ static int start_connect(nb_session *s, int timeout_ms) {
     c.will = &will;
   }
   nb_paho_connecting();
-  int rc = MQTTAsync_connect(s->client, &c);
+  int rc = MQTTAsync_connect(atomic_load(&s->client), &c);
   MQTTProperties_free(&props);
   return rc;
 }
@@ -455,8 +456,7 @@ static MQTTAsync make_client(nb_session *s, int *prc) {
 static void drop_client(nb_session *s, MQTTAsync client) {
   pthread_mutex_lock(&s->mu);
   s->state = S_IDLE;
-  s->client = NULL;
-  atomic_store(&s->pub, NULL);
+  atomic_store(&s->client, NULL);
   pthread_mutex_unlock(&s->mu);
   MQTTAsync_destroy(&client);
 }
@@ -492,8 +492,7 @@ int nb_session_connect(nb_session *s, int timeout_ms, char *err,
       break;
     }
     pthread_mutex_lock(&s->mu);
-    s->client = client;
-    atomic_store(&s->pub, client);
+    atomic_store(&s->client, client);
     s->state = S_CONNECTING;
     s->first_rc = 0;
     s->first_err[0] = '\0';
@@ -601,7 +600,7 @@ void nb_session_unsubscribe(nb_session *s, int timeout_ms) {
   pthread_mutex_lock(&s->mu);
   s->subscribe = false;
   s->resub_due = 0;
-  MQTTAsync client = s->client;
+  MQTTAsync client = atomic_load(&s->client);
   s->unsub_done = false;
   pthread_mutex_unlock(&s->mu);
   if (client == NULL || !MQTTAsync_isConnected(client))
@@ -633,7 +632,7 @@ void nb_session_disconnect(nb_session *s, int timeout_ms, int64_t expiry_s) {
   if (s == NULL)
     return;
   pthread_mutex_lock(&s->mu);
-  MQTTAsync client = s->client;
+  MQTTAsync client = atomic_load(&s->client);
   bool live = client != NULL && s->state != S_CLOSED;
   s->state = client != NULL ? S_CLOSED : s->state;
   s->subscribe = false;
@@ -665,7 +664,7 @@ void nb_session_free(nb_session *s) {
   pthread_mutex_lock(&s->mu);
   s->stop = true;
   s->state = S_CLOSED;
-  MQTTAsync client = s->client;
+  MQTTAsync client = atomic_load(&s->client);
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
   if (s->thread_started)

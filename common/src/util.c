@@ -84,6 +84,19 @@ int nb_random_id(char *out, size_t cap, unsigned bits) {
   return 0;
 }
 
+bool nb_is_lower_hex(const char *s, size_t n) {
+  if (s == NULL || n == 0)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
+bool nb_is_sha256_hex(const char *s) {
+  return s != NULL && strnlen(s, 65) == 64 && nb_is_lower_hex(s, 64);
+}
+
 static int nibble(char c) {
   if (c >= '0' && c <= '9')
     return c - '0';

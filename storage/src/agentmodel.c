@@ -75,15 +75,6 @@ static bool ver_ok(const char *s) {
   return s != NULL && nb_semver_valid(s, strlen(s));
 }
 
-static bool is_hex64(const char *s) {
-  if (s == NULL || strlen(s) != 64)
-    return false;
-  for (size_t i = 0; i < 64; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return false;
-  return true;
-}
-
 static int pkg_key(char *out, const char *platform, const char *version) {
   size_t core = nb_semver_core_len(version, strlen(version));
   int n = snprintf(out, KEY_CAP, "nb:agent:pkg:%s:%.*s", platform, (int)core,
@@ -196,7 +187,8 @@ int st_agent_publish(st_redis *r, const st_agent_pkg *p,
                      const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs) {
   char rec[KEY_CAP], meta[KEY_CAP], sk[KEY_CAP], gone[KEY_CAP], mark[KEY_CAP],
       vers[KEY_CAP], size[24], ts[24];
-  if (!plat_ok(p->platform) || !ver_ok(p->version) || !is_hex64(p->blob) ||
+  if (!plat_ok(p->platform) || !ver_ok(p->version) ||
+      !nb_is_sha256_hex(p->blob) ||
       !st_agent_notes_valid(p->notes, strlen(p->notes)) ||
       pkg_key(rec, p->platform, p->version) != 0 ||
       keyf(meta, "nb:blob:%s", p->blob) != 0 ||
@@ -271,7 +263,7 @@ int st_agent_pkg_get(st_redis *r, const char *platform, const char *version,
     copy_str(e[5], out->notes, sizeof out->notes);
     out->ts = reply_int(e[6]);
     out->exists = out->platform[0] != '\0' && out->version[0] != '\0' &&
-                  is_hex64(out->blob);
+                  nb_is_sha256_hex(out->blob);
   }
   freeReplyObject(rep);
   return 0;
@@ -375,7 +367,7 @@ int st_agent_withdraw(st_redis *r, const char *platform, const char *version,
 
 int st_agent_blob_published(st_redis *r, const char *hex, bool *yes) {
   *yes = false;
-  if (!is_hex64(hex))
+  if (!nb_is_sha256_hex(hex))
     return NIMBUS_EINVAL;
   const char *argv[3] = {"HEXISTS", BLOBS, hex};
   redisReply *rep = st__cmd(r, 3, argv, NULL);

@@ -21,15 +21,6 @@
 #define KEY_CAP 200
 #define EXPIRY "nb:result:expiry"
 
-static bool is_hex64(const char *s) {
-  if (s == NULL || strlen(s) != 64)
-    return false;
-  for (size_t i = 0; i < 64; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return false;
-  return true;
-}
-
 static int keyf(char *out, const char *fmt, const char *a) {
   int n = snprintf(out, KEY_CAP, fmt, a);
   return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
@@ -52,7 +43,7 @@ static int fill(st_redis *r, const redisReply *blob, const redisReply *size,
     return 0; /* absent (or not one of ours): a miss */
   memcpy(out->blob, blob->str, 64);
   out->blob[64] = '\0';
-  if (!is_hex64(out->blob))
+  if (!nb_is_sha256_hex(out->blob))
     return 0;
   out->size = strtoull(size->str, NULL, 10);
   if (props->type == REDIS_REPLY_STRING && props->len > 0) {
@@ -72,7 +63,7 @@ static int fill(st_redis *r, const redisReply *blob, const redisReply *size,
 int st_result_get(st_redis *r, const char *key, st_result *out) {
   char ek[KEY_CAP];
   memset(out, 0, sizeof *out);
-  if (!is_hex64(key) || keyf(ek, "nb:rcache:%s", key) != 0)
+  if (!nb_is_sha256_hex(key) || keyf(ek, "nb:rcache:%s", key) != 0)
     return NIMBUS_EINVAL;
   const char *argv[5] = {"HMGET", ek, "blob", "size", "props"};
   redisReply *rep = st__cmd(r, 5, argv, NULL);
@@ -130,7 +121,8 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
   char ek[KEY_CAP], meta[KEY_CAP], sk[KEY_CAP], gone[KEY_CAP], mark[KEY_CAP],
       num[24], exp[24], now[24];
   memset(out, 0, sizeof *out);
-  if (!is_hex64(key) || !is_hex64(hex) || keyf(ek, "nb:rcache:%s", key) != 0 ||
+  if (!nb_is_sha256_hex(key) || !nb_is_sha256_hex(hex) ||
+      keyf(ek, "nb:rcache:%s", key) != 0 ||
       keyf(meta, "nb:blob:%s", hex) != 0 ||
       keyf(sk, "nb:blob:%s:sums", hex) != 0 ||
       keyf(gone, "nb:blob:%s:gone", hex) != 0 ||
@@ -199,7 +191,8 @@ int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
                            const char *hex, int64_t expires_at,
                            int64_t now_ms) {
   char ek[KEY_CAP], gk[KEY_CAP], exp[24], now[24];
-  if (!is_hex64(key) || !is_hex64(hex) || keyf(ek, "nb:rcache:%s", key) != 0 ||
+  if (!nb_is_sha256_hex(key) || !nb_is_sha256_hex(hex) ||
+      keyf(ek, "nb:rcache:%s", key) != 0 ||
       keyf(gk, "nb:rgrant:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   snprintf(exp, sizeof exp, "%lld", (long long)expires_at);
@@ -221,7 +214,7 @@ int st_result_grant_check(st_redis *r, const char *terminal, const char *hex,
                           int64_t now_ms, bool *ok) {
   char gk[KEY_CAP];
   *ok = false;
-  if (!is_hex64(hex) || keyf(gk, "nb:rgrant:%s", terminal) != 0)
+  if (!nb_is_sha256_hex(hex) || keyf(gk, "nb:rgrant:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   const char *argv[3] = {"ZSCORE", gk, hex};
   redisReply *rep = st__cmd(r, 3, argv, NULL);
@@ -274,7 +267,7 @@ static int sweep_one(st_redis *r, const char *key, const char *now,
     freeReplyObject(b);
     /* An entry without a blob of ours still goes; its meta key is then a
      * harmless name that does not exist. */
-    if (keyf(meta, "nb:blob:%s", is_hex64(blob) ? blob : "-") != 0)
+    if (keyf(meta, "nb:blob:%s", nb_is_sha256_hex(blob) ? blob : "-") != 0)
       return NIMBUS_EINVAL;
     const char *argv[10] = {NULL,    NULL, NULL, EXPIRY, ek,
                             "nb:gc", meta, key,  now,    blob};
@@ -310,7 +303,7 @@ int st_result_sweep(st_redis *r, int64_t now_ms, size_t max, size_t *released) {
       continue;
     memcpy(key, e->str, 64);
     key[64] = '\0';
-    if (!is_hex64(key))
+    if (!nb_is_sha256_hex(key))
       continue;
     bool done = false;
     rc = sweep_one(r, key, now, &done);

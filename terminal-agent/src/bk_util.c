@@ -90,12 +90,7 @@ bool bk_kind_valid(const char *s, size_t n) {
 }
 
 bool bk_hex_valid(const char *s, size_t n) {
-  if (s == NULL || n != 64)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return false;
-  return true;
+  return n == 64 && nb_is_lower_hex(s, n);
 }
 
 /* ---- Files ------------------------------------------------------------- */

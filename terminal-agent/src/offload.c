@@ -697,15 +697,6 @@ static int of_process(of_run *r, const uint8_t *args, size_t args_len,
 
 /* ---- Arguments ----------------------------------------------------------- */
 
-static bool of_hex_ok(const char *s) {
-  if (s == NULL || strlen(s) != 64)
-    return false;
-  for (const char *c = s; *c != '\0'; c++)
-    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
-      return false;
-  return true;
-}
-
 static bool of_key_is(const msgpack_object *k, const char *s) {
   return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(s) &&
          memcmp(k->via.str.ptr, s, k->via.str.size) == 0;
@@ -762,7 +753,7 @@ static int of_check(of_run *r, const uint8_t **ops, size_t *ops_len,
             inputs);
     return NIMBUS_EINVAL;
   }
-  if (o->in_blob != NULL && !of_hex_ok(o->in_blob)) {
+  if (o->in_blob != NULL && !nb_is_sha256_hex(o->in_blob)) {
     of_fail(r, "in_blob must be a blob's SHA-256, 64 lowercase hex digits");
     return NIMBUS_EINVAL;
   }
@@ -894,7 +885,7 @@ static int of_take_reply(of_run *r, const nimbus_reply *rep, bool *inline_ok) {
   if (ok) {
     memcpy(out->blob, b->via.str.ptr, 64);
     out->blob[64] = '\0';
-    ok = of_hex_ok(out->blob);
+    ok = nb_is_sha256_hex(out->blob);
   }
   out->cached =
       c != NULL && c->type == MSGPACK_OBJECT_BOOLEAN && c->via.boolean;

@@ -273,13 +273,7 @@ int ag_pkg_extract_mem(const void *buf, size_t n, int dirfd,
 /* ---- The description's checks ------------------------------------------- */
 
 static bool hex_lower(const char *s, size_t want) {
-  size_t n = strlen(s);
-  if (n != want)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return false;
-  return true;
+  return strlen(s) == want && nb_is_lower_hex(s, want);
 }
 
 int ag_pkg_check(const nimbus_agent_pkg *p, const uint8_t pub[32],

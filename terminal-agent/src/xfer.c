@@ -1077,13 +1077,9 @@ static char *xf_part_of(const char *name) {
 }
 
 int nimbus_blob_download(nimbus_xfer *x, const nimbus_blob_download_opts *o) {
-  if (x == NULL || o->blob == NULL || strlen(o->blob) != 64 ||
-      nb_unhex32(o->blob, (uint8_t[32]){0}) != 0 || o->on_done == NULL ||
+  if (x == NULL || !nb_is_sha256_hex(o->blob) || o->on_done == NULL ||
       o->size < -1 || (!o->keep_part && (o->name == NULL || o->name[0] == 0)))
     return NIMBUS_EINVAL;
-  for (const char *c = o->blob; *c != '\0'; c++)
-    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
-      return NIMBUS_EINVAL;
   if (o->keep_part && o->part == NULL && o->name == NULL)
     return NIMBUS_EINVAL;
   if (o->dirfd != AT_FDCWD &&

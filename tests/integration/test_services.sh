@@ -56,23 +56,35 @@ out=$("$W" --config "$D/nope.conf" --print-config 2>&1) &&
   nb_fail "a missing --config file was accepted"
 [[ $out == *"cannot read config file $D/nope.conf"* ]] || nb_fail "missing --config: $out"
 
+# A port free now, below Linux's ephemeral range (32768 up), so that no
+# outgoing connection of another test takes it meanwhile (scripts/stack
+# picks its ports the same way); a server that still loses the race is
+# started again on another one.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
-    (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    p=$((10000 + RANDOM % 22000))
+    [[ -n $(ss -Htln "sport = :$p" 2>/dev/null) ]] || { echo "$p"; return; }
   done
 }
 
 # Redis with the production config, only its address and places moved.
-RP=$(free_port)
 REDIS_PW=$(sed -n 's/^requirepass //p' "$P/share/doc/nimbus/examples/redis.conf")
-redis-server "$P/share/doc/nimbus/examples/redis.conf" --port "$RP" \
-  --bind 127.0.0.1 --dir "$D" --logfile "$D/redis.log" --supervised no \
-  --daemonize no &
-redis_pid=$!
-nb_on_exit "kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null || true"
-nb_wait_for "REDISCLI_AUTH='$REDIS_PW' redis-cli -p $RP ping | grep -q PONG" 10 ||
+for try in 1 2 3 4 5; do
+  RP=$(free_port)
+  : >"$D/redis.log"
+  redis-server "$P/share/doc/nimbus/examples/redis.conf" --port "$RP" \
+    --bind 127.0.0.1 --dir "$D" --logfile "$D/redis.log" --supervised no \
+    --daemonize no &
+  redis_pid=$!
+  nb_on_exit "kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null || true"
+  nb_wait_for "REDISCLI_AUTH='$REDIS_PW' redis-cli -p $RP ping | grep -q PONG || ! kill -0 $redis_pid 2>/dev/null" 10 || true
+  kill -0 "$redis_pid" 2>/dev/null && break
+  grep -q "Address already in use" "$D/redis.log" ||
+    nb_fail "redis-server with the production config did not start: $(tail -n5 "$D/redis.log")"
+  nb_log "redis port $RP was taken meanwhile; trying another"
+done
+REDISCLI_AUTH=$REDIS_PW redis-cli -p "$RP" ping | grep -q PONG ||
   nb_fail "redis-server with the production config did not start: $(tail -n5 "$D/redis.log")"
 nb_assert_eq "yes noeviction" \
   "$(REDISCLI_AUTH=$REDIS_PW redis-cli -p "$RP" config get appendonly | tail -n1) $(REDISCLI_AUTH=$REDIS_PW redis-cli -p "$RP" config get maxmemory-policy | tail -n1)" \
@@ -81,20 +93,8 @@ nb_assert_eq "yes noeviction" \
   nb_fail "production redis answers without the password"
 
 # Mosquitto with the production config and the installed plugin.
-MP=$(free_port)
 "$P/bin/nimbusctl" --accounts "$D/accounts" account add w1 --role worker \
   --password pw-w1 >/dev/null || nb_fail "nimbusctl account add"
-sed -e "s|^listener 1883\$|listener $MP 127.0.0.1|" \
-    -e "s|^plugin /usr/local/lib/nimbus/nimbus_auth.so\$|plugin $P/lib/nimbus/nimbus_auth.so|" \
-    -e "s|^plugin_opt_accounts .*|plugin_opt_accounts $D/accounts|" \
-    -e "s|^persistence_location .*|persistence_location $D/|" \
-    -e "/^log_dest syslog\$/d" \
-    -e "s|^log_dest file .*|log_dest file $D/mosquitto.log|" \
-    -e "s|^pid_file .*|pid_file $D/mosquitto.pid|" \
-    -e "s|^user mosquitto\$|user $(id -un)|" \
-    "$P/share/doc/nimbus/examples/mosquitto.conf" >"$D/mosquitto.conf"
-nb_assert_eq 8 "$(diff "$P/share/doc/nimbus/examples/mosquitto.conf" "$D/mosquitto.conf" | grep -c '^<')" \
-  "lines of the production mosquitto.conf changed for the test"
 # A plugin of a sanitizer build needs its runtime loaded first in the
 # uninstrumented mosquitto, as scripts/stack does it (and mosquitto's own
 # leaks at exit are not the plugin's).
@@ -105,10 +105,30 @@ if [[ -n $rt ]]; then
     mosquitto__strdup >"$D/lsan.supp"
   menv=("LD_PRELOAD=$rt" "LSAN_OPTIONS=suppressions=$D/lsan.supp:print_suppressions=0")
 fi
-env "${menv[@]+"${menv[@]}"}" mosquitto -c "$D/mosquitto.conf" >"$D/mosquitto.out" 2>&1 &
-mosq_pid=$!
-nb_on_exit "kill $mosq_pid 2>/dev/null; wait $mosq_pid 2>/dev/null || true"
-nb_wait_for "mosquitto_pub -p $MP -V 5 -u w1 -P pw-w1 -i w1 -t cloud/v1/monitor/worker/w1 -n -q 1" 10 ||
+for try in 1 2 3 4 5; do
+  MP=$(free_port)
+  sed -e "s|^listener 1883\$|listener $MP 127.0.0.1|" \
+      -e "s|^plugin /usr/local/lib/nimbus/nimbus_auth.so\$|plugin $P/lib/nimbus/nimbus_auth.so|" \
+      -e "s|^plugin_opt_accounts .*|plugin_opt_accounts $D/accounts|" \
+      -e "s|^persistence_location .*|persistence_location $D/|" \
+      -e "/^log_dest syslog\$/d" \
+      -e "s|^log_dest file .*|log_dest file $D/mosquitto.log|" \
+      -e "s|^pid_file .*|pid_file $D/mosquitto.pid|" \
+      -e "s|^user mosquitto\$|user $(id -un)|" \
+      "$P/share/doc/nimbus/examples/mosquitto.conf" >"$D/mosquitto.conf"
+  : >"$D/mosquitto.log"
+  env "${menv[@]+"${menv[@]}"}" mosquitto -c "$D/mosquitto.conf" >"$D/mosquitto.out" 2>&1 &
+  mosq_pid=$!
+  nb_on_exit "kill $mosq_pid 2>/dev/null; wait $mosq_pid 2>/dev/null || true"
+  nb_wait_for "mosquitto_pub -p $MP -V 5 -u w1 -P pw-w1 -i w1 -t cloud/v1/monitor/worker/w1 -n -q 1 || ! kill -0 $mosq_pid 2>/dev/null" 10 || true
+  kill -0 "$mosq_pid" 2>/dev/null && break
+  grep -q "Address already in use" "$D/mosquitto.out" "$D/mosquitto.log" ||
+    nb_fail "production mosquitto did not start: $(cat "$D/mosquitto.out"; tail -n5 "$D/mosquitto.log")"
+  nb_log "mosquitto port $MP was taken meanwhile; trying another"
+done
+nb_assert_eq 8 "$(diff "$P/share/doc/nimbus/examples/mosquitto.conf" "$D/mosquitto.conf" | grep -c '^<')" \
+  "lines of the production mosquitto.conf changed for the test"
+mosquitto_pub -p "$MP" -V 5 -u w1 -P pw-w1 -i w1 -t cloud/v1/monitor/worker/w1 -n -q 1 ||
   nb_fail "production mosquitto: the worker account cannot publish: $(cat "$D/mosquitto.out"; tail -n5 "$D/mosquitto.log")"
 mosquitto_pub -p "$MP" -V 5 -t x -n -q 1 2>/dev/null &&
   nb_fail "production mosquitto accepts an anonymous client"
