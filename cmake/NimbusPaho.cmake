@@ -36,14 +36,21 @@ set(NIMBUS_PAHO_LINK shared CACHE STRING
 set_property(CACHE NIMBUS_PAHO_LINK PROPERTY STRINGS shared static)
 
 find_package(eclipse-paho-mqtt-c REQUIRED)
-get_target_property(_paho_shared eclipse-paho-mqtt-c::paho-mqtt3a
-                    IMPORTED_LOCATION_NONE)
-if(NOT _paho_shared)
-  get_target_property(_paho_shared eclipse-paho-mqtt-c::paho-mqtt3a
-                      IMPORTED_LOCATION_RELEASE)
+# Paho's shared library (the imported target's file for whatever build
+# type it was installed with) and the directory its static archive would
+# be in. A Paho installed with static libraries only has no shared target.
+if(TARGET eclipse-paho-mqtt-c::paho-mqtt3a)
+  set(_paho_target eclipse-paho-mqtt-c::paho-mqtt3a)
+elseif(TARGET eclipse-paho-mqtt-c::paho-mqtt3a-static)
+  set(_paho_target eclipse-paho-mqtt-c::paho-mqtt3a-static)
+else()
+  message(FATAL_ERROR "eclipse-paho-mqtt-c has no paho-mqtt3a target")
 endif()
+get_target_property(_paho_shared ${_paho_target} LOCATION)
 get_filename_component(_paho_dir "${_paho_shared}" DIRECTORY)
-find_library(PAHO_ASYNC_STATIC NAMES libpaho-mqtt3a.a HINTS "${_paho_dir}")
+# Beside the Paho found, never another one's (its headers are these).
+find_library(PAHO_ASYNC_STATIC NAMES libpaho-mqtt3a.a PATHS "${_paho_dir}"
+             NO_DEFAULT_PATH)
 if(CMAKE_OBJCOPY)
   set(NB_OBJCOPY "${CMAKE_OBJCOPY}")
 else()
@@ -78,11 +85,14 @@ set(NIMBUS_PAHO_BUILD ${_nb_build} CACHE INTERNAL
     "The Paho build chosen: patched or public")
 
 add_library(nimbus_paho INTERFACE)
-get_target_property(_paho_inc eclipse-paho-mqtt-c::paho-mqtt3a
+# Paho's headers, for nimbus_paho's users and for the sources built with
+# it (common/CMakeLists.txt): those of the Paho found, not /usr/include's.
+get_target_property(NB_PAHO_INCLUDE_DIRS ${_paho_target}
                     INTERFACE_INCLUDE_DIRECTORIES)
-if(_paho_inc)
-  target_include_directories(nimbus_paho INTERFACE ${_paho_inc})
+if(NOT NB_PAHO_INCLUDE_DIRS)
+  set(NB_PAHO_INCLUDE_DIRS "")
 endif()
+target_include_directories(nimbus_paho INTERFACE ${NB_PAHO_INCLUDE_DIRS})
 
 if(NIMBUS_PAHO_BUILD STREQUAL "patched")
   message(STATUS "Paho: patched copy of ${PAHO_ASYNC_STATIC} (${NB_PAHO_PATCHED_VERSION})")
@@ -139,6 +149,9 @@ else()
     target_link_libraries(nimbus_paho INTERFACE "${PAHO_ASYNC_STATIC}"
                           Threads::Threads ${CMAKE_DL_LIBS} anl)
   elseif(NIMBUS_PAHO_LINK STREQUAL "shared")
+    if(NOT TARGET eclipse-paho-mqtt-c::paho-mqtt3a)
+      message(FATAL_ERROR "NIMBUS_PAHO_LINK=shared, but this Paho has no shared paho-mqtt3a")
+    endif()
     set(_nb_paho_lib "${_paho_shared}")
     nb_paho_file_version("${_paho_shared}" _nb_paho_v)
     set(NB_PAHO_ARCHIVE "")
