@@ -2,6 +2,7 @@
 # later: workers reconnect and subscribe again, the agent reconnects and
 # re-sends, and every task completes exactly once (replayed where its reply
 # was lost with the broker).
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--diag"
 nb_stack_up 2

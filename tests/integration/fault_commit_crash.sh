@@ -7,6 +7,7 @@
 # and its size, as the first would have answered; blob.has then says
 # present, blob.get serves the bytes, and sending the task once more
 # replays the recorded reply.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--lease-ms 2000 --renew-ms 500"
 export NIMBUS_TEST_FAULT=blob.commit:moved

@@ -7,6 +7,7 @@
 # he comes back (his persistent session kept it), and the outbox is empty
 # afterwards. The share.create sent again with the same id replays its
 # recorded reply: the same token, and no second share.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--lease-ms 2000 --renew-ms 300 --outbox-grace-ms 1000"
 export NIMBUS_TEST_FAULT=dispatch:committed:share.create

@@ -1,6 +1,7 @@
 # Redis goes away and comes back: tasks that need it get 503 with
 # retry_after (nothing done), those that do not (ping) go on, the worker
 # reconnects by itself, and what was recorded before survives (AOF).
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--diag"
 nb_stack_up 1

@@ -1,6 +1,7 @@
 # SIGTERM with tasks in flight loses none: the worker stops taking tasks,
 # finishes what it holds, replies, and exits 0. The agent's re-send is set
 # far beyond the test so a lost task cannot be rescued by it.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--diag"
 nb_stack_up 2

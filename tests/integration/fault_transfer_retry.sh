@@ -4,6 +4,7 @@
 # the same backup completes (exit 0) and restores byte for byte. And a
 # command started while the broker is down connects once the broker comes
 # up, within --timeout, rather than exiting 3 at once.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
 nb_terminal judy

@@ -2,6 +2,7 @@
 # re-sending, the surviving worker answers progress while the dead one's
 # lease is live, then takes the task over once it lapses, and the task
 # completes exactly once.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--diag --lease-ms 2000 --renew-ms 500"
 nb_stack_up 2

@@ -2,6 +2,7 @@
 # killed and back a second later): the agent reconnects by itself and
 # sends again what had no reply (the cloud replays what it had done), and
 # the same run completes: a snapshot that restores byte for byte.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 2
 W=$NB_DIR/work

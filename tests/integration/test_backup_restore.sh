@@ -9,6 +9,7 @@
 # nor name them in a snapshot (409), nor see the snapshot. Names the
 # cloud must refuse, and a restore into a directory holding a link that
 # points outside it, which must not write through the link.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 2
 W=$NB_DIR/work

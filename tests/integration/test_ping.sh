@@ -1,5 +1,6 @@
 # Ping round trip through real mosquitto + redis-server + worker; what ping
 # advertises; wrong credentials are refused with exit 3.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 nb_stack_up 1
 nb_terminal alice

@@ -7,6 +7,7 @@
 # Paho (the callback returns 0 and Paho offers it again later), and the
 # patched Paho build also stops reading from the broker until a slot
 # frees; every task must end ok, each run once, in either build.
+# ctest: public (also on the public-API Paho build: see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 export NIMBUS_WORKER_FLAGS="--diag --diag-threads 1 --queue 1"
 nb_stack_up 1
