@@ -76,10 +76,28 @@ ssize_t nb_paho_recv(int fd, void *buf, size_t n, int flags);
  * revents set, or -1 with errno from poll. */
 int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout);
 
-/* writev(2), same contract; notes whether everything was written, so that
- * Paho's next check for writability (a poll for POLLOUT alone, before
- * every packet it reads) is answered without a system call while the
- * socket's writes go out whole. */
+/* writev(2), same contract, with one exception; notes whether everything
+ * was written, so that Paho's next check for writability (a poll for
+ * POLLOUT alone, before every packet it reads) is answered without a
+ * system call while the socket's writes go out whole.
+ *
+ * The exception: a write to a socket that fails for any reason but a full
+ * send buffer (EPIPE, ECONNRESET, ETIMEDOUT, ...; EBADF and ENOTSOCK pass
+ * through) shuts the socket down both ways and returns -1 with errno
+ * EAGAIN (EINTR, which a non-blocking socket does not give, is EAGAIN
+ * too, without the shutdown). Paho 1.3.12 (and its master as of 2025:
+ * upstream issues #1621, #1622) handles a QoS 1 or 2 publish whose write
+ * fails by calling the publish's onFailure and freeing its topic and
+ * payload, which the in-flight copy it has just stored for a re-send
+ * still points to; that copy frees them again when it goes (on a clean session
+ * at once, else at the next connect: emptied when the broker kept no session,
+ * re-sent and freed at the PUBACK when it did), which corrupts the heap. A
+ * write that would block instead leaves the packet as one of Paho's pending
+ * writes and the publish in flight, as on any connection that breaks while a
+ * message waits for its PUBACK; the shutdown makes the receive thread's
+ * next poll see a hang-up and its next read end of file, so it closes the
+ * connection (dropping the pending write), reports it lost, and Paho's
+ * reconnect and session handling take over. Patched build. */
 ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt);
 
 /* Drops the socket's read-ahead (any unread bytes with it), then

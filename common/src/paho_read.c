@@ -33,7 +33,15 @@
  *   kernel is asked again until a write goes out whole. A write that runs
  *   into a full buffer after all is one Paho handles anyway (its pending
  *   writes).
- * - nb_paho_writev is writev, noting whether everything went out.
+ * - nb_paho_writev is writev, noting whether everything went out. A write
+ *   that fails because the connection broke (EPIPE, ECONNRESET, ...) is
+ *   reported to Paho as one that would block, after the socket is shut
+ *   down both ways: Paho 1.3.12's own handling of a failed publish frees
+ *   the message twice (nb_paho.h), while a write that would block leaves
+ *   the message in flight, and the hang-up that the shutdown makes sure
+ *   of ends the connection the way a lost link always does (the receive
+ *   thread reads end of file, closes the socket, and Paho drops the
+ *   pending write with it).
  * - nb_paho_close drops the socket's buffer before closing it, so a later
  *   socket with the same number starts empty.
  * - nb_paho_pause_reads makes nb_paho_poll leave POLLIN out (and the
@@ -279,9 +287,29 @@ int nb_paho_poll(struct pollfd *fds, nfds_t nfds, int timeout) {
   return ready;
 }
 
+/* A write that failed for a reason other than a full send buffer: the
+ * connection is over. Shuts the socket down both ways, so that the
+ * receive thread's next poll sees a hang-up and its next read end of
+ * file, and returns true; false (nothing done) when fd is no socket. */
+static bool ra_write_broken(int fd, int err) {
+  if (err == EAGAIN || err == EWOULDBLOCK || err == EBADF || err == ENOTSOCK ||
+      err == EINTR)
+    return false;
+  int type;
+  socklen_t tl = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+    return false;
+  /* ENOTCONN for a socket the peer has reset: it is shut down all the
+   * same, and reported as hung up. */
+  (void)shutdown(fd, SHUT_RDWR);
+  return true;
+}
+
 ssize_t nb_paho_writev(int fd, const struct iovec *iov, int iovcnt) {
   ssize_t r = writev(fd, iov, iovcnt);
   int saved = errno;
+  if (r < 0 && (saved == EINTR || ra_write_broken(fd, saved)))
+    saved = EAGAIN; /* see nb_paho.h: Paho's failed-write path frees twice */
   size_t want = 0;
   for (int i = 0; i < iovcnt; i++)
     want += iov[i].iov_len;

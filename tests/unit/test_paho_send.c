@@ -1,7 +1,10 @@
 /* Unit tests of common/src/paho_send.c: nb_paho_send writes a publish on
  * the calling thread, in order, without waking Paho's send thread, from an
  * application thread and from inside Paho's messageArrived callback; a
- * publish that cannot go yet is still sent later by Paho's send thread.
+ * publish that cannot go yet is still sent later by Paho's send thread; a
+ * publish whose write fails (the connection just broke) loses the link and
+ * fails once, with no double free (common/src/paho_read.c, nb_paho_writev),
+ * whether written on the calling thread or by Paho's send thread.
  *
  * The test plays the broker itself on a loopback socket (MQTT 3.1.1,
  * CONNACK and PUBACK by hand), so that it sees every byte the client
@@ -42,6 +45,8 @@ typedef struct {
   MQTTAsync client;
   atomic_int connected;
   atomic_int arrived; /* messages the callback saw */
+  atomic_int lost;    /* connection-lost callbacks */
+  atomic_int failed;  /* publish failure callbacks */
 } fixture;
 
 static void sleep_ms(int ms) { mqtt_peer_sleep_ms(ms); }
@@ -111,8 +116,13 @@ static void on_connected(void *ctx, MQTTAsync_successData *d) {
 }
 
 static void on_lost(void *ctx, char *cause) {
-  (void)ctx;
   (void)cause;
+  atomic_fetch_add(&((fixture *)ctx)->lost, 1);
+}
+
+static void on_pub_failed(void *ctx, MQTTAsync_failureData *d) {
+  (void)d;
+  atomic_fetch_add(&((fixture *)ctx)->failed, 1);
 }
 
 /* Paho's send thread's voluntary context switches so far. */
@@ -165,6 +175,9 @@ static int setup_window(void **state, int window) {
       MQTTASYNC_SUCCESS);
   MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
   co.cleansession = 1;
+  /* Not Paho's default (3.1.1, then 3.1 when that fails): a lost link is
+   * then lost, not retried as 3.1 at once. */
+  co.MQTTVersion = MQTTVERSION_3_1_1;
   co.keepAliveInterval = 60;
   co.maxInflight = window;
   co.onSuccess = on_connected;
@@ -284,6 +297,61 @@ static void test_blocked_publish_goes_later(void **state) {
   (void)expect_publish(f->fd, "blocked/2", p2, true);
 }
 
+/* The client's end of the connection: the socket of this process whose
+ * local address is the broker's peer. */
+static int client_socket(const fixture *f) {
+  struct sockaddr_storage want, a;
+  socklen_t wl = sizeof want;
+  assert_int_equal(getpeername(f->fd, (struct sockaddr *)&want, &wl), 0);
+  for (int fd = 3; fd < 1024; fd++) {
+    socklen_t al = sizeof a;
+    if (fd != f->fd && fd != f->lfd &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0 && al == wl &&
+        memcmp(&a, &want, al) == 0)
+      return fd;
+  }
+  fail_msg("the client's socket is not among this process's");
+  return -1;
+}
+
+/* A QoS 1 publish written into a connection that has just broken (its
+ * write fails: EPIPE here, ECONNRESET when a killed broker's host answers
+ * with a reset) before Paho's receive thread has noticed. Paho 1.3.12
+ * then frees the publish's topic and payload, which the in-flight copy it
+ * has just stored still points to, and frees them again when that copy
+ * goes (at once here: a clean session; on the next connect otherwise).
+ * The link must simply be lost, and the publish fail once. */
+static void publish_into_broken_link(fixture *f, bool direct) {
+  assert_int_equal(shutdown(client_socket(f), SHUT_WR), 0);
+  char payload[300];
+  memset(payload, 'x', sizeof payload);
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.qos = 1;
+  m.payload = payload;
+  m.payloadlen = (int)sizeof payload;
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  ro.onFailure = on_pub_failed;
+  ro.context = f;
+  int rc = direct ? nb_paho_send(f->client, "broken/1", &m, &ro)
+                  : MQTTAsync_sendMessage(f->client, "broken/1", &m, &ro);
+  assert_int_equal(rc, MQTTASYNC_SUCCESS);
+  for (int i = 0;
+       i < 300 && (atomic_load(&f->lost) == 0 || atomic_load(&f->failed) == 0);
+       i++)
+    sleep_ms(10);
+  assert_int_equal(atomic_load(&f->lost), 1);
+  assert_int_equal(atomic_load(&f->failed), 1);
+  assert_false(MQTTAsync_isConnected(f->client));
+}
+
+static void test_publish_into_broken_link(void **state) {
+  publish_into_broken_link(*state, true);
+}
+
+static void test_publish_into_broken_link_queued(void **state) {
+  publish_into_broken_link(*state, false);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sent_on_the_calling_thread, setup,
@@ -292,6 +360,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_blocked_publish_goes_later,
                                       setup_window1, teardown),
+      cmocka_unit_test_setup_teardown(test_publish_into_broken_link, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_publish_into_broken_link_queued,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
