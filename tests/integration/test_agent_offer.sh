@@ -124,8 +124,10 @@ nb_wait_for "[[ \$(nb_redis exists nb:blob:$old) == 0 ]]" 30 ||
 LS=$NB_DIR/carol-listener
 NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${NB_PASSWORD[carol]} NIMBUS_STATE_DIR=$LS \
   nb_agent ping >/dev/null
+# The binary itself, so that $! is the agent (a shell function in the
+# background is a subshell, and killing it left the agent running).
 NIMBUS_TERMINAL=carol NIMBUS_PASSWORD=${NB_PASSWORD[carol]} NIMBUS_STATE_DIR=$LS \
-  nb_agent listen >carol.notices 2>carol.listen.err &
+  "$NIMBUS_BIN/nimbus-agent" listen >carol.notices 2>carol.listen.err &
 LPID=$!
 nb_on_exit "kill $LPID 2>/dev/null || true"
 # offers ID: the agent.offer notices of offer ID carol's listener got.
