@@ -4,6 +4,8 @@
 # an empty directory, compares, stops everything and exits 0. The suite
 # otherwise never runs scripts/run; a crash the demo finds (a handler
 # dying on `{}`) must fail here first.
+# ctest: once (the plain build only: the demo calls the handlers the other
+# tests call under the sanitizers; see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 
 # The stack scripts/run starts lives here; lib.sh's exit handler stops it

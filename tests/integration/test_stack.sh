@@ -3,6 +3,8 @@
 # files under the stack's directory, terminal accounts usable at once,
 # redis data kept across a restart, and `stop` ending every process it
 # started.
+# ctest: once (the plain build only: it checks scripts/stack, not memory;
+# see tests/integration/CMakeLists.txt)
 source "$(dirname "$0")/lib.sh"
 
 nb_stack_up 2
