@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
 #define PLATFORMS "nb:agent:platforms"
 #define BLOBS "nb:agent:blobs"
 #define DUE "nb:agent:due"
@@ -77,14 +76,9 @@ static bool ver_ok(const char *s) {
 
 static int pkg_key(char *out, const char *platform, const char *version) {
   size_t core = nb_semver_core_len(version, strlen(version));
-  int n = snprintf(out, KEY_CAP, "nb:agent:pkg:%s:%.*s", platform, (int)core,
+  int n = snprintf(out, ST_KEY_CAP, "nb:agent:pkg:%s:%.*s", platform, (int)core,
                    version);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
-}
-
-static int keyf(char *out, const char *fmt, const char *a) {
-  int n = snprintf(out, KEY_CAP, fmt, a);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
+  return n > 0 && n < ST_KEY_CAP ? 0 : NIMBUS_EINVAL;
 }
 
 /* Copies a string reply of at most cap-1 bytes into out; "" otherwise. */
@@ -104,51 +98,7 @@ static void num(char out[24], int64_t v) {
   snprintf(out, 24, "%lld", (long long)v);
 }
 
-void st_agent_list_free(char **list, size_t n) {
-  if (list == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free(list[i]);
-  free(list);
-}
-
-/* The members of set `key` into a new list. */
-static int members(st_redis *r, const char *key, char ***out, size_t *n,
-                   const char *what) {
-  *out = NULL;
-  *n = 0;
-  const char *argv[2] = {"SMEMBERS", key};
-  redisReply *rep = st__cmd(r, 2, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, what);
-  } else if (rep->elements > 0) {
-    if ((*out = calloc(rep->elements, sizeof **out)) == NULL)
-      rc = NIMBUS_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < rep->elements; i++) {
-      const redisReply *e = rep->element[i];
-      if (e->type != REDIS_REPLY_STRING)
-        continue;
-      if (((*out)[*n] = strdup(e->str)) == NULL)
-        rc = NIMBUS_ENOMEM;
-      else
-        (*n)++;
-    }
-  }
-  freeReplyObject(rep);
-  if (rc != 0) {
-    st_agent_list_free(*out, *n);
-    *out = NULL;
-    *n = 0;
-  }
-  return rc;
-}
-
-static int cmp_bytes(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
+void st_agent_list_free(char **list, size_t n) { st__strlist_free(list, n); }
 
 static int cmp_semver(const void *a, const void *b) {
   return nb_semver_cmp(*(char *const *)a, *(char *const *)b);
@@ -162,40 +112,34 @@ static int cmp_semver(const void *a, const void *b) {
  * exists (the blob then gets its metadata as any committed blob, with no
  * reference of ours, and is a candidate of the collector), 2 when the
  * blob is being collected. */
-static st_script publish_script =
-    ST_SCRIPT("if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end\n"
-              "if redis.call('EXISTS', KEYS[2]) == 0 or\n"
-              "   redis.call('EXISTS', KEYS[3]) == 0 then\n"
-              "  redis.call('HSET', KEYS[2], 'size', ARGV[4])\n"
-              "  redis.call('SET', KEYS[3], ARGV[8])\n"
-              "end\n"
-              "redis.call('DEL', KEYS[5])\n"
-              "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-              "  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])\n"
-              "  return 1\n"
-              "end\n"
-              "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
-              "redis.call('HSET', KEYS[1], 'platform', ARGV[1], 'version',"
-              " ARGV[2], 'blob', ARGV[3], 'size', ARGV[4], 'sig', ARGV[5],"
-              " 'notes', ARGV[6], 'ts', ARGV[7])\n"
-              "redis.call('SADD', KEYS[7], ARGV[2])\n"
-              "redis.call('SADD', KEYS[8], ARGV[1])\n"
-              "redis.call('HINCRBY', KEYS[9], ARGV[3], 1)\n"
-              "return 0\n");
+/* clang-format off */
+static st_script publish_script = ST_SCRIPT(
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end\n"
+    ST_LUA_BLOB_META(2, 3, 4, 8)
+    "redis.call('DEL', KEYS[5])\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])\n"
+    "  return 1\n"
+    "end\n"
+    "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
+    "redis.call('HSET', KEYS[1], 'platform', ARGV[1], 'version',"
+    " ARGV[2], 'blob', ARGV[3], 'size', ARGV[4], 'sig', ARGV[5],"
+    " 'notes', ARGV[6], 'ts', ARGV[7])\n"
+    "redis.call('SADD', KEYS[7], ARGV[2])\n"
+    "redis.call('SADD', KEYS[8], ARGV[1])\n"
+    "redis.call('HINCRBY', KEYS[9], ARGV[3], 1)\n"
+    "return 0\n");
+/* clang-format on */
 
 int st_agent_publish(st_redis *r, const st_agent_pkg *p,
                      const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs) {
-  char rec[KEY_CAP], meta[KEY_CAP], sk[KEY_CAP], gone[KEY_CAP], mark[KEY_CAP],
-      vers[KEY_CAP], size[24], ts[24];
+  char rec[ST_KEY_CAP], vers[ST_KEY_CAP], size[24], ts[24];
+  st__blob_keys bk;
   if (!plat_ok(p->platform) || !ver_ok(p->version) ||
-      !nb_is_sha256_hex(p->blob) ||
+      st__blob_keys_of(&bk, p->blob) != 0 ||
       !st_agent_notes_valid(p->notes, strlen(p->notes)) ||
       pkg_key(rec, p->platform, p->version) != 0 ||
-      keyf(meta, "nb:blob:%s", p->blob) != 0 ||
-      keyf(sk, "nb:blob:%s:sums", p->blob) != 0 ||
-      keyf(gone, "nb:blob:%s:gone", p->blob) != 0 ||
-      keyf(mark, "nb:blob:%s:committing", p->blob) != 0 ||
-      keyf(vers, "nb:agent:versions:%s", p->platform) != 0)
+      st__keyf(vers, "nb:agent:versions:%s", p->platform) != 0)
     return NIMBUS_EINVAL;
   num(size, (int64_t)p->size);
   num(ts, p->ts);
@@ -203,10 +147,10 @@ int st_agent_publish(st_redis *r, const st_agent_pkg *p,
                           NULL,
                           NULL,
                           rec,
-                          meta,
-                          sk,
-                          gone,
-                          mark,
+                          bk.meta,
+                          bk.sums,
+                          bk.gone,
+                          bk.mark,
                           "nb:gc",
                           vers,
                           PLATFORMS,
@@ -241,7 +185,7 @@ int st_agent_publish(st_redis *r, const st_agent_pkg *p,
 
 int st_agent_pkg_get(st_redis *r, const char *platform, const char *version,
                      st_agent_pkg *out) {
-  char rec[KEY_CAP];
+  char rec[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (!plat_ok(platform) || !ver_ok(version) ||
       pkg_key(rec, platform, version) != 0)
@@ -271,23 +215,20 @@ int st_agent_pkg_get(st_redis *r, const char *platform, const char *version,
 
 int st_agent_versions(st_redis *r, const char *platform, char ***versions,
                       size_t *n) {
-  char vers[KEY_CAP];
+  char vers[ST_KEY_CAP];
   *versions = NULL;
   *n = 0;
-  if (!plat_ok(platform) || keyf(vers, "nb:agent:versions:%s", platform) != 0)
+  if (!plat_ok(platform) ||
+      st__keyf(vers, "nb:agent:versions:%s", platform) != 0)
     return NIMBUS_EINVAL;
-  int rc = members(r, vers, versions, n, "unexpected answer listing versions");
+  int rc = st__smembers(r, vers, false, versions, n, "versions");
   if (rc == 0 && *n > 1)
     qsort(*versions, *n, sizeof **versions, cmp_semver);
   return rc;
 }
 
 int st_agent_platforms(st_redis *r, char ***platforms, size_t *n) {
-  int rc = members(r, PLATFORMS, platforms, n,
-                   "unexpected answer listing platforms");
-  if (rc == 0 && *n > 1)
-    qsort(*platforms, *n, sizeof **platforms, cmp_bytes);
-  return rc;
+  return st__smembers(r, PLATFORMS, true, platforms, n, "platforms");
 }
 
 int st_agent_newest(st_redis *r, const char *platform, st_agent_pkg *out) {
@@ -329,11 +270,11 @@ static st_script withdraw_script =
 
 int st_agent_withdraw(st_redis *r, const char *platform, const char *version,
                       int64_t now_ms, bool *found) {
-  char rec[KEY_CAP], vers[KEY_CAP], meta[KEY_CAP], now[24];
+  char rec[ST_KEY_CAP], vers[ST_KEY_CAP], meta[ST_KEY_CAP], now[24];
   *found = false;
   if (!plat_ok(platform) || !ver_ok(version) ||
       pkg_key(rec, platform, version) != 0 ||
-      keyf(vers, "nb:agent:versions:%s", platform) != 0)
+      st__keyf(vers, "nb:agent:versions:%s", platform) != 0)
     return NIMBUS_EINVAL;
   num(now, now_ms);
   for (int tries = 0; tries < 5; tries++) {
@@ -341,7 +282,7 @@ int st_agent_withdraw(st_redis *r, const char *platform, const char *version,
     int rc = st_agent_pkg_get(r, platform, version, &p);
     if (rc != 0)
       return rc;
-    if (keyf(meta, "nb:blob:%s", p.exists ? p.blob : "-") != 0)
+    if (st__keyf(meta, "nb:blob:%s", p.exists ? p.blob : "-") != 0)
       return NIMBUS_EINVAL;
     const char *argv[12] = {
         NULL,      NULL,    NULL, rec,     vers,
@@ -438,18 +379,18 @@ static st_script offer_new_script = ST_SCRIPT(
 int st_agent_offer_new(st_redis *r, const char *terminal, const char *platform,
                        const char *version, const char *text, int64_t now_ms,
                        char id[ST_AGENT_OFFER_ID_MAX + 1]) {
-  char rec[KEY_CAP], term[KEY_CAP], old[KEY_CAP], now[24], keep[24];
+  char rec[ST_KEY_CAP], term[ST_KEY_CAP], old[ST_KEY_CAP], now[24], keep[24];
   id[0] = '\0';
   if (terminal == NULL || !nb_valid_terminal(terminal, strlen(terminal)) ||
       !plat_ok(platform) || !ver_ok(version) || text == NULL ||
       strlen(text) > ST_AGENT_TEXT_MAX ||
-      keyf(term, "nb:agent:term:%s", terminal) != 0)
+      st__keyf(term, "nb:agent:term:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   /* 132 random bits: nobody guesses another terminal's offer (though an
    * answer to one is refused anyway: it must be the terminal's own). */
   if (nb_random_id(id, ST_AGENT_OFFER_ID_MAX + 1, 132) != 0)
     return NIMBUS_ESYS;
-  if (keyf(rec, "nb:agent:offer:%s", id) != 0)
+  if (st__keyf(rec, "nb:agent:offer:%s", id) != 0)
     return NIMBUS_EINVAL;
   num(now, now_ms);
   num(keep, ST_AGENT_OFFER_KEEP_MS);
@@ -458,7 +399,8 @@ int st_agent_offer_new(st_redis *r, const char *terminal, const char *platform,
     int rc = st_agent_term_get(r, terminal, &t);
     if (rc != 0)
       return rc;
-    if (keyf(old, "nb:agent:offer:%s", t.offer[0] != '\0' ? t.offer : "-") != 0)
+    if (st__keyf(old, "nb:agent:offer:%s",
+                 t.offer[0] != '\0' ? t.offer : "-") != 0)
       return NIMBUS_EINVAL;
     const char *argv[16] = {
         NULL, NULL,     NULL,     rec,     DUE,  term, TERMINALS, old,
@@ -478,11 +420,11 @@ int st_agent_offer_new(st_redis *r, const char *terminal, const char *platform,
 }
 
 int st_agent_offer_get(st_redis *r, const char *id, st_agent_offer *out) {
-  char rec[KEY_CAP];
+  char rec[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (id == NULL || !st_agent_offer_id_valid(id, strlen(id)))
     return 0; /* no offer could have that id */
-  if (keyf(rec, "nb:agent:offer:%s", id) != 0)
+  if (st__keyf(rec, "nb:agent:offer:%s", id) != 0)
     return NIMBUS_EINVAL;
   const char *argv[12] = {"HMGET",   rec,    "terminal", "platform",
                           "version", "text", "state",    "rev",
@@ -585,10 +527,10 @@ static st_script settle_script = ST_SCRIPT(
 static int settle(st_redis *r, const st_agent_offer *o, const char *state,
                   const char *version, int64_t now_ms, bool final,
                   bool *recorded) {
-  char rec[KEY_CAP], term[KEY_CAP], rev[24], now[24], keep[24];
+  char rec[ST_KEY_CAP], term[ST_KEY_CAP], rev[24], now[24], keep[24];
   *recorded = false;
-  if (!o->exists || keyf(rec, "nb:agent:offer:%s", o->id) != 0 ||
-      keyf(term, "nb:agent:term:%s", o->terminal) != 0)
+  if (!o->exists || st__keyf(rec, "nb:agent:offer:%s", o->id) != 0 ||
+      st__keyf(term, "nb:agent:term:%s", o->terminal) != 0)
     return NIMBUS_EINVAL;
   num(rev, o->rev);
   num(now, now_ms);
@@ -631,9 +573,9 @@ int st_agent_due_forget(st_redis *r, const char *id) {
 int st_agent_answer_effect(st_txn *t, const st_agent_offer *o, bool accept,
                            int64_t now_ms, int64_t due_again_ms,
                            const char *platform, const char *have) {
-  char rec[KEY_CAP], term[KEY_CAP], rev[24], now[24], due[24], keep[24];
-  if (!o->exists || keyf(rec, "nb:agent:offer:%s", o->id) != 0 ||
-      keyf(term, "nb:agent:term:%s", o->terminal) != 0 ||
+  char rec[ST_KEY_CAP], term[ST_KEY_CAP], rev[24], now[24], due[24], keep[24];
+  if (!o->exists || st__keyf(rec, "nb:agent:offer:%s", o->id) != 0 ||
+      st__keyf(term, "nb:agent:term:%s", o->terminal) != 0 ||
       (platform != NULL && !plat_ok(platform)) ||
       (have != NULL && !ver_ok(have)))
     return NIMBUS_EINVAL;
@@ -670,10 +612,10 @@ int st_agent_answer_effect(st_txn *t, const st_agent_offer *o, bool accept,
 int st_agent_report_effect(st_txn *t, const char *terminal,
                            const char *platform, const char *version,
                            int64_t now_ms) {
-  char term[KEY_CAP], now[24];
+  char term[ST_KEY_CAP], now[24];
   if (terminal == NULL || !nb_valid_terminal(terminal, strlen(terminal)) ||
       !plat_ok(platform) || !ver_ok(version) ||
-      keyf(term, "nb:agent:term:%s", terminal) != 0)
+      st__keyf(term, "nb:agent:term:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   num(now, now_ms);
   const char *set[8] = {"HSET",      term,    "platform", platform,
@@ -686,10 +628,10 @@ int st_agent_report_effect(st_txn *t, const char *terminal,
 }
 
 int st_agent_term_get(st_redis *r, const char *terminal, st_agent_term *out) {
-  char term[KEY_CAP];
+  char term[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (terminal == NULL || !nb_valid_terminal(terminal, strlen(terminal)) ||
-      keyf(term, "nb:agent:term:%s", terminal) != 0)
+      st__keyf(term, "nb:agent:term:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   const char *argv[11] = {"HMGET",    term,       "platform", "installed",
                           "reported", "offer",    "state",    "version",
@@ -739,9 +681,5 @@ int st_agent_term_get(st_redis *r, const char *terminal, st_agent_term *out) {
 }
 
 int st_agent_terminals(st_redis *r, char ***terminals, size_t *n) {
-  int rc = members(r, TERMINALS, terminals, n,
-                   "unexpected answer listing terminals");
-  if (rc == 0 && *n > 1)
-    qsort(*terminals, *n, sizeof **terminals, cmp_bytes);
-  return rc;
+  return st__smembers(r, TERMINALS, true, terminals, n, "terminals");
 }

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
 /* Blob names per round trip of st_blobs_readable. */
 #define READABLE_BATCH 1000
 
@@ -43,11 +42,6 @@ static bool snap_id_valid(const char *s) {
   return true;
 }
 
-static int keyf(char *out, const char *fmt, const char *a, const char *b) {
-  int n = snprintf(out, KEY_CAP, fmt, a, b);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
-}
-
 /* ---- Which blobs a terminal may name ----------------------------------- */
 
 /* KEYS: the access set, then each blob's metadata. ARGV: the blob names,
@@ -76,11 +70,11 @@ static st_script size_script =
 /* Runs `script` over the names in batches (see readable_script). */
 static int sizes_of(st_redis *r, st_script *script, const char *terminal,
                     const char *const *hex, size_t n, int64_t *sizes) {
-  char acc[KEY_CAP];
-  if (keyf(acc, "nb:access:%s%s", terminal, "") != 0)
+  char acc[ST_KEY_CAP];
+  if (st__keyf(acc, "nb:access:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   const char **argv = calloc(4 + 2 * READABLE_BATCH, sizeof *argv);
-  char(*meta)[KEY_CAP] = calloc(READABLE_BATCH, sizeof *meta);
+  char(*meta)[ST_KEY_CAP] = calloc(READABLE_BATCH, sizeof *meta);
   if (argv == NULL || meta == NULL) {
     free(argv);
     free(meta);
@@ -91,7 +85,7 @@ static int sizes_of(st_redis *r, st_script *script, const char *terminal,
     size_t k = n - done < READABLE_BATCH ? n - done : READABLE_BATCH;
     argv[3] = acc;
     for (size_t i = 0; rc == 0 && i < k; i++) {
-      rc = keyf(meta[i], "nb:blob:%.64s%s", hex[done + i], "");
+      rc = st__keyf(meta[i], "nb:blob:%.64s%s", hex[done + i], "");
       argv[4 + i] = meta[i];
       argv[4 + k + i] = hex[done + i];
     }
@@ -134,7 +128,7 @@ static int add_refs(st_txn *t, const uint8_t (*blobs)[32], size_t n,
                     const char *delta, bool require) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    char hex[65], meta[KEY_CAP];
+    char hex[65], meta[ST_KEY_CAP];
     nb_hex(blobs[i], 32, hex);
     snprintf(meta, sizeof meta, "nb:blob:%s", hex);
     if (require)
@@ -148,9 +142,9 @@ static int add_refs(st_txn *t, const uint8_t (*blobs)[32], size_t n,
 
 int st_snap_commit_effect(st_txn *t, const char *terminal,
                           const st_snap_new *s) {
-  char rec[KEY_CAP], idx[KEY_CAP], ts[24], items[24], bytes[24];
-  if (keyf(rec, "nb:snap:%s:%s", terminal, s->id) != 0 ||
-      keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  char rec[ST_KEY_CAP], idx[ST_KEY_CAP], ts[24], items[24], bytes[24];
+  if (st__keyf(rec, "nb:snap:%s:%s", terminal, s->id) != 0 ||
+      st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   snprintf(ts, sizeof ts, "%lld", (long long)s->ts);
   snprintf(items, sizeof items, "%llu", (unsigned long long)s->items);
@@ -195,9 +189,9 @@ int st_snap_commit_effect(st_txn *t, const char *terminal,
 
 int st_snap_delete_effect(st_txn *t, const char *terminal,
                           const st_snapshot *s) {
-  char rec[KEY_CAP], idx[KEY_CAP];
-  if (keyf(rec, "nb:snap:%s:%s", terminal, s->info.id) != 0 ||
-      keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  char rec[ST_KEY_CAP], idx[ST_KEY_CAP];
+  if (st__keyf(rec, "nb:snap:%s:%s", terminal, s->info.id) != 0 ||
+      st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   const char *del[2] = {"DEL", rec};
   const char *zrem[3] = {"ZREM", idx, s->info.id};
@@ -258,11 +252,11 @@ static int newest_id(st_redis *r, const char *idx,
 
 int st_snap_get(st_redis *r, const char *terminal, const char *id,
                 st_snapshot *out) {
-  char idx[KEY_CAP], rec[KEY_CAP], want[ST_SNAP_ID_LEN + 1];
+  char idx[ST_KEY_CAP], rec[ST_KEY_CAP], want[ST_SNAP_ID_LEN + 1];
   memset(out, 0, sizeof *out);
   if (id != NULL && !snap_id_valid(id))
     return 0;
-  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  if (st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   redisReply *rep = NULL;
   int rc = 0;
@@ -277,7 +271,7 @@ int st_snap_get(st_redis *r, const char *terminal, const char *id,
       if (!snap_id_valid(want))
         return 0;
     }
-    if (keyf(rec, "nb:snap:%s:%s", terminal, want) != 0)
+    if (st__keyf(rec, "nb:snap:%s:%s", terminal, want) != 0)
       return NIMBUS_EINVAL;
     const char *argv[9] = {"HMGET", rec};
     memcpy(argv + 2, snap_fields, sizeof snap_fields);
@@ -349,12 +343,12 @@ static st_script list_script = ST_SCRIPT(
 
 int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
                  size_t limit, st_snap_info *out, size_t *n, bool *more) {
-  char idx[KEY_CAP], max[ST_SNAP_ID_LEN + 2], count[24];
+  char idx[ST_KEY_CAP], max[ST_SNAP_ID_LEN + 2], count[24];
   *n = 0;
   *more = false;
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  if (st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0') {
     /* Any cursor orders somewhere; one that is no id simply starts there. */
@@ -373,7 +367,7 @@ int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
   int rc = 0;
   redisReply *rep = NULL;
   const char **argv = NULL;
-  char(*recs)[KEY_CAP] = NULL;
+  char(*recs)[ST_KEY_CAP] = NULL;
   if (ids->type != REDIS_REPLY_ARRAY) {
     rc = st__fail(r, ids, "unexpected answer listing snapshots");
     goto out;
@@ -390,8 +384,8 @@ int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
   }
   for (size_t i = 0; i < k; i++) {
     const redisReply *e = ids->element[i];
-    if (keyf(recs[i], "nb:snap:%s:%s", terminal,
-             e->type == REDIS_REPLY_STRING ? e->str : "") != 0) {
+    if (st__keyf(recs[i], "nb:snap:%s:%s", terminal,
+                 e->type == REDIS_REPLY_STRING ? e->str : "") != 0) {
       rc = NIMBUS_EINVAL;
       goto out;
     }

@@ -19,15 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
-
 static int upload_keys(char *rec, char *bits, const char *terminal,
                        const char *upload) {
-  int n = snprintf(rec, KEY_CAP, "nb:upload:%s:%s", terminal, upload);
-  if (n < 0 || n >= KEY_CAP)
+  int n = snprintf(rec, ST_KEY_CAP, "nb:upload:%s:%s", terminal, upload);
+  if (n < 0 || n >= ST_KEY_CAP)
     return NIMBUS_EINVAL;
-  n = snprintf(bits, KEY_CAP, "nb:upload:%s:%s:bits", terminal, upload);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
+  n = snprintf(bits, ST_KEY_CAP, "nb:upload:%s:%s:bits", terminal, upload);
+  return n > 0 && n < ST_KEY_CAP ? 0 : NIMBUS_EINVAL;
 }
 
 static unsigned long long parse_u64(const char *s) {
@@ -43,7 +41,7 @@ static st_script upload_get_script =
 
 int st_upload_get(st_redis *r, const char *terminal, const char *upload,
                   st_upload *out) {
-  char rec[KEY_CAP], bits[KEY_CAP];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
@@ -160,7 +158,7 @@ static st_script reserve_script = ST_SCRIPT(
 int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
                       uint64_t size, const uint8_t sha256[32], int64_t ttl_ms,
                       bool *ok) {
-  char rec[KEY_CAP], bits[KEY_CAP], num[24], ttl[24];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP], num[24], ttl[24];
   *ok = false;
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
@@ -175,7 +173,7 @@ int st_upload_reserve(st_redis *r, const char *terminal, const char *upload,
 int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
                          uint64_t size, const uint8_t sha256[32], uint64_t seg,
                          int64_t ttl_ms) {
-  char rec[KEY_CAP], bits[KEY_CAP], num[24], idx[24], ttl[24];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP], num[24], idx[24], ttl[24];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
@@ -212,7 +210,7 @@ int st_upload_put_effect(st_txn *t, const char *terminal, const char *upload,
 }
 
 int st_blob_access_effect(st_txn *t, const char *terminal, const char *hex) {
-  char meta[KEY_CAP], acc[KEY_CAP], readers[KEY_CAP];
+  char meta[ST_KEY_CAP], acc[ST_KEY_CAP], readers[ST_KEY_CAP];
   int a = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
   if (strlen(hex) != 64 || a < 0 || (size_t)a >= sizeof acc)
     return NIMBUS_EINVAL;
@@ -232,8 +230,8 @@ int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
                             const uint8_t blob[32], uint64_t size,
                             const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
                             int64_t ttl_ms) {
-  char rec[KEY_CAP], bits[KEY_CAP], meta[KEY_CAP], segk[KEY_CAP], acc[KEY_CAP],
-      num[24], ttl[24], blob_hex[65];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP], meta[ST_KEY_CAP], segk[ST_KEY_CAP],
+      acc[ST_KEY_CAP], num[24], ttl[24], blob_hex[65];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   nb_hex(blob, 32, blob_hex);
@@ -258,7 +256,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
   const char *c6[2] = {"DEL", bits};
   /* Who may read it, so the collector can take that back, and since when
    * nothing refers to it (a new upload restarts the grace period). */
-  char readers[KEY_CAP], gone[KEY_CAP], committing[KEY_CAP], now[24];
+  char readers[ST_KEY_CAP], gone[ST_KEY_CAP], committing[ST_KEY_CAP], now[24];
   snprintf(readers, sizeof readers, "nb:blob:%s:readers", blob_hex);
   snprintf(gone, sizeof gone, "nb:blob:%s:gone", blob_hex);
   snprintf(committing, sizeof committing, "nb:blob:%s:committing", blob_hex);
@@ -304,7 +302,8 @@ static st_script begin_script =
 int st_blob_commit_begin(st_redis *r, const char *terminal, const char *upload,
                          const char *hex, const char *owner, int64_t ttl_ms,
                          bool *gone) {
-  char gk[KEY_CAP], ck[KEY_CAP], rec[KEY_CAP], bits[KEY_CAP], ttl[24];
+  char gk[ST_KEY_CAP], ck[ST_KEY_CAP], rec[ST_KEY_CAP], bits[ST_KEY_CAP],
+      ttl[24];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   snprintf(gk, sizeof gk, "nb:blob:%.64s:gone", hex);
@@ -325,7 +324,7 @@ int st_blob_commit_begin(st_redis *r, const char *terminal, const char *upload,
 }
 
 int st_upload_discard(st_redis *r, const char *terminal, const char *upload) {
-  char rec[KEY_CAP], bits[KEY_CAP];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP];
   if (upload_keys(rec, bits, terminal, upload) != 0)
     return NIMBUS_EINVAL;
   const char *argv[3] = {"DEL", rec, bits};
@@ -341,7 +340,7 @@ static st_script abandon_script =
 
 int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
                       bool *removed) {
-  char rec[KEY_CAP], bits[KEY_CAP];
+  char rec[ST_KEY_CAP], bits[ST_KEY_CAP];
   if (removed != NULL)
     *removed = false;
   if (upload_keys(rec, bits, terminal, upload) != 0)
@@ -353,7 +352,7 @@ int st_upload_abandon(st_redis *r, const char *terminal, const char *upload,
 
 int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
                    size_t n, bool *may_read) {
-  char acc[KEY_CAP];
+  char acc[ST_KEY_CAP];
   if (n == 0)
     return 0;
   int k = snprintf(acc, sizeof acc, "nb:access:%s", terminal);
@@ -384,7 +383,7 @@ int st_blob_access(st_redis *r, const char *terminal, const char *const *blobs,
 
 int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
                      uint64_t *size) {
-  char meta[KEY_CAP];
+  char meta[ST_KEY_CAP];
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
   const char *argv[3] = {"HGET", meta, "size"};
   redisReply *rep = st__cmd(r, 3, argv, NULL);
@@ -400,7 +399,7 @@ int st_blob_meta_get(st_redis *r, const char *hex, bool *exists,
 }
 
 int st_blob_meta_read(st_redis *r, const char *hex, st_blob_meta *out) {
-  char meta[KEY_CAP];
+  char meta[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   out->stored = -1;
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
@@ -432,7 +431,7 @@ static st_script stored_script =
 
 int st_blob_stored_set(st_redis *r, const char *hex, uint64_t stored,
                        bool *recorded) {
-  char meta[KEY_CAP], num[24], name[65];
+  char meta[ST_KEY_CAP], num[24], name[65];
   if (recorded != NULL)
     *recorded = false;
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
@@ -524,7 +523,7 @@ static int sums_range(st_redis *r, const char *key, size_t width,
 
 int st_blob_sums_get(st_redis *r, const char *hex, uint64_t first,
                      uint64_t count, uint8_t *sums, size_t *width) {
-  char key[KEY_CAP];
+  char key[ST_KEY_CAP];
   *width = ST_SEGSUM;
   if (count == 0)
     return 0;
@@ -596,12 +595,12 @@ static st_script gc_script = ST_SCRIPT(
 static int gc_take_once(st_redis *r, const char *hex, const char *cut,
                         const char *gms, bool *again, bool *taken,
                         uint64_t *size) {
-  char keys[7][KEY_CAP];
+  char keys[7][ST_KEY_CAP];
   const char *suffix[7] = {NULL,          "",     ":sums", ":readers", ":gone",
                            ":committing", ":segs"};
-  snprintf(keys[0], KEY_CAP, "nb:gc");
+  snprintf(keys[0], ST_KEY_CAP, "nb:gc");
   for (int i = 1; i < 7; i++)
-    snprintf(keys[i], KEY_CAP, "nb:blob:%.64s%s", hex, suffix[i]);
+    snprintf(keys[i], ST_KEY_CAP, "nb:blob:%.64s%s", hex, suffix[i]);
   *again = false;
   const char *sm[2] = {"SMEMBERS", keys[3]};
   redisReply *readers = st__cmd(r, 2, sm, NULL);
@@ -609,7 +608,7 @@ static int gc_take_once(st_redis *r, const char *hex, const char *cut,
     return NIMBUS_EREDIS;
   int rc = 0;
   const char **argv = NULL;
-  char(*acc)[KEY_CAP] = NULL;
+  char(*acc)[ST_KEY_CAP] = NULL;
   redisReply *rep = NULL;
   if (readers->type != REDIS_REPLY_ARRAY) {
     rc = st__fail(r, readers, "unexpected answer listing a blob's readers");
@@ -627,9 +626,9 @@ static int gc_take_once(st_redis *r, const char *hex, const char *cut,
     argv[k++] = keys[i];
   for (size_t i = 0; i < n; i++) {
     const redisReply *e = readers->element[i];
-    int w = snprintf(acc[i], KEY_CAP, "nb:access:%s",
+    int w = snprintf(acc[i], ST_KEY_CAP, "nb:access:%s",
                      e->type == REDIS_REPLY_STRING ? e->str : "");
-    if (w < 0 || w >= KEY_CAP) {
+    if (w < 0 || w >= ST_KEY_CAP) {
       rc = NIMBUS_EINVAL;
       goto out;
     }
@@ -679,7 +678,7 @@ int st_blob_gc_take(st_redis *r, const char *hex, int64_t cutoff_ms,
 }
 
 int st_blob_gc_done(st_redis *r, const char *hex) {
-  char gone[KEY_CAP];
+  char gone[ST_KEY_CAP];
   snprintf(gone, sizeof gone, "nb:blob:%.64s:gone", hex);
   const char *argv[2] = {"DEL", gone};
   return st__cmd_ok(r, 2, argv);
@@ -695,7 +694,7 @@ static st_script orphan_script =
 
 int st_blob_orphan_take(st_redis *r, const char *hex, int64_t gone_ms,
                         bool *taken) {
-  char meta[KEY_CAP], ck[KEY_CAP], gk[KEY_CAP], ttl[24];
+  char meta[ST_KEY_CAP], ck[ST_KEY_CAP], gk[ST_KEY_CAP], ttl[24];
   *taken = false;
   snprintf(meta, sizeof meta, "nb:blob:%.64s", hex);
   snprintf(ck, sizeof ck, "nb:blob:%.64s:committing", hex);

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
-
 static bool name_ok(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > ST_MODULE_NAME_MAX)
@@ -27,38 +25,32 @@ static bool name_ok(const char *s) {
  * ARGV: version, blob hex, size, sig, ts, sums, the old blob hex ("" when
  * none), name. Returns 0 when recorded, 2 when the blob is being collected, 3
  * when the record changed since it was read (read it again). */
-static st_script publish_script =
-    ST_SCRIPT("local old = redis.call('HGET', KEYS[1], 'blob') or ''\n"
-              "if old ~= ARGV[7] then return 3 end\n"
-              "if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end\n"
-              "if redis.call('EXISTS', KEYS[2]) == 0 or\n"
-              "   redis.call('EXISTS', KEYS[3]) == 0 then\n"
-              "  redis.call('HSET', KEYS[2], 'size', ARGV[3])\n"
-              "  redis.call('SET', KEYS[3], ARGV[6])\n"
-              "end\n"
-              "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
-              "redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])\n"
-              "if old ~= '' and redis.call('EXISTS', KEYS[7]) == 1 then\n"
-              "  redis.call('HINCRBY', KEYS[7], 'refs', -1)\n"
-              "  redis.call('ZADD', KEYS[6], ARGV[5], old)\n"
-              "end\n"
-              "redis.call('HSET', KEYS[1], 'version', ARGV[1], 'blob', ARGV[2],"
-              " 'size', ARGV[3], 'sig', ARGV[4], 'ts', ARGV[5])\n"
-              "redis.call('DEL', KEYS[5])\n"
-              "redis.call('SADD', KEYS[8], ARGV[8])\n"
-              "return 0\n");
+/* clang-format off */
+static st_script publish_script = ST_SCRIPT(
+    "local old = redis.call('HGET', KEYS[1], 'blob') or ''\n"
+    "if old ~= ARGV[7] then return 3 end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end\n"
+    ST_LUA_BLOB_META(2, 3, 3, 6)
+    "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
+    "redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])\n"
+    "if old ~= '' and redis.call('EXISTS', KEYS[7]) == 1 then\n"
+    "  redis.call('HINCRBY', KEYS[7], 'refs', -1)\n"
+    "  redis.call('ZADD', KEYS[6], ARGV[5], old)\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'version', ARGV[1], 'blob', ARGV[2],"
+    " 'size', ARGV[3], 'sig', ARGV[4], 'ts', ARGV[5])\n"
+    "redis.call('DEL', KEYS[5])\n"
+    "redis.call('SADD', KEYS[8], ARGV[8])\n"
+    "return 0\n");
+/* clang-format on */
 
 int st_module_publish(st_redis *r, const st_module *m,
                       const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs) {
-  char rec[KEY_CAP], meta[KEY_CAP], sk[KEY_CAP], gone[KEY_CAP], mark[KEY_CAP],
-      oldmeta[KEY_CAP], size[24], ts[24];
-  if (!name_ok(m->name) || strlen(m->blob) != 64)
+  char rec[ST_KEY_CAP], oldmeta[ST_KEY_CAP], size[24], ts[24];
+  st__blob_keys bk;
+  if (!name_ok(m->name) || st__blob_keys_of(&bk, m->blob) != 0)
     return NIMBUS_EINVAL;
   snprintf(rec, sizeof rec, "nb:module:%s", m->name);
-  snprintf(meta, sizeof meta, "nb:blob:%s", m->blob);
-  snprintf(sk, sizeof sk, "nb:blob:%s:sums", m->blob);
-  snprintf(gone, sizeof gone, "nb:blob:%s:gone", m->blob);
-  snprintf(mark, sizeof mark, "nb:blob:%s:committing", m->blob);
   snprintf(size, sizeof size, "%llu", (unsigned long long)m->size);
   snprintf(ts, sizeof ts, "%lld", (long long)m->ts);
   for (int tries = 0; tries < 5; tries++) {
@@ -72,10 +64,10 @@ int st_module_publish(st_redis *r, const st_module *m,
                             NULL,
                             NULL,
                             rec,
-                            meta,
-                            sk,
-                            gone,
-                            mark,
+                            bk.meta,
+                            bk.sums,
+                            bk.gone,
+                            bk.mark,
                             "nb:gc",
                             oldmeta,
                             "nb:modules",
@@ -112,7 +104,7 @@ int st_module_publish(st_redis *r, const st_module *m,
 }
 
 int st_module_get(st_redis *r, const char *name, st_module *out) {
-  char rec[KEY_CAP];
+  char rec[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (!name_ok(name))
     return NIMBUS_EINVAL;
@@ -139,43 +131,6 @@ int st_module_get(st_redis *r, const char *name, st_module *out) {
   return 0;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int st_module_names(st_redis *r, char ***names, size_t *n) {
-  *names = NULL;
-  *n = 0;
-  const char *argv[2] = {"SMEMBERS", "nb:modules"};
-  redisReply *rep = st__cmd(r, 2, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    rc = st__fail(r, rep, "unexpected answer listing modules");
-  } else if (rep->elements > 0) {
-    *names = calloc(rep->elements, sizeof **names);
-    if (*names == NULL)
-      rc = NIMBUS_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < rep->elements; i++) {
-      const redisReply *e = rep->element[i];
-      if (e->type != REDIS_REPLY_STRING)
-        continue;
-      if (((*names)[*n] = strdup(e->str)) == NULL)
-        rc = NIMBUS_ENOMEM;
-      else
-        (*n)++;
-    }
-    if (rc == 0)
-      qsort(*names, *n, sizeof **names, cmp_str);
-  }
-  freeReplyObject(rep);
-  if (rc != 0) {
-    for (size_t i = 0; i < *n; i++)
-      free((*names)[i]);
-    free(*names);
-    *names = NULL;
-    *n = 0;
-  }
-  return rc;
+  return st__smembers(r, "nb:modules", true, names, n, "modules");
 }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
 #define OUTBOX "nb:outbox"
 
 static bool id_char(char c) {
@@ -30,10 +29,10 @@ static bool id_valid(const char *s, size_t n) {
   return true;
 }
 
-static int rec_key(char out[KEY_CAP], const char *id) {
+static int rec_key(char out[ST_KEY_CAP], const char *id) {
   if (!id_valid(id, strlen(id)))
     return NIMBUS_EINVAL;
-  snprintf(out, KEY_CAP, OUTBOX ":%s", id);
+  snprintf(out, ST_KEY_CAP, OUTBOX ":%s", id);
   return 0;
 }
 
@@ -49,7 +48,7 @@ int st_outbox_id(char out[ST_OUTBOX_ID_MAX + 1], const char *terminal,
 
 int st_outbox_add_effect(st_txn *t, const char *id, const char *to,
                          const void *msg, size_t len, int64_t due_ms) {
-  char rec[KEY_CAP], due[24];
+  char rec[ST_KEY_CAP], due[24];
   if (rec_key(rec, id) != 0 || strlen(to) == 0 || strlen(to) > 64)
     return NIMBUS_EINVAL;
   snprintf(due, sizeof due, "%lld", (long long)due_ms);
@@ -75,7 +74,7 @@ static int run_ids(st_redis *r, st_script *script, const char *const *ids,
                    size_t n, const char *const *extra, size_t nextra,
                    redisReply **out) {
   *out = NULL;
-  char(*keys)[KEY_CAP] = calloc(n > 0 ? n : 1, sizeof *keys);
+  char(*keys)[ST_KEY_CAP] = calloc(n > 0 ? n : 1, sizeof *keys);
   const char **argv = calloc(4 + 2 * n + nextra, sizeof *argv);
   int rc = keys != NULL && argv != NULL ? 0 : NIMBUS_ENOMEM;
   for (size_t i = 0; rc == 0 && i < n; i++)

@@ -20,6 +20,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -850,5 +851,72 @@ int st__eval_flag(st_redis *r, st_script *s, int numkeys, int argc,
     *flag = rep->integer == 1;
   }
   freeReplyObject(rep);
+  return rc;
+}
+
+int st__keyf(char *out, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(out, ST_KEY_CAP, fmt, ap);
+  va_end(ap);
+  return n > 0 && n < ST_KEY_CAP ? 0 : NIMBUS_EINVAL;
+}
+
+int st__blob_keys_of(st__blob_keys *k, const char *hex) {
+  if (!nb_is_sha256_hex(hex))
+    return NIMBUS_EINVAL;
+  snprintf(k->meta, sizeof k->meta, "nb:blob:%s", hex);
+  snprintf(k->sums, sizeof k->sums, "nb:blob:%s:sums", hex);
+  snprintf(k->gone, sizeof k->gone, "nb:blob:%s:gone", hex);
+  snprintf(k->mark, sizeof k->mark, "nb:blob:%s:committing", hex);
+  return 0;
+}
+
+void st__strlist_free(char **list, size_t n) {
+  if (list == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(list[i]);
+  free(list);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int st__smembers(st_redis *r, const char *key, bool sort, char ***out,
+                 size_t *n, const char *what) {
+  *out = NULL;
+  *n = 0;
+  const char *argv[2] = {"SMEMBERS", key};
+  redisReply *rep = cmd_argv(r, 2, argv, NULL);
+  if (rep == NULL)
+    return NIMBUS_EREDIS;
+  int rc = 0;
+  if (rep->type != REDIS_REPLY_ARRAY) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "unexpected answer listing %s", what);
+    rc = st__fail(r, rep, msg);
+  } else if (rep->elements > 0) {
+    if ((*out = calloc(rep->elements, sizeof **out)) == NULL)
+      rc = NIMBUS_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < rep->elements; i++) {
+      const redisReply *e = rep->element[i];
+      if (e->type != REDIS_REPLY_STRING)
+        continue;
+      if (((*out)[*n] = strdup(e->str)) == NULL)
+        rc = NIMBUS_ENOMEM;
+      else
+        (*n)++;
+    }
+    if (rc == 0 && sort)
+      qsort(*out, *n, sizeof **out, cmp_str);
+  }
+  freeReplyObject(rep);
+  if (rc != 0) {
+    st__strlist_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+  }
   return rc;
 }

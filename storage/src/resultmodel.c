@@ -18,13 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
 #define EXPIRY "nb:result:expiry"
-
-static int keyf(char *out, const char *fmt, const char *a) {
-  int n = snprintf(out, KEY_CAP, fmt, a);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
-}
 
 void st_result_fini(st_result *r) {
   if (r == NULL)
@@ -61,9 +55,9 @@ static int fill(st_redis *r, const redisReply *blob, const redisReply *size,
 }
 
 int st_result_get(st_redis *r, const char *key, st_result *out) {
-  char ek[KEY_CAP];
+  char ek[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
-  if (!nb_is_sha256_hex(key) || keyf(ek, "nb:rcache:%s", key) != 0)
+  if (!nb_is_sha256_hex(key) || st__keyf(ek, "nb:rcache:%s", key) != 0)
     return NIMBUS_EINVAL;
   const char *argv[5] = {"HMGET", ek, "blob", "size", "props"};
   redisReply *rep = st__cmd(r, 5, argv, NULL);
@@ -92,6 +86,7 @@ int st_result_get(st_redis *r, const char *key, st_result *out) {
  * expiry. ARGV: key hex, blob hex, size, sums, props, expires_at, now.
  * Returns {0} for a new entry, {1, blob, size, props} for an existing
  * one (its expiry pushed), {2} when the blob is being collected. */
+/* clang-format off */
 static st_script put_script = ST_SCRIPT(
     "local h = redis.call('HMGET', KEYS[1], 'blob', 'size', 'props')\n"
     "if h[1] then\n"
@@ -100,11 +95,7 @@ static st_script put_script = ST_SCRIPT(
     "  return {1, h[1], h[2], h[3]}\n"
     "end\n"
     "if redis.call('EXISTS', KEYS[4]) == 1 then return {2} end\n"
-    "if redis.call('EXISTS', KEYS[2]) == 0 or\n"
-    "   redis.call('EXISTS', KEYS[3]) == 0 then\n"
-    "  redis.call('HSET', KEYS[2], 'size', ARGV[3])\n"
-    "  redis.call('SET', KEYS[3], ARGV[4])\n"
-    "end\n"
+    ST_LUA_BLOB_META(2, 3, 3, 4)
     "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
     "redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])\n"
     "redis.call('DEL', KEYS[1])\n"
@@ -113,20 +104,17 @@ static st_script put_script = ST_SCRIPT(
     "redis.call('ZADD', KEYS[7], 'GT', ARGV[6], ARGV[1])\n"
     "redis.call('DEL', KEYS[5])\n"
     "return {0}\n");
+/* clang-format on */
 
 int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
                   const uint8_t (*sums)[ST_SEGSUM], uint64_t nsegs,
                   const void *props, size_t props_len, int64_t expires_at,
                   st_result *out) {
-  char ek[KEY_CAP], meta[KEY_CAP], sk[KEY_CAP], gone[KEY_CAP], mark[KEY_CAP],
-      num[24], exp[24], now[24];
+  char ek[ST_KEY_CAP], num[24], exp[24], now[24];
+  st__blob_keys bk;
   memset(out, 0, sizeof *out);
-  if (!nb_is_sha256_hex(key) || !nb_is_sha256_hex(hex) ||
-      keyf(ek, "nb:rcache:%s", key) != 0 ||
-      keyf(meta, "nb:blob:%s", hex) != 0 ||
-      keyf(sk, "nb:blob:%s:sums", hex) != 0 ||
-      keyf(gone, "nb:blob:%s:gone", hex) != 0 ||
-      keyf(mark, "nb:blob:%s:committing", hex) != 0)
+  if (!nb_is_sha256_hex(key) || st__keyf(ek, "nb:rcache:%s", key) != 0 ||
+      st__blob_keys_of(&bk, hex) != 0)
     return NIMBUS_EINVAL;
   snprintf(num, sizeof num, "%llu", (unsigned long long)size);
   snprintf(exp, sizeof exp, "%lld", (long long)expires_at);
@@ -135,10 +123,10 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
                           NULL,
                           NULL,
                           ek,
-                          meta,
-                          sk,
-                          gone,
-                          mark,
+                          bk.meta,
+                          bk.sums,
+                          bk.gone,
+                          bk.mark,
                           "nb:gc",
                           EXPIRY,
                           key,
@@ -190,10 +178,9 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
 int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
                            const char *hex, int64_t expires_at,
                            int64_t now_ms) {
-  char ek[KEY_CAP], gk[KEY_CAP], exp[24], now[24];
-  if (!nb_is_sha256_hex(key) || !nb_is_sha256_hex(hex) ||
-      keyf(ek, "nb:rcache:%s", key) != 0 ||
-      keyf(gk, "nb:rgrant:%s", terminal) != 0)
+  char ek[ST_KEY_CAP], gk[ST_KEY_CAP], exp[24], now[24];
+  if (!nb_is_sha256_hex(key) || st__keyf(ek, "nb:rcache:%s", key) != 0 ||
+      st__keyf(gk, "nb:rgrant:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   snprintf(exp, sizeof exp, "%lld", (long long)expires_at);
   snprintf(now, sizeof now, "(%lld", (long long)now_ms);
@@ -212,9 +199,9 @@ int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
 
 int st_result_grant_check(st_redis *r, const char *terminal, const char *hex,
                           int64_t now_ms, bool *ok) {
-  char gk[KEY_CAP];
+  char gk[ST_KEY_CAP];
   *ok = false;
-  if (!nb_is_sha256_hex(hex) || keyf(gk, "nb:rgrant:%s", terminal) != 0)
+  if (!nb_is_sha256_hex(hex) || st__keyf(gk, "nb:rgrant:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   const char *argv[3] = {"ZSCORE", gk, hex};
   redisReply *rep = st__cmd(r, 3, argv, NULL);
@@ -250,9 +237,9 @@ static st_script sweep_script =
 /* Drops the entry `key` if it has expired; *done says whether it went. */
 static int sweep_one(st_redis *r, const char *key, const char *now,
                      bool *done) {
-  char ek[KEY_CAP], meta[KEY_CAP], blob[65] = "";
+  char ek[ST_KEY_CAP], meta[ST_KEY_CAP], blob[65] = "";
   *done = false;
-  if (keyf(ek, "nb:rcache:%s", key) != 0)
+  if (st__keyf(ek, "nb:rcache:%s", key) != 0)
     return NIMBUS_EINVAL;
   for (int tries = 0; tries < 3; tries++) {
     const char *hget[3] = {"HGET", ek, "blob"};
@@ -267,7 +254,7 @@ static int sweep_one(st_redis *r, const char *key, const char *now,
     freeReplyObject(b);
     /* An entry without a blob of ours still goes; its meta key is then a
      * harmless name that does not exist. */
-    if (keyf(meta, "nb:blob:%s", nb_is_sha256_hex(blob) ? blob : "-") != 0)
+    if (st__keyf(meta, "nb:blob:%s", nb_is_sha256_hex(blob) ? blob : "-") != 0)
       return NIMBUS_EINVAL;
     const char *argv[10] = {NULL,    NULL, NULL, EXPIRY, ek,
                             "nb:gc", meta, key,  now,    blob};

@@ -17,15 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_CAP 200
 /* Grants looked at per blob.get (a terminal rarely holds more than one
  * share of the same blob; any live one suffices). */
 #define GRANTS_MAX 32
-
-static int keyf(char *out, const char *fmt, const char *a, const char *b) {
-  int n = snprintf(out, KEY_CAP, fmt, a, b);
-  return n > 0 && n < KEY_CAP ? 0 : NIMBUS_EINVAL;
-}
 
 static bool token_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -65,13 +59,13 @@ static void member_of(char out[ST_SHARE_MEMBER_LEN + 1], int64_t created,
   memcpy(out, buf, ST_SHARE_MEMBER_LEN + 1);
 }
 
-static int name_key(char out[KEY_CAP], const char *owner, const char *name,
+static int name_key(char out[ST_KEY_CAP], const char *owner, const char *name,
                     size_t n) {
   uint8_t d[32];
   char hex[65];
   nb_sha256(name, n, d);
   nb_hex(d, 32, hex);
-  return keyf(out, "nb:sharename:%s:%s", owner, hex);
+  return st__keyf(out, "nb:sharename:%s:%s", owner, hex);
 }
 
 bool st_share_live(const st_share *s, int64_t now_ms) {
@@ -158,7 +152,7 @@ static int fill_stored(st_redis *r, st_share *shares, size_t n) {
     shares[i].stored = shares[i].size;
   if (n == 0)
     return 0;
-  char(*keys)[KEY_CAP] = calloc(n, sizeof *keys);
+  char(*keys)[ST_KEY_CAP] = calloc(n, sizeof *keys);
   const char **argv = calloc(3 + n, sizeof *argv);
   int rc = 0;
   redisReply *rep = NULL;
@@ -167,7 +161,7 @@ static int fill_stored(st_redis *r, st_share *shares, size_t n) {
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
-    if ((rc = keyf(keys[i], "nb:blob:%.64s%s", shares[i].blob, "")) != 0)
+    if ((rc = st__keyf(keys[i], "nb:blob:%.64s%s", shares[i].blob, "")) != 0)
       goto out;
     argv[3 + i] = keys[i];
   }
@@ -197,17 +191,17 @@ static st_script read_script =
               "h[12] = redis.call('SMEMBERS', KEYS[2])\n"
               "return h\n");
 
-static int share_keys(const char *token, char rec[KEY_CAP], char got[KEY_CAP],
-                      char to[KEY_CAP]) {
-  if (keyf(rec, "nb:share:%s%s", token, "") != 0 ||
-      keyf(got, "nb:share:%s%s", token, ":got") != 0 ||
-      keyf(to, "nb:share:%s%s", token, ":to") != 0)
+static int share_keys(const char *token, char rec[ST_KEY_CAP],
+                      char got[ST_KEY_CAP], char to[ST_KEY_CAP]) {
+  if (st__keyf(rec, "nb:share:%s%s", token, "") != 0 ||
+      st__keyf(got, "nb:share:%s%s", token, ":got") != 0 ||
+      st__keyf(to, "nb:share:%s%s", token, ":to") != 0)
     return NIMBUS_EINVAL;
   return 0;
 }
 
 int st_share_read(st_redis *r, const char *token, st_share *out) {
-  char rec[KEY_CAP], got[KEY_CAP], to[KEY_CAP];
+  char rec[ST_KEY_CAP], got[ST_KEY_CAP], to[ST_KEY_CAP];
   memset(out, 0, sizeof *out);
   if (!st_share_token_valid(token, strlen(token)))
     return 0;
@@ -234,7 +228,7 @@ int st_share_read(st_redis *r, const char *token, st_share *out) {
 
 int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
                          size_t n, char token[ST_SHARE_TOKEN_LEN + 1]) {
-  char key[KEY_CAP];
+  char key[ST_KEY_CAP];
   token[0] = '\0';
   if (name_key(key, owner, name, n) != 0)
     return NIMBUS_EINVAL;
@@ -280,12 +274,13 @@ static st_script take_script = ST_SCRIPT(
 
 int st_share_take(st_redis *r, const char *token, const char *terminal,
                   int64_t now_ms, st_share *out) {
-  char rec[KEY_CAP], got[KEY_CAP], to[KEY_CAP], grants[KEY_CAP], now[24];
+  char rec[ST_KEY_CAP], got[ST_KEY_CAP], to[ST_KEY_CAP], grants[ST_KEY_CAP],
+      now[24];
   memset(out, 0, sizeof *out);
   if (!st_share_token_valid(token, strlen(token)))
     return 0;
   if (share_keys(token, rec, got, to) != 0 ||
-      keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
+      st__keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
   const char *argv[10] = {NULL, NULL,   NULL,     rec, got,
@@ -319,9 +314,9 @@ static st_script live_script = ST_SCRIPT(
 
 int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
                          int64_t now_ms, bool *ok) {
-  char grants[KEY_CAP], lo[80], hi[80], lim[16], now[24];
+  char grants[ST_KEY_CAP], lo[80], hi[80], lim[16], now[24];
   *ok = false;
-  if (keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
+  if (st__keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
     return NIMBUS_EINVAL;
   /* Members "<hex>.<token>": the blob's are those from "<hex>." up to, not
    * including, "<hex>/" ('/' follows '.'). */
@@ -338,7 +333,7 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
     return rc;
   }
   size_t n = 0;
-  char keys[GRANTS_MAX][KEY_CAP];
+  char keys[GRANTS_MAX][ST_KEY_CAP];
   for (size_t i = 0; i < rep->elements && n < GRANTS_MAX; i++) {
     const redisReply *e = rep->element[i];
     if (e->type != REDIS_REPLY_STRING || e->len != 64 + 1 + ST_SHARE_TOKEN_LEN)
@@ -346,7 +341,7 @@ int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
     char token[ST_SHARE_TOKEN_LEN + 1];
     memcpy(token, e->str + 65, ST_SHARE_TOKEN_LEN);
     token[ST_SHARE_TOKEN_LEN] = '\0';
-    if (keyf(keys[n], "nb:share:%s%s", token, "") == 0)
+    if (st__keyf(keys[n], "nb:share:%s%s", token, "") == 0)
       n++;
   }
   freeReplyObject(rep);
@@ -369,13 +364,13 @@ static int add(st_txn *t, int argc, const char *const *argv) {
 
 int st_share_create_effect(st_txn *t, const st_share_new *s,
                            const st_share *old) {
-  char rec[KEY_CAP], got[KEY_CAP], to[KEY_CAP], idx[KEY_CAP], nkey[KEY_CAP],
-      meta[KEY_CAP], member[ST_SHARE_MEMBER_LEN + 1], size[24], created[24],
-      expires[24], max[24];
+  char rec[ST_KEY_CAP], got[ST_KEY_CAP], to[ST_KEY_CAP], idx[ST_KEY_CAP],
+      nkey[ST_KEY_CAP], meta[ST_KEY_CAP], member[ST_SHARE_MEMBER_LEN + 1],
+      size[24], created[24], expires[24], max[24];
   if (share_keys(s->token, rec, got, to) != 0 ||
-      keyf(idx, "nb:shares:%s%s", s->owner, "") != 0 ||
+      st__keyf(idx, "nb:shares:%s%s", s->owner, "") != 0 ||
       name_key(nkey, s->owner, s->name, s->name_len) != 0 ||
-      keyf(meta, "nb:blob:%.64s%s", s->blob, "") != 0)
+      st__keyf(meta, "nb:blob:%.64s%s", s->blob, "") != 0)
     return NIMBUS_EINVAL;
   member_of(member, s->created, s->token);
   snprintf(size, sizeof size, "%lld", (long long)s->size);
@@ -384,8 +379,8 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
   snprintf(max, sizeof max, "%lld", (long long)s->max_downloads);
   int rc = st_txn_require(t, meta);
   bool thumb = s->thumb != NULL && s->thumb[0] != '\0';
-  char tmeta[KEY_CAP];
-  if (thumb && keyf(tmeta, "nb:blob:%.64s%s", s->thumb, "") != 0)
+  char tmeta[ST_KEY_CAP];
+  if (thumb && st__keyf(tmeta, "nb:blob:%.64s%s", s->thumb, "") != 0)
     return NIMBUS_EINVAL;
   if (rc == 0 && thumb)
     rc = st_txn_require(t, tmeta);
@@ -398,8 +393,8 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
   if (rc == 0 && old != NULL && old->exists && !old->revoked) {
     /* Replace: the old share ends now; the janitor releases it. Its record
      * must still be there, or the effect would make a partial one. */
-    char orec[KEY_CAP];
-    if (keyf(orec, "nb:share:%s%s", old->token, "") != 0)
+    char orec[ST_KEY_CAP];
+    if (st__keyf(orec, "nb:share:%s%s", old->token, "") != 0)
       return NIMBUS_EINVAL;
     const char *mark[4] = {"HSET", orec, "revoked", "1"};
     const char *due[4] = {"ZADD", "nb:share:expiry", created, old->token};
@@ -437,8 +432,8 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
   if (rc == 0)
     rc = st_txn_add(t, nh, hset, hlens);
   for (size_t i = 0; rc == 0 && i < s->nto; i++) {
-    char inbox[KEY_CAP];
-    if (keyf(inbox, "nb:shares:in:%s%s", s->to[i], "") != 0)
+    char inbox[ST_KEY_CAP];
+    if (st__keyf(inbox, "nb:shares:in:%s%s", s->to[i], "") != 0)
       return NIMBUS_EINVAL;
     const char *sadd[3] = {"SADD", to, s->to[i]};
     const char *zin[4] = {"ZADD", inbox, "0", member};
@@ -456,8 +451,8 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
 }
 
 int st_share_revoke_effect(st_txn *t, const st_share *s, int64_t now_ms) {
-  char rec[KEY_CAP], now[24];
-  if (keyf(rec, "nb:share:%s%s", s->token, "") != 0)
+  char rec[ST_KEY_CAP], now[24];
+  if (st__keyf(rec, "nb:share:%s%s", s->token, "") != 0)
     return NIMBUS_EINVAL;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
   const char *mark[4] = {"HSET", rec, "revoked", "1"};
@@ -491,13 +486,13 @@ static st_script list_script =
 int st_share_list(st_redis *r, const char *terminal, bool inbox,
                   const char *owner, const char *cursor, size_t limit,
                   int64_t now_ms, st_share *out, size_t *n, char *next) {
-  char idx[KEY_CAP], max[ST_SHARE_MEMBER_LEN + 2], count[24];
+  char idx[ST_KEY_CAP], max[ST_SHARE_MEMBER_LEN + 2], count[24];
   *n = 0;
   next[0] = '\0';
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (keyf(idx, inbox ? "nb:shares:in:%s%s" : "nb:shares:%s%s", terminal, "") !=
-      0)
+  if (st__keyf(idx, inbox ? "nb:shares:in:%s%s" : "nb:shares:%s%s", terminal,
+               "") != 0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0')
     snprintf(max, sizeof max, "(%.*s", ST_SHARE_MEMBER_LEN, cursor);
@@ -509,7 +504,7 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
   if (ids == NULL)
     return NIMBUS_EREDIS;
   int rc = 0;
-  char(*keys)[KEY_CAP] = NULL;
+  char(*keys)[ST_KEY_CAP] = NULL;
   const char **argv = NULL;
   redisReply *rep = NULL;
   if (ids->type != REDIS_REPLY_ARRAY) {
@@ -644,7 +639,7 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
   }
   if (!s.exists || st_share_live(&s, now_ms)) {
     /* Gone already, or due later (a stale score): mend the index. */
-    char rec[KEY_CAP], got[KEY_CAP], to[KEY_CAP];
+    char rec[ST_KEY_CAP], got[ST_KEY_CAP], to[ST_KEY_CAP];
     if ((rc = share_keys(token, rec, got, to)) == 0) {
       const char *argv[7] = {NULL,  NULL, NULL, rec, "nb:share:expiry",
                              token, now};
@@ -657,7 +652,7 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     return rc;
   }
   size_t nkeys = 9 + s.nto + s.ngot + 1;
-  char(*keys)[KEY_CAP] = calloc(nkeys, sizeof *keys);
+  char(*keys)[ST_KEY_CAP] = calloc(nkeys, sizeof *keys);
   const char **argv = calloc(3 + nkeys + 8, sizeof *argv);
   char member[ST_SHARE_MEMBER_LEN + 1], gmember[64 + 1 + 25],
       tmember[64 + 1 + 25] = "", nto[24];
@@ -671,20 +666,20 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     snprintf(tmember, sizeof tmember, "%.64s.%s", s.thumb, s.token);
   snprintf(nto, sizeof nto, "%zu", s.nto);
   if ((rc = share_keys(s.token, keys[0], keys[1], keys[2])) != 0 ||
-      (rc = keyf(keys[4], "nb:shares:%s%s", s.owner, "")) != 0 ||
+      (rc = st__keyf(keys[4], "nb:shares:%s%s", s.owner, "")) != 0 ||
       (rc = name_key(keys[5], s.owner, s.name, strlen(s.name))) != 0 ||
-      (rc = keyf(keys[6], "nb:blob:%.64s%s", s.blob, "")) != 0 ||
-      (rc = keyf(keys[8], "nb:blob:%.64s%s",
-                 s.thumb[0] != '\0' ? s.thumb : s.blob, "")) != 0)
+      (rc = st__keyf(keys[6], "nb:blob:%.64s%s", s.blob, "")) != 0 ||
+      (rc = st__keyf(keys[8], "nb:blob:%.64s%s",
+                     s.thumb[0] != '\0' ? s.thumb : s.blob, "")) != 0)
     goto out;
-  nb_strlcpy(keys[3], "nb:share:expiry", KEY_CAP);
-  nb_strlcpy(keys[7], "nb:gc", KEY_CAP);
+  nb_strlcpy(keys[3], "nb:share:expiry", ST_KEY_CAP);
+  nb_strlcpy(keys[7], "nb:gc", ST_KEY_CAP);
   for (size_t i = 0; i < s.nto && rc == 0; i++)
-    rc = keyf(keys[9 + i], "nb:shares:in:%s%s", s.to[i], "");
+    rc = st__keyf(keys[9 + i], "nb:shares:in:%s%s", s.to[i], "");
   for (size_t i = 0; i < s.ngot && rc == 0; i++)
-    rc = keyf(keys[9 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
+    rc = st__keyf(keys[9 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
   if (rc == 0)
-    rc = keyf(keys[nkeys - 1], "nb:sgrant:%s%s", s.owner, "");
+    rc = st__keyf(keys[nkeys - 1], "nb:sgrant:%s%s", s.owner, "");
   if (rc != 0)
     goto out;
   for (size_t i = 0; i < nkeys; i++)

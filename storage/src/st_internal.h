@@ -77,4 +77,43 @@ int st__hmget(st_redis *r, const char *key, const char *const *fields, size_t n,
 int st__due(st_redis *r, const char *key, int64_t until_ms, size_t max,
             const char *what, redisReply **out);
 
+/* The room every key name of ours fits in. */
+#define ST_KEY_CAP 200
+
+/* snprintf of one key name into out (ST_KEY_CAP bytes): 0, or
+ * NIMBUS_EINVAL when it would not fit. */
+int st__keyf(char *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The keys of blob `hex`'s bookkeeping that a script recording a
+ * reference to it (a result, a module, an agent package) touches: its
+ * metadata (size, refs), its segment sums, its tombstone (the collector
+ * is removing it) and its commit mark. */
+typedef struct st__blob_keys {
+  char meta[96], sums[96], gone[96], mark[96];
+} st__blob_keys;
+
+/* Fills *k for hex, which must be 64 lower-case hex digits. Returns 0 or
+ * NIMBUS_EINVAL. */
+int st__blob_keys_of(st__blob_keys *k, const char *hex);
+
+/* Lua: gives a committed blob its metadata again when a Redis restored
+ * from an older state lost it (KEYS[META] its hash, KEYS[SUMS] its sums;
+ * ARGV[SIZE] and ARGV[SUMV] their values, all as decimal literals). */
+#define ST_LUA_BLOB_META(META, SUMS, SIZE, SUMV)                               \
+  "if redis.call('EXISTS', KEYS[" #META "]) == 0 or\n"                         \
+  "   redis.call('EXISTS', KEYS[" #SUMS "]) == 0 then\n"                       \
+  "  redis.call('HSET', KEYS[" #META "], 'size', ARGV[" #SIZE "])\n"           \
+  "  redis.call('SET', KEYS[" #SUMS "], ARGV[" #SUMV "])\n"                    \
+  "end\n"
+
+/* The members of set `key` as new strings (sorted bytewise when `sort`):
+ * 0 with *out (free with st__strlist_free; NULL when empty) and *n; or
+ * NIMBUS_EREDIS (`what` names them in the error) or NIMBUS_ENOMEM, with
+ * *out NULL and *n 0. */
+int st__smembers(st_redis *r, const char *key, bool sort, char ***out,
+                 size_t *n, const char *what);
+/* Frees a list of n strings and the list; NULL is a no-op. */
+void st__strlist_free(char **list, size_t n);
+
 #endif
