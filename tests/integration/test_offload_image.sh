@@ -218,15 +218,19 @@ fails() {
 # check_files: every output made by ok since the last call is, as
 # vipsheader reads the file, what its result said (size, bands, format).
 check_files() {
-  local line n got
+  local line n got files=()
   local re='^(.*)\.out: ([0-9]+)x([0-9]+) [a-z]+, ([0-9]+) bands?,.* ([a-z]+)load$'
+  for n in "${!WANT[@]}"; do files+=("$n.out"); done
+  ((${#files[@]})) || nb_fail "check_files: no output to check"
   while read -r line; do
     [[ $line =~ $re ]] || nb_fail "vipsheader: $line"
     n=${BASH_REMATCH[1]}
+    [[ -v WANT[$n] ]] || nb_fail "vipsheader named $n.out, which ok did not make"
     got="${BASH_REMATCH[2]} ${BASH_REMATCH[3]} ${BASH_REMATCH[4]} ${BASH_REMATCH[5]}"
     nb_assert_eq "$(cut -d' ' -f1-4 <<<"${WANT[$n]}")" "$got" "$n.out's header"
     unset "WANT[$n]"
-  done < <(vipsheader "${!WANT[@]/%/.out}")
+  done < <(vipsheader "${files[@]}" 2>&1)
+  ((${#WANT[@]} == 0)) || nb_fail "vipsheader did not read: ${!WANT[*]}"
 }
 get16() { call blob.get "{\"blob\": \"$1\", \"offset\": 0, \"length\": 16}"; }
 # gt A B: true when the number A is greater than B.
