@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "nb_paho.h"
+#include "nb_semver.h"
 #include "nb_util.h"
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -375,6 +376,10 @@ static bool ag_offer_deliver(nimbus_offer_cb cb, void *ctx,
          memchr(o->via.str.ptr, 0, o->via.str.size) == NULL &&
          (s[i] = strndup(o->via.str.ptr, o->via.str.size)) != NULL;
   }
+  /* A platform and a version as agent.get would take them, so that what
+   * the app shows and answers is well-formed. */
+  ok = ok && nb_valid_terminal(s[1], strlen(s[1])) &&
+       nb_semver_valid(s[2], strlen(s[2]));
   if (ok) {
     nimbus_agent_offer off = {.offer = s[0],
                               .platform = s[1],

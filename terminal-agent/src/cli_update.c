@@ -15,6 +15,7 @@
 #include "ag_json.h"
 #include "bk.h"
 #include "cli.h"
+#include "nb_semver.h"
 #include "nb_util.h"
 
 const char cli_usage_version[] =
@@ -261,6 +262,34 @@ static int up_rollback(cli_cfg *cfg, const char *dir, bool table) {
   return status;
 }
 
+/* The version the cloud is told this terminal has: the running one, or
+ * the installed current when that is newer (an agent that installed an
+ * update and runs on until it is started again), so that the cloud
+ * neither offers again what is installed nor answers with a version
+ * between the two (nimbus_agent_install would refuse it). */
+static const char *up_have(const char *dir, char buf[65]) {
+  const char *running = nimbus_agent_version();
+  char cur[65];
+  if (dir[0] != '\0' && nimbus_agent_installed(dir, cur, NULL) == 0 &&
+      cur[0] != '\0' && nb_semver_cmp(cur, running) > 0) {
+    memcpy(buf, cur, sizeof cur);
+    return buf;
+  }
+  return running;
+}
+
+/* Shows every control character of s (C0, DEL, and C1 as UTF-8) as '?',
+ * in place: the cloud's free text (an offer's words, a package's notes)
+ * is not signed, and a terminal must not take it for escape sequences. */
+static void up_clean(char *s) {
+  for (unsigned char *p = (unsigned char *)s; *p != '\0'; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      *p = '?';
+    else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+      p[0] = p[1] = '?';
+  }
+}
+
 static int up_get_failed(int rc, const char *err) {
   fprintf(stderr, "nimbus-agent: %s\n", err);
   return rc == NIMBUS_ETIMEDOUT  ? CLI_TIMEOUT
@@ -291,7 +320,8 @@ int cli_update(cli_cfg *cfg, int argc, char **argv) {
                            CLI_BULK_RESEND_MAX_MS, &a);
   if (status != CLI_OK)
     return status;
-  const char *running = nimbus_agent_version();
+  char hbuf[65];
+  const char *running = up_have(dir, hbuf);
   nimbus_agent_pkg pkg;
   char err[512];
   /* With --allow-downgrade the cloud is not told what runs, so that it
@@ -313,14 +343,15 @@ int cli_update(cli_cfg *cfg, int argc, char **argv) {
              nimbus_agent_platform());
     else {
       cJSON_AddBoolToObject(j, "up_to_date", true);
-      cJSON_AddStringToObject(j, "running", running);
+      cJSON_AddStringToObject(j, "running", nimbus_agent_version());
     }
   } else if (cfg->check) {
     char bytes[32];
     bk_fmt_bytes(pkg.size, bytes, sizeof bytes);
     if (table) {
-      printf("update available: nimbus-agent %s (%s), running %s\n",
-             pkg.version, bytes, running);
+      printf("update available: nimbus-agent %s (%s), %s %s\n", pkg.version,
+             bytes, running == hbuf ? "installed" : "running", running);
+      up_clean(pkg.notes);
       if (pkg.notes[0] != '\0')
         printf("  %s\n", pkg.notes);
     } else {
@@ -328,7 +359,7 @@ int cli_update(cli_cfg *cfg, int argc, char **argv) {
       cJSON_AddStringToObject(j, "version", pkg.version);
       cJSON_AddNumberToObject(j, "size", (double)pkg.size);
       cJSON_AddStringToObject(j, "notes", pkg.notes);
-      cJSON_AddStringToObject(j, "running", running);
+      cJSON_AddStringToObject(j, "running", nimbus_agent_version());
     }
   } else {
     status = up_install(cfg, a, &pkg, dir, j);
@@ -430,12 +461,24 @@ static bool up_ask(const up_offer *o) {
   return line[0] == 'y' || line[0] == 'Y';
 }
 
+/* The answer to an accepted offer names another version than the one
+ * the person said yes to: asked about that one. */
+static bool up_ask_again(const up_offer *o, const nimbus_agent_pkg *pkg) {
+  up_offer now = *o;
+  nb_strlcpy(now.version, pkg->version, sizeof now.version);
+  now.size = pkg->size;
+  printf("the cloud now has nimbus-agent %s instead of %s\n", pkg->version,
+         o->version);
+  return up_ask(&now);
+}
+
 /* One offer: shown, answered (or not), installed when accepted. */
 static int up_offer_handle(cli_offers *q, nimbus_agent *a, const up_offer *o) {
   cli_cfg *cfg = q->cfg;
   char bytes[32];
   bk_fmt_bytes(o->size, bytes, sizeof bytes);
   if (q->table) {
+    up_clean(o->text);
     printf("the cloud offers nimbus-agent %s for %s (%s)%s%s\n", o->version,
            o->platform, bytes, o->text[0] != '\0' ? ": " : "", o->text);
   } else {
@@ -465,8 +508,8 @@ static int up_offer_handle(cli_offers *q, nimbus_agent *a, const up_offer *o) {
     return CLI_OK;
   }
   nimbus_agent_pkg pkg;
-  char err[512];
-  int rc = nimbus_offer_answer(a, o->offer, accept, NULL, NULL,
+  char err[512], hbuf[65];
+  int rc = nimbus_offer_answer(a, o->offer, accept, NULL, up_have(q->dir, hbuf),
                                (int)cfg->timeout, &pkg, err, sizeof err);
   if (rc != 0)
     return up_get_failed(rc, err);
@@ -486,6 +529,17 @@ static int up_offer_handle(cli_offers *q, nimbus_agent *a, const up_offer *o) {
                             : "the offer is over, or its package gone");
     else if (j != NULL)
       cJSON_AddBoolToObject(j, "up_to_date", pkg.up_to_date);
+  } else if (strcmp(pkg.version, o->version) != 0 &&
+             !(q->ask && up_ask_again(o, &pkg))) {
+    /* The answer names the newest package, which may be another than
+     * the one offered (published since): a person who said yes to one
+     * version is asked again; with --accept any is taken. */
+    if (q->table)
+      printf("not installed: the cloud now has nimbus-agent %s, not the %s "
+             "offered (nimbus-agent update installs the newest)\n",
+             pkg.version, o->version);
+    else if (j != NULL)
+      cJSON_AddStringToObject(j, "not_installed", pkg.version);
   } else {
     status = up_install(cfg, a, &pkg, q->dir, j);
   }

@@ -24,6 +24,8 @@
 #include "sc.h"
 
 #define UP_TIMEOUT_DEFAULT 10000
+/* The longest pause a busy cloud may ask for between two tries. */
+#define UP_RETRY_MAX_MS 30000
 
 /* ---- The agent.* tasks -------------------------------------------------- */
 
@@ -84,10 +86,13 @@ static int up_call(nimbus_agent *a, const char *type, const msgpack_sbuffer *sb,
     if (bk_result_map(r, &res, &z))
       (void)bk_obj_int(sc_map_get(&res, "retry_after"), &wait);
     msgpack_zone_free(z);
+    /* The cloud's word, bounded: never a tight loop, never past --timeout
+     * by an overflow. */
+    wait = wait < 0 ? 0 : wait > UP_RETRY_MAX_MS ? UP_RETRY_MAX_MS : wait;
     uint8_t j = 0;
     (void)nb_random_bytes(&j, 1);
     wait += wait / 4 * j / 255;
-    if (deadline != INT64_MAX && nb_mono_ms() + wait >= deadline) {
+    if (deadline != INT64_MAX && wait >= deadline - nb_mono_ms()) {
       nb_errf(err, errcap, "%s: error %d: %s (still, after %d ms)", type,
               r->code, r->error != NULL ? r->error : "the cloud is busy",
               timeout_ms);
@@ -639,7 +644,7 @@ static int up_unpack(int dfd, int fd, const nimbus_agent_pkg *p,
     /* An older copy of this version (not current: that was checked) makes
      * room; then the new one takes its name at once. */
     up_rmtree(vfd, p->version);
-    if (renameat(vfd, tmp, vfd, p->version) != 0) {
+    if (renameat(vfd, tmp, vfd, p->version) != 0 || fsync(vfd) != 0) {
       nb_errf(out->error, sizeof out->error,
               "cannot rename into %s/versions/%s: %s", o->install_dir,
               p->version, strerror(errno));
@@ -710,15 +715,21 @@ int nimbus_agent_install(nimbus_agent *a, const nimbus_agent_pkg *pkg,
   char cur[65], prev[65];
   up_link_read(dfd, "current", cur);
   up_link_read(dfd, "previous", prev);
-  if (strcmp(cur, pkg->version) == 0 && up_version_there(dfd, cur)) {
+  bool cur_there = cur[0] != '\0' && up_version_there(dfd, cur);
+  if (strcmp(cur, pkg->version) == 0 && cur_there) {
     out->already = true;
-  } else if (ag_pkg_version_cmp(running, pkg->version) != AG_VER_NEWER &&
-             !o->allow_downgrade) {
+  } else if (!o->allow_downgrade &&
+             (ag_pkg_version_cmp(running, pkg->version) != AG_VER_NEWER ||
+              (cur_there && nb_semver_cmp(pkg->version, cur) <= 0))) {
+    /* Newer than what runs and than what is installed: an agent that
+     * installed a version and runs on is no way back to an older one. */
+    bool vs_cur = ag_pkg_version_cmp(running, pkg->version) == AG_VER_NEWER;
     out->check = NIMBUS_CHECK_VERSION;
     nb_errf(out->error, sizeof out->error,
-            "refused: %s is not newer than the running %s (a downgrade "
-            "must be allowed)",
-            pkg->version, running);
+            "refused: %s is not newer than the %s %s (a downgrade must be "
+            "allowed)",
+            pkg->version, vs_cur ? "installed" : "running",
+            vs_cur ? cur : running);
     rc = NIMBUS_EAUTH;
     goto out;
   }
@@ -768,7 +779,10 @@ int nimbus_agent_rollback(const char *install_dir, nimbus_install_result *out) {
   char cur[65], prev[65];
   up_link_read(dfd, "current", cur);
   up_link_read(dfd, "previous", prev);
-  if (prev[0] == '\0' || !up_version_there(dfd, prev)) {
+  if (prev[0] == '\0' || strcmp(prev, cur) == 0 ||
+      !up_version_there(dfd, prev)) {
+    /* previous == current: an install or rollback stopped between its
+     * two links; there is nothing else to go back to. */
     nb_errf(out->error, sizeof out->error,
             "%s holds no previous version to return to", install_dir);
     rc = NIMBUS_ENOTFOUND;

@@ -183,6 +183,16 @@ nb_assert_eq "$V1" "$("$D/current/bin/nimbus-agent" version | jget "$(cat)" 'r["
   "after the rollback"
 nb_assert_eq "$V1" "$(ctl agent status alice | awk -F'\t' 'NR == 2 {print $3}')" \
   "what alice reported after the rollback"
+# An agent that runs $V0 while $V1 is installed (it installed it and runs
+# on) is never taken back below $V1: a package between the two (signed,
+# say an old prerelease) is not newer than what is installed.
+ctl agent publish pkg0.tar.gz --version "$V1-rc.1" --platform "$P" \
+  --key keys/nimbus.key >/dev/null || nb_fail "publish $V1-rc.1"
+expect 0 "update below the installed" as alice "$agent" update --install-dir "$D" \
+  --key keys/nimbus.pub
+nb_assert_eq "True" "$(jget "$out" 'r["up_to_date"]')" "up to date against the installed $V1"
+nb_assert_eq "versions/$V1" "$(readlink "$D/current")" "current after the prerelease"
+ctl agent withdraw "$P" "$V1-rc.1" >/dev/null || nb_fail "withdraw $V1-rc.1"
 
 # ---- an unsafe archive, signed: refused, nothing outside touched -------------------
 python3 - <<'PY'

@@ -708,10 +708,11 @@ typedef struct nimbus_agent_offer {
 typedef void (*nimbus_offer_cb)(void *ctx, const nimbus_agent_offer *offer);
 
 /* Calls `cb` (with `ctx`) for each notice agent.offer that holds every
- * field above with its type (SPEC.md, section 3), on the agent's thread
+ * field above with its type (SPEC.md, section 3), a platform of 1-64 of
+ * [A-Za-z0-9._-] and a semantic version, on the agent's thread
  * like every callback (one at a time, see the top of this file). While a
  * callback is set, such offers go to it and not to the notice callback;
- * other notices, and agent.offer notices missing a field, still go to the
+ * other notices, and agent.offer notices lacking any of that, still go to the
  * notice callback. The callback must not block: to ask the user and
  * answer, hand the offer (copied) to another thread, which calls
  * nimbus_offer_answer. Set it before connecting, so that offers the
