@@ -242,17 +242,20 @@ static void pack_queued(wk_janitor *j, st_redis *r) {
       rrc = st_blob_pack_later(r, hex, nb_now_ms()); /* to the others */
     } else if (rc == NIMBUS_ENOTFOUND) {
       rrc = st_blob_pack_drop(r, hex);
-    } else if (rc == NIMBUS_ENOSPC) {
+    } else if (rc == NIMBUS_ENOSPC || rc == NIMBUS_ENOMEM) {
+      /* Room on disk or in memory comes back: tried again later. */
       NB_WARN("WK-PACK",
               "blob %s: no room for its compressed form, tried "
               "again later: %s",
-              hex, st_blobstore_errstr());
+              hex,
+              rc == NIMBUS_ENOMEM ? "out of memory" : st_blobstore_errstr());
       rrc = st_blob_pack_later(r, hex, nb_now_ms() + PACK_RETRY_FULL_MS);
     } else {
-      /* Unreadable (blob.get reports it too): recorded as kept as it is,
-       * not tried again and again. */
+      /* Unreadable (blob.get reports it too), or its new form did not read
+       * back as the blob: recorded as kept as it is, not tried again and
+       * again. */
       NB_WARN("WK-PACK", "blob %s stays as it is: %s", hex,
-              rc == NIMBUS_ENOMEM ? "out of memory" : st_blobstore_errstr());
+              st_blobstore_errstr());
       rrc = st_blob_stored_set(r, hex, m.size, NULL);
     }
     if (rrc != 0) {

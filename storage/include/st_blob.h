@@ -214,6 +214,8 @@ typedef struct st_blob_pack_opts {
 
 /* Keeps blob `hash` (`size` bytes) compressed when that makes it at least
  * 10% smaller: writes the compressed form beside it, makes that durable,
+ * reads it back and checks that it gives the blob's bytes (every frame,
+ * and their SHA-256 against the name: the old form is the only copy),
  * and puts it in the blob's place in one atomic step (the backend's
  * stage_replace), so that a crash at any moment leaves one form or the
  * other, whole, and a reader that has the old form open reads on
@@ -224,9 +226,12 @@ typedef struct st_blob_pack_opts {
  * project's VMs). Returns 0, NIMBUS_EINVAL (a level out of range),
  * NIMBUS_ENOTFOUND (no such blob, also when the collector removed it
  * meanwhile), NIMBUS_ENOSPC, NIMBUS_EIO (also a blob shorter than
- * `size`, or one whose compressed form is of another size),
- * NIMBUS_ENOMEM, or what o->progress returned; after an error the blob
- * is as it was, and what was written beside it is gone. `o` borrowed. */
+ * `size`, one whose compressed form is of another size, a new form that
+ * did not read back as the blob), NIMBUS_ENOMEM, or what o->progress
+ * returned; after an error the blob is as it was (but for an error after
+ * the exchange, the directory's fsync: *stored then says the form on
+ * disk), and what was written beside it is gone. A size above
+ * UINT64_MAX / 2 is NIMBUS_EINVAL. `o` borrowed. */
 int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
                       const st_blob_pack_opts *o, uint64_t *stored);
 

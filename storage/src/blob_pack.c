@@ -34,6 +34,7 @@
 #include "nb_util.h"
 #include "nimbus/errors.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,35 @@ bool st_blob_head_packed(const uint8_t *head, size_t n, const uint8_t hash[32],
 
 /* ---- Reading ------------------------------------------------------------- */
 
+/* Reads the head of the object open in b, which should be blob `name`,
+ * through the backend's cache: b->packed when it is the compressed form.
+ * A blob shorter than the head is one kept as it is, and so is one whose
+ * first bytes are not the magic and then, at 32, the blob's own name (no
+ * blob's bytes hold their own SHA-256). A head that does have both but
+ * whose other fields do not parse is a compressed form damaged:
+ * NIMBUS_EIO, never its compressed bytes served as the blob's. */
+static int bin_head(st_bin *b, const uint8_t name[32]) {
+  uint8_t h[ST_BLOB_HEAD];
+  size_t got = 0;
+  while (got < sizeof h) {
+    size_t k = 0;
+    int rc = b->ops->read(b->rd, got, h + got, sizeof h - got, &k);
+    if (rc != 0)
+      return rc;
+    if (k == 0)
+      break;
+    got += k;
+  }
+  b->packed = head_parse(h, got, name, &b->size, &b->stored);
+  if (!b->packed && got == sizeof h && memcmp(h, MAGIC, sizeof MAGIC) == 0 &&
+      memcmp(h + 32, name, 32) == 0) {
+    st_blob_set_err("%.200s: the head of its compressed form is damaged",
+                    b->rd->what);
+    return NIMBUS_EIO;
+  }
+  return 0;
+}
+
 int st__bin_open(st_blobstore *s, st_blob_ns ns, const uint8_t name[32],
                  unsigned flags, st_bin *b) {
   memset(b, 0, sizeof *b);
@@ -116,22 +146,9 @@ int st__bin_open(st_blobstore *s, st_blob_ns ns, const uint8_t name[32],
   }
   if (ns != ST_BLOB_STORE)
     return 0; /* staging holds uploads as they came */
-  /* The head, through the backend's cache: a blob shorter than it is one
-   * kept as it is. */
-  uint8_t h[ST_BLOB_HEAD];
-  size_t got = 0;
-  while (got < sizeof h) {
-    size_t k = 0;
-    if ((rc = s->ops->read(b->rd, got, h + got, sizeof h - got, &k)) != 0) {
-      st__bin_close(b);
-      return rc;
-    }
-    if (k == 0)
-      break;
-    got += k;
-  }
-  b->packed = head_parse(h, got, name, &b->size, &b->stored);
-  return 0;
+  if ((rc = bin_head(b, name)) != 0)
+    st__bin_close(b);
+  return rc;
 }
 
 void st__bin_close(st_bin *b) {
@@ -267,10 +284,11 @@ static int pack_write(packer *p, uint64_t at, const void *buf, size_t n) {
    * blob's place has to be (stage_replace fsyncs the file and the
    * store's directory); a staging object lost in a crash leaves the blob
    * as it was. */
+  /* Staged from the first try on: a write that fails may have made the
+   * object, and part of it, which packer_fini then drops. */
+  p->staged = true;
   int rc = p->s->ops->stage_write(p->s->be, p->name, at, buf, n, 0, true);
   st__blob_note_write(p->s, rc);
-  if (rc == 0)
-    p->staged = true;
   return rc;
 }
 
@@ -337,6 +355,53 @@ static int read_run(packer *p, st_bin *in, uint64_t off, size_t n) {
   return 0;
 }
 
+/* Reads the new form back from its staging object as a reader of the
+ * blob would, and checks that it gives the blob: a head of `size` bytes
+ * of blob `hash`, every frame whole, the bytes hashing to the name. The
+ * old form is the blob's only copy, so nothing takes its place unchecked:
+ * a staging object that lost writes (swept as abandoned and made again
+ * by a later write, holes where frames were) or was damaged otherwise
+ * fails here, NIMBUS_EIO, and the blob stays as it was. */
+static int pack_verify(packer *p, const uint8_t hash[32], uint64_t size) {
+  st_bin v;
+  int rc =
+      st__bin_open(p->s, ST_BLOB_STAGING, p->name, ST_BLOB_RD_UNCACHED, &v);
+  if (rc != 0)
+    return rc == NIMBUS_ENOTFOUND ? NIMBUS_EIO : rc;
+  if ((rc = bin_head(&v, hash)) == 0 && (!v.packed || v.size != size)) {
+    st_blob_set_err("the compressed form of %.200s did not read back whole",
+                    v.rd->what);
+    rc = NIMBUS_EIO;
+  }
+  EVP_MD_CTX *md = rc == 0 ? EVP_MD_CTX_new() : NULL;
+  if (rc == 0 && (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1))
+    rc = NIMBUS_ENOMEM;
+  for (uint64_t off = 0; rc == 0 && off < size;) {
+    size_t got = 0;
+    size_t want = size - off < p->in_cap ? (size_t)(size - off) : p->in_cap;
+    /* Whole segments: each frame decompresses straight into p->in. */
+    for (size_t k = 0; rc == 0 && got < want; got += k)
+      if ((rc = st__bin_read(&v, off + got, p->in + got, want - got, &k)) ==
+              0 &&
+          k == 0)
+        rc = NIMBUS_EIO;
+    if (rc == 0 && EVP_DigestUpdate(md, p->in, want) != 1)
+      rc = NIMBUS_ENOMEM;
+    off += want;
+  }
+  uint8_t d[32];
+  unsigned dl = 0;
+  if (rc == 0 && (EVP_DigestFinal_ex(md, d, &dl) != 1 || dl != 32 ||
+                  memcmp(d, hash, 32))) {
+    st_blob_set_err("the compressed form of %.200s reads back as other bytes",
+                    v.rd->what);
+    rc = NIMBUS_EIO;
+  }
+  EVP_MD_CTX_free(md);
+  st__bin_close(&v);
+  return rc;
+}
+
 static void packer_fini(packer *p) {
   if (p->staged)
     (void)p->s->ops->stage_drop(p->s->be, p->name);
@@ -349,7 +414,8 @@ static void packer_fini(packer *p) {
 int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
                       const st_blob_pack_opts *o, uint64_t *stored) {
   *stored = size;
-  if (o->level < 1 || o->level > ZSTD_maxCLevel())
+  /* A size whose index would not fit (a record damaged): no blob's. */
+  if (o->level < 1 || o->level > ZSTD_maxCLevel() || size > UINT64_MAX / 2)
     return NIMBUS_EINVAL;
   st_bin in;
   int rc = st__bin_open(s, ST_BLOB_STORE, hash, ST_BLOB_RD_UNCACHED, &in);
@@ -458,7 +524,7 @@ int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
     put64(h + INDEX_AT + 8 * i, p.index[i]);
   rc = pack_write(&p, 0, h, hlen);
   free(h);
-  if (rc != 0)
+  if (rc != 0 || (rc = pack_verify(&p, hash, size)) != 0)
     goto out;
   /* Close the blob's old form before its place is taken: the exchange
    * needs no reader gone, but holding it open keeps its blocks for
@@ -469,6 +535,10 @@ int st_blobstore_pack(st_blobstore *s, const uint8_t hash[32], uint64_t size,
     p.staged = false; /* moved, or dropped by the backend */
   if (rc == 0)
     *stored = p.index[nsegs];
+  else if (rc != NIMBUS_ENOTFOUND)
+    /* An error after the exchange (the directory's fsync) leaves the new
+     * form in place: what is on disk is the truth. */
+    (void)st_blobstore_stored(s, hash, size, stored);
 out:
   st__bin_close(&in);
   packer_fini(&p);
