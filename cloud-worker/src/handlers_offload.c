@@ -24,6 +24,7 @@
 #include "wk_modules.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,11 @@ typedef struct offload_io {
   uint8_t in_raw[32];
   const uint8_t *in_mem;
   uint64_t in_size;
+  /* The stored input, opened at the first read and kept open to the end
+   * (a compressed blob's segment is decompressed once, not once per small
+   * read); under mu, since any thread of the module may read. */
+  pthread_mutex_t mu;
+  st_blob_reader *rd;
   /* Output: staged as upload "out.<task id>" of the terminal (a name no
    * terminal can give: '.' is not allowed in upload names). */
   st_blob_writer *out;
@@ -119,7 +125,26 @@ int wk_offload_input_read(wk_ctx *c, uint64_t off, void *buf, size_t n,
     *got = n;
     return 0;
   }
-  return st_blobstore_read(c->blobs, io->in_raw, off, buf, n, got);
+  pthread_mutex_lock(&io->mu);
+  int rc = io->rd != NULL
+               ? 0
+               : st_blobstore_reader_open(c->blobs, io->in_raw, &io->rd);
+  if (rc == 0)
+    rc = st_blob_reader_read(io->rd, off, buf, n, got);
+  pthread_mutex_unlock(&io->mu);
+  /* Gone since the task found it: the collector's doing, an I/O error. */
+  return rc == NIMBUS_ENOTFOUND ? NIMBUS_EIO : rc;
+}
+
+static void io_init(offload_io *io) {
+  memset(io, 0, sizeof *io);
+  pthread_mutex_init(&io->mu, NULL);
+}
+
+static void io_fini(offload_io *io) {
+  st_blob_reader_close(io->rd);
+  pthread_mutex_destroy(&io->mu);
+  st_blob_writer_free(io->out);
 }
 
 int wk_offload_output_write(wk_ctx *c, const void *p, size_t n) {
@@ -390,18 +415,20 @@ static int h_offload(wk_ctx *c) {
   if (!wk_module_get(m, c, c->tstate, &fn, &mstate, why, sizeof why))
     return module_unavailable(c, why);
   offload_io io;
-  memset(&io, 0, sizeof io);
+  io_init(&io);
   char in_hex[65];
   int code = resolve_input(c, &io, in_hex);
-  if (code != 0)
+  if (code != 0) {
+    io_fini(&io);
     return code;
+  }
   st_result r;
   bool cached = false;
   const uint8_t *inline_out = NULL;
   code = run(c, m, fn, mstate, &io, in_hex, &r, &cached, &inline_out);
   if (code == 0)
     code = pack_result(c, &r, cached, inline_out);
-  st_blob_writer_free(io.out);
+  io_fini(&io);
   st_result_fini(&r);
   return code;
 }
@@ -426,11 +453,13 @@ int wk_offload_blob(wk_ctx *c, void **mods, const char *type,
                    "%lld",
                    (unsigned long long)in_size, (long long)ocfg.lim.max_input);
   offload_io io;
-  memset(&io, 0, sizeof io);
+  io_init(&io);
+  if (nb_unhex32(in_hex, io.in_raw) != 0) {
+    io_fini(&io);
+    return wk_fail(c, 400, NULL, "%s is not a blob name", in_hex);
+  }
   io.in_blob = true;
   io.in_size = in_size;
-  if (nb_unhex32(in_hex, io.in_raw) != 0)
-    return wk_fail(c, 400, NULL, "%s is not a blob name", in_hex);
   /* The run sees a task of `type` with `args` and a result map of its
    * own: c's stay as they are. */
   wk_ctx sub = *c;
@@ -453,7 +482,7 @@ int wk_offload_blob(wk_ctx *c, void **mods, const char *type,
   }
   free(sub.data);
   msgpack_sbuffer_destroy(&sub.result);
-  st_blob_writer_free(io.out);
+  io_fini(&io);
   return code;
 }
 

@@ -189,6 +189,26 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists);
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
                       void *buf, size_t n, size_t *got);
 
+/* A blob open for many reads (an offload's input, read in small pieces
+ * at the module's pace): st_blobstore_read without opening the blob and
+ * reading its head for each, and, for a blob kept compressed, without
+ * decompressing the segment again for each read inside it. One thread
+ * at a time. */
+typedef struct st_blob_reader st_blob_reader;
+
+/* Opens blob `hash` for st_blob_reader_read: 0 with *out (caller closes
+ * it with st_blob_reader_close), NIMBUS_ENOTFOUND, NIMBUS_EIO or
+ * NIMBUS_ENOMEM. It reads the blob as it was opened, also when the blob
+ * is switched to its other form or collected meanwhile. */
+int st_blobstore_reader_open(st_blobstore *s, const uint8_t hash[32],
+                             st_blob_reader **out);
+/* st_blobstore_read of the open blob: up to n bytes at `offset` into buf,
+ * *got short only at the blob's end. 0 or NIMBUS_EIO. */
+int st_blob_reader_read(st_blob_reader *r, uint64_t offset, void *buf, size_t n,
+                        size_t *got);
+/* Closes r; NULL is a no-op. */
+void st_blob_reader_close(st_blob_reader *r);
+
 /* ---- Compressed storage ----------------------------------------------------
  * A stored blob may be kept compressed (blob_pack.c): one zstd frame per
  * segment behind an index of where each begins, so that a read of one

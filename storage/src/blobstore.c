@@ -399,6 +399,23 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
   return s->ops->has(s->be, hash, exists);
 }
 
+/* Up to n bytes at `offset` of the blob open in `in`, *got short only at
+ * its end. */
+static int bin_read_all(st_bin *in, uint64_t offset, void *buf, size_t n,
+                        size_t *got) {
+  int rc = 0;
+  *got = 0;
+  while (*got < n) {
+    size_t k = 0;
+    if ((rc = st__bin_read(in, offset + *got, (char *)buf + *got, n - *got,
+                           &k)) != 0 ||
+        k == 0)
+      break;
+    *got += k;
+  }
+  return rc;
+}
+
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
                       void *buf, size_t n, size_t *got) {
   st_bin in;
@@ -411,16 +428,40 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
   int rc = st__bin_open(s, ST_BLOB_STORE, hash, flags, &in);
   if (rc != 0)
     return rc;
-  while (*got < n) {
-    size_t k = 0;
-    if ((rc = st__bin_read(&in, offset + *got, (char *)buf + *got, n - *got,
-                           &k)) != 0 ||
-        k == 0)
-      break;
-    *got += k;
-  }
+  rc = bin_read_all(&in, offset, buf, n, got);
   st__bin_close(&in);
   return rc;
+}
+
+struct st_blob_reader {
+  st_bin in;
+};
+
+int st_blobstore_reader_open(st_blobstore *s, const uint8_t hash[32],
+                             st_blob_reader **out) {
+  *out = NULL;
+  st_blob_reader *r = malloc(sizeof *r);
+  if (r == NULL)
+    return NIMBUS_ENOMEM;
+  int rc = st__bin_open(s, ST_BLOB_STORE, hash, 0, &r->in);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+int st_blob_reader_read(st_blob_reader *r, uint64_t offset, void *buf, size_t n,
+                        size_t *got) {
+  return bin_read_all(&r->in, offset, buf, n, got);
+}
+
+void st_blob_reader_close(st_blob_reader *r) {
+  if (r == NULL)
+    return;
+  st__bin_close(&r->in);
+  free(r);
 }
 
 int st_blobstore_each_old(st_blobstore *s, int64_t max_age_ms,

@@ -639,6 +639,24 @@ static void test_pack_document(void **state) {
   assert_int_equal(st_blobstore_read(f->s, sha, 0, all, DOC, &got), 0);
   assert_int_equal(got, DOC);
   assert_memory_equal(all, doc, DOC);
+  /* Through one reader, in pieces that straddle the segments, to the
+   * end and past it. */
+  st_blob_reader *rd = NULL;
+  assert_int_equal(st_blobstore_reader_open(f->s, sha, &rd), 0);
+  memset(all, 0, DOC);
+  for (size_t at = 0; at < DOC; at += got) {
+    assert_int_equal(st_blob_reader_read(rd, at, all + at, 50000, &got), 0);
+    assert_true(got == 50000 || at + got == DOC);
+  }
+  assert_memory_equal(all, doc, DOC);
+  assert_int_equal(st_blob_reader_read(rd, DOC, all, 10, &got), 0);
+  assert_int_equal(got, 0);
+  st_blob_reader_close(rd);
+  st_blob_reader_close(NULL);
+  uint8_t nothing[32] = {9};
+  assert_int_equal(st_blobstore_reader_open(f->s, nothing, &rd),
+                   NIMBUS_ENOTFOUND);
+  assert_null(rd);
   free(all);
   /* Hashed as it was: the commit's re-hash sees the same bytes. */
   memset(whole, 0, sizeof whole);
