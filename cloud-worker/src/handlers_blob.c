@@ -226,10 +226,8 @@ int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
   if (st_blobs_readable(c->redis, c->terminal, names, n, sizes) != 0)
     return NIMBUS_EREDIS;
   /* Or through a share this terminal got, or a result of its own task,
-   * while it lives: checked on every read (st_share.h, st_result.h); or
-   * it is a published agent package's, which every terminal may read
-   * while it is published (st_agent.h). Only for blobs that exist: most
-   * names a terminal asks about that it may not read are new content. */
+   * while it lives, or a published agent package: checked on every read,
+   * with the same work whether the blob exists or not (st_blobs_granted). */
   size_t nother = 0;
   for (size_t i = 0; i < n; i++)
     nother += sizes[i] < 0;
@@ -244,23 +242,15 @@ int wk_blobs_readable(wk_ctx *c, const char *const *names, size_t n,
       at[k] = i;
       other[k++] = names[i];
     }
-  if (rc == 0 && st_blobs_size(c->redis, other, nother, osize) != 0)
+  if (rc == 0 && st_blobs_granted(c->redis, c->terminal, other, nother,
+                                  nb_now_ms(), osize) != 0)
     rc = NIMBUS_EREDIS;
-  int64_t now = nb_now_ms();
   for (size_t k = 0; rc == 0 && k < nother; k++) {
-    bool ok = false;
     if (osize[k] < 0)
       continue;
-    if (st_share_grant_check(c->redis, c->terminal, other[k], now, &ok) != 0 ||
-        (!ok && st_result_grant_check(c->redis, c->terminal, other[k], now,
-                                      &ok) != 0) ||
-        (!ok && st_agent_blob_published(c->redis, other[k], &ok) != 0))
-      rc = NIMBUS_EREDIS;
-    else if (ok) {
-      sizes[at[k]] = osize[k];
-      if (granted != NULL)
-        granted[at[k]] = true;
-    }
+    sizes[at[k]] = osize[k];
+    if (granted != NULL)
+      granted[at[k]] = true;
   }
   free(other);
   free(osize);

@@ -128,10 +128,6 @@ int st_agent_platforms(st_redis *r, char ***platforms, size_t *n);
 int st_agent_withdraw(st_redis *r, const char *platform, const char *version,
                       int64_t now_ms, bool *found);
 
-/* Sets *yes to whether blob `hex` (64 hex) is a live package's, i.e.
- * readable by every terminal. */
-int st_agent_blob_published(st_redis *r, const char *hex, bool *yes);
-
 /* ---- Offers and terminals ------------------------------------------------ */
 
 typedef enum st_offer_state {

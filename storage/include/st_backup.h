@@ -44,11 +44,6 @@ int st_snap_id_new(int64_t ts_ms, char out[ST_SNAP_ID_LEN + 1]);
  * `terminal` may read it, else to -1. One round trip per 1,000 names. */
 int st_blobs_readable(st_redis *r, const char *terminal, const char *const *hex,
                       size_t n, int64_t *sizes);
-/* The same for any reader: sizes[i] the size of blob hex[i] when it
- * exists, else -1 (for the caller to check another right: a share's or a
- * result's grant). One round trip per 1,000 names. */
-int st_blobs_size(st_redis *r, const char *const *hex, size_t n,
-                  int64_t *sizes);
 
 /* What a new snapshot holds; everything borrowed. Exactly one of list
  * (the packed items array) and manifest (hex) is set. */

@@ -76,11 +76,6 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
 int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
                            const char *hex, int64_t expires_at, int64_t now_ms);
 
-/* Sets *ok to whether `terminal` holds a grant on blob `hex` (64 hex)
- * that lasts beyond now_ms. */
-int st_result_grant_check(st_redis *r, const char *terminal, const char *hex,
-                          int64_t now_ms, bool *ok);
-
 /* The janitor's sweep: drops up to `max` entries whose expiry is at or
  * before now_ms, each with its reference on its blob (the blob becomes a
  * candidate of the collector), and sets *released (may be NULL) to their

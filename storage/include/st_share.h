@@ -16,7 +16,7 @@
  * max_downloads, so the limit holds when many terminals ask at the same
  * instant; the owner's own gets never count. A terminal that got a share
  * holds a grant on its blob (nb:sgrant:<terminal>), which blob.get checks
- * together with the share's record on every read (st_share_grant_check):
+ * together with the share's record on every read (st_blobs_granted):
  * the right ends the moment the share ends, with nothing cached. A
  * picture's share may name a thumbnail, another blob it holds a reference
  * on as it does on its blob; whoever gets the share (its owner too) holds
@@ -127,12 +127,20 @@ int st_share_name_lookup(st_redis *r, const char *owner, const char *name,
 int st_share_take(st_redis *r, const char *token, const char *terminal,
                   int64_t now_ms, st_share *out);
 
-/* Sets *ok to whether `terminal` holds a grant on blob `hex` through a
- * share that is live at now_ms (its download of it counted: an owner reads
- * its own blob through its own access). Two round trips; nothing is
- * cached, so an ended share ends the right at once. */
-int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
-                         int64_t now_ms, bool *ok);
+/* For each of the n blob names (64 hex, borrowed) in `hex`, sets sizes[i]
+ * (caller storage) to the blob's size when it exists and `terminal` may
+ * read it through a grant, live at now_ms, other than its access set: a
+ * share it got (its download counted: an owner reads its own blob
+ * through its own access), a result of its own task (st_result.h), or a
+ * published agent package, which every terminal may read (st_agent.h);
+ * else to -1. Nothing is cached, so an ended share ends the right at
+ * once. One script per 256 names, doing the same for every name whether
+ * there is such a blob or not (no answer, and no time, tells a blob that
+ * exists from one that does not), and one more per name the terminal
+ * holds share grants on. Returns 0, NIMBUS_EINVAL (a name not 64 lower
+ * hex) or NIMBUS_EREDIS. */
+int st_blobs_granted(st_redis *r, const char *terminal, const char *const *hex,
+                     size_t n, int64_t now_ms, int64_t *sizes);
 
 /* What a new share holds; everything borrowed. */
 typedef struct st_share_new {

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #define PLATFORMS "nb:agent:platforms"
-#define BLOBS "nb:agent:blobs"
+#define BLOBS ST_AGENT_BLOBS
 #define DUE "nb:agent:due"
 #define TERMINALS "nb:agent:terminals"
 
@@ -304,23 +304,6 @@ int st_agent_withdraw(st_redis *r, const char *platform, const char *version,
   }
   st__set_err(r, "the package's record kept changing while it was withdrawn");
   return NIMBUS_EREDIS;
-}
-
-int st_agent_blob_published(st_redis *r, const char *hex, bool *yes) {
-  *yes = false;
-  if (!nb_is_sha256_hex(hex))
-    return NIMBUS_EINVAL;
-  const char *argv[3] = {"HEXISTS", BLOBS, hex};
-  redisReply *rep = st__cmd(r, 3, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_INTEGER)
-    *yes = rep->integer == 1;
-  else
-    rc = st__fail(r, rep, "unexpected answer reading the agent packages");
-  freeReplyObject(rep);
-  return rc;
 }
 
 /* ---- Offers -------------------------------------------------------------- */

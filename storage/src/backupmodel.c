@@ -57,16 +57,6 @@ static st_script readable_script =
               "end\n"
               "return out\n");
 
-/* KEYS: the access set (unused), then each blob's metadata. Per name its
- * size, or -1: whoever may read it. */
-static st_script size_script =
-    ST_SCRIPT("local out = {}\n"
-              "for i = 2, #KEYS do\n"
-              "  local s = redis.call('HGET', KEYS[i], 'size')\n"
-              "  out[i - 1] = s and tonumber(s) or -1\n"
-              "end\n"
-              "return out\n");
-
 /* Runs `script` over the names in batches (see readable_script). */
 static int sizes_of(st_redis *r, st_script *script, const char *terminal,
                     const char *const *hex, size_t n, int64_t *sizes) {
@@ -115,11 +105,6 @@ static int sizes_of(st_redis *r, st_script *script, const char *terminal,
 int st_blobs_readable(st_redis *r, const char *terminal, const char *const *hex,
                       size_t n, int64_t *sizes) {
   return sizes_of(r, &readable_script, terminal, hex, n, sizes);
-}
-
-int st_blobs_size(st_redis *r, const char *const *hex, size_t n,
-                  int64_t *sizes) {
-  return sizes_of(r, &size_script, "-", hex, n, sizes);
 }
 
 /* ---- Commit and delete --------------------------------------------------- */

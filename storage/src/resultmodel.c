@@ -180,7 +180,7 @@ int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
                            int64_t now_ms) {
   char ek[ST_KEY_CAP], gk[ST_KEY_CAP], exp[24], now[24];
   if (!nb_is_sha256_hex(key) || st__keyf(ek, "nb:rcache:%s", key) != 0 ||
-      st__keyf(gk, "nb:rgrant:%s", terminal) != 0)
+      st__keyf(gk, ST_RGRANT_FMT, terminal) != 0)
     return NIMBUS_EINVAL;
   snprintf(exp, sizeof exp, "%lld", (long long)expires_at);
   snprintf(now, sizeof now, "(%lld", (long long)now_ms);
@@ -194,25 +194,6 @@ int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
     rc = st_txn_add(t, 5, grant, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 5, keep, NULL);
-  return rc;
-}
-
-int st_result_grant_check(st_redis *r, const char *terminal, const char *hex,
-                          int64_t now_ms, bool *ok) {
-  char gk[ST_KEY_CAP];
-  *ok = false;
-  if (!nb_is_sha256_hex(hex) || st__keyf(gk, "nb:rgrant:%s", terminal) != 0)
-    return NIMBUS_EINVAL;
-  const char *argv[3] = {"ZSCORE", gk, hex};
-  redisReply *rep = st__cmd(r, 3, argv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_STRING)
-    *ok = strtoll(rep->str, NULL, 10) > now_ms;
-  else if (rep->type != REDIS_REPLY_NIL)
-    rc = st__fail(r, rep, "unexpected answer reading a result grant");
-  freeReplyObject(rep);
   return rc;
 }
 

@@ -312,48 +312,113 @@ static st_script live_script = ST_SCRIPT(
     "end\n"
     "return 0\n");
 
-int st_share_grant_check(st_redis *r, const char *terminal, const char *hex,
-                         int64_t now_ms, bool *ok) {
-  char grants[ST_KEY_CAP], lo[80], hi[80], lim[16], now[24];
-  *ok = false;
-  if (st__keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
-    return NIMBUS_EINVAL;
-  /* Members "<hex>.<token>": the blob's are those from "<hex>." up to, not
-   * including, "<hex>/" ('/' follows '.'). */
-  snprintf(lo, sizeof lo, "[%.64s.", hex);
-  snprintf(hi, sizeof hi, "(%.64s/", hex);
-  snprintf(lim, sizeof lim, "%d", GRANTS_MAX);
-  const char *zargv[7] = {"ZRANGEBYLEX", grants, lo, hi, "LIMIT", "0", lim};
-  redisReply *rep = st__cmd(r, 7, zargv, NULL);
-  if (rep == NULL)
-    return NIMBUS_EREDIS;
-  if (rep->type != REDIS_REPLY_ARRAY) {
-    int rc = st__fail(r, rep, "unexpected answer reading grants");
-    freeReplyObject(rep);
-    return rc;
-  }
-  size_t n = 0;
+/* KEYS: the terminal's share grants, its result grants, nb:agent:blobs,
+ * then each name's metadata. ARGV: now, GRANTS_MAX, then the names. Per
+ * name {its size or "", 1 when a live result grant or a published
+ * package makes it readable else 0, the share grants' members (up to
+ * GRANTS_MAX)}: the same four commands for every name, whether there is
+ * such a blob or not. */
+static st_script granted_script = ST_SCRIPT(
+    "local out = {}\n"
+    "local now = tonumber(ARGV[1])\n"
+    "for i = 4, #KEYS do\n"
+    "  local hex = ARGV[i - 1]\n"
+    "  local size = redis.call('HGET', KEYS[i], 'size')\n"
+    "  local g = redis.call('ZSCORE', KEYS[2], hex)\n"
+    "  local pub = redis.call('HEXISTS', KEYS[3], hex)\n"
+    "  local ok = 0\n"
+    "  if (g and tonumber(g) > now) or pub == 1 then ok = 1 end\n"
+    "  local t = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. hex .. '.',\n"
+    "                       '(' .. hex .. '/', 'LIMIT', 0, ARGV[2])\n"
+    "  out[#out + 1] = {size or '', ok, t}\n"
+    "end\n"
+    "return out\n");
+
+#define GRANTED_BATCH 256
+
+/* Whether any of the shares named by grant members `m` (n of them,
+ * "<hex>.<token>") is live at now. */
+static int shares_live(st_redis *r, redisReply *const *m, size_t n,
+                       const char *now, bool *ok) {
   char keys[GRANTS_MAX][ST_KEY_CAP];
-  for (size_t i = 0; i < rep->elements && n < GRANTS_MAX; i++) {
-    const redisReply *e = rep->element[i];
-    if (e->type != REDIS_REPLY_STRING || e->len != 64 + 1 + ST_SHARE_TOKEN_LEN)
-      continue;
-    char token[ST_SHARE_TOKEN_LEN + 1];
-    memcpy(token, e->str + 65, ST_SHARE_TOKEN_LEN);
-    token[ST_SHARE_TOKEN_LEN] = '\0';
-    if (st__keyf(keys[n], "nb:share:%s%s", token, "") == 0)
-      n++;
-  }
-  freeReplyObject(rep);
-  if (n == 0)
-    return 0;
   const char *argv[4 + GRANTS_MAX] = {NULL};
-  snprintf(now, sizeof now, "%lld", (long long)now_ms);
-  for (size_t i = 0; i < n; i++)
-    argv[3 + i] = keys[i];
-  argv[3 + n] = now;
-  return st__eval_flag(r, &live_script, (int)n, (int)(4 + n), argv, NULL, ok,
+  size_t k = 0;
+  *ok = false;
+  for (size_t i = 0; i < n && k < GRANTS_MAX; i++) {
+    if (m[i]->type != REDIS_REPLY_STRING ||
+        m[i]->len != 64 + 1 + ST_SHARE_TOKEN_LEN ||
+        st__keyf(keys[k], "nb:share:%.*s", ST_SHARE_TOKEN_LEN,
+                 m[i]->str + 65) != 0)
+      continue;
+    argv[3 + k] = keys[k];
+    k++;
+  }
+  if (k == 0)
+    return 0;
+  argv[3 + k] = now;
+  return st__eval_flag(r, &live_script, (int)k, (int)(4 + k), argv, NULL, ok,
                        "checking shares");
+}
+
+int st_blobs_granted(st_redis *r, const char *terminal, const char *const *hex,
+                     size_t n, int64_t now_ms, int64_t *sizes) {
+  char sg[ST_KEY_CAP], rg[ST_KEY_CAP], now[24], lim[16];
+  if (st__keyf(sg, "nb:sgrant:%s", terminal) != 0 ||
+      st__keyf(rg, ST_RGRANT_FMT, terminal) != 0)
+    return NIMBUS_EINVAL;
+  snprintf(now, sizeof now, "%lld", (long long)now_ms);
+  snprintf(lim, sizeof lim, "%d", GRANTS_MAX);
+  const char **argv = calloc(8 + 2 * GRANTED_BATCH, sizeof *argv);
+  char(*meta)[ST_KEY_CAP] = calloc(GRANTED_BATCH, sizeof *meta);
+  int rc = argv != NULL && meta != NULL ? 0 : NIMBUS_ENOMEM;
+  for (size_t done = 0; rc == 0 && done < n; done += GRANTED_BATCH) {
+    size_t k = n - done < GRANTED_BATCH ? n - done : GRANTED_BATCH;
+    argv[3] = sg;
+    argv[4] = rg;
+    argv[5] = ST_AGENT_BLOBS;
+    argv[6 + k] = now;
+    argv[7 + k] = lim;
+    for (size_t i = 0; rc == 0 && i < k; i++) {
+      if (!nb_is_sha256_hex(hex[done + i]) ||
+          st__keyf(meta[i], "nb:blob:%s", hex[done + i]) != 0)
+        rc = NIMBUS_EINVAL;
+      argv[6 + i] = meta[i];
+      argv[8 + k + i] = hex[done + i];
+    }
+    if (rc != 0)
+      break;
+    redisReply *rep = st__eval(r, &granted_script, (int)(3 + k),
+                               (int)(8 + 2 * k), argv, NULL);
+    if (rep == NULL) {
+      rc = NIMBUS_EREDIS;
+      break;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != k)
+      rc = st__fail(r, rep, "unexpected answer checking grants");
+    for (size_t i = 0; rc == 0 && i < k; i++) {
+      const redisReply *e = rep->element[i];
+      if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+          e->element[0]->type != REDIS_REPLY_STRING ||
+          e->element[1]->type != REDIS_REPLY_INTEGER ||
+          e->element[2]->type != REDIS_REPLY_ARRAY) {
+        rc = st__fail(r, NULL, "unexpected answer checking grants");
+        break;
+      }
+      bool ok = e->element[1]->integer == 1;
+      /* Share grants are the terminal's own: what they cost to check
+       * tells it nothing of blobs it may not read. */
+      if (!ok && e->element[2]->elements > 0)
+        rc = shares_live(r, e->element[2]->element, e->element[2]->elements,
+                         now, &ok);
+      sizes[done + i] = ok && e->element[0]->len > 0
+                            ? strtoll(e->element[0]->str, NULL, 10)
+                            : -1;
+    }
+    freeReplyObject(rep);
+  }
+  free(argv);
+  free(meta);
+  return rc;
 }
 
 /* ---- Effects ------------------------------------------------------------- */

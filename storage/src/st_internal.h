@@ -80,6 +80,12 @@ int st__due(st_redis *r, const char *key, int64_t until_ms, size_t max,
 /* The room every key name of ours fits in. */
 #define ST_KEY_CAP 200
 
+/* Keys more than one model file names: the blobs of published agent
+ * packages (agentmodel.c), a terminal's result grants (resultmodel.c);
+ * both read by st_blobs_granted (sharemodel.c). */
+#define ST_AGENT_BLOBS "nb:agent:blobs"
+#define ST_RGRANT_FMT "nb:rgrant:%s"
+
 /* snprintf of one key name into out (ST_KEY_CAP bytes): 0, or
  * NIMBUS_EINVAL when it would not fit. */
 int st__keyf(char *out, const char *fmt, ...)

@@ -97,4 +97,24 @@ nb_assert_eq "ok 600000" "$(jget "$r" 'r["status"] + " " + str(r["result"]["have
 nb_assert_eq 0 "$(find "$NIMBUS_DIR/blobs/staging" -type f | wc -l)" "staging files after the commit"
 r=$(call blob.get "{\"blob\": \"$sha\", \"offset\": 600001, \"length\": 10}")
 nb_assert_eq 400 "$(code "$r")" "blob.get past the end: $r"
+
+# Another terminal asking about carol's blob, and about one that does not
+# exist, gets the same answer through the same work: the grant checks
+# (the only users of ZRANGEBYLEX and HEXISTS) run for every name it may
+# not read, so no answer and no time tells the two apart.
+nb_terminal dave
+grant_cmds() {
+  nb_redis info commandstats |
+    awk -F'[:=,]' '/^cmdstat_(zrangebylex|hexists):/ {s += $3} END {print s + 0}'
+}
+names() { python3 -c 'import sys; print(str([sys.argv[1]] * 1000).replace("'"'"'", "\""))' "$1"; }
+before=$(grant_cmds)
+r=$(call blob.has "{\"blobs\": $(names "$sha")}")
+nb_assert_eq 1000 "$(jget "$r" 'len(r["result"]["missing"])')" "dave: carol's blob is missing for him"
+mid=$(grant_cmds)
+r=$(call blob.has "{\"blobs\": $(names "$(printf '%064d' 7)")}")
+nb_assert_eq 1000 "$(jget "$r" 'len(r["result"]["missing"])')" "dave: no such blob"
+after=$(grant_cmds)
+nb_assert_eq "$((mid - before))" "$((after - mid))" "grant checks, carol's blob against none"
+((mid - before >= 2000)) || nb_fail "grant checks for 1000 names: $((mid - before))"
 nb_log "ok"
