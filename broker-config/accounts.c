@@ -170,7 +170,11 @@ int ba_hash_password(const char *password, unsigned iterations, char *out,
 bool ba_verify_password(const char *hash, const char *password) {
   parsed_hash p;
   unsigned char dk[B64_MAX];
-  if (!password_ok(password) || !parse_hash(hash, &p))
+  /* A password no account can have costs what a wrong one costs: the
+   * time must not tell an account that exists from one that does not. */
+  if (!password_ok(password))
+    return ba_verify_dummy(password);
+  if (!parse_hash(hash, &p))
     return false;
   if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), p.salt,
                         (int)p.salt_len, (int)p.iterations, EVP_sha256(),

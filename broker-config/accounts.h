@@ -184,6 +184,10 @@ void ba_accounts_unlock(int fd);
 
 #define BA_PREFIX_DEFAULT "cloud/v1"
 
+/* The longest task type a terminal may publish to (SPEC.md, Conventions):
+ * bytes of its topic level. */
+#define BA_TYPE_MAX 128
+
 /* True when `prefix` can prefix Nimbus topics: 1-200 bytes, no empty
  * level (so no leading, trailing or doubled '/'), no '+', '#' or NUL, not
  * starting with '$'. */
@@ -192,7 +196,8 @@ bool ba_prefix_valid(const char *prefix);
 /* True when an account of `role` named `username` may use `client_id`
  * (all borrowed; NULL never passes). A terminal T must use `T.<device>`,
  * the device 8-64 bytes of [A-Za-z0-9_-]; other roles may use any
- * non-empty client id. */
+ * non-empty client id but one of that shape, a terminal's (taking it
+ * would end that terminal's session and its waiting replies). */
 bool ba_client_id_ok(ba_role role, const char *username, const char *client_id);
 
 /* True when the client (`role`, `username`, `client_id`) may do `access`

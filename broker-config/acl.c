@@ -42,8 +42,14 @@ bool ba_client_id_ok(ba_role role, const char *username,
   }
   case BA_ROLE_WORKER:
   case BA_ROLE_ADMIN:
-  case BA_ROLE_MONITOR:
-    return true;
+  case BA_ROLE_MONITOR: {
+    /* Any id but a terminal's (<terminal id>.<device id>): taking one
+     * would end that terminal's session and drop the replies it holds. */
+    const char *dot = strrchr(client_id, '.');
+    return dot == NULL ||
+           !nb_valid_token(dot + 1, strnlen(dot + 1, 65), 8, 64) ||
+           !nb_valid_terminal(client_id, (size_t)(dot - client_id));
+  }
   default:
     return false;
   }
@@ -135,7 +141,9 @@ static bool is_own_task(const char *prefix, const char *name,
     return false;
   const char *type = topic + pl + 6;
   const char *slash = strchr(type, '/');
-  if (slash == NULL || slash == type)
+  /* A type is a short name (SPEC.md, Conventions): a longer level would
+   * make a re-routed topic (<prefix>/unserved/...) longer than MQTT's. */
+  if (slash == NULL || slash == type || slash - type > BA_TYPE_MAX)
     return false;
   for (const char *c = type; c < slash; c++)
     if (*c == '+' || *c == '#')

@@ -331,6 +331,8 @@ static int on_message(int event, void *event_data, void *userdata) {
   if (rest == NULL)
     return MOSQ_ERR_SUCCESS;
   size_t n = ba_unserved_topic(pl->prefix, rest, NULL, 0);
+  if (n > 65535) /* past MQTT's topic length: the ACL keeps it out */
+    return MOSQ_ERR_SUCCESS;
   char *topic = malloc(n + 1);
   void *payload = NULL;
   if (topic == NULL || (ev->payloadlen > 0 &&
@@ -401,11 +403,15 @@ static int on_tick(int event, void *event_data, void *userdata) {
   (void)event_data;
   maybe_refresh(pl);
   for (size_t i = 0; i < pl->nkick; i++) {
-    mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                         "BA-ACCOUNT-GONE nimbus_auth: closing the "
-                         "connections of deleted account %s",
-                         pl->kick[i]);
-    mosquitto_kick_client_by_username(pl->kick[i], false);
+    /* Still gone now: a file caught half written, or an account deleted
+     * and added again since, keeps its clients. */
+    if (ba_accounts_find(pl->table, pl->kick[i]) == NULL) {
+      mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                           "BA-ACCOUNT-GONE nimbus_auth: closing the "
+                           "connections of deleted account %s",
+                           pl->kick[i]);
+      mosquitto_kick_client_by_username(pl->kick[i], false);
+    }
     free(pl->kick[i]);
   }
   free(pl->kick);

@@ -184,7 +184,7 @@ redis() {
 # The broker's own figures, every 10 s (its sys_interval), as
 # "<topic> <value>" lines.
 mosquitto_sub -h "$NIMBUS_MQTT_HOST" -p "$NIMBUS_MQTT_PORT" \
-  -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i "admin.soaksys$$" \
+  -u "$NIMBUS_ADMIN_USER" -P "$NIMBUS_ADMIN_PASSWORD" -i "admin-soaksys-$$" \
   -t '$SYS/broker/heap/current' -t '$SYS/broker/store/messages/count' \
   -t '$SYS/broker/store/messages/bytes' -t '$SYS/broker/clients/total' \
   -t '$SYS/broker/clients/disconnected' \

@@ -467,6 +467,20 @@ static const rule_case rules[] = {
     {TERM, PFX "/task//alice", W, false, false},
     {TERM, PFX "/task/a/b/alice", W, false, false},
     {TERM, PFX "/task/ping/alice/x", W, false, false},
+    /* a type of 128 bytes, and one longer (its re-routed topic could pass
+     * MQTT's length) */
+    {TERM,
+     PFX "/task/"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "/alice",
+     W, false, true},
+    {TERM,
+     PFX "/task/"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "/alice",
+     W, false, false},
     {TERM, PFX "/task/alice", W, false, false},
     {TERM, PFX "/reply/alice", W, false, false},
     {TERM, PFX "/notify/alice", W, false, false},
@@ -670,11 +684,17 @@ static void test_client_id(void **state) {
   assert_false(ba_client_id_ok(T, "alice", ""));
   assert_false(ba_client_id_ok(T, "alice", NULL));
   assert_false(ba_client_id_ok(T, NULL, "alice.dev00001"));
-  /* Other roles: any non-empty client id; no account: none. */
+  /* Other roles: any non-empty client id but a terminal's (one of the
+   * shape T.<device>, which would end that terminal's session); no
+   * account: none. */
   assert_true(ba_client_id_ok(BA_ROLE_WORKER, "w1", "w1-7f3a"));
   assert_true(ba_client_id_ok(BA_ROLE_WORKER, "w1", "auto-1234"));
-  assert_true(ba_client_id_ok(BA_ROLE_ADMIN, "admin", "alice.dev00001"));
   assert_true(ba_client_id_ok(BA_ROLE_MONITOR, "m", "m"));
+  assert_true(ba_client_id_ok(BA_ROLE_ADMIN, "admin", "admin.probe"));
+  assert_true(ba_client_id_ok(BA_ROLE_ADMIN, "admin", "a.b.dev0000+"));
+  assert_false(ba_client_id_ok(BA_ROLE_ADMIN, "admin", "alice.dev00001"));
+  assert_false(ba_client_id_ok(BA_ROLE_WORKER, "w1", "alice.dev00001"));
+  assert_false(ba_client_id_ok(BA_ROLE_MONITOR, "m", "a.b.device-01"));
   assert_false(ba_client_id_ok(BA_ROLE_WORKER, "w1", ""));
   assert_false(ba_client_id_ok(BA_ROLE_NONE, "x", "x.dev00001"));
 }
