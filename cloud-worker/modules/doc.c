@@ -62,7 +62,8 @@ typedef struct sink {
   wk_ctx *c;
   FILE *f; /* the next stage's input, or NULL: the task's output */
   uint64_t n;
-  int err; /* NIMBUS_ETOOBIG, NIMBUS_ENOSPC, NIMBUS_EIO */
+  uint64_t cap; /* with f: the most it may hold, the next stage's input */
+  int err;      /* NIMBUS_ETOOBIG, NIMBUS_ENOSPC, NIMBUS_EIO */
 } sink;
 
 static int sink_write(sink *k, const void *p, size_t n) {
@@ -71,7 +72,12 @@ static int sink_write(sink *k, const void *p, size_t n) {
   if (n == 0)
     return 0;
   if (k->f != NULL) {
-    if (fwrite(p, 1, n, k->f) != n)
+    /* What one op makes is the next one's input, within the input limit:
+     * a zstd bomb between two ops stops here, not in the worker's memory
+     * or its temporary directory. */
+    if (n > k->cap - k->n)
+      k->err = NIMBUS_ETOOBIG;
+    else if (fwrite(p, 1, n, k->f) != n)
       k->err = NIMBUS_EIO;
   } else {
     k->err = host->output_write(k->c, p, n);
@@ -82,6 +88,11 @@ static int sink_write(sink *k, const void *p, size_t n) {
 
 /* A stage's reply code for a sink error. */
 static int sink_fail(sink *k) {
+  if (k->err == NIMBUS_ETOOBIG && k->f != NULL)
+    return host->fail(k->c, 413, "ask for fewer or other ops",
+                      "what an op made is over the cloud's input limit "
+                      "(%llu bytes) for the next op",
+                      (unsigned long long)k->cap);
   if (k->err == NIMBUS_ETOOBIG)
     return host->fail(k->c, 413, "ask for a smaller output",
                       "the output is over the cloud's limit");
@@ -133,15 +144,17 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Progress in bytes of the task's input read by the first stage, and the
- * cancel checkpoint. 0, or a reply code. */
-static int tick(job *j, size_t n) {
-  j->in_done += (int64_t)n;
+/* Progress in bytes of the task's input read by the first stage (first),
+ * and, in every stage, the cancel checkpoint. 0, or a reply code. */
+static int tick(job *j, size_t n, bool first) {
+  if (first)
+    j->in_done += (int64_t)n;
   int64_t t = now_ms();
   if (t - j->last_progress < PROGRESS_MS)
     return 0;
   j->last_progress = t;
-  host->progress(j->c, j->in_done, j->in_total);
+  if (first)
+    host->progress(j->c, j->in_done, j->in_total);
   int rc = host->checkpoint(j->c);
   if (rc == NIMBUS_ECANCELED)
     return host->fail(j->c, 499, NULL, "cancelled by task.cancel");
@@ -278,7 +291,7 @@ static int st_compress(job *j, const op *p, src *in, sink *out, bool first) {
         goto out;
       }
     } while (mode == ZSTD_e_end ? left != 0 : zi.pos < zi.size);
-    if (first && (code = tick(j, (size_t)got)) != 0)
+    if ((code = tick(j, (size_t)got, first)) != 0)
       goto out;
     if (got == 0)
       break;
@@ -328,7 +341,7 @@ static int st_decompress(job *j, src *in, sink *out, bool first) {
         goto out;
       }
     }
-    if (first && (code = tick(j, (size_t)got)) != 0)
+    if ((code = tick(j, (size_t)got, first)) != 0)
       goto out;
   }
   /* Flush what the last input left in the decoder. */
@@ -396,7 +409,7 @@ static int st_to_utf8(job *j, const op *p, src *in, sink *out, bool first) {
     offset += (uint64_t)(ip - ib);
     carry = il;
     memmove(ib, ip, carry);
-    if (first && (code = tick(j, (size_t)got)) != 0)
+    if ((code = tick(j, (size_t)got, first)) != 0)
       goto out;
     if (got == 0)
       break;
@@ -433,7 +446,7 @@ static int slurp(job *j, src *in, bool first, char **buf, size_t *len) {
       return host->fail(j->c, 500, NULL, "the input could not be read");
     }
     n += (size_t)got;
-    int code = first ? tick(j, (size_t)got) : 0;
+    int code = tick(j, (size_t)got, first);
     if (code != 0) {
       free(b);
       return code;
@@ -627,7 +640,7 @@ static int st_text_stats(job *j, src *in, sink *out, bool first) {
       code = sink_fail(out);
       break;
     }
-    if (first && (code = tick(j, (size_t)got)) != 0)
+    if ((code = tick(j, (size_t)got, first)) != 0)
       break;
     if (got == 0)
       break;
@@ -699,7 +712,7 @@ static int h_doc(wk_ctx *c) {
   FILE *prev = NULL;
   for (int i = 0; code == 0 && i < j->n; i++) {
     src in = {.c = c, .f = prev, .size = host->input_size(c)};
-    sink out = {.c = c};
+    sink out = {.c = c, .cap = (uint64_t)host->offload_limits()->max_input};
     bool last = i == j->n - 1;
     if (!last && (out.f = tmpfile()) == NULL) {
       code = host->fail(c, 500, NULL,

@@ -37,6 +37,12 @@ int wk_fail(wk_ctx *c, int code, const char *help, const char *fmt, ...) {
   return code;
 }
 
+void wk_retry_after(wk_ctx *c, int64_t ms) {
+  c->result.size = 0;
+  msgpack_pack_map(&c->pk, 1);
+  wk_pack_kv_int(&c->pk, "retry_after", ms);
+}
+
 int wk_reply_data(wk_ctx *c, const void *p, size_t n) {
   uint8_t *copy = malloc(n > 0 ? n : 1);
   if (copy == NULL)

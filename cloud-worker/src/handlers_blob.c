@@ -48,6 +48,7 @@ int wk_redis_down(wk_ctx *c) {
             "%s from %s: 503, the state store is unavailable: "
             "%s",
             c->type, c->terminal, st_redis_errstr(c->redis));
+  wk_retry_after(c, 1000);
   return wk_fail(c, 503, "try again in a moment",
                  "the cloud's state store is unavailable: %s",
                  st_redis_errstr(c->redis));
@@ -66,7 +67,7 @@ static atomic_uint_fast64_t full_refused;
 /* The answer to a write the store refused for want of space
  * (NIMBUS_ENOSPC): 503 with retry_after, logged at most once a minute with
  * the count of writes refused since the last line. */
-static int storage_full(wk_ctx *c, const char *what) {
+int wk_storage_full(wk_ctx *c, const char *what) {
   atomic_fetch_add(&full_refused, 1);
   int64_t now = nb_now_ms(), last = atomic_load(&full_logged);
   if (now - last >= FULL_LOG_MS &&
@@ -78,8 +79,7 @@ static int storage_full(wk_ctx *c, const char *what) {
              "minute)",
              st_blobstore_errstr(), n, n == 1 ? "" : "s");
   }
-  msgpack_pack_map(&c->pk, 1);
-  wk_pack_kv_int(&c->pk, "retry_after", FULL_RETRY_MS);
+  wk_retry_after(c, FULL_RETRY_MS);
   return wk_fail(c, 503,
                  "send it again after retry_after; what the cloud "
                  "acknowledged is kept",
@@ -378,7 +378,7 @@ static int h_blob_put(wk_ctx *c) {
           st_upload_abandon(c->redis, c->terminal, up, NULL) != 0)
         NB_WARN("WK-REDIS", "cannot drop the record of upload %s/%s: %s",
                 c->terminal, up, st_redis_errstr(c->redis));
-      code = storage_full(c, "store the segment");
+      code = wk_storage_full(c, "store the segment");
       goto out;
     }
     if (src != 0) {
@@ -645,7 +645,7 @@ static int h_blob_commit(wk_ctx *c) {
   rc = st_blobstore_stage_commit(c->blobs, c->terminal, up, u.size, whole);
   if (rc != 0) {
     code = rc == NIMBUS_ENOSPC
-               ? storage_full(c, "move the upload into the blob store")
+               ? wk_storage_full(c, "move the upload into the blob store")
                : wk_disk_error(c, "move the upload into the blob store");
     goto out;
   }

@@ -25,6 +25,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +161,8 @@ static int buf_write(void *data, const char *p, size_t n) {
   return msgpack_sbuffer_write(data, p, n);
 }
 
-/* key = SHA-256 of "nimbus-result/1\n<type>\n<version>\n<input hex>\n"
+/* key = SHA-256 of "nimbus-result/2\n<type>\n<version>\n<module file's
+ * SHA-256>\n<input hex>\n"
  * followed by the canonical encoding (SPEC.md section 4) of the task's
  * args without `blob`: the same request on the same bytes, whoever sends
  * it and however its map is ordered. */
@@ -190,9 +192,9 @@ static int cache_key(wk_ctx *c, const wk_module *m, const char *in_hex,
   t.has_data = false;
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
-  char head[256];
-  int hn = snprintf(head, sizeof head, "nimbus-result/1\n%s\n%s\n%s\n", c->type,
-                    wk_module_version(m), in_hex);
+  char head[512];
+  int hn = snprintf(head, sizeof head, "nimbus-result/2\n%s\n%s\n%s\n%s\n",
+                    c->type, wk_module_version(m), wk_module_digest(m), in_hex);
   int rc = hn > 0 && (size_t)hn < sizeof head ? 0 : NIMBUS_EINVAL;
   if (rc == 0 && msgpack_sbuffer_write(&sb, head, (size_t)hn) != 0)
     rc = NIMBUS_ENOMEM;
@@ -290,6 +292,11 @@ static int resolve_input(wk_ctx *c, offload_io *io, char in_hex[65]) {
                    has_blob ? "the task has both args.blob and inline data"
                             : "the task has no input: neither args.blob nor "
                               "inline data");
+  if (!has_blob && c->task->data_len > SC_SEGMENT)
+    return wk_fail(c, 413,
+                   "upload the input as a blob and name it in args.blob",
+                   "the inline data is %zu bytes; at most %d come inline",
+                   c->task->data_len, SC_SEGMENT);
   if (!has_blob) {
     io->in_mem = c->task->data;
     io->in_size = c->task->data_len;
@@ -322,12 +329,16 @@ static int store_output(wk_ctx *c, offload_io *io, const char *key,
   bool gone = false;
   int rc = st_blob_writer_finish(io->out, c->redis, c->cfg->worker_id,
                                  c->cfg->lease_ms * 3, hex, &gone);
+  /* The module's properties belong to an answer with an output: an error
+   * carries its own details only. */
+  if (rc != 0)
+    c->result.size = 0;
   if (rc == NIMBUS_ETOOBIG)
     return wk_fail(c, 413, "ask for a smaller output",
                    "the output is over %lld bytes",
                    (long long)ocfg.lim.max_output);
   if (rc == NIMBUS_ENOSPC)
-    return wk_fail(c, 503, "try again later", "the cloud's storage is full");
+    return wk_storage_full(c, "store the output");
   if (rc == NIMBUS_EREDIS)
     return wk_redis_down(c);
   if (rc != 0)
@@ -339,9 +350,11 @@ static int store_output(wk_ctx *c, offload_io *io, const char *key,
     rc = st_result_put(c->redis, key, hex, st_blob_writer_size(io->out), sums,
                        nsegs, plen > 0 ? c->result.data : NULL, plen,
                        nb_now_ms() + c->cfg->result_ttl_ms, r);
-  if (gone || rc == NIMBUS_ECONFLICT)
+  if (gone || rc == NIMBUS_ECONFLICT) {
+    wk_retry_after(c, 1000);
     return wk_fail(c, 503, "send the task again in a moment",
                    "the output's blob is being collected right now");
+  }
   return rc != 0 ? wk_redis_down(c) : 0;
 }
 
@@ -367,8 +380,13 @@ static int run(wk_ctx *c, wk_module *m, wk_handler_fn fn, void *mstate,
     return wk_redis_down(c);
   *cached = r->exists;
   if (!*cached) {
-    char upload[SC_ID_MAX + 5], out_hex[65];
-    snprintf(upload, sizeof upload, "out.%s", c->task->id);
+    /* The output's staging name is this run's alone: a worker that lost
+     * the task's claim and the one that took it over never write into
+     * one file. */
+    static atomic_uint_fast64_t runs;
+    char upload[256], out_hex[65];
+    snprintf(upload, sizeof upload, "out.%s.%s.%llu", c->task->id,
+             c->cfg->worker_id, (unsigned long long)atomic_fetch_add(&runs, 1));
     if (st_blob_writer_new(c->blobs, c->terminal, upload,
                            (uint64_t)ocfg.lim.max_output, &io->out) != 0)
       return wk_fail(c, 500, NULL, "the worker is out of memory");
@@ -378,6 +396,15 @@ static int run(wk_ctx *c, wk_module *m, wk_handler_fn fn, void *mstate,
     int code = fn(c);
     c->offload = NULL;
     c->tstate = saved;
+    /* Computed, but no longer this worker's to answer, or no longer
+     * wanted: nothing is stored. */
+    int live = code == 0 ? wk_checkpoint(c) : 0;
+    if (live != 0)
+      c->result.size = 0;
+    if (live == NIMBUS_ECANCELED)
+      code = wk_fail(c, 499, NULL, "cancelled by task.cancel");
+    else if (live != 0)
+      code = wk_fail(c, 500, NULL, "the task's claim lapsed");
     if (code == 0)
       code = store_output(c, io, key, r, out_hex);
     if (code != 0)

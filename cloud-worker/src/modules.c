@@ -52,6 +52,7 @@ struct wk_module {
   void *dl;
   const wk_family *fam;
   wk_handler_fn fn;
+  char digest[65]; /* the SHA-256 of the file loaded, hex */
 };
 
 static wk_module mods[WK_MODULES_MAX];
@@ -160,41 +161,107 @@ wk_module *wk_module_of(const char *type) {
 
 const char *wk_module_name(const wk_module *m) { return m->name; }
 
+const char *wk_module_digest(const wk_module *m) { return m->digest; }
+
 const char *wk_module_version(const wk_module *m) {
   return m->fam != NULL && m->fam->version != NULL ? m->fam->version : "";
 }
 
 /* ---- Fetching a module from storage -------------------------------------- */
 
+/* True when the file open at fd is, from its start, `size` bytes whose
+ * SHA-256 is `raw`. */
+static bool fd_is(int fd, uint64_t size, const uint8_t raw[32], uint8_t *buf) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  uint64_t off = 0;
+  while (ok) {
+    ssize_t n = pread(fd, buf, ST_SEGMENT, (off_t)off);
+    if (n < 0 || (n == 0 && off != size) || off + (uint64_t)n > size) {
+      ok = false;
+      break;
+    }
+    if (n == 0)
+      break;
+    ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    off += (uint64_t)n;
+  }
+  uint8_t got[32];
+  unsigned int hl = 0;
+  ok = ok && EVP_DigestFinal_ex(md, got, &hl) == 1 && memcmp(got, raw, 32) == 0;
+  EVP_MD_CTX_free(md);
+  return ok;
+}
+
+/* The SHA-256 (hex) of the file open at fd, from its start; "" when it
+ * cannot be read. */
+static void file_digest(int fd, char hex[65]) {
+  uint8_t buf[65536], d[32];
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  for (off_t off = 0; ok;) {
+    ssize_t n = pread(fd, buf, sizeof buf, off);
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    off += n;
+  }
+  unsigned int hl = 0;
+  ok = ok && EVP_DigestFinal_ex(md, d, &hl) == 1;
+  EVP_MD_CTX_free(md);
+  if (ok)
+    nb_hex(d, 32, hex);
+  else
+    hex[0] = '\0';
+}
+
 /* Copies the published module `rec` from the blob store into
  * <data_dir>/modules/nimbus-<name>-<sha256>.so, checking its SHA-256 on
- * the way (written to a temporary name, fsynced, renamed). path receives
- * the file. Returns 0, or an error with a sentence in msg. */
+ * the way (written to a temporary file of its own, fsynced, renamed); a
+ * copy there already is hashed again before it is trusted, and one that
+ * does not match is copied anew. path receives the file, *fd an open
+ * descriptor of exactly the bytes checked, for the caller to load through
+ * (/proc/self/fd) and close: no one replaces the file between the check
+ * and the load. Returns 0, or an error with a sentence in msg. */
 static int copy_out(wk_ctx *c, const st_module *rec, char *path, size_t cap,
-                    char *msg, size_t msgcap) {
+                    int *fd_out, char *msg, size_t msgcap) {
   char dir[1024], tmp[1100];
+  *fd_out = -1;
   snprintf(dir, sizeof dir, "%.1000s/modules", c->cfg->data_dir);
   snprintf(path, cap, "%s/nimbus-%s-%.64s.so", dir, rec->name, rec->blob);
-  snprintf(tmp, sizeof tmp, "%s/.nimbus-%s.%ld.tmp", dir, rec->name,
-           (long)pthread_self() % 100000);
-  if (access(path, R_OK) == 0)
-    return 0; /* copied and checked before (the name holds its hash) */
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-    snprintf(msg, msgcap, "cannot create %.200s: %s", dir, strerror(errno));
-    return NIMBUS_EIO;
-  }
-  uint8_t raw[32], got_hash[32];
+  snprintf(tmp, sizeof tmp, "%s/.nimbus-%s.XXXXXX", dir, rec->name);
+  uint8_t raw[32];
   if (nb_unhex32(rec->blob, raw) != 0) {
     snprintf(msg, msgcap, "the record of the %s module is damaged", rec->name);
     return NIMBUS_EPROTO;
   }
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   uint8_t *buf = malloc(ST_SEGMENT);
+  if (buf == NULL) {
+    snprintf(msg, msgcap, "the worker is out of memory");
+    return NIMBUS_ENOMEM;
+  }
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) {
+    if (fd_is(fd, rec->size, raw, buf)) {
+      free(buf);
+      *fd_out = fd;
+      return 0; /* copied before, and still those bytes */
+    }
+    close(fd);
+  }
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(msg, msgcap, "cannot create %.200s: %s", dir, strerror(errno));
+    free(buf);
+    return NIMBUS_EIO;
+  }
+  fd = mkostemp(tmp, O_CLOEXEC);
   EVP_MD_CTX *md = EVP_MD_CTX_new();
-  int rc = fd >= 0 && buf != NULL && md != NULL &&
-                   EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
-               ? 0
-               : NIMBUS_EIO;
+  int rc =
+      fd >= 0 && md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
+          ? 0
+          : NIMBUS_EIO;
   for (uint64_t off = 0; rc == 0 && off < rec->size;) {
     size_t want =
         rec->size - off < ST_SEGMENT ? (size_t)(rec->size - off) : ST_SEGMENT;
@@ -207,24 +274,28 @@ static int copy_out(wk_ctx *c, const st_module *rec, char *path, size_t cap,
       rc = NIMBUS_EIO;
     off += got;
   }
+  uint8_t got_hash[32];
   unsigned int hl = 0;
   if (rc == 0 && (EVP_DigestFinal_ex(md, got_hash, &hl) != 1 ||
                   memcmp(got_hash, raw, 32) != 0))
     rc = NIMBUS_EPROTO;
-  if (rc == 0 && fsync(fd) != 0)
-    rc = NIMBUS_EIO;
-  if (fd >= 0 && close(fd) != 0 && rc == 0)
+  if (rc == 0 && (fchmod(fd, 0600) != 0 || fsync(fd) != 0))
     rc = NIMBUS_EIO;
   if (rc == 0 && rename(tmp, path) != 0)
     rc = NIMBUS_EIO;
   if (rc != 0) {
-    (void)unlink(tmp);
+    if (fd >= 0) {
+      (void)unlink(tmp);
+      close(fd);
+    }
     snprintf(msg, msgcap,
              rc == NIMBUS_EPROTO
                  ? "the %s module in storage does not match its SHA-256; "
                    "refused"
                  : "cannot copy the %s module out of storage",
              rec->name);
+  } else {
+    *fd_out = fd; /* the file written and checked, now at path */
   }
   EVP_MD_CTX_free(md);
   free(buf);
@@ -232,9 +303,11 @@ static int copy_out(wk_ctx *c, const st_module *rec, char *path, size_t cap,
 }
 
 /* Finds module m in storage, checks its signature and copies it out:
- * path receives the file to load. Returns 0, or an error with msg. */
-static int fetch(wk_module *m, wk_ctx *c, char *path, size_t cap, char *msg,
-                 size_t msgcap) {
+ * path receives the file, *fd (caller closes) the bytes checked, to load.
+ * Returns 0, or an error with msg. */
+static int fetch(wk_module *m, wk_ctx *c, char *path, size_t cap, int *fd,
+                 char *msg, size_t msgcap) {
+  *fd = -1;
   st_module rec;
   if (st_module_get(c->redis, m->name, &rec) != 0) {
     snprintf(msg, msgcap, "the state store is unavailable");
@@ -257,7 +330,7 @@ static int fetch(wk_module *m, wk_ctx *c, char *path, size_t cap, char *msg,
              m->name, rec.version);
     return NIMBUS_EAUTH;
   }
-  return copy_out(c, &rec, path, cap, msg, msgcap);
+  return copy_out(c, &rec, path, cap, fd, msg, msgcap);
 }
 
 /* ---- Loading --------------------------------------------------------------
@@ -265,16 +338,28 @@ static int fetch(wk_module *m, wk_ctx *c, char *path, size_t cap, char *msg,
 
 /* Loads m (its lock held). Returns true when it is usable; else msg. */
 static bool load(wk_module *m, wk_ctx *c, char *msg, size_t msgcap) {
-  char path[1200];
+  char path[1200], via[64] = "";
+  int fd = -1;
   snprintf(path, sizeof path, "%.900s/nimbus-%s.so", mcfg.dir, m->name);
-  if (access(path, F_OK) != 0 && mcfg.from_storage &&
-      fetch(m, c, path, sizeof path, msg, msgcap) != 0)
-    return false;
+  if (access(path, F_OK) != 0 && mcfg.from_storage) {
+    if (fetch(m, c, path, sizeof path, &fd, msg, msgcap) != 0)
+      return false;
+    /* The very bytes hashed, whatever the name points at by now. */
+    snprintf(via, sizeof via, "/proc/self/fd/%d", fd);
+  }
   const wk_family *f = NULL;
   wk_handler_fn fn = NULL;
   char init_err[200] = "";
+  /* Its bytes' name joins the result cache's key (wk_module_digest): a
+   * module built again serves nothing an older build computed. */
+  if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    m->digest[0] = '\0';
+  else
+    file_digest(fd, m->digest);
   /* RTLD_LOCAL: a module's libraries stay its own. */
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  void *dl = dlopen(via[0] != '\0' ? via : path, RTLD_NOW | RTLD_LOCAL);
+  if (fd >= 0)
+    close(fd); /* the mapping holds the file */
   wk_family_entry_fn entry =
       dl != NULL ? (wk_family_entry_fn)dlsym(dl, WK_FAMILY_ENTRY) : NULL;
   if (dl == NULL) {

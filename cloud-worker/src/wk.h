@@ -212,11 +212,21 @@ void wk_pack_str(msgpack_packer *pk, const char *s);
 /* Packs the map entry k: v. */
 void wk_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
 
-/* Shared answers of the storage handlers (handlers_blob.c): 503 when Redis
- * is unreachable, 500 (logged with the store's errstr) when the disk fails
- * at `what` ("read the blob"). Both return the code after wk_fail. */
+/* Makes c's result {retry_after: ms} and nothing else (what the handler
+ * packed before is dropped): for a 503 or 429 whose task the agent is to
+ * send again, with the same id, after that long (SPEC.md, Replies). */
+void wk_retry_after(wk_ctx *c, int64_t ms);
+
+/* Shared answers of the storage handlers (handlers_blob.c): 503 with
+ * retry_after 1000 when Redis is unreachable, 500 (logged with the
+ * store's errstr) when the disk fails at `what` ("read the blob"). Both
+ * return the code after wk_fail. */
 int wk_redis_down(wk_ctx *c);
 int wk_disk_error(wk_ctx *c, const char *what);
+/* 503 with retry_after 30000 for a write the store refused for want of
+ * space (NIMBUS_ENOSPC) while it `what` ("store the segment"), logged at
+ * most once a minute with the count refused since. */
+int wk_storage_full(wk_ctx *c, const char *what);
 /* The one check of every argument that names a blob (PROTOCOL.md, Large
  * objects): returns 0 and sets *size to the size of blob `hex` when the
  * task's terminal may read it (it uploaded it, or a snapshot of its own,

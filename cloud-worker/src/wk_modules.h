@@ -42,9 +42,11 @@ wk_module *wk_module_of(const char *type);
 bool wk_module_get(wk_module *m, wk_ctx *c, void *tstate, wk_handler_fn *fn,
                    void **mstate, char *why, size_t whycap);
 
-/* The loaded module's name and version (the cache key's part). */
+/* The loaded module's name, version and the SHA-256 (hex) of the file it
+ * was loaded from (version and digest: the cache key's parts). */
 const char *wk_module_name(const wk_module *m);
 const char *wk_module_version(const wk_module *m);
+const char *wk_module_digest(const wk_module *m);
 
 /* The offload family's per-thread state; thread_fini runs the modules'. */
 int wk_modules_thread_init(void **tstate);

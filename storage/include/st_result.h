@@ -70,8 +70,9 @@ int st_result_put(st_redis *r, const char *key, const char *hex, uint64_t size,
 
 /* Appends to task effect `t`: `terminal` may read the entry's blob until
  * expires_at, and the entry `key` lives at least that long; the effect
- * requires the entry to exist still (st_txn_require), so a grant never
- * outlives the reference that keeps the blob. Grants that ended before
+ * requires the entry to exist still and to name blob `hex`
+ * (st_txn_require, st_txn_pin_field), so a grant never outlives the
+ * reference that keeps the blob. Grants that ended before
  * now_ms are dropped on the way. */
 int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
                            const char *hex, int64_t expires_at, int64_t now_ms);

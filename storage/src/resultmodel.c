@@ -187,7 +187,12 @@ int st_result_grant_effect(st_txn *t, const char *terminal, const char *key,
   const char *trim[4] = {"ZREMRANGEBYSCORE", gk, "-inf", now};
   const char *grant[5] = {"ZADD", gk, "GT", exp, hex};
   const char *keep[5] = {"ZADD", EXPIRY, "GT", exp, key};
+  /* The entry, and still naming this blob: one swept and made again
+   * meanwhile (another output, if a module's is not the same bytes
+   * every time) holds no reference on the blob granted. */
   int rc = st_txn_require(t, ek);
+  if (rc == 0)
+    rc = st_txn_pin_field(t, ek, "blob", hex, 64);
   if (rc == 0)
     rc = st_txn_add(t, 4, trim, NULL);
   if (rc == 0)

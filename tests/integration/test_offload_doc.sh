@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 
 [[ -f $NIMBUS_BUILD_DIR/modules/nimbus-doc.so ]] || nb_fail "the doc module was not built"
-NIMBUS_WORKER_FLAGS="--offload-max-output 1000000" nb_stack_up 1
+NIMBUS_WORKER_FLAGS="--offload-max-output 1000000 --offload-max-input 10000000" nb_stack_up 1
 nb_terminal alice
 T=$NB_DIR/media
 mkdir -p "$T"
@@ -111,6 +111,16 @@ nb_assert_eq 422 "$(code)" "a truncated zstd frame"
 head -c 20000000 /dev/zero | zstd -q -19 -c >"$T/bomb.zst"
 doc '{"ops": [{"op": "decompress"}]}' "$T/bomb.zst"
 nb_assert_eq 413 "$(code)" "a zstd bomb"
+# The same between two ops: what decompress makes for text_stats stops at
+# offload_max_input (10 MB here), in the temporary file, not in memory.
+doc '{"ops": [{"op": "decompress"}, {"op": "text_stats"}]}' "$T/bomb.zst"
+nb_assert_eq "413 what an op made is over the cloud's input limit (10000000 bytes) for the next op" \
+  "$(jget 'str(r["code"]) + " " + r["error"]')" "a zstd bomb between two ops"
+# Inline data over a segment (the task itself is still within 272 KiB).
+head -c 270000 /dev/zero >"$T/big.bin"
+doc '{"ops": [{"op": "compress"}]}' "$T/big.bin"
+nb_assert_eq "413 the inline data is 270000 bytes; at most 262144 come inline" \
+  "$(jget 'str(r["code"]) + " " + r["error"]')" "inline data over 256 KiB"
 doc '{"ops": [{"op": "compress", "level": 25}]}' "$T/a.md"
 nb_assert_eq 400 "$(code)" "level out of range"
 doc '{"ops": [{"op": "shred"}]}' "$T/a.md"

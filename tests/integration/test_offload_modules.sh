@@ -79,6 +79,16 @@ grep -q "WK-MODULE.*loaded the audio module ($NB_DIR/blobs/modules/nimbus-audio-
 # The same request again: from the result cache.
 r=$(call process.audio "$ops" --data-file "$T/in.wav")
 nb_assert_eq True "$(jget "$r" 'r["result"]["cached"]')" "a repeated request"
+# A copy changed on disk since is not trusted by its name: the next worker
+# hashes it, copies the module out again, and loads the bytes it checked.
+nb_stack kill-worker "$NB_DIR" "$n" >/dev/null
+copy=$NB_DIR/blobs/modules/nimbus-audio-$sha.so
+cp "$T/odd/nimbus-junk.so" "$copy"
+n=$(NIMBUS_WORKER_FLAGS="--modules audio --modules-dir $T/empty \
+  --modules-from-storage --module-key $T/a/nimbus.pub" nb_stack worker "$NB_DIR")
+r=$(call process.audio "$ops" --data-file "$T/in.wav")
+nb_assert_eq ok "$(jget "$r" 'r["status"]')" "a module whose copy was changed: $r"
+nb_assert_eq "$sha" "$(sha256sum "$copy" | cut -c1-64)" "the copy, made again"
 
 # A file that is no module, and a module of another ABI: 503 each, and the
 # worker lives on.
