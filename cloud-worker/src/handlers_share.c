@@ -695,8 +695,12 @@ static int h_share_get(wk_ctx *c) {
     memcpy(token, tok, tok_len);
     token[tok_len] = '\0';
   }
-  if (token[0] == '\0')
-    return no_share(c); /* no such name, or no such token could exist */
+  /* No such name: the same take still runs, on a token no share has (a
+   * new random one), so that the time of the answer does not tell a name
+   * that is not for this terminal from one that does not exist. A token
+   * that cannot be one is answered at once: its form is public. */
+  if (token[0] == '\0' && (!by_name || st_share_token_new(token) != 0))
+    return no_share(c);
   st_share s;
   if (st_share_take(c->redis, token, c->terminal, nb_now_ms(), &s) != 0)
     code = wk_redis_down(c);
