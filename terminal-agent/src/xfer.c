@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -343,8 +344,18 @@ static void xf_down_end(xf_down *d, const xf_end *e, bool keep) {
   r.size = d->size;
   r.moved = d->fetched;
   r.bytes = d->bytes;
-  r.fd = err == 0 ? d->fd : -1;
+  /* Read-only, as said: a callback cannot write into the verified file
+   * through it. */
+  char self[40];
+  int ro = -1;
+  if (err == 0) {
+    snprintf(self, sizeof self, "/proc/self/fd/%d", d->fd);
+    ro = open(self, O_RDONLY | O_CLOEXEC);
+  }
+  r.fd = ro >= 0 ? ro : err == 0 ? d->fd : -1; /* no /proc: the part fd */
   d->on_done(d->ctx, &r);
+  if (ro >= 0)
+    close(ro);
   xf_down_close(d);
 }
 
@@ -520,10 +531,11 @@ static bool xf_up_open(xf_up *u) {
   if (u->fd < 0)
     return true; /* a reader */
   struct stat st;
-  if (fstat(u->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  bool stat_ok = fstat(u->fd, &st) == 0;
+  if (!stat_ok || !S_ISREG(st.st_mode)) {
     xf_endf(&e, NIMBUS_EIO, 0, "cannot read %s: %s",
             u->path != NULL ? u->path : "the file",
-            S_ISREG(st.st_mode) ? strerror(errno) : "not a regular file");
+            !stat_ok ? strerror(errno) : "not a regular file");
     xf_up_end(u, &e, false);
     return false;
   }
@@ -911,17 +923,24 @@ static void xf_on_status(bk_op *op, nimbus_reply *r, bool *keep) {
       m = sc_map_get(&res, "missing");
     }
     bool bad = size != u->size || m == NULL || m->type != MSGPACK_OBJECT_ARRAY;
+    int64_t prev_end = 0;
     for (uint32_t i = 0; !bad && i < m->via.array.size; i++) {
       const msgpack_object *p = &m->via.array.ptr[i];
       int64_t off, len;
+      /* Ranges of whole segments (the last may end with the blob), in
+       * order, apart, inside the blob: the cloud's word is checked
+       * without an overflow, and nothing but such a range is sent. */
       if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
           !bk_obj_int(&p->via.array.ptr[0], &off) ||
-          !bk_obj_int(&p->via.array.ptr[1], &len) || off < 0 || len <= 0 ||
-          off % SC_SEGMENT != 0 || off + len > u->size ||
+          !bk_obj_int(&p->via.array.ptr[1], &len) || off < prev_end ||
+          len <= 0 || off % SC_SEGMENT != 0 || off > u->size ||
+          len > u->size - off ||
+          (len % SC_SEGMENT != 0 && off + len != u->size) ||
           xf_ranges_add(u, off, len) != 0) {
         bad = true;
         break;
       }
+      prev_end = off + len;
       missing += len;
     }
     msgpack_zone_free(z);
@@ -1004,7 +1023,9 @@ static void xf_on_put(bk_op *op, nimbus_reply *r, bool *keep) {
     u->done += len;
     xf_up_progress(u);
   } else if (xf_transient(r)) {
-    /* Again once the timer runs out. */
+    /* Again once the timer runs out (an empty blob's one put too). */
+    if (u->size == 0)
+      u->sent_empty = false;
     if (xf_up_wait(x, u, "blob.put", r) && xf_ranges_add(u, off, len) != 0) {
       xf_endf(&e, NIMBUS_ENOMEM, 0, "out of memory");
       xf_up_end(u, &e, false);
@@ -1137,6 +1158,14 @@ static bool xf_down_start(nimbus_xfer *x, xf_down *d) {
     xf_down_end(d, &e, true);
     return false;
   }
+  /* One download per part file, in this process or another (a second
+   * restore of the same name): the other's truncation would put holes
+   * under bytes this one has hashed. */
+  if (flock(d->fd, LOCK_EX | LOCK_NB) != 0) {
+    xf_endf(&e, NIMBUS_ECONFLICT, 0, "%s is being downloaded already", d->part);
+    xf_down_end(d, &e, true);
+    return false;
+  }
   d->md = EVP_MD_CTX_new();
   if (d->md == NULL || EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1) {
     xf_endf(&e, NIMBUS_ENOMEM, 0, "out of memory");
@@ -1180,7 +1209,7 @@ static void xf_down_finish(xf_down *d) {
   if (memcmp(sha, d->sha, 32) != 0) {
     /* Not the content named (a damaged part file from an earlier run):
      * once more from the start. */
-    if (++d->restarts <= 1 && ftruncate(d->fd, 0) == 0 &&
+    if (d->size > 0 && ++d->restarts <= 1 && ftruncate(d->fd, 0) == 0 &&
         EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) == 1) {
       d->written = d->next_req = 0;
       xf_down_progress(d);
@@ -1281,6 +1310,12 @@ static bool xf_send_get(nimbus_xfer *x, xf_down *d) {
   /* Until the size is known, one range at a time. */
   if (d->ended || d->fd < 0 || (d->size < 0 && d->gets > 0) ||
       (d->nredo == 0 && d->size >= 0 && d->next_req >= d->size))
+    return false;
+  /* At most `jobs` segments ahead of what is written: ranges that come
+   * before one that is late (a segment the cloud answers 500 for, again
+   * and again) wait in memory, and no more than that many. */
+  if (d->nredo == 0 &&
+      d->next_req - d->written >= (int64_t)x->jobs * SC_SEGMENT)
     return false;
   xf_op *o = xf_op_new(x, xf_on_get);
   if (o == NULL) {
@@ -1523,10 +1558,15 @@ static void xf_end_all(nimbus_xfer *x, int err) {
     xf_endf(&e, err, 0, "no reply from the cloud for %d ms", x->timeout_ms);
   else
     xf_endf(&e, err, 0, "internal error: transfers stuck");
-  for (xf_up *u = x->uall; u != NULL; u = u->all)
-    xf_up_end(u, &e, false);
-  for (xf_down *d = x->dall; d != NULL; d = d->all)
-    xf_down_end(d, &e, true);
+  /* A callback may queue more (at the heads, which the loops have
+   * passed): again until none is left, each ended once (ending an ended
+   * one is a no-op). */
+  for (int round = 0; round < 64 && x->pending > 0; round++) {
+    for (xf_up *u = x->uall; u != NULL; u = u->all)
+      xf_up_end(u, &e, false);
+    for (xf_down *d = x->dall; d != NULL; d = d->all)
+      xf_down_end(d, &e, true);
+  }
 }
 
 int nimbus_xfer_run(nimbus_xfer *x) {

@@ -31,6 +31,22 @@ out=$(blob download "$hex" resumed 1500000) || nb_fail "resumed download: $out"
 nb_assert_eq "ok $hex 1500000 1 900000" "$out" "resumed download"
 cmp -s "$d/big" resumed || nb_fail "the resumed bytes differ"
 
+# A part file another download holds (its lock: another process, a second
+# restore of the same name) is left to it, untouched.
+printf 'theirs' >.held.part
+exec 9>>.held.part
+flock -x 9
+set +e
+out=$(blob download "$hex" held 1500000 9>&-)
+rc=$?
+set -e
+exec 9>&-
+nb_assert_eq 1 "$rc" "exit status, a part file held by another download"
+[[ $out == "error ECONFLICT 0 .held.part is being downloaded already" ]] ||
+  nb_fail "a part file held by another: $out"
+nb_assert_eq theirs "$(cat .held.part)" "the other download's part file"
+rm -f .held.part
+
 # Given up: the final name is a directory; the name is too long.
 mkdir taken
 set +e
