@@ -458,9 +458,11 @@ static int commit_begin(wk_ctx *c, const char *up, const char *hex) {
                              COMMITTING_MS, &gone) != 0)
       return wk_redis_down(c);
   }
-  if (gone)
+  if (gone) {
+    wk_retry_after(c, 1000);
     return wk_fail(c, 503, "send blob.commit again in a moment",
                    "an old copy of blob %s is being removed", hex);
+  }
   return 0;
 }
 
@@ -518,6 +520,19 @@ static int commit_stored(wk_ctx *c, const char *up, const st_upload *u,
              hex);
     return wk_fail(c, 500, "the cloud's operators must restore it",
                    "blob %s is damaged on disk", hex);
+  }
+  /* The hash may outlast the mark (a big blob on a slow disk), and the
+   * collector take the file meanwhile, the open descriptor reading on:
+   * the mark is set again, and then (the collector cannot take it now)
+   * the file must still be there. */
+  if ((code = commit_begin(c, up, hex)) != 0)
+    return code;
+  bool there = false;
+  if (st_blobstore_has(c->blobs, u->sha256, &there) != 0)
+    return wk_disk_error(c, "read the committed blob");
+  if (!there) {
+    *absent = true;
+    return 0;
   }
   NB_INFO("WK-BLOB-RECOVER",
           "upload %s/%s: its blob %s was moved into the "

@@ -49,6 +49,8 @@
 #define PACK_LEASE_MS 60000
 /* When the disk is full, the next try. */
 #define PACK_RETRY_FULL_MS 600000
+/* Batches of candidates the collector looks at in one pass, at most. */
+#define GC_ROUNDS 20
 
 struct wk_janitor {
   const wk_config *cfg;
@@ -83,6 +85,10 @@ static size_t collect(wk_janitor *j, st_redis *r) {
   if (cand == NULL)
     return 0;
   int64_t cutoff = nb_now_ms() - j->cfg->blob_ttl_ms;
+  /* At most GC_ROUNDS batches a pass: candidates held by a commit mark
+   * stay in the set, and a full batch of them must not keep the loop
+   * going until the marks lapse. The next pass goes on. */
+  int rounds = 0;
   do {
     if (st_blob_gc_candidates(r, cutoff, GC_BATCH, cand, &n) != 0) {
       NB_WARN("WK-GC", "cannot list unreferenced blobs: %s",
@@ -109,7 +115,7 @@ static size_t collect(wk_janitor *j, st_redis *r) {
     /* Every candidate of a full batch left the set (taken, or dropped as
      * referred to) unless it was referred to again meanwhile, whose new
      * time is past the cutoff: the loop ends. */
-  } while (n == GC_BATCH);
+  } while (n == GC_BATCH && ++rounds < GC_ROUNDS);
   if (removed > 0)
     NB_INFO("WK-GC", "collected %zu unreferenced blob%s (%llu bytes)", removed,
             removed == 1 ? "" : "s", (unsigned long long)bytes);

@@ -77,8 +77,9 @@ void st_txn_free(st_txn *t);
 /* Appends one command of `argc` (1-64) arguments (copied; `argv`/`lens`
  * borrowed; lens NULL: C strings). argv[0] is one of the commands the
  * effect knows the keys of (HSET HSETNX HDEL HINCRBY SET SETBIT DEL UNLINK
- * PEXPIRE EXPIRE SADD SREM ZADD ZREM ZREMRANGEBYSCORE INCR INCRBY), so that
- * every key reaches the script in KEYS, as Redis Cluster requires. Returns 0,
+ * PEXPIRE EXPIRE SADD SREM ZADD ZREM ZREMRANGEBYSCORE INCR INCRBY, and
+ * NB-HINCRBYX: HINCRBY of a hash only while it exists), so that every key
+ * reaches the script in KEYS, as Redis Cluster requires. Returns 0,
  * NIMBUS_EINVAL (another command, or argc out of range) or
  * NIMBUS_ENOMEM. */
 int st_txn_add(st_txn *t, int argc, const char *const *argv,

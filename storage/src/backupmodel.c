@@ -118,7 +118,9 @@ static int add_refs(st_txn *t, const uint8_t (*blobs)[32], size_t n,
     snprintf(meta, sizeof meta, "nb:blob:%s", hex);
     if (require)
       rc = st_txn_require(t, meta);
-    const char *argv[4] = {"HINCRBY", meta, "refs", delta};
+    /* A release never makes metadata a restored Redis lost. */
+    const char *argv[4] = {require ? "HINCRBY" : "NB-HINCRBYX", meta, "refs",
+                           delta};
     if (rc == 0)
       rc = st_txn_add(t, 4, argv, NULL);
   }

@@ -79,6 +79,9 @@ static st_script renew_script =
  * pinned value (pseudo-commands NB-REQUIRE, NB-FORBID and NB-IFEQ, all
  * checked before anything is written; no real command starts with
  * "NB-"), and the reply is recorded in the same script: both or neither.
+ * NB-HINCRBYX is HINCRBY of a hash that exists, nothing of one that does
+ * not (a reference released on metadata a restored Redis lost must not
+ * leave a bare count of -1 that a later reference brings to 0).
  * Returns 1 done, 0 claim lost, 2 a condition failed. */
 static st_script commit_script = ST_SCRIPT(
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
@@ -108,7 +111,10 @@ static st_script commit_script = ST_SCRIPT(
     "  end\n"
     "end\n"
     "for _, c in ipairs(cmds) do\n"
-    "  if string.sub(c[1], 1, 3) ~= 'NB-' then redis.call(unpack(c)) end\n"
+    "  if string.sub(c[1], 1, 3) ~= 'NB-' then redis.call(unpack(c))\n"
+    "  elseif c[1] == 'NB-HINCRBYX' and redis.call('EXISTS', c[2]) == 1 then\n"
+    "    redis.call('HINCRBY', c[2], c[3], c[4])\n"
+    "  end\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
     "redis.call('HSET', KEYS[2], 'digest', ARGV[2], 'reply', ARGV[3])\n"
@@ -438,16 +444,17 @@ static const struct txn_cmd {
   const char *name;
   int first, last;
 } txn_cmds[] = {
-    {"HSET", 1, 1},       {"HSETNX", 1, 1},
-    {"HDEL", 1, 1},       {"HINCRBY", 1, 1},
-    {"SET", 1, 1},        {"SETBIT", 1, 1},
-    {"DEL", 1, -1},       {"UNLINK", 1, -1},
-    {"PEXPIRE", 1, 1},    {"EXPIRE", 1, 1},
-    {"SADD", 1, 1},       {"SREM", 1, 1},
-    {"ZADD", 1, 1},       {"ZREM", 1, 1},
-    {"INCR", 1, 1},       {"INCRBY", 1, 1},
-    {"NB-REQUIRE", 1, 1}, {"NB-FORBID", 1, 1},
-    {"NB-IFEQ", 1, 1},    {"ZREMRANGEBYSCORE", 1, 1},
+    {"HSET", 1, 1},        {"HSETNX", 1, 1},
+    {"HDEL", 1, 1},        {"HINCRBY", 1, 1},
+    {"SET", 1, 1},         {"SETBIT", 1, 1},
+    {"DEL", 1, -1},        {"UNLINK", 1, -1},
+    {"PEXPIRE", 1, 1},     {"EXPIRE", 1, 1},
+    {"SADD", 1, 1},        {"SREM", 1, 1},
+    {"ZADD", 1, 1},        {"ZREM", 1, 1},
+    {"INCR", 1, 1},        {"INCRBY", 1, 1},
+    {"NB-REQUIRE", 1, 1},  {"NB-FORBID", 1, 1},
+    {"NB-IFEQ", 1, 1},     {"ZREMRANGEBYSCORE", 1, 1},
+    {"NB-HINCRBYX", 1, 1},
 };
 
 static const struct txn_cmd *txn_cmd_find(const char *name, size_t n) {

@@ -6,7 +6,7 @@
 #     blob.put and commits run in the transfer pool). When blob.put shared
 #     one heavy lane with diag.sleep, the backup waited for the backlog.
 #  2. Fair within a pool: terminal bob's one diag.sleep of 2 s, queued
-#     behind ann's backlog in the same pool, is answered within 5 s. In one
+#     behind ann's backlog in the same pool, is answered within 8 s. In one
 #     FIFO it waited for ann's 98 tasks queued before it (about 100 s).
 #  3. The bound: a worker with max_inflight 4 answers a terminal's fifth
 #     to eighth task at once with 429 and retry_after (seen on the wire);
@@ -48,7 +48,10 @@ t1=$(date +%s%N)
 nb_assert_eq ok "$(jget "$r" 'r["status"]')" "bob's diag.sleep ($r)"
 waited=$(((t1 - t0) / 1000000))
 nb_log "bob's 2 s task answered in $waited ms behind ann's backlog"
-((waited < 5000)) || nb_fail "bob's task took $waited ms (want < 5000)"
+# Fair: one of ann's running tasks to wait for, then its own 2 s, plus the
+# agent's start and connect (a second or more under ThreadSanitizer on a
+# loaded machine): well under 8 s. In one FIFO it would be about 100 s.
+((waited < 8000)) || nb_fail "bob's task took $waited ms (want < 8000)"
 
 # 1. pings and a 1 MiB upload while the diag pool is still saturated.
 out=$(env "${cid[@]}" "$NIMBUS_BIN/nb-ping-load" --inflight 1 --warmup 20 \
