@@ -118,7 +118,7 @@ static st_script publish_script = ST_SCRIPT(
     ST_LUA_BLOB_META(2, 3, 4, 8)
     "redis.call('DEL', KEYS[5])\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])\n"
+    "  redis.call('ZADD', KEYS[6], 'GT', ARGV[7], ARGV[3])\n"
     "  return 1\n"
     "end\n"
     "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
@@ -264,7 +264,7 @@ static st_script withdraw_script =
               "end\n"
               "if redis.call('EXISTS', KEYS[5]) == 1 then\n"
               "  redis.call('HINCRBY', KEYS[5], 'refs', -1)\n"
-              "  redis.call('ZADD', KEYS[6], ARGV[2], b)\n"
+              "  redis.call('ZADD', KEYS[6], 'GT', ARGV[2], b)\n"
               "end\n"
               "return 1\n");
 

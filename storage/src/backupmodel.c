@@ -192,8 +192,8 @@ int st_snap_delete_effect(st_txn *t, const char *terminal,
   for (size_t i = 0; rc == 0 && i < s->nblobs; i++) {
     char hex[65];
     nb_hex(s->blobs[i], 32, hex);
-    const char *zadd[4] = {"ZADD", "nb:gc", now, hex};
-    rc = st_txn_add(t, 4, zadd, NULL);
+    const char *zadd[5] = {"ZADD", "nb:gc", "GT", now, hex};
+    rc = st_txn_add(t, 5, zadd, NULL);
   }
   if (rc == 0)
     rc = st_txn_add(t, 2, del, NULL);

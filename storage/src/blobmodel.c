@@ -262,7 +262,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
   snprintf(committing, sizeof committing, "nb:blob:%s:committing", blob_hex);
   snprintf(now, sizeof now, "%lld", (long long)nb_now_ms());
   const char *c7[3] = {"SADD", readers, terminal};
-  const char *c8[4] = {"ZADD", "nb:gc", now, blob_hex};
+  const char *c8[5] = {"ZADD", "nb:gc", "GT", now, blob_hex};
   const char *c9[2] = {"DEL", committing};
   /* Never record a blob whose file the collector is removing (a commit
    * that did not go through st_blob_commit_begin, or outlived its mark). */
@@ -282,7 +282,7 @@ int st_upload_commit_effect(st_txn *t, const char *terminal, const char *upload,
   if (rc == 0)
     rc = st_txn_add(t, 3, c7, NULL);
   if (rc == 0)
-    rc = st_txn_add(t, 4, c8, NULL);
+    rc = st_txn_add(t, 5, c8, NULL);
   if (rc == 0)
     rc = st_txn_add(t, 2, c9, NULL);
   return rc;

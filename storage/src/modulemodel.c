@@ -32,10 +32,10 @@ static st_script publish_script = ST_SCRIPT(
     "if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end\n"
     ST_LUA_BLOB_META(2, 3, 3, 6)
     "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
-    "redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])\n"
+    "redis.call('ZADD', KEYS[6], 'GT', ARGV[5], ARGV[2])\n"
     "if old ~= '' and redis.call('EXISTS', KEYS[7]) == 1 then\n"
     "  redis.call('HINCRBY', KEYS[7], 'refs', -1)\n"
-    "  redis.call('ZADD', KEYS[6], ARGV[5], old)\n"
+    "  redis.call('ZADD', KEYS[6], 'GT', ARGV[5], old)\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'version', ARGV[1], 'blob', ARGV[2],"
     " 'size', ARGV[3], 'sig', ARGV[4], 'ts', ARGV[5])\n"

@@ -97,7 +97,7 @@ static st_script put_script = ST_SCRIPT(
     "if redis.call('EXISTS', KEYS[4]) == 1 then return {2} end\n"
     ST_LUA_BLOB_META(2, 3, 3, 4)
     "redis.call('HINCRBY', KEYS[2], 'refs', 1)\n"
-    "redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])\n"
+    "redis.call('ZADD', KEYS[6], 'GT', ARGV[7], ARGV[2])\n"
     "redis.call('DEL', KEYS[1])\n"
     "redis.call('HSET', KEYS[1], 'blob', ARGV[2], 'size', ARGV[3],"
     " 'props', ARGV[5])\n"
@@ -216,7 +216,7 @@ static st_script sweep_script =
               "if not b then return 0 end\n"
               "if redis.call('EXISTS', KEYS[4]) == 1 then\n"
               "  redis.call('HINCRBY', KEYS[4], 'refs', -1)\n"
-              "  redis.call('ZADD', KEYS[3], ARGV[2], b)\n"
+              "  redis.call('ZADD', KEYS[3], 'GT', ARGV[2], b)\n"
               "end\n"
               "return 1\n");
 
