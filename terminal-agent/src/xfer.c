@@ -1574,16 +1574,21 @@ int nimbus_xfer_run(nimbus_xfer *x) {
     return NIMBUS_EINVAL;
   x->running = true;
   int err = 0;
-  /* Until every transfer has ended and no task of an ended one is still
-   * in flight (its reply would find it freed). */
+  /* Until every transfer has ended; then the tasks of ended ones still in
+   * flight are given up (their replies would find them freed). */
   while (x->pending > 0 || x->pipe.inflight > 0) {
     if (xf_stopped(x)) {
       err = NIMBUS_ECANCELED;
       break;
     }
     int64_t timer = xf_fill(x);
-    if (x->pending == 0 && x->pipe.inflight == 0)
+    if (x->pending == 0) {
+      /* Every transfer has ended: what is still in flight belongs to
+       * ones that ended early, and nothing waits for its answer (one that
+       * never comes must not turn the run into a timeout). */
+      bk_pipe_abandon(&x->pipe);
       break;
+    }
     if (x->pipe.inflight == 0) {
       if (timer < 0) {
         /* Nothing in flight, nothing waiting for a timer, yet not all
