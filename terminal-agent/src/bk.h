@@ -47,6 +47,12 @@
  * else "file". Extensions compare without regard to case. */
 const char *bk_kind_of(const char *name);
 
+/* True when the last component of item name or path `name` has the form
+ * of restore's part files, ".nimbus-<24 lower hex>.part": a leftover of
+ * an interrupted restore, never backed up, and never restored (it could
+ * be taken for another item's part file and resumed into). */
+bool bk_is_part_name(const char *name);
+
 /* True when `s` (n bytes) is one of the five kinds. */
 bool bk_kind_valid(const char *s, size_t n);
 

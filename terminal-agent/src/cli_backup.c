@@ -117,7 +117,7 @@ typedef struct up_file {
   char *abs;  /* absolute path */
   const char *kind;
   int64_t size, mtime_ns;
-  uint64_t ino;
+  uint64_t ino, dev; /* as the walk found it: every later open must agree */
   uint8_t sha[32];
   up_blob *blob;
   struct up_file *bnext; /* the next file with the same content */
@@ -125,6 +125,13 @@ typedef struct up_file {
   int changes;           /* times found changed since hashed */
   bool failed;
 } up_file;
+
+/* True when the file open at fd is the one the walk found (f->dev and
+ * f->ino): not another put at its path since, nor one reached through a
+ * directory of the path replaced by a link meanwhile. */
+static bool up_same_file(const up_file *f, const struct stat *st) {
+  return (uint64_t)st->st_ino == f->ino && (uint64_t)st->st_dev == f->dev;
+}
 
 enum {
   BL_UNKNOWN = 0, /* to hand to the transfer engine */
@@ -292,6 +299,8 @@ static void up_file_rehash(up_run *u, up_file *f) {
     why = strerror(errno);
   else if (!S_ISREG(st.st_mode))
     why = "not a regular file";
+  else if (!up_same_file(f, &st))
+    why = "another file took its path since the tree was read";
   else if (bk_hash_fd(fd, u->buf, SC_SEGMENT, sha, &n, NULL, NULL) != 0 ||
            fstat(fd, &st2) != 0)
     why = strerror(errno);
@@ -538,6 +547,7 @@ static int up_add_file(up_run *u, const char *name, const char *abs,
   f->size = st->st_size;
   f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
   f->ino = (uint64_t)st->st_ino;
+  f->dev = (uint64_t)st->st_dev;
   f->fixed_fd = -1;
   u->files[u->nfiles++] = f;
   return 0;
@@ -548,9 +558,25 @@ static int up_cmp_str(const void *a, const void *b) {
 }
 
 /* Adds every regular file below `abs` (a directory), named under `name`
- * ("" for none). Returns 0, or -1 when out of memory. */
-static int up_walk(up_run *u, const char *abs, const char *name) {
+ * ("" for none). `want` (NULL for the tree's root): the directory as lstat
+ * found it, which the one opened must be. Returns 0, or -1 when out of
+ * memory. */
+static int up_walk(up_run *u, const char *abs, const char *name,
+                   const struct stat *want) {
   DIR *d = opendir(abs);
+  struct stat ds;
+  if (d != NULL && want != NULL &&
+      (fstat(dirfd(d), &ds) != 0 || ds.st_ino != want->st_ino ||
+       ds.st_dev != want->st_dev)) {
+    /* Replaced (by a link, say) between the lstat and the open: what it
+     * holds now is not what was below the tree. */
+    closedir(d);
+    u->failed++;
+    bk_say(&u->prog,
+           "%s: replaced while the tree was read; left out of the snapshot",
+           abs);
+    return 0;
+  }
   if (d == NULL) {
     /* What it holds is missing from the snapshot: a failure, not a skip. */
     u->failed++;
@@ -598,7 +624,11 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
              al > 0 && abs[al - 1] == '/' ? "" : "/", ents[i]);
     snprintf(cname, nl + el + 2, "%s%s%s", name, nl > 0 ? "/" : "", ents[i]);
     struct stat st;
-    if (lstat(cabs, &st) != 0) {
+    if (bk_is_part_name(ents[i])) {
+      u->skipped++;
+      bk_say(&u->prog, "skipped %s: a part file an interrupted restore left",
+             cabs);
+    } else if (lstat(cabs, &st) != 0) {
       /* Gone since the directory was read: nothing to back up. */
       if (errno == ENOENT) {
         u->skipped++;
@@ -609,7 +639,7 @@ static int up_walk(up_run *u, const char *abs, const char *name) {
                strerror(errno));
       }
     } else if (S_ISDIR(st.st_mode)) {
-      rc = up_walk(u, cabs, cname);
+      rc = up_walk(u, cabs, cname, &st);
     } else if (S_ISREG(st.st_mode)) {
       rc = up_add_file(u, cname, cabs, &st);
     } else {
@@ -650,7 +680,7 @@ static int up_walk_arg(up_run *u, const char *arg) {
   }
   int rc = 0;
   if (S_ISDIR(st.st_mode)) {
-    rc = up_walk(u, real, base) != 0 ? -1 : 0;
+    rc = up_walk(u, real, base, NULL) != 0 ? -1 : 0;
   } else if (S_ISREG(st.st_mode)) {
     rc = up_add_file(u, base, real, &st) != 0 ? -1 : 0;
   } else {
@@ -693,6 +723,12 @@ static int up_hash_file(up_run *u, up_file *f, bool cached_pass) {
         if (fd >= 0)
           close(fd);
         up_file_fail(u, f, why);
+        return 0;
+      }
+      if (!up_same_file(f, &st)) {
+        close(fd);
+        up_file_fail(u, f,
+                     "another file took its path since the tree was read");
         return 0;
       }
       (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -460,6 +460,11 @@ static int rs_items_take(rs_run *r, const msgpack_object *arr) {
   for (size_t i = 1; i < r->nitems; i++)
     if (strcmp(r->items[i - 1].name, r->items[i].name) == 0)
       rs_item_fail(r, &r->items[i], false, "a second item of this name");
+  for (size_t i = 0; i < r->nitems; i++)
+    if (bk_is_part_name(r->items[i].name))
+      rs_item_fail(r, &r->items[i], false,
+                   "the name of a restore's part file, which restore "
+                   "writes beside its items");
   return CLI_OK;
 }
 
@@ -497,6 +502,12 @@ static int rs_blobs_make(rs_run *r) {
       r->nblobs++;
     }
     it->blob = r->btab[k];
+    /* One content has one size: another would be a copy cut short (or
+     * padded) counted as restored. */
+    if (it->size != it->blob->size)
+      rs_item_fail(r, it, true,
+                   "its size differs from that of another item of the same "
+                   "content");
   }
   return 0;
 }
