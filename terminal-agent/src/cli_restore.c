@@ -675,8 +675,12 @@ static void rs_copy_to(rs_run *r, rs_item *it, int src) {
   if (dirfd < 0)
     return;
   rs_tmp_name(it, tmp);
+  /* A new file of our own: whatever has the name (a FIFO, whose open
+   * would block for ever, a hard link to a file elsewhere) is removed,
+   * and one put there meanwhile makes the create fail. */
+  (void)unlinkat(dirfd, tmp, 0);
   int fd = openat(dirfd, tmp,
-                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (fd < 0 || (it->size > 0 && bk_copy_fd(src, fd, it->size) != 0) ||
       rs_set_mtime(fd, it) != 0) {
     rs_item_fail(r, it, false, "cannot write %s: %s", tmp, strerror(errno));
@@ -909,7 +913,10 @@ static void rs_check_existing(rs_run *r) {
     const char *base;
     char err[512];
     int dirfd = rs_open_parent(r, it->name, false, &base, err, sizeof err);
-    int fd = dirfd >= 0 ? openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+    /* O_NONBLOCK: a FIFO put there since the look above must not stop the
+     * restore (fstat below tells it is no regular file). */
+    int fd = dirfd >= 0 ? openat(dirfd, base,
+                                 O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
                         : -1;
     struct stat st;
     uint8_t sha[32];

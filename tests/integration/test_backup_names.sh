@@ -123,4 +123,20 @@ set -e
 nb_assert_eq "1 1" "$(jget "$out" '"%d %d" % (r["restored"], r["failed"])')" \
   "a restore of an item named as a part file: $(cat "$W/r.err")"
 [[ ! -e $W/back/d/$part ]] || nb_fail "the item named as a part file was written"
+
+# A FIFO where restore makes a copy's part file (another item of the same
+# content): removed and replaced by a file of restore's own, not opened
+# (an open for writing would wait for a reader for ever).
+r=$(commit "$(it c/a)" "$(it c/b)")
+snap=$(jget "$r" 'r["result"]["snapshot"]')
+fifo=$(python3 -c 'import hashlib, sys
+h = hashlib.sha256(b"c/b\0" + bytes.fromhex(sys.argv[1])).hexdigest()
+print(".nimbus-%s.part" % h[:24])' "$sha")
+mkdir -p "$W/back2/c"
+mkfifo "$W/back2/c/$fifo"
+out=$(timeout 30 "$NIMBUS_BIN/nimbus-agent" restore --snapshot "$snap" "$W/back2" --json 2>"$W/r2.err") ||
+  nb_fail "restore beside a FIFO: $out $(cat "$W/r2.err")"
+nb_assert_eq "2 0" "$(jget "$out" '"%d %d" % (r["restored"], r["failed"])')" "restore beside a FIFO"
+nb_assert_eq hello "$(cat "$W/back2/c/b")" "the copy made beside a FIFO"
+[[ ! -e $W/back2/c/$fifo ]] || nb_fail "the FIFO stayed"
 nb_log "ok"
