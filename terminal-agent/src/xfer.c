@@ -1158,6 +1158,14 @@ static bool xf_down_start(nimbus_xfer *x, xf_down *d) {
     xf_down_end(d, &e, true);
     return false;
   }
+  /* A part file with another name too (a hard link to a file elsewhere)
+   * is not written through. */
+  if (st.st_nlink != 1) {
+    xf_endf(&e, NIMBUS_EIO, 0,
+            "%s has other names (hard links): not written through", d->part);
+    xf_down_end(d, &e, true);
+    return false;
+  }
   /* One download per part file, in this process or another (a second
    * restore of the same name): the other's truncation would put holes
    * under bytes this one has hashed. */

@@ -47,6 +47,19 @@ nb_assert_eq 1 "$rc" "exit status, a part file held by another download"
 nb_assert_eq theirs "$(cat .held.part)" "the other download's part file"
 rm -f .held.part
 
+# A part file with another name too (a hard link) is not written through.
+printf 'elsewhere' >"$d/other"
+ln "$d/other" .linked.part
+set +e
+out=$(blob download "$hex" linked 1500000)
+rc=$?
+set -e
+nb_assert_eq 1 "$rc" "exit status, a part file with another name"
+[[ $out == "error EIO 0 .linked.part has other names (hard links): not written through" ]] ||
+  nb_fail "a hard-linked part file: $out"
+nb_assert_eq elsewhere "$(cat "$d/other")" "the file the part file was linked to"
+rm -f .linked.part
+
 # Given up: the final name is a directory; the name is too long.
 mkdir taken
 set +e
