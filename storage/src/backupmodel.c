@@ -61,7 +61,7 @@ static st_script readable_script =
 static int sizes_of(st_redis *r, st_script *script, const char *terminal,
                     const char *const *hex, size_t n, int64_t *sizes) {
   char acc[ST_KEY_CAP];
-  if (st__keyf(acc, "nb:access:%s%s", terminal, "") != 0)
+  if (st__keyf(acc, "nb:access:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   const char **argv = calloc(4 + 2 * READABLE_BATCH, sizeof *argv);
   char(*meta)[ST_KEY_CAP] = calloc(READABLE_BATCH, sizeof *meta);
@@ -75,7 +75,7 @@ static int sizes_of(st_redis *r, st_script *script, const char *terminal,
     size_t k = n - done < READABLE_BATCH ? n - done : READABLE_BATCH;
     argv[3] = acc;
     for (size_t i = 0; rc == 0 && i < k; i++) {
-      rc = st__keyf(meta[i], "nb:blob:%.64s%s", hex[done + i], "");
+      rc = st__keyf(meta[i], "nb:blob:%.64s", hex[done + i]);
       argv[4 + i] = meta[i];
       argv[4 + k + i] = hex[done + i];
     }
@@ -131,7 +131,7 @@ int st_snap_commit_effect(st_txn *t, const char *terminal,
                           const st_snap_new *s) {
   char rec[ST_KEY_CAP], idx[ST_KEY_CAP], ts[24], items[24], bytes[24];
   if (st__keyf(rec, "nb:snap:%s:%s", terminal, s->id) != 0 ||
-      st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+      st__keyf(idx, "nb:snaps:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   snprintf(ts, sizeof ts, "%lld", (long long)s->ts);
   snprintf(items, sizeof items, "%llu", (unsigned long long)s->items);
@@ -178,7 +178,7 @@ int st_snap_delete_effect(st_txn *t, const char *terminal,
                           const st_snapshot *s) {
   char rec[ST_KEY_CAP], idx[ST_KEY_CAP];
   if (st__keyf(rec, "nb:snap:%s:%s", terminal, s->info.id) != 0 ||
-      st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+      st__keyf(idx, "nb:snaps:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   const char *del[2] = {"DEL", rec};
   const char *zrem[3] = {"ZREM", idx, s->info.id};
@@ -243,7 +243,7 @@ int st_snap_get(st_redis *r, const char *terminal, const char *id,
   memset(out, 0, sizeof *out);
   if (id != NULL && !snap_id_valid(id))
     return 0;
-  if (st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  if (st__keyf(idx, "nb:snaps:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   redisReply *rep = NULL;
   int rc = 0;
@@ -335,7 +335,7 @@ int st_snap_list(st_redis *r, const char *terminal, const char *cursor,
   *more = false;
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (st__keyf(idx, "nb:snaps:%s%s", terminal, "") != 0)
+  if (st__keyf(idx, "nb:snaps:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0') {
     /* Any cursor orders somewhere; one that is no id simply starts there. */

@@ -161,7 +161,7 @@ static int fill_stored(st_redis *r, st_share *shares, size_t n) {
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
-    if ((rc = st__keyf(keys[i], "nb:blob:%.64s%s", shares[i].blob, "")) != 0)
+    if ((rc = st__keyf(keys[i], "nb:blob:%.64s", shares[i].blob)) != 0)
       goto out;
     argv[3 + i] = keys[i];
   }
@@ -193,9 +193,9 @@ static st_script read_script =
 
 static int share_keys(const char *token, char rec[ST_KEY_CAP],
                       char got[ST_KEY_CAP], char to[ST_KEY_CAP]) {
-  if (st__keyf(rec, "nb:share:%s%s", token, "") != 0 ||
-      st__keyf(got, "nb:share:%s%s", token, ":got") != 0 ||
-      st__keyf(to, "nb:share:%s%s", token, ":to") != 0)
+  if (st__keyf(rec, "nb:share:%s", token) != 0 ||
+      st__keyf(got, "nb:share:%s:got", token) != 0 ||
+      st__keyf(to, "nb:share:%s:to", token) != 0)
     return NIMBUS_EINVAL;
   return 0;
 }
@@ -280,7 +280,7 @@ int st_share_take(st_redis *r, const char *token, const char *terminal,
   if (!st_share_token_valid(token, strlen(token)))
     return 0;
   if (share_keys(token, rec, got, to) != 0 ||
-      st__keyf(grants, "nb:sgrant:%s%s", terminal, "") != 0)
+      st__keyf(grants, "nb:sgrant:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
   const char *argv[10] = {NULL, NULL,   NULL,     rec, got,
@@ -433,9 +433,9 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
       nkey[ST_KEY_CAP], meta[ST_KEY_CAP], member[ST_SHARE_MEMBER_LEN + 1],
       size[24], created[24], expires[24], max[24];
   if (share_keys(s->token, rec, got, to) != 0 ||
-      st__keyf(idx, "nb:shares:%s%s", s->owner, "") != 0 ||
+      st__keyf(idx, "nb:shares:%s", s->owner) != 0 ||
       name_key(nkey, s->owner, s->name, s->name_len) != 0 ||
-      st__keyf(meta, "nb:blob:%.64s%s", s->blob, "") != 0)
+      st__keyf(meta, "nb:blob:%.64s", s->blob) != 0)
     return NIMBUS_EINVAL;
   member_of(member, s->created, s->token);
   snprintf(size, sizeof size, "%lld", (long long)s->size);
@@ -445,7 +445,7 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
   int rc = st_txn_require(t, meta);
   bool thumb = s->thumb != NULL && s->thumb[0] != '\0';
   char tmeta[ST_KEY_CAP];
-  if (thumb && st__keyf(tmeta, "nb:blob:%.64s%s", s->thumb, "") != 0)
+  if (thumb && st__keyf(tmeta, "nb:blob:%.64s", s->thumb) != 0)
     return NIMBUS_EINVAL;
   if (rc == 0 && thumb)
     rc = st_txn_require(t, tmeta);
@@ -459,7 +459,7 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
     /* Replace: the old share ends now; the janitor releases it. Its record
      * must still be there, or the effect would make a partial one. */
     char orec[ST_KEY_CAP];
-    if (st__keyf(orec, "nb:share:%s%s", old->token, "") != 0)
+    if (st__keyf(orec, "nb:share:%s", old->token) != 0)
       return NIMBUS_EINVAL;
     const char *mark[4] = {"HSET", orec, "revoked", "1"};
     const char *due[4] = {"ZADD", "nb:share:expiry", created, old->token};
@@ -498,7 +498,7 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
     rc = st_txn_add(t, nh, hset, hlens);
   for (size_t i = 0; rc == 0 && i < s->nto; i++) {
     char inbox[ST_KEY_CAP];
-    if (st__keyf(inbox, "nb:shares:in:%s%s", s->to[i], "") != 0)
+    if (st__keyf(inbox, "nb:shares:in:%s", s->to[i]) != 0)
       return NIMBUS_EINVAL;
     const char *sadd[3] = {"SADD", to, s->to[i]};
     const char *zin[4] = {"ZADD", inbox, "0", member};
@@ -517,7 +517,7 @@ int st_share_create_effect(st_txn *t, const st_share_new *s,
 
 int st_share_revoke_effect(st_txn *t, const st_share *s, int64_t now_ms) {
   char rec[ST_KEY_CAP], now[24];
-  if (st__keyf(rec, "nb:share:%s%s", s->token, "") != 0)
+  if (st__keyf(rec, "nb:share:%s", s->token) != 0)
     return NIMBUS_EINVAL;
   snprintf(now, sizeof now, "%lld", (long long)now_ms);
   const char *mark[4] = {"HSET", rec, "revoked", "1"};
@@ -556,8 +556,7 @@ int st_share_list(st_redis *r, const char *terminal, bool inbox,
   next[0] = '\0';
   if (limit == 0 || limit > 1000)
     return NIMBUS_EINVAL;
-  if (st__keyf(idx, inbox ? "nb:shares:in:%s%s" : "nb:shares:%s%s", terminal,
-               "") != 0)
+  if (st__keyf(idx, inbox ? "nb:shares:in:%s" : "nb:shares:%s", terminal) != 0)
     return NIMBUS_EINVAL;
   if (cursor != NULL && cursor[0] != '\0')
     snprintf(max, sizeof max, "(%.*s", ST_SHARE_MEMBER_LEN, cursor);
@@ -731,20 +730,20 @@ static int sweep_one(st_redis *r, const char *token, int64_t now_ms,
     snprintf(tmember, sizeof tmember, "%.64s.%s", s.thumb, s.token);
   snprintf(nto, sizeof nto, "%zu", s.nto);
   if ((rc = share_keys(s.token, keys[0], keys[1], keys[2])) != 0 ||
-      (rc = st__keyf(keys[4], "nb:shares:%s%s", s.owner, "")) != 0 ||
+      (rc = st__keyf(keys[4], "nb:shares:%s", s.owner)) != 0 ||
       (rc = name_key(keys[5], s.owner, s.name, strlen(s.name))) != 0 ||
-      (rc = st__keyf(keys[6], "nb:blob:%.64s%s", s.blob, "")) != 0 ||
-      (rc = st__keyf(keys[8], "nb:blob:%.64s%s",
-                     s.thumb[0] != '\0' ? s.thumb : s.blob, "")) != 0)
+      (rc = st__keyf(keys[6], "nb:blob:%.64s", s.blob)) != 0 ||
+      (rc = st__keyf(keys[8], "nb:blob:%.64s",
+                     s.thumb[0] != '\0' ? s.thumb : s.blob)) != 0)
     goto out;
   nb_strlcpy(keys[3], "nb:share:expiry", ST_KEY_CAP);
   nb_strlcpy(keys[7], "nb:gc", ST_KEY_CAP);
   for (size_t i = 0; i < s.nto && rc == 0; i++)
-    rc = st__keyf(keys[9 + i], "nb:shares:in:%s%s", s.to[i], "");
+    rc = st__keyf(keys[9 + i], "nb:shares:in:%s", s.to[i]);
   for (size_t i = 0; i < s.ngot && rc == 0; i++)
-    rc = st__keyf(keys[9 + s.nto + i], "nb:sgrant:%s%s", s.got[i], "");
+    rc = st__keyf(keys[9 + s.nto + i], "nb:sgrant:%s", s.got[i]);
   if (rc == 0)
-    rc = st__keyf(keys[nkeys - 1], "nb:sgrant:%s%s", s.owner, "");
+    rc = st__keyf(keys[nkeys - 1], "nb:sgrant:%s", s.owner);
   if (rc != 0)
     goto out;
   for (size_t i = 0; i < nkeys; i++)
