@@ -239,6 +239,21 @@ int st__bin_read(st_bin *b, uint64_t offset, void *buf, size_t n, size_t *got) {
   return 0;
 }
 
+int st__bin_read_all(st_bin *b, uint64_t offset, void *buf, size_t n,
+                     size_t *got) {
+  int rc = 0;
+  *got = 0;
+  while (*got < n) {
+    size_t k = 0;
+    if ((rc = st__bin_read(b, offset + *got, (char *)buf + *got, n - *got,
+                           &k)) != 0 ||
+        k == 0)
+      break;
+    *got += k;
+  }
+  return rc;
+}
+
 int st_blobstore_stored(st_blobstore *s, const uint8_t hash[32], uint64_t size,
                         uint64_t *stored) {
   st_bin in;
@@ -380,11 +395,8 @@ static int pack_verify(packer *p, const uint8_t hash[32], uint64_t size) {
     size_t got = 0;
     size_t want = size - off < p->in_cap ? (size_t)(size - off) : p->in_cap;
     /* Whole segments: each frame decompresses straight into p->in. */
-    for (size_t k = 0; rc == 0 && got < want; got += k)
-      if ((rc = st__bin_read(&v, off + got, p->in + got, want - got, &k)) ==
-              0 &&
-          k == 0)
-        rc = NIMBUS_EIO;
+    if ((rc = st__bin_read_all(&v, off, p->in, want, &got)) == 0 && got != want)
+      rc = NIMBUS_EIO;
     if (rc == 0 && EVP_DigestUpdate(md, p->in, want) != 1)
       rc = NIMBUS_ENOMEM;
     off += want;

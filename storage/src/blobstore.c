@@ -399,23 +399,6 @@ int st_blobstore_has(st_blobstore *s, const uint8_t hash[32], bool *exists) {
   return s->ops->has(s->be, hash, exists);
 }
 
-/* Up to n bytes at `offset` of the blob open in `in`, *got short only at
- * its end. */
-static int bin_read_all(st_bin *in, uint64_t offset, void *buf, size_t n,
-                        size_t *got) {
-  int rc = 0;
-  *got = 0;
-  while (*got < n) {
-    size_t k = 0;
-    if ((rc = st__bin_read(in, offset + *got, (char *)buf + *got, n - *got,
-                           &k)) != 0 ||
-        k == 0)
-      break;
-    *got += k;
-  }
-  return rc;
-}
-
 int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
                       void *buf, size_t n, size_t *got) {
   st_bin in;
@@ -428,7 +411,7 @@ int st_blobstore_read(st_blobstore *s, const uint8_t hash[32], uint64_t offset,
   int rc = st__bin_open(s, ST_BLOB_STORE, hash, flags, &in);
   if (rc != 0)
     return rc;
-  rc = bin_read_all(&in, offset, buf, n, got);
+  rc = st__bin_read_all(&in, offset, buf, n, got);
   st__bin_close(&in);
   return rc;
 }
@@ -454,7 +437,7 @@ int st_blobstore_reader_open(st_blobstore *s, const uint8_t hash[32],
 
 int st_blob_reader_read(st_blob_reader *r, uint64_t offset, void *buf, size_t n,
                         size_t *got) {
-  return bin_read_all(&r->in, offset, buf, n, got);
+  return st__bin_read_all(&r->in, offset, buf, n, got);
 }
 
 void st_blob_reader_close(st_blob_reader *r) {

@@ -57,6 +57,10 @@ int st__bin_open(st_blobstore *s, st_blob_ns ns, const uint8_t name[32],
  * compressed blob). Returns 0, NIMBUS_ENOMEM or NIMBUS_EIO (a frame that
  * does not decompress to its segment included). */
 int st__bin_read(st_bin *b, uint64_t offset, void *buf, size_t n, size_t *got);
+/* st__bin_read until n bytes are in or the blob ends: *got short only at
+ * its end. 0 or the first error. */
+int st__bin_read_all(st_bin *b, uint64_t offset, void *buf, size_t n,
+                     size_t *got);
 /* Closes what st__bin_open opened; a zeroed struct is fine. */
 void st__bin_close(st_bin *b);
 
