@@ -169,52 +169,28 @@ const char *wk_module_version(const wk_module *m) {
 
 /* ---- Fetching a module from storage -------------------------------------- */
 
-/* True when the file open at fd is, from its start, `size` bytes whose
- * SHA-256 is `raw`. */
-static bool fd_is(int fd, uint64_t size, const uint8_t raw[32], uint8_t *buf) {
+/* The SHA-256 of the file open at fd, from its start, into out, and its
+ * length into *size, read through buf (cap bytes). False when it cannot
+ * be read. */
+static bool fd_sha256(int fd, uint8_t *buf, size_t cap, uint8_t out[32],
+                      uint64_t *size) {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
   uint64_t off = 0;
   while (ok) {
-    ssize_t n = pread(fd, buf, ST_SEGMENT, (off_t)off);
-    if (n < 0 || (n == 0 && off != size) || off + (uint64_t)n > size) {
-      ok = false;
-      break;
-    }
-    if (n == 0)
-      break;
-    ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
-    off += (uint64_t)n;
-  }
-  uint8_t got[32];
-  unsigned int hl = 0;
-  ok = ok && EVP_DigestFinal_ex(md, got, &hl) == 1 && memcmp(got, raw, 32) == 0;
-  EVP_MD_CTX_free(md);
-  return ok;
-}
-
-/* The SHA-256 (hex) of the file open at fd, from its start; "" when it
- * cannot be read. */
-static void file_digest(int fd, char hex[65]) {
-  uint8_t buf[65536], d[32];
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-  for (off_t off = 0; ok;) {
-    ssize_t n = pread(fd, buf, sizeof buf, off);
+    ssize_t n = pread(fd, buf, cap, (off_t)off);
     if (n <= 0) {
       ok = n == 0;
       break;
     }
     ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
-    off += n;
+    off += (uint64_t)n;
   }
   unsigned int hl = 0;
-  ok = ok && EVP_DigestFinal_ex(md, d, &hl) == 1;
+  ok = ok && EVP_DigestFinal_ex(md, out, &hl) == 1;
   EVP_MD_CTX_free(md);
-  if (ok)
-    nb_hex(d, 32, hex);
-  else
-    hex[0] = '\0';
+  *size = off;
+  return ok;
 }
 
 /* Copies the published module `rec` from the blob store into
@@ -244,7 +220,10 @@ static int copy_out(wk_ctx *c, const st_module *rec, char *path, size_t cap,
   }
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0) {
-    if (fd_is(fd, rec->size, raw, buf)) {
+    uint8_t had[32];
+    uint64_t had_size = 0;
+    if (fd_sha256(fd, buf, ST_SEGMENT, had, &had_size) &&
+        had_size == rec->size && memcmp(had, raw, 32) == 0) {
       free(buf);
       *fd_out = fd;
       return 0; /* copied before, and still those bytes */
@@ -330,7 +309,10 @@ static int fetch(wk_module *m, wk_ctx *c, char *path, size_t cap, int *fd,
              m->name, rec.version);
     return NIMBUS_EAUTH;
   }
-  return copy_out(c, &rec, path, cap, fd, msg, msgcap);
+  int rc = copy_out(c, &rec, path, cap, fd, msg, msgcap);
+  if (rc == 0) /* the bytes at *fd hash to the record's name */
+    nb_strlcpy(m->digest, rec.blob, sizeof m->digest);
+  return rc;
 }
 
 /* ---- Loading --------------------------------------------------------------
@@ -351,11 +333,16 @@ static bool load(wk_module *m, wk_ctx *c, char *msg, size_t msgcap) {
   wk_handler_fn fn = NULL;
   char init_err[200] = "";
   /* Its bytes' name joins the result cache's key (wk_module_digest): a
-   * module built again serves nothing an older build computed. */
-  if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+   * module built again serves nothing an older build computed. One
+   * fetched from storage has it already (its blob's name). */
+  if (fd < 0) {
+    uint8_t buf[65536], d[32];
+    uint64_t size = 0;
     m->digest[0] = '\0';
-  else
-    file_digest(fd, m->digest);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0 &&
+        fd_sha256(fd, buf, sizeof buf, d, &size))
+      nb_hex(d, 32, m->digest);
+  }
   /* RTLD_LOCAL: a module's libraries stay its own. */
   void *dl = dlopen(via[0] != '\0' ? via : path, RTLD_NOW | RTLD_LOCAL);
   if (fd >= 0)
