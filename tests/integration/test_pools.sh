@@ -61,10 +61,7 @@ nb_log "pings while the diag pool is saturated: $out"
 p99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' <<<"$out")
 errors=$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$out")
 nb_assert_eq 0 "$errors" "ping errors"
-# (Under AddressSanitizer beside other tests: the scheduler's noise, as
-# in test_offload_image; pings behind the diag backlog would take seconds.)
-limit=50
-[[ ${NIMBUS_SANITIZE:-0} == 1 ]] && limit=250
+limit=$(nb_ping_p99_max)
 awk -v p="$p99" -v l="$limit" 'BEGIN { exit !(p < l) }' ||
   nb_fail "ping p99 $p99 ms while the diag pool is busy (want < $limit)"
 
