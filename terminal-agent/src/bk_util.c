@@ -59,14 +59,8 @@ static bool bk_ends_with(const char *s, size_t n, const char *suffix) {
 bool bk_is_part_name(const char *name) {
   const char *base = strrchr(name, '/');
   base = base != NULL ? base + 1 : name;
-  if (strlen(base) != 8 + 24 + 5 || strncmp(base, ".nimbus-", 8) != 0 ||
-      strcmp(base + 32, ".part") != 0)
-    return false;
-  for (int i = 8; i < 32; i++)
-    if (!((base[i] >= '0' && base[i] <= '9') ||
-          (base[i] >= 'a' && base[i] <= 'f')))
-      return false;
-  return true;
+  return strlen(base) == 8 + 24 + 5 && strncmp(base, ".nimbus-", 8) == 0 &&
+         nb_is_lower_hex(base + 8, 24) && strcmp(base + 32, ".part") == 0;
 }
 
 const char *bk_kind_of(const char *name) {
