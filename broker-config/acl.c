@@ -27,29 +27,32 @@ bool ba_prefix_valid(const char *prefix) {
   return strpbrk(prefix, "+#") == NULL;
 }
 
+/* The length of the terminal id when `client_id` has a terminal's shape,
+ * <terminal id>.<device id> (the device 8-64 of [A-Za-z0-9_-], so no '.':
+ * the last dot parts them), else 0. */
+static size_t terminal_shaped(const char *client_id) {
+  const char *dot = strrchr(client_id, '.');
+  if (dot == NULL || !nb_valid_token(dot + 1, strnlen(dot + 1, 65), 8, 64) ||
+      !nb_valid_terminal(client_id, (size_t)(dot - client_id)))
+    return 0;
+  return (size_t)(dot - client_id);
+}
+
 bool ba_client_id_ok(ba_role role, const char *username,
                      const char *client_id) {
   if (username == NULL || client_id == NULL || client_id[0] == '\0')
     return false;
+  size_t t = terminal_shaped(client_id);
   switch (role) {
-  case BA_ROLE_TERMINAL: {
-    size_t u = strlen(username);
-    if (!ba_name_valid(username) || strncmp(client_id, username, u) != 0 ||
-        client_id[u] != '.')
-      return false;
-    const char *device = client_id + u + 1;
-    return nb_valid_token(device, strnlen(device, 65), 8, 64);
-  }
+  case BA_ROLE_TERMINAL:
+    return t > 0 && ba_name_valid(username) && strlen(username) == t &&
+           memcmp(client_id, username, t) == 0;
   case BA_ROLE_WORKER:
   case BA_ROLE_ADMIN:
-  case BA_ROLE_MONITOR: {
-    /* Any id but a terminal's (<terminal id>.<device id>): taking one
-     * would end that terminal's session and drop the replies it holds. */
-    const char *dot = strrchr(client_id, '.');
-    return dot == NULL ||
-           !nb_valid_token(dot + 1, strnlen(dot + 1, 65), 8, 64) ||
-           !nb_valid_terminal(client_id, (size_t)(dot - client_id));
-  }
+  case BA_ROLE_MONITOR:
+    /* Any id but a terminal's: taking one would end that terminal's
+     * session and drop the replies it holds. */
+    return t == 0;
   default:
     return false;
   }
